@@ -132,27 +132,27 @@ def _e_AppProtocolType(w, o):
             if v_VersionNumberMajor < 0 or v_VersionNumberMajor > 4294967295: raise EncodeError(f'value {v_VersionNumberMajor!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_VersionNumberMajor < 128: v = (v << 8) | v_VersionNumberMajor; n += 8
-            elif v_VersionNumberMajor < 16384: v = (v << 16) | _V2[v_VersionNumberMajor]; n += 16
-            elif v_VersionNumberMajor < 2097152: v = (v << 24) | ((_V2[v_VersionNumberMajor & 16383] | 128) << 8) | (v_VersionNumberMajor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_VersionNumberMajor); v = w.v; n = w.n
+            if v_VersionNumberMajor < 128: v = (v << 9) | (v_VersionNumberMajor << 1); n += 9
+            elif v_VersionNumberMajor < 16384: v = (v << 17) | (_V2[v_VersionNumberMajor] << 1); n += 17
+            elif v_VersionNumberMajor < 2097152: v = (v << 25) | ((((_V2[v_VersionNumberMajor & 16383] | 128) << 8) | (v_VersionNumberMajor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_VersionNumberMajor); v = (w.v << 1); n = w.n + 1
             if not (v_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'VersionNumberMinor'
             if v_VersionNumberMinor < 0 or v_VersionNumberMinor > 4294967295: raise EncodeError(f'value {v_VersionNumberMinor!r} outside [0, 4294967295]')
-            v <<= 3
-            n += 3
-            if v_VersionNumberMinor < 128: v = (v << 8) | v_VersionNumberMinor; n += 8
-            elif v_VersionNumberMinor < 16384: v = (v << 16) | _V2[v_VersionNumberMinor]; n += 16
-            elif v_VersionNumberMinor < 2097152: v = (v << 24) | ((_V2[v_VersionNumberMinor & 16383] | 128) << 8) | (v_VersionNumberMinor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_VersionNumberMinor); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if v_VersionNumberMinor < 128: v = (v << 9) | (v_VersionNumberMinor << 1); n += 9
+            elif v_VersionNumberMinor < 16384: v = (v << 17) | (_V2[v_VersionNumberMinor] << 1); n += 17
+            elif v_VersionNumberMinor < 2097152: v = (v << 25) | ((((_V2[v_VersionNumberMinor & 16383] | 128) << 8) | (v_VersionNumberMinor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_VersionNumberMinor); v = (w.v << 1); n = w.n + 1
             if not (v_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'SchemaID'
             if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
             if not (v_Priority is not None): raise EncodeError('missing content: Priority')
             el = 'Priority'
             if not 1 <= v_Priority <= 20: raise EncodeError(f'value {v_Priority!r} outside [1, 20]')
-            v = (v << 21) | (v_SchemaID << 10) | ((v_Priority - 1) << 2)
-            n += 21
+            v = (v << 20) | (v_SchemaID << 10) | ((v_Priority - 1) << 2)
+            n += 20
         else:
             raise EncodeError('missing content: expected one of ProtocolNamespace')
         w.v = v; w.n = n
@@ -391,27 +391,27 @@ def _e_supportedAppProtocolReq(w, o):
             if _c1_VersionNumberMajor < 0 or _c1_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c1_VersionNumberMajor!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if _c1_VersionNumberMajor < 128: v = (v << 8) | _c1_VersionNumberMajor; n += 8
-            elif _c1_VersionNumberMajor < 16384: v = (v << 16) | _V2[_c1_VersionNumberMajor]; n += 16
-            elif _c1_VersionNumberMajor < 2097152: v = (v << 24) | ((_V2[_c1_VersionNumberMajor & 16383] | 128) << 8) | (_c1_VersionNumberMajor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMajor); v = w.v; n = w.n
+            if _c1_VersionNumberMajor < 128: v = (v << 9) | (_c1_VersionNumberMajor << 1); n += 9
+            elif _c1_VersionNumberMajor < 16384: v = (v << 17) | (_V2[_c1_VersionNumberMajor] << 1); n += 17
+            elif _c1_VersionNumberMajor < 2097152: v = (v << 25) | ((((_V2[_c1_VersionNumberMajor & 16383] | 128) << 8) | (_c1_VersionNumberMajor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMajor); v = (w.v << 1); n = w.n + 1
             if not (_c1_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
             el = 'AppProtocol/VersionNumberMinor'
             if _c1_VersionNumberMinor < 0 or _c1_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c1_VersionNumberMinor!r} outside [0, 4294967295]')
-            v <<= 3
-            n += 3
-            if _c1_VersionNumberMinor < 128: v = (v << 8) | _c1_VersionNumberMinor; n += 8
-            elif _c1_VersionNumberMinor < 16384: v = (v << 16) | _V2[_c1_VersionNumberMinor]; n += 16
-            elif _c1_VersionNumberMinor < 2097152: v = (v << 24) | ((_V2[_c1_VersionNumberMinor & 16383] | 128) << 8) | (_c1_VersionNumberMinor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMinor); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if _c1_VersionNumberMinor < 128: v = (v << 9) | (_c1_VersionNumberMinor << 1); n += 9
+            elif _c1_VersionNumberMinor < 16384: v = (v << 17) | (_V2[_c1_VersionNumberMinor] << 1); n += 17
+            elif _c1_VersionNumberMinor < 2097152: v = (v << 25) | ((((_V2[_c1_VersionNumberMinor & 16383] | 128) << 8) | (_c1_VersionNumberMinor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_VersionNumberMinor); v = (w.v << 1); n = w.n + 1
             if not (_c1_SchemaID is not None): raise EncodeError('missing content: SchemaID')
             el = 'AppProtocol/SchemaID'
             if not 0 <= _c1_SchemaID <= 255: raise EncodeError(f'value {_c1_SchemaID!r} outside [0, 255]')
             if not (_c1_Priority is not None): raise EncodeError('missing content: Priority')
             el = 'AppProtocol/Priority'
             if not 1 <= _c1_Priority <= 20: raise EncodeError(f'value {_c1_Priority!r} outside [1, 20]')
-            v = (v << 21) | (_c1_SchemaID << 10) | ((_c1_Priority - 1) << 2)
-            n += 21
+            v = (v << 20) | (_c1_SchemaID << 10) | ((_c1_Priority - 1) << 2)
+            n += 20
             i_AppProtocol += 1
             s = 1
         else:
@@ -442,27 +442,27 @@ def _e_supportedAppProtocolReq(w, o):
                     if _c2_VersionNumberMajor < 0 or _c2_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMajor!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    if _c2_VersionNumberMajor < 128: v = (v << 8) | _c2_VersionNumberMajor; n += 8
-                    elif _c2_VersionNumberMajor < 16384: v = (v << 16) | _V2[_c2_VersionNumberMajor]; n += 16
-                    elif _c2_VersionNumberMajor < 2097152: v = (v << 24) | ((_V2[_c2_VersionNumberMajor & 16383] | 128) << 8) | (_c2_VersionNumberMajor >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = w.v; n = w.n
+                    if _c2_VersionNumberMajor < 128: v = (v << 9) | (_c2_VersionNumberMajor << 1); n += 9
+                    elif _c2_VersionNumberMajor < 16384: v = (v << 17) | (_V2[_c2_VersionNumberMajor] << 1); n += 17
+                    elif _c2_VersionNumberMajor < 2097152: v = (v << 25) | ((((_V2[_c2_VersionNumberMajor & 16383] | 128) << 8) | (_c2_VersionNumberMajor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = (w.v << 1); n = w.n + 1
                     if not (_c2_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
                     el = 'AppProtocol/VersionNumberMinor'
                     if _c2_VersionNumberMinor < 0 or _c2_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMinor!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c2_VersionNumberMinor < 128: v = (v << 8) | _c2_VersionNumberMinor; n += 8
-                    elif _c2_VersionNumberMinor < 16384: v = (v << 16) | _V2[_c2_VersionNumberMinor]; n += 16
-                    elif _c2_VersionNumberMinor < 2097152: v = (v << 24) | ((_V2[_c2_VersionNumberMinor & 16383] | 128) << 8) | (_c2_VersionNumberMinor >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    if _c2_VersionNumberMinor < 128: v = (v << 9) | (_c2_VersionNumberMinor << 1); n += 9
+                    elif _c2_VersionNumberMinor < 16384: v = (v << 17) | (_V2[_c2_VersionNumberMinor] << 1); n += 17
+                    elif _c2_VersionNumberMinor < 2097152: v = (v << 25) | ((((_V2[_c2_VersionNumberMinor & 16383] | 128) << 8) | (_c2_VersionNumberMinor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = (w.v << 1); n = w.n + 1
                     if not (_c2_SchemaID is not None): raise EncodeError('missing content: SchemaID')
                     el = 'AppProtocol/SchemaID'
                     if not 0 <= _c2_SchemaID <= 255: raise EncodeError(f'value {_c2_SchemaID!r} outside [0, 255]')
                     if not (_c2_Priority is not None): raise EncodeError('missing content: Priority')
                     el = 'AppProtocol/Priority'
                     if not 1 <= _c2_Priority <= 20: raise EncodeError(f'value {_c2_Priority!r} outside [1, 20]')
-                    v = (v << 21) | (_c2_SchemaID << 10) | ((_c2_Priority - 1) << 2)
-                    n += 21
+                    v = (v << 20) | (_c2_SchemaID << 10) | ((_c2_Priority - 1) << 2)
+                    n += 20
                     i_AppProtocol += 1
                     _k += 1
                     if _k == 19:
@@ -725,12 +725,10 @@ def _ee4(w, o):  # VersionNumberMajor
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -771,12 +769,10 @@ def _ee5(w, o):  # VersionNumberMinor
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

@@ -393,16 +393,16 @@ def _e_CableCheckResType(w, o):
                     if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c2_i4 << 2)
+                    n += 6
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -1438,12 +1438,10 @@ def _e_CertificateUpdateResType(w, o):
             v = (v << 4) | (v_RetryCounter < 0)
             n += 4
             _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of Id')
         w.v = v; w.n = n
@@ -1934,14 +1932,14 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if _c2_DepartureTime < 0 or _c2_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_DepartureTime!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                if _c2_DepartureTime < 128: v = (v << 8) | _c2_DepartureTime; n += 8
-                elif _c2_DepartureTime < 16384: v = (v << 16) | _V2[_c2_DepartureTime]; n += 16
-                elif _c2_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c2_DepartureTime & 16383] | 128) << 8) | (_c2_DepartureTime >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = w.v; n = w.n
+                if _c2_DepartureTime < 128: v = (v << 9) | (_c2_DepartureTime << 1); n += 9
+                elif _c2_DepartureTime < 16384: v = (v << 17) | (_V2[_c2_DepartureTime] << 1); n += 17
+                elif _c2_DepartureTime < 2097152: v = (v << 25) | ((((_V2[_c2_DepartureTime & 16383] | 128) << 8) | (_c2_DepartureTime >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = (w.v << 1); n = w.n + 1
                 if not (_c2_EAmount is not None): raise EncodeError('missing content: EAmount')
                 el = 'AC_EVChargeParameter/EAmount'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 _c2_c1_o = _c2_EAmount
                 _c2_c1_Multiplier = _c2_c1_o.Multiplier
                 _c2_c1_Unit = _c2_c1_o.Unit
@@ -1965,12 +1963,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
                         n += 11
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c1_s = 3
                     elif _c2_c1_Value is not None:
                         el = 'AC_EVChargeParameter/EAmount/Value'
@@ -1978,12 +1974,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
                         n += 4
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c1_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2020,12 +2014,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
                         n += 11
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c2_s = 3
                     elif _c2_c2_Value is not None:
                         el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
@@ -2033,12 +2025,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
                         n += 4
                         _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2075,12 +2065,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
                         n += 11
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c3_s = 3
                     elif _c2_c3_Value is not None:
                         el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
@@ -2088,12 +2076,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
                         n += 4
                         _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2130,12 +2116,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
                         n += 11
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c4_s = 3
                     elif _c2_c4_Value is not None:
                         el = 'AC_EVChargeParameter/EVMinCurrent/Value'
@@ -2143,12 +2127,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
                         n += 4
                         _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2677,18 +2659,18 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v = (v << 13) | (_c4_c1_PowerSwitchClosed << 7) | (_c4_c1_RCD << 3)
                 n += 13
-                if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
-                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_c1_NotificationMaxDelay]; n += 16
-                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if _c4_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c4_c1_NotificationMaxDelay << 1); n += 9
+                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_c1_NotificationMaxDelay] << 1); n += 17
+                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c4_c1_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
                 if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
                 if not (_c4_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
                 el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                v = (v << 8) | (_c4_c1_i1 << 3)
-                n += 8
+                v = (v << 7) | (_c4_c1_i1 << 3)
+                n += 7
                 _c4_c2_o = _c4_EVSEMaxVoltage
                 _c4_c2_Multiplier = _c4_c2_o.Multiplier
                 _c4_c2_Unit = _c4_c2_o.Unit
@@ -2712,12 +2694,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
                         n += 11
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_c2_s = 3
                     elif _c4_c2_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
@@ -2725,12 +2705,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
                         n += 4
                         _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2767,12 +2745,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
                         n += 11
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_c3_s = 3
                     elif _c4_c3_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
@@ -2780,12 +2756,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
                         n += 4
                         _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -2822,12 +2796,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
                         n += 11
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_c4_s = 3
                     elif _c4_c4_Value is not None:
                         el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
@@ -2835,12 +2807,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
                         n += 4
                         _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3217,12 +3187,10 @@ def _e_ChargingStatusResType(w, o):
             v = (v << 4) | (v_SAScheduleTupleID < 0)
             n += 4
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -3254,12 +3222,10 @@ def _e_ChargingStatusResType(w, o):
                         v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                         n += 11
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_s = 3
                     elif _c2_Value is not None:
                         el = 'EVSEMaxCurrent/Value'
@@ -3267,12 +3233,10 @@ def _e_ChargingStatusResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                         n += 4
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3344,16 +3308,16 @@ def _e_ChargingStatusResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v = (v << 11) | (_c3_PowerSwitchClosed << 7) | (_c3_RCD << 3)
                 n += 11
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c3_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 8) | (_c3_i1 << 3)
-                n += 8
+                v = (v << 7) | (_c3_i1 << 3)
+                n += 7
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of AC_EVSEStatus')
@@ -5125,12 +5089,10 @@ def _e_CurrentDemandReqType(w, o):
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVTargetCurrent/Value'
@@ -5138,12 +5100,10 @@ def _e_CurrentDemandReqType(w, o):
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -5184,12 +5144,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
@@ -5197,12 +5155,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5240,12 +5196,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVMaximumCurrentLimit/Value'
@@ -5253,12 +5207,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5296,12 +5248,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -5309,12 +5259,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5367,12 +5315,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVMaximumCurrentLimit/Value'
@@ -5380,12 +5326,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5423,12 +5367,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -5436,12 +5378,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5494,12 +5434,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -5507,12 +5445,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5589,12 +5525,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'RemainingTimeToFullSoC/Value'
@@ -5602,12 +5536,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c9_Value < 0)
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c9_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5645,12 +5577,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'RemainingTimeToBulkSoC/Value'
@@ -5658,12 +5588,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c10_Value < 0)
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c10_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5701,12 +5629,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
                         n += 11
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c11_s = 3
                     elif _c11_Value is not None:
                         el = 'EVTargetVoltage/Value'
@@ -5714,12 +5640,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c11_Value < 0)
                         n += 4
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c11_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5760,12 +5684,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
                         n += 11
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c12_s = 3
                     elif _c12_Value is not None:
                         el = 'RemainingTimeToBulkSoC/Value'
@@ -5773,12 +5695,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c12_Value < 0)
                         n += 4
                         _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c12_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5816,12 +5736,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
                         n += 11
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c13_s = 3
                     elif _c13_Value is not None:
                         el = 'EVTargetVoltage/Value'
@@ -5829,12 +5747,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c13_Value < 0)
                         n += 4
                         _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c13_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5875,12 +5791,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
                         n += 11
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c14_s = 3
                     elif _c14_Value is not None:
                         el = 'EVTargetVoltage/Value'
@@ -5888,12 +5802,10 @@ def _e_CurrentDemandReqType(w, o):
                         v = (v << 4) | (1 << 2) | (_c14_Value < 0)
                         n += 4
                         _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c14_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -6866,16 +6778,16 @@ def _e_CurrentDemandResType(w, o):
                     if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c2_i4 << 2)
+                    n += 6
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -6907,12 +6819,10 @@ def _e_CurrentDemandResType(w, o):
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
@@ -6920,12 +6830,10 @@ def _e_CurrentDemandResType(w, o):
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -6962,12 +6870,10 @@ def _e_CurrentDemandResType(w, o):
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVSEPresentCurrent/Value'
@@ -6975,12 +6881,10 @@ def _e_CurrentDemandResType(w, o):
                     v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -7032,12 +6936,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
@@ -7045,12 +6947,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7088,12 +6988,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVSEMaximumCurrentLimit/Value'
@@ -7101,12 +6999,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7144,12 +7040,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -7157,12 +7051,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7205,12 +7097,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVSEMaximumCurrentLimit/Value'
@@ -7218,12 +7108,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7261,12 +7149,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -7274,12 +7160,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c9_Value < 0)
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c9_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7322,12 +7206,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -7335,12 +7217,10 @@ def _e_CurrentDemandResType(w, o):
                         v = (v << 4) | (1 << 2) | (_c10_Value < 0)
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c10_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7549,14 +7429,14 @@ def _e_MeteringReceiptReqType(w, o):
                 v = (v << 4) | (v_SAScheduleTupleID < 0)
                 n += 4
                 _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                 el = 'MeterInfo'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 w.v = v; w.n = n
                 c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
                 v = w.v; n = w.n
@@ -7677,16 +7557,16 @@ def _e_MeteringReceiptResType(w, o):
             if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 19) | (_i1 << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
             n += 19
-            if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-            elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-            elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+            if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+            elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+            elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
             _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
             if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 8) | (_c2_i1 << 3)
-            n += 8
+            v = (v << 7) | (_c2_i1 << 3)
+            n += 7
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -7942,12 +7822,10 @@ def _e_PaymentDetailsResType(w, o):
             v = (v << 4) | (v_DateTimeNow < 0)
             n += 4
             _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -8800,16 +8678,16 @@ def _e_PowerDeliveryResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v = (v << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
                 n += 12
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                 if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 7) | (_c2_i1 << 2)
-                n += 7
+                v = (v << 6) | (_c2_i1 << 2)
+                n += 6
                 v_AC_EVSEStatus = None
                 s = 2
             elif v_DC_EVSEStatus is not None:
@@ -8847,16 +8725,16 @@ def _e_PowerDeliveryResType(w, o):
                         if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                        elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                        elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                        if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                        elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                        elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                         if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                         el = 'DC_EVSEStatus/EVSENotification'
                         _c3_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
                         if _c3_i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 7) | (_c3_i4 << 2)
-                        n += 7
+                        v = (v << 6) | (_c3_i4 << 2)
+                        n += 6
                         _c3_s = -1
                     else:
                         raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -9291,12 +9169,10 @@ def _e_PreChargeReqType(w, o):
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVTargetVoltage/Value'
@@ -9304,12 +9180,10 @@ def _e_PreChargeReqType(w, o):
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -9346,12 +9220,10 @@ def _e_PreChargeReqType(w, o):
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVTargetCurrent/Value'
@@ -9359,12 +9231,10 @@ def _e_PreChargeReqType(w, o):
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -9626,16 +9496,16 @@ def _e_PreChargeResType(w, o):
                     if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c2_i4 << 2)
+                    n += 6
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -9667,12 +9537,10 @@ def _e_PreChargeResType(w, o):
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
@@ -9680,12 +9548,10 @@ def _e_PreChargeResType(w, o):
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -9756,12 +9622,10 @@ def _e_ServiceDetailReqType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if v_ServiceID < 128: v = (v << 10) | (v_ServiceID << 2); n += 10
+            elif v_ServiceID < 16384: v = (v << 18) | (_V2[v_ServiceID] << 2); n += 18
+            elif v_ServiceID < 2097152: v = (v << 26) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -9854,12 +9718,10 @@ def _e_ServiceDetailResType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -10228,12 +10090,10 @@ def _e_ServiceDiscoveryResType(w, o):
                 if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
-                elif _c2_c1_ServiceID < 16384: v = (v << 16) | _V2[_c2_c1_ServiceID]; n += 16
-                elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c2_c1_ServiceID < 128: v = (v << 9) | (_c2_c1_ServiceID << 1); n += 9
+                elif _c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c1_ServiceID] << 1); n += 17
+                elif _c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -10594,12 +10454,10 @@ def _e_SessionSetupResType(w, o):
                 v = (v << 4) | (v_DateTimeNow < 0)
                 n += 4
                 _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -11126,16 +10984,16 @@ def _e_WeldingDetectionResType(w, o):
                     if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                     if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c2_i4 << 2)
+                    n += 6
                     _c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -11167,12 +11025,10 @@ def _e_WeldingDetectionResType(w, o):
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEPresentVoltage/Value'
@@ -11180,12 +11036,10 @@ def _e_WeldingDetectionResType(w, o):
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')

@@ -460,14 +460,14 @@ def _e_AC_EVChargeParameterType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
-            v <<= 2
-            n += 2
+            v <<= 1
+            n += 1
             _c1_o = v_EAmount
             _c1_Multiplier = _c1_o.Multiplier
             _c1_Unit = _c1_o.Unit
@@ -491,12 +491,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
                     n += 11
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c1_s = 3
                 elif _c1_Value is not None:
                     el = 'EAmount/Value'
@@ -504,12 +502,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c1_Value < 0)
                     n += 4
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c1_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -546,12 +542,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVMaxVoltage/Value'
@@ -559,12 +553,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -601,12 +593,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVMaxCurrent/Value'
@@ -614,12 +604,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -656,12 +644,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVMinCurrent/Value'
@@ -669,12 +655,10 @@ def _e_AC_EVChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1061,18 +1045,18 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 11) | (_c1_PowerSwitchClosed << 7) | (_c1_RCD << 3)
             n += 11
-            if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-            elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
-            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
+            if _c1_NotificationMaxDelay < 128: v = (v << 9) | (_c1_NotificationMaxDelay << 1); n += 9
+            elif _c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c1_NotificationMaxDelay] << 1); n += 17
+            elif _c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
             _c1_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
             if _c1_i1 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
             if not (v_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
             el = 'EVSEMaxVoltage'
-            v = (v << 8) | (_c1_i1 << 3)
-            n += 8
+            v = (v << 7) | (_c1_i1 << 3)
+            n += 7
             _c2_o = v_EVSEMaxVoltage
             _c2_Multiplier = _c2_o.Multiplier
             _c2_Unit = _c2_o.Unit
@@ -1096,12 +1080,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVSEMaxVoltage/Value'
@@ -1109,12 +1091,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1151,12 +1131,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                     n += 11
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 elif _c3_Value is not None:
                     el = 'EVSEMaxCurrent/Value'
@@ -1164,12 +1142,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                     n += 4
                     _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1206,12 +1182,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                     n += 11
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c4_s = 3
                 elif _c4_Value is not None:
                     el = 'EVSEMinCurrent/Value'
@@ -1219,12 +1193,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                     n += 4
                     _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c4_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -1325,16 +1297,16 @@ def _e_AC_EVSEStatusType(w, o):
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 10) | (v_PowerSwitchClosed << 7) | (v_RCD << 3)
             n += 10
-            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+            if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+            elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+            elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i1 = _I_din_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 7) | (_i1 << 2)
-            n += 7
+            v = (v << 6) | (_i1 << 2)
+            n += 6
         else:
             raise EncodeError('missing content: expected one of PowerSwitchClosed')
         w.v = v; w.n = n
@@ -1691,10 +1663,11 @@ def _e_ChargingProfileType(w, o):
             v = (v << 3) | (v_SAScheduleTupleID < 0)
             n += 3
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_SAScheduleTupleID = None
             if not (i_ProfileEntry < n_ProfileEntry): raise EncodeError('missing content: ProfileEntry')
             el = 'ProfileEntry'
             _o = v_ProfileEntry[i_ProfileEntry]
@@ -1703,25 +1676,22 @@ def _e_ChargingProfileType(w, o):
             if not (_c1_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
             el = 'ProfileEntry/ChargingProfileEntryStart'
             if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-            v <<= 4
-            n += 4
-            v_SAScheduleTupleID = None
-            if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
-            elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c1_ChargingProfileEntryStart]; n += 16
-            elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c1_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c1_ChargingProfileEntryStart >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            if _c1_ChargingProfileEntryStart < 128: v = (v << 9) | (_c1_ChargingProfileEntryStart << 1); n += 9
+            elif _c1_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c1_ChargingProfileEntryStart] << 1); n += 17
+            elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c1_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c1_ChargingProfileEntryStart >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
             if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ProfileEntry/ChargingProfileEntryMaxPower'
             if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_ChargingProfileEntryMaxPower < 0)
-            n += 4
+            v = (v << 3) | (_c1_ChargingProfileEntryMaxPower < 0)
+            n += 3
             _m = (-_c1_ChargingProfileEntryMaxPower - 1 if _c1_ChargingProfileEntryMaxPower < 0 else _c1_ChargingProfileEntryMaxPower)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             i_ProfileEntry += 1
             s = 2
         else:
@@ -1737,22 +1707,20 @@ def _e_ChargingProfileType(w, o):
                 if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
-                elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c2_ChargingProfileEntryStart]; n += 16
-                elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
+                if _c2_ChargingProfileEntryStart < 128: v = (v << 9) | (_c2_ChargingProfileEntryStart << 1); n += 9
+                elif _c2_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c2_ChargingProfileEntryStart] << 1); n += 17
+                elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
                 if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                v = (v << 4) | (_c2_ChargingProfileEntryMaxPower < 0)
-                n += 4
+                v = (v << 3) | (_c2_ChargingProfileEntryMaxPower < 0)
+                n += 3
                 _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 i_ProfileEntry += 1
                 s = 3
             elif True:
@@ -1772,22 +1740,20 @@ def _e_ChargingProfileType(w, o):
                     if _c3_ChargingProfileEntryStart < 0 or _c3_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c3_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c3_ChargingProfileEntryStart < 128: v = (v << 8) | _c3_ChargingProfileEntryStart; n += 8
-                    elif _c3_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c3_ChargingProfileEntryStart]; n += 16
-                    elif _c3_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c3_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c3_ChargingProfileEntryStart >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_ChargingProfileEntryStart); v = w.v; n = w.n
+                    if _c3_ChargingProfileEntryStart < 128: v = (v << 9) | (_c3_ChargingProfileEntryStart << 1); n += 9
+                    elif _c3_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c3_ChargingProfileEntryStart] << 1); n += 17
+                    elif _c3_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c3_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c3_ChargingProfileEntryStart >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
                     if not (_c3_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                     el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                     if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c3_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_ChargingProfileEntryMaxPower < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_ChargingProfileEntryMaxPower < 0)
+                    n += 3
                     _m = (-_c3_ChargingProfileEntryMaxPower - 1 if _c3_ChargingProfileEntryMaxPower < 0 else _c3_ChargingProfileEntryMaxPower)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     i_ProfileEntry += 1
                 elif True:
                     v = (v << 2) | 1
@@ -1996,12 +1962,10 @@ def _e_ConsumptionCostType(w, o):
             if v_startValue < 0 or v_startValue > 4294967295: raise EncodeError(f'value {v_startValue!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_startValue < 128: v = (v << 8) | v_startValue; n += 8
-            elif v_startValue < 16384: v = (v << 16) | _V2[v_startValue]; n += 16
-            elif v_startValue < 2097152: v = (v << 24) | ((_V2[v_startValue & 16383] | 128) << 8) | (v_startValue >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_startValue); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_startValue < 128: v = (v << 9) | (v_startValue << 1); n += 9
+            elif v_startValue < 16384: v = (v << 17) | (_V2[v_startValue] << 1); n += 17
+            elif v_startValue < 2097152: v = (v << 25) | ((((_V2[v_startValue & 16383] | 128) << 8) | (v_startValue >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_startValue); v = (w.v << 1); n = w.n + 1
             v_startValue = None
             s = 1
         else:
@@ -2024,12 +1988,10 @@ def _e_ConsumptionCostType(w, o):
                     if _c1_amount < 0 or _c1_amount > 4294967295: raise EncodeError(f'value {_c1_amount!r} outside [0, 4294967295]')
                     v = (v << 7) | (_c1_i1 << 3)
                     n += 7
-                    if _c1_amount < 128: v = (v << 8) | _c1_amount; n += 8
-                    elif _c1_amount < 16384: v = (v << 16) | _V2[_c1_amount]; n += 16
-                    elif _c1_amount < 2097152: v = (v << 24) | ((_V2[_c1_amount & 16383] | 128) << 8) | (_c1_amount >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_amount); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c1_amount < 128: v = (v << 9) | (_c1_amount << 1); n += 9
+                    elif _c1_amount < 16384: v = (v << 17) | (_V2[_c1_amount] << 1); n += 17
+                    elif _c1_amount < 2097152: v = (v << 25) | ((((_V2[_c1_amount & 16383] | 128) << 8) | (_c1_amount >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c1_amount); v = (w.v << 1); n = w.n + 1
                     _c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
@@ -2071,12 +2033,10 @@ def _e_ConsumptionCostType(w, o):
                         if _c2_amount < 0 or _c2_amount > 4294967295: raise EncodeError(f'value {_c2_amount!r} outside [0, 4294967295]')
                         v = (v << 7) | (_c2_i1 << 3)
                         n += 7
-                        if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
-                        elif _c2_amount < 16384: v = (v << 16) | _V2[_c2_amount]; n += 16
-                        elif _c2_amount < 2097152: v = (v << 24) | ((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c2_amount < 128: v = (v << 9) | (_c2_amount << 1); n += 9
+                        elif _c2_amount < 16384: v = (v << 17) | (_V2[_c2_amount] << 1); n += 17
+                        elif _c2_amount < 2097152: v = (v << 25) | ((((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_amount); v = (w.v << 1); n = w.n + 1
                         _c2_s = 2
                     else:
                         raise EncodeError('missing content: expected one of costKind')
@@ -2189,12 +2149,10 @@ def _e_CostType(w, o):
             if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
             v = (v << 7) | (_i1 << 3)
             n += 7
-            if v_amount < 128: v = (v << 8) | v_amount; n += 8
-            elif v_amount < 16384: v = (v << 16) | _V2[v_amount]; n += 16
-            elif v_amount < 2097152: v = (v << 24) | ((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_amount < 128: v = (v << 9) | (v_amount << 1); n += 9
+            elif v_amount < 16384: v = (v << 17) | (_V2[v_amount] << 1); n += 17
+            elif v_amount < 2097152: v = (v << 25) | ((((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_amount); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
@@ -3204,12 +3162,10 @@ def _e_DC_EVChargeParameterType(w, o):
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVMaximumCurrentLimit/Value'
@@ -3217,12 +3173,10 @@ def _e_DC_EVChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3263,12 +3217,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVMaximumPowerLimit/Value'
@@ -3276,12 +3228,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3318,12 +3268,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
@@ -3331,12 +3279,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3374,12 +3320,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVMaximumVoltageLimit/Value'
@@ -3387,12 +3331,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3433,12 +3375,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVEnergyCapacity/Value'
@@ -3446,12 +3386,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3489,12 +3427,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVEnergyRequest/Value'
@@ -3502,12 +3438,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -3562,12 +3496,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVEnergyRequest/Value'
@@ -3575,12 +3507,10 @@ def _e_DC_EVChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5005,16 +4935,16 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-                    elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
-                    elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c1_NotificationMaxDelay < 128: v = (v << 9) | (_c1_NotificationMaxDelay << 1); n += 9
+                    elif _c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c1_NotificationMaxDelay] << 1); n += 17
+                    elif _c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c1_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
                     if _c1_i4 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c1_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c1_i4 << 2)
+                    n += 6
                     _c1_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -5046,12 +4976,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                     n += 11
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 elif _c2_Value is not None:
                     el = 'EVSEMaximumCurrentLimit/Value'
@@ -5059,12 +4987,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                     v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                     n += 4
                     _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -5105,12 +5031,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
                         n += 11
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c3_s = 3
                     elif _c3_Value is not None:
                         el = 'EVSEMaximumPowerLimit/Value'
@@ -5118,12 +5042,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c3_Value < 0)
                         n += 4
                         _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5160,12 +5082,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
                         n += 11
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_s = 3
                     elif _c4_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
@@ -5173,12 +5093,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c4_Value < 0)
                         n += 4
                         _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c4_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5216,12 +5134,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
                         n += 11
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     elif _c5_Value is not None:
                         el = 'EVSEMaximumVoltageLimit/Value'
@@ -5229,12 +5145,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c5_Value < 0)
                         n += 4
                         _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c5_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5275,12 +5189,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
                         n += 11
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     elif _c6_Value is not None:
                         el = 'EVSEMinimumCurrentLimit/Value'
@@ -5288,12 +5200,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c6_Value < 0)
                         n += 4
                         _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c6_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5330,12 +5240,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
                         n += 11
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     elif _c7_Value is not None:
                         el = 'EVSEMinimumVoltageLimit/Value'
@@ -5343,12 +5251,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c7_Value < 0)
                         n += 4
                         _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c7_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5389,12 +5295,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
                         n += 11
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     elif _c8_Value is not None:
                         el = 'EVSECurrentRegulationTolerance/Value'
@@ -5402,12 +5306,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c8_Value < 0)
                         n += 4
                         _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c8_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5444,12 +5346,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
                         n += 11
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c9_s = 3
                     elif _c9_Value is not None:
                         el = 'EVSEPeakCurrentRipple/Value'
@@ -5457,12 +5357,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c9_Value < 0)
                         n += 4
                         _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c9_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5500,12 +5398,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
                         n += 11
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c10_s = 3
                     elif _c10_Value is not None:
                         el = 'EVSEPeakCurrentRipple/Value'
@@ -5513,12 +5409,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c10_Value < 0)
                         n += 4
                         _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c10_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5559,12 +5453,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
                         n += 11
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c11_s = 3
                     elif _c11_Value is not None:
                         el = 'EVSEEnergyToBeDelivered/Value'
@@ -5572,12 +5464,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c11_Value < 0)
                         n += 4
                         _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c11_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -5720,16 +5610,16 @@ def _e_DC_EVSEStatusType(w, o):
                 if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-                elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
-                elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+                if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+                elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+                elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSENotification'
                 _i4 = _I_din_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
                 if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 7) | (_i4 << 2)
-                n += 7
+                v = (v << 6) | (_i4 << 2)
+                n += 6
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -6188,12 +6078,10 @@ def _e_EntryType(w, o):
                 if _c1_start < 0 or _c1_start > 4294967295: raise EncodeError(f'value {_c1_start!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_start < 128: v = (v << 9) | (_c1_start << 1); n += 9
+                elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
+                elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -6203,12 +6091,10 @@ def _e_EntryType(w, o):
                     if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -6929,12 +6815,10 @@ def _e_MeterInfoType(w, o):
                         v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
                         n += 11
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c1_s = 3
                     elif _c1_Value is not None:
                         el = 'MeterReading/Value'
@@ -6942,12 +6826,10 @@ def _e_MeterInfoType(w, o):
                         v = (v << 4) | (1 << 2) | (_c1_Value < 0)
                         n += 4
                         _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c1_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -6975,12 +6857,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -6988,12 +6868,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (3 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 3) | 4
@@ -7017,12 +6895,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -7030,12 +6906,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (2 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 3) | 3
@@ -7048,12 +6922,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (v_MeterStatus < 0)
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -7061,12 +6933,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (1 << 2) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 2) | 2
@@ -7079,12 +6949,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 2) | 1
@@ -7351,12 +7219,10 @@ def _e_PMaxScheduleEntryType(w, o):
                 if _c1_start < 0 or _c1_start > 4294967295: raise EncodeError(f'value {_c1_start!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_start < 128: v = (v << 9) | (_c1_start << 1); n += 9
+                elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
+                elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -7366,12 +7232,10 @@ def _e_PMaxScheduleEntryType(w, o):
                     if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -7396,12 +7260,10 @@ def _e_PMaxScheduleEntryType(w, o):
                 v = (v << 3) | (v_PMax < 0)
                 n += 3
                 _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_PMax = None
                 if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                 s = -1
@@ -7876,15 +7738,15 @@ def _e_PMaxScheduleType(w, o):
             v = (v << 3) | (v_PMaxScheduleID < 0)
             n += 3
             _m = (-v_PMaxScheduleID - 1 if v_PMaxScheduleID < 0 else v_PMaxScheduleID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_PMaxScheduleID = None
             if not (i_PMaxScheduleEntry < n_PMaxScheduleEntry): raise EncodeError('missing content: PMaxScheduleEntry')
             el = 'PMaxScheduleEntry'
-            v <<= 2
-            n += 2
-            v_PMaxScheduleID = None
+            v <<= 1
+            n += 1
             _c1_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
             _c1_RelativeTimeInterval = _c1_o.RelativeTimeInterval
             _c1_TimeInterval = _c1_o.TimeInterval
@@ -7901,12 +7763,10 @@ def _e_PMaxScheduleType(w, o):
                     if _c1_c1_start < 0 or _c1_c1_start > 4294967295: raise EncodeError(f'value {_c1_c1_start!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
-                    elif _c1_c1_start < 16384: v = (v << 16) | _V2[_c1_c1_start]; n += 16
-                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c1_c1_start < 128: v = (v << 9) | (_c1_c1_start << 1); n += 9
+                    elif _c1_c1_start < 16384: v = (v << 17) | (_V2[_c1_c1_start] << 1); n += 17
+                    elif _c1_c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = (w.v << 1); n = w.n + 1
                     _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
@@ -7916,12 +7776,10 @@ def _e_PMaxScheduleType(w, o):
                         if _c1_c1_duration < 0 or _c1_c1_duration > 4294967295: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 4294967295]')
                         v <<= 3
                         n += 3
-                        if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
-                        elif _c1_c1_duration < 16384: v = (v << 16) | _V2[_c1_c1_duration]; n += 16
-                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _c1_c1_duration < 128: v = (v << 10) | (_c1_c1_duration << 2); n += 10
+                        elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
+                        elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
                         _c1_c1_s = -1
                     elif True:
                         v = (v << 2) | 1
@@ -7946,12 +7804,10 @@ def _e_PMaxScheduleType(w, o):
                     v = (v << 3) | (_c1_PMax < 0)
                     n += 3
                     _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     _c1_PMax = None
                     if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
                     _c1_s = -1
@@ -7983,12 +7839,10 @@ def _e_PMaxScheduleType(w, o):
                         if _c2_c1_start < 0 or _c2_c1_start > 4294967295: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
-                        elif _c2_c1_start < 16384: v = (v << 16) | _V2[_c2_c1_start]; n += 16
-                        elif _c2_c1_start < 2097152: v = (v << 24) | ((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c2_c1_start < 128: v = (v << 9) | (_c2_c1_start << 1); n += 9
+                        elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
+                        elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
                         _c2_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of start')
@@ -7998,12 +7852,10 @@ def _e_PMaxScheduleType(w, o):
                             if _c2_c1_duration < 0 or _c2_c1_duration > 4294967295: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 4294967295]')
                             v <<= 3
                             n += 3
-                            if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
-                            elif _c2_c1_duration < 16384: v = (v << 16) | _V2[_c2_c1_duration]; n += 16
-                            elif _c2_c1_duration < 2097152: v = (v << 24) | ((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
+                            if _c2_c1_duration < 128: v = (v << 10) | (_c2_c1_duration << 2); n += 10
+                            elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
+                            elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
                             _c2_c1_s = -1
                         elif True:
                             v = (v << 2) | 1
@@ -8028,12 +7880,10 @@ def _e_PMaxScheduleType(w, o):
                         v = (v << 3) | (_c2_PMax < 0)
                         n += 3
                         _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         _c2_PMax = None
                         if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
                         _c2_s = -1
@@ -8069,12 +7919,10 @@ def _e_PMaxScheduleType(w, o):
                             if _c3_c1_start < 0 or _c3_c1_start > 4294967295: raise EncodeError(f'value {_c3_c1_start!r} outside [0, 4294967295]')
                             v <<= 2
                             n += 2
-                            if _c3_c1_start < 128: v = (v << 8) | _c3_c1_start; n += 8
-                            elif _c3_c1_start < 16384: v = (v << 16) | _V2[_c3_c1_start]; n += 16
-                            elif _c3_c1_start < 2097152: v = (v << 24) | ((_V2[_c3_c1_start & 16383] | 128) << 8) | (_c3_c1_start >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
+                            if _c3_c1_start < 128: v = (v << 9) | (_c3_c1_start << 1); n += 9
+                            elif _c3_c1_start < 16384: v = (v << 17) | (_V2[_c3_c1_start] << 1); n += 17
+                            elif _c3_c1_start < 2097152: v = (v << 25) | ((((_V2[_c3_c1_start & 16383] | 128) << 8) | (_c3_c1_start >> 14)) << 1); n += 25
+                            else: w.v = v; w.n = n; w.uint(_c3_c1_start); v = (w.v << 1); n = w.n + 1
                             _c3_c1_s = 1
                         else:
                             raise EncodeError('missing content: expected one of start')
@@ -8084,12 +7932,10 @@ def _e_PMaxScheduleType(w, o):
                                 if _c3_c1_duration < 0 or _c3_c1_duration > 4294967295: raise EncodeError(f'value {_c3_c1_duration!r} outside [0, 4294967295]')
                                 v <<= 3
                                 n += 3
-                                if _c3_c1_duration < 128: v = (v << 8) | _c3_c1_duration; n += 8
-                                elif _c3_c1_duration < 16384: v = (v << 16) | _V2[_c3_c1_duration]; n += 16
-                                elif _c3_c1_duration < 2097152: v = (v << 24) | ((_V2[_c3_c1_duration & 16383] | 128) << 8) | (_c3_c1_duration >> 14); n += 24
-                                else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = w.v; n = w.n
-                                v <<= 2
-                                n += 2
+                                if _c3_c1_duration < 128: v = (v << 10) | (_c3_c1_duration << 2); n += 10
+                                elif _c3_c1_duration < 16384: v = (v << 18) | (_V2[_c3_c1_duration] << 2); n += 18
+                                elif _c3_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c3_c1_duration & 16383] | 128) << 8) | (_c3_c1_duration >> 14)) << 2); n += 26
+                                else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = (w.v << 2); n = w.n + 2
                                 _c3_c1_s = -1
                             elif True:
                                 v = (v << 2) | 1
@@ -8114,12 +7960,10 @@ def _e_PMaxScheduleType(w, o):
                             v = (v << 3) | (_c3_PMax < 0)
                             n += 3
                             _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
-                            if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
+                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                             _c3_PMax = None
                             if _c3_RelativeTimeInterval is not None or _c3_TimeInterval is not None or _c3_PMax is not None: raise _leftover(_c3_o)
                             _c3_s = -1
@@ -8239,15 +8083,15 @@ def _e_ParameterSetType(w, o):
             v = (v << 3) | (v_ParameterSetID < 0)
             n += 3
             _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_ParameterSetID = None
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
-            v <<= 2
-            n += 2
-            v_ParameterSetID = None
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_ParameterType(w, v_Parameter[i_Parameter])
             v = w.v; n = w.n
@@ -8589,12 +8433,10 @@ def _e_ParameterType(w, o):
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_shortValue = None
                 if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                 s = -1
@@ -8604,12 +8446,10 @@ def _e_ParameterType(w, o):
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_intValue = None
                 if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                 s = -1
@@ -8640,12 +8480,10 @@ def _e_ParameterType(w, o):
                         v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
                         n += 11
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_s = 3
                     elif _c2_Value is not None:
                         el = 'physicalValue/Value'
@@ -8653,12 +8491,10 @@ def _e_ParameterType(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_Value < 0)
                         n += 4
                         _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -8933,12 +8769,10 @@ def _e_PhysicalValueType(w, o):
                 v = (v << 11) | (_i1 << 4) | (v_Value < 0)
                 n += 11
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 3
             elif v_Value is not None:
                 el = 'Value'
@@ -8946,12 +8780,10 @@ def _e_PhysicalValueType(w, o):
                 v = (v << 4) | (1 << 2) | (v_Value < 0)
                 n += 4
                 _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of Unit, Value')
@@ -9046,22 +8878,20 @@ def _e_ProfileEntryType(w, o):
             if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
-            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[v_ChargingProfileEntryStart]; n += 16
-            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[v_ChargingProfileEntryStart & 16383] | 128) << 8) | (v_ChargingProfileEntryStart >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
+            if v_ChargingProfileEntryStart < 128: v = (v << 9) | (v_ChargingProfileEntryStart << 1); n += 9
+            elif v_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[v_ChargingProfileEntryStart] << 1); n += 17
+            elif v_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[v_ChargingProfileEntryStart & 16383] | 128) << 8) | (v_ChargingProfileEntryStart >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
             if v_ChargingProfileEntryMaxPower < -32768 or v_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {v_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-            v = (v << 4) | (v_ChargingProfileEntryMaxPower < 0)
-            n += 4
+            v = (v << 3) | (v_ChargingProfileEntryMaxPower < 0)
+            n += 3
             _m = (-v_ChargingProfileEntryMaxPower - 1 if v_ChargingProfileEntryMaxPower < 0 else v_ChargingProfileEntryMaxPower)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
         w.v = v; w.n = n
@@ -9161,12 +8991,10 @@ def _e_RelativeTimeIntervalType(w, o):
             if v_start < 0 or v_start > 4294967295: raise EncodeError(f'value {v_start!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_start < 128: v = (v << 8) | v_start; n += 8
-            elif v_start < 16384: v = (v << 16) | _V2[v_start]; n += 16
-            elif v_start < 2097152: v = (v << 24) | ((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_start < 128: v = (v << 9) | (v_start << 1); n += 9
+            elif v_start < 16384: v = (v << 17) | (_V2[v_start] << 1); n += 17
+            elif v_start < 2097152: v = (v << 25) | ((((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_start); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of start')
@@ -9176,12 +9004,10 @@ def _e_RelativeTimeIntervalType(w, o):
                 if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
                 v <<= 3
                 n += 3
-                if v_duration < 128: v = (v << 8) | v_duration; n += 8
-                elif v_duration < 16384: v = (v << 16) | _V2[v_duration]; n += 16
-                elif v_duration < 2097152: v = (v << 24) | ((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if v_duration < 128: v = (v << 10) | (v_duration << 2); n += 10
+                elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
+                elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -9443,14 +9269,14 @@ def _e_SAScheduleListType(w, o):
                 v = (v << 3) | (_c1_SAScheduleTupleID < 0)
                 n += 3
                 _m = (-_c1_SAScheduleTupleID - 1 if _c1_SAScheduleTupleID < 0 else _c1_SAScheduleTupleID)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 if not (_c1_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                 el = 'SAScheduleTuple/PMaxSchedule'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 w.v = v; w.n = n
                 _e_PMaxScheduleType(w, _c1_PMaxSchedule)
                 v = w.v; n = w.n
@@ -9492,14 +9318,14 @@ def _e_SAScheduleListType(w, o):
                     v = (v << 3) | (_c2_SAScheduleTupleID < 0)
                     n += 3
                     _m = (-_c2_SAScheduleTupleID - 1 if _c2_SAScheduleTupleID < 0 else _c2_SAScheduleTupleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                     el = 'SAScheduleTuple/PMaxSchedule'
-                    v <<= 2
-                    n += 2
+                    v <<= 1
+                    n += 1
                     w.v = v; w.n = n
                     _e_PMaxScheduleType(w, _c2_PMaxSchedule)
                     v = w.v; n = w.n
@@ -9545,14 +9371,14 @@ def _e_SAScheduleListType(w, o):
                         v = (v << 3) | (_c3_SAScheduleTupleID < 0)
                         n += 3
                         _m = (-_c3_SAScheduleTupleID - 1 if _c3_SAScheduleTupleID < 0 else _c3_SAScheduleTupleID)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         if not (_c3_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
                         el = 'SAScheduleTuple/PMaxSchedule'
-                        v <<= 2
-                        n += 2
+                        v <<= 1
+                        n += 1
                         w.v = v; w.n = n
                         _e_PMaxScheduleType(w, _c3_PMaxSchedule)
                         v = w.v; n = w.n
@@ -9673,14 +9499,14 @@ def _e_SAScheduleTupleType(w, o):
             v = (v << 3) | (v_SAScheduleTupleID < 0)
             n += 3
             _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (v_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
             el = 'PMaxSchedule'
-            v <<= 2
-            n += 2
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_PMaxScheduleType(w, v_PMaxSchedule)
             v = w.v; n = w.n
@@ -9905,12 +9731,10 @@ def _e_SalesTariffEntryType(w, o):
                 if _c1_start < 0 or _c1_start > 4294967295: raise EncodeError(f'value {_c1_start!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_start < 128: v = (v << 9) | (_c1_start << 1); n += 9
+                elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
+                elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -9920,12 +9744,10 @@ def _e_SalesTariffEntryType(w, o):
                     if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -10157,12 +9979,10 @@ def _e_SalesTariffType(w, o):
             n += 3
             v_Id = None
             _m = (-v_SalesTariffID - 1 if v_SalesTariffID < 0 else v_SalesTariffID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             v_SalesTariffID = None
             s = 2
         else:
@@ -10525,12 +10345,10 @@ def _e_SelectedServiceListType(w, o):
                 if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+                elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+                elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -10541,12 +10359,10 @@ def _e_SelectedServiceListType(w, o):
                     v = (v << 4) | (_c1_ParameterSetID < 0)
                     n += 4
                     _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -10570,12 +10386,10 @@ def _e_SelectedServiceListType(w, o):
                     if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                    elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
@@ -10586,12 +10400,10 @@ def _e_SelectedServiceListType(w, o):
                         v = (v << 4) | (_c2_ParameterSetID < 0)
                         n += 4
                         _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         _c2_s = -1
                     elif True:
                         v = (v << 2) | 1
@@ -10619,12 +10431,10 @@ def _e_SelectedServiceListType(w, o):
                         if _c3_ServiceID < 0 or _c3_ServiceID > 65535: raise EncodeError(f'value {_c3_ServiceID!r} outside [0, 65535]')
                         v <<= 2
                         n += 2
-                        if _c3_ServiceID < 128: v = (v << 8) | _c3_ServiceID; n += 8
-                        elif _c3_ServiceID < 16384: v = (v << 16) | _V2[_c3_ServiceID]; n += 16
-                        elif _c3_ServiceID < 2097152: v = (v << 24) | ((_V2[_c3_ServiceID & 16383] | 128) << 8) | (_c3_ServiceID >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c3_ServiceID); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c3_ServiceID < 128: v = (v << 9) | (_c3_ServiceID << 1); n += 9
+                        elif _c3_ServiceID < 16384: v = (v << 17) | (_V2[_c3_ServiceID] << 1); n += 17
+                        elif _c3_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c3_ServiceID & 16383] | 128) << 8) | (_c3_ServiceID >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c3_ServiceID); v = (w.v << 1); n = w.n + 1
                         _c3_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -10635,12 +10445,10 @@ def _e_SelectedServiceListType(w, o):
                             v = (v << 4) | (_c3_ParameterSetID < 0)
                             n += 4
                             _m = (-_c3_ParameterSetID - 1 if _c3_ParameterSetID < 0 else _c3_ParameterSetID)
-                            if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
+                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                             _c3_s = -1
                         elif True:
                             v = (v << 2) | 1
@@ -10754,12 +10562,10 @@ def _e_SelectedServiceType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -10770,12 +10576,10 @@ def _e_SelectedServiceType(w, o):
                 v = (v << 4) | (v_ParameterSetID < 0)
                 n += 4
                 _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -10952,12 +10756,10 @@ def _e_ServiceChargeType(w, o):
                 if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+                elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+                elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -11567,12 +11369,10 @@ def _e_ServiceTagListType(w, o):
                 if _c1_c1_ServiceID < 0 or _c1_c1_ServiceID > 65535: raise EncodeError(f'value {_c1_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_c1_ServiceID < 128: v = (v << 8) | _c1_c1_ServiceID; n += 8
-                elif _c1_c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_c1_ServiceID]; n += 16
-                elif _c1_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_c1_ServiceID & 16383] | 128) << 8) | (_c1_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_c1_ServiceID < 128: v = (v << 9) | (_c1_c1_ServiceID << 1); n += 9
+                elif _c1_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_c1_ServiceID] << 1); n += 17
+                elif _c1_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_c1_ServiceID & 16383] | 128) << 8) | (_c1_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c1_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -11651,12 +11451,10 @@ def _e_ServiceTagListType(w, o):
                     if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c2_c1_ServiceID < 128: v = (v << 8) | _c2_c1_ServiceID; n += 8
-                    elif _c2_c1_ServiceID < 16384: v = (v << 16) | _V2[_c2_c1_ServiceID]; n += 16
-                    elif _c2_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c2_c1_ServiceID < 128: v = (v << 9) | (_c2_c1_ServiceID << 1); n += 9
+                    elif _c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c1_ServiceID] << 1); n += 17
+                    elif _c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                     _c2_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of ServiceID')
@@ -11739,12 +11537,10 @@ def _e_ServiceTagListType(w, o):
                         if _c3_c1_ServiceID < 0 or _c3_c1_ServiceID > 65535: raise EncodeError(f'value {_c3_c1_ServiceID!r} outside [0, 65535]')
                         v <<= 2
                         n += 2
-                        if _c3_c1_ServiceID < 128: v = (v << 8) | _c3_c1_ServiceID; n += 8
-                        elif _c3_c1_ServiceID < 16384: v = (v << 16) | _V2[_c3_c1_ServiceID]; n += 16
-                        elif _c3_c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c3_c1_ServiceID & 16383] | 128) << 8) | (_c3_c1_ServiceID >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c3_c1_ServiceID < 128: v = (v << 9) | (_c3_c1_ServiceID << 1); n += 9
+                        elif _c3_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c3_c1_ServiceID] << 1); n += 17
+                        elif _c3_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c3_c1_ServiceID & 16383] | 128) << 8) | (_c3_c1_ServiceID >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c3_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                         _c3_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -11943,12 +11739,10 @@ def _e_ServiceTagType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -12156,12 +11950,10 @@ def _e_ServiceType(w, o):
                 if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+                elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+                elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')

@@ -2493,16 +2493,16 @@ def _e_BodyType(w, o):
                     if _c3_c2_NotificationMaxDelay < 0 or _c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c3_c2_NotificationMaxDelay < 128: v = (v << 8) | _c3_c2_NotificationMaxDelay; n += 8
-                    elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_c2_NotificationMaxDelay]; n += 16
-                    elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c3_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c3_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                     _c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_c2_EVSENotification)
                     if _c3_c2_i4 is None: raise EncodeError(f'{_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c3_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c3_c2_i4 << 2)
+                    n += 6
                     _c3_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -2769,12 +2769,10 @@ def _e_BodyType(w, o):
             v = (v << 4) | (_c6_RetryCounter < 0)
             n += 4
             _m = (-_c6_RetryCounter - 1 if _c6_RetryCounter < 0 else _c6_RetryCounter)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             if o.ChargeParameterDiscoveryReq is not None or o.ChargeParameterDiscoveryRes is not None or o.ChargingStatusReq is not None or o.ChargingStatusRes is not None or o.ContractAuthenticationReq is not None or o.ContractAuthenticationRes is not None or o.CurrentDemandReq is not None or o.CurrentDemandRes is not None or o.MeteringReceiptReq is not None or o.MeteringReceiptRes is not None or o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ChargeParameterDiscoveryReq := o.ChargeParameterDiscoveryReq) is not None:
             el = 'ChargeParameterDiscoveryReq'
@@ -2956,14 +2954,14 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (_c10_SAScheduleTupleID < 0)
                     n += 4
                     _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                     el = 'MeteringReceiptReq/MeterInfo'
-                    v <<= 2
-                    n += 2
+                    v <<= 1
+                    n += 1
                     w.v = v; w.n = n
                     c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
                     v = w.v; n = w.n
@@ -3014,16 +3012,16 @@ def _e_BodyType(w, o):
             if _c11_c2_NotificationMaxDelay < 0 or _c11_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c11_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
             v = (v << 25) | (16 << 19) | (_c11_i1 << 12) | (_c11_c2_PowerSwitchClosed << 7) | (_c11_c2_RCD << 3)
             n += 25
-            if _c11_c2_NotificationMaxDelay < 128: v = (v << 8) | _c11_c2_NotificationMaxDelay; n += 8
-            elif _c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c11_c2_NotificationMaxDelay]; n += 16
-            elif _c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c11_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c11_c2_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c11_c2_NotificationMaxDelay); v = w.v; n = w.n
+            if _c11_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c11_c2_NotificationMaxDelay << 1); n += 9
+            elif _c11_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c11_c2_NotificationMaxDelay] << 1); n += 17
+            elif _c11_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c11_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c11_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c11_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (_c11_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
             _c11_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c11_c2_EVSENotification)
             if _c11_c2_i1 is None: raise EncodeError(f'{_c11_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 9) | (_c11_c2_i1 << 4)
-            n += 9
+            v = (v << 8) | (_c11_c2_i1 << 4)
+            n += 8
             if o.PaymentDetailsReq is not None or o.PaymentDetailsRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_PaymentDetailsReq := o.PaymentDetailsReq) is not None:
             el = 'PaymentDetailsReq'
@@ -3104,12 +3102,10 @@ def _e_BodyType(w, o):
             v = (v << 4) | (_c13_DateTimeNow < 0)
             n += 4
             _m = (-_c13_DateTimeNow - 1 if _c13_DateTimeNow < 0 else _c13_DateTimeNow)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             if o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_PowerDeliveryReq := o.PowerDeliveryReq) is not None:
             el = 'PowerDeliveryReq'
@@ -3240,12 +3236,10 @@ def _e_BodyType(w, o):
                     v = (v << 11) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
                     n += 11
                     _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c14_c2_s = 3
                 elif _c14_c2_Value is not None:
                     el = 'PreChargeReq/EVTargetVoltage/Value'
@@ -3253,12 +3247,10 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (1 << 2) | (_c14_c2_Value < 0)
                     n += 4
                     _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c14_c2_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3295,12 +3287,10 @@ def _e_BodyType(w, o):
                     v = (v << 11) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
                     n += 11
                     _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c14_c3_s = 3
                 elif _c14_c3_Value is not None:
                     el = 'PreChargeReq/EVTargetCurrent/Value'
@@ -3308,12 +3298,10 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (1 << 2) | (_c14_c3_Value < 0)
                     n += 4
                     _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c14_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3371,16 +3359,16 @@ def _e_BodyType(w, o):
                     if _c15_c2_NotificationMaxDelay < 0 or _c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c15_c2_NotificationMaxDelay < 128: v = (v << 8) | _c15_c2_NotificationMaxDelay; n += 8
-                    elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c15_c2_NotificationMaxDelay]; n += 16
-                    elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c15_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c15_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c15_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                     _c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c15_c2_EVSENotification)
                     if _c15_c2_i4 is None: raise EncodeError(f'{_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c15_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c15_c2_i4 << 2)
+                    n += 6
                     _c15_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -3412,12 +3400,10 @@ def _e_BodyType(w, o):
                     v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
                     n += 11
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c15_c3_s = 3
                 elif _c15_c3_Value is not None:
                     el = 'PreChargeRes/EVSEPresentVoltage/Value'
@@ -3425,12 +3411,10 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
                     n += 4
                     _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c15_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -3452,12 +3436,10 @@ def _e_BodyType(w, o):
             if _c16_ServiceID < 0 or _c16_ServiceID > 65535: raise EncodeError(f'value {_c16_ServiceID!r} outside [0, 65535]')
             v = (v << 8) | (23 << 2)
             n += 8
-            if _c16_ServiceID < 128: v = (v << 8) | _c16_ServiceID; n += 8
-            elif _c16_ServiceID < 16384: v = (v << 16) | _V2[_c16_ServiceID]; n += 16
-            elif _c16_ServiceID < 2097152: v = (v << 24) | ((_V2[_c16_ServiceID & 16383] | 128) << 8) | (_c16_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c16_ServiceID); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _c16_ServiceID < 128: v = (v << 11) | (_c16_ServiceID << 3); n += 11
+            elif _c16_ServiceID < 16384: v = (v << 19) | (_V2[_c16_ServiceID] << 3); n += 19
+            elif _c16_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c16_ServiceID & 16383] | 128) << 8) | (_c16_ServiceID >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_c16_ServiceID); v = (w.v << 3); n = w.n + 3
             if o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.ServicePaymentSelectionReq is not None or o.ServicePaymentSelectionRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ServiceDetailRes := o.ServiceDetailRes) is not None:
             el = 'ServiceDetailRes'
@@ -3476,12 +3458,10 @@ def _e_BodyType(w, o):
                 if _c17_ServiceID < 0 or _c17_ServiceID > 65535: raise EncodeError(f'value {_c17_ServiceID!r} outside [0, 65535]')
                 v = (v << 10) | (_c17_i1 << 3)
                 n += 10
-                if _c17_ServiceID < 128: v = (v << 8) | _c17_ServiceID; n += 8
-                elif _c17_ServiceID < 16384: v = (v << 16) | _V2[_c17_ServiceID]; n += 16
-                elif _c17_ServiceID < 2097152: v = (v << 24) | ((_V2[_c17_ServiceID & 16383] | 128) << 8) | (_c17_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c17_ServiceID < 128: v = (v << 9) | (_c17_ServiceID << 1); n += 9
+                elif _c17_ServiceID < 16384: v = (v << 17) | (_V2[_c17_ServiceID] << 1); n += 17
+                elif _c17_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c17_ServiceID & 16383] | 128) << 8) | (_c17_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c17_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c17_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3643,12 +3623,10 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (_c22_DateTimeNow < 0)
                     n += 4
                     _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     _c22_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -3803,16 +3781,16 @@ def _e_BodyType(w, o):
                     if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c26_c2_NotificationMaxDelay; n += 8
-                    elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c26_c2_NotificationMaxDelay]; n += 16
-                    elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c26_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c26_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                     if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                     _c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
                     if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 7) | (_c26_c2_i4 << 2)
-                    n += 7
+                    v = (v << 6) | (_c26_c2_i4 << 2)
+                    n += 6
                     _c26_c2_s = -1
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -3844,12 +3822,10 @@ def _e_BodyType(w, o):
                     v = (v << 11) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
                     n += 11
                     _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c26_c3_s = 3
                 elif _c26_c3_Value is not None:
                     el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
@@ -3857,12 +3833,10 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (1 << 2) | (_c26_c3_Value < 0)
                     n += 4
                     _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     _c26_c3_s = 3
                 else:
                     raise EncodeError('missing content: expected one of Unit, Value')
@@ -6533,16 +6507,16 @@ def _e_V2G_Message(w, o):
                         if _c2_c3_c2_NotificationMaxDelay < 0 or _c2_c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        if _c2_c3_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c3_c2_NotificationMaxDelay; n += 8
-                        elif _c2_c3_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c3_c2_NotificationMaxDelay]; n += 16
-                        elif _c2_c3_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c3_c2_NotificationMaxDelay >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_c3_c2_NotificationMaxDelay); v = w.v; n = w.n
+                        if _c2_c3_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c3_c2_NotificationMaxDelay << 1); n += 9
+                        elif _c2_c3_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c3_c2_NotificationMaxDelay] << 1); n += 17
+                        elif _c2_c3_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c3_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c3_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                         if not (_c2_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                         el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
                         _c2_c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c3_c2_EVSENotification)
                         if _c2_c3_c2_i4 is None: raise EncodeError(f'{_c2_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 7) | (_c2_c3_c2_i4 << 2)
-                        n += 7
+                        v = (v << 6) | (_c2_c3_c2_i4 << 2)
+                        n += 6
                         _c2_c3_c2_s = -1
                     else:
                         raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -6809,12 +6783,10 @@ def _e_V2G_Message(w, o):
                 v = (v << 4) | (_c2_c6_RetryCounter < 0)
                 n += 4
                 _m = (-_c2_c6_RetryCounter - 1 if _c2_c6_RetryCounter < 0 else _c2_c6_RetryCounter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 if _c2_o.ChargeParameterDiscoveryReq is not None or _c2_o.ChargeParameterDiscoveryRes is not None or _c2_o.ChargingStatusReq is not None or _c2_o.ChargingStatusRes is not None or _c2_o.ContractAuthenticationReq is not None or _c2_o.ContractAuthenticationRes is not None or _c2_o.CurrentDemandReq is not None or _c2_o.CurrentDemandRes is not None or _c2_o.MeteringReceiptReq is not None or _c2_o.MeteringReceiptRes is not None or _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_ChargeParameterDiscoveryReq := _c2_o.ChargeParameterDiscoveryReq) is not None:
                 el = 'Body/ChargeParameterDiscoveryReq'
@@ -6996,14 +6968,14 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (_c2_c10_SAScheduleTupleID < 0)
                         n += 4
                         _m = (-_c2_c10_SAScheduleTupleID - 1 if _c2_c10_SAScheduleTupleID < 0 else _c2_c10_SAScheduleTupleID)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         if not (_c2_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
                         el = 'Body/MeteringReceiptReq/MeterInfo'
-                        v <<= 2
-                        n += 2
+                        v <<= 1
+                        n += 1
                         w.v = v; w.n = n
                         c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
                         v = w.v; n = w.n
@@ -7054,16 +7026,16 @@ def _e_V2G_Message(w, o):
                 if _c2_c11_c2_NotificationMaxDelay < 0 or _c2_c11_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c11_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                 v = (v << 25) | (16 << 19) | (_c2_c11_i1 << 12) | (_c2_c11_c2_PowerSwitchClosed << 7) | (_c2_c11_c2_RCD << 3)
                 n += 25
-                if _c2_c11_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c11_c2_NotificationMaxDelay; n += 8
-                elif _c2_c11_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c11_c2_NotificationMaxDelay]; n += 16
-                elif _c2_c11_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c11_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c11_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_c11_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_c11_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c11_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_c11_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c11_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_c11_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c11_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c11_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_c11_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c2_c11_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'Body/MeteringReceiptRes/AC_EVSEStatus/EVSENotification'
                 _c2_c11_c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c11_c2_EVSENotification)
                 if _c2_c11_c2_i1 is None: raise EncodeError(f'{_c2_c11_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 9) | (_c2_c11_c2_i1 << 4)
-                n += 9
+                v = (v << 8) | (_c2_c11_c2_i1 << 4)
+                n += 8
                 if _c2_o.PaymentDetailsReq is not None or _c2_o.PaymentDetailsRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_PaymentDetailsReq := _c2_o.PaymentDetailsReq) is not None:
                 el = 'Body/PaymentDetailsReq'
@@ -7144,12 +7116,10 @@ def _e_V2G_Message(w, o):
                 v = (v << 4) | (_c2_c13_DateTimeNow < 0)
                 n += 4
                 _m = (-_c2_c13_DateTimeNow - 1 if _c2_c13_DateTimeNow < 0 else _c2_c13_DateTimeNow)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 if _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_PowerDeliveryReq := _c2_o.PowerDeliveryReq) is not None:
                 el = 'Body/PowerDeliveryReq'
@@ -7280,12 +7250,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 11) | (_c2_c14_c2_i1 << 4) | (_c2_c14_c2_Value < 0)
                         n += 11
                         _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c14_c2_s = 3
                     elif _c2_c14_c2_Value is not None:
                         el = 'Body/PreChargeReq/EVTargetVoltage/Value'
@@ -7293,12 +7261,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c14_c2_Value < 0)
                         n += 4
                         _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c14_c2_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7335,12 +7301,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 11) | (_c2_c14_c3_i1 << 4) | (_c2_c14_c3_Value < 0)
                         n += 11
                         _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c14_c3_s = 3
                     elif _c2_c14_c3_Value is not None:
                         el = 'Body/PreChargeReq/EVTargetCurrent/Value'
@@ -7348,12 +7312,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c14_c3_Value < 0)
                         n += 4
                         _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c14_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7411,16 +7373,16 @@ def _e_V2G_Message(w, o):
                         if _c2_c15_c2_NotificationMaxDelay < 0 or _c2_c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        if _c2_c15_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c15_c2_NotificationMaxDelay; n += 8
-                        elif _c2_c15_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c15_c2_NotificationMaxDelay]; n += 16
-                        elif _c2_c15_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c15_c2_NotificationMaxDelay >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_c15_c2_NotificationMaxDelay); v = w.v; n = w.n
+                        if _c2_c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c15_c2_NotificationMaxDelay << 1); n += 9
+                        elif _c2_c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c15_c2_NotificationMaxDelay] << 1); n += 17
+                        elif _c2_c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                         if not (_c2_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                         el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
                         _c2_c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c15_c2_EVSENotification)
                         if _c2_c15_c2_i4 is None: raise EncodeError(f'{_c2_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 7) | (_c2_c15_c2_i4 << 2)
-                        n += 7
+                        v = (v << 6) | (_c2_c15_c2_i4 << 2)
+                        n += 6
                         _c2_c15_c2_s = -1
                     else:
                         raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -7452,12 +7414,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 11) | (_c2_c15_c3_i1 << 4) | (_c2_c15_c3_Value < 0)
                         n += 11
                         _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c15_c3_s = 3
                     elif _c2_c15_c3_Value is not None:
                         el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
@@ -7465,12 +7425,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c15_c3_Value < 0)
                         n += 4
                         _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c15_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -7492,12 +7450,10 @@ def _e_V2G_Message(w, o):
                 if _c2_c16_ServiceID < 0 or _c2_c16_ServiceID > 65535: raise EncodeError(f'value {_c2_c16_ServiceID!r} outside [0, 65535]')
                 v = (v << 8) | (23 << 2)
                 n += 8
-                if _c2_c16_ServiceID < 128: v = (v << 8) | _c2_c16_ServiceID; n += 8
-                elif _c2_c16_ServiceID < 16384: v = (v << 16) | _V2[_c2_c16_ServiceID]; n += 16
-                elif _c2_c16_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c16_ServiceID & 16383] | 128) << 8) | (_c2_c16_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_c16_ServiceID); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _c2_c16_ServiceID < 128: v = (v << 11) | (_c2_c16_ServiceID << 3); n += 11
+                elif _c2_c16_ServiceID < 16384: v = (v << 19) | (_V2[_c2_c16_ServiceID] << 3); n += 19
+                elif _c2_c16_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c2_c16_ServiceID & 16383] | 128) << 8) | (_c2_c16_ServiceID >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_c2_c16_ServiceID); v = (w.v << 3); n = w.n + 3
                 if _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.ServicePaymentSelectionReq is not None or _c2_o.ServicePaymentSelectionRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_ServiceDetailRes := _c2_o.ServiceDetailRes) is not None:
                 el = 'Body/ServiceDetailRes'
@@ -7516,12 +7472,10 @@ def _e_V2G_Message(w, o):
                     if _c2_c17_ServiceID < 0 or _c2_c17_ServiceID > 65535: raise EncodeError(f'value {_c2_c17_ServiceID!r} outside [0, 65535]')
                     v = (v << 10) | (_c2_c17_i1 << 3)
                     n += 10
-                    if _c2_c17_ServiceID < 128: v = (v << 8) | _c2_c17_ServiceID; n += 8
-                    elif _c2_c17_ServiceID < 16384: v = (v << 16) | _V2[_c2_c17_ServiceID]; n += 16
-                    elif _c2_c17_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c17_ServiceID & 16383] | 128) << 8) | (_c2_c17_ServiceID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c17_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c2_c17_ServiceID < 128: v = (v << 9) | (_c2_c17_ServiceID << 1); n += 9
+                    elif _c2_c17_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c17_ServiceID] << 1); n += 17
+                    elif _c2_c17_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c17_ServiceID & 16383] | 128) << 8) | (_c2_c17_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c17_ServiceID); v = (w.v << 1); n = w.n + 1
                     _c2_c17_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
@@ -7683,12 +7637,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (_c2_c22_DateTimeNow < 0)
                         n += 4
                         _m = (-_c2_c22_DateTimeNow - 1 if _c2_c22_DateTimeNow < 0 else _c2_c22_DateTimeNow)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         _c2_c22_s = -1
                     elif True:
                         v = (v << 2) | 1
@@ -7843,16 +7795,16 @@ def _e_V2G_Message(w, o):
                         if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c26_c2_NotificationMaxDelay; n += 8
-                        elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c26_c2_NotificationMaxDelay]; n += 16
-                        elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                        if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c26_c2_NotificationMaxDelay << 1); n += 9
+                        elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c26_c2_NotificationMaxDelay] << 1); n += 17
+                        elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                         if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                         el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                         _c2_c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
                         if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 7) | (_c2_c26_c2_i4 << 2)
-                        n += 7
+                        v = (v << 6) | (_c2_c26_c2_i4 << 2)
+                        n += 6
                         _c2_c26_c2_s = -1
                     else:
                         raise EncodeError('missing content: expected one of NotificationMaxDelay')
@@ -7884,12 +7836,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 11) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
                         n += 11
                         _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c26_c3_s = 3
                     elif _c2_c26_c3_Value is not None:
                         el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
@@ -7897,12 +7847,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (1 << 2) | (_c2_c26_c3_Value < 0)
                         n += 4
                         _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         _c2_c26_c3_s = 3
                     else:
                         raise EncodeError('missing content: expected one of Unit, Value')
@@ -8373,12 +8321,10 @@ def _ee17(w, o):  # ChargingProfileEntryMaxPower
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -8419,12 +8365,10 @@ def _ee18(w, o):  # ChargingProfileEntryStart
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -8586,12 +8530,10 @@ def _ee22(w, o):  # DateTimeNow
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -8632,12 +8574,10 @@ def _ee23(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -9291,12 +9231,10 @@ def _ee48(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -9417,12 +9355,10 @@ def _ee51(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -9521,12 +9457,10 @@ def _ee54(w, o):  # NotificationMaxDelay
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -9741,12 +9675,10 @@ def _ee60(w, o):  # PMax
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -9791,12 +9723,10 @@ def _ee61(w, o):  # PMaxScheduleID
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -9841,12 +9771,10 @@ def _ee62(w, o):  # ParameterSetID
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10089,12 +10017,10 @@ def _ee71(w, o):  # RetryCounter
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10178,12 +10104,10 @@ def _ee73(w, o):  # SAScheduleTupleID
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10228,12 +10152,10 @@ def _ee74(w, o):  # SAScheduleTupleID
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10354,12 +10276,10 @@ def _ee77(w, o):  # SalesTariffID
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10500,12 +10420,10 @@ def _ee82(w, o):  # ServiceID
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10546,12 +10464,10 @@ def _ee83(w, o):  # ServiceID
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10830,12 +10746,10 @@ def _ee90(w, o):  # TMeter
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -10903,12 +10817,10 @@ def _ee92(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11100,12 +11012,10 @@ def _ee97(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11257,12 +11167,10 @@ def _ee101(w, o):  # amount
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11387,12 +11295,10 @@ def _ee106(w, o):  # duration
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11437,12 +11343,10 @@ def _ee107(w, o):  # intValue
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11487,12 +11391,10 @@ def _ee108(w, o):  # shortValue
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11533,12 +11435,10 @@ def _ee109(w, o):  # start
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -11579,12 +11479,10 @@ def _ee110(w, o):  # startValue
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

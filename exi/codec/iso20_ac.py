@@ -455,12 +455,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
@@ -479,12 +477,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVMaximumChargePower_L3 is not None:
                 el = 'EVMaximumChargePower_L3'
@@ -500,12 +496,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVMinimumChargePower is not None:
                 el = 'EVMinimumChargePower'
@@ -521,12 +515,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
@@ -545,12 +537,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVMinimumChargePower is not None:
                 el = 'EVMinimumChargePower'
@@ -566,12 +556,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMaximumChargePower_L3, EVMinimumChargePower')
@@ -590,12 +578,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVMinimumChargePower')
@@ -614,12 +600,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVMinimumChargePower_L3 is not None:
                 el = 'EVMinimumChargePower_L3'
@@ -635,12 +619,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif True:
                 v = (v << 2) | 2
@@ -661,12 +643,10 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif True:
                 v = (v << 2) | 1
@@ -1839,12 +1819,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
@@ -1863,12 +1841,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVSEMaximumChargePower_L3 is not None:
                 el = 'EVSEMaximumChargePower_L3'
@@ -1884,12 +1860,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSEMinimumChargePower is not None:
                 el = 'EVSEMinimumChargePower'
@@ -1905,12 +1879,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
@@ -1929,12 +1901,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSEMinimumChargePower is not None:
                 el = 'EVSEMinimumChargePower'
@@ -1950,12 +1920,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
@@ -1974,12 +1942,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumChargePower')
@@ -1998,12 +1964,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSEMinimumChargePower_L3 is not None:
                 el = 'EVSEMinimumChargePower_L3'
@@ -2019,12 +1983,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSENominalFrequency is not None:
                 el = 'EVSENominalFrequency'
@@ -2040,12 +2002,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L2, EVSEMinimumChargePower_L3, EVSENominalFrequency')
@@ -2064,12 +2024,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 16
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSENominalFrequency is not None:
                 el = 'EVSENominalFrequency'
@@ -2085,12 +2043,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSEMinimumChargePower_L3, EVSENominalFrequency')
@@ -2109,12 +2065,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 15
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSENominalFrequency')
@@ -2133,12 +2087,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPowerRampLimitation is not None:
                 el = 'EVSEPowerRampLimitation'
@@ -2154,12 +2106,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -2175,12 +2125,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -2196,12 +2144,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2217,12 +2163,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 12
             elif True:
                 v = (v << 3) | 5
@@ -2243,12 +2187,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -2264,12 +2206,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -2285,12 +2225,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2306,12 +2244,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 12
             elif True:
                 v = (v << 3) | 4
@@ -2332,12 +2268,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -2353,12 +2287,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2374,12 +2306,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 12
             elif True:
                 v = (v << 3) | 3
@@ -2400,12 +2330,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -2421,12 +2349,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 16
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 12
             elif True:
                 v = (v << 2) | 2
@@ -2447,12 +2373,10 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 16
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 12
             elif True:
                 v = (v << 2) | 1
@@ -2674,12 +2598,10 @@ def _e_AC_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3407,12 +3329,10 @@ def _e_AC_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3454,16 +3374,16 @@ def _e_AC_ChargeLoopResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 6
                 n += 6
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 8) | (_c3_i1 << 2)
-                n += 8
+                v = (v << 7) | (_c3_i1 << 2)
+                n += 7
                 v_EVSEStatus = None
                 s = 3
             elif v_MeterInfo is not None:
@@ -3498,12 +3418,10 @@ def _e_AC_ChargeLoopResType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetFrequency = None
                 s = 6
             elif v_BPT_Dynamic_AC_CLResControlMode is not None:
@@ -3584,12 +3502,10 @@ def _e_AC_ChargeLoopResType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetFrequency = None
                 s = 6
             elif v_BPT_Dynamic_AC_CLResControlMode is not None:
@@ -3661,12 +3577,10 @@ def _e_AC_ChargeLoopResType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetFrequency = None
                 s = 6
             elif v_BPT_Dynamic_AC_CLResControlMode is not None:
@@ -3729,12 +3643,10 @@ def _e_AC_ChargeLoopResType(w, o):
                 v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetFrequency = None
                 s = 6
             elif v_BPT_Dynamic_AC_CLResControlMode is not None:
@@ -3980,12 +3892,10 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4190,12 +4100,10 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -5177,12 +5085,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower = None
             s = 1
         else:
@@ -5202,12 +5108,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 2
             elif v_EVMaximumChargePower_L3 is not None:
@@ -5224,12 +5128,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 3
             elif v_EVMinimumChargePower is not None:
@@ -5246,12 +5148,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 4
             else:
@@ -5271,12 +5171,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 3
             elif v_EVMinimumChargePower is not None:
@@ -5293,12 +5191,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 4
             else:
@@ -5318,12 +5214,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 4
             else:
@@ -5343,12 +5237,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 5
             elif v_EVMinimumChargePower_L3 is not None:
@@ -5365,12 +5257,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 6
             elif v_EVMaximumDischargePower is not None:
@@ -5387,12 +5277,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 7
             else:
@@ -5412,12 +5300,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 16
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 6
             elif v_EVMaximumDischargePower is not None:
@@ -5434,12 +5320,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 7
             else:
@@ -5459,12 +5343,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 15
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 7
             else:
@@ -5484,12 +5366,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 8
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -5506,12 +5386,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 9
             elif v_EVMinimumDischargePower is not None:
@@ -5528,12 +5406,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 16
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 10
             else:
@@ -5553,12 +5429,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 16
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 9
             elif v_EVMinimumDischargePower is not None:
@@ -5575,12 +5449,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 16
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 10
             else:
@@ -5600,12 +5472,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 15
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 10
             else:
@@ -5625,12 +5495,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 16
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 11
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -5647,12 +5515,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 16
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 12
             elif True:
@@ -5675,12 +5541,10 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 16
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 12
             elif True:
@@ -7439,12 +7303,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumChargePower = None
             s = 1
         else:
@@ -7464,12 +7326,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower_L2 = None
                 s = 2
             elif v_EVSEMaximumChargePower_L3 is not None:
@@ -7486,12 +7346,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower_L3 = None
                 s = 3
             elif v_EVSEMinimumChargePower is not None:
@@ -7508,12 +7366,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower = None
                 s = 4
             else:
@@ -7533,12 +7389,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower_L3 = None
                 s = 3
             elif v_EVSEMinimumChargePower is not None:
@@ -7555,12 +7409,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower = None
                 s = 4
             else:
@@ -7580,12 +7432,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower = None
                 s = 4
             else:
@@ -7605,12 +7455,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower_L2 = None
                 s = 5
             elif v_EVSEMinimumChargePower_L3 is not None:
@@ -7627,12 +7475,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower_L3 = None
                 s = 6
             elif v_EVSENominalFrequency is not None:
@@ -7649,12 +7495,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSENominalFrequency = None
                 s = 7
             else:
@@ -7674,12 +7518,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 16
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower_L3 = None
                 s = 6
             elif v_EVSENominalFrequency is not None:
@@ -7696,12 +7538,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSENominalFrequency = None
                 s = 7
             else:
@@ -7721,12 +7561,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 15
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSENominalFrequency = None
                 s = 7
             else:
@@ -7746,12 +7584,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_MaximumPowerAsymmetry = None
                 s = 8
             elif v_EVSEPowerRampLimitation is not None:
@@ -7768,12 +7604,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPowerRampLimitation = None
                 s = 9
             elif v_EVSEPresentActivePower is not None:
@@ -7790,12 +7624,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -7812,12 +7644,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -7834,12 +7664,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif v_EVSEMaximumDischargePower is not None:
@@ -7856,12 +7684,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 13
             else:
@@ -7881,12 +7707,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPowerRampLimitation = None
                 s = 9
             elif v_EVSEPresentActivePower is not None:
@@ -7903,12 +7727,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -7925,12 +7747,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -7947,12 +7767,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif v_EVSEMaximumDischargePower is not None:
@@ -7969,12 +7787,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 13
             else:
@@ -7994,12 +7810,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 10
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -8016,12 +7830,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -8038,12 +7850,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif v_EVSEMaximumDischargePower is not None:
@@ -8060,12 +7870,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 13
             else:
@@ -8085,12 +7893,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 16
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 11
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -8107,12 +7913,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 16
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif v_EVSEMaximumDischargePower is not None:
@@ -8129,12 +7933,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 16
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 13
             else:
@@ -8154,12 +7956,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 16
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 12
             elif v_EVSEMaximumDischargePower is not None:
@@ -8176,12 +7976,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 16
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 13
             else:
@@ -8201,12 +7999,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 15
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 13
             else:
@@ -8226,12 +8022,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 16
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower_L2 = None
                 s = 14
             elif v_EVSEMaximumDischargePower_L3 is not None:
@@ -8248,12 +8042,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 16
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower_L3 = None
                 s = 15
             elif v_EVSEMinimumDischargePower is not None:
@@ -8270,12 +8062,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 16
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 16
             else:
@@ -8295,12 +8085,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 16
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower_L3 = None
                 s = 15
             elif v_EVSEMinimumDischargePower is not None:
@@ -8317,12 +8105,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 16
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 16
             else:
@@ -8342,12 +8128,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 15
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 16
             else:
@@ -8367,12 +8151,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 16
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower_L2 = None
                 s = 17
             elif v_EVSEMinimumDischargePower_L3 is not None:
@@ -8389,12 +8171,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 16
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower_L3 = None
                 s = 18
             elif True:
@@ -8417,12 +8197,10 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower_L3 = None
                 s = 18
             elif True:
@@ -10284,10 +10062,11 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
+            v_DepartureTime = None
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -10299,16 +10078,13 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
-            v_DepartureTime = None
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         elif v_EVTargetEnergyRequest is not None:
@@ -10325,12 +10101,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         else:
@@ -10350,10 +10124,11 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumEnergyRequest = None
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -10365,14 +10140,14 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                v_EVMaximumEnergyRequest = None
+                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumEnergyRequest = None
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -10384,16 +10159,13 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
-                v_EVMinimumEnergyRequest = None
+                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 5
             else:
@@ -10413,12 +10185,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 6
             elif v_EVMaximumChargePower_L3 is not None:
@@ -10435,12 +10205,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 7
             elif v_EVMinimumChargePower is not None:
@@ -10457,12 +10225,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 8
             else:
@@ -10482,12 +10248,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 7
             elif v_EVMinimumChargePower is not None:
@@ -10504,12 +10268,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 8
             else:
@@ -10529,12 +10291,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 8
             else:
@@ -10554,12 +10314,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 9
             elif v_EVMinimumChargePower_L3 is not None:
@@ -10576,12 +10334,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 10
             elif v_EVPresentActivePower is not None:
@@ -10598,12 +10354,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 11
             else:
@@ -10623,12 +10377,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 10
             elif v_EVPresentActivePower is not None:
@@ -10645,12 +10397,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 16
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 11
             else:
@@ -10670,12 +10420,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 15
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 11
             else:
@@ -10695,12 +10443,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 16
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L2 = None
                 s = 12
             elif v_EVPresentActivePower_L3 is not None:
@@ -10717,12 +10463,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 16
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 13
             elif v_EVPresentReactivePower is not None:
@@ -10739,12 +10483,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 16
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 14
             else:
@@ -10764,12 +10506,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 16
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 13
             elif v_EVPresentReactivePower is not None:
@@ -10786,12 +10526,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 16
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 14
             else:
@@ -10811,12 +10549,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 15
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 14
             else:
@@ -10836,12 +10572,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 15
             elif v_EVPresentReactivePower_L3 is not None:
@@ -10858,12 +10592,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 16
             elif v_EVMaximumDischargePower is not None:
@@ -10880,12 +10612,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 17
             else:
@@ -10905,12 +10635,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 16
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 16
             elif v_EVMaximumDischargePower is not None:
@@ -10927,12 +10655,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 16
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 17
             else:
@@ -10952,12 +10678,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 15
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 17
             else:
@@ -10977,12 +10701,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 16
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 18
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -10999,12 +10721,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 16
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 19
             elif v_EVMinimumDischargePower is not None:
@@ -11021,12 +10741,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 16
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 20
             else:
@@ -11046,12 +10764,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 16
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 19
             elif v_EVMinimumDischargePower is not None:
@@ -11068,12 +10784,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 16
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 20
             else:
@@ -11093,12 +10807,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 15
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 20
             else:
@@ -11118,12 +10830,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 21
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -11140,12 +10850,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 22
             elif v_EVMaximumV2XEnergyRequest is not None:
@@ -11162,12 +10870,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumV2XEnergyRequest = None
                 s = 23
             elif v_EVMinimumV2XEnergyRequest is not None:
@@ -11184,12 +10890,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumV2XEnergyRequest = None
                 s = 24
             elif True:
@@ -11212,12 +10916,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 22
             elif v_EVMaximumV2XEnergyRequest is not None:
@@ -11234,12 +10936,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumV2XEnergyRequest = None
                 s = 23
             elif v_EVMinimumV2XEnergyRequest is not None:
@@ -11256,12 +10956,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumV2XEnergyRequest = None
                 s = 24
             elif True:
@@ -11284,12 +10982,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumV2XEnergyRequest = None
                 s = 23
             elif v_EVMinimumV2XEnergyRequest is not None:
@@ -11306,12 +11002,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 16
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumV2XEnergyRequest = None
                 s = 24
             elif True:
@@ -11334,12 +11028,10 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumV2XEnergyRequest = None
                 s = 24
             elif True:
@@ -13222,12 +12914,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             v_DepartureTime = None
             s = 1
         elif v_MinimumSOC is not None:
@@ -13249,12 +12939,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
             if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
             v = (v << 4) | (3 << 1)
             n += 4
-            if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+            elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+            elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
             v_AckMaxDelay = None
             s = 4
         elif v_EVSETargetActivePower is not None:
@@ -13271,12 +12959,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSETargetActivePower = None
             s = 5
         else:
@@ -13301,12 +12987,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSETargetActivePower is not None:
@@ -13323,12 +13007,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -13346,12 +13028,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSETargetActivePower is not None:
@@ -13368,12 +13048,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -13384,12 +13062,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSETargetActivePower is not None:
@@ -13406,12 +13082,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -13431,12 +13105,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -13456,12 +13128,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower_L2 = None
                 s = 6
             elif v_EVSETargetActivePower_L3 is not None:
@@ -13478,12 +13148,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower_L3 = None
                 s = 7
             elif v_EVSETargetReactivePower is not None:
@@ -13500,12 +13168,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower = None
                 s = 8
             elif v_EVSETargetReactivePower_L2 is not None:
@@ -13522,12 +13188,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -13544,12 +13208,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -13566,12 +13228,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -13588,12 +13248,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -13610,12 +13268,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -13638,12 +13294,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower_L3 = None
                 s = 7
             elif v_EVSETargetReactivePower is not None:
@@ -13660,12 +13314,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower = None
                 s = 8
             elif v_EVSETargetReactivePower_L2 is not None:
@@ -13682,12 +13334,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -13704,12 +13354,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -13726,12 +13374,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -13748,12 +13394,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -13770,12 +13414,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -13798,12 +13440,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower = None
                 s = 8
             elif v_EVSETargetReactivePower_L2 is not None:
@@ -13820,12 +13460,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -13842,12 +13480,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -13864,12 +13500,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -13886,12 +13520,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -13908,12 +13540,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -13936,12 +13566,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -13958,12 +13586,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -13980,12 +13606,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -14002,12 +13626,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -14024,12 +13646,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -14052,12 +13672,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -14074,12 +13692,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -14096,12 +13712,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -14118,12 +13732,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -14146,12 +13758,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -14168,12 +13778,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -14190,12 +13798,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -14218,12 +13824,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 16
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -14240,12 +13844,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 16
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -14268,12 +13870,10 @@ def _e_BPT_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 16
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -19066,12 +18666,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 1
         elif v_EVMaximumEnergyRequest is not None:
@@ -19088,12 +18686,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumEnergyRequest = None
             s = 2
         elif v_EVMinimumEnergyRequest is not None:
@@ -19110,12 +18706,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumEnergyRequest = None
             s = 3
         elif v_EVMaximumChargePower is not None:
@@ -19132,12 +18726,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower = None
             s = 4
         elif v_EVMaximumChargePower_L2 is not None:
@@ -19154,12 +18746,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower_L2 = None
             s = 5
         elif v_EVMaximumChargePower_L3 is not None:
@@ -19176,12 +18766,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower_L3 = None
             s = 6
         elif v_EVMinimumChargePower is not None:
@@ -19198,12 +18786,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumChargePower = None
             s = 7
         elif v_EVMinimumChargePower_L2 is not None:
@@ -19220,12 +18806,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumChargePower_L2 = None
             s = 8
         elif v_EVMinimumChargePower_L3 is not None:
@@ -19242,12 +18826,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (8 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumChargePower_L3 = None
             s = 9
         elif v_EVPresentActivePower is not None:
@@ -19264,12 +18846,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (9 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
             n += 18
             _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVPresentActivePower = None
             s = 10
         else:
@@ -19289,12 +18869,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumEnergyRequest = None
                 s = 2
             elif v_EVMinimumEnergyRequest is not None:
@@ -19311,12 +18889,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVMaximumChargePower is not None:
@@ -19333,12 +18909,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 4
             elif v_EVMaximumChargePower_L2 is not None:
@@ -19355,12 +18929,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -19377,12 +18949,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -19399,12 +18969,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -19421,12 +18989,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -19443,12 +19009,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -19465,12 +19029,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (8 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -19490,12 +19052,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVMaximumChargePower is not None:
@@ -19512,12 +19072,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 4
             elif v_EVMaximumChargePower_L2 is not None:
@@ -19534,12 +19092,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -19556,12 +19112,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -19578,12 +19132,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -19600,12 +19152,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -19622,12 +19172,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -19644,12 +19192,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 18
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -19669,12 +19215,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 4
             elif v_EVMaximumChargePower_L2 is not None:
@@ -19691,12 +19235,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -19713,12 +19255,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -19735,12 +19275,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -19757,12 +19295,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -19779,12 +19315,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -19801,12 +19335,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (6 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -19826,12 +19358,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -19848,12 +19378,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -19870,12 +19398,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -19892,12 +19418,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -19914,12 +19438,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -19936,12 +19458,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -19961,12 +19481,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -19983,12 +19501,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -20005,12 +19521,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -20027,12 +19541,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -20049,12 +19561,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 17
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -20074,12 +19584,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c46_Exponent - -128) << 4) | (_c46_Value < 0)
                 n += 17
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -20096,12 +19604,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c47_Exponent - -128) << 4) | (_c47_Value < 0)
                 n += 17
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -20118,12 +19624,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c48_Exponent - -128) << 4) | (_c48_Value < 0)
                 n += 17
                 _m = (-_c48_Value - 1 if _c48_Value < 0 else _c48_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -20140,12 +19644,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c49_Exponent - -128) << 4) | (_c49_Value < 0)
                 n += 17
                 _m = (-_c49_Value - 1 if _c49_Value < 0 else _c49_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -20165,12 +19667,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c50_Exponent - -128) << 4) | (_c50_Value < 0)
                 n += 16
                 _m = (-_c50_Value - 1 if _c50_Value < 0 else _c50_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -20187,12 +19687,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c51_Exponent - -128) << 4) | (_c51_Value < 0)
                 n += 16
                 _m = (-_c51_Value - 1 if _c51_Value < 0 else _c51_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -20209,12 +19707,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c52_Exponent - -128) << 4) | (_c52_Value < 0)
                 n += 16
                 _m = (-_c52_Value - 1 if _c52_Value < 0 else _c52_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -20234,12 +19730,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c53_Exponent - -128) << 4) | (_c53_Value < 0)
                 n += 16
                 _m = (-_c53_Value - 1 if _c53_Value < 0 else _c53_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -20256,12 +19750,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c54_Exponent - -128) << 4) | (_c54_Value < 0)
                 n += 16
                 _m = (-_c54_Value - 1 if _c54_Value < 0 else _c54_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -20281,12 +19773,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c55_Exponent - -128) << 4) | (_c55_Value < 0)
                 n += 15
                 _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -20306,12 +19796,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c56_Exponent - -128) << 4) | (_c56_Value < 0)
                 n += 18
                 _m = (-_c56_Value - 1 if _c56_Value < 0 else _c56_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L2 = None
                 s = 11
             elif v_EVPresentActivePower_L3 is not None:
@@ -20328,12 +19816,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c57_Exponent - -128) << 4) | (_c57_Value < 0)
                 n += 18
                 _m = (-_c57_Value - 1 if _c57_Value < 0 else _c57_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 12
             elif v_EVPresentReactivePower is not None:
@@ -20350,12 +19836,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c58_Exponent - -128) << 4) | (_c58_Value < 0)
                 n += 18
                 _m = (-_c58_Value - 1 if _c58_Value < 0 else _c58_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 13
             elif v_EVPresentReactivePower_L2 is not None:
@@ -20372,12 +19856,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c59_Exponent - -128) << 4) | (_c59_Value < 0)
                 n += 18
                 _m = (-_c59_Value - 1 if _c59_Value < 0 else _c59_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -20394,12 +19876,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c60_Exponent - -128) << 4) | (_c60_Value < 0)
                 n += 18
                 _m = (-_c60_Value - 1 if _c60_Value < 0 else _c60_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif v_EVMaximumDischargePower is not None:
@@ -20416,12 +19896,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c61_Exponent - -128) << 4) | (_c61_Value < 0)
                 n += 18
                 _m = (-_c61_Value - 1 if _c61_Value < 0 else _c61_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 16
             elif v_EVMaximumDischargePower_L2 is not None:
@@ -20438,12 +19916,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c62_Exponent - -128) << 4) | (_c62_Value < 0)
                 n += 18
                 _m = (-_c62_Value - 1 if _c62_Value < 0 else _c62_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -20460,12 +19936,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c63_Exponent - -128) << 4) | (_c63_Value < 0)
                 n += 18
                 _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -20482,12 +19956,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (8 << 14) | ((_c64_Exponent - -128) << 4) | (_c64_Value < 0)
                 n += 18
                 _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -20504,12 +19976,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (9 << 14) | ((_c65_Exponent - -128) << 4) | (_c65_Value < 0)
                 n += 18
                 _m = (-_c65_Value - 1 if _c65_Value < 0 else _c65_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -20526,12 +19996,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (10 << 14) | ((_c66_Exponent - -128) << 4) | (_c66_Value < 0)
                 n += 18
                 _m = (-_c66_Value - 1 if _c66_Value < 0 else _c66_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -20554,12 +20022,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c67_Exponent - -128) << 4) | (_c67_Value < 0)
                 n += 18
                 _m = (-_c67_Value - 1 if _c67_Value < 0 else _c67_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 12
             elif v_EVPresentReactivePower is not None:
@@ -20576,12 +20042,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c68_Exponent - -128) << 4) | (_c68_Value < 0)
                 n += 18
                 _m = (-_c68_Value - 1 if _c68_Value < 0 else _c68_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 13
             elif v_EVPresentReactivePower_L2 is not None:
@@ -20598,12 +20062,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c69_Exponent - -128) << 4) | (_c69_Value < 0)
                 n += 18
                 _m = (-_c69_Value - 1 if _c69_Value < 0 else _c69_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -20620,12 +20082,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c70_Exponent - -128) << 4) | (_c70_Value < 0)
                 n += 18
                 _m = (-_c70_Value - 1 if _c70_Value < 0 else _c70_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif v_EVMaximumDischargePower is not None:
@@ -20642,12 +20102,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c71_Exponent - -128) << 4) | (_c71_Value < 0)
                 n += 18
                 _m = (-_c71_Value - 1 if _c71_Value < 0 else _c71_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 16
             elif v_EVMaximumDischargePower_L2 is not None:
@@ -20664,12 +20122,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c72_Exponent - -128) << 4) | (_c72_Value < 0)
                 n += 18
                 _m = (-_c72_Value - 1 if _c72_Value < 0 else _c72_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -20686,12 +20142,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c73_Exponent - -128) << 4) | (_c73_Value < 0)
                 n += 18
                 _m = (-_c73_Value - 1 if _c73_Value < 0 else _c73_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -20708,12 +20162,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c74_Exponent - -128) << 4) | (_c74_Value < 0)
                 n += 18
                 _m = (-_c74_Value - 1 if _c74_Value < 0 else _c74_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -20730,12 +20182,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (8 << 14) | ((_c75_Exponent - -128) << 4) | (_c75_Value < 0)
                 n += 18
                 _m = (-_c75_Value - 1 if _c75_Value < 0 else _c75_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -20752,12 +20202,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (9 << 14) | ((_c76_Exponent - -128) << 4) | (_c76_Value < 0)
                 n += 18
                 _m = (-_c76_Value - 1 if _c76_Value < 0 else _c76_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -20780,12 +20228,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c77_Exponent - -128) << 4) | (_c77_Value < 0)
                 n += 18
                 _m = (-_c77_Value - 1 if _c77_Value < 0 else _c77_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 13
             elif v_EVPresentReactivePower_L2 is not None:
@@ -20802,12 +20248,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c78_Exponent - -128) << 4) | (_c78_Value < 0)
                 n += 18
                 _m = (-_c78_Value - 1 if _c78_Value < 0 else _c78_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -20824,12 +20268,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c79_Exponent - -128) << 4) | (_c79_Value < 0)
                 n += 18
                 _m = (-_c79_Value - 1 if _c79_Value < 0 else _c79_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif v_EVMaximumDischargePower is not None:
@@ -20846,12 +20288,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c80_Exponent - -128) << 4) | (_c80_Value < 0)
                 n += 18
                 _m = (-_c80_Value - 1 if _c80_Value < 0 else _c80_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 16
             elif v_EVMaximumDischargePower_L2 is not None:
@@ -20868,12 +20308,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c81_Exponent - -128) << 4) | (_c81_Value < 0)
                 n += 18
                 _m = (-_c81_Value - 1 if _c81_Value < 0 else _c81_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -20890,12 +20328,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c82_Exponent - -128) << 4) | (_c82_Value < 0)
                 n += 18
                 _m = (-_c82_Value - 1 if _c82_Value < 0 else _c82_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -20912,12 +20348,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c83_Exponent - -128) << 4) | (_c83_Value < 0)
                 n += 18
                 _m = (-_c83_Value - 1 if _c83_Value < 0 else _c83_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -20934,12 +20368,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c84_Exponent - -128) << 4) | (_c84_Value < 0)
                 n += 18
                 _m = (-_c84_Value - 1 if _c84_Value < 0 else _c84_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -20956,12 +20388,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (8 << 14) | ((_c85_Exponent - -128) << 4) | (_c85_Value < 0)
                 n += 18
                 _m = (-_c85_Value - 1 if _c85_Value < 0 else _c85_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -20984,12 +20414,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c86_Exponent - -128) << 4) | (_c86_Value < 0)
                 n += 18
                 _m = (-_c86_Value - 1 if _c86_Value < 0 else _c86_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -21006,12 +20434,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c87_Exponent - -128) << 4) | (_c87_Value < 0)
                 n += 18
                 _m = (-_c87_Value - 1 if _c87_Value < 0 else _c87_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif v_EVMaximumDischargePower is not None:
@@ -21028,12 +20454,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c88_Exponent - -128) << 4) | (_c88_Value < 0)
                 n += 18
                 _m = (-_c88_Value - 1 if _c88_Value < 0 else _c88_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 16
             elif v_EVMaximumDischargePower_L2 is not None:
@@ -21050,12 +20474,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c89_Exponent - -128) << 4) | (_c89_Value < 0)
                 n += 18
                 _m = (-_c89_Value - 1 if _c89_Value < 0 else _c89_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -21072,12 +20494,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c90_Exponent - -128) << 4) | (_c90_Value < 0)
                 n += 18
                 _m = (-_c90_Value - 1 if _c90_Value < 0 else _c90_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -21094,12 +20514,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c91_Exponent - -128) << 4) | (_c91_Value < 0)
                 n += 18
                 _m = (-_c91_Value - 1 if _c91_Value < 0 else _c91_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -21116,12 +20534,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c92_Exponent - -128) << 4) | (_c92_Value < 0)
                 n += 18
                 _m = (-_c92_Value - 1 if _c92_Value < 0 else _c92_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21138,12 +20554,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c93_Exponent - -128) << 4) | (_c93_Value < 0)
                 n += 18
                 _m = (-_c93_Value - 1 if _c93_Value < 0 else _c93_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21166,12 +20580,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c94_Exponent - -128) << 4) | (_c94_Value < 0)
                 n += 18
                 _m = (-_c94_Value - 1 if _c94_Value < 0 else _c94_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif v_EVMaximumDischargePower is not None:
@@ -21188,12 +20600,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c95_Exponent - -128) << 4) | (_c95_Value < 0)
                 n += 18
                 _m = (-_c95_Value - 1 if _c95_Value < 0 else _c95_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 16
             elif v_EVMaximumDischargePower_L2 is not None:
@@ -21210,12 +20620,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c96_Exponent - -128) << 4) | (_c96_Value < 0)
                 n += 18
                 _m = (-_c96_Value - 1 if _c96_Value < 0 else _c96_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -21232,12 +20640,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c97_Exponent - -128) << 4) | (_c97_Value < 0)
                 n += 18
                 _m = (-_c97_Value - 1 if _c97_Value < 0 else _c97_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -21254,12 +20660,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c98_Exponent - -128) << 4) | (_c98_Value < 0)
                 n += 18
                 _m = (-_c98_Value - 1 if _c98_Value < 0 else _c98_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -21276,12 +20680,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c99_Exponent - -128) << 4) | (_c99_Value < 0)
                 n += 18
                 _m = (-_c99_Value - 1 if _c99_Value < 0 else _c99_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21298,12 +20700,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c100_Exponent - -128) << 4) | (_c100_Value < 0)
                 n += 18
                 _m = (-_c100_Value - 1 if _c100_Value < 0 else _c100_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21326,12 +20726,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c101_Exponent - -128) << 4) | (_c101_Value < 0)
                 n += 17
                 _m = (-_c101_Value - 1 if _c101_Value < 0 else _c101_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 16
             elif v_EVMaximumDischargePower_L2 is not None:
@@ -21348,12 +20746,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c102_Exponent - -128) << 4) | (_c102_Value < 0)
                 n += 17
                 _m = (-_c102_Value - 1 if _c102_Value < 0 else _c102_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -21370,12 +20766,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c103_Exponent - -128) << 4) | (_c103_Value < 0)
                 n += 17
                 _m = (-_c103_Value - 1 if _c103_Value < 0 else _c103_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -21392,12 +20786,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c104_Exponent - -128) << 4) | (_c104_Value < 0)
                 n += 17
                 _m = (-_c104_Value - 1 if _c104_Value < 0 else _c104_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -21414,12 +20806,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c105_Exponent - -128) << 4) | (_c105_Value < 0)
                 n += 17
                 _m = (-_c105_Value - 1 if _c105_Value < 0 else _c105_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21436,12 +20826,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c106_Exponent - -128) << 4) | (_c106_Value < 0)
                 n += 17
                 _m = (-_c106_Value - 1 if _c106_Value < 0 else _c106_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21464,12 +20852,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c107_Exponent - -128) << 4) | (_c107_Value < 0)
                 n += 17
                 _m = (-_c107_Value - 1 if _c107_Value < 0 else _c107_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L2 = None
                 s = 17
             elif v_EVMaximumDischargePower_L3 is not None:
@@ -21486,12 +20872,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c108_Exponent - -128) << 4) | (_c108_Value < 0)
                 n += 17
                 _m = (-_c108_Value - 1 if _c108_Value < 0 else _c108_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -21508,12 +20892,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c109_Exponent - -128) << 4) | (_c109_Value < 0)
                 n += 17
                 _m = (-_c109_Value - 1 if _c109_Value < 0 else _c109_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -21530,12 +20912,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c110_Exponent - -128) << 4) | (_c110_Value < 0)
                 n += 17
                 _m = (-_c110_Value - 1 if _c110_Value < 0 else _c110_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21552,12 +20932,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c111_Exponent - -128) << 4) | (_c111_Value < 0)
                 n += 17
                 _m = (-_c111_Value - 1 if _c111_Value < 0 else _c111_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21580,12 +20958,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c112_Exponent - -128) << 4) | (_c112_Value < 0)
                 n += 17
                 _m = (-_c112_Value - 1 if _c112_Value < 0 else _c112_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower_L3 = None
                 s = 18
             elif v_EVMinimumDischargePower is not None:
@@ -21602,12 +20978,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c113_Exponent - -128) << 4) | (_c113_Value < 0)
                 n += 17
                 _m = (-_c113_Value - 1 if _c113_Value < 0 else _c113_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -21624,12 +20998,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c114_Exponent - -128) << 4) | (_c114_Value < 0)
                 n += 17
                 _m = (-_c114_Value - 1 if _c114_Value < 0 else _c114_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21646,12 +21018,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c115_Exponent - -128) << 4) | (_c115_Value < 0)
                 n += 17
                 _m = (-_c115_Value - 1 if _c115_Value < 0 else _c115_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21674,12 +21044,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c116_Exponent - -128) << 4) | (_c116_Value < 0)
                 n += 17
                 _m = (-_c116_Value - 1 if _c116_Value < 0 else _c116_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 19
             elif v_EVMinimumDischargePower_L2 is not None:
@@ -21696,12 +21064,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c117_Exponent - -128) << 4) | (_c117_Value < 0)
                 n += 17
                 _m = (-_c117_Value - 1 if _c117_Value < 0 else _c117_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21718,12 +21084,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c118_Exponent - -128) << 4) | (_c118_Value < 0)
                 n += 17
                 _m = (-_c118_Value - 1 if _c118_Value < 0 else _c118_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21746,12 +21110,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c119_Exponent - -128) << 4) | (_c119_Value < 0)
                 n += 16
                 _m = (-_c119_Value - 1 if _c119_Value < 0 else _c119_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L2 = None
                 s = 20
             elif v_EVMinimumDischargePower_L3 is not None:
@@ -21768,12 +21130,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c120_Exponent - -128) << 4) | (_c120_Value < 0)
                 n += 16
                 _m = (-_c120_Value - 1 if _c120_Value < 0 else _c120_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -21796,12 +21156,10 @@ def _e_BPT_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c121_Exponent - -128) << 4) | (_c121_Value < 0)
                 n += 16
                 _m = (-_c121_Value - 1 if _c121_Value < 0 else _c121_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower_L3 = None
                 s = 21
             elif True:
@@ -23637,12 +22995,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         elif v_EVSETargetActivePower_L2 is not None:
             el = 'EVSETargetActivePower_L2'
@@ -23658,12 +23014,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         elif v_EVSETargetActivePower_L3 is not None:
             el = 'EVSETargetActivePower_L3'
@@ -23679,12 +23033,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 3
         elif v_EVSETargetReactivePower is not None:
             el = 'EVSETargetReactivePower'
@@ -23700,12 +23052,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 4
         elif v_EVSETargetReactivePower_L2 is not None:
             el = 'EVSETargetReactivePower_L2'
@@ -23721,12 +23071,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 5
         elif v_EVSETargetReactivePower_L3 is not None:
             el = 'EVSETargetReactivePower_L3'
@@ -23742,12 +23090,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 6
         elif v_EVSEPresentActivePower is not None:
             el = 'EVSEPresentActivePower'
@@ -23763,12 +23109,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 7
         elif v_EVSEPresentActivePower_L2 is not None:
             el = 'EVSEPresentActivePower_L2'
@@ -23784,12 +23128,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 8
         elif v_EVSEPresentActivePower_L3 is not None:
             el = 'EVSEPresentActivePower_L3'
@@ -23805,12 +23147,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (8 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 9
         elif True:
             v = (v << 4) | 9
@@ -23831,12 +23171,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVSETargetActivePower_L3 is not None:
                 el = 'EVSETargetActivePower_L3'
@@ -23852,12 +23190,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -23873,12 +23209,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -23894,12 +23228,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -23915,12 +23247,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -23936,12 +23266,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -23957,12 +23285,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -23978,12 +23304,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 4) | 8
@@ -24004,12 +23328,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -24025,12 +23347,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -24046,12 +23366,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -24067,12 +23385,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -24088,12 +23404,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24109,12 +23423,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24130,12 +23442,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 4) | 7
@@ -24156,12 +23466,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -24177,12 +23485,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -24198,12 +23504,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -24219,12 +23523,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24240,12 +23542,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24261,12 +23561,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 6
@@ -24287,12 +23585,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -24308,12 +23604,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -24329,12 +23623,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24350,12 +23642,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24371,12 +23661,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 5
@@ -24397,12 +23685,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -24418,12 +23704,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24439,12 +23723,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24460,12 +23742,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 4
@@ -24486,12 +23766,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -24507,12 +23785,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24528,12 +23804,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 3
@@ -24554,12 +23828,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -24575,12 +23847,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 16
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 2) | 2
@@ -24601,12 +23871,10 @@ def _e_BPT_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 2) | 1
@@ -25707,10 +24975,11 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
+            v_DepartureTime = None
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -25722,16 +24991,13 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
-            v_DepartureTime = None
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         elif v_EVTargetEnergyRequest is not None:
@@ -25748,12 +25014,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         else:
@@ -25773,10 +25037,11 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumEnergyRequest = None
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -25788,14 +25053,14 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                v_EVMaximumEnergyRequest = None
+                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumEnergyRequest = None
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -25807,16 +25072,13 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
-                v_EVMinimumEnergyRequest = None
+                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 5
             else:
@@ -25836,12 +25098,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 6
             elif v_EVMaximumChargePower_L3 is not None:
@@ -25858,12 +25118,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 7
             elif v_EVMinimumChargePower is not None:
@@ -25880,12 +25138,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 8
             else:
@@ -25905,12 +25161,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 7
             elif v_EVMinimumChargePower is not None:
@@ -25927,12 +25181,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 8
             else:
@@ -25952,12 +25204,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 8
             else:
@@ -25977,12 +25227,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 9
             elif v_EVMinimumChargePower_L3 is not None:
@@ -25999,12 +25247,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 10
             elif v_EVPresentActivePower is not None:
@@ -26021,12 +25267,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 11
             else:
@@ -26046,12 +25290,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 10
             elif v_EVPresentActivePower is not None:
@@ -26068,12 +25310,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 16
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 11
             else:
@@ -26093,12 +25333,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 15
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 11
             else:
@@ -26118,12 +25356,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 16
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L2 = None
                 s = 12
             elif v_EVPresentActivePower_L3 is not None:
@@ -26140,12 +25376,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 16
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 13
             elif v_EVPresentReactivePower is not None:
@@ -26162,12 +25396,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 16
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 14
             else:
@@ -26187,12 +25419,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 16
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 13
             elif v_EVPresentReactivePower is not None:
@@ -26209,12 +25439,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 16
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 14
             else:
@@ -26234,12 +25462,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 15
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 14
             else:
@@ -26259,12 +25485,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 15
             elif v_EVPresentReactivePower_L3 is not None:
@@ -26281,12 +25505,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 16
             elif True:
@@ -26309,12 +25531,10 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 16
             elif True:
@@ -28197,12 +27417,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             v_DepartureTime = None
             s = 1
         elif v_MinimumSOC is not None:
@@ -28224,12 +27442,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
             if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
             v = (v << 4) | (3 << 1)
             n += 4
-            if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+            elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+            elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
             v_AckMaxDelay = None
             s = 4
         elif v_EVSETargetActivePower is not None:
@@ -28246,12 +27462,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSETargetActivePower = None
             s = 5
         else:
@@ -28276,12 +27490,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSETargetActivePower is not None:
@@ -28298,12 +27510,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -28321,12 +27531,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSETargetActivePower is not None:
@@ -28343,12 +27551,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -28359,12 +27565,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSETargetActivePower is not None:
@@ -28381,12 +27585,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -28406,12 +27608,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower = None
                 s = 5
             else:
@@ -28431,12 +27631,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower_L2 = None
                 s = 6
             elif v_EVSETargetActivePower_L3 is not None:
@@ -28453,12 +27651,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower_L3 = None
                 s = 7
             elif v_EVSETargetReactivePower is not None:
@@ -28475,12 +27671,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower = None
                 s = 8
             elif v_EVSETargetReactivePower_L2 is not None:
@@ -28497,12 +27691,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -28519,12 +27711,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -28541,12 +27731,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -28563,12 +27751,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -28585,12 +27771,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -28613,12 +27797,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetActivePower_L3 = None
                 s = 7
             elif v_EVSETargetReactivePower is not None:
@@ -28635,12 +27817,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower = None
                 s = 8
             elif v_EVSETargetReactivePower_L2 is not None:
@@ -28657,12 +27837,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -28679,12 +27857,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -28701,12 +27877,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -28723,12 +27897,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -28745,12 +27917,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -28773,12 +27943,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower = None
                 s = 8
             elif v_EVSETargetReactivePower_L2 is not None:
@@ -28795,12 +27963,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -28817,12 +27983,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -28839,12 +28003,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -28861,12 +28023,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -28883,12 +28043,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -28911,12 +28069,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L2 = None
                 s = 9
             elif v_EVSETargetReactivePower_L3 is not None:
@@ -28933,12 +28089,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -28955,12 +28109,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -28977,12 +28129,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -28999,12 +28149,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -29027,12 +28175,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSETargetReactivePower_L3 = None
                 s = 10
             elif v_EVSEPresentActivePower is not None:
@@ -29049,12 +28195,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -29071,12 +28215,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -29093,12 +28235,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -29121,12 +28261,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower = None
                 s = 11
             elif v_EVSEPresentActivePower_L2 is not None:
@@ -29143,12 +28281,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -29165,12 +28301,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -29193,12 +28327,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 16
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L2 = None
                 s = 12
             elif v_EVSEPresentActivePower_L3 is not None:
@@ -29215,12 +28347,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 16
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -29243,12 +28373,10 @@ def _e_Dynamic_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 16
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentActivePower_L3 = None
                 s = 13
             elif True:
@@ -32045,12 +31173,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 1
         elif v_EVMaximumEnergyRequest is not None:
@@ -32067,12 +31193,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumEnergyRequest = None
             s = 2
         elif v_EVMinimumEnergyRequest is not None:
@@ -32089,12 +31213,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumEnergyRequest = None
             s = 3
         elif v_EVMaximumChargePower is not None:
@@ -32111,12 +31233,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower = None
             s = 4
         elif v_EVMaximumChargePower_L2 is not None:
@@ -32133,12 +31253,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower_L2 = None
             s = 5
         elif v_EVMaximumChargePower_L3 is not None:
@@ -32155,12 +31273,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumChargePower_L3 = None
             s = 6
         elif v_EVMinimumChargePower is not None:
@@ -32177,12 +31293,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumChargePower = None
             s = 7
         elif v_EVMinimumChargePower_L2 is not None:
@@ -32199,12 +31313,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumChargePower_L2 = None
             s = 8
         elif v_EVMinimumChargePower_L3 is not None:
@@ -32221,12 +31333,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (8 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumChargePower_L3 = None
             s = 9
         elif v_EVPresentActivePower is not None:
@@ -32243,12 +31353,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
             v = (v << 18) | (9 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
             n += 18
             _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVPresentActivePower = None
             s = 10
         else:
@@ -32268,12 +31376,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumEnergyRequest = None
                 s = 2
             elif v_EVMinimumEnergyRequest is not None:
@@ -32290,12 +31396,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVMaximumChargePower is not None:
@@ -32312,12 +31416,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 4
             elif v_EVMaximumChargePower_L2 is not None:
@@ -32334,12 +31436,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -32356,12 +31456,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -32378,12 +31476,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -32400,12 +31496,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -32422,12 +31516,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -32444,12 +31536,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (8 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -32469,12 +31559,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVMaximumChargePower is not None:
@@ -32491,12 +31579,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 4
             elif v_EVMaximumChargePower_L2 is not None:
@@ -32513,12 +31599,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -32535,12 +31619,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -32557,12 +31639,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -32579,12 +31659,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -32601,12 +31679,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -32623,12 +31699,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 18
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -32648,12 +31722,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 4
             elif v_EVMaximumChargePower_L2 is not None:
@@ -32670,12 +31742,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -32692,12 +31762,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -32714,12 +31782,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -32736,12 +31802,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -32758,12 +31822,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -32780,12 +31842,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (6 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -32805,12 +31865,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L2 = None
                 s = 5
             elif v_EVMaximumChargePower_L3 is not None:
@@ -32827,12 +31885,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -32849,12 +31905,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -32871,12 +31925,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -32893,12 +31945,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -32915,12 +31965,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -32940,12 +31988,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower_L3 = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -32962,12 +32008,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -32984,12 +32028,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -33006,12 +32048,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -33028,12 +32068,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 17
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -33053,12 +32091,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c46_Exponent - -128) << 4) | (_c46_Value < 0)
                 n += 17
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMinimumChargePower_L2 is not None:
@@ -33075,12 +32111,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c47_Exponent - -128) << 4) | (_c47_Value < 0)
                 n += 17
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -33097,12 +32131,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c48_Exponent - -128) << 4) | (_c48_Value < 0)
                 n += 17
                 _m = (-_c48_Value - 1 if _c48_Value < 0 else _c48_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -33119,12 +32151,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c49_Exponent - -128) << 4) | (_c49_Value < 0)
                 n += 17
                 _m = (-_c49_Value - 1 if _c49_Value < 0 else _c49_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -33144,12 +32174,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c50_Exponent - -128) << 4) | (_c50_Value < 0)
                 n += 16
                 _m = (-_c50_Value - 1 if _c50_Value < 0 else _c50_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L2 = None
                 s = 8
             elif v_EVMinimumChargePower_L3 is not None:
@@ -33166,12 +32194,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c51_Exponent - -128) << 4) | (_c51_Value < 0)
                 n += 16
                 _m = (-_c51_Value - 1 if _c51_Value < 0 else _c51_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -33188,12 +32214,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c52_Exponent - -128) << 4) | (_c52_Value < 0)
                 n += 16
                 _m = (-_c52_Value - 1 if _c52_Value < 0 else _c52_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -33213,12 +32237,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c53_Exponent - -128) << 4) | (_c53_Value < 0)
                 n += 16
                 _m = (-_c53_Value - 1 if _c53_Value < 0 else _c53_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower_L3 = None
                 s = 9
             elif v_EVPresentActivePower is not None:
@@ -33235,12 +32257,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c54_Exponent - -128) << 4) | (_c54_Value < 0)
                 n += 16
                 _m = (-_c54_Value - 1 if _c54_Value < 0 else _c54_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -33260,12 +32280,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c55_Exponent - -128) << 4) | (_c55_Value < 0)
                 n += 15
                 _m = (-_c55_Value - 1 if _c55_Value < 0 else _c55_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower = None
                 s = 10
             else:
@@ -33285,12 +32303,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c56_Exponent - -128) << 4) | (_c56_Value < 0)
                 n += 17
                 _m = (-_c56_Value - 1 if _c56_Value < 0 else _c56_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L2 = None
                 s = 11
             elif v_EVPresentActivePower_L3 is not None:
@@ -33307,12 +32323,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c57_Exponent - -128) << 4) | (_c57_Value < 0)
                 n += 17
                 _m = (-_c57_Value - 1 if _c57_Value < 0 else _c57_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 12
             elif v_EVPresentReactivePower is not None:
@@ -33329,12 +32343,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c58_Exponent - -128) << 4) | (_c58_Value < 0)
                 n += 17
                 _m = (-_c58_Value - 1 if _c58_Value < 0 else _c58_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 13
             elif v_EVPresentReactivePower_L2 is not None:
@@ -33351,12 +32363,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c59_Exponent - -128) << 4) | (_c59_Value < 0)
                 n += 17
                 _m = (-_c59_Value - 1 if _c59_Value < 0 else _c59_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -33373,12 +32383,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c60_Exponent - -128) << 4) | (_c60_Value < 0)
                 n += 17
                 _m = (-_c60_Value - 1 if _c60_Value < 0 else _c60_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif True:
@@ -33401,12 +32409,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c61_Exponent - -128) << 4) | (_c61_Value < 0)
                 n += 17
                 _m = (-_c61_Value - 1 if _c61_Value < 0 else _c61_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentActivePower_L3 = None
                 s = 12
             elif v_EVPresentReactivePower is not None:
@@ -33423,12 +32429,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c62_Exponent - -128) << 4) | (_c62_Value < 0)
                 n += 17
                 _m = (-_c62_Value - 1 if _c62_Value < 0 else _c62_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 13
             elif v_EVPresentReactivePower_L2 is not None:
@@ -33445,12 +32449,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c63_Exponent - -128) << 4) | (_c63_Value < 0)
                 n += 17
                 _m = (-_c63_Value - 1 if _c63_Value < 0 else _c63_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -33467,12 +32469,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c64_Exponent - -128) << 4) | (_c64_Value < 0)
                 n += 17
                 _m = (-_c64_Value - 1 if _c64_Value < 0 else _c64_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif True:
@@ -33495,12 +32495,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c65_Exponent - -128) << 4) | (_c65_Value < 0)
                 n += 17
                 _m = (-_c65_Value - 1 if _c65_Value < 0 else _c65_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower = None
                 s = 13
             elif v_EVPresentReactivePower_L2 is not None:
@@ -33517,12 +32515,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c66_Exponent - -128) << 4) | (_c66_Value < 0)
                 n += 17
                 _m = (-_c66_Value - 1 if _c66_Value < 0 else _c66_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -33539,12 +32535,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c67_Exponent - -128) << 4) | (_c67_Value < 0)
                 n += 17
                 _m = (-_c67_Value - 1 if _c67_Value < 0 else _c67_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif True:
@@ -33567,12 +32561,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c68_Exponent - -128) << 4) | (_c68_Value < 0)
                 n += 16
                 _m = (-_c68_Value - 1 if _c68_Value < 0 else _c68_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L2 = None
                 s = 14
             elif v_EVPresentReactivePower_L3 is not None:
@@ -33589,12 +32581,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c69_Exponent - -128) << 4) | (_c69_Value < 0)
                 n += 16
                 _m = (-_c69_Value - 1 if _c69_Value < 0 else _c69_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif True:
@@ -33617,12 +32607,10 @@ def _e_Scheduled_AC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c70_Exponent - -128) << 4) | (_c70_Value < 0)
                 n += 16
                 _m = (-_c70_Value - 1 if _c70_Value < 0 else _c70_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentReactivePower_L3 = None
                 s = 15
             elif True:
@@ -35458,12 +34446,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         elif v_EVSETargetActivePower_L2 is not None:
             el = 'EVSETargetActivePower_L2'
@@ -35479,12 +34465,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         elif v_EVSETargetActivePower_L3 is not None:
             el = 'EVSETargetActivePower_L3'
@@ -35500,12 +34484,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 3
         elif v_EVSETargetReactivePower is not None:
             el = 'EVSETargetReactivePower'
@@ -35521,12 +34503,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 4
         elif v_EVSETargetReactivePower_L2 is not None:
             el = 'EVSETargetReactivePower_L2'
@@ -35542,12 +34522,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 5
         elif v_EVSETargetReactivePower_L3 is not None:
             el = 'EVSETargetReactivePower_L3'
@@ -35563,12 +34541,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 6
         elif v_EVSEPresentActivePower is not None:
             el = 'EVSEPresentActivePower'
@@ -35584,12 +34560,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 7
         elif v_EVSEPresentActivePower_L2 is not None:
             el = 'EVSEPresentActivePower_L2'
@@ -35605,12 +34579,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 8
         elif v_EVSEPresentActivePower_L3 is not None:
             el = 'EVSEPresentActivePower_L3'
@@ -35626,12 +34598,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
             v = (v << 18) | (8 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
             n += 18
             _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 9
         elif True:
             v = (v << 4) | 9
@@ -35652,12 +34622,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVSETargetActivePower_L3 is not None:
                 el = 'EVSETargetActivePower_L3'
@@ -35673,12 +34641,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -35694,12 +34660,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -35715,12 +34679,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -35736,12 +34698,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35757,12 +34717,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35778,12 +34736,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35799,12 +34755,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 4) | 8
@@ -35825,12 +34779,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSETargetReactivePower is not None:
                 el = 'EVSETargetReactivePower'
@@ -35846,12 +34798,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -35867,12 +34817,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -35888,12 +34836,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -35909,12 +34855,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -35930,12 +34874,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -35951,12 +34893,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 4) | 7
@@ -35977,12 +34917,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVSETargetReactivePower_L2 is not None:
                 el = 'EVSETargetReactivePower_L2'
@@ -35998,12 +34936,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -36019,12 +34955,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -36040,12 +34974,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -36061,12 +34993,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36082,12 +35012,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 6
@@ -36108,12 +35036,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_EVSETargetReactivePower_L3 is not None:
                 el = 'EVSETargetReactivePower_L3'
@@ -36129,12 +35055,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -36150,12 +35074,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -36171,12 +35093,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36192,12 +35112,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 5
@@ -36218,12 +35136,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             elif v_EVSEPresentActivePower is not None:
                 el = 'EVSEPresentActivePower'
@@ -36239,12 +35155,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -36260,12 +35174,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36281,12 +35193,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 4
@@ -36307,12 +35217,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVSEPresentActivePower_L2 is not None:
                 el = 'EVSEPresentActivePower_L2'
@@ -36328,12 +35236,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36349,12 +35255,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 3) | 3
@@ -36375,12 +35279,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 16
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPresentActivePower_L3 is not None:
                 el = 'EVSEPresentActivePower_L3'
@@ -36396,12 +35298,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 16
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 2) | 2
@@ -36422,12 +35322,10 @@ def _e_Scheduled_AC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif True:
                 v = (v << 2) | 1
@@ -36732,12 +35630,10 @@ def _ee11(w, o):  # AckMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -36778,12 +35674,10 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -36824,12 +35718,10 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -36870,12 +35762,10 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -36916,12 +35806,10 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -36982,12 +35870,10 @@ def _ee17(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37148,12 +36034,10 @@ def _ee22(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37374,12 +36258,10 @@ def _ee29(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37420,12 +36302,10 @@ def _ee30(w, o):  # MeterTimestamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37524,12 +36404,10 @@ def _ee33(w, o):  # NotificationMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37776,12 +36654,10 @@ def _ee40(w, o):  # RemainingTimeToMaximumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37822,12 +36698,10 @@ def _ee41(w, o):  # RemainingTimeToMinimumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -37868,12 +36742,10 @@ def _ee42(w, o):  # RemainingTimeToTargetSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -38064,12 +36936,10 @@ def _ee48(w, o):  # TaxRuleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -38110,12 +36980,10 @@ def _ee49(w, o):  # TimeAnchor
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -38156,12 +37024,10 @@ def _ee50(w, o):  # TimeStamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -38206,12 +37072,10 @@ def _ee51(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -38403,12 +37267,10 @@ def _ee56(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

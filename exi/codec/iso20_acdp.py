@@ -148,12 +148,10 @@ def _e_ACDP_ConnectReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -331,12 +329,10 @@ def _e_ACDP_ConnectResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -507,12 +503,10 @@ def _e_ACDP_SystemStatusReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -731,12 +725,10 @@ def _e_ACDP_SystemStatusResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -936,12 +928,10 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1236,12 +1226,10 @@ def _e_ACDP_VehiclePositioningResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1282,49 +1270,49 @@ def _e_ACDP_VehiclePositioningResType(w, o):
             v_EVSEProcessing = None
             v_EVSEPositioningSupport = None
             _m = (-v_EVRelativeXDeviation - 1 if v_EVRelativeXDeviation < 0 else v_EVRelativeXDeviation)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_EVRelativeXDeviation = None
             if not (v_EVRelativeYDeviation is not None): raise EncodeError('missing content: EVRelativeYDeviation')
             el = 'EVRelativeYDeviation'
             if v_EVRelativeYDeviation < -32768 or v_EVRelativeYDeviation > 32767: raise EncodeError(f'value {v_EVRelativeYDeviation!r} outside [-32768, 32767]')
-            v = (v << 4) | (v_EVRelativeYDeviation < 0)
-            n += 4
-            v_EVRelativeXDeviation = None
+            v = (v << 3) | (v_EVRelativeYDeviation < 0)
+            n += 3
             _m = (-v_EVRelativeYDeviation - 1 if v_EVRelativeYDeviation < 0 else v_EVRelativeYDeviation)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_EVRelativeYDeviation = None
             if not (v_ContactWindowXc is not None): raise EncodeError('missing content: ContactWindowXc')
             el = 'ContactWindowXc'
             if v_ContactWindowXc < -32768 or v_ContactWindowXc > 32767: raise EncodeError(f'value {v_ContactWindowXc!r} outside [-32768, 32767]')
-            v = (v << 4) | (v_ContactWindowXc < 0)
-            n += 4
-            v_EVRelativeYDeviation = None
+            v = (v << 3) | (v_ContactWindowXc < 0)
+            n += 3
             _m = (-v_ContactWindowXc - 1 if v_ContactWindowXc < 0 else v_ContactWindowXc)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_ContactWindowXc = None
             if not (v_ContactWindowYc is not None): raise EncodeError('missing content: ContactWindowYc')
             el = 'ContactWindowYc'
             if v_ContactWindowYc < -32768 or v_ContactWindowYc > 32767: raise EncodeError(f'value {v_ContactWindowYc!r} outside [-32768, 32767]')
-            v = (v << 4) | (v_ContactWindowYc < 0)
-            n += 4
-            v_ContactWindowXc = None
+            v = (v << 3) | (v_ContactWindowYc < 0)
+            n += 3
             _m = (-v_ContactWindowYc - 1 if v_ContactWindowYc < 0 else v_ContactWindowYc)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_ContactWindowYc = None
             if not (v_EVInChargePosition is not None): raise EncodeError('missing content: EVInChargePosition')
             el = 'EVInChargePosition'
             if v_EVInChargePosition is not True and v_EVInChargePosition is not False: raise EncodeError(f'expected a bool, got {v_EVInChargePosition!r}')
-            v = (v << 6) | (v_EVInChargePosition << 2)
-            n += 6
-            v_ContactWindowYc = None
+            v = (v << 5) | (v_EVInChargePosition << 2)
+            n += 5
             v_EVInChargePosition = None
             if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_EVSEPositioningSupport is not None or v_EVRelativeXDeviation is not None or v_EVRelativeYDeviation is not None or v_ContactWindowXc is not None or v_ContactWindowYc is not None or v_EVInChargePosition is not None: raise _leftover(o)
         else:
@@ -1722,12 +1710,10 @@ def _e_EVTechnicalStatusType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVCPStatus is not None:
                 el = 'EVCPStatus'
@@ -1774,12 +1760,10 @@ def _e_EVTechnicalStatusType(w, o):
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVCPStatus is not None:
                 el = 'EVCPStatus'
@@ -2168,12 +2152,10 @@ def _ee11(w, o):  # AckMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2214,12 +2196,10 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2260,12 +2240,10 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2306,12 +2284,10 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2352,12 +2328,10 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2422,12 +2396,10 @@ def _ee17(w, o):  # ContactWindowXc
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2472,12 +2444,10 @@ def _ee18(w, o):  # ContactWindowYc
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2518,12 +2488,10 @@ def _ee19(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2775,12 +2743,10 @@ def _ee30(w, o):  # EVRelativeXDeviation
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -2825,12 +2791,10 @@ def _ee31(w, o):  # EVRelativeYDeviation
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3240,12 +3204,10 @@ def _ee48(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3466,12 +3428,10 @@ def _ee55(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3512,12 +3472,10 @@ def _ee56(w, o):  # MeterTimestamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3616,12 +3574,10 @@ def _ee59(w, o):  # NotificationMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3868,12 +3824,10 @@ def _ee66(w, o):  # RemainingTimeToMaximumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3914,12 +3868,10 @@ def _ee67(w, o):  # RemainingTimeToMinimumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -3960,12 +3912,10 @@ def _ee68(w, o):  # RemainingTimeToTargetSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4156,12 +4106,10 @@ def _ee74(w, o):  # TaxRuleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4202,12 +4150,10 @@ def _ee75(w, o):  # TimeAnchor
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4248,12 +4194,10 @@ def _ee76(w, o):  # TimeStamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4298,12 +4242,10 @@ def _ee77(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4495,12 +4437,10 @@ def _ee82(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

@@ -553,12 +553,10 @@ def _e_AbsolutePriceScheduleType(w, o):
             v <<= 2
             n += 2
             v_Id = None
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
             s = 2
         elif v_TimeAnchor is not None:
@@ -566,12 +564,10 @@ def _e_AbsolutePriceScheduleType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v = (v << 3) | (1 << 1)
             n += 3
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
             s = 2
         else:
@@ -582,12 +578,10 @@ def _e_AbsolutePriceScheduleType(w, o):
                 if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
                 v <<= 2
                 n += 2
-                if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
-                elif v_PriceScheduleID < 16384: v = (v << 16) | _V2[v_PriceScheduleID]; n += 16
-                elif v_PriceScheduleID < 2097152: v = (v << 24) | ((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
+                elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
+                elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
                 v_PriceScheduleID = None
                 s = 3
             else:
@@ -677,12 +671,10 @@ def _e_AbsolutePriceScheduleType(w, o):
                 v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_MinimumCost = None
                 s = 8
             elif v_MaximumCost is not None:
@@ -699,12 +691,10 @@ def _e_AbsolutePriceScheduleType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_MaximumCost = None
                 s = 9
             elif v_TaxRules is not None:
@@ -742,12 +732,10 @@ def _e_AbsolutePriceScheduleType(w, o):
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_MaximumCost = None
                 s = 9
             elif v_TaxRules is not None:
@@ -1042,12 +1030,10 @@ def _e_AdditionalServiceListType(w, o):
             v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
             n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             i_AdditionalService += 1
             s = 1
         else:
@@ -1084,12 +1070,10 @@ def _e_AdditionalServiceListType(w, o):
                     v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 16
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_AdditionalService += 1
                     _k += 1
                     if _k == 4:
@@ -1213,12 +1197,10 @@ def _e_AdditionalServiceType(w, o):
             v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of ServiceName')
         w.v = v; w.n = n
@@ -1417,12 +1399,10 @@ def _e_AuthorizationReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1642,12 +1622,10 @@ def _e_AuthorizationResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1798,12 +1776,10 @@ def _e_AuthorizationSetupReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2057,12 +2033,10 @@ def _e_AuthorizationSetupResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2485,12 +2459,10 @@ def _e_CertificateInstallationReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2792,12 +2764,10 @@ def _e_CertificateInstallationResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3515,12 +3485,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of DepartureTime')
@@ -3551,12 +3519,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, EVTargetEnergyRequest')
@@ -3581,12 +3547,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of TargetSOC, EVTargetEnergyRequest')
@@ -3605,12 +3569,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             else:
                 raise EncodeError('missing content: expected one of EVTargetEnergyRequest')
@@ -3629,10 +3591,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -3644,15 +3606,13 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
@@ -3671,12 +3631,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 7
             elif v_EVMinimumV2XEnergyRequest is not None:
                 el = 'EVMinimumV2XEnergyRequest'
@@ -3692,12 +3650,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif True:
                 v = (v << 2) | 2
@@ -3718,12 +3674,10 @@ def _e_Dynamic_SEReqControlModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif True:
                 v = (v << 2) | 1
@@ -3959,12 +3913,10 @@ def _e_Dynamic_SEResControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             v_DepartureTime = None
             s = 1
         elif v_MinimumSOC is not None:
@@ -4445,14 +4397,14 @@ def _e_EVAbsolutePriceScheduleType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 2
             n += 2
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (v_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'Currency'
-            v <<= 3
-            n += 3
+            v <<= 2
+            n += 2
             _l = len(v_Currency)
             if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
             if _l < 126 and v_Currency.isascii():
@@ -4628,14 +4580,14 @@ def _e_EVEnergyOfferType(w, o):
             if _c1_TimeAnchor < 0 or _c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 3
             n += 3
-            if _c1_TimeAnchor < 128: v = (v << 8) | _c1_TimeAnchor; n += 8
-            elif _c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c1_TimeAnchor]; n += 16
-            elif _c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = w.v; n = w.n
+            if _c1_TimeAnchor < 128: v = (v << 9) | (_c1_TimeAnchor << 1); n += 9
+            elif _c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c1_TimeAnchor] << 1); n += 17
+            elif _c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c1_TimeAnchor & 16383] | 128) << 8) | (_c1_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVPowerSchedule/EVPowerScheduleEntries'
-            v <<= 2
-            n += 2
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_EVPowerScheduleEntryListType(w, _c1_EVPowerScheduleEntries)
             v = w.v; n = w.n
@@ -4651,14 +4603,14 @@ def _e_EVEnergyOfferType(w, o):
             if _c2_TimeAnchor < 0 or _c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 4
             n += 4
-            if _c2_TimeAnchor < 128: v = (v << 8) | _c2_TimeAnchor; n += 8
-            elif _c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c2_TimeAnchor]; n += 16
-            elif _c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c2_TimeAnchor & 16383] | 128) << 8) | (_c2_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c2_TimeAnchor); v = w.v; n = w.n
+            if _c2_TimeAnchor < 128: v = (v << 9) | (_c2_TimeAnchor << 1); n += 9
+            elif _c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c2_TimeAnchor] << 1); n += 17
+            elif _c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c2_TimeAnchor & 16383] | 128) << 8) | (_c2_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (_c2_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'EVAbsolutePriceSchedule/Currency'
-            v <<= 3
-            n += 3
+            v <<= 2
+            n += 2
             _l = len(_c2_Currency)
             if _l > 3: raise EncodeError(f'length {len(_c2_Currency)} outside [0, 3]')
             if _l < 126 and _c2_Currency.isascii():
@@ -4937,12 +4889,10 @@ def _e_EVPowerProfileType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 2
             n += 2
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
             s = 1
         else:
@@ -4973,12 +4923,10 @@ def _e_EVPowerProfileType(w, o):
                     if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_SelectedScheduleTupleID; n += 8
-                    elif _c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_SelectedScheduleTupleID]; n += 16
-                    elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c2_SelectedScheduleTupleID < 128: v = (v << 9) | (_c2_SelectedScheduleTupleID << 1); n += 9
+                    elif _c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_SelectedScheduleTupleID] << 1); n += 17
+                    elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
                     _c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
@@ -5196,10 +5144,10 @@ def _e_EVPowerScheduleEntryListType(w, o):
             if _c1_Duration < 0 or _c1_Duration > 4294967295: raise EncodeError(f'value {_c1_Duration!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if _c1_Duration < 128: v = (v << 8) | _c1_Duration; n += 8
-            elif _c1_Duration < 16384: v = (v << 16) | _V2[_c1_Duration]; n += 16
-            elif _c1_Duration < 2097152: v = (v << 24) | ((_V2[_c1_Duration & 16383] | 128) << 8) | (_c1_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_Duration); v = w.v; n = w.n
+            if _c1_Duration < 128: v = (v << 9) | (_c1_Duration << 1); n += 9
+            elif _c1_Duration < 16384: v = (v << 17) | (_V2[_c1_Duration] << 1); n += 17
+            elif _c1_Duration < 2097152: v = (v << 25) | ((((_V2[_c1_Duration & 16383] | 128) << 8) | (_c1_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_Duration); v = (w.v << 1); n = w.n + 1
             if not (_c1_Power is not None): raise EncodeError('missing content: Power')
             el = 'EVPowerScheduleEntry/Power'
             _o = _c1_Power
@@ -5211,15 +5159,13 @@ def _e_EVPowerScheduleEntryListType(w, o):
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPowerScheduleEntry/Power/Value'
             if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
+            n += 15
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             i_EVPowerScheduleEntry += 1
             s = 1
         else:
@@ -5237,10 +5183,10 @@ def _e_EVPowerScheduleEntryListType(w, o):
                     if _c2_Duration < 0 or _c2_Duration > 4294967295: raise EncodeError(f'value {_c2_Duration!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c2_Duration < 128: v = (v << 8) | _c2_Duration; n += 8
-                    elif _c2_Duration < 16384: v = (v << 16) | _V2[_c2_Duration]; n += 16
-                    elif _c2_Duration < 2097152: v = (v << 24) | ((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_Duration); v = w.v; n = w.n
+                    if _c2_Duration < 128: v = (v << 9) | (_c2_Duration << 1); n += 9
+                    elif _c2_Duration < 16384: v = (v << 17) | (_V2[_c2_Duration] << 1); n += 17
+                    elif _c2_Duration < 2097152: v = (v << 25) | ((((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_Duration); v = (w.v << 1); n = w.n + 1
                     if not (_c2_Power is not None): raise EncodeError('missing content: Power')
                     el = 'EVPowerScheduleEntry/Power'
                     _o = _c2_Power
@@ -5252,15 +5198,13 @@ def _e_EVPowerScheduleEntryListType(w, o):
                     if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPowerScheduleEntry/Power/Value'
                     if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 16
+                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                    n += 15
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_EVPowerScheduleEntry += 1
                     _k += 1
                     if _k == 1023:
@@ -5369,10 +5313,10 @@ def _e_EVPowerScheduleEntryType(w, o):
             if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
+            if v_Duration < 128: v = (v << 9) | (v_Duration << 1); n += 9
+            elif v_Duration < 16384: v = (v << 17) | (_V2[v_Duration] << 1); n += 17
+            elif v_Duration < 2097152: v = (v << 25) | ((((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_Duration); v = (w.v << 1); n = w.n + 1
             if not (v_Power is not None): raise EncodeError('missing content: Power')
             el = 'Power'
             _o = v_Power
@@ -5384,15 +5328,13 @@ def _e_EVPowerScheduleEntryType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Power/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of Duration')
         w.v = v; w.n = n
@@ -5462,14 +5404,14 @@ def _e_EVPowerScheduleType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 2
             n += 2
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (v_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVPowerScheduleEntries'
-            v <<= 2
-            n += 2
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_EVPowerScheduleEntryListType(w, v_EVPowerScheduleEntries)
             v = w.v; n = w.n
@@ -5799,10 +5741,11 @@ def _e_EVPriceRuleStackType(w, o):
             if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
+            if v_Duration < 128: v = (v << 9) | (v_Duration << 1); n += 9
+            elif v_Duration < 16384: v = (v << 17) | (_V2[v_Duration] << 1); n += 17
+            elif v_Duration < 2097152: v = (v << 25) | ((((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_Duration); v = (w.v << 1); n = w.n + 1
+            v_Duration = None
             if not (i_EVPriceRule < n_EVPriceRule): raise EncodeError('missing content: EVPriceRule')
             el = 'EVPriceRule'
             _o = v_EVPriceRule[i_EVPriceRule]
@@ -5819,14 +5762,13 @@ def _e_EVPriceRuleStackType(w, o):
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPriceRule/EnergyFee/Value'
             if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
-            n += 17
-            v_Duration = None
+            v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
+            n += 16
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (_c1_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'EVPriceRule/PowerRangeStart'
             _o = _c1_PowerRangeStart
@@ -5838,15 +5780,13 @@ def _e_EVPriceRuleStackType(w, o):
             if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPriceRule/PowerRangeStart/Value'
             if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
+            n += 15
             _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             i_EVPriceRule += 1
             s = 2
         else:
@@ -5873,10 +5813,10 @@ def _e_EVPriceRuleStackType(w, o):
                     v = (v << 17) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                     n += 17
                     _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     if not (_c2_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
                     el = 'EVPriceRule/PowerRangeStart'
                     _o = _c2_PowerRangeStart
@@ -5888,15 +5828,13 @@ def _e_EVPriceRuleStackType(w, o):
                     if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
                     el = 'EVPriceRule/PowerRangeStart/Value'
                     if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
-                    n += 17
+                    v = (v << 15) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
+                    n += 15
                     _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_EVPriceRule += 1
                     _k += 1
                     if _k == 7:
@@ -6022,10 +5960,10 @@ def _e_EVPriceRuleType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
             el = 'PowerRangeStart'
             _o = v_PowerRangeStart
@@ -6037,15 +5975,13 @@ def _e_EVPriceRuleType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'PowerRangeStart/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of EnergyFee')
         w.v = v; w.n = n
@@ -6306,12 +6242,10 @@ def _e_MeteringConfirmationReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -6399,12 +6333,10 @@ def _e_MeteringConfirmationReqType(w, o):
                     if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                     v = (v << 4) | (2 << 2)
                     n += 4
-                    if _c2_c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_c2_SelectedScheduleTupleID; n += 8
-                    elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_c2_SelectedScheduleTupleID]; n += 16
-                    elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c2_SelectedScheduleTupleID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c2_SelectedScheduleTupleID); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c2_c2_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_c2_SelectedScheduleTupleID << 2); n += 10
+                    elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_c2_SelectedScheduleTupleID] << 2); n += 18
+                    elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c2_SelectedScheduleTupleID >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c2_c2_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
                     _c2_Scheduled_SMDTControlMode = None
                     _c2_s = 6
                 else:
@@ -6426,12 +6358,10 @@ def _e_MeteringConfirmationReqType(w, o):
                     if _c2_c4_SelectedScheduleTupleID < 1 or _c2_c4_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_c4_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                     v = (v << 4) | (1 << 2)
                     n += 4
-                    if _c2_c4_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_c4_SelectedScheduleTupleID; n += 8
-                    elif _c2_c4_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_c4_SelectedScheduleTupleID]; n += 16
-                    elif _c2_c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_c4_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c4_SelectedScheduleTupleID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c4_SelectedScheduleTupleID); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c2_c4_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_c4_SelectedScheduleTupleID << 2); n += 10
+                    elif _c2_c4_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_c4_SelectedScheduleTupleID] << 2); n += 18
+                    elif _c2_c4_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_c4_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c4_SelectedScheduleTupleID >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c2_c4_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
                     _c2_Scheduled_SMDTControlMode = None
                     _c2_s = 6
                 else:
@@ -6578,12 +6508,10 @@ def _e_MeteringConfirmationResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -6811,12 +6739,10 @@ def _e_OverstayRuleListType(w, o):
             if v_OverstayTimeThreshold < 0 or v_OverstayTimeThreshold > 4294967295: raise EncodeError(f'value {v_OverstayTimeThreshold!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_OverstayTimeThreshold < 128: v = (v << 8) | v_OverstayTimeThreshold; n += 8
-            elif v_OverstayTimeThreshold < 16384: v = (v << 16) | _V2[v_OverstayTimeThreshold]; n += 16
-            elif v_OverstayTimeThreshold < 2097152: v = (v << 24) | ((_V2[v_OverstayTimeThreshold & 16383] | 128) << 8) | (v_OverstayTimeThreshold >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_OverstayTimeThreshold); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_OverstayTimeThreshold < 128: v = (v << 9) | (v_OverstayTimeThreshold << 1); n += 9
+            elif v_OverstayTimeThreshold < 16384: v = (v << 17) | (_V2[v_OverstayTimeThreshold] << 1); n += 17
+            elif v_OverstayTimeThreshold < 2097152: v = (v << 25) | ((((_V2[v_OverstayTimeThreshold & 16383] | 128) << 8) | (v_OverstayTimeThreshold >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_OverstayTimeThreshold); v = (w.v << 1); n = w.n + 1
             v_OverstayTimeThreshold = None
             s = 1
         elif v_OverstayPowerThreshold is not None:
@@ -6833,12 +6759,10 @@ def _e_OverstayRuleListType(w, o):
             v = (v << 16) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_OverstayPowerThreshold = None
             s = 2
         elif i_OverstayRule < n_OverstayRule:
@@ -6867,12 +6791,10 @@ def _e_OverstayRuleListType(w, o):
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_OverstayPowerThreshold = None
                 s = 2
             elif i_OverstayRule < n_OverstayRule:
@@ -7113,24 +7035,20 @@ def _e_OverstayRuleType(w, o):
             if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
-            elif v_StartTime < 16384: v = (v << 16) | _V2[v_StartTime]; n += 16
-            elif v_StartTime < 2097152: v = (v << 24) | ((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_StartTime < 128: v = (v << 9) | (v_StartTime << 1); n += 9
+            elif v_StartTime < 16384: v = (v << 17) | (_V2[v_StartTime] << 1); n += 17
+            elif v_StartTime < 2097152: v = (v << 25) | ((((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_StartTime); v = (w.v << 1); n = w.n + 1
             s = 2
         elif v_StartTime is not None:
             el = 'StartTime'
             if v_StartTime < 0 or v_StartTime > 4294967295: raise EncodeError(f'value {v_StartTime!r} outside [0, 4294967295]')
             v = (v << 3) | (1 << 1)
             n += 3
-            if v_StartTime < 128: v = (v << 8) | v_StartTime; n += 8
-            elif v_StartTime < 16384: v = (v << 16) | _V2[v_StartTime]; n += 16
-            elif v_StartTime < 2097152: v = (v << 24) | ((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_StartTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_StartTime < 128: v = (v << 9) | (v_StartTime << 1); n += 9
+            elif v_StartTime < 16384: v = (v << 17) | (_V2[v_StartTime] << 1); n += 17
+            elif v_StartTime < 2097152: v = (v << 25) | ((((_V2[v_StartTime & 16383] | 128) << 8) | (v_StartTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_StartTime); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
@@ -7149,21 +7067,19 @@ def _e_OverstayRuleType(w, o):
                 v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 15
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
                 el = 'OverstayFeePeriod'
                 if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
-                v <<= 4
-                n += 4
-                if v_OverstayFeePeriod < 128: v = (v << 8) | v_OverstayFeePeriod; n += 8
-                elif v_OverstayFeePeriod < 16384: v = (v << 16) | _V2[v_OverstayFeePeriod]; n += 16
-                elif v_OverstayFeePeriod < 2097152: v = (v << 24) | ((_V2[v_OverstayFeePeriod & 16383] | 128) << 8) | (v_OverstayFeePeriod >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = w.v; n = w.n
                 v <<= 2
                 n += 2
+                if v_OverstayFeePeriod < 128: v = (v << 10) | (v_OverstayFeePeriod << 2); n += 10
+                elif v_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[v_OverstayFeePeriod] << 2); n += 18
+                elif v_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[v_OverstayFeePeriod & 16383] | 128) << 8) | (v_OverstayFeePeriod >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of OverstayFee')
@@ -7262,15 +7178,15 @@ def _e_ParameterSetType(w, o):
             if v_ParameterSetID < 0 or v_ParameterSetID > 65535: raise EncodeError(f'value {v_ParameterSetID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
-            elif v_ParameterSetID < 16384: v = (v << 16) | _V2[v_ParameterSetID]; n += 16
-            elif v_ParameterSetID < 2097152: v = (v << 24) | ((_V2[v_ParameterSetID & 16383] | 128) << 8) | (v_ParameterSetID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
+            if v_ParameterSetID < 128: v = (v << 9) | (v_ParameterSetID << 1); n += 9
+            elif v_ParameterSetID < 16384: v = (v << 17) | (_V2[v_ParameterSetID] << 1); n += 17
+            elif v_ParameterSetID < 2097152: v = (v << 25) | ((((_V2[v_ParameterSetID & 16383] | 128) << 8) | (v_ParameterSetID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = (w.v << 1); n = w.n + 1
+            v_ParameterSetID = None
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
-            v <<= 2
-            n += 2
-            v_ParameterSetID = None
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_ParameterType(w, v_Parameter[i_Parameter])
             v = w.v; n = w.n
@@ -7539,12 +7455,10 @@ def _e_ParameterType(w, o):
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_shortValue = None
                 if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
                 s = -1
@@ -7554,12 +7468,10 @@ def _e_ParameterType(w, o):
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_intValue = None
                 if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
                 s = -1
@@ -7577,12 +7489,10 @@ def _e_ParameterType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 17
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_rationalNumber = None
                 if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
                 s = -1
@@ -8111,12 +8021,10 @@ def _e_PowerDeliveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -8167,12 +8075,10 @@ def _e_PowerDeliveryReqType(w, o):
                     if _c4_TimeAnchor < 0 or _c4_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_TimeAnchor!r} outside [0, 18446744073709551615]')
                     v <<= 2
                     n += 2
-                    if _c4_TimeAnchor < 128: v = (v << 8) | _c4_TimeAnchor; n += 8
-                    elif _c4_TimeAnchor < 16384: v = (v << 16) | _V2[_c4_TimeAnchor]; n += 16
-                    elif _c4_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c4_TimeAnchor < 128: v = (v << 9) | (_c4_TimeAnchor << 1); n += 9
+                    elif _c4_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_TimeAnchor] << 1); n += 17
+                    elif _c4_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = (w.v << 1); n = w.n + 1
                     _c4_TimeAnchor = None
                     _c4_s = 1
                 else:
@@ -8203,12 +8109,10 @@ def _e_PowerDeliveryReqType(w, o):
                             if _c4_c2_SelectedScheduleTupleID < 1 or _c4_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c4_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                             v <<= 2
                             n += 2
-                            if _c4_c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c4_c2_SelectedScheduleTupleID; n += 8
-                            elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c4_c2_SelectedScheduleTupleID]; n += 16
-                            elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c4_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_c2_SelectedScheduleTupleID >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
+                            if _c4_c2_SelectedScheduleTupleID < 128: v = (v << 9) | (_c4_c2_SelectedScheduleTupleID << 1); n += 9
+                            elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c4_c2_SelectedScheduleTupleID] << 1); n += 17
+                            elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c4_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
+                            else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
                             _c4_c2_s = 1
                         else:
                             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
@@ -8449,12 +8353,10 @@ def _e_PowerDeliveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -8496,16 +8398,16 @@ def _e_PowerDeliveryResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 4
                 n += 4
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 9) | (_c3_i1 << 3)
-                n += 9
+                v = (v << 8) | (_c3_i1 << 3)
+                n += 8
                 v_EVSEStatus = None
                 if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
                 s = -1
@@ -8840,10 +8742,10 @@ def _e_PowerScheduleEntryType(w, o):
             if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
+            if v_Duration < 128: v = (v << 9) | (v_Duration << 1); n += 9
+            elif v_Duration < 16384: v = (v << 17) | (_V2[v_Duration] << 1); n += 17
+            elif v_Duration < 2097152: v = (v << 25) | ((((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_Duration); v = (w.v << 1); n = w.n + 1
             if not (v_Power is not None): raise EncodeError('missing content: Power')
             el = 'Power'
             _o = v_Power
@@ -8855,15 +8757,13 @@ def _e_PowerScheduleEntryType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Power/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         else:
             raise EncodeError('missing content: expected one of Duration')
@@ -8882,12 +8782,10 @@ def _e_PowerScheduleEntryType(w, o):
                 v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_Power_L3 is not None:
                 el = 'Power_L3'
@@ -8903,12 +8801,10 @@ def _e_PowerScheduleEntryType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif True:
                 v = (v << 2) | 2
@@ -8929,12 +8825,10 @@ def _e_PowerScheduleEntryType(w, o):
                 v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif True:
                 v = (v << 2) | 1
@@ -9159,12 +9053,10 @@ def _e_PowerScheduleType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 2
             n += 2
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
@@ -9183,12 +9075,10 @@ def _e_PowerScheduleType(w, o):
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_PowerTolerance is not None:
                 el = 'PowerTolerance'
@@ -9204,12 +9094,10 @@ def _e_PowerScheduleType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_PowerScheduleEntries is not None:
                 el = 'PowerScheduleEntries'
@@ -9236,12 +9124,10 @@ def _e_PowerScheduleType(w, o):
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_PowerScheduleEntries is not None:
                 el = 'PowerScheduleEntries'
@@ -9396,15 +9282,15 @@ def _e_PriceLevelScheduleEntryListType(w, o):
             if _c1_Duration < 0 or _c1_Duration > 4294967295: raise EncodeError(f'value {_c1_Duration!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if _c1_Duration < 128: v = (v << 8) | _c1_Duration; n += 8
-            elif _c1_Duration < 16384: v = (v << 16) | _V2[_c1_Duration]; n += 16
-            elif _c1_Duration < 2097152: v = (v << 24) | ((_V2[_c1_Duration & 16383] | 128) << 8) | (_c1_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_Duration); v = w.v; n = w.n
+            if _c1_Duration < 128: v = (v << 9) | (_c1_Duration << 1); n += 9
+            elif _c1_Duration < 16384: v = (v << 17) | (_V2[_c1_Duration] << 1); n += 17
+            elif _c1_Duration < 2097152: v = (v << 25) | ((((_V2[_c1_Duration & 16383] | 128) << 8) | (_c1_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_Duration); v = (w.v << 1); n = w.n + 1
             if not (_c1_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
             el = 'PriceLevelScheduleEntry/PriceLevel'
             if not 0 <= _c1_PriceLevel <= 255: raise EncodeError(f'value {_c1_PriceLevel!r} outside [0, 255]')
-            v = (v << 13) | (_c1_PriceLevel << 2)
-            n += 13
+            v = (v << 12) | (_c1_PriceLevel << 2)
+            n += 12
             i_PriceLevelScheduleEntry += 1
             s = 1
         else:
@@ -9422,15 +9308,15 @@ def _e_PriceLevelScheduleEntryListType(w, o):
                     if _c2_Duration < 0 or _c2_Duration > 4294967295: raise EncodeError(f'value {_c2_Duration!r} outside [0, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c2_Duration < 128: v = (v << 8) | _c2_Duration; n += 8
-                    elif _c2_Duration < 16384: v = (v << 16) | _V2[_c2_Duration]; n += 16
-                    elif _c2_Duration < 2097152: v = (v << 24) | ((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_Duration); v = w.v; n = w.n
+                    if _c2_Duration < 128: v = (v << 9) | (_c2_Duration << 1); n += 9
+                    elif _c2_Duration < 16384: v = (v << 17) | (_V2[_c2_Duration] << 1); n += 17
+                    elif _c2_Duration < 2097152: v = (v << 25) | ((((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_Duration); v = (w.v << 1); n = w.n + 1
                     if not (_c2_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
                     el = 'PriceLevelScheduleEntry/PriceLevel'
                     if not 0 <= _c2_PriceLevel <= 255: raise EncodeError(f'value {_c2_PriceLevel!r} outside [0, 255]')
-                    v = (v << 13) | (_c2_PriceLevel << 2)
-                    n += 13
+                    v = (v << 12) | (_c2_PriceLevel << 2)
+                    n += 12
                     i_PriceLevelScheduleEntry += 1
                     _k += 1
                     if _k == 1023:
@@ -9511,15 +9397,15 @@ def _e_PriceLevelScheduleEntryType(w, o):
             if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
+            if v_Duration < 128: v = (v << 9) | (v_Duration << 1); n += 9
+            elif v_Duration < 16384: v = (v << 17) | (_V2[v_Duration] << 1); n += 17
+            elif v_Duration < 2097152: v = (v << 25) | ((((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_Duration); v = (w.v << 1); n = w.n + 1
             if not (v_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
             el = 'PriceLevel'
             if not 0 <= v_PriceLevel <= 255: raise EncodeError(f'value {v_PriceLevel!r} outside [0, 255]')
-            v = (v << 13) | (v_PriceLevel << 2)
-            n += 13
+            v = (v << 12) | (v_PriceLevel << 2)
+            n += 12
         else:
             raise EncodeError('missing content: expected one of Duration')
         w.v = v; w.n = n
@@ -9719,12 +9605,10 @@ def _e_PriceLevelScheduleType(w, o):
             v <<= 2
             n += 2
             v_Id = None
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
             s = 2
         elif v_TimeAnchor is not None:
@@ -9732,12 +9616,10 @@ def _e_PriceLevelScheduleType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v = (v << 3) | (1 << 1)
             n += 3
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
             s = 2
         else:
@@ -9748,12 +9630,10 @@ def _e_PriceLevelScheduleType(w, o):
                 if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
                 v <<= 2
                 n += 2
-                if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
-                elif v_PriceScheduleID < 16384: v = (v << 16) | _V2[v_PriceScheduleID]; n += 16
-                elif v_PriceScheduleID < 2097152: v = (v << 24) | ((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
+                elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
+                elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
                 v_PriceScheduleID = None
                 s = 3
             else:
@@ -9998,15 +9878,15 @@ def _e_PriceRuleStackType(w, o):
             if v_Duration < 0 or v_Duration > 4294967295: raise EncodeError(f'value {v_Duration!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_Duration < 128: v = (v << 8) | v_Duration; n += 8
-            elif v_Duration < 16384: v = (v << 16) | _V2[v_Duration]; n += 16
-            elif v_Duration < 2097152: v = (v << 24) | ((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_Duration); v = w.v; n = w.n
+            if v_Duration < 128: v = (v << 9) | (v_Duration << 1); n += 9
+            elif v_Duration < 16384: v = (v << 17) | (_V2[v_Duration] << 1); n += 17
+            elif v_Duration < 2097152: v = (v << 25) | ((((_V2[v_Duration & 16383] | 128) << 8) | (v_Duration >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_Duration); v = (w.v << 1); n = w.n + 1
+            v_Duration = None
             if not (i_PriceRule < n_PriceRule): raise EncodeError('missing content: PriceRule')
             el = 'PriceRule'
-            v <<= 2
-            n += 2
-            v_Duration = None
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_PriceRuleType(w, v_PriceRule[i_PriceRule])
             v = w.v; n = w.n
@@ -10547,12 +10427,10 @@ def _e_PriceRuleType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         else:
             raise EncodeError('missing content: expected one of EnergyFee')
@@ -10571,36 +10449,30 @@ def _e_PriceRuleType(w, o):
                 v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_ParkingFeePeriod is not None:
                 el = 'ParkingFeePeriod'
                 if v_ParkingFeePeriod < 0 or v_ParkingFeePeriod > 4294967295: raise EncodeError(f'value {v_ParkingFeePeriod!r} outside [0, 4294967295]')
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if v_ParkingFeePeriod < 128: v = (v << 8) | v_ParkingFeePeriod; n += 8
-                elif v_ParkingFeePeriod < 16384: v = (v << 16) | _V2[v_ParkingFeePeriod]; n += 16
-                elif v_ParkingFeePeriod < 2097152: v = (v << 24) | ((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_ParkingFeePeriod < 128: v = (v << 9) | (v_ParkingFeePeriod << 1); n += 9
+                elif v_ParkingFeePeriod < 16384: v = (v << 17) | (_V2[v_ParkingFeePeriod] << 1); n += 17
+                elif v_ParkingFeePeriod < 2097152: v = (v << 25) | ((((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = (w.v << 1); n = w.n + 1
                 s = 3
             elif v_CarbonDioxideEmission is not None:
                 el = 'CarbonDioxideEmission'
                 if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
-                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | _V2[v_CarbonDioxideEmission]; n += 16
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_CarbonDioxideEmission < 128: v = (v << 9) | (v_CarbonDioxideEmission << 1); n += 9
+                elif v_CarbonDioxideEmission < 16384: v = (v << 17) | (_V2[v_CarbonDioxideEmission] << 1); n += 17
+                elif v_CarbonDioxideEmission < 2097152: v = (v << 25) | ((((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_RenewableGenerationPercentage is not None:
                 el = 'RenewableGenerationPercentage'
@@ -10622,12 +10494,10 @@ def _e_PriceRuleType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 17
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of ParkingFee, ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
@@ -10637,24 +10507,20 @@ def _e_PriceRuleType(w, o):
                 if v_ParkingFeePeriod < 0 or v_ParkingFeePeriod > 4294967295: raise EncodeError(f'value {v_ParkingFeePeriod!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                if v_ParkingFeePeriod < 128: v = (v << 8) | v_ParkingFeePeriod; n += 8
-                elif v_ParkingFeePeriod < 16384: v = (v << 16) | _V2[v_ParkingFeePeriod]; n += 16
-                elif v_ParkingFeePeriod < 2097152: v = (v << 24) | ((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_ParkingFeePeriod < 128: v = (v << 9) | (v_ParkingFeePeriod << 1); n += 9
+                elif v_ParkingFeePeriod < 16384: v = (v << 17) | (_V2[v_ParkingFeePeriod] << 1); n += 17
+                elif v_ParkingFeePeriod < 2097152: v = (v << 25) | ((((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = (w.v << 1); n = w.n + 1
                 s = 3
             elif v_CarbonDioxideEmission is not None:
                 el = 'CarbonDioxideEmission'
                 if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
-                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | _V2[v_CarbonDioxideEmission]; n += 16
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_CarbonDioxideEmission < 128: v = (v << 9) | (v_CarbonDioxideEmission << 1); n += 9
+                elif v_CarbonDioxideEmission < 16384: v = (v << 17) | (_V2[v_CarbonDioxideEmission] << 1); n += 17
+                elif v_CarbonDioxideEmission < 2097152: v = (v << 25) | ((((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_RenewableGenerationPercentage is not None:
                 el = 'RenewableGenerationPercentage'
@@ -10676,12 +10542,10 @@ def _e_PriceRuleType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
@@ -10691,12 +10555,10 @@ def _e_PriceRuleType(w, o):
                 if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_CarbonDioxideEmission < 128: v = (v << 8) | v_CarbonDioxideEmission; n += 8
-                elif v_CarbonDioxideEmission < 16384: v = (v << 16) | _V2[v_CarbonDioxideEmission]; n += 16
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 24) | ((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_CarbonDioxideEmission < 128: v = (v << 9) | (v_CarbonDioxideEmission << 1); n += 9
+                elif v_CarbonDioxideEmission < 16384: v = (v << 17) | (_V2[v_CarbonDioxideEmission] << 1); n += 17
+                elif v_CarbonDioxideEmission < 2097152: v = (v << 25) | ((((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_RenewableGenerationPercentage is not None:
                 el = 'RenewableGenerationPercentage'
@@ -10718,12 +10580,10 @@ def _e_PriceRuleType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
@@ -10748,12 +10608,10 @@ def _e_PriceRuleType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of RenewableGenerationPercentage, PowerRangeStart')
@@ -10772,12 +10630,10 @@ def _e_PriceRuleType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 6
             else:
                 raise EncodeError('missing content: expected one of PowerRangeStart')
@@ -10904,21 +10760,19 @@ def _e_PriceScheduleType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 2
             n += 2
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (v_PriceScheduleID is not None): raise EncodeError('missing content: PriceScheduleID')
             el = 'PriceScheduleID'
             if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
-            v <<= 3
-            n += 3
-            if v_PriceScheduleID < 128: v = (v << 8) | v_PriceScheduleID; n += 8
-            elif v_PriceScheduleID < 16384: v = (v << 16) | _V2[v_PriceScheduleID]; n += 16
-            elif v_PriceScheduleID < 2097152: v = (v << 24) | ((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            v <<= 2
+            n += 2
+            if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
+            elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
+            elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
@@ -11091,12 +10945,10 @@ def _e_ScheduleExchangeReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11349,12 +11201,10 @@ def _e_ScheduleExchangeResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11618,14 +11468,14 @@ def _e_ScheduleTupleType(w, o):
             if v_ScheduleTupleID < 1 or v_ScheduleTupleID > 4294967295: raise EncodeError(f'value {v_ScheduleTupleID!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_ScheduleTupleID < 128: v = (v << 8) | v_ScheduleTupleID; n += 8
-            elif v_ScheduleTupleID < 16384: v = (v << 16) | _V2[v_ScheduleTupleID]; n += 16
-            elif v_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[v_ScheduleTupleID & 16383] | 128) << 8) | (v_ScheduleTupleID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ScheduleTupleID); v = w.v; n = w.n
+            if v_ScheduleTupleID < 128: v = (v << 9) | (v_ScheduleTupleID << 1); n += 9
+            elif v_ScheduleTupleID < 16384: v = (v << 17) | (_V2[v_ScheduleTupleID] << 1); n += 17
+            elif v_ScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[v_ScheduleTupleID & 16383] | 128) << 8) | (v_ScheduleTupleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ScheduleTupleID); v = (w.v << 1); n = w.n + 1
             if not (v_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
             el = 'ChargingSchedule'
-            v <<= 2
-            n += 2
+            v <<= 1
+            n += 1
             _c1_o = v_ChargingSchedule
             _c1_PowerSchedule = _c1_o.PowerSchedule
             _c1_AbsolutePriceSchedule = _c1_o.AbsolutePriceSchedule
@@ -11810,12 +11660,10 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             if v_SelectedScheduleTupleID < 1 or v_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {v_SelectedScheduleTupleID!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_SelectedScheduleTupleID < 128: v = (v << 8) | v_SelectedScheduleTupleID; n += 8
-            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[v_SelectedScheduleTupleID]; n += 16
-            elif v_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_SelectedScheduleTupleID < 128: v = (v << 9) | (v_SelectedScheduleTupleID << 1); n += 9
+            elif v_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[v_SelectedScheduleTupleID] << 1); n += 17
+            elif v_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
@@ -12850,12 +12698,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             s = 1
         elif v_EVTargetEnergyRequest is not None:
             el = 'EVTargetEnergyRequest'
@@ -12871,12 +12717,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         elif v_EVMaximumEnergyRequest is not None:
             el = 'EVMaximumEnergyRequest'
@@ -12892,12 +12736,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v = (v << 17) | (2 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 3
         elif v_EVMinimumEnergyRequest is not None:
             el = 'EVMinimumEnergyRequest'
@@ -12913,12 +12755,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             v = (v << 17) | (3 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 4
         elif v_EVEnergyOffer is not None:
             el = 'EVEnergyOffer'
@@ -12935,14 +12775,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if _c4_c1_TimeAnchor < 0 or _c4_c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
             v = (v << 6) | (4 << 3)
             n += 6
-            if _c4_c1_TimeAnchor < 128: v = (v << 8) | _c4_c1_TimeAnchor; n += 8
-            elif _c4_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c4_c1_TimeAnchor]; n += 16
-            elif _c4_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c4_c1_TimeAnchor & 16383] | 128) << 8) | (_c4_c1_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c4_c1_TimeAnchor); v = w.v; n = w.n
+            if _c4_c1_TimeAnchor < 128: v = (v << 9) | (_c4_c1_TimeAnchor << 1); n += 9
+            elif _c4_c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_c1_TimeAnchor] << 1); n += 17
+            elif _c4_c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_c1_TimeAnchor & 16383] | 128) << 8) | (_c4_c1_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c4_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (_c4_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
             el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-            v <<= 2
-            n += 2
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_EVPowerScheduleEntryListType(w, _c4_c1_EVPowerScheduleEntries)
             v = w.v; n = w.n
@@ -12958,14 +12798,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
             if _c4_c2_TimeAnchor < 0 or _c4_c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 4
             n += 4
-            if _c4_c2_TimeAnchor < 128: v = (v << 8) | _c4_c2_TimeAnchor; n += 8
-            elif _c4_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c4_c2_TimeAnchor]; n += 16
-            elif _c4_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c4_c2_TimeAnchor & 16383] | 128) << 8) | (_c4_c2_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c4_c2_TimeAnchor); v = w.v; n = w.n
+            if _c4_c2_TimeAnchor < 128: v = (v << 9) | (_c4_c2_TimeAnchor << 1); n += 9
+            elif _c4_c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_c2_TimeAnchor] << 1); n += 17
+            elif _c4_c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_c2_TimeAnchor & 16383] | 128) << 8) | (_c4_c2_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c4_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
             if not (_c4_c2_Currency is not None): raise EncodeError('missing content: Currency')
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-            v <<= 3
-            n += 3
+            v <<= 2
+            n += 2
             _l = len(_c4_c2_Currency)
             if _l > 3: raise EncodeError(f'length {len(_c4_c2_Currency)} outside [0, 3]')
             if _l < 126 and _c4_c2_Currency.isascii():
@@ -13011,12 +12851,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVMaximumEnergyRequest is not None:
                 el = 'EVMaximumEnergyRequest'
@@ -13032,12 +12870,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVMinimumEnergyRequest is not None:
                 el = 'EVMinimumEnergyRequest'
@@ -13053,12 +12889,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVEnergyOffer is not None:
                 el = 'EVEnergyOffer'
@@ -13075,14 +12909,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c8_c1_TimeAnchor < 0 or _c8_c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c8_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v = (v << 6) | (3 << 3)
                 n += 6
-                if _c8_c1_TimeAnchor < 128: v = (v << 8) | _c8_c1_TimeAnchor; n += 8
-                elif _c8_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c8_c1_TimeAnchor]; n += 16
-                elif _c8_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c8_c1_TimeAnchor & 16383] | 128) << 8) | (_c8_c1_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c8_c1_TimeAnchor); v = w.v; n = w.n
+                if _c8_c1_TimeAnchor < 128: v = (v << 9) | (_c8_c1_TimeAnchor << 1); n += 9
+                elif _c8_c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c8_c1_TimeAnchor] << 1); n += 17
+                elif _c8_c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c8_c1_TimeAnchor & 16383] | 128) << 8) | (_c8_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c8_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c8_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 w.v = v; w.n = n
                 _e_EVPowerScheduleEntryListType(w, _c8_c1_EVPowerScheduleEntries)
                 v = w.v; n = w.n
@@ -13098,14 +12932,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c8_c2_TimeAnchor < 0 or _c8_c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c8_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if _c8_c2_TimeAnchor < 128: v = (v << 8) | _c8_c2_TimeAnchor; n += 8
-                elif _c8_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c8_c2_TimeAnchor]; n += 16
-                elif _c8_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c8_c2_TimeAnchor & 16383] | 128) << 8) | (_c8_c2_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c8_c2_TimeAnchor); v = w.v; n = w.n
+                if _c8_c2_TimeAnchor < 128: v = (v << 9) | (_c8_c2_TimeAnchor << 1); n += 9
+                elif _c8_c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c8_c2_TimeAnchor] << 1); n += 17
+                elif _c8_c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c8_c2_TimeAnchor & 16383] | 128) << 8) | (_c8_c2_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c8_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c8_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                v <<= 3
-                n += 3
+                v <<= 2
+                n += 2
                 _l = len(_c8_c2_Currency)
                 if _l > 3: raise EncodeError(f'length {len(_c8_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c8_c2_Currency.isascii():
@@ -13151,12 +12985,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVMinimumEnergyRequest is not None:
                 el = 'EVMinimumEnergyRequest'
@@ -13172,12 +13004,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVEnergyOffer is not None:
                 el = 'EVEnergyOffer'
@@ -13194,14 +13024,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c11_c1_TimeAnchor < 0 or _c11_c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c11_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v = (v << 6) | (2 << 3)
                 n += 6
-                if _c11_c1_TimeAnchor < 128: v = (v << 8) | _c11_c1_TimeAnchor; n += 8
-                elif _c11_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c11_c1_TimeAnchor]; n += 16
-                elif _c11_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c11_c1_TimeAnchor & 16383] | 128) << 8) | (_c11_c1_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c11_c1_TimeAnchor); v = w.v; n = w.n
+                if _c11_c1_TimeAnchor < 128: v = (v << 9) | (_c11_c1_TimeAnchor << 1); n += 9
+                elif _c11_c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c11_c1_TimeAnchor] << 1); n += 17
+                elif _c11_c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c11_c1_TimeAnchor & 16383] | 128) << 8) | (_c11_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c11_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c11_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 w.v = v; w.n = n
                 _e_EVPowerScheduleEntryListType(w, _c11_c1_EVPowerScheduleEntries)
                 v = w.v; n = w.n
@@ -13217,14 +13047,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c11_c2_TimeAnchor < 0 or _c11_c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c11_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if _c11_c2_TimeAnchor < 128: v = (v << 8) | _c11_c2_TimeAnchor; n += 8
-                elif _c11_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c11_c2_TimeAnchor]; n += 16
-                elif _c11_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c11_c2_TimeAnchor & 16383] | 128) << 8) | (_c11_c2_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c11_c2_TimeAnchor); v = w.v; n = w.n
+                if _c11_c2_TimeAnchor < 128: v = (v << 9) | (_c11_c2_TimeAnchor << 1); n += 9
+                elif _c11_c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c11_c2_TimeAnchor] << 1); n += 17
+                elif _c11_c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c11_c2_TimeAnchor & 16383] | 128) << 8) | (_c11_c2_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c11_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c11_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                v <<= 3
-                n += 3
+                v <<= 2
+                n += 2
                 _l = len(_c11_c2_Currency)
                 if _l > 3: raise EncodeError(f'length {len(_c11_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c11_c2_Currency.isascii():
@@ -13270,12 +13100,10 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 v = (v << 16) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 16
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVEnergyOffer is not None:
                 el = 'EVEnergyOffer'
@@ -13292,14 +13120,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c13_c1_TimeAnchor < 0 or _c13_c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c13_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v = (v << 5) | (1 << 3)
                 n += 5
-                if _c13_c1_TimeAnchor < 128: v = (v << 8) | _c13_c1_TimeAnchor; n += 8
-                elif _c13_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c13_c1_TimeAnchor]; n += 16
-                elif _c13_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c13_c1_TimeAnchor & 16383] | 128) << 8) | (_c13_c1_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c13_c1_TimeAnchor); v = w.v; n = w.n
+                if _c13_c1_TimeAnchor < 128: v = (v << 9) | (_c13_c1_TimeAnchor << 1); n += 9
+                elif _c13_c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c13_c1_TimeAnchor] << 1); n += 17
+                elif _c13_c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c13_c1_TimeAnchor & 16383] | 128) << 8) | (_c13_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c13_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c13_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 w.v = v; w.n = n
                 _e_EVPowerScheduleEntryListType(w, _c13_c1_EVPowerScheduleEntries)
                 v = w.v; n = w.n
@@ -13315,14 +13143,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c13_c2_TimeAnchor < 0 or _c13_c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c13_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if _c13_c2_TimeAnchor < 128: v = (v << 8) | _c13_c2_TimeAnchor; n += 8
-                elif _c13_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c13_c2_TimeAnchor]; n += 16
-                elif _c13_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c13_c2_TimeAnchor & 16383] | 128) << 8) | (_c13_c2_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c13_c2_TimeAnchor); v = w.v; n = w.n
+                if _c13_c2_TimeAnchor < 128: v = (v << 9) | (_c13_c2_TimeAnchor << 1); n += 9
+                elif _c13_c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c13_c2_TimeAnchor] << 1); n += 17
+                elif _c13_c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c13_c2_TimeAnchor & 16383] | 128) << 8) | (_c13_c2_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c13_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c13_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                v <<= 3
-                n += 3
+                v <<= 2
+                n += 2
                 _l = len(_c13_c2_Currency)
                 if _l > 3: raise EncodeError(f'length {len(_c13_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c13_c2_Currency.isascii():
@@ -13369,14 +13197,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c14_c1_TimeAnchor < 0 or _c14_c1_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c14_c1_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v <<= 5
                 n += 5
-                if _c14_c1_TimeAnchor < 128: v = (v << 8) | _c14_c1_TimeAnchor; n += 8
-                elif _c14_c1_TimeAnchor < 16384: v = (v << 16) | _V2[_c14_c1_TimeAnchor]; n += 16
-                elif _c14_c1_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c14_c1_TimeAnchor & 16383] | 128) << 8) | (_c14_c1_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c14_c1_TimeAnchor); v = w.v; n = w.n
+                if _c14_c1_TimeAnchor < 128: v = (v << 9) | (_c14_c1_TimeAnchor << 1); n += 9
+                elif _c14_c1_TimeAnchor < 16384: v = (v << 17) | (_V2[_c14_c1_TimeAnchor] << 1); n += 17
+                elif _c14_c1_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c14_c1_TimeAnchor & 16383] | 128) << 8) | (_c14_c1_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c14_c1_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c14_c1_EVPowerScheduleEntries is not None): raise EncodeError('missing content: EVPowerScheduleEntries')
                 el = 'EVEnergyOffer/EVPowerSchedule/EVPowerScheduleEntries'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 w.v = v; w.n = n
                 _e_EVPowerScheduleEntryListType(w, _c14_c1_EVPowerScheduleEntries)
                 v = w.v; n = w.n
@@ -13392,14 +13220,14 @@ def _e_Scheduled_SEReqControlModeType(w, o):
                 if _c14_c2_TimeAnchor < 0 or _c14_c2_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c14_c2_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if _c14_c2_TimeAnchor < 128: v = (v << 8) | _c14_c2_TimeAnchor; n += 8
-                elif _c14_c2_TimeAnchor < 16384: v = (v << 16) | _V2[_c14_c2_TimeAnchor]; n += 16
-                elif _c14_c2_TimeAnchor < 2097152: v = (v << 24) | ((_V2[_c14_c2_TimeAnchor & 16383] | 128) << 8) | (_c14_c2_TimeAnchor >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c14_c2_TimeAnchor); v = w.v; n = w.n
+                if _c14_c2_TimeAnchor < 128: v = (v << 9) | (_c14_c2_TimeAnchor << 1); n += 9
+                elif _c14_c2_TimeAnchor < 16384: v = (v << 17) | (_V2[_c14_c2_TimeAnchor] << 1); n += 17
+                elif _c14_c2_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c14_c2_TimeAnchor & 16383] | 128) << 8) | (_c14_c2_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c14_c2_TimeAnchor); v = (w.v << 1); n = w.n + 1
                 if not (_c14_c2_Currency is not None): raise EncodeError('missing content: Currency')
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
-                v <<= 3
-                n += 3
+                v <<= 2
+                n += 2
                 _l = len(_c14_c2_Currency)
                 if _l > 3: raise EncodeError(f'length {len(_c14_c2_Currency)} outside [0, 3]')
                 if _l < 126 and _c14_c2_Currency.isascii():
@@ -13924,14 +13752,14 @@ def _e_Scheduled_SEResControlModeType(w, o):
                 if _c1_ScheduleTupleID < 1 or _c1_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c1_ScheduleTupleID!r} outside [1, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c1_ScheduleTupleID < 128: v = (v << 8) | _c1_ScheduleTupleID; n += 8
-                elif _c1_ScheduleTupleID < 16384: v = (v << 16) | _V2[_c1_ScheduleTupleID]; n += 16
-                elif _c1_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c1_ScheduleTupleID & 16383] | 128) << 8) | (_c1_ScheduleTupleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ScheduleTupleID); v = w.v; n = w.n
+                if _c1_ScheduleTupleID < 128: v = (v << 9) | (_c1_ScheduleTupleID << 1); n += 9
+                elif _c1_ScheduleTupleID < 16384: v = (v << 17) | (_V2[_c1_ScheduleTupleID] << 1); n += 17
+                elif _c1_ScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c1_ScheduleTupleID & 16383] | 128) << 8) | (_c1_ScheduleTupleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ScheduleTupleID); v = (w.v << 1); n = w.n + 1
                 if not (_c1_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                 el = 'ScheduleTuple/ChargingSchedule'
-                v <<= 2
-                n += 2
+                v <<= 1
+                n += 1
                 _c1_c1_o = _c1_ChargingSchedule
                 _c1_c1_PowerSchedule = _c1_c1_o.PowerSchedule
                 _c1_c1_AbsolutePriceSchedule = _c1_c1_o.AbsolutePriceSchedule
@@ -14058,14 +13886,14 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_ScheduleTupleID!r} outside [1, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c2_ScheduleTupleID < 128: v = (v << 8) | _c2_ScheduleTupleID; n += 8
-                    elif _c2_ScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_ScheduleTupleID]; n += 16
-                    elif _c2_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_ScheduleTupleID & 16383] | 128) << 8) | (_c2_ScheduleTupleID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_ScheduleTupleID); v = w.v; n = w.n
+                    if _c2_ScheduleTupleID < 128: v = (v << 9) | (_c2_ScheduleTupleID << 1); n += 9
+                    elif _c2_ScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_ScheduleTupleID] << 1); n += 17
+                    elif _c2_ScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_ScheduleTupleID & 16383] | 128) << 8) | (_c2_ScheduleTupleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ScheduleTupleID); v = (w.v << 1); n = w.n + 1
                     if not (_c2_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                     el = 'ScheduleTuple/ChargingSchedule'
-                    v <<= 2
-                    n += 2
+                    v <<= 1
+                    n += 1
                     _c2_c1_o = _c2_ChargingSchedule
                     _c2_c1_PowerSchedule = _c2_c1_o.PowerSchedule
                     _c2_c1_AbsolutePriceSchedule = _c2_c1_o.AbsolutePriceSchedule
@@ -14195,14 +14023,14 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     if _c3_ScheduleTupleID < 1 or _c3_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c3_ScheduleTupleID!r} outside [1, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c3_ScheduleTupleID < 128: v = (v << 8) | _c3_ScheduleTupleID; n += 8
-                    elif _c3_ScheduleTupleID < 16384: v = (v << 16) | _V2[_c3_ScheduleTupleID]; n += 16
-                    elif _c3_ScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c3_ScheduleTupleID & 16383] | 128) << 8) | (_c3_ScheduleTupleID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_ScheduleTupleID); v = w.v; n = w.n
+                    if _c3_ScheduleTupleID < 128: v = (v << 9) | (_c3_ScheduleTupleID << 1); n += 9
+                    elif _c3_ScheduleTupleID < 16384: v = (v << 17) | (_V2[_c3_ScheduleTupleID] << 1); n += 17
+                    elif _c3_ScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c3_ScheduleTupleID & 16383] | 128) << 8) | (_c3_ScheduleTupleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_ScheduleTupleID); v = (w.v << 1); n = w.n + 1
                     if not (_c3_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
                     el = 'ScheduleTuple/ChargingSchedule'
-                    v <<= 2
-                    n += 2
+                    v <<= 1
+                    n += 1
                     _c3_c1_o = _c3_ChargingSchedule
                     _c3_c1_PowerSchedule = _c3_c1_o.PowerSchedule
                     _c3_c1_AbsolutePriceSchedule = _c3_c1_o.AbsolutePriceSchedule
@@ -14378,12 +14206,10 @@ def _e_Scheduled_SMDTControlModeType(w, o):
             if v_SelectedScheduleTupleID < 1 or v_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {v_SelectedScheduleTupleID!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_SelectedScheduleTupleID < 128: v = (v << 8) | v_SelectedScheduleTupleID; n += 8
-            elif v_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[v_SelectedScheduleTupleID]; n += 16
-            elif v_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if v_SelectedScheduleTupleID < 128: v = (v << 10) | (v_SelectedScheduleTupleID << 2); n += 10
+            elif v_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[v_SelectedScheduleTupleID] << 2); n += 18
+            elif v_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[v_SelectedScheduleTupleID & 16383] | 128) << 8) | (v_SelectedScheduleTupleID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
         w.v = v; w.n = n
@@ -14553,21 +14379,19 @@ def _e_SelectedServiceListType(w, o):
             if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
             v <<= 3
             n += 3
-            if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-            elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-            elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+            if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+            elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+            elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
             if not (_c1_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'SelectedService/ParameterSetID'
             if _c1_ParameterSetID < 0 or _c1_ParameterSetID > 65535: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [0, 65535]')
-            v <<= 3
-            n += 3
-            if _c1_ParameterSetID < 128: v = (v << 8) | _c1_ParameterSetID; n += 8
-            elif _c1_ParameterSetID < 16384: v = (v << 16) | _V2[_c1_ParameterSetID]; n += 16
-            elif _c1_ParameterSetID < 2097152: v = (v << 24) | ((_V2[_c1_ParameterSetID & 16383] | 128) << 8) | (_c1_ParameterSetID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
+            if _c1_ParameterSetID < 128: v = (v << 10) | (_c1_ParameterSetID << 2); n += 10
+            elif _c1_ParameterSetID < 16384: v = (v << 18) | (_V2[_c1_ParameterSetID] << 2); n += 18
+            elif _c1_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[_c1_ParameterSetID & 16383] | 128) << 8) | (_c1_ParameterSetID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_c1_ParameterSetID); v = (w.v << 2); n = w.n + 2
             i_SelectedService += 1
             s = 1
         else:
@@ -14585,21 +14409,19 @@ def _e_SelectedServiceListType(w, o):
                     if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                     v <<= 4
                     n += 4
-                    if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                    elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                     if not (_c2_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
                     el = 'SelectedService/ParameterSetID'
                     if _c2_ParameterSetID < 0 or _c2_ParameterSetID > 65535: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [0, 65535]')
-                    v <<= 3
-                    n += 3
-                    if _c2_ParameterSetID < 128: v = (v << 8) | _c2_ParameterSetID; n += 8
-                    elif _c2_ParameterSetID < 16384: v = (v << 16) | _V2[_c2_ParameterSetID]; n += 16
-                    elif _c2_ParameterSetID < 2097152: v = (v << 24) | ((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = w.v; n = w.n
                     v <<= 2
                     n += 2
+                    if _c2_ParameterSetID < 128: v = (v << 10) | (_c2_ParameterSetID << 2); n += 10
+                    elif _c2_ParameterSetID < 16384: v = (v << 18) | (_V2[_c2_ParameterSetID] << 2); n += 18
+                    elif _c2_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = (w.v << 2); n = w.n + 2
                     i_SelectedService += 1
                     _k += 1
                     if _k == 15:
@@ -14700,21 +14522,19 @@ def _e_SelectedServiceType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             if not (v_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'ParameterSetID'
             if v_ParameterSetID < 0 or v_ParameterSetID > 65535: raise EncodeError(f'value {v_ParameterSetID!r} outside [0, 65535]')
-            v <<= 3
-            n += 3
-            if v_ParameterSetID < 128: v = (v << 8) | v_ParameterSetID; n += 8
-            elif v_ParameterSetID < 16384: v = (v << 16) | _V2[v_ParameterSetID]; n += 16
-            elif v_ParameterSetID < 2097152: v = (v << 24) | ((_V2[v_ParameterSetID & 16383] | 128) << 8) | (v_ParameterSetID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
+            if v_ParameterSetID < 128: v = (v << 10) | (v_ParameterSetID << 2); n += 10
+            elif v_ParameterSetID < 16384: v = (v << 18) | (_V2[v_ParameterSetID] << 2); n += 18
+            elif v_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[v_ParameterSetID & 16383] | 128) << 8) | (v_ParameterSetID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_ParameterSetID); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -14858,12 +14678,10 @@ def _e_ServiceDetailReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -14889,12 +14707,10 @@ def _e_ServiceDetailReqType(w, o):
             v <<= 2
             n += 2
             v_Header = None
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if v_ServiceID < 128: v = (v << 10) | (v_ServiceID << 2); n += 10
+            elif v_ServiceID < 16384: v = (v << 18) | (_V2[v_ServiceID] << 2); n += 18
+            elif v_ServiceID < 2097152: v = (v << 26) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 2); n = w.n + 2
             v_ServiceID = None
             if v_Header is not None or v_ServiceID is not None: raise _leftover(o)
         else:
@@ -15058,12 +14874,10 @@ def _e_ServiceDetailResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15094,15 +14908,15 @@ def _e_ServiceDetailResType(w, o):
             n += 11
             v_Header = None
             v_ResponseCode = None
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
+            v_ServiceID = None
             if not (v_ServiceParameterList is not None): raise EncodeError('missing content: ServiceParameterList')
             el = 'ServiceParameterList'
-            v <<= 2
-            n += 2
-            v_ServiceID = None
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_ServiceParameterListType(w, v_ServiceParameterList)
             v = w.v; n = w.n
@@ -15247,12 +15061,10 @@ def _e_ServiceDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15457,12 +15269,10 @@ def _e_ServiceDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -15631,12 +15441,10 @@ def _e_ServiceIDListType(w, o):
             if v_ServiceID[i_ServiceID] < 0 or v_ServiceID[i_ServiceID] > 65535: raise EncodeError(f'value {v_ServiceID[i_ServiceID]!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID[i_ServiceID] < 128: v = (v << 8) | v_ServiceID[i_ServiceID]; n += 8
-            elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | _V2[v_ServiceID[i_ServiceID]]; n += 16
-            elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 24) | ((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID[i_ServiceID] < 128: v = (v << 9) | (v_ServiceID[i_ServiceID] << 1); n += 9
+            elif v_ServiceID[i_ServiceID] < 16384: v = (v << 17) | (_V2[v_ServiceID[i_ServiceID]] << 1); n += 17
+            elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 25) | ((((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = (w.v << 1); n = w.n + 1
             i_ServiceID += 1
             s = 1
         else:
@@ -15649,12 +15457,10 @@ def _e_ServiceIDListType(w, o):
                     if v_ServiceID[i_ServiceID] < 0 or v_ServiceID[i_ServiceID] > 65535: raise EncodeError(f'value {v_ServiceID[i_ServiceID]!r} outside [0, 65535]')
                     v <<= 3
                     n += 3
-                    if v_ServiceID[i_ServiceID] < 128: v = (v << 8) | v_ServiceID[i_ServiceID]; n += 8
-                    elif v_ServiceID[i_ServiceID] < 16384: v = (v << 16) | _V2[v_ServiceID[i_ServiceID]]; n += 16
-                    elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 24) | ((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if v_ServiceID[i_ServiceID] < 128: v = (v << 9) | (v_ServiceID[i_ServiceID] << 1); n += 9
+                    elif v_ServiceID[i_ServiceID] < 16384: v = (v << 17) | (_V2[v_ServiceID[i_ServiceID]] << 1); n += 17
+                    elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 25) | ((((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = (w.v << 1); n = w.n + 1
                     i_ServiceID += 1
                     _k += 1
                     if _k == 15:
@@ -15799,15 +15605,15 @@ def _e_ServiceListType(w, o):
             if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
             v <<= 3
             n += 3
-            if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-            elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-            elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
+            if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+            elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+            elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
             if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'Service/FreeService'
             if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
-            v = (v << 6) | (_c1_FreeService << 2)
-            n += 6
+            v = (v << 5) | (_c1_FreeService << 2)
+            n += 5
             i_Service += 1
             s = 1
         else:
@@ -15825,15 +15631,15 @@ def _e_ServiceListType(w, o):
                     if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                     v <<= 4
                     n += 4
-                    if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                    elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-                    elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                     if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'Service/FreeService'
                     if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                    v = (v << 6) | (_c2_FreeService << 2)
-                    n += 6
+                    v = (v << 5) | (_c2_FreeService << 2)
+                    n += 5
                     i_Service += 1
                     _k += 1
                     if _k == 7:
@@ -16141,12 +15947,10 @@ def _e_ServiceSelectionReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -16177,21 +15981,19 @@ def _e_ServiceSelectionReqType(w, o):
             v <<= 3
             n += 3
             v_Header = None
-            if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-            elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-            elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
+            if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+            elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+            elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
             if not (_c2_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
             el = 'SelectedEnergyTransferService/ParameterSetID'
             if _c2_ParameterSetID < 0 or _c2_ParameterSetID > 65535: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [0, 65535]')
-            v <<= 3
-            n += 3
-            if _c2_ParameterSetID < 128: v = (v << 8) | _c2_ParameterSetID; n += 8
-            elif _c2_ParameterSetID < 16384: v = (v << 16) | _V2[_c2_ParameterSetID]; n += 16
-            elif _c2_ParameterSetID < 2097152: v = (v << 24) | ((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = w.v; n = w.n
             v <<= 2
             n += 2
+            if _c2_ParameterSetID < 128: v = (v << 10) | (_c2_ParameterSetID << 2); n += 10
+            elif _c2_ParameterSetID < 16384: v = (v << 18) | (_V2[_c2_ParameterSetID] << 2); n += 18
+            elif _c2_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = (w.v << 2); n = w.n + 2
             v_SelectedEnergyTransferService = None
             s = 2
         else:
@@ -16337,12 +16139,10 @@ def _e_ServiceSelectionResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -16436,15 +16236,15 @@ def _e_ServiceType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
             if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-            v = (v << 6) | (v_FreeService << 2)
-            n += 6
+            v = (v << 5) | (v_FreeService << 2)
+            n += 5
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -16584,12 +16384,10 @@ def _e_SessionSetupReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -16770,12 +16568,10 @@ def _e_SessionSetupResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -17032,12 +16828,10 @@ def _e_SessionStopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -17251,12 +17045,10 @@ def _e_SessionStopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -17865,12 +17657,10 @@ def _e_SignedMeteringDataType(w, o):
                 if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                 v = (v << 4) | (2 << 2)
                 n += 4
-                if _c2_SelectedScheduleTupleID < 128: v = (v << 8) | _c2_SelectedScheduleTupleID; n += 8
-                elif _c2_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c2_SelectedScheduleTupleID]; n += 16
-                elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _c2_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_SelectedScheduleTupleID << 2); n += 10
+                elif _c2_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_SelectedScheduleTupleID] << 2); n += 18
+                elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
                 v_Scheduled_SMDTControlMode = None
                 s = 6
             else:
@@ -17892,12 +17682,10 @@ def _e_SignedMeteringDataType(w, o):
                 if _c4_SelectedScheduleTupleID < 1 or _c4_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c4_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                 v = (v << 4) | (1 << 2)
                 n += 4
-                if _c4_SelectedScheduleTupleID < 128: v = (v << 8) | _c4_SelectedScheduleTupleID; n += 8
-                elif _c4_SelectedScheduleTupleID < 16384: v = (v << 16) | _V2[_c4_SelectedScheduleTupleID]; n += 16
-                elif _c4_SelectedScheduleTupleID < 2097152: v = (v << 24) | ((_V2[_c4_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_SelectedScheduleTupleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c4_SelectedScheduleTupleID); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _c4_SelectedScheduleTupleID < 128: v = (v << 10) | (_c4_SelectedScheduleTupleID << 2); n += 10
+                elif _c4_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c4_SelectedScheduleTupleID] << 2); n += 18
+                elif _c4_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c4_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_SelectedScheduleTupleID >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c4_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
                 v_Scheduled_SMDTControlMode = None
                 s = 6
             else:
@@ -18308,21 +18096,19 @@ def _e_TargetPositionType(w, o):
             if v_TargetOffsetX < 0 or v_TargetOffsetX > 65535: raise EncodeError(f'value {v_TargetOffsetX!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_TargetOffsetX < 128: v = (v << 8) | v_TargetOffsetX; n += 8
-            elif v_TargetOffsetX < 16384: v = (v << 16) | _V2[v_TargetOffsetX]; n += 16
-            elif v_TargetOffsetX < 2097152: v = (v << 24) | ((_V2[v_TargetOffsetX & 16383] | 128) << 8) | (v_TargetOffsetX >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TargetOffsetX); v = w.v; n = w.n
+            if v_TargetOffsetX < 128: v = (v << 9) | (v_TargetOffsetX << 1); n += 9
+            elif v_TargetOffsetX < 16384: v = (v << 17) | (_V2[v_TargetOffsetX] << 1); n += 17
+            elif v_TargetOffsetX < 2097152: v = (v << 25) | ((((_V2[v_TargetOffsetX & 16383] | 128) << 8) | (v_TargetOffsetX >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TargetOffsetX); v = (w.v << 1); n = w.n + 1
             if not (v_TargetOffsetY is not None): raise EncodeError('missing content: TargetOffsetY')
             el = 'TargetOffsetY'
             if v_TargetOffsetY < 0 or v_TargetOffsetY > 65535: raise EncodeError(f'value {v_TargetOffsetY!r} outside [0, 65535]')
-            v <<= 3
-            n += 3
-            if v_TargetOffsetY < 128: v = (v << 8) | v_TargetOffsetY; n += 8
-            elif v_TargetOffsetY < 16384: v = (v << 16) | _V2[v_TargetOffsetY]; n += 16
-            elif v_TargetOffsetY < 2097152: v = (v << 24) | ((_V2[v_TargetOffsetY & 16383] | 128) << 8) | (v_TargetOffsetY >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TargetOffsetY); v = w.v; n = w.n
             v <<= 2
             n += 2
+            if v_TargetOffsetY < 128: v = (v << 10) | (v_TargetOffsetY << 2); n += 10
+            elif v_TargetOffsetY < 16384: v = (v << 18) | (_V2[v_TargetOffsetY] << 2); n += 18
+            elif v_TargetOffsetY < 2097152: v = (v << 26) | ((((_V2[v_TargetOffsetY & 16383] | 128) << 8) | (v_TargetOffsetY >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_TargetOffsetY); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of TargetOffsetX')
         w.v = v; w.n = n
@@ -18648,12 +18434,10 @@ def _e_TaxRuleType(w, o):
             if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
-            elif v_TaxRuleID < 16384: v = (v << 16) | _V2[v_TaxRuleID]; n += 16
-            elif v_TaxRuleID < 2097152: v = (v << 24) | ((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TaxRuleID < 128: v = (v << 9) | (v_TaxRuleID << 1); n += 9
+            elif v_TaxRuleID < 16384: v = (v << 17) | (_V2[v_TaxRuleID] << 1); n += 17
+            elif v_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
@@ -18682,12 +18466,10 @@ def _e_TaxRuleType(w, o):
                 v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
                 n += 16
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_TaxRate is not None:
                 el = 'TaxRate'
@@ -18703,12 +18485,10 @@ def _e_TaxRuleType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 16
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             else:
                 raise EncodeError('missing content: expected one of TaxRuleName, TaxRate')
@@ -19103,12 +18883,10 @@ def _e_VehicleCheckInReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -19151,12 +18929,10 @@ def _e_VehicleCheckInReqType(w, o):
                 v = (v << 5) | (v_VehicleFrame < 0)
                 n += 5
                 _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_VehicleFrame = None
                 s = 4
             elif v_DeviceOffset is not None:
@@ -19165,12 +18941,10 @@ def _e_VehicleCheckInReqType(w, o):
                 v = (v << 5) | (1 << 2) | (v_DeviceOffset < 0)
                 n += 5
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_DeviceOffset = None
                 s = 5
             elif v_VehicleTravel is not None:
@@ -19179,12 +18953,10 @@ def _e_VehicleCheckInReqType(w, o):
                 v = (v << 5) | (2 << 2) | (v_VehicleTravel < 0)
                 n += 5
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_VehicleTravel = None
                 s = 6
             elif True:
@@ -19199,12 +18971,10 @@ def _e_VehicleCheckInReqType(w, o):
                 v = (v << 4) | (v_DeviceOffset < 0)
                 n += 4
                 _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_DeviceOffset = None
                 s = 5
             elif v_VehicleTravel is not None:
@@ -19213,12 +18983,10 @@ def _e_VehicleCheckInReqType(w, o):
                 v = (v << 4) | (1 << 2) | (v_VehicleTravel < 0)
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_VehicleTravel = None
                 s = 6
             elif True:
@@ -19233,12 +19001,10 @@ def _e_VehicleCheckInReqType(w, o):
                 v = (v << 4) | (v_VehicleTravel < 0)
                 n += 4
                 _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_VehicleTravel = None
                 s = 6
             elif True:
@@ -19598,12 +19364,10 @@ def _e_VehicleCheckInResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -19641,12 +19405,10 @@ def _e_VehicleCheckInResType(w, o):
                 v = (v << 5) | (v_ParkingSpace < 0)
                 n += 5
                 _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_ParkingSpace = None
                 s = 3
             elif v_DeviceLocation is not None:
@@ -19655,12 +19417,10 @@ def _e_VehicleCheckInResType(w, o):
                 v = (v << 5) | (1 << 2) | (v_DeviceLocation < 0)
                 n += 5
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_DeviceLocation = None
                 s = 4
             elif v_TargetDistance is not None:
@@ -19669,12 +19429,10 @@ def _e_VehicleCheckInResType(w, o):
                 v = (v << 5) | (2 << 2) | (v_TargetDistance < 0)
                 n += 5
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_TargetDistance = None
                 s = 5
             elif True:
@@ -19689,12 +19447,10 @@ def _e_VehicleCheckInResType(w, o):
                 v = (v << 4) | (v_DeviceLocation < 0)
                 n += 4
                 _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_DeviceLocation = None
                 s = 4
             elif v_TargetDistance is not None:
@@ -19703,12 +19459,10 @@ def _e_VehicleCheckInResType(w, o):
                 v = (v << 4) | (1 << 2) | (v_TargetDistance < 0)
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_TargetDistance = None
                 s = 5
             elif True:
@@ -19723,12 +19477,10 @@ def _e_VehicleCheckInResType(w, o):
                 v = (v << 4) | (v_TargetDistance < 0)
                 n += 4
                 _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 v_TargetDistance = None
                 s = 5
             elif True:
@@ -19891,12 +19643,10 @@ def _e_VehicleCheckOutReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -19927,12 +19677,10 @@ def _e_VehicleCheckOutReqType(w, o):
             n += 7
             v_Header = None
             v_EVCheckOutStatus = None
-            if v_CheckOutTime < 128: v = (v << 8) | v_CheckOutTime; n += 8
-            elif v_CheckOutTime < 16384: v = (v << 16) | _V2[v_CheckOutTime]; n += 16
-            elif v_CheckOutTime < 2097152: v = (v << 24) | ((_V2[v_CheckOutTime & 16383] | 128) << 8) | (v_CheckOutTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_CheckOutTime); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if v_CheckOutTime < 128: v = (v << 10) | (v_CheckOutTime << 2); n += 10
+            elif v_CheckOutTime < 16384: v = (v << 18) | (_V2[v_CheckOutTime] << 2); n += 18
+            elif v_CheckOutTime < 2097152: v = (v << 26) | ((((_V2[v_CheckOutTime & 16383] | 128) << 8) | (v_CheckOutTime >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_CheckOutTime); v = (w.v << 2); n = w.n + 2
             v_CheckOutTime = None
             if v_Header is not None or v_EVCheckOutStatus is not None or v_CheckOutTime is not None: raise _leftover(o)
         else:
@@ -20070,12 +19818,10 @@ def _e_VehicleCheckOutResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -20553,12 +20299,10 @@ def _ee11(w, o):  # AckMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -20721,12 +20465,10 @@ def _ee18(w, o):  # BPT_DischargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -20767,12 +20509,10 @@ def _ee19(w, o):  # BPT_InductiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -20813,12 +20553,10 @@ def _ee20(w, o):  # CapacitiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -20859,12 +20597,10 @@ def _ee21(w, o):  # CarbonDioxideEmission
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -20985,12 +20721,10 @@ def _ee25(w, o):  # ChargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21074,12 +20808,10 @@ def _ee28(w, o):  # CheckOutTime
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21191,12 +20923,10 @@ def _ee31(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21237,12 +20967,10 @@ def _ee32(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21287,12 +21015,10 @@ def _ee33(w, o):  # DeviceLocation
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21337,12 +21063,10 @@ def _ee34(w, o):  # DeviceOffset
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21383,12 +21107,10 @@ def _ee35(w, o):  # Duration
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -21950,12 +21672,10 @@ def _ee54(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22256,12 +21976,10 @@ def _ee64(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22302,12 +22020,10 @@ def _ee65(w, o):  # MeterTimestamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22427,12 +22143,10 @@ def _ee69(w, o):  # NotificationMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22493,12 +22207,10 @@ def _ee71(w, o):  # OverstayFeePeriod
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22578,12 +22290,10 @@ def _ee73(w, o):  # OverstayTimeThreshold
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22735,12 +22445,10 @@ def _ee77(w, o):  # ParameterSetID
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22781,12 +22489,10 @@ def _ee78(w, o):  # ParkingFeePeriod
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -22854,12 +22560,10 @@ def _ee80(w, o):  # ParkingSpace
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23077,12 +22781,10 @@ def _ee87(w, o):  # PriceScheduleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23219,12 +22921,10 @@ def _ee91(w, o):  # RemainingTimeToMaximumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23265,12 +22965,10 @@ def _ee92(w, o):  # RemainingTimeToMinimumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23311,12 +23009,10 @@ def _ee93(w, o):  # RemainingTimeToTargetSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23469,12 +23165,10 @@ def _ee98(w, o):  # ScheduleTupleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23573,12 +23267,10 @@ def _ee101(w, o):  # SelectedScheduleTupleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23619,12 +23311,10 @@ def _ee102(w, o):  # ServiceID
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23788,12 +23478,10 @@ def _ee107(w, o):  # StartTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23870,12 +23558,10 @@ def _ee109(w, o):  # TargetDistance
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23916,12 +23602,10 @@ def _ee110(w, o):  # TargetOffsetX
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -23962,12 +23646,10 @@ def _ee111(w, o):  # TargetOffsetY
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24070,12 +23752,10 @@ def _ee115(w, o):  # TaxRuleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24116,12 +23796,10 @@ def _ee116(w, o):  # TaxRuleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24201,12 +23879,10 @@ def _ee118(w, o):  # TimeAnchor
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24247,12 +23923,10 @@ def _ee119(w, o):  # TimeAnchor
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24293,12 +23967,10 @@ def _ee120(w, o):  # TimeStamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24343,12 +24015,10 @@ def _ee121(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24393,12 +24063,10 @@ def _ee122(w, o):  # VehicleFrame
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24443,12 +24111,10 @@ def _ee123(w, o):  # VehicleTravel
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24672,12 +24338,10 @@ def _ee129(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24912,12 +24576,10 @@ def _ee136(w, o):  # intValue
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -24962,12 +24624,10 @@ def _ee137(w, o):  # shortValue
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

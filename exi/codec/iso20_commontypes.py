@@ -213,12 +213,10 @@ def _e_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -511,12 +509,10 @@ def _e_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -558,16 +554,16 @@ def _e_ChargeLoopResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 5
                 n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 8) | (_c3_i1 << 2)
-                n += 8
+                v = (v << 7) | (_c3_i1 << 2)
+                n += 7
                 v_EVSEStatus = None
                 s = 3
             elif v_MeterInfo is not None:
@@ -753,12 +749,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -905,12 +899,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1049,10 +1041,10 @@ def _e_DetailedCostType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
             el = 'CostPerUnit'
             _o = v_CostPerUnit
@@ -1064,15 +1056,13 @@ def _e_DetailedCostType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'CostPerUnit/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of Amount')
         w.v = v; w.n = n
@@ -1166,10 +1156,10 @@ def _e_DetailedTaxType(w, o):
             if v_TaxRuleID < 1 or v_TaxRuleID > 4294967295: raise EncodeError(f'value {v_TaxRuleID!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_TaxRuleID < 128: v = (v << 8) | v_TaxRuleID; n += 8
-            elif v_TaxRuleID < 16384: v = (v << 16) | _V2[v_TaxRuleID]; n += 16
-            elif v_TaxRuleID < 2097152: v = (v << 24) | ((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = w.v; n = w.n
+            if v_TaxRuleID < 128: v = (v << 9) | (v_TaxRuleID << 1); n += 9
+            elif v_TaxRuleID < 16384: v = (v << 17) | (_V2[v_TaxRuleID] << 1); n += 17
+            elif v_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[v_TaxRuleID & 16383] | 128) << 8) | (v_TaxRuleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TaxRuleID); v = (w.v << 1); n = w.n + 1
             if not (v_Amount is not None): raise EncodeError('missing content: Amount')
             el = 'Amount'
             _o = v_Amount
@@ -1181,15 +1171,13 @@ def _e_DetailedTaxType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'Amount/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
         w.v = v; w.n = n
@@ -2484,36 +2472,30 @@ def _e_DisplayParametersType(w, o):
             if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
             v = (v << 5) | (4 << 1)
             n += 5
-            if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-            elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
-            elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_RemainingTimeToMinimumSOC < 128: v = (v << 9) | (v_RemainingTimeToMinimumSOC << 1); n += 9
+            elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMinimumSOC] << 1); n += 17
+            elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = (w.v << 1); n = w.n + 1
             s = 5
         elif v_RemainingTimeToTargetSOC is not None:
             el = 'RemainingTimeToTargetSOC'
             if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
             v = (v << 5) | (5 << 1)
             n += 5
-            if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-            elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
-            elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_RemainingTimeToTargetSOC < 128: v = (v << 9) | (v_RemainingTimeToTargetSOC << 1); n += 9
+            elif v_RemainingTimeToTargetSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToTargetSOC] << 1); n += 17
+            elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = (w.v << 1); n = w.n + 1
             s = 6
         elif v_RemainingTimeToMaximumSOC is not None:
             el = 'RemainingTimeToMaximumSOC'
             if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
             v = (v << 5) | (6 << 1)
             n += 5
-            if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-            elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-            elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+            elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+            elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
             s = 7
         elif v_ChargingComplete is not None:
             el = 'ChargingComplete'
@@ -2535,12 +2517,10 @@ def _e_DisplayParametersType(w, o):
             v = (v << 18) | (8 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 9
         elif v_InletHot is not None:
             el = 'InletHot'
@@ -2576,36 +2556,30 @@ def _e_DisplayParametersType(w, o):
                 if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (3 << 1)
                 n += 5
-                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 9) | (v_RemainingTimeToMinimumSOC << 1); n += 9
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMinimumSOC] << 1); n += 17
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
                 if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (4 << 1)
                 n += 5
-                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 9) | (v_RemainingTimeToTargetSOC << 1); n += 9
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToTargetSOC] << 1); n += 17
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = (w.v << 1); n = w.n + 1
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
                 if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (5 << 1)
                 n += 5
-                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
@@ -2627,12 +2601,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 18
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -2662,36 +2634,30 @@ def _e_DisplayParametersType(w, o):
                 if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (2 << 1)
                 n += 5
-                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 9) | (v_RemainingTimeToMinimumSOC << 1); n += 9
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMinimumSOC] << 1); n += 17
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
                 if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (3 << 1)
                 n += 5
-                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 9) | (v_RemainingTimeToTargetSOC << 1); n += 9
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToTargetSOC] << 1); n += 17
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = (w.v << 1); n = w.n + 1
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
                 if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (4 << 1)
                 n += 5
-                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
@@ -2713,12 +2679,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 18
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -2742,36 +2706,30 @@ def _e_DisplayParametersType(w, o):
                 if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (1 << 1)
                 n += 5
-                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 9) | (v_RemainingTimeToMinimumSOC << 1); n += 9
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMinimumSOC] << 1); n += 17
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
                 if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (2 << 1)
                 n += 5
-                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 9) | (v_RemainingTimeToTargetSOC << 1); n += 9
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToTargetSOC] << 1); n += 17
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = (w.v << 1); n = w.n + 1
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
                 if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                 v = (v << 5) | (3 << 1)
                 n += 5
-                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
@@ -2793,12 +2751,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -2816,36 +2772,30 @@ def _e_DisplayParametersType(w, o):
                 if v_RemainingTimeToMinimumSOC < 0 or v_RemainingTimeToMinimumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMinimumSOC!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                if v_RemainingTimeToMinimumSOC < 128: v = (v << 8) | v_RemainingTimeToMinimumSOC; n += 8
-                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMinimumSOC]; n += 16
-                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMinimumSOC < 128: v = (v << 9) | (v_RemainingTimeToMinimumSOC << 1); n += 9
+                elif v_RemainingTimeToMinimumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMinimumSOC] << 1); n += 17
+                elif v_RemainingTimeToMinimumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMinimumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMinimumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMinimumSOC); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_RemainingTimeToTargetSOC is not None:
                 el = 'RemainingTimeToTargetSOC'
                 if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 9) | (v_RemainingTimeToTargetSOC << 1); n += 9
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToTargetSOC] << 1); n += 17
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = (w.v << 1); n = w.n + 1
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
                 if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
@@ -2867,12 +2817,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -2890,24 +2838,20 @@ def _e_DisplayParametersType(w, o):
                 if v_RemainingTimeToTargetSOC < 0 or v_RemainingTimeToTargetSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToTargetSOC!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                if v_RemainingTimeToTargetSOC < 128: v = (v << 8) | v_RemainingTimeToTargetSOC; n += 8
-                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToTargetSOC]; n += 16
-                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToTargetSOC < 128: v = (v << 9) | (v_RemainingTimeToTargetSOC << 1); n += 9
+                elif v_RemainingTimeToTargetSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToTargetSOC] << 1); n += 17
+                elif v_RemainingTimeToTargetSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToTargetSOC & 16383] | 128) << 8) | (v_RemainingTimeToTargetSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToTargetSOC); v = (w.v << 1); n = w.n + 1
                 s = 6
             elif v_RemainingTimeToMaximumSOC is not None:
                 el = 'RemainingTimeToMaximumSOC'
                 if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
@@ -2929,12 +2873,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -2952,12 +2894,10 @@ def _e_DisplayParametersType(w, o):
                 if v_RemainingTimeToMaximumSOC < 0 or v_RemainingTimeToMaximumSOC > 4294967295: raise EncodeError(f'value {v_RemainingTimeToMaximumSOC!r} outside [0, 4294967295]')
                 v <<= 4
                 n += 4
-                if v_RemainingTimeToMaximumSOC < 128: v = (v << 8) | v_RemainingTimeToMaximumSOC; n += 8
-                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 16) | _V2[v_RemainingTimeToMaximumSOC]; n += 16
-                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 24) | ((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_RemainingTimeToMaximumSOC < 128: v = (v << 9) | (v_RemainingTimeToMaximumSOC << 1); n += 9
+                elif v_RemainingTimeToMaximumSOC < 16384: v = (v << 17) | (_V2[v_RemainingTimeToMaximumSOC] << 1); n += 17
+                elif v_RemainingTimeToMaximumSOC < 2097152: v = (v << 25) | ((((_V2[v_RemainingTimeToMaximumSOC & 16383] | 128) << 8) | (v_RemainingTimeToMaximumSOC >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_RemainingTimeToMaximumSOC); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_ChargingComplete is not None:
                 el = 'ChargingComplete'
@@ -2979,12 +2919,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -3017,12 +2955,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -3049,12 +2985,10 @@ def _e_DisplayParametersType(w, o):
                 v = (v << 16) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_InletHot is not None:
                 el = 'InletHot'
@@ -3289,10 +3223,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -3304,15 +3238,13 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         elif v_EVTargetEnergyRequest is not None:
             el = 'EVTargetEnergyRequest'
@@ -3328,12 +3260,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
@@ -3352,10 +3282,10 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -3367,15 +3297,13 @@ def _e_Dynamic_CLReqControlModeType(w, o):
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 s = -1
             else:
                 raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
@@ -3639,12 +3567,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             s = 1
         elif v_MinimumSOC is not None:
             el = 'MinimumSOC'
@@ -3663,12 +3589,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
             if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
             v = (v << 4) | (3 << 1)
             n += 4
-            if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+            elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+            elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
             s = 4
         elif True:
             v = (v << 3) | 4
@@ -3692,12 +3616,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif True:
                 v = (v << 3) | 3
@@ -3715,12 +3637,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif True:
                 v = (v << 2) | 2
@@ -3732,12 +3652,10 @@ def _e_Dynamic_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif True:
                 v = (v << 2) | 1
@@ -3813,16 +3731,16 @@ def _e_EVSEStatusType(w, o):
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+            if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+            elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+            elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i1 = _I_iso20_commontypes_evseNotificationType.get(v_EVSENotification)
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration evseNotificationType')
-            v = (v << 8) | (_i1 << 2)
-            n += 8
+            v = (v << 7) | (_i1 << 2)
+            n += 7
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
@@ -3996,12 +3914,10 @@ def _e_ListOfRootCertificateIDsType(w, o):
             v = (v << 4) | (_c1_X509SerialNumber < 0)
             n += 4
             _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             i_RootCertificateID += 1
             s = 1
         else:
@@ -4029,12 +3945,10 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     v = (v << 4) | (_c2_X509SerialNumber < 0)
                     n += 4
                     _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     i_RootCertificateID += 1
                     _k += 1
                     if _k == 19:
@@ -4151,12 +4065,10 @@ def _e_MessageHeaderType(w, o):
             if v_TimeStamp < 0 or v_TimeStamp > 18446744073709551615: raise EncodeError(f'value {v_TimeStamp!r} outside [0, 18446744073709551615]')
             v <<= 3
             n += 3
-            if v_TimeStamp < 128: v = (v << 8) | v_TimeStamp; n += 8
-            elif v_TimeStamp < 16384: v = (v << 16) | _V2[v_TimeStamp]; n += 16
-            elif v_TimeStamp < 2097152: v = (v << 24) | ((_V2[v_TimeStamp & 16383] | 128) << 8) | (v_TimeStamp >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeStamp < 128: v = (v << 9) | (v_TimeStamp << 1); n += 9
+            elif v_TimeStamp < 16384: v = (v << 17) | (_V2[v_TimeStamp] << 1); n += 17
+            elif v_TimeStamp < 2097152: v = (v << 25) | ((((_V2[v_TimeStamp & 16383] | 128) << 8) | (v_TimeStamp >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeStamp); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of SessionID')
@@ -4940,12 +4852,10 @@ def _e_MeterInfoType(w, o):
             if v_ChargedEnergyReadingWh < 0 or v_ChargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_ChargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
             v <<= 3
             n += 3
-            if v_ChargedEnergyReadingWh < 128: v = (v << 8) | v_ChargedEnergyReadingWh; n += 8
-            elif v_ChargedEnergyReadingWh < 16384: v = (v << 16) | _V2[v_ChargedEnergyReadingWh]; n += 16
-            elif v_ChargedEnergyReadingWh < 2097152: v = (v << 24) | ((_V2[v_ChargedEnergyReadingWh & 16383] | 128) << 8) | (v_ChargedEnergyReadingWh >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ChargedEnergyReadingWh < 128: v = (v << 9) | (v_ChargedEnergyReadingWh << 1); n += 9
+            elif v_ChargedEnergyReadingWh < 16384: v = (v << 17) | (_V2[v_ChargedEnergyReadingWh] << 1); n += 17
+            elif v_ChargedEnergyReadingWh < 2097152: v = (v << 25) | ((((_V2[v_ChargedEnergyReadingWh & 16383] | 128) << 8) | (v_ChargedEnergyReadingWh >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ChargedEnergyReadingWh); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of MeterID')
@@ -4955,36 +4865,30 @@ def _e_MeterInfoType(w, o):
                 if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 8) | v_BPT_DischargedEnergyReadingWh; n += 8
-                elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 16) | _V2[v_BPT_DischargedEnergyReadingWh]; n += 16
-                elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 24) | ((_V2[v_BPT_DischargedEnergyReadingWh & 16383] | 128) << 8) | (v_BPT_DischargedEnergyReadingWh >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 9) | (v_BPT_DischargedEnergyReadingWh << 1); n += 9
+                elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 17) | (_V2[v_BPT_DischargedEnergyReadingWh] << 1); n += 17
+                elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 25) | ((((_V2[v_BPT_DischargedEnergyReadingWh & 16383] | 128) << 8) | (v_BPT_DischargedEnergyReadingWh >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = (w.v << 1); n = w.n + 1
                 s = 3
             elif v_CapacitiveEnergyReadingVARh is not None:
                 el = 'CapacitiveEnergyReadingVARh'
                 if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
-                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_CapacitiveEnergyReadingVARh]; n += 16
-                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 9) | (v_CapacitiveEnergyReadingVARh << 1); n += 9
+                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_CapacitiveEnergyReadingVARh] << 1); n += 17
+                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_BPT_InductiveEnergyReadingVARh is not None:
                 el = 'BPT_InductiveEnergyReadingVARh'
                 if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_BPT_InductiveEnergyReadingVARh]; n += 16
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 9) | (v_BPT_InductiveEnergyReadingVARh << 1); n += 9
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_BPT_InductiveEnergyReadingVARh] << 1); n += 17
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_MeterSignature is not None:
                 el = 'MeterSignature'
@@ -5003,24 +4907,20 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
                 if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (5 << 1)
                 n += 4
-                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
                 s = 8
             elif True:
                 v = (v << 3) | 6
@@ -5032,24 +4932,20 @@ def _e_MeterInfoType(w, o):
                 if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 8) | v_CapacitiveEnergyReadingVARh; n += 8
-                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_CapacitiveEnergyReadingVARh]; n += 16
-                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 9) | (v_CapacitiveEnergyReadingVARh << 1); n += 9
+                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_CapacitiveEnergyReadingVARh] << 1); n += 17
+                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_BPT_InductiveEnergyReadingVARh is not None:
                 el = 'BPT_InductiveEnergyReadingVARh'
                 if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (1 << 1)
                 n += 4
-                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_BPT_InductiveEnergyReadingVARh]; n += 16
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 9) | (v_BPT_InductiveEnergyReadingVARh << 1); n += 9
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_BPT_InductiveEnergyReadingVARh] << 1); n += 17
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_MeterSignature is not None:
                 el = 'MeterSignature'
@@ -5068,24 +4964,20 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (3 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
                 if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (4 << 1)
                 n += 4
-                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
                 s = 8
             elif True:
                 v = (v << 3) | 5
@@ -5097,12 +4989,10 @@ def _e_MeterInfoType(w, o):
                 if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 8) | v_BPT_InductiveEnergyReadingVARh; n += 8
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 16) | _V2[v_BPT_InductiveEnergyReadingVARh]; n += 16
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 24) | ((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 9) | (v_BPT_InductiveEnergyReadingVARh << 1); n += 9
+                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_BPT_InductiveEnergyReadingVARh] << 1); n += 17
+                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif v_MeterSignature is not None:
                 el = 'MeterSignature'
@@ -5121,24 +5011,20 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
                 if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (3 << 1)
                 n += 4
-                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
                 s = 8
             elif True:
                 v = (v << 3) | 4
@@ -5162,24 +5048,20 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
                 if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
                 s = 8
             elif True:
                 v = (v << 3) | 3
@@ -5192,24 +5074,20 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (v_MeterStatus < 0)
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 7
             elif v_MeterTimestamp is not None:
                 el = 'MeterTimestamp'
                 if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
                 s = 8
             elif True:
                 v = (v << 2) | 2
@@ -5221,12 +5099,10 @@ def _e_MeterInfoType(w, o):
                 if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if v_MeterTimestamp < 128: v = (v << 8) | v_MeterTimestamp; n += 8
-                elif v_MeterTimestamp < 16384: v = (v << 16) | _V2[v_MeterTimestamp]; n += 16
-                elif v_MeterTimestamp < 2097152: v = (v << 24) | ((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
                 s = 8
             elif True:
                 v = (v << 2) | 1
@@ -5306,12 +5182,10 @@ def _e_RationalNumberType(w, o):
             v = (v << 14) | ((v_Exponent - -128) << 4) | (v_Value < 0)
             n += 14
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of Exponent')
         w.v = v; w.n = n
@@ -6539,12 +6413,10 @@ def _e_ReceiptType(w, o):
             if v_TimeAnchor < 0 or v_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {v_TimeAnchor!r} outside [0, 18446744073709551615]')
             v <<= 2
             n += 2
-            if v_TimeAnchor < 128: v = (v << 8) | v_TimeAnchor; n += 8
-            elif v_TimeAnchor < 16384: v = (v << 16) | _V2[v_TimeAnchor]; n += 16
-            elif v_TimeAnchor < 2097152: v = (v << 24) | ((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_TimeAnchor < 128: v = (v << 9) | (v_TimeAnchor << 1); n += 9
+            elif v_TimeAnchor < 16384: v = (v << 17) | (_V2[v_TimeAnchor] << 1); n += 17
+            elif v_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[v_TimeAnchor & 16383] | 128) << 8) | (v_TimeAnchor >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TimeAnchor); v = (w.v << 1); n = w.n + 1
             v_TimeAnchor = None
             s = 1
         else:
@@ -6569,10 +6441,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
                 n += 18
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'EnergyCosts/CostPerUnit'
                 _o = _c1_CostPerUnit
@@ -6584,15 +6456,13 @@ def _e_ReceiptType(w, o):
                 if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EnergyCosts/CostPerUnit/Value'
                 if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
+                n += 15
                 _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EnergyCosts = None
                 s = 2
             elif v_OccupancyCosts is not None:
@@ -6614,10 +6484,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
                 n += 18
                 _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OccupancyCosts/CostPerUnit'
                 _o = _c2_CostPerUnit
@@ -6629,15 +6499,13 @@ def _e_ReceiptType(w, o):
                 if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
+                n += 15
                 _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_OccupancyCosts = None
                 s = 3
             elif v_AdditionalServicesCosts is not None:
@@ -6659,10 +6527,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | (2 << 15) | ((_c3_c1_Exponent - -128) << 4) | (_c3_c1_Value < 0)
                 n += 18
                 _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
                 _o = _c3_CostPerUnit
@@ -6674,15 +6542,13 @@ def _e_ReceiptType(w, o):
                 if not (_c3_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
+                n += 15
                 _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_AdditionalServicesCosts = None
                 s = 4
             elif v_OverstayCosts is not None:
@@ -6704,10 +6570,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | (3 << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
                 n += 18
                 _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c4_CostPerUnit
@@ -6719,15 +6585,13 @@ def _e_ReceiptType(w, o):
                 if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
                 if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
+                n += 15
                 _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_OverstayCosts = None
                 s = 5
             elif i_TaxCosts < n_TaxCosts:
@@ -6740,10 +6604,10 @@ def _e_ReceiptType(w, o):
                 if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: raise EncodeError(f'value {_c5_TaxRuleID!r} outside [1, 4294967295]')
                 v = (v << 5) | (4 << 2)
                 n += 5
-                if _c5_TaxRuleID < 128: v = (v << 8) | _c5_TaxRuleID; n += 8
-                elif _c5_TaxRuleID < 16384: v = (v << 16) | _V2[_c5_TaxRuleID]; n += 16
-                elif _c5_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c5_TaxRuleID & 16383] | 128) << 8) | (_c5_TaxRuleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = w.v; n = w.n
+                if _c5_TaxRuleID < 128: v = (v << 9) | (_c5_TaxRuleID << 1); n += 9
+                elif _c5_TaxRuleID < 16384: v = (v << 17) | (_V2[_c5_TaxRuleID] << 1); n += 17
+                elif _c5_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c5_TaxRuleID & 16383] | 128) << 8) | (_c5_TaxRuleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = (w.v << 1); n = w.n + 1
                 if not (_c5_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
                 _o = _c5_Amount
@@ -6755,15 +6619,13 @@ def _e_ReceiptType(w, o):
                 if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
                 if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+                n += 15
                 _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 i_TaxCosts += 1
                 s = 6
             elif True:
@@ -6791,10 +6653,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c6_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OccupancyCosts/CostPerUnit'
                 _o = _c6_CostPerUnit
@@ -6806,15 +6668,13 @@ def _e_ReceiptType(w, o):
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OccupancyCosts/CostPerUnit/Value'
                 if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
+                n += 15
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_OccupancyCosts = None
                 s = 3
             elif v_AdditionalServicesCosts is not None:
@@ -6836,10 +6696,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
                 n += 18
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c7_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
                 _o = _c7_CostPerUnit
@@ -6851,15 +6711,13 @@ def _e_ReceiptType(w, o):
                 if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
+                n += 15
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_AdditionalServicesCosts = None
                 s = 4
             elif v_OverstayCosts is not None:
@@ -6881,10 +6739,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | (2 << 15) | ((_c8_c1_Exponent - -128) << 4) | (_c8_c1_Value < 0)
                 n += 18
                 _m = (-_c8_c1_Value - 1 if _c8_c1_Value < 0 else _c8_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c8_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c8_CostPerUnit
@@ -6896,15 +6754,13 @@ def _e_ReceiptType(w, o):
                 if not (_c8_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
                 if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: raise EncodeError(f'value {_c8_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c8_c2_Exponent - -128) << 4) | (_c8_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c8_c2_Exponent - -128) << 4) | (_c8_c2_Value < 0)
+                n += 15
                 _m = (-_c8_c2_Value - 1 if _c8_c2_Value < 0 else _c8_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_OverstayCosts = None
                 s = 5
             elif i_TaxCosts < n_TaxCosts:
@@ -6917,10 +6773,10 @@ def _e_ReceiptType(w, o):
                 if _c9_TaxRuleID < 1 or _c9_TaxRuleID > 4294967295: raise EncodeError(f'value {_c9_TaxRuleID!r} outside [1, 4294967295]')
                 v = (v << 5) | (3 << 2)
                 n += 5
-                if _c9_TaxRuleID < 128: v = (v << 8) | _c9_TaxRuleID; n += 8
-                elif _c9_TaxRuleID < 16384: v = (v << 16) | _V2[_c9_TaxRuleID]; n += 16
-                elif _c9_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c9_TaxRuleID & 16383] | 128) << 8) | (_c9_TaxRuleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c9_TaxRuleID); v = w.v; n = w.n
+                if _c9_TaxRuleID < 128: v = (v << 9) | (_c9_TaxRuleID << 1); n += 9
+                elif _c9_TaxRuleID < 16384: v = (v << 17) | (_V2[_c9_TaxRuleID] << 1); n += 17
+                elif _c9_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c9_TaxRuleID & 16383] | 128) << 8) | (_c9_TaxRuleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c9_TaxRuleID); v = (w.v << 1); n = w.n + 1
                 if not (_c9_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
                 _o = _c9_Amount
@@ -6932,15 +6788,13 @@ def _e_ReceiptType(w, o):
                 if not (_c9_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
                 if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: raise EncodeError(f'value {_c9_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c9_c1_Exponent - -128) << 4) | (_c9_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c9_c1_Exponent - -128) << 4) | (_c9_c1_Value < 0)
+                n += 15
                 _m = (-_c9_c1_Value - 1 if _c9_c1_Value < 0 else _c9_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 i_TaxCosts += 1
                 s = 6
             elif True:
@@ -6968,10 +6822,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | ((_c10_c1_Exponent - -128) << 4) | (_c10_c1_Value < 0)
                 n += 18
                 _m = (-_c10_c1_Value - 1 if _c10_c1_Value < 0 else _c10_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c10_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'AdditionalServicesCosts/CostPerUnit'
                 _o = _c10_CostPerUnit
@@ -6983,15 +6837,13 @@ def _e_ReceiptType(w, o):
                 if not (_c10_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AdditionalServicesCosts/CostPerUnit/Value'
                 if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: raise EncodeError(f'value {_c10_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c10_c2_Exponent - -128) << 4) | (_c10_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c10_c2_Exponent - -128) << 4) | (_c10_c2_Value < 0)
+                n += 15
                 _m = (-_c10_c2_Value - 1 if _c10_c2_Value < 0 else _c10_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_AdditionalServicesCosts = None
                 s = 4
             elif v_OverstayCosts is not None:
@@ -7013,10 +6865,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c11_c1_Exponent - -128) << 4) | (_c11_c1_Value < 0)
                 n += 18
                 _m = (-_c11_c1_Value - 1 if _c11_c1_Value < 0 else _c11_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c11_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c11_CostPerUnit
@@ -7028,15 +6880,13 @@ def _e_ReceiptType(w, o):
                 if not (_c11_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
                 if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: raise EncodeError(f'value {_c11_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c11_c2_Exponent - -128) << 4) | (_c11_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c11_c2_Exponent - -128) << 4) | (_c11_c2_Value < 0)
+                n += 15
                 _m = (-_c11_c2_Value - 1 if _c11_c2_Value < 0 else _c11_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_OverstayCosts = None
                 s = 5
             elif i_TaxCosts < n_TaxCosts:
@@ -7049,10 +6899,10 @@ def _e_ReceiptType(w, o):
                 if _c12_TaxRuleID < 1 or _c12_TaxRuleID > 4294967295: raise EncodeError(f'value {_c12_TaxRuleID!r} outside [1, 4294967295]')
                 v = (v << 5) | (2 << 2)
                 n += 5
-                if _c12_TaxRuleID < 128: v = (v << 8) | _c12_TaxRuleID; n += 8
-                elif _c12_TaxRuleID < 16384: v = (v << 16) | _V2[_c12_TaxRuleID]; n += 16
-                elif _c12_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c12_TaxRuleID & 16383] | 128) << 8) | (_c12_TaxRuleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c12_TaxRuleID); v = w.v; n = w.n
+                if _c12_TaxRuleID < 128: v = (v << 9) | (_c12_TaxRuleID << 1); n += 9
+                elif _c12_TaxRuleID < 16384: v = (v << 17) | (_V2[_c12_TaxRuleID] << 1); n += 17
+                elif _c12_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c12_TaxRuleID & 16383] | 128) << 8) | (_c12_TaxRuleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c12_TaxRuleID); v = (w.v << 1); n = w.n + 1
                 if not (_c12_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
                 _o = _c12_Amount
@@ -7064,15 +6914,13 @@ def _e_ReceiptType(w, o):
                 if not (_c12_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
                 if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: raise EncodeError(f'value {_c12_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c12_c1_Exponent - -128) << 4) | (_c12_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c12_c1_Exponent - -128) << 4) | (_c12_c1_Value < 0)
+                n += 15
                 _m = (-_c12_c1_Value - 1 if _c12_c1_Value < 0 else _c12_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 i_TaxCosts += 1
                 s = 6
             elif True:
@@ -7100,10 +6948,10 @@ def _e_ReceiptType(w, o):
                 v = (v << 17) | ((_c13_c1_Exponent - -128) << 4) | (_c13_c1_Value < 0)
                 n += 17
                 _m = (-_c13_c1_Value - 1 if _c13_c1_Value < 0 else _c13_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c13_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
                 el = 'OverstayCosts/CostPerUnit'
                 _o = _c13_CostPerUnit
@@ -7115,15 +6963,13 @@ def _e_ReceiptType(w, o):
                 if not (_c13_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayCosts/CostPerUnit/Value'
                 if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: raise EncodeError(f'value {_c13_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c13_c2_Exponent - -128) << 4) | (_c13_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c13_c2_Exponent - -128) << 4) | (_c13_c2_Value < 0)
+                n += 15
                 _m = (-_c13_c2_Value - 1 if _c13_c2_Value < 0 else _c13_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_OverstayCosts = None
                 s = 5
             elif i_TaxCosts < n_TaxCosts:
@@ -7136,10 +6982,10 @@ def _e_ReceiptType(w, o):
                 if _c14_TaxRuleID < 1 or _c14_TaxRuleID > 4294967295: raise EncodeError(f'value {_c14_TaxRuleID!r} outside [1, 4294967295]')
                 v = (v << 4) | (1 << 2)
                 n += 4
-                if _c14_TaxRuleID < 128: v = (v << 8) | _c14_TaxRuleID; n += 8
-                elif _c14_TaxRuleID < 16384: v = (v << 16) | _V2[_c14_TaxRuleID]; n += 16
-                elif _c14_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c14_TaxRuleID & 16383] | 128) << 8) | (_c14_TaxRuleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c14_TaxRuleID); v = w.v; n = w.n
+                if _c14_TaxRuleID < 128: v = (v << 9) | (_c14_TaxRuleID << 1); n += 9
+                elif _c14_TaxRuleID < 16384: v = (v << 17) | (_V2[_c14_TaxRuleID] << 1); n += 17
+                elif _c14_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c14_TaxRuleID & 16383] | 128) << 8) | (_c14_TaxRuleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c14_TaxRuleID); v = (w.v << 1); n = w.n + 1
                 if not (_c14_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
                 _o = _c14_Amount
@@ -7151,15 +6997,13 @@ def _e_ReceiptType(w, o):
                 if not (_c14_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
                 if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: raise EncodeError(f'value {_c14_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
+                n += 15
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 i_TaxCosts += 1
                 s = 6
             elif True:
@@ -7178,10 +7022,10 @@ def _e_ReceiptType(w, o):
                 if _c15_TaxRuleID < 1 or _c15_TaxRuleID > 4294967295: raise EncodeError(f'value {_c15_TaxRuleID!r} outside [1, 4294967295]')
                 v <<= 4
                 n += 4
-                if _c15_TaxRuleID < 128: v = (v << 8) | _c15_TaxRuleID; n += 8
-                elif _c15_TaxRuleID < 16384: v = (v << 16) | _V2[_c15_TaxRuleID]; n += 16
-                elif _c15_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c15_TaxRuleID & 16383] | 128) << 8) | (_c15_TaxRuleID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c15_TaxRuleID); v = w.v; n = w.n
+                if _c15_TaxRuleID < 128: v = (v << 9) | (_c15_TaxRuleID << 1); n += 9
+                elif _c15_TaxRuleID < 16384: v = (v << 17) | (_V2[_c15_TaxRuleID] << 1); n += 17
+                elif _c15_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c15_TaxRuleID & 16383] | 128) << 8) | (_c15_TaxRuleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c15_TaxRuleID); v = (w.v << 1); n = w.n + 1
                 if not (_c15_Amount is not None): raise EncodeError('missing content: Amount')
                 el = 'TaxCosts/Amount'
                 _o = _c15_Amount
@@ -7193,15 +7037,13 @@ def _e_ReceiptType(w, o):
                 if not (_c15_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'TaxCosts/Amount/Value'
                 if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: raise EncodeError(f'value {_c15_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
+                n += 15
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 i_TaxCosts += 1
                 s = 6
             elif True:
@@ -7222,10 +7064,10 @@ def _e_ReceiptType(w, o):
                     if _c16_TaxRuleID < 1 or _c16_TaxRuleID > 4294967295: raise EncodeError(f'value {_c16_TaxRuleID!r} outside [1, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c16_TaxRuleID < 128: v = (v << 8) | _c16_TaxRuleID; n += 8
-                    elif _c16_TaxRuleID < 16384: v = (v << 16) | _V2[_c16_TaxRuleID]; n += 16
-                    elif _c16_TaxRuleID < 2097152: v = (v << 24) | ((_V2[_c16_TaxRuleID & 16383] | 128) << 8) | (_c16_TaxRuleID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c16_TaxRuleID); v = w.v; n = w.n
+                    if _c16_TaxRuleID < 128: v = (v << 9) | (_c16_TaxRuleID << 1); n += 9
+                    elif _c16_TaxRuleID < 16384: v = (v << 17) | (_V2[_c16_TaxRuleID] << 1); n += 17
+                    elif _c16_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c16_TaxRuleID & 16383] | 128) << 8) | (_c16_TaxRuleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c16_TaxRuleID); v = (w.v << 1); n = w.n + 1
                     if not (_c16_Amount is not None): raise EncodeError('missing content: Amount')
                     el = 'TaxCosts/Amount'
                     _o = _c16_Amount
@@ -7237,15 +7079,13 @@ def _e_ReceiptType(w, o):
                     if not (_c16_c1_Value is not None): raise EncodeError('missing content: Value')
                     el = 'TaxCosts/Amount/Value'
                     if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: raise EncodeError(f'value {_c16_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c16_c1_Exponent - -128) << 4) | (_c16_c1_Value < 0)
-                    n += 16
+                    v = (v << 15) | ((_c16_c1_Exponent - -128) << 4) | (_c16_c1_Value < 0)
+                    n += 15
                     _m = (-_c16_c1_Value - 1 if _c16_c1_Value < 0 else _c16_c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_TaxCosts += 1
                     _k += 1
                     if _k == 9:
@@ -7553,12 +7393,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         elif v_EVMaximumEnergyRequest is not None:
             el = 'EVMaximumEnergyRequest'
@@ -7574,12 +7412,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         elif v_EVMinimumEnergyRequest is not None:
             el = 'EVMinimumEnergyRequest'
@@ -7595,12 +7431,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 3
         elif True:
             v = (v << 3) | 3
@@ -7621,12 +7455,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVMinimumEnergyRequest is not None:
                 el = 'EVMinimumEnergyRequest'
@@ -7642,12 +7474,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif True:
                 v = (v << 2) | 2
@@ -7668,12 +7498,10 @@ def _e_Scheduled_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif True:
                 v = (v << 2) | 1
@@ -7828,12 +7656,10 @@ def _e_V2GMessageType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -7972,12 +7798,10 @@ def _e_V2GRequestType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -8124,12 +7948,10 @@ def _e_V2GResponseType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')

@@ -450,10 +450,11 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower = None
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
             _o = v_EVMinimumChargePower
@@ -465,14 +466,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargePower/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
-            v_EVMaximumChargePower = None
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargePower = None
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
             _o = v_EVMaximumChargeCurrent
@@ -484,14 +485,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargeCurrent/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-            n += 17
-            v_EVMinimumChargePower = None
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargeCurrent = None
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
             _o = v_EVMinimumChargeCurrent
@@ -503,14 +504,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargeCurrent/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-            n += 17
-            v_EVMaximumChargeCurrent = None
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargeCurrent = None
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
             _o = v_EVMaximumVoltage
@@ -522,14 +523,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumVoltage/Value'
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-            n += 17
-            v_EVMinimumChargeCurrent = None
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumVoltage = None
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
             _o = v_EVMinimumVoltage
@@ -541,16 +542,13 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumVoltage/Value'
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-            n += 17
-            v_EVMaximumVoltage = None
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumVoltage = None
             s = 6
         else:
@@ -574,12 +572,10 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 n += 26
                 v_TargetSOC = None
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 8
             elif v_EVMaximumDischargePower is not None:
@@ -596,12 +592,10 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 8
             else:
@@ -621,10 +615,11 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumDischargePower = None
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
                 _o = v_EVMaximumDischargeCurrent
@@ -636,14 +631,14 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
                 if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
-                n += 17
-                v_EVMinimumDischargePower = None
+                v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
+                n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumDischargeCurrent = None
                 if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
                 el = 'EVMinimumDischargeCurrent'
                 _o = v_EVMinimumDischargeCurrent
@@ -655,16 +650,13 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargeCurrent/Value'
                 if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 17
-                v_EVMaximumDischargeCurrent = None
+                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+                n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVMinimumDischargeCurrent = None
                 if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMinimumDischargeCurrent is not None: raise _leftover(o)
                 s = -1
@@ -1136,10 +1128,11 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumChargePower = None
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
             _o = v_EVSEMinimumChargePower
@@ -1151,14 +1144,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
-            v_EVSEMaximumChargePower = None
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMinimumChargePower = None
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
             _o = v_EVSEMaximumChargeCurrent
@@ -1170,14 +1163,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-            n += 17
-            v_EVSEMinimumChargePower = None
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumChargeCurrent = None
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
             _o = v_EVSEMinimumChargeCurrent
@@ -1189,14 +1182,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargeCurrent/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-            n += 17
-            v_EVSEMaximumChargeCurrent = None
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMinimumChargeCurrent = None
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
             _o = v_EVSEMaximumVoltage
@@ -1208,14 +1201,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-            n += 17
-            v_EVSEMinimumChargeCurrent = None
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumVoltage = None
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
             _o = v_EVSEMinimumVoltage
@@ -1227,16 +1220,13 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-            n += 17
-            v_EVSEMaximumVoltage = None
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMinimumVoltage = None
             s = 6
         else:
@@ -1256,10 +1246,11 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEPowerRampLimitation = None
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
                 _o = v_EVSEMaximumDischargePower
@@ -1271,16 +1262,13 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 17
-                v_EVSEPowerRampLimitation = None
+                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+                n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 8
             elif v_EVSEMaximumDischargePower is not None:
@@ -1297,12 +1285,10 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 8
             else:
@@ -1322,10 +1308,11 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMinimumDischargePower = None
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
                 _o = v_EVSEMaximumDischargeCurrent
@@ -1337,14 +1324,14 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 17
-                v_EVSEMinimumDischargePower = None
+                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+                n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMaximumDischargeCurrent = None
                 if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
                 el = 'EVSEMinimumDischargeCurrent'
                 _o = v_EVSEMinimumDischargeCurrent
@@ -1356,16 +1343,13 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargeCurrent/Value'
                 if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
-                n += 17
-                v_EVSEMaximumDischargeCurrent = None
+                v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
+                n += 15
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVSEMinimumDischargeCurrent = None
                 if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumDischargeCurrent is not None: raise _leftover(o)
                 s = -1
@@ -1982,10 +1966,11 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
+            v_DepartureTime = None
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -1997,16 +1982,13 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
-            v_DepartureTime = None
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         elif v_EVTargetEnergyRequest is not None:
@@ -2023,12 +2005,10 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         else:
@@ -2048,10 +2028,11 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumEnergyRequest = None
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -2063,14 +2044,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                v_EVMaximumEnergyRequest = None
+                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumEnergyRequest = None
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -2082,14 +2063,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
-                v_EVMinimumEnergyRequest = None
+                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumChargePower = None
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
                 _o = v_EVMinimumChargePower
@@ -2101,14 +2082,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
                 if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                n += 17
-                v_EVMaximumChargePower = None
+                v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+                n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumChargePower = None
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
                 _o = v_EVMaximumChargeCurrent
@@ -2120,14 +2101,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 17
-                v_EVMinimumChargePower = None
+                v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+                n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumChargeCurrent = None
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
                 _o = v_EVMaximumVoltage
@@ -2139,14 +2120,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 17
-                v_EVMaximumChargeCurrent = None
+                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+                n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumVoltage = None
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
                 _o = v_EVMinimumVoltage
@@ -2158,14 +2139,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
                 if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 17
-                v_EVMaximumVoltage = None
+                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+                n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumVoltage = None
                 if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
                 el = 'EVMaximumDischargePower'
                 _o = v_EVMaximumDischargePower
@@ -2177,14 +2158,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargePower/Value'
                 if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
-                n += 17
-                v_EVMinimumVoltage = None
+                v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
+                n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumDischargePower = None
                 if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
                 el = 'EVMinimumDischargePower'
                 _o = v_EVMinimumDischargePower
@@ -2196,14 +2177,14 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumDischargePower/Value'
                 if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 17
-                v_EVMaximumDischargePower = None
+                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+                n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumDischargePower = None
                 if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
                 el = 'EVMaximumDischargeCurrent'
                 _o = v_EVMaximumDischargeCurrent
@@ -2215,16 +2196,13 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumDischargeCurrent/Value'
                 if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
-                n += 17
-                v_EVMinimumDischargePower = None
+                v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
+                n += 15
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 12
             else:
@@ -2244,12 +2222,10 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 16
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumV2XEnergyRequest = None
                 s = 13
             elif v_EVMinimumV2XEnergyRequest is not None:
@@ -2266,12 +2242,10 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumV2XEnergyRequest = None
                 s = 14
             elif True:
@@ -2294,12 +2268,10 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 16
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumV2XEnergyRequest = None
                 s = 14
             elif True:
@@ -2985,12 +2957,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             v_DepartureTime = None
             s = 1
         elif v_MinimumSOC is not None:
@@ -3012,12 +2982,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
             v = (v << 4) | (3 << 1)
             n += 4
-            if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+            elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+            elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
             v_AckMaxDelay = None
             s = 4
         elif v_EVSEMaximumChargePower is not None:
@@ -3034,12 +3002,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumChargePower = None
             s = 5
         else:
@@ -3064,12 +3030,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSEMaximumChargePower is not None:
@@ -3086,12 +3050,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -3109,12 +3071,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSEMaximumChargePower is not None:
@@ -3131,12 +3091,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -3147,12 +3105,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSEMaximumChargePower is not None:
@@ -3169,12 +3125,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -3194,12 +3148,10 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -3219,10 +3171,11 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMinimumChargePower = None
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
                 _o = v_EVSEMaximumChargeCurrent
@@ -3234,14 +3187,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 17
-                v_EVSEMinimumChargePower = None
+                v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+                n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMaximumChargeCurrent = None
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
                 _o = v_EVSEMaximumVoltage
@@ -3253,14 +3206,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 17
-                v_EVSEMaximumChargeCurrent = None
+                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+                n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMaximumVoltage = None
                 if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
                 el = 'EVSEMaximumDischargePower'
                 _o = v_EVSEMaximumDischargePower
@@ -3272,14 +3225,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargePower/Value'
                 if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 17
-                v_EVSEMaximumVoltage = None
+                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+                n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMaximumDischargePower = None
                 if not (v_EVSEMinimumDischargePower is not None): raise EncodeError('missing content: EVSEMinimumDischargePower')
                 el = 'EVSEMinimumDischargePower'
                 _o = v_EVSEMinimumDischargePower
@@ -3291,14 +3244,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c10_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumDischargePower/Value'
                 if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
-                n += 17
-                v_EVSEMaximumDischargePower = None
+                v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
+                n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMinimumDischargePower = None
                 if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
                 el = 'EVSEMaximumDischargeCurrent'
                 _o = v_EVSEMaximumDischargeCurrent
@@ -3310,14 +3263,14 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c11_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumDischargeCurrent/Value'
                 if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 17
-                v_EVSEMinimumDischargePower = None
+                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+                n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMaximumDischargeCurrent = None
                 if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
                 el = 'EVSEMinimumVoltage'
                 _o = v_EVSEMinimumVoltage
@@ -3329,16 +3282,13 @@ def _e_BPT_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c12_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMinimumVoltage/Value'
                 if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
-                n += 17
-                v_EVSEMaximumDischargeCurrent = None
+                v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
+                n += 15
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVSEMinimumVoltage = None
                 if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None or v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumVoltage is not None: raise _leftover(o)
                 s = -1
@@ -5241,12 +5191,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 1
         elif v_EVMaximumEnergyRequest is not None:
@@ -5263,12 +5211,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumEnergyRequest = None
             s = 2
         elif v_EVMinimumEnergyRequest is not None:
@@ -5285,12 +5231,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumEnergyRequest = None
             s = 3
         elif v_EVTargetCurrent is not None:
@@ -5307,12 +5251,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetCurrent = None
             s = 4
         else:
@@ -5332,12 +5274,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumEnergyRequest = None
                 s = 2
             elif v_EVMinimumEnergyRequest is not None:
@@ -5354,12 +5294,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVTargetCurrent is not None:
@@ -5376,12 +5314,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetCurrent = None
                 s = 4
             else:
@@ -5401,12 +5337,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVTargetCurrent is not None:
@@ -5423,12 +5357,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetCurrent = None
                 s = 4
             else:
@@ -5448,12 +5380,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetCurrent = None
                 s = 4
             else:
@@ -5473,12 +5403,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetVoltage = None
                 s = 5
             else:
@@ -5498,12 +5426,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -5520,12 +5446,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMaximumChargeCurrent is not None:
@@ -5542,12 +5466,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargeCurrent = None
                 s = 8
             elif v_EVMaximumVoltage is not None:
@@ -5564,12 +5486,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -5586,12 +5506,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 18
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif v_EVMaximumDischargePower is not None:
@@ -5608,12 +5526,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 18
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 11
             elif v_EVMinimumDischargePower is not None:
@@ -5630,12 +5546,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 18
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -5652,12 +5566,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (7 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 18
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -5680,12 +5592,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 18
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMaximumChargeCurrent is not None:
@@ -5702,12 +5612,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 18
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargeCurrent = None
                 s = 8
             elif v_EVMaximumVoltage is not None:
@@ -5724,12 +5632,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 18
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -5746,12 +5652,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 18
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif v_EVMaximumDischargePower is not None:
@@ -5768,12 +5672,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 18
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 11
             elif v_EVMinimumDischargePower is not None:
@@ -5790,12 +5692,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 18
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -5812,12 +5712,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 18
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -5840,12 +5738,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargeCurrent = None
                 s = 8
             elif v_EVMaximumVoltage is not None:
@@ -5862,12 +5758,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -5884,12 +5778,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif v_EVMaximumDischargePower is not None:
@@ -5906,12 +5798,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 11
             elif v_EVMinimumDischargePower is not None:
@@ -5928,12 +5818,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -5950,12 +5838,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -5978,12 +5864,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -6000,12 +5884,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 17
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif v_EVMaximumDischargePower is not None:
@@ -6022,12 +5904,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 17
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 11
             elif v_EVMinimumDischargePower is not None:
@@ -6044,12 +5924,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 17
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -6066,12 +5944,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c37_Exponent - -128) << 4) | (_c37_Value < 0)
                 n += 17
                 _m = (-_c37_Value - 1 if _c37_Value < 0 else _c37_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -6094,12 +5970,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c38_Exponent - -128) << 4) | (_c38_Value < 0)
                 n += 17
                 _m = (-_c38_Value - 1 if _c38_Value < 0 else _c38_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif v_EVMaximumDischargePower is not None:
@@ -6116,12 +5990,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c39_Exponent - -128) << 4) | (_c39_Value < 0)
                 n += 17
                 _m = (-_c39_Value - 1 if _c39_Value < 0 else _c39_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 11
             elif v_EVMinimumDischargePower is not None:
@@ -6138,12 +6010,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c40_Exponent - -128) << 4) | (_c40_Value < 0)
                 n += 17
                 _m = (-_c40_Value - 1 if _c40_Value < 0 else _c40_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -6160,12 +6030,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c41_Exponent - -128) << 4) | (_c41_Value < 0)
                 n += 17
                 _m = (-_c41_Value - 1 if _c41_Value < 0 else _c41_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -6188,12 +6056,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c42_Exponent - -128) << 4) | (_c42_Value < 0)
                 n += 17
                 _m = (-_c42_Value - 1 if _c42_Value < 0 else _c42_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargePower = None
                 s = 11
             elif v_EVMinimumDischargePower is not None:
@@ -6210,12 +6076,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c43_Exponent - -128) << 4) | (_c43_Value < 0)
                 n += 17
                 _m = (-_c43_Value - 1 if _c43_Value < 0 else _c43_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -6232,12 +6096,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c44_Exponent - -128) << 4) | (_c44_Value < 0)
                 n += 17
                 _m = (-_c44_Value - 1 if _c44_Value < 0 else _c44_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -6260,12 +6122,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c45_Exponent - -128) << 4) | (_c45_Value < 0)
                 n += 16
                 _m = (-_c45_Value - 1 if _c45_Value < 0 else _c45_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumDischargePower = None
                 s = 12
             elif v_EVMaximumDischargeCurrent is not None:
@@ -6282,12 +6142,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c46_Exponent - -128) << 4) | (_c46_Value < 0)
                 n += 16
                 _m = (-_c46_Value - 1 if _c46_Value < 0 else _c46_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -6310,12 +6168,10 @@ def _e_BPT_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c47_Exponent - -128) << 4) | (_c47_Value < 0)
                 n += 16
                 _m = (-_c47_Value - 1 if _c47_Value < 0 else _c47_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumDischargeCurrent = None
                 s = 13
             elif True:
@@ -7798,12 +7654,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 18
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumChargePower = None
             s = 1
         elif v_EVSEMinimumChargePower is not None:
@@ -7820,12 +7674,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 18
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMinimumChargePower = None
             s = 2
         elif v_EVSEMaximumChargeCurrent is not None:
@@ -7842,12 +7694,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 18
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumChargeCurrent = None
             s = 3
         elif v_EVSEMaximumVoltage is not None:
@@ -7864,12 +7714,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 18
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumVoltage = None
             s = 4
         elif v_EVSEMaximumDischargePower is not None:
@@ -7886,12 +7734,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (4 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
             n += 18
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumDischargePower = None
             s = 5
         elif v_EVSEMinimumDischargePower is not None:
@@ -7908,12 +7754,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (5 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
             n += 18
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMinimumDischargePower = None
             s = 6
         elif v_EVSEMaximumDischargeCurrent is not None:
@@ -7930,12 +7774,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (6 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
             n += 18
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumDischargeCurrent = None
             s = 7
         elif v_EVSEMinimumVoltage is not None:
@@ -7952,12 +7794,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 18) | (7 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
             n += 18
             _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMinimumVoltage = None
             s = 8
         elif True:
@@ -7980,12 +7820,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumChargePower = None
                 s = 2
             elif v_EVSEMaximumChargeCurrent is not None:
@@ -8002,12 +7840,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 18
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargeCurrent = None
                 s = 3
             elif v_EVSEMaximumVoltage is not None:
@@ -8024,12 +7860,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | (2 << 14) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 18
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumVoltage = None
                 s = 4
             elif v_EVSEMaximumDischargePower is not None:
@@ -8046,12 +7880,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | (3 << 14) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 18
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 5
             elif v_EVSEMinimumDischargePower is not None:
@@ -8068,12 +7900,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | (4 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 18
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 6
             elif v_EVSEMaximumDischargeCurrent is not None:
@@ -8090,12 +7920,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | (5 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 18
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargeCurrent = None
                 s = 7
             elif v_EVSEMinimumVoltage is not None:
@@ -8112,12 +7940,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 18) | (6 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 18
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8140,12 +7966,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargeCurrent = None
                 s = 3
             elif v_EVSEMaximumVoltage is not None:
@@ -8162,12 +7986,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumVoltage = None
                 s = 4
             elif v_EVSEMaximumDischargePower is not None:
@@ -8184,12 +8006,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 5
             elif v_EVSEMinimumDischargePower is not None:
@@ -8206,12 +8026,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 6
             elif v_EVSEMaximumDischargeCurrent is not None:
@@ -8228,12 +8046,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargeCurrent = None
                 s = 7
             elif v_EVSEMinimumVoltage is not None:
@@ -8250,12 +8066,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (5 << 14) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8278,12 +8092,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumVoltage = None
                 s = 4
             elif v_EVSEMaximumDischargePower is not None:
@@ -8300,12 +8112,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 5
             elif v_EVSEMinimumDischargePower is not None:
@@ -8322,12 +8132,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 17
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 6
             elif v_EVSEMaximumDischargeCurrent is not None:
@@ -8344,12 +8152,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 17
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargeCurrent = None
                 s = 7
             elif v_EVSEMinimumVoltage is not None:
@@ -8366,12 +8172,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 17
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8394,12 +8198,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c27_Exponent - -128) << 4) | (_c27_Value < 0)
                 n += 17
                 _m = (-_c27_Value - 1 if _c27_Value < 0 else _c27_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargePower = None
                 s = 5
             elif v_EVSEMinimumDischargePower is not None:
@@ -8416,12 +8218,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c28_Exponent - -128) << 4) | (_c28_Value < 0)
                 n += 17
                 _m = (-_c28_Value - 1 if _c28_Value < 0 else _c28_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 6
             elif v_EVSEMaximumDischargeCurrent is not None:
@@ -8438,12 +8238,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c29_Exponent - -128) << 4) | (_c29_Value < 0)
                 n += 17
                 _m = (-_c29_Value - 1 if _c29_Value < 0 else _c29_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargeCurrent = None
                 s = 7
             elif v_EVSEMinimumVoltage is not None:
@@ -8460,12 +8258,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c30_Exponent - -128) << 4) | (_c30_Value < 0)
                 n += 17
                 _m = (-_c30_Value - 1 if _c30_Value < 0 else _c30_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8488,12 +8284,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c31_Exponent - -128) << 4) | (_c31_Value < 0)
                 n += 17
                 _m = (-_c31_Value - 1 if _c31_Value < 0 else _c31_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumDischargePower = None
                 s = 6
             elif v_EVSEMaximumDischargeCurrent is not None:
@@ -8510,12 +8304,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c32_Exponent - -128) << 4) | (_c32_Value < 0)
                 n += 17
                 _m = (-_c32_Value - 1 if _c32_Value < 0 else _c32_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargeCurrent = None
                 s = 7
             elif v_EVSEMinimumVoltage is not None:
@@ -8532,12 +8324,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c33_Exponent - -128) << 4) | (_c33_Value < 0)
                 n += 17
                 _m = (-_c33_Value - 1 if _c33_Value < 0 else _c33_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8560,12 +8350,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c34_Exponent - -128) << 4) | (_c34_Value < 0)
                 n += 16
                 _m = (-_c34_Value - 1 if _c34_Value < 0 else _c34_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumDischargeCurrent = None
                 s = 7
             elif v_EVSEMinimumVoltage is not None:
@@ -8582,12 +8370,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c35_Exponent - -128) << 4) | (_c35_Value < 0)
                 n += 16
                 _m = (-_c35_Value - 1 if _c35_Value < 0 else _c35_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8610,12 +8396,10 @@ def _e_BPT_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c36_Exponent - -128) << 4) | (_c36_Value < 0)
                 n += 16
                 _m = (-_c36_Value - 1 if _c36_Value < 0 else _c36_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMinimumVoltage = None
                 s = 8
             elif True:
@@ -8894,10 +8678,10 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
             el = 'EVMinimumChargePower'
             _o = v_EVMinimumChargePower
@@ -8909,13 +8693,13 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargePower/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
             el = 'EVMaximumChargeCurrent'
             _o = v_EVMaximumChargeCurrent
@@ -8927,13 +8711,13 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumChargeCurrent/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVMinimumChargeCurrent is not None): raise EncodeError('missing content: EVMinimumChargeCurrent')
             el = 'EVMinimumChargeCurrent'
             _o = v_EVMinimumChargeCurrent
@@ -8945,13 +8729,13 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumChargeCurrent/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
             el = 'EVMaximumVoltage'
             _o = v_EVMaximumVoltage
@@ -8963,13 +8747,13 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMaximumVoltage/Value'
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
             el = 'EVMinimumVoltage'
             _o = v_EVMinimumVoltage
@@ -8981,15 +8765,13 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVMinimumVoltage/Value'
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
@@ -9296,10 +9078,10 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMinimumChargePower is not None): raise EncodeError('missing content: EVSEMinimumChargePower')
             el = 'EVSEMinimumChargePower'
             _o = v_EVSEMinimumChargePower
@@ -9311,13 +9093,13 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargePower/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
             el = 'EVSEMaximumChargeCurrent'
             _o = v_EVSEMaximumChargeCurrent
@@ -9329,13 +9111,13 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumChargeCurrent/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMinimumChargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumChargeCurrent')
             el = 'EVSEMinimumChargeCurrent'
             _o = v_EVSEMinimumChargeCurrent
@@ -9347,13 +9129,13 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumChargeCurrent/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
             el = 'EVSEMaximumVoltage'
             _o = v_EVSEMaximumVoltage
@@ -9365,13 +9147,13 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltage/Value'
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMinimumVoltage is not None): raise EncodeError('missing content: EVSEMinimumVoltage')
             el = 'EVSEMinimumVoltage'
             _o = v_EVSEMinimumVoltage
@@ -9383,15 +9165,13 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltage/Value'
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
@@ -9410,12 +9190,10 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
                 v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -9536,12 +9314,10 @@ def _e_DC_CableCheckReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -9695,12 +9471,10 @@ def _e_DC_CableCheckResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -9986,12 +9760,10 @@ def _e_DC_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -10055,12 +9827,10 @@ def _e_DC_ChargeLoopReqType(w, o):
                 v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPresentVoltage = None
                 s = 4
             else:
@@ -10615,12 +10385,10 @@ def _e_DC_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -10662,16 +10430,16 @@ def _e_DC_ChargeLoopResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 5
                 n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 8) | (_c3_i1 << 2)
-                n += 8
+                v = (v << 7) | (_c3_i1 << 2)
+                n += 7
                 v_EVSEStatus = None
                 s = 3
             elif v_MeterInfo is not None:
@@ -10706,12 +10474,10 @@ def _e_DC_ChargeLoopResType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentCurrent = None
                 s = 6
             else:
@@ -10749,12 +10515,10 @@ def _e_DC_ChargeLoopResType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentCurrent = None
                 s = 6
             else:
@@ -10783,12 +10547,10 @@ def _e_DC_ChargeLoopResType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentCurrent = None
                 s = 6
             else:
@@ -10808,12 +10570,10 @@ def _e_DC_ChargeLoopResType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEPresentCurrent = None
                 s = 6
             else:
@@ -10833,10 +10593,11 @@ def _e_DC_ChargeLoopResType(w, o):
                 v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEPresentVoltage = None
                 if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
                 el = 'EVSEPowerLimitAchieved'
                 if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
@@ -10846,9 +10607,8 @@ def _e_DC_ChargeLoopResType(w, o):
                 if not (v_EVSEVoltageLimitAchieved is not None): raise EncodeError('missing content: EVSEVoltageLimitAchieved')
                 el = 'EVSEVoltageLimitAchieved'
                 if v_EVSEVoltageLimitAchieved is not True and v_EVSEVoltageLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEVoltageLimitAchieved!r}')
-                v = (v << 14) | (v_EVSEPowerLimitAchieved << 9) | (v_EVSECurrentLimitAchieved << 5) | (v_EVSEVoltageLimitAchieved << 1)
-                n += 14
-                v_EVSEPresentVoltage = None
+                v = (v << 12) | (v_EVSEPowerLimitAchieved << 9) | (v_EVSECurrentLimitAchieved << 5) | (v_EVSEVoltageLimitAchieved << 1)
+                n += 12
                 v_EVSEPowerLimitAchieved = None
                 v_EVSECurrentLimitAchieved = None
                 v_EVSEVoltageLimitAchieved = None
@@ -11053,12 +10813,10 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11263,12 +11021,10 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11516,12 +11272,10 @@ def _e_DC_PreChargeReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11561,10 +11315,11 @@ def _e_DC_PreChargeReqType(w, o):
             v_Header = None
             v_EVProcessing = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPresentVoltage = None
             if not (v_EVTargetVoltage is not None): raise EncodeError('missing content: EVTargetVoltage')
             el = 'EVTargetVoltage'
             _o = v_EVTargetVoltage
@@ -11576,16 +11331,13 @@ def _e_DC_PreChargeReqType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetVoltage/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-            n += 17
-            v_EVPresentVoltage = None
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVTargetVoltage = None
             if v_Header is not None or v_EVProcessing is not None or v_EVPresentVoltage is not None or v_EVTargetVoltage is not None: raise _leftover(o)
         else:
@@ -11746,12 +11498,10 @@ def _e_DC_PreChargeResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11791,12 +11541,10 @@ def _e_DC_PreChargeResType(w, o):
             v_Header = None
             v_ResponseCode = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVSEPresentVoltage = None
             if v_Header is not None or v_ResponseCode is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -11924,12 +11672,10 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -12116,12 +11862,10 @@ def _e_DC_WeldingDetectionResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -12161,12 +11905,10 @@ def _e_DC_WeldingDetectionResType(w, o):
             v_Header = None
             v_ResponseCode = None
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             v_EVSEPresentVoltage = None
             if v_Header is not None or v_ResponseCode is not None or v_EVSEPresentVoltage is not None: raise _leftover(o)
         else:
@@ -12548,10 +12290,11 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
+            v_DepartureTime = None
             if not (v_EVTargetEnergyRequest is not None): raise EncodeError('missing content: EVTargetEnergyRequest')
             el = 'EVTargetEnergyRequest'
             _o = v_EVTargetEnergyRequest
@@ -12563,16 +12306,13 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetEnergyRequest/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
-            v_DepartureTime = None
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         elif v_EVTargetEnergyRequest is not None:
@@ -12589,12 +12329,10 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 2
         else:
@@ -12614,10 +12352,11 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumEnergyRequest = None
                 if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
                 el = 'EVMinimumEnergyRequest'
                 _o = v_EVMinimumEnergyRequest
@@ -12629,14 +12368,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumEnergyRequest/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                v_EVMaximumEnergyRequest = None
+                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+                n += 15
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumEnergyRequest = None
                 if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
                 el = 'EVMaximumChargePower'
                 _o = v_EVMaximumChargePower
@@ -12648,14 +12387,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargePower/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
-                v_EVMinimumEnergyRequest = None
+                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+                n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumChargePower = None
                 if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
                 el = 'EVMinimumChargePower'
                 _o = v_EVMinimumChargePower
@@ -12667,14 +12406,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c6_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumChargePower/Value'
                 if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                n += 17
-                v_EVMaximumChargePower = None
+                v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+                n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMinimumChargePower = None
                 if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
                 el = 'EVMaximumChargeCurrent'
                 _o = v_EVMaximumChargeCurrent
@@ -12686,14 +12425,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumChargeCurrent/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 17
-                v_EVMinimumChargePower = None
+                v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+                n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumChargeCurrent = None
                 if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
                 el = 'EVMaximumVoltage'
                 _o = v_EVMaximumVoltage
@@ -12705,14 +12444,14 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltage/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 17
-                v_EVMaximumChargeCurrent = None
+                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+                n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumVoltage = None
                 if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
                 el = 'EVMinimumVoltage'
                 _o = v_EVMinimumVoltage
@@ -12724,16 +12463,13 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinimumVoltage/Value'
                 if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 17
-                v_EVMaximumVoltage = None
+                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+                n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVMinimumVoltage = None
                 if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None: raise _leftover(o)
                 s = -1
@@ -13275,12 +13011,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 4
             n += 4
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
             v_DepartureTime = None
             s = 1
         elif v_MinimumSOC is not None:
@@ -13302,12 +13036,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
             v = (v << 4) | (3 << 1)
             n += 4
-            if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-            elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-            elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+            elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+            elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
             v_AckMaxDelay = None
             s = 4
         elif v_EVSEMaximumChargePower is not None:
@@ -13324,12 +13056,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
             v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVSEMaximumChargePower = None
             s = 5
         else:
@@ -13354,12 +13084,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSEMaximumChargePower is not None:
@@ -13376,12 +13104,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 17
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -13399,12 +13125,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSEMaximumChargePower is not None:
@@ -13421,12 +13145,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -13437,12 +13159,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if v_AckMaxDelay < 0 or v_AckMaxDelay > 65535: raise EncodeError(f'value {v_AckMaxDelay!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_AckMaxDelay < 128: v = (v << 8) | v_AckMaxDelay; n += 8
-                elif v_AckMaxDelay < 16384: v = (v << 16) | _V2[v_AckMaxDelay]; n += 16
-                elif v_AckMaxDelay < 2097152: v = (v << 24) | ((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_AckMaxDelay < 128: v = (v << 9) | (v_AckMaxDelay << 1); n += 9
+                elif v_AckMaxDelay < 16384: v = (v << 17) | (_V2[v_AckMaxDelay] << 1); n += 17
+                elif v_AckMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_AckMaxDelay & 16383] | 128) << 8) | (v_AckMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_AckMaxDelay); v = (w.v << 1); n = w.n + 1
                 v_AckMaxDelay = None
                 s = 4
             elif v_EVSEMaximumChargePower is not None:
@@ -13459,12 +13179,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -13484,12 +13202,10 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 15
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVSEMaximumChargePower = None
                 s = 5
             else:
@@ -13509,10 +13225,11 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 15
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMinimumChargePower = None
                 if not (v_EVSEMaximumChargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumChargeCurrent')
                 el = 'EVSEMaximumChargeCurrent'
                 _o = v_EVSEMaximumChargeCurrent
@@ -13524,14 +13241,14 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c7_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumChargeCurrent/Value'
                 if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 17
-                v_EVSEMinimumChargePower = None
+                v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+                n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVSEMaximumChargeCurrent = None
                 if not (v_EVSEMaximumVoltage is not None): raise EncodeError('missing content: EVSEMaximumVoltage')
                 el = 'EVSEMaximumVoltage'
                 _o = v_EVSEMaximumVoltage
@@ -13543,16 +13260,13 @@ def _e_Dynamic_DC_CLResControlModeType(w, o):
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEMaximumVoltage/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 17
-                v_EVSEMaximumChargeCurrent = None
+                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+                n += 15
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVSEMaximumVoltage = None
                 if v_DepartureTime is not None or v_MinimumSOC is not None or v_TargetSOC is not None or v_AckMaxDelay is not None or v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMaximumVoltage is not None: raise _leftover(o)
                 s = -1
@@ -14632,12 +14346,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetEnergyRequest = None
             s = 1
         elif v_EVMaximumEnergyRequest is not None:
@@ -14654,12 +14366,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMaximumEnergyRequest = None
             s = 2
         elif v_EVMinimumEnergyRequest is not None:
@@ -14676,12 +14386,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVMinimumEnergyRequest = None
             s = 3
         elif v_EVTargetCurrent is not None:
@@ -14698,12 +14406,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EVTargetCurrent = None
             s = 4
         else:
@@ -14723,12 +14429,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumEnergyRequest = None
                 s = 2
             elif v_EVMinimumEnergyRequest is not None:
@@ -14745,12 +14449,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVTargetCurrent is not None:
@@ -14767,12 +14469,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 16
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetCurrent = None
                 s = 4
             else:
@@ -14792,12 +14492,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumEnergyRequest = None
                 s = 3
             elif v_EVTargetCurrent is not None:
@@ -14814,12 +14512,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetCurrent = None
                 s = 4
             else:
@@ -14839,12 +14535,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 15
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetCurrent = None
                 s = 4
             else:
@@ -14864,12 +14558,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVTargetVoltage = None
                 s = 5
             else:
@@ -14889,12 +14581,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargePower = None
                 s = 6
             elif v_EVMinimumChargePower is not None:
@@ -14911,12 +14601,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMaximumChargeCurrent is not None:
@@ -14933,12 +14621,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
                 n += 17
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargeCurrent = None
                 s = 8
             elif v_EVMaximumVoltage is not None:
@@ -14955,12 +14641,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c15_Exponent - -128) << 4) | (_c15_Value < 0)
                 n += 17
                 _m = (-_c15_Value - 1 if _c15_Value < 0 else _c15_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -14977,12 +14661,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (4 << 14) | ((_c16_Exponent - -128) << 4) | (_c16_Value < 0)
                 n += 17
                 _m = (-_c16_Value - 1 if _c16_Value < 0 else _c16_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif True:
@@ -15005,12 +14687,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c17_Exponent - -128) << 4) | (_c17_Value < 0)
                 n += 17
                 _m = (-_c17_Value - 1 if _c17_Value < 0 else _c17_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumChargePower = None
                 s = 7
             elif v_EVMaximumChargeCurrent is not None:
@@ -15027,12 +14707,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c18_Exponent - -128) << 4) | (_c18_Value < 0)
                 n += 17
                 _m = (-_c18_Value - 1 if _c18_Value < 0 else _c18_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargeCurrent = None
                 s = 8
             elif v_EVMaximumVoltage is not None:
@@ -15049,12 +14727,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c19_Exponent - -128) << 4) | (_c19_Value < 0)
                 n += 17
                 _m = (-_c19_Value - 1 if _c19_Value < 0 else _c19_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -15071,12 +14747,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c20_Exponent - -128) << 4) | (_c20_Value < 0)
                 n += 17
                 _m = (-_c20_Value - 1 if _c20_Value < 0 else _c20_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif True:
@@ -15099,12 +14773,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | ((_c21_Exponent - -128) << 4) | (_c21_Value < 0)
                 n += 17
                 _m = (-_c21_Value - 1 if _c21_Value < 0 else _c21_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumChargeCurrent = None
                 s = 8
             elif v_EVMaximumVoltage is not None:
@@ -15121,12 +14793,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c22_Exponent - -128) << 4) | (_c22_Value < 0)
                 n += 17
                 _m = (-_c22_Value - 1 if _c22_Value < 0 else _c22_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -15143,12 +14813,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c23_Exponent - -128) << 4) | (_c23_Value < 0)
                 n += 17
                 _m = (-_c23_Value - 1 if _c23_Value < 0 else _c23_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif True:
@@ -15171,12 +14839,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c24_Exponent - -128) << 4) | (_c24_Value < 0)
                 n += 16
                 _m = (-_c24_Value - 1 if _c24_Value < 0 else _c24_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltage = None
                 s = 9
             elif v_EVMinimumVoltage is not None:
@@ -15193,12 +14859,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c25_Exponent - -128) << 4) | (_c25_Value < 0)
                 n += 16
                 _m = (-_c25_Value - 1 if _c25_Value < 0 else _c25_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif True:
@@ -15221,12 +14885,10 @@ def _e_Scheduled_DC_CLReqControlModeType(w, o):
                 v = (v << 16) | ((_c26_Exponent - -128) << 4) | (_c26_Value < 0)
                 n += 16
                 _m = (-_c26_Value - 1 if _c26_Value < 0 else _c26_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMinimumVoltage = None
                 s = 10
             elif True:
@@ -15689,12 +15351,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 17
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 1
         elif v_EVSEMinimumChargePower is not None:
             el = 'EVSEMinimumChargePower'
@@ -15710,12 +15370,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         elif v_EVSEMaximumChargeCurrent is not None:
             el = 'EVSEMaximumChargeCurrent'
@@ -15731,12 +15389,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 17) | (2 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
             n += 17
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 3
         elif v_EVSEMaximumVoltage is not None:
             el = 'EVSEMaximumVoltage'
@@ -15752,12 +15408,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
             v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
             n += 17
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 4
         elif True:
             v = (v << 3) | 4
@@ -15778,12 +15432,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 2
             elif v_EVSEMaximumChargeCurrent is not None:
                 el = 'EVSEMaximumChargeCurrent'
@@ -15799,12 +15451,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSEMaximumVoltage is not None:
                 el = 'EVSEMaximumVoltage'
@@ -15820,12 +15470,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 17) | (2 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif True:
                 v = (v << 3) | 3
@@ -15846,12 +15494,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVSEMaximumVoltage is not None:
                 el = 'EVSEMaximumVoltage'
@@ -15867,12 +15513,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
                 n += 16
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif True:
                 v = (v << 2) | 2
@@ -15893,12 +15537,10 @@ def _e_Scheduled_DC_CLResControlModeType(w, o):
                 v = (v << 16) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif True:
                 v = (v << 2) | 1
@@ -16221,12 +15863,10 @@ def _ee11(w, o):  # AckMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16267,12 +15907,10 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16313,12 +15951,10 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16359,12 +15995,10 @@ def _ee14(w, o):  # CapacitiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16405,12 +16039,10 @@ def _ee15(w, o):  # ChargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16471,12 +16103,10 @@ def _ee17(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16743,12 +16373,10 @@ def _ee27(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -16969,12 +16597,10 @@ def _ee34(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17015,12 +16641,10 @@ def _ee35(w, o):  # MeterTimestamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17119,12 +16743,10 @@ def _ee38(w, o):  # NotificationMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17371,12 +16993,10 @@ def _ee45(w, o):  # RemainingTimeToMaximumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17417,12 +17037,10 @@ def _ee46(w, o):  # RemainingTimeToMinimumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17463,12 +17081,10 @@ def _ee47(w, o):  # RemainingTimeToTargetSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17680,12 +17296,10 @@ def _ee54(w, o):  # TaxRuleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17726,12 +17340,10 @@ def _ee55(w, o):  # TimeAnchor
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17772,12 +17384,10 @@ def _ee56(w, o):  # TimeStamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -17822,12 +17432,10 @@ def _ee57(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -18019,12 +17627,10 @@ def _ee62(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

@@ -491,12 +491,10 @@ def _e_AlternativeSECCType(w, o):
             if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
             v = (v << 4) | (3 << 1)
             n += 4
-            if v_Port < 128: v = (v << 8) | v_Port; n += 8
-            elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
-            elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_Port < 128: v = (v << 9) | (v_Port << 1); n += 9
+            elif v_Port < 16384: v = (v << 17) | (_V2[v_Port] << 1); n += 17
+            elif v_Port < 2097152: v = (v << 25) | ((((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_Port); v = (w.v << 1); n = w.n + 1
             s = 4
         elif True:
             v = (v << 3) | 4
@@ -534,12 +532,10 @@ def _e_AlternativeSECCType(w, o):
                 if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 1)
                 n += 4
-                if v_Port < 128: v = (v << 8) | v_Port; n += 8
-                elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
-                elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_Port < 128: v = (v << 9) | (v_Port << 1); n += 9
+                elif v_Port < 16384: v = (v << 17) | (_V2[v_Port] << 1); n += 17
+                elif v_Port < 2097152: v = (v << 25) | ((((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_Port); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif True:
                 v = (v << 3) | 3
@@ -564,12 +560,10 @@ def _e_AlternativeSECCType(w, o):
                 if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                 v = (v << 3) | (1 << 1)
                 n += 3
-                if v_Port < 128: v = (v << 8) | v_Port; n += 8
-                elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
-                elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_Port < 128: v = (v << 9) | (v_Port << 1); n += 9
+                elif v_Port < 16384: v = (v << 17) | (_V2[v_Port] << 1); n += 17
+                elif v_Port < 2097152: v = (v << 25) | ((((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_Port); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif True:
                 v = (v << 2) | 2
@@ -581,12 +575,10 @@ def _e_AlternativeSECCType(w, o):
                 if v_Port < 0 or v_Port > 65535: raise EncodeError(f'value {v_Port!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if v_Port < 128: v = (v << 8) | v_Port; n += 8
-                elif v_Port < 16384: v = (v << 16) | _V2[v_Port]; n += 16
-                elif v_Port < 2097152: v = (v << 24) | ((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_Port); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_Port < 128: v = (v << 9) | (v_Port << 1); n += 9
+                elif v_Port < 16384: v = (v << 17) | (_V2[v_Port] << 1); n += 17
+                elif v_Port < 2097152: v = (v << 25) | ((((_V2[v_Port & 16383] | 128) << 8) | (v_Port >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_Port); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif True:
                 v = (v << 2) | 1
@@ -935,12 +927,10 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -986,17 +976,17 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_TargetCoilCurrent = None
                 if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                 el = 'EVResultCode'
                 _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
                 if _i4 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                v = (v << 7) | (_i4 << 1)
-                n += 7
-                v_TargetCoilCurrent = None
+                v = (v << 5) | (_i4 << 1)
+                n += 5
                 v_EVResultCode = None
                 s = 4
             elif v_EVResultCode is not None:
@@ -1426,12 +1416,10 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -1482,12 +1470,10 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_PowerTransmitted = None
                 s = 4
             elif v_SupplyDeviceCurrent is not None:
@@ -1504,12 +1490,10 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 v = (v << 17) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_SupplyDeviceCurrent = None
                 s = 5
             elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
@@ -1544,12 +1528,10 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_SupplyDeviceCurrent = None
                 s = 5
             elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
@@ -2294,12 +2276,10 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -2363,10 +2343,11 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
                 n += 15
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVPCPowerRequest = None
                 if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
                 el = 'EVPCPowerOutput'
                 _o = v_EVPCPowerOutput
@@ -2378,21 +2359,20 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerOutput/Value'
                 if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 17
-                v_EVPCPowerRequest = None
+                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+                n += 15
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVPCPowerOutput = None
                 if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
                 el = 'EVPCChargeDiagnostics'
                 _i4 = _I_iso20_wpt_WPT_EVPCChargeDiagnosticsType.get(v_EVPCChargeDiagnostics)
                 if _i4 is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
-                v = (v << 7) | (_i4 << 1)
-                n += 7
-                v_EVPCPowerOutput = None
+                v = (v << 5) | (_i4 << 1)
+                n += 5
                 v_EVPCChargeDiagnostics = None
                 s = 6
             else:
@@ -2412,12 +2392,10 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 17
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPCOperatingFrequency = None
                 s = 7
             elif v_EVPCPowerControlParameter is not None:
@@ -2441,10 +2419,10 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
                 n += 18
                 _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c6_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                 _o = _c6_EVPCCoilCurrentInformation
@@ -2456,13 +2434,13 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
+                n += 15
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c6_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                 _o = _c6_EVPCCurrentOutputInformation
@@ -2474,13 +2452,13 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c6_c3_Exponent - -128) << 4) | (_c6_c3_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c6_c3_Exponent - -128) << 4) | (_c6_c3_Value < 0)
+                n += 15
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c6_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                 _o = _c6_EVPCVoltageOutputInformation
@@ -2492,15 +2470,13 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c6_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c6_c4_Exponent - -128) << 4) | (_c6_c4_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c6_c4_Exponent - -128) << 4) | (_c6_c4_Value < 0)
+                n += 15
                 _m = (-_c6_c4_Value - 1 if _c6_c4_Value < 0 else _c6_c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVPCPowerControlParameter = None
                 s = 8
             elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -2542,10 +2518,10 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 v = (v << 17) | ((_c7_c1_Exponent - -128) << 4) | (_c7_c1_Value < 0)
                 n += 17
                 _m = (-_c7_c1_Value - 1 if _c7_c1_Value < 0 else _c7_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c7_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
                 _o = _c7_EVPCCoilCurrentInformation
@@ -2557,13 +2533,13 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c7_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
                 if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: raise EncodeError(f'value {_c7_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c7_c2_Exponent - -128) << 4) | (_c7_c2_Value < 0)
+                n += 15
                 _m = (-_c7_c2_Value - 1 if _c7_c2_Value < 0 else _c7_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c7_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
                 _o = _c7_EVPCCurrentOutputInformation
@@ -2575,13 +2551,13 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c7_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
                 if _c7_c3_Value < -32768 or _c7_c3_Value > 32767: raise EncodeError(f'value {_c7_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_c3_Exponent - -128) << 4) | (_c7_c3_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c7_c3_Exponent - -128) << 4) | (_c7_c3_Value < 0)
+                n += 15
                 _m = (-_c7_c3_Value - 1 if _c7_c3_Value < 0 else _c7_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c7_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
                 _o = _c7_EVPCVoltageOutputInformation
@@ -2593,15 +2569,13 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 if not (_c7_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
                 if _c7_c4_Value < -32768 or _c7_c4_Value > 32767: raise EncodeError(f'value {_c7_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_c4_Exponent - -128) << 4) | (_c7_c4_Value < 0)
-                n += 17
+                v = (v << 15) | ((_c7_c4_Exponent - -128) << 4) | (_c7_c4_Value < 0)
+                n += 15
                 _m = (-_c7_c4_Value - 1 if _c7_c4_Value < 0 else _c7_c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVPCPowerControlParameter = None
                 s = 8
             elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -3470,12 +3444,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -3517,16 +3489,16 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 5
                 n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
                 if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 8) | (_c3_i1 << 2)
-                n += 8
+                v = (v << 7) | (_c3_i1 << 2)
+                n += 7
                 v_EVSEStatus = None
                 s = 3
             elif v_MeterInfo is not None:
@@ -3561,12 +3533,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPCPowerRequest = None
                 s = 6
             else:
@@ -3604,12 +3574,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 16) | (2 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
                 n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPCPowerRequest = None
                 s = 6
             else:
@@ -3638,12 +3606,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
                 n += 16
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPCPowerRequest = None
                 s = 6
             else:
@@ -3663,12 +3629,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
                 n += 15
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVPCPowerRequest = None
                 s = 6
             else:
@@ -3688,10 +3652,11 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 16) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
                 n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_SDPowerInput = None
                 if not (v_SPCMaxOutputPowerLimit is not None): raise EncodeError('missing content: SPCMaxOutputPowerLimit')
                 el = 'SPCMaxOutputPowerLimit'
                 _o = v_SPCMaxOutputPowerLimit
@@ -3703,16 +3668,13 @@ def _e_WPT_ChargeLoopResType(w, o):
                 if not (_c9_Value is not None): raise EncodeError('missing content: Value')
                 el = 'SPCMaxOutputPowerLimit/Value'
                 if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 17
-                v_SDPowerInput = None
+                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+                n += 15
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_SPCMaxOutputPowerLimit = None
                 s = 8
             elif v_SPCMaxOutputPowerLimit is not None:
@@ -3729,12 +3691,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 16) | (1 << 14) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
                 n += 16
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_SPCMaxOutputPowerLimit = None
                 s = 8
             else:
@@ -3754,17 +3714,17 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
                 n += 15
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_SPCMinOutputPowerLimit = None
                 if not (v_SPCChargeDiagnostics is not None): raise EncodeError('missing content: SPCChargeDiagnostics')
                 el = 'SPCChargeDiagnostics'
                 _i12 = _I_iso20_wpt_WPT_SPCChargeDiagnosticsType.get(v_SPCChargeDiagnostics)
                 if _i12 is None: raise EncodeError(f'{v_SPCChargeDiagnostics!r} is not one of the enumeration WPT_SPCChargeDiagnosticsType')
-                v = (v << 8) | (_i12 << 1)
-                n += 8
-                v_SPCMinOutputPowerLimit = None
+                v = (v << 6) | (_i12 << 1)
+                n += 6
                 v_SPCChargeDiagnostics = None
                 s = 10
             else:
@@ -3784,12 +3744,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 17) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_SPCOperatingFrequency = None
                 s = 11
             elif v_SPCPowerControlParameter is not None:
@@ -3810,12 +3768,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c14_c1_Exponent - -128) << 4) | (_c14_c1_Value < 0)
                 n += 18
                 _m = (-_c14_c1_Value - 1 if _c14_c1_Value < 0 else _c14_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_SPCPowerControlParameter = None
                 s = 12
             elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -3854,12 +3810,10 @@ def _e_WPT_ChargeLoopResType(w, o):
                 v = (v << 17) | ((_c15_c1_Exponent - -128) << 4) | (_c15_c1_Value < 0)
                 n += 17
                 _m = (-_c15_c1_Value - 1 if _c15_c1_Value < 0 else _c15_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_SPCPowerControlParameter = None
                 s = 12
             elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
@@ -4217,12 +4171,10 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4257,30 +4209,31 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             n += 15
             v_Header = None
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPCMaxReceivablePower = None
             if not (v_SDMaxGroundClearence is not None): raise EncodeError('missing content: SDMaxGroundClearence')
             el = 'SDMaxGroundClearence'
             if v_SDMaxGroundClearence < 0 or v_SDMaxGroundClearence > 65535: raise EncodeError(f'value {v_SDMaxGroundClearence!r} outside [0, 65535]')
-            v <<= 4
-            n += 4
-            v_EVPCMaxReceivablePower = None
-            if v_SDMaxGroundClearence < 128: v = (v << 8) | v_SDMaxGroundClearence; n += 8
-            elif v_SDMaxGroundClearence < 16384: v = (v << 16) | _V2[v_SDMaxGroundClearence]; n += 16
-            elif v_SDMaxGroundClearence < 2097152: v = (v << 24) | ((_V2[v_SDMaxGroundClearence & 16383] | 128) << 8) | (v_SDMaxGroundClearence >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearence); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if v_SDMaxGroundClearence < 128: v = (v << 9) | (v_SDMaxGroundClearence << 1); n += 9
+            elif v_SDMaxGroundClearence < 16384: v = (v << 17) | (_V2[v_SDMaxGroundClearence] << 1); n += 17
+            elif v_SDMaxGroundClearence < 2097152: v = (v << 25) | ((((_V2[v_SDMaxGroundClearence & 16383] | 128) << 8) | (v_SDMaxGroundClearence >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearence); v = (w.v << 1); n = w.n + 1
+            v_SDMaxGroundClearence = None
             if not (v_SDMinGroundClearence is not None): raise EncodeError('missing content: SDMinGroundClearence')
             el = 'SDMinGroundClearence'
             if v_SDMinGroundClearence < 0 or v_SDMinGroundClearence > 65535: raise EncodeError(f'value {v_SDMinGroundClearence!r} outside [0, 65535]')
-            v <<= 3
-            n += 3
-            v_SDMaxGroundClearence = None
-            if v_SDMinGroundClearence < 128: v = (v << 8) | v_SDMinGroundClearence; n += 8
-            elif v_SDMinGroundClearence < 16384: v = (v << 16) | _V2[v_SDMinGroundClearence]; n += 16
-            elif v_SDMinGroundClearence < 2097152: v = (v << 24) | ((_V2[v_SDMinGroundClearence & 16383] | 128) << 8) | (v_SDMinGroundClearence >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearence); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if v_SDMinGroundClearence < 128: v = (v << 9) | (v_SDMinGroundClearence << 1); n += 9
+            elif v_SDMinGroundClearence < 16384: v = (v << 17) | (_V2[v_SDMinGroundClearence] << 1); n += 17
+            elif v_SDMinGroundClearence < 2097152: v = (v << 25) | ((((_V2[v_SDMinGroundClearence & 16383] | 128) << 8) | (v_SDMinGroundClearence >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearence); v = (w.v << 1); n = w.n + 1
+            v_SDMinGroundClearence = None
             if not (v_EVPCNaturalFrequency is not None): raise EncodeError('missing content: EVPCNaturalFrequency')
             el = 'EVPCNaturalFrequency'
             _o = v_EVPCNaturalFrequency
@@ -4292,20 +4245,19 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCNaturalFrequency/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-            n += 16
-            v_SDMinGroundClearence = None
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPCNaturalFrequency = None
             if not (v_EVPCDeviceLocalControl is not None): raise EncodeError('missing content: EVPCDeviceLocalControl')
             el = 'EVPCDeviceLocalControl'
             if v_EVPCDeviceLocalControl is not True and v_EVPCDeviceLocalControl is not False: raise EncodeError(f'expected a bool, got {v_EVPCDeviceLocalControl!r}')
-            v = (v << 6) | (v_EVPCDeviceLocalControl << 1)
-            n += 6
-            v_EVPCNaturalFrequency = None
+            v = (v << 4) | (v_EVPCDeviceLocalControl << 1)
+            n += 4
             v_EVPCDeviceLocalControl = None
             s = 6
         else:
@@ -4704,12 +4656,10 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -4754,10 +4704,11 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             v_ResponseCode = None
             v_PDInputPowerClass = None
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_SDMinOutputPower = None
             if not (v_SDMaxOutputPower is not None): raise EncodeError('missing content: SDMaxOutputPower')
             el = 'SDMaxOutputPower'
             _o = v_SDMaxOutputPower
@@ -4769,34 +4720,34 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'SDMaxOutputPower/Value'
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-            n += 17
-            v_SDMinOutputPower = None
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_SDMaxOutputPower = None
             if not (v_SDMaxGroundClearanceSupport is not None): raise EncodeError('missing content: SDMaxGroundClearanceSupport')
             el = 'SDMaxGroundClearanceSupport'
             if v_SDMaxGroundClearanceSupport < 0 or v_SDMaxGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMaxGroundClearanceSupport!r} outside [0, 65535]')
-            v <<= 4
-            n += 4
-            v_SDMaxOutputPower = None
-            if v_SDMaxGroundClearanceSupport < 128: v = (v << 8) | v_SDMaxGroundClearanceSupport; n += 8
-            elif v_SDMaxGroundClearanceSupport < 16384: v = (v << 16) | _V2[v_SDMaxGroundClearanceSupport]; n += 16
-            elif v_SDMaxGroundClearanceSupport < 2097152: v = (v << 24) | ((_V2[v_SDMaxGroundClearanceSupport & 16383] | 128) << 8) | (v_SDMaxGroundClearanceSupport >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearanceSupport); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if v_SDMaxGroundClearanceSupport < 128: v = (v << 9) | (v_SDMaxGroundClearanceSupport << 1); n += 9
+            elif v_SDMaxGroundClearanceSupport < 16384: v = (v << 17) | (_V2[v_SDMaxGroundClearanceSupport] << 1); n += 17
+            elif v_SDMaxGroundClearanceSupport < 2097152: v = (v << 25) | ((((_V2[v_SDMaxGroundClearanceSupport & 16383] | 128) << 8) | (v_SDMaxGroundClearanceSupport >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_SDMaxGroundClearanceSupport); v = (w.v << 1); n = w.n + 1
+            v_SDMaxGroundClearanceSupport = None
             if not (v_SDMinGroundClearanceSupport is not None): raise EncodeError('missing content: SDMinGroundClearanceSupport')
             el = 'SDMinGroundClearanceSupport'
             if v_SDMinGroundClearanceSupport < 0 or v_SDMinGroundClearanceSupport > 65535: raise EncodeError(f'value {v_SDMinGroundClearanceSupport!r} outside [0, 65535]')
-            v <<= 3
-            n += 3
-            v_SDMaxGroundClearanceSupport = None
-            if v_SDMinGroundClearanceSupport < 128: v = (v << 8) | v_SDMinGroundClearanceSupport; n += 8
-            elif v_SDMinGroundClearanceSupport < 16384: v = (v << 16) | _V2[v_SDMinGroundClearanceSupport]; n += 16
-            elif v_SDMinGroundClearanceSupport < 2097152: v = (v << 24) | ((_V2[v_SDMinGroundClearanceSupport & 16383] | 128) << 8) | (v_SDMinGroundClearanceSupport >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearanceSupport); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            if v_SDMinGroundClearanceSupport < 128: v = (v << 9) | (v_SDMinGroundClearanceSupport << 1); n += 9
+            elif v_SDMinGroundClearanceSupport < 16384: v = (v << 17) | (_V2[v_SDMinGroundClearanceSupport] << 1); n += 17
+            elif v_SDMinGroundClearanceSupport < 2097152: v = (v << 25) | ((((_V2[v_SDMinGroundClearanceSupport & 16383] | 128) << 8) | (v_SDMinGroundClearanceSupport >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_SDMinGroundClearanceSupport); v = (w.v << 1); n = w.n + 1
+            v_SDMinGroundClearanceSupport = None
             if not (v_PDMinCoilCurrent is not None): raise EncodeError('missing content: PDMinCoilCurrent')
             el = 'PDMinCoilCurrent'
             _o = v_PDMinCoilCurrent
@@ -4808,14 +4759,14 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'PDMinCoilCurrent/Value'
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-            n += 16
-            v_SDMinGroundClearanceSupport = None
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_PDMinCoilCurrent = None
             if not (v_PDMaxCoilCurrent is not None): raise EncodeError('missing content: PDMaxCoilCurrent')
             el = 'PDMaxCoilCurrent'
             _o = v_PDMaxCoilCurrent
@@ -4827,16 +4778,13 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             if not (_c7_Value is not None): raise EncodeError('missing content: Value')
             el = 'PDMaxCoilCurrent/Value'
             if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-            n += 17
-            v_PDMinCoilCurrent = None
+            v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 15
             _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_PDMaxCoilCurrent = None
             s = 9
         else:
@@ -4990,32 +4938,30 @@ def _e_WPT_CoordinateXYZType(w, o):
             v = (v << 3) | (v_Coord_X < 0)
             n += 3
             _m = (-v_Coord_X - 1 if v_Coord_X < 0 else v_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (v_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'Coord_Y'
             if v_Coord_Y < -32768 or v_Coord_Y > 32767: raise EncodeError(f'value {v_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (v_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (v_Coord_Y < 0)
+            n += 3
             _m = (-v_Coord_Y - 1 if v_Coord_Y < 0 else v_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (v_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'Coord_Z'
             if v_Coord_Z < -32768 or v_Coord_Z > 32767: raise EncodeError(f'value {v_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (v_Coord_Z < 0)
-            n += 4
+            v = (v << 3) | (v_Coord_Z < 0)
+            n += 3
             _m = (-v_Coord_Z - 1 if v_Coord_Z < 0 else v_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of Coord_X')
         w.v = v; w.n = n
@@ -5194,10 +5140,10 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
             el = 'EVPCCoilCurrentInformation'
             _o = v_EVPCCoilCurrentInformation
@@ -5209,13 +5155,13 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCoilCurrentInformation/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
             el = 'EVPCCurrentOutputInformation'
             _o = v_EVPCCurrentOutputInformation
@@ -5227,13 +5173,13 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCCurrentOutputInformation/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
             el = 'EVPCVoltageOutputInformation'
             _o = v_EVPCVoltageOutputInformation
@@ -5245,15 +5191,13 @@ def _e_WPT_EVPCPowerControlParameterType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVPCVoltageOutputInformation/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-            n += 17
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of EVPCCoilCurrentRequest')
         w.v = v; w.n = n
@@ -5597,12 +5541,10 @@ def _e_WPT_FinePositioningReqType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                        elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                        elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -5944,12 +5886,10 @@ def _e_WPT_FinePositioningResType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                        elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                        elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -6368,12 +6308,10 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                        elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                        elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -6428,12 +6366,10 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                     v <<= 2
                     n += 2
                     v_EVDeviceAlignmentCheckMethodList = None
-                    if v_NaturalOffset < 128: v = (v << 8) | v_NaturalOffset; n += 8
-                    elif v_NaturalOffset < 16384: v = (v << 16) | _V2[v_NaturalOffset]; n += 16
-                    elif v_NaturalOffset < 2097152: v = (v << 24) | ((_V2[v_NaturalOffset & 16383] | 128) << 8) | (v_NaturalOffset >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if v_NaturalOffset < 128: v = (v << 9) | (v_NaturalOffset << 1); n += 9
+                    elif v_NaturalOffset < 16384: v = (v << 17) | (_V2[v_NaturalOffset] << 1); n += 17
+                    elif v_NaturalOffset < 2097152: v = (v << 25) | ((((_V2[v_NaturalOffset & 16383] | 128) << 8) | (v_NaturalOffset >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = (w.v << 1); n = w.n + 1
                     v_NaturalOffset = None
                     s = 6
                 else:
@@ -6851,12 +6787,10 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                         v <<= 3
                         n += 3
-                        if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                        elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                        elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                        elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                        elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
@@ -6911,12 +6845,10 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                     v <<= 2
                     n += 2
                     v_PrimaryDeviceAlignmentCheckMethodList = None
-                    if v_NaturalOffset < 128: v = (v << 8) | v_NaturalOffset; n += 8
-                    elif v_NaturalOffset < 16384: v = (v << 16) | _V2[v_NaturalOffset]; n += 16
-                    elif v_NaturalOffset < 2097152: v = (v << 24) | ((_V2[v_NaturalOffset & 16383] | 128) << 8) | (v_NaturalOffset >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if v_NaturalOffset < 128: v = (v << 9) | (v_NaturalOffset << 1); n += 9
+                    elif v_NaturalOffset < 16384: v = (v << 17) | (_V2[v_NaturalOffset] << 1); n += 17
+                    elif v_NaturalOffset < 2097152: v = (v << 25) | ((((_V2[v_NaturalOffset & 16383] | 128) << 8) | (v_NaturalOffset >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(v_NaturalOffset); v = (w.v << 1); n = w.n + 1
                     v_NaturalOffset = None
                     s = 6
                 else:
@@ -7305,10 +7237,10 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
                 v <<= 5
                 n += 5
-                if _c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_TxIdentifier; n += 8
-                elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_c1_TxIdentifier]; n += 16
-                elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = w.v; n = w.n
+                if _c1_c1_TxIdentifier < 128: v = (v << 9) | (_c1_c1_TxIdentifier << 1); n += 9
+                elif _c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_c1_TxIdentifier] << 1); n += 17
+                elif _c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
                 if not (_c1_c1_EIRP is not None): raise EncodeError('missing content: EIRP')
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP'
                 _o = _c1_c1_EIRP
@@ -7320,15 +7252,13 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
                 if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
+                n += 15
                 _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 5
-                n += 5
+                if _m < 128: v = (v << 13) | (_m << 5); n += 13
+                elif _m < 16384: v = (v << 21) | (_V2[_m] << 5); n += 21
+                elif _m < 2097152: v = (v << 29) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 5); n += 29
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 5); n = w.n + 5
                 v_LF_TxData = None
                 if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
                 s = -1
@@ -7346,10 +7276,10 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: raise EncodeError(f'value {_c2_c1_RxIdentifier!r} outside [1, 4294967295]')
                 v = (v << 5) | (1 << 3)
                 n += 5
-                if _c2_c1_RxIdentifier < 128: v = (v << 8) | _c2_c1_RxIdentifier; n += 8
-                elif _c2_c1_RxIdentifier < 16384: v = (v << 16) | _V2[_c2_c1_RxIdentifier]; n += 16
-                elif _c2_c1_RxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_c1_RxIdentifier & 16383] | 128) << 8) | (_c2_c1_RxIdentifier >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_c1_RxIdentifier); v = w.v; n = w.n
+                if _c2_c1_RxIdentifier < 128: v = (v << 9) | (_c2_c1_RxIdentifier << 1); n += 9
+                elif _c2_c1_RxIdentifier < 16384: v = (v << 17) | (_V2[_c2_c1_RxIdentifier] << 1); n += 17
+                elif _c2_c1_RxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_c1_RxIdentifier & 16383] | 128) << 8) | (_c2_c1_RxIdentifier >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_c1_RxIdentifier); v = (w.v << 1); n = w.n + 1
                 if not (_c2_c1_RSSIData is not None): raise EncodeError('missing content: RSSIData')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData'
                 _o = _c2_c1_RSSIData
@@ -7362,12 +7292,12 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not (_c2_c1_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
                 if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c2_c1_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
-                v <<= 5
-                n += 5
-                if _c2_c1_c1_c1_TxIdentifier < 128: v = (v << 8) | _c2_c1_c1_c1_TxIdentifier; n += 8
-                elif _c2_c1_c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c2_c1_c1_c1_TxIdentifier]; n += 16
-                elif _c2_c1_c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c2_c1_c1_c1_TxIdentifier >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_c1_c1_c1_TxIdentifier); v = w.v; n = w.n
+                v <<= 4
+                n += 4
+                if _c2_c1_c1_c1_TxIdentifier < 128: v = (v << 9) | (_c2_c1_c1_c1_TxIdentifier << 1); n += 9
+                elif _c2_c1_c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c2_c1_c1_c1_TxIdentifier] << 1); n += 17
+                elif _c2_c1_c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c2_c1_c1_c1_TxIdentifier >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_c1_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
                 if not (_c2_c1_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
                 _o = _c2_c1_c1_c1_RSSI
@@ -7379,15 +7309,13 @@ def _e_WPT_LF_DataPackageType(w, o):
                 if not (_c2_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
                 if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_c1_c1_c1_c1_Exponent - -128) << 4) | (_c2_c1_c1_c1_c1_Value < 0)
-                n += 16
+                v = (v << 15) | ((_c2_c1_c1_c1_c1_Exponent - -128) << 4) | (_c2_c1_c1_c1_c1_Value < 0)
+                n += 15
                 _m = (-_c2_c1_c1_c1_c1_Value - 1 if _c2_c1_c1_c1_c1_Value < 0 else _c2_c1_c1_c1_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 7
-                n += 7
+                if _m < 128: v = (v << 15) | (_m << 7); n += 15
+                elif _m < 16384: v = (v << 23) | (_V2[_m] << 7); n += 23
+                elif _m < 2097152: v = (v << 31) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 7); n += 31
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 7); n = w.n + 7
                 v_LF_RxData = None
                 if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
                 s = -1
@@ -8050,10 +7978,10 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             v = (v << 14) | (v_NumberOfReceivers << 4)
             n += 14
             v_NumberOfReceivers = None
-            if _c1_TxRxIdentifier < 128: v = (v << 8) | _c1_TxRxIdentifier; n += 8
-            elif _c1_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxRxIdentifier]; n += 16
-            elif _c1_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxRxIdentifier & 16383] | 128) << 8) | (_c1_TxRxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_TxRxIdentifier); v = w.v; n = w.n
+            if _c1_TxRxIdentifier < 128: v = (v << 9) | (_c1_TxRxIdentifier << 1); n += 9
+            elif _c1_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c1_TxRxIdentifier] << 1); n += 17
+            elif _c1_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_TxRxIdentifier & 16383] | 128) << 8) | (_c1_TxRxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c1_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'RxSpecData/TxRxPosition'
             _o = _c1_TxRxPosition
@@ -8063,33 +7991,33 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             if not (_c1_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxPosition/Coord_X'
             if _c1_c1_Coord_X < -32768 or _c1_c1_Coord_X > 32767: raise EncodeError(f'value {_c1_c1_Coord_X!r} outside [-32768, 32767]')
-            v = (v << 5) | (_c1_c1_Coord_X < 0)
-            n += 5
+            v = (v << 4) | (_c1_c1_Coord_X < 0)
+            n += 4
             _m = (-_c1_c1_Coord_X - 1 if _c1_c1_Coord_X < 0 else _c1_c1_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c1_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
             if _c1_c1_Coord_Y < -32768 or _c1_c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_c1_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_c1_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (_c1_c1_Coord_Y < 0)
+            n += 3
             _m = (-_c1_c1_Coord_Y - 1 if _c1_c1_Coord_Y < 0 else _c1_c1_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c1_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
             if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_c1_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_c1_Coord_Z < 0)
-            n += 4
+            v = (v << 3) | (_c1_c1_Coord_Z < 0)
+            n += 3
             _m = (-_c1_c1_Coord_Z - 1 if _c1_c1_Coord_Z < 0 else _c1_c1_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (_c1_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
             _o = _c1_TxRxOrientation
@@ -8099,35 +8027,33 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             if not (_c1_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxOrientation/Coord_X'
             if _c1_c2_Coord_X < -32768 or _c1_c2_Coord_X > 32767: raise EncodeError(f'value {_c1_c2_Coord_X!r} outside [-32768, 32767]')
-            v = (v << 6) | (_c1_c2_Coord_X < 0)
-            n += 6
+            v = (v << 4) | (_c1_c2_Coord_X < 0)
+            n += 4
             _m = (-_c1_c2_Coord_X - 1 if _c1_c2_Coord_X < 0 else _c1_c2_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c1_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
             if _c1_c2_Coord_Y < -32768 or _c1_c2_Coord_Y > 32767: raise EncodeError(f'value {_c1_c2_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_c2_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (_c1_c2_Coord_Y < 0)
+            n += 3
             _m = (-_c1_c2_Coord_Y - 1 if _c1_c2_Coord_Y < 0 else _c1_c2_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c1_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
             if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: raise EncodeError(f'value {_c1_c2_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_c2_Coord_Z < 0)
-            n += 4
-            _m = (-_c1_c2_Coord_Z - 1 if _c1_c2_Coord_Z < 0 else _c1_c2_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
+            v = (v << 3) | (_c1_c2_Coord_Z < 0)
             n += 3
+            _m = (-_c1_c2_Coord_Z - 1 if _c1_c2_Coord_Z < 0 else _c1_c2_Coord_Z)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             i_RxSpecData += 1
             if not (i_RxSpecData < n_RxSpecData): raise EncodeError('missing content: RxSpecData')
             el = 'RxSpecData'
@@ -8140,10 +8066,10 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c2_TxRxIdentifier!r} outside [1, 4294967295]')
             v <<= 3
             n += 3
-            if _c2_TxRxIdentifier < 128: v = (v << 8) | _c2_TxRxIdentifier; n += 8
-            elif _c2_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c2_TxRxIdentifier]; n += 16
-            elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = w.v; n = w.n
+            if _c2_TxRxIdentifier < 128: v = (v << 9) | (_c2_TxRxIdentifier << 1); n += 9
+            elif _c2_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c2_TxRxIdentifier] << 1); n += 17
+            elif _c2_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c2_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'RxSpecData/TxRxPosition'
             _o = _c2_TxRxPosition
@@ -8153,33 +8079,33 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             if not (_c2_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxPosition/Coord_X'
             if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
-            v = (v << 5) | (_c2_c1_Coord_X < 0)
-            n += 5
+            v = (v << 4) | (_c2_c1_Coord_X < 0)
+            n += 4
             _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxPosition/Coord_Y'
             if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c2_c1_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (_c2_c1_Coord_Y < 0)
+            n += 3
             _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxPosition/Coord_Z'
             if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c2_c1_Coord_Z < 0)
-            n += 4
+            v = (v << 3) | (_c2_c1_Coord_Z < 0)
+            n += 3
             _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'RxSpecData/TxRxOrientation'
             _o = _c2_TxRxOrientation
@@ -8189,35 +8115,33 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             if not (_c2_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'RxSpecData/TxRxOrientation/Coord_X'
             if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
-            v = (v << 6) | (_c2_c2_Coord_X < 0)
-            n += 6
+            v = (v << 4) | (_c2_c2_Coord_X < 0)
+            n += 4
             _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'RxSpecData/TxRxOrientation/Coord_Y'
             if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c2_c2_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (_c2_c2_Coord_Y < 0)
+            n += 3
             _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'RxSpecData/TxRxOrientation/Coord_Z'
             if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c2_c2_Coord_Z < 0)
-            n += 4
-            _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
+            v = (v << 3) | (_c2_c2_Coord_Z < 0)
             n += 3
+            _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             i_RxSpecData += 1
             s = 3
         else:
@@ -8236,10 +8160,10 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c3_TxRxIdentifier!r} outside [1, 4294967295]')
                     v <<= 4
                     n += 4
-                    if _c3_TxRxIdentifier < 128: v = (v << 8) | _c3_TxRxIdentifier; n += 8
-                    elif _c3_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c3_TxRxIdentifier]; n += 16
-                    elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = w.v; n = w.n
+                    if _c3_TxRxIdentifier < 128: v = (v << 9) | (_c3_TxRxIdentifier << 1); n += 9
+                    elif _c3_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c3_TxRxIdentifier] << 1); n += 17
+                    elif _c3_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
                     if not (_c3_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                     el = 'RxSpecData/TxRxPosition'
                     _o = _c3_TxRxPosition
@@ -8249,33 +8173,33 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'RxSpecData/TxRxPosition/Coord_X'
                     if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 5) | (_c3_c1_Coord_X < 0)
-                    n += 5
+                    v = (v << 4) | (_c3_c1_Coord_X < 0)
+                    n += 4
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxPosition/Coord_Y'
                     if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c1_Coord_Y < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_c1_Coord_Y < 0)
+                    n += 3
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxPosition/Coord_Z'
                     if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c1_Coord_Z < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_c1_Coord_Z < 0)
+                    n += 3
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'RxSpecData/TxRxOrientation'
                     _o = _c3_TxRxOrientation
@@ -8285,35 +8209,33 @@ def _e_WPT_LF_ReceiverDataType(w, o):
                     if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'RxSpecData/TxRxOrientation/Coord_X'
                     if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 6) | (_c3_c2_Coord_X < 0)
-                    n += 6
+                    v = (v << 4) | (_c3_c2_Coord_X < 0)
+                    n += 4
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'RxSpecData/TxRxOrientation/Coord_Y'
                     if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c2_Coord_Y < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_c2_Coord_Y < 0)
+                    n += 3
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'RxSpecData/TxRxOrientation/Coord_Z'
                     if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c2_Coord_Z < 0)
-                    n += 4
-                    _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
+                    v = (v << 3) | (_c3_c2_Coord_Z < 0)
                     n += 3
+                    _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_RxSpecData += 1
                     _k += 1
                     if _k == 253:
@@ -8455,10 +8377,10 @@ def _e_WPT_LF_RxDataListType(w, o):
             if _c1_RxIdentifier < 1 or _c1_RxIdentifier > 4294967295: raise EncodeError(f'value {_c1_RxIdentifier!r} outside [1, 4294967295]')
             v <<= 3
             n += 3
-            if _c1_RxIdentifier < 128: v = (v << 8) | _c1_RxIdentifier; n += 8
-            elif _c1_RxIdentifier < 16384: v = (v << 16) | _V2[_c1_RxIdentifier]; n += 16
-            elif _c1_RxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_RxIdentifier & 16383] | 128) << 8) | (_c1_RxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_RxIdentifier); v = w.v; n = w.n
+            if _c1_RxIdentifier < 128: v = (v << 9) | (_c1_RxIdentifier << 1); n += 9
+            elif _c1_RxIdentifier < 16384: v = (v << 17) | (_V2[_c1_RxIdentifier] << 1); n += 17
+            elif _c1_RxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_RxIdentifier & 16383] | 128) << 8) | (_c1_RxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_RxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c1_RSSIData is not None): raise EncodeError('missing content: RSSIData')
             el = 'WPT_LF_RxDataList/RSSIData'
             _o = _c1_RSSIData
@@ -8471,12 +8393,12 @@ def _e_WPT_LF_RxDataListType(w, o):
             if not (_c1_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
             el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
             if _c1_c1_c1_TxIdentifier < 1 or _c1_c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
-            v <<= 5
-            n += 5
-            if _c1_c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_c1_TxIdentifier; n += 8
-            elif _c1_c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_c1_c1_TxIdentifier]; n += 16
-            elif _c1_c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_c1_TxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_c1_c1_TxIdentifier); v = w.v; n = w.n
+            v <<= 4
+            n += 4
+            if _c1_c1_c1_TxIdentifier < 128: v = (v << 9) | (_c1_c1_c1_TxIdentifier << 1); n += 9
+            elif _c1_c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_c1_c1_TxIdentifier] << 1); n += 17
+            elif _c1_c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_c1_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c1_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
             _o = _c1_c1_c1_RSSI
@@ -8488,15 +8410,13 @@ def _e_WPT_LF_RxDataListType(w, o):
             if not (_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
             if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_c1_Value < 0)
+            n += 15
             _m = (-_c1_c1_c1_c1_Value - 1 if _c1_c1_c1_c1_Value < 0 else _c1_c1_c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 6
-            n += 6
+            if _m < 128: v = (v << 14) | (_m << 6); n += 14
+            elif _m < 16384: v = (v << 22) | (_V2[_m] << 6); n += 22
+            elif _m < 2097152: v = (v << 30) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 6); n += 30
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 6); n = w.n + 6
         else:
             raise EncodeError('missing content: expected one of WPT_LF_RxDataList')
         w.v = v; w.n = n
@@ -8618,10 +8538,10 @@ def _e_WPT_LF_RxDataType(w, o):
             if v_RxIdentifier < 1 or v_RxIdentifier > 4294967295: raise EncodeError(f'value {v_RxIdentifier!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_RxIdentifier < 128: v = (v << 8) | v_RxIdentifier; n += 8
-            elif v_RxIdentifier < 16384: v = (v << 16) | _V2[v_RxIdentifier]; n += 16
-            elif v_RxIdentifier < 2097152: v = (v << 24) | ((_V2[v_RxIdentifier & 16383] | 128) << 8) | (v_RxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_RxIdentifier); v = w.v; n = w.n
+            if v_RxIdentifier < 128: v = (v << 9) | (v_RxIdentifier << 1); n += 9
+            elif v_RxIdentifier < 16384: v = (v << 17) | (_V2[v_RxIdentifier] << 1); n += 17
+            elif v_RxIdentifier < 2097152: v = (v << 25) | ((((_V2[v_RxIdentifier & 16383] | 128) << 8) | (v_RxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_RxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (v_RSSIData is not None): raise EncodeError('missing content: RSSIData')
             el = 'RSSIData'
             _o = v_RSSIData
@@ -8634,12 +8554,12 @@ def _e_WPT_LF_RxDataType(w, o):
             if not (_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
             el = 'RSSIData/RSSIDataList/TxIdentifier'
             if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
-            v <<= 5
-            n += 5
-            if _c1_c1_TxIdentifier < 128: v = (v << 8) | _c1_c1_TxIdentifier; n += 8
-            elif _c1_c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_c1_TxIdentifier]; n += 16
-            elif _c1_c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = w.v; n = w.n
+            v <<= 4
+            n += 4
+            if _c1_c1_TxIdentifier < 128: v = (v << 9) | (_c1_c1_TxIdentifier << 1); n += 9
+            elif _c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_c1_TxIdentifier] << 1); n += 17
+            elif _c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSIData/RSSIDataList/RSSI'
             _o = _c1_c1_RSSI
@@ -8651,15 +8571,13 @@ def _e_WPT_LF_RxDataType(w, o):
             if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSIData/RSSIDataList/RSSI/Value'
             if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
+            n += 15
             _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 5
-            n += 5
+            if _m < 128: v = (v << 13) | (_m << 5); n += 13
+            elif _m < 16384: v = (v << 21) | (_V2[_m] << 5); n += 21
+            elif _m < 2097152: v = (v << 29) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 5); n += 29
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 5); n = w.n + 5
         else:
             raise EncodeError('missing content: expected one of RxIdentifier')
         w.v = v; w.n = n
@@ -8758,10 +8676,10 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_TxIdentifier!r} outside [1, 4294967295]')
             v <<= 3
             n += 3
-            if _c1_TxIdentifier < 128: v = (v << 8) | _c1_TxIdentifier; n += 8
-            elif _c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxIdentifier]; n += 16
-            elif _c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_TxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_TxIdentifier); v = w.v; n = w.n
+            if _c1_TxIdentifier < 128: v = (v << 9) | (_c1_TxIdentifier << 1); n += 9
+            elif _c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_TxIdentifier] << 1); n += 17
+            elif _c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSIDataList/RSSI'
             _o = _c1_RSSI
@@ -8773,15 +8691,13 @@ def _e_WPT_LF_RxRSSIListType(w, o):
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSIDataList/RSSI/Value'
             if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
+            n += 15
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 4
-            n += 4
+            if _m < 128: v = (v << 12) | (_m << 4); n += 12
+            elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+            elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
         else:
             raise EncodeError('missing content: expected one of RSSIDataList')
         w.v = v; w.n = n
@@ -8875,10 +8791,10 @@ def _e_WPT_LF_RxRSSIType(w, o):
             if v_TxIdentifier < 1 or v_TxIdentifier > 4294967295: raise EncodeError(f'value {v_TxIdentifier!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_TxIdentifier < 128: v = (v << 8) | v_TxIdentifier; n += 8
-            elif v_TxIdentifier < 16384: v = (v << 16) | _V2[v_TxIdentifier]; n += 16
-            elif v_TxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxIdentifier & 16383] | 128) << 8) | (v_TxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = w.v; n = w.n
+            if v_TxIdentifier < 128: v = (v << 9) | (v_TxIdentifier << 1); n += 9
+            elif v_TxIdentifier < 16384: v = (v << 17) | (_V2[v_TxIdentifier] << 1); n += 17
+            elif v_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[v_TxIdentifier & 16383] | 128) << 8) | (v_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (v_RSSI is not None): raise EncodeError('missing content: RSSI')
             el = 'RSSI'
             _o = v_RSSI
@@ -8890,15 +8806,13 @@ def _e_WPT_LF_RxRSSIType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'RSSI/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of TxIdentifier')
         w.v = v; w.n = n
@@ -9702,10 +9616,11 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     n += 26
                     v_NumberOfTransmitters = None
                     _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    v_SignalFrequency = None
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
                     _o = v_TxSpecData[i_TxSpecData]
@@ -9715,13 +9630,12 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not (_c2_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                     el = 'TxSpecData/TxRxIdentifier'
                     if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c2_TxRxIdentifier!r} outside [1, 4294967295]')
-                    v <<= 5
-                    n += 5
-                    v_SignalFrequency = None
-                    if _c2_TxRxIdentifier < 128: v = (v << 8) | _c2_TxRxIdentifier; n += 8
-                    elif _c2_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c2_TxRxIdentifier]; n += 16
-                    elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = w.v; n = w.n
+                    v <<= 3
+                    n += 3
+                    if _c2_TxRxIdentifier < 128: v = (v << 9) | (_c2_TxRxIdentifier << 1); n += 9
+                    elif _c2_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c2_TxRxIdentifier] << 1); n += 17
+                    elif _c2_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
                     if not (_c2_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                     el = 'TxSpecData/TxRxPosition'
                     _o = _c2_TxRxPosition
@@ -9731,33 +9645,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not (_c2_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxPosition/Coord_X'
                     if _c2_c1_Coord_X < -32768 or _c2_c1_Coord_X > 32767: raise EncodeError(f'value {_c2_c1_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 5) | (_c2_c1_Coord_X < 0)
-                    n += 5
+                    v = (v << 4) | (_c2_c1_Coord_X < 0)
+                    n += 4
                     _m = (-_c2_c1_Coord_X - 1 if _c2_c1_Coord_X < 0 else _c2_c1_Coord_X)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c2_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
                     if _c2_c1_Coord_Y < -32768 or _c2_c1_Coord_Y > 32767: raise EncodeError(f'value {_c2_c1_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c2_c1_Coord_Y < 0)
-                    n += 4
+                    v = (v << 3) | (_c2_c1_Coord_Y < 0)
+                    n += 3
                     _m = (-_c2_c1_Coord_Y - 1 if _c2_c1_Coord_Y < 0 else _c2_c1_Coord_Y)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c2_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
                     if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: raise EncodeError(f'value {_c2_c1_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c2_c1_Coord_Z < 0)
-                    n += 4
+                    v = (v << 3) | (_c2_c1_Coord_Z < 0)
+                    n += 3
                     _m = (-_c2_c1_Coord_Z - 1 if _c2_c1_Coord_Z < 0 else _c2_c1_Coord_Z)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     if not (_c2_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
                     _o = _c2_TxRxOrientation
@@ -9767,35 +9681,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not (_c2_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxOrientation/Coord_X'
                     if _c2_c2_Coord_X < -32768 or _c2_c2_Coord_X > 32767: raise EncodeError(f'value {_c2_c2_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 6) | (_c2_c2_Coord_X < 0)
-                    n += 6
+                    v = (v << 4) | (_c2_c2_Coord_X < 0)
+                    n += 4
                     _m = (-_c2_c2_Coord_X - 1 if _c2_c2_Coord_X < 0 else _c2_c2_Coord_X)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c2_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
                     if _c2_c2_Coord_Y < -32768 or _c2_c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_c2_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c2_c2_Coord_Y < 0)
-                    n += 4
+                    v = (v << 3) | (_c2_c2_Coord_Y < 0)
+                    n += 3
                     _m = (-_c2_c2_Coord_Y - 1 if _c2_c2_Coord_Y < 0 else _c2_c2_Coord_Y)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c2_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
                     if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_c2_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c2_c2_Coord_Z < 0)
-                    n += 4
-                    _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
+                    v = (v << 3) | (_c2_c2_Coord_Z < 0)
                     n += 3
+                    _m = (-_c2_c2_Coord_Z - 1 if _c2_c2_Coord_Z < 0 else _c2_c2_Coord_Z)
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_TxSpecData += 1
                     if not (i_TxSpecData < n_TxSpecData): raise EncodeError('missing content: TxSpecData')
                     el = 'TxSpecData'
@@ -9808,10 +9720,10 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c3_TxRxIdentifier!r} outside [1, 4294967295]')
                     v <<= 3
                     n += 3
-                    if _c3_TxRxIdentifier < 128: v = (v << 8) | _c3_TxRxIdentifier; n += 8
-                    elif _c3_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c3_TxRxIdentifier]; n += 16
-                    elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = w.v; n = w.n
+                    if _c3_TxRxIdentifier < 128: v = (v << 9) | (_c3_TxRxIdentifier << 1); n += 9
+                    elif _c3_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c3_TxRxIdentifier] << 1); n += 17
+                    elif _c3_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
                     if not (_c3_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                     el = 'TxSpecData/TxRxPosition'
                     _o = _c3_TxRxPosition
@@ -9821,33 +9733,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxPosition/Coord_X'
                     if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 5) | (_c3_c1_Coord_X < 0)
-                    n += 5
+                    v = (v << 4) | (_c3_c1_Coord_X < 0)
+                    n += 4
                     _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxPosition/Coord_Y'
                     if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c1_Coord_Y < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_c1_Coord_Y < 0)
+                    n += 3
                     _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxPosition/Coord_Z'
                     if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c1_Coord_Z < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_c1_Coord_Z < 0)
+                    n += 3
                     _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                     el = 'TxSpecData/TxRxOrientation'
                     _o = _c3_TxRxOrientation
@@ -9857,35 +9769,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                     if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                     el = 'TxSpecData/TxRxOrientation/Coord_X'
                     if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 6) | (_c3_c2_Coord_X < 0)
-                    n += 6
+                    v = (v << 4) | (_c3_c2_Coord_X < 0)
+                    n += 4
                     _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                     el = 'TxSpecData/TxRxOrientation/Coord_Y'
                     if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c2_Coord_Y < 0)
-                    n += 4
+                    v = (v << 3) | (_c3_c2_Coord_Y < 0)
+                    n += 3
                     _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                     if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                     el = 'TxSpecData/TxRxOrientation/Coord_Z'
                     if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c2_Coord_Z < 0)
-                    n += 4
-                    _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
+                    v = (v << 3) | (_c3_c2_Coord_Z < 0)
                     n += 3
+                    _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     i_TxSpecData += 1
                     s = 4
                 else:
@@ -9904,10 +9814,10 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         if _c4_TxRxIdentifier < 1 or _c4_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c4_TxRxIdentifier!r} outside [1, 4294967295]')
                         v <<= 4
                         n += 4
-                        if _c4_TxRxIdentifier < 128: v = (v << 8) | _c4_TxRxIdentifier; n += 8
-                        elif _c4_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c4_TxRxIdentifier]; n += 16
-                        elif _c4_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c4_TxRxIdentifier & 16383] | 128) << 8) | (_c4_TxRxIdentifier >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c4_TxRxIdentifier); v = w.v; n = w.n
+                        if _c4_TxRxIdentifier < 128: v = (v << 9) | (_c4_TxRxIdentifier << 1); n += 9
+                        elif _c4_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c4_TxRxIdentifier] << 1); n += 17
+                        elif _c4_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c4_TxRxIdentifier & 16383] | 128) << 8) | (_c4_TxRxIdentifier >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c4_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
                         if not (_c4_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
                         el = 'TxSpecData/TxRxPosition'
                         _o = _c4_TxRxPosition
@@ -9917,33 +9827,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         if not (_c4_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                         el = 'TxSpecData/TxRxPosition/Coord_X'
                         if _c4_c1_Coord_X < -32768 or _c4_c1_Coord_X > 32767: raise EncodeError(f'value {_c4_c1_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 5) | (_c4_c1_Coord_X < 0)
-                        n += 5
+                        v = (v << 4) | (_c4_c1_Coord_X < 0)
+                        n += 4
                         _m = (-_c4_c1_Coord_X - 1 if _c4_c1_Coord_X < 0 else _c4_c1_Coord_X)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         if not (_c4_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxPosition/Coord_Y'
                         if _c4_c1_Coord_Y < -32768 or _c4_c1_Coord_Y > 32767: raise EncodeError(f'value {_c4_c1_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c4_c1_Coord_Y < 0)
-                        n += 4
+                        v = (v << 3) | (_c4_c1_Coord_Y < 0)
+                        n += 3
                         _m = (-_c4_c1_Coord_Y - 1 if _c4_c1_Coord_Y < 0 else _c4_c1_Coord_Y)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         if not (_c4_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxPosition/Coord_Z'
                         if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: raise EncodeError(f'value {_c4_c1_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c4_c1_Coord_Z < 0)
-                        n += 4
+                        v = (v << 3) | (_c4_c1_Coord_Z < 0)
+                        n += 3
                         _m = (-_c4_c1_Coord_Z - 1 if _c4_c1_Coord_Z < 0 else _c4_c1_Coord_Z)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         if not (_c4_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
                         el = 'TxSpecData/TxRxOrientation'
                         _o = _c4_TxRxOrientation
@@ -9953,35 +9863,33 @@ def _e_WPT_LF_TransmitterDataType(w, o):
                         if not (_c4_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
                         el = 'TxSpecData/TxRxOrientation/Coord_X'
                         if _c4_c2_Coord_X < -32768 or _c4_c2_Coord_X > 32767: raise EncodeError(f'value {_c4_c2_Coord_X!r} outside [-32768, 32767]')
-                        v = (v << 6) | (_c4_c2_Coord_X < 0)
-                        n += 6
+                        v = (v << 4) | (_c4_c2_Coord_X < 0)
+                        n += 4
                         _m = (-_c4_c2_Coord_X - 1 if _c4_c2_Coord_X < 0 else _c4_c2_Coord_X)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         if not (_c4_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
                         el = 'TxSpecData/TxRxOrientation/Coord_Y'
                         if _c4_c2_Coord_Y < -32768 or _c4_c2_Coord_Y > 32767: raise EncodeError(f'value {_c4_c2_Coord_Y!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c4_c2_Coord_Y < 0)
-                        n += 4
+                        v = (v << 3) | (_c4_c2_Coord_Y < 0)
+                        n += 3
                         _m = (-_c4_c2_Coord_Y - 1 if _c4_c2_Coord_Y < 0 else _c4_c2_Coord_Y)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                         if not (_c4_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
                         el = 'TxSpecData/TxRxOrientation/Coord_Z'
                         if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: raise EncodeError(f'value {_c4_c2_Coord_Z!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c4_c2_Coord_Z < 0)
-                        n += 4
-                        _m = (-_c4_c2_Coord_Z - 1 if _c4_c2_Coord_Z < 0 else _c4_c2_Coord_Z)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 3
+                        v = (v << 3) | (_c4_c2_Coord_Z < 0)
                         n += 3
+                        _m = (-_c4_c2_Coord_Z - 1 if _c4_c2_Coord_Z < 0 else _c4_c2_Coord_Z)
+                        if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                        elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                        elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                         i_TxSpecData += 1
                         _k += 1
                         if _k == 253:
@@ -10120,10 +10028,10 @@ def _e_WPT_LF_TxDataListType(w, o):
             if _c1_TxIdentifier < 1 or _c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_TxIdentifier!r} outside [1, 4294967295]')
             v <<= 3
             n += 3
-            if _c1_TxIdentifier < 128: v = (v << 8) | _c1_TxIdentifier; n += 8
-            elif _c1_TxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxIdentifier]; n += 16
-            elif _c1_TxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_TxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_TxIdentifier); v = w.v; n = w.n
+            if _c1_TxIdentifier < 128: v = (v << 9) | (_c1_TxIdentifier << 1); n += 9
+            elif _c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_TxIdentifier] << 1); n += 17
+            elif _c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (_c1_EIRP is not None): raise EncodeError('missing content: EIRP')
             el = 'WPT_LF_TxDataList/EIRP'
             _o = _c1_EIRP
@@ -10135,15 +10043,13 @@ def _e_WPT_LF_TxDataListType(w, o):
             if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'WPT_LF_TxDataList/EIRP/Value'
             if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
+            n += 15
             _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 4
-            n += 4
+            if _m < 128: v = (v << 12) | (_m << 4); n += 12
+            elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+            elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
         else:
             raise EncodeError('missing content: expected one of WPT_LF_TxDataList')
         w.v = v; w.n = n
@@ -10237,10 +10143,10 @@ def _e_WPT_LF_TxDataType(w, o):
             if v_TxIdentifier < 1 or v_TxIdentifier > 4294967295: raise EncodeError(f'value {v_TxIdentifier!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_TxIdentifier < 128: v = (v << 8) | v_TxIdentifier; n += 8
-            elif v_TxIdentifier < 16384: v = (v << 16) | _V2[v_TxIdentifier]; n += 16
-            elif v_TxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxIdentifier & 16383] | 128) << 8) | (v_TxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = w.v; n = w.n
+            if v_TxIdentifier < 128: v = (v << 9) | (v_TxIdentifier << 1); n += 9
+            elif v_TxIdentifier < 16384: v = (v << 17) | (_V2[v_TxIdentifier] << 1); n += 17
+            elif v_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[v_TxIdentifier & 16383] | 128) << 8) | (v_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (v_EIRP is not None): raise EncodeError('missing content: EIRP')
             el = 'EIRP'
             _o = v_EIRP
@@ -10252,15 +10158,13 @@ def _e_WPT_LF_TxDataType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EIRP/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-            n += 16
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of TxIdentifier')
         w.v = v; w.n = n
@@ -10593,12 +10497,10 @@ def _e_WPT_PairingReqType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -10635,17 +10537,17 @@ def _e_WPT_PairingReqType(w, o):
                 if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
                 v <<= 3
                 n += 3
-                if v_ObservedIDCode < 128: v = (v << 8) | v_ObservedIDCode; n += 8
-                elif v_ObservedIDCode < 16384: v = (v << 16) | _V2[v_ObservedIDCode]; n += 16
-                elif v_ObservedIDCode < 2097152: v = (v << 24) | ((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = w.v; n = w.n
+                if v_ObservedIDCode < 128: v = (v << 9) | (v_ObservedIDCode << 1); n += 9
+                elif v_ObservedIDCode < 16384: v = (v << 17) | (_V2[v_ObservedIDCode] << 1); n += 17
+                elif v_ObservedIDCode < 2097152: v = (v << 25) | ((((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = (w.v << 1); n = w.n + 1
+                v_ObservedIDCode = None
                 if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
                 el = 'EVResultCode'
                 _i3 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
                 if _i3 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                v = (v << 6) | (_i3 << 1)
-                n += 6
-                v_ObservedIDCode = None
+                v = (v << 5) | (_i3 << 1)
+                n += 5
                 v_EVResultCode = None
                 s = 4
             elif v_EVResultCode is not None:
@@ -11011,12 +10913,10 @@ def _e_WPT_PairingResType(w, o):
                 if _c1_TimeStamp < 0 or _c1_TimeStamp > 18446744073709551615: raise EncodeError(f'value {_c1_TimeStamp!r} outside [0, 18446744073709551615]')
                 v <<= 3
                 n += 3
-                if _c1_TimeStamp < 128: v = (v << 8) | _c1_TimeStamp; n += 8
-                elif _c1_TimeStamp < 16384: v = (v << 16) | _V2[_c1_TimeStamp]; n += 16
-                elif _c1_TimeStamp < 2097152: v = (v << 24) | ((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_TimeStamp < 128: v = (v << 9) | (_c1_TimeStamp << 1); n += 9
+                elif _c1_TimeStamp < 16384: v = (v << 17) | (_V2[_c1_TimeStamp] << 1); n += 17
+                elif _c1_TimeStamp < 2097152: v = (v << 25) | ((((_V2[_c1_TimeStamp & 16383] | 128) << 8) | (_c1_TimeStamp >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_TimeStamp); v = (w.v << 1); n = w.n + 1
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
@@ -11058,12 +10958,10 @@ def _e_WPT_PairingResType(w, o):
                 if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
                 v <<= 4
                 n += 4
-                if v_ObservedIDCode < 128: v = (v << 8) | v_ObservedIDCode; n += 8
-                elif v_ObservedIDCode < 16384: v = (v << 16) | _V2[v_ObservedIDCode]; n += 16
-                elif v_ObservedIDCode < 2097152: v = (v << 24) | ((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_ObservedIDCode < 128: v = (v << 9) | (v_ObservedIDCode << 1); n += 9
+                elif v_ObservedIDCode < 16384: v = (v << 17) | (_V2[v_ObservedIDCode] << 1); n += 17
+                elif v_ObservedIDCode < 2097152: v = (v << 25) | ((((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = (w.v << 1); n = w.n + 1
                 v_ObservedIDCode = None
                 s = 4
             elif v_AlternativeSECCList is not None:
@@ -11241,12 +11139,10 @@ def _e_WPT_SPCPowerControlParameterType(w, o):
             v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
             n += 15
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of SPCPrimaryDeviceCoilCurrentInformation')
         w.v = v; w.n = n
@@ -11583,21 +11479,19 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     if _c1_IndexNumber < 0 or _c1_IndexNumber > 65535: raise EncodeError(f'value {_c1_IndexNumber!r} outside [0, 65535]')
                     v <<= 3
                     n += 3
-                    if _c1_IndexNumber < 128: v = (v << 8) | _c1_IndexNumber; n += 8
-                    elif _c1_IndexNumber < 16384: v = (v << 16) | _V2[_c1_IndexNumber]; n += 16
-                    elif _c1_IndexNumber < 2097152: v = (v << 24) | ((_V2[_c1_IndexNumber & 16383] | 128) << 8) | (_c1_IndexNumber >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_IndexNumber); v = w.v; n = w.n
+                    if _c1_IndexNumber < 128: v = (v << 9) | (_c1_IndexNumber << 1); n += 9
+                    elif _c1_IndexNumber < 16384: v = (v << 17) | (_V2[_c1_IndexNumber] << 1); n += 17
+                    elif _c1_IndexNumber < 2097152: v = (v << 25) | ((((_V2[_c1_IndexNumber & 16383] | 128) << 8) | (_c1_IndexNumber >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c1_IndexNumber); v = (w.v << 1); n = w.n + 1
                     if not (_c1_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                     el = 'PulseSequenceOrder/TxRxIdentifier'
                     if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c1_TxRxIdentifier!r} outside [1, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c1_TxRxIdentifier < 128: v = (v << 8) | _c1_TxRxIdentifier; n += 8
-                    elif _c1_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c1_TxRxIdentifier]; n += 16
-                    elif _c1_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c1_TxRxIdentifier & 16383] | 128) << 8) | (_c1_TxRxIdentifier >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_TxRxIdentifier); v = w.v; n = w.n
                     v <<= 2
                     n += 2
+                    if _c1_TxRxIdentifier < 128: v = (v << 10) | (_c1_TxRxIdentifier << 2); n += 10
+                    elif _c1_TxRxIdentifier < 16384: v = (v << 18) | (_V2[_c1_TxRxIdentifier] << 2); n += 18
+                    elif _c1_TxRxIdentifier < 2097152: v = (v << 26) | ((((_V2[_c1_TxRxIdentifier & 16383] | 128) << 8) | (_c1_TxRxIdentifier >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_TxRxIdentifier); v = (w.v << 2); n = w.n + 2
                     i_PulseSequenceOrder += 1
                     if not (i_PulseSequenceOrder < n_PulseSequenceOrder): raise EncodeError('missing content: PulseSequenceOrder')
                     el = 'PulseSequenceOrder'
@@ -11609,21 +11503,19 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     if _c2_IndexNumber < 0 or _c2_IndexNumber > 65535: raise EncodeError(f'value {_c2_IndexNumber!r} outside [0, 65535]')
                     v <<= 3
                     n += 3
-                    if _c2_IndexNumber < 128: v = (v << 8) | _c2_IndexNumber; n += 8
-                    elif _c2_IndexNumber < 16384: v = (v << 16) | _V2[_c2_IndexNumber]; n += 16
-                    elif _c2_IndexNumber < 2097152: v = (v << 24) | ((_V2[_c2_IndexNumber & 16383] | 128) << 8) | (_c2_IndexNumber >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_IndexNumber); v = w.v; n = w.n
+                    if _c2_IndexNumber < 128: v = (v << 9) | (_c2_IndexNumber << 1); n += 9
+                    elif _c2_IndexNumber < 16384: v = (v << 17) | (_V2[_c2_IndexNumber] << 1); n += 17
+                    elif _c2_IndexNumber < 2097152: v = (v << 25) | ((((_V2[_c2_IndexNumber & 16383] | 128) << 8) | (_c2_IndexNumber >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_IndexNumber); v = (w.v << 1); n = w.n + 1
                     if not (_c2_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                     el = 'PulseSequenceOrder/TxRxIdentifier'
                     if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c2_TxRxIdentifier!r} outside [1, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c2_TxRxIdentifier < 128: v = (v << 8) | _c2_TxRxIdentifier; n += 8
-                    elif _c2_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c2_TxRxIdentifier]; n += 16
-                    elif _c2_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = w.v; n = w.n
                     v <<= 2
                     n += 2
+                    if _c2_TxRxIdentifier < 128: v = (v << 10) | (_c2_TxRxIdentifier << 2); n += 10
+                    elif _c2_TxRxIdentifier < 16384: v = (v << 18) | (_V2[_c2_TxRxIdentifier] << 2); n += 18
+                    elif _c2_TxRxIdentifier < 2097152: v = (v << 26) | ((((_V2[_c2_TxRxIdentifier & 16383] | 128) << 8) | (_c2_TxRxIdentifier >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c2_TxRxIdentifier); v = (w.v << 2); n = w.n + 2
                     i_PulseSequenceOrder += 1
                     s = 2
                 else:
@@ -11641,21 +11533,19 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         if _c3_IndexNumber < 0 or _c3_IndexNumber > 65535: raise EncodeError(f'value {_c3_IndexNumber!r} outside [0, 65535]')
                         v <<= 4
                         n += 4
-                        if _c3_IndexNumber < 128: v = (v << 8) | _c3_IndexNumber; n += 8
-                        elif _c3_IndexNumber < 16384: v = (v << 16) | _V2[_c3_IndexNumber]; n += 16
-                        elif _c3_IndexNumber < 2097152: v = (v << 24) | ((_V2[_c3_IndexNumber & 16383] | 128) << 8) | (_c3_IndexNumber >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c3_IndexNumber); v = w.v; n = w.n
+                        if _c3_IndexNumber < 128: v = (v << 9) | (_c3_IndexNumber << 1); n += 9
+                        elif _c3_IndexNumber < 16384: v = (v << 17) | (_V2[_c3_IndexNumber] << 1); n += 17
+                        elif _c3_IndexNumber < 2097152: v = (v << 25) | ((((_V2[_c3_IndexNumber & 16383] | 128) << 8) | (_c3_IndexNumber >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c3_IndexNumber); v = (w.v << 1); n = w.n + 1
                         if not (_c3_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
                         el = 'PulseSequenceOrder/TxRxIdentifier'
                         if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c3_TxRxIdentifier!r} outside [1, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        if _c3_TxRxIdentifier < 128: v = (v << 8) | _c3_TxRxIdentifier; n += 8
-                        elif _c3_TxRxIdentifier < 16384: v = (v << 16) | _V2[_c3_TxRxIdentifier]; n += 16
-                        elif _c3_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = w.v; n = w.n
                         v <<= 2
                         n += 2
+                        if _c3_TxRxIdentifier < 128: v = (v << 10) | (_c3_TxRxIdentifier << 2); n += 10
+                        elif _c3_TxRxIdentifier < 16384: v = (v << 18) | (_V2[_c3_TxRxIdentifier] << 2); n += 18
+                        elif _c3_TxRxIdentifier < 2097152: v = (v << 26) | ((((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = (w.v << 2); n = w.n + 2
                         i_PulseSequenceOrder += 1
                         _k += 1
                         if _k == 253:
@@ -11666,12 +11556,10 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                         if v_PulseSeparationTime < 0 or v_PulseSeparationTime > 65535: raise EncodeError(f'value {v_PulseSeparationTime!r} outside [0, 65535]')
                         v = (v << 3) | (1 << 1)
                         n += 3
-                        if v_PulseSeparationTime < 128: v = (v << 8) | v_PulseSeparationTime; n += 8
-                        elif v_PulseSeparationTime < 16384: v = (v << 16) | _V2[v_PulseSeparationTime]; n += 16
-                        elif v_PulseSeparationTime < 2097152: v = (v << 24) | ((_V2[v_PulseSeparationTime & 16383] | 128) << 8) | (v_PulseSeparationTime >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if v_PulseSeparationTime < 128: v = (v << 9) | (v_PulseSeparationTime << 1); n += 9
+                        elif v_PulseSeparationTime < 16384: v = (v << 17) | (_V2[v_PulseSeparationTime] << 1); n += 17
+                        elif v_PulseSeparationTime < 2097152: v = (v << 25) | ((((_V2[v_PulseSeparationTime & 16383] | 128) << 8) | (v_PulseSeparationTime >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = (w.v << 1); n = w.n + 1
                         v_PulseSeparationTime = None
                         s = 4
                         break
@@ -11683,22 +11571,20 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     if v_PulseDuration < 0 or v_PulseDuration > 65535: raise EncodeError(f'value {v_PulseDuration!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if v_PulseDuration < 128: v = (v << 8) | v_PulseDuration; n += 8
-                    elif v_PulseDuration < 16384: v = (v << 16) | _V2[v_PulseDuration]; n += 16
-                    elif v_PulseDuration < 2097152: v = (v << 24) | ((_V2[v_PulseDuration & 16383] | 128) << 8) | (v_PulseDuration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(v_PulseDuration); v = w.v; n = w.n
+                    if v_PulseDuration < 128: v = (v << 9) | (v_PulseDuration << 1); n += 9
+                    elif v_PulseDuration < 16384: v = (v << 17) | (_V2[v_PulseDuration] << 1); n += 17
+                    elif v_PulseDuration < 2097152: v = (v << 25) | ((((_V2[v_PulseDuration & 16383] | 128) << 8) | (v_PulseDuration >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(v_PulseDuration); v = (w.v << 1); n = w.n + 1
+                    v_PulseDuration = None
                     if not (v_PackageSeparationTime is not None): raise EncodeError('missing content: PackageSeparationTime')
                     el = 'PackageSeparationTime'
                     if v_PackageSeparationTime < 0 or v_PackageSeparationTime > 65535: raise EncodeError(f'value {v_PackageSeparationTime!r} outside [0, 65535]')
-                    v <<= 3
-                    n += 3
-                    v_PulseDuration = None
-                    if v_PackageSeparationTime < 128: v = (v << 8) | v_PackageSeparationTime; n += 8
-                    elif v_PackageSeparationTime < 16384: v = (v << 16) | _V2[v_PackageSeparationTime]; n += 16
-                    elif v_PackageSeparationTime < 2097152: v = (v << 24) | ((_V2[v_PackageSeparationTime & 16383] | 128) << 8) | (v_PackageSeparationTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(v_PackageSeparationTime); v = w.v; n = w.n
                     v <<= 2
                     n += 2
+                    if v_PackageSeparationTime < 128: v = (v << 10) | (v_PackageSeparationTime << 2); n += 10
+                    elif v_PackageSeparationTime < 16384: v = (v << 18) | (_V2[v_PackageSeparationTime] << 2); n += 18
+                    elif v_PackageSeparationTime < 2097152: v = (v << 26) | ((((_V2[v_PackageSeparationTime & 16383] | 128) << 8) | (v_PackageSeparationTime >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(v_PackageSeparationTime); v = (w.v << 2); n = w.n + 2
                     v_PackageSeparationTime = None
                     if i_PulseSequenceOrder < n_PulseSequenceOrder or v_PulseSeparationTime is not None or v_PulseDuration is not None or v_PackageSeparationTime is not None: raise _leftover(o)
                     s = -1
@@ -11710,12 +11596,10 @@ def _e_WPT_TxRxPackageSpecDataType(w, o):
                     if v_PulseSeparationTime < 0 or v_PulseSeparationTime > 65535: raise EncodeError(f'value {v_PulseSeparationTime!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if v_PulseSeparationTime < 128: v = (v << 8) | v_PulseSeparationTime; n += 8
-                    elif v_PulseSeparationTime < 16384: v = (v << 16) | _V2[v_PulseSeparationTime]; n += 16
-                    elif v_PulseSeparationTime < 2097152: v = (v << 24) | ((_V2[v_PulseSeparationTime & 16383] | 128) << 8) | (v_PulseSeparationTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if v_PulseSeparationTime < 128: v = (v << 9) | (v_PulseSeparationTime << 1); n += 9
+                    elif v_PulseSeparationTime < 16384: v = (v << 17) | (_V2[v_PulseSeparationTime] << 1); n += 17
+                    elif v_PulseSeparationTime < 2097152: v = (v << 25) | ((((_V2[v_PulseSeparationTime & 16383] | 128) << 8) | (v_PulseSeparationTime >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(v_PulseSeparationTime); v = (w.v << 1); n = w.n + 1
                     v_PulseSeparationTime = None
                     s = 4
                 else:
@@ -11803,21 +11687,19 @@ def _e_WPT_TxRxPulseOrderType(w, o):
             if v_IndexNumber < 0 or v_IndexNumber > 65535: raise EncodeError(f'value {v_IndexNumber!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_IndexNumber < 128: v = (v << 8) | v_IndexNumber; n += 8
-            elif v_IndexNumber < 16384: v = (v << 16) | _V2[v_IndexNumber]; n += 16
-            elif v_IndexNumber < 2097152: v = (v << 24) | ((_V2[v_IndexNumber & 16383] | 128) << 8) | (v_IndexNumber >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_IndexNumber); v = w.v; n = w.n
+            if v_IndexNumber < 128: v = (v << 9) | (v_IndexNumber << 1); n += 9
+            elif v_IndexNumber < 16384: v = (v << 17) | (_V2[v_IndexNumber] << 1); n += 17
+            elif v_IndexNumber < 2097152: v = (v << 25) | ((((_V2[v_IndexNumber & 16383] | 128) << 8) | (v_IndexNumber >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_IndexNumber); v = (w.v << 1); n = w.n + 1
             if not (v_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
             el = 'TxRxIdentifier'
             if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
-            v <<= 3
-            n += 3
-            if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
-            elif v_TxRxIdentifier < 16384: v = (v << 16) | _V2[v_TxRxIdentifier]; n += 16
-            elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxRxIdentifier & 16383] | 128) << 8) | (v_TxRxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
             v <<= 2
             n += 2
+            if v_TxRxIdentifier < 128: v = (v << 10) | (v_TxRxIdentifier << 2); n += 10
+            elif v_TxRxIdentifier < 16384: v = (v << 18) | (_V2[v_TxRxIdentifier] << 2); n += 18
+            elif v_TxRxIdentifier < 2097152: v = (v << 26) | ((((_V2[v_TxRxIdentifier & 16383] | 128) << 8) | (v_TxRxIdentifier >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of IndexNumber')
         w.v = v; w.n = n
@@ -12047,10 +11929,10 @@ def _e_WPT_TxRxSpecDataType(w, o):
             if v_TxRxIdentifier < 1 or v_TxRxIdentifier > 4294967295: raise EncodeError(f'value {v_TxRxIdentifier!r} outside [1, 4294967295]')
             v <<= 2
             n += 2
-            if v_TxRxIdentifier < 128: v = (v << 8) | v_TxRxIdentifier; n += 8
-            elif v_TxRxIdentifier < 16384: v = (v << 16) | _V2[v_TxRxIdentifier]; n += 16
-            elif v_TxRxIdentifier < 2097152: v = (v << 24) | ((_V2[v_TxRxIdentifier & 16383] | 128) << 8) | (v_TxRxIdentifier >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = w.v; n = w.n
+            if v_TxRxIdentifier < 128: v = (v << 9) | (v_TxRxIdentifier << 1); n += 9
+            elif v_TxRxIdentifier < 16384: v = (v << 17) | (_V2[v_TxRxIdentifier] << 1); n += 17
+            elif v_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[v_TxRxIdentifier & 16383] | 128) << 8) | (v_TxRxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
             if not (v_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
             el = 'TxRxPosition'
             _o = v_TxRxPosition
@@ -12060,33 +11942,33 @@ def _e_WPT_TxRxSpecDataType(w, o):
             if not (_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'TxRxPosition/Coord_X'
             if _c1_Coord_X < -32768 or _c1_Coord_X > 32767: raise EncodeError(f'value {_c1_Coord_X!r} outside [-32768, 32767]')
-            v = (v << 5) | (_c1_Coord_X < 0)
-            n += 5
+            v = (v << 4) | (_c1_Coord_X < 0)
+            n += 4
             _m = (-_c1_Coord_X - 1 if _c1_Coord_X < 0 else _c1_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxPosition/Coord_Y'
             if _c1_Coord_Y < -32768 or _c1_Coord_Y > 32767: raise EncodeError(f'value {_c1_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (_c1_Coord_Y < 0)
+            n += 3
             _m = (-_c1_Coord_Y - 1 if _c1_Coord_Y < 0 else _c1_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxPosition/Coord_Z'
             if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: raise EncodeError(f'value {_c1_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c1_Coord_Z < 0)
-            n += 4
+            v = (v << 3) | (_c1_Coord_Z < 0)
+            n += 3
             _m = (-_c1_Coord_Z - 1 if _c1_Coord_Z < 0 else _c1_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
             el = 'TxRxOrientation'
             _o = v_TxRxOrientation
@@ -12096,35 +11978,33 @@ def _e_WPT_TxRxSpecDataType(w, o):
             if not (_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
             el = 'TxRxOrientation/Coord_X'
             if _c2_Coord_X < -32768 or _c2_Coord_X > 32767: raise EncodeError(f'value {_c2_Coord_X!r} outside [-32768, 32767]')
-            v = (v << 6) | (_c2_Coord_X < 0)
-            n += 6
+            v = (v << 4) | (_c2_Coord_X < 0)
+            n += 4
             _m = (-_c2_Coord_X - 1 if _c2_Coord_X < 0 else _c2_Coord_X)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
             el = 'TxRxOrientation/Coord_Y'
             if _c2_Coord_Y < -32768 or _c2_Coord_Y > 32767: raise EncodeError(f'value {_c2_Coord_Y!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c2_Coord_Y < 0)
-            n += 4
+            v = (v << 3) | (_c2_Coord_Y < 0)
+            n += 3
             _m = (-_c2_Coord_Y - 1 if _c2_Coord_Y < 0 else _c2_Coord_Y)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
             if not (_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
             el = 'TxRxOrientation/Coord_Z'
             if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: raise EncodeError(f'value {_c2_Coord_Z!r} outside [-32768, 32767]')
-            v = (v << 4) | (_c2_Coord_Z < 0)
-            n += 4
-            _m = (-_c2_Coord_Z - 1 if _c2_Coord_Z < 0 else _c2_Coord_Z)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
+            v = (v << 3) | (_c2_Coord_Z < 0)
             n += 3
+            _m = (-_c2_Coord_Z - 1 if _c2_Coord_Z < 0 else _c2_Coord_Z)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of TxRxIdentifier')
         w.v = v; w.n = n
@@ -12453,12 +12333,10 @@ def _ee11(w, o):  # AckMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12499,12 +12377,10 @@ def _ee12(w, o):  # BPT_DischargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12545,12 +12421,10 @@ def _ee13(w, o):  # BPT_InductiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12630,12 +12504,10 @@ def _ee15(w, o):  # CapacitiveEnergyReadingVARh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12676,12 +12548,10 @@ def _ee16(w, o):  # ChargedEnergyReadingWh
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12746,12 +12616,10 @@ def _ee18(w, o):  # Coord_X
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12796,12 +12664,10 @@ def _ee19(w, o):  # Coord_Y
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12846,12 +12712,10 @@ def _ee20(w, o):  # Coord_Z
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -12892,12 +12756,10 @@ def _ee21(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13168,12 +13030,10 @@ def _ee31(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13253,12 +13113,10 @@ def _ee33(w, o):  # IndexNumber
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13518,12 +13376,10 @@ def _ee41(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13564,12 +13420,10 @@ def _ee42(w, o):  # MeterTimestamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13668,12 +13522,10 @@ def _ee45(w, o):  # NaturalOffset
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13714,12 +13566,10 @@ def _ee46(w, o):  # NotificationMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -13820,12 +13670,10 @@ def _ee50(w, o):  # ObservedIDCode
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14018,12 +13866,10 @@ def _ee56(w, o):  # PackageSeparationTime
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14101,12 +13947,10 @@ def _ee58(w, o):  # Port
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14168,12 +14012,10 @@ def _ee60(w, o):  # PulseDuration
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14214,12 +14056,10 @@ def _ee61(w, o):  # PulseSeparationTime
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14297,12 +14137,10 @@ def _ee63(w, o):  # RemainingTimeToMaximumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14343,12 +14181,10 @@ def _ee64(w, o):  # RemainingTimeToMinimumSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14389,12 +14225,10 @@ def _ee65(w, o):  # RemainingTimeToTargetSOC
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14458,12 +14292,10 @@ def _ee67(w, o):  # RxIdentifier
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14543,12 +14375,10 @@ def _ee69(w, o):  # SDMaxGroundClearanceSupport
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14589,12 +14419,10 @@ def _ee70(w, o):  # SDMaxGroundClearence
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14635,12 +14463,10 @@ def _ee71(w, o):  # SDMinGroundClearanceSupport
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14681,12 +14507,10 @@ def _ee72(w, o):  # SDMinGroundClearence
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14916,12 +14740,10 @@ def _ee79(w, o):  # TaxRuleID
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -14962,12 +14784,10 @@ def _ee80(w, o):  # TimeAnchor
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -15008,12 +14828,10 @@ def _ee81(w, o):  # TimeStamp
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -15054,12 +14872,10 @@ def _ee82(w, o):  # TxIdentifier
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -15100,12 +14916,10 @@ def _ee83(w, o):  # TxRxIdentifier
     if o < 1 or o > 4294967295: raise EncodeError(f'value {o!r} outside [1, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -15150,12 +14964,10 @@ def _ee84(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -15455,12 +15267,10 @@ def _ee93(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

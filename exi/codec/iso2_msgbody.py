@@ -2367,17 +2367,17 @@ def _e_BodyType(w, o):
                 if _c5_c2_NotificationMaxDelay < 0 or _c5_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c5_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c5_c2_NotificationMaxDelay < 128: v = (v << 8) | _c5_c2_NotificationMaxDelay; n += 8
-                elif _c5_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c5_c2_NotificationMaxDelay]; n += 16
-                elif _c5_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c5_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c5_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c5_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c5_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c5_c2_NotificationMaxDelay << 1); n += 9
+                elif _c5_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c5_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c5_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c5_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c5_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c5_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c5_c2_NotificationMaxDelay = None
                 if not (_c5_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
                 _c5_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c5_c2_EVSENotification)
                 if _c5_c2_i1 is None: raise EncodeError(f'{_c5_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c5_c2_i1 << 1)
-                n += 6
-                _c5_c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c5_c2_i1 << 1)
+                n += 5
                 _c5_c2_EVSENotification = None
                 _c5_c2_s = 2
             else:
@@ -2774,17 +2774,17 @@ def _e_BodyType(w, o):
                 if _c9_MaxEntriesSAScheduleTuple < 0 or _c9_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {_c9_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if _c9_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | _c9_MaxEntriesSAScheduleTuple; n += 8
-                elif _c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | _V2[_c9_MaxEntriesSAScheduleTuple]; n += 16
-                elif _c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_V2[_c9_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c9_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+                if _c9_MaxEntriesSAScheduleTuple < 128: v = (v << 9) | (_c9_MaxEntriesSAScheduleTuple << 1); n += 9
+                elif _c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 17) | (_V2[_c9_MaxEntriesSAScheduleTuple] << 1); n += 17
+                elif _c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 25) | ((((_V2[_c9_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (_c9_MaxEntriesSAScheduleTuple >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c9_MaxEntriesSAScheduleTuple); v = (w.v << 1); n = w.n + 1
+                _c9_MaxEntriesSAScheduleTuple = None
                 if not (_c9_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
                 el = 'ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                 _c9_i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c9_RequestedEnergyTransferMode)
                 if _c9_i1 is None: raise EncodeError(f'{_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                v = (v << 7) | (_c9_i1 << 1)
-                n += 7
-                _c9_MaxEntriesSAScheduleTuple = None
+                v = (v << 6) | (_c9_i1 << 1)
+                n += 6
                 _c9_RequestedEnergyTransferMode = None
                 _c9_s = 2
             elif _c9_RequestedEnergyTransferMode is not None:
@@ -2827,12 +2827,10 @@ def _e_BodyType(w, o):
                         if _c9_c3_DepartureTime < 0 or _c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c9_c3_DepartureTime!r} outside [0, 4294967295]')
                         v <<= 3
                         n += 3
-                        if _c9_c3_DepartureTime < 128: v = (v << 8) | _c9_c3_DepartureTime; n += 8
-                        elif _c9_c3_DepartureTime < 16384: v = (v << 16) | _V2[_c9_c3_DepartureTime]; n += 16
-                        elif _c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c9_c3_DepartureTime >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _c9_c3_DepartureTime < 128: v = (v << 10) | (_c9_c3_DepartureTime << 2); n += 10
+                        elif _c9_c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c9_c3_DepartureTime] << 2); n += 18
+                        elif _c9_c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c9_c3_DepartureTime >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
                     elif True:
                         v = (v << 2) | 1
                         n += 2
@@ -3079,12 +3077,10 @@ def _e_BodyType(w, o):
             v = (v << 4) | (_c13_EVSETimeStamp < 0)
             n += 4
             _m = (-_c13_EVSETimeStamp - 1 if _c13_EVSETimeStamp < 0 else _c13_EVSETimeStamp)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
             if o.PaymentServiceSelectionReq is not None or o.PaymentServiceSelectionRes is not None or o.PowerDeliveryReq is not None or o.PowerDeliveryRes is not None or o.PreChargeReq is not None or o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_PaymentServiceSelectionReq := o.PaymentServiceSelectionReq) is not None:
             el = 'PaymentServiceSelectionReq'
@@ -3177,10 +3173,10 @@ def _e_BodyType(w, o):
             v = (v << 45) | (23 << 39) | (_c16_c1_EVReady << 35) | (_c16_c1_i1 << 28) | (_c16_c1_EVRESSSOC << 18) | ((_c16_c2_Multiplier - -3) << 10) | (_c16_c2_i1 << 4) | (_c16_c2_Value < 0)
             n += 45
             _m = (-_c16_c2_Value - 1 if _c16_c2_Value < 0 else _c16_c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
             _o = _c16_EVTargetCurrent
@@ -3197,15 +3193,13 @@ def _e_BodyType(w, o):
             if not (_c16_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'PreChargeReq/EVTargetCurrent/Value'
             if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: raise EncodeError(f'value {_c16_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c16_c3_Multiplier - -3) << 10) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c16_c3_Multiplier - -3) << 10) | (_c16_c3_i1 << 4) | (_c16_c3_Value < 0)
+            n += 16
             _m = (-_c16_c3_Value - 1 if _c16_c3_Value < 0 else _c16_c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 4
-            n += 4
+            if _m < 128: v = (v << 12) | (_m << 4); n += 12
+            elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+            elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
             if o.PreChargeRes is not None or o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_PreChargeRes := o.PreChargeRes) is not None:
             el = 'PreChargeRes'
@@ -3231,17 +3225,17 @@ def _e_BodyType(w, o):
                 if _c17_c2_NotificationMaxDelay < 0 or _c17_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c17_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c17_c2_NotificationMaxDelay < 128: v = (v << 8) | _c17_c2_NotificationMaxDelay; n += 8
-                elif _c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c17_c2_NotificationMaxDelay]; n += 16
-                elif _c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c17_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c17_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c17_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c17_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c17_c2_NotificationMaxDelay << 1); n += 9
+                elif _c17_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c17_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c17_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c17_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c17_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c17_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c17_c2_NotificationMaxDelay = None
                 if not (_c17_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
                 _c17_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c17_c2_EVSENotification)
                 if _c17_c2_i1 is None: raise EncodeError(f'{_c17_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c17_c2_i1 << 1)
-                n += 6
-                _c17_c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c17_c2_i1 << 1)
+                n += 5
                 _c17_c2_EVSENotification = None
                 _c17_c2_s = 2
             else:
@@ -3296,12 +3290,10 @@ def _e_BodyType(w, o):
             v = (v << 16) | ((_c17_c3_Multiplier - -3) << 10) | (_c17_c3_i1 << 4) | (_c17_c3_Value < 0)
             n += 16
             _m = (-_c17_c3_Value - 1 if _c17_c3_Value < 0 else _c17_c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 4
-            n += 4
+            if _m < 128: v = (v << 12) | (_m << 4); n += 12
+            elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+            elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
             if o.ServiceDetailReq is not None or o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ServiceDetailReq := o.ServiceDetailReq) is not None:
             el = 'ServiceDetailReq'
@@ -3312,12 +3304,10 @@ def _e_BodyType(w, o):
             if _c18_ServiceID < 0 or _c18_ServiceID > 65535: raise EncodeError(f'value {_c18_ServiceID!r} outside [0, 65535]')
             v = (v << 8) | (25 << 2)
             n += 8
-            if _c18_ServiceID < 128: v = (v << 8) | _c18_ServiceID; n += 8
-            elif _c18_ServiceID < 16384: v = (v << 16) | _V2[_c18_ServiceID]; n += 16
-            elif _c18_ServiceID < 2097152: v = (v << 24) | ((_V2[_c18_ServiceID & 16383] | 128) << 8) | (_c18_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _c18_ServiceID < 128: v = (v << 11) | (_c18_ServiceID << 3); n += 11
+            elif _c18_ServiceID < 16384: v = (v << 19) | (_V2[_c18_ServiceID] << 3); n += 19
+            elif _c18_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c18_ServiceID & 16383] | 128) << 8) | (_c18_ServiceID >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_c18_ServiceID); v = (w.v << 3); n = w.n + 3
             if o.ServiceDetailRes is not None or o.ServiceDiscoveryReq is not None or o.ServiceDiscoveryRes is not None or o.SessionSetupReq is not None or o.SessionSetupRes is not None or o.SessionStopReq is not None or o.SessionStopRes is not None or o.WeldingDetectionReq is not None or o.WeldingDetectionRes is not None: raise _leftover(o)
         elif (v_ServiceDetailRes := o.ServiceDetailRes) is not None:
             el = 'ServiceDetailRes'
@@ -3336,12 +3326,10 @@ def _e_BodyType(w, o):
                 if _c19_ServiceID < 0 or _c19_ServiceID > 65535: raise EncodeError(f'value {_c19_ServiceID!r} outside [0, 65535]')
                 v = (v << 10) | (_c19_i1 << 3)
                 n += 10
-                if _c19_ServiceID < 128: v = (v << 8) | _c19_ServiceID; n += 8
-                elif _c19_ServiceID < 16384: v = (v << 16) | _V2[_c19_ServiceID]; n += 16
-                elif _c19_ServiceID < 2097152: v = (v << 24) | ((_V2[_c19_ServiceID & 16383] | 128) << 8) | (_c19_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c19_ServiceID < 128: v = (v << 9) | (_c19_ServiceID << 1); n += 9
+                elif _c19_ServiceID < 16384: v = (v << 17) | (_V2[_c19_ServiceID] << 1); n += 17
+                elif _c19_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c19_ServiceID & 16383] | 128) << 8) | (_c19_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c19_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c19_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
@@ -3475,12 +3463,10 @@ def _e_BodyType(w, o):
                     v = (v << 4) | (_c22_EVSETimeStamp < 0)
                     n += 4
                     _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     _c22_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -3559,17 +3545,17 @@ def _e_BodyType(w, o):
                 if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c26_c2_NotificationMaxDelay; n += 8
-                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c26_c2_NotificationMaxDelay]; n += 16
-                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c26_c2_NotificationMaxDelay << 1); n += 9
+                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c26_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c26_c2_NotificationMaxDelay = None
                 if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                 _c26_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
                 if _c26_c2_i1 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c26_c2_i1 << 1)
-                n += 6
-                _c26_c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c26_c2_i1 << 1)
+                n += 5
                 _c26_c2_EVSENotification = None
                 _c26_c2_s = 2
             else:
@@ -3624,12 +3610,10 @@ def _e_BodyType(w, o):
             v = (v << 16) | ((_c26_c3_Multiplier - -3) << 10) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
             n += 16
             _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 4
-            n += 4
+            if _m < 128: v = (v << 12) | (_m << 4); n += 12
+            elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+            elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
         else:
             v = (v << 6) | 35
             n += 6
@@ -3845,17 +3829,17 @@ def _e_CableCheckResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c2_NotificationMaxDelay = None
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                 if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c2_i1 << 1)
-                n += 6
-                _c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c2_i1 << 1)
+                n += 5
                 _c2_EVSENotification = None
                 _c2_s = 2
             else:
@@ -5294,12 +5278,10 @@ def _e_CertificateUpdateResType(w, o):
                 v = (v << 4) | (v_RetryCounter < 0)
                 n += 4
                 _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -5464,17 +5446,17 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             if v_MaxEntriesSAScheduleTuple < 0 or v_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {v_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
             v <<= 3
             n += 3
-            if v_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | v_MaxEntriesSAScheduleTuple; n += 8
-            elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | _V2[v_MaxEntriesSAScheduleTuple]; n += 16
-            elif v_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_V2[v_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (v_MaxEntriesSAScheduleTuple >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+            if v_MaxEntriesSAScheduleTuple < 128: v = (v << 9) | (v_MaxEntriesSAScheduleTuple << 1); n += 9
+            elif v_MaxEntriesSAScheduleTuple < 16384: v = (v << 17) | (_V2[v_MaxEntriesSAScheduleTuple] << 1); n += 17
+            elif v_MaxEntriesSAScheduleTuple < 2097152: v = (v << 25) | ((((_V2[v_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (v_MaxEntriesSAScheduleTuple >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_MaxEntriesSAScheduleTuple); v = (w.v << 1); n = w.n + 1
+            v_MaxEntriesSAScheduleTuple = None
             if not (v_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
             el = 'RequestedEnergyTransferMode'
             _i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_RequestedEnergyTransferMode)
             if _i1 is None: raise EncodeError(f'{v_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-            v = (v << 7) | (_i1 << 1)
-            n += 7
-            v_MaxEntriesSAScheduleTuple = None
+            v = (v << 6) | (_i1 << 1)
+            n += 6
             v_RequestedEnergyTransferMode = None
             s = 2
         elif v_RequestedEnergyTransferMode is not None:
@@ -5517,12 +5499,10 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                     if _c3_DepartureTime < 0 or _c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c3_DepartureTime!r} outside [0, 4294967295]')
                     v <<= 3
                     n += 3
-                    if _c3_DepartureTime < 128: v = (v << 8) | _c3_DepartureTime; n += 8
-                    elif _c3_DepartureTime < 16384: v = (v << 16) | _V2[_c3_DepartureTime]; n += 16
-                    elif _c3_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c3_DepartureTime & 16383] | 128) << 8) | (_c3_DepartureTime >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c3_DepartureTime < 128: v = (v << 10) | (_c3_DepartureTime << 2); n += 10
+                    elif _c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c3_DepartureTime] << 2); n += 18
+                    elif _c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c3_DepartureTime & 16383] | 128) << 8) | (_c3_DepartureTime >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
                 elif True:
                     v = (v << 2) | 1
                     n += 2
@@ -5974,10 +5954,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 65535]')
                 v = (v << 6) | (2 << 3)
                 n += 6
-                if _c4_c1_NotificationMaxDelay < 128: v = (v << 8) | _c4_c1_NotificationMaxDelay; n += 8
-                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_c1_NotificationMaxDelay]; n += 16
-                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if _c4_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c4_c1_NotificationMaxDelay << 1); n += 9
+                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_c1_NotificationMaxDelay] << 1); n += 17
+                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c4_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
@@ -6001,13 +5981,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 27) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
-                n += 27
+                v = (v << 26) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
+                n += 26
                 _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 _o = _c4_EVSEMaxCurrent
@@ -6024,15 +6004,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
-                n += 18
+                v = (v << 16) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
+                n += 16
                 _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_AC_EVSEChargeParameter = None
                 s = 4
             elif v_DC_EVSEChargeParameter is not None:
@@ -6071,10 +6049,10 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if _c6_c1_NotificationMaxDelay < 0 or _c6_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c6_c1_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 5
                 n += 5
-                if _c6_c1_NotificationMaxDelay < 128: v = (v << 8) | _c6_c1_NotificationMaxDelay; n += 8
-                elif _c6_c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c6_c1_NotificationMaxDelay]; n += 16
-                elif _c6_c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c6_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c6_c1_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c6_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if _c6_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c6_c1_NotificationMaxDelay << 1); n += 9
+                elif _c6_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c6_c1_NotificationMaxDelay] << 1); n += 17
+                elif _c6_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c6_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c6_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c6_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c6_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
                 _c6_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c6_c1_EVSENotification)
@@ -6098,13 +6076,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
                 if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 27) | (_c6_c1_i1 << 22) | (_c6_c1_RCD << 18) | ((_c6_c2_Multiplier - -3) << 10) | (_c6_c2_i1 << 4) | (_c6_c2_Value < 0)
-                n += 27
+                v = (v << 26) | (_c6_c1_i1 << 22) | (_c6_c1_RCD << 18) | ((_c6_c2_Multiplier - -3) << 10) | (_c6_c2_i1 << 4) | (_c6_c2_Value < 0)
+                n += 26
                 _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c6_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
                 _o = _c6_EVSEMaxCurrent
@@ -6121,15 +6099,13 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
                 if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c6_c3_Multiplier - -3) << 10) | (_c6_c3_i1 << 4) | (_c6_c3_Value < 0)
-                n += 18
+                v = (v << 16) | ((_c6_c3_Multiplier - -3) << 10) | (_c6_c3_i1 << 4) | (_c6_c3_Value < 0)
+                n += 16
                 _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_AC_EVSEChargeParameter = None
                 s = 4
             elif v_DC_EVSEChargeParameter is not None:
@@ -6574,12 +6550,10 @@ def _e_ChargingStatusResType(w, o):
                 v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
                 n += 18
                 _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -6606,10 +6580,10 @@ def _e_ChargingStatusResType(w, o):
                 if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                 v = (v << 5) | (3 << 2)
                 n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
@@ -6617,8 +6591,8 @@ def _e_ChargingStatusResType(w, o):
                 if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
                 if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
-                v = (v << 11) | (_c3_i1 << 6) | (_c3_RCD << 2)
-                n += 11
+                v = (v << 10) | (_c3_i1 << 6) | (_c3_RCD << 2)
+                n += 10
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
@@ -6648,10 +6622,10 @@ def _e_ChargingStatusResType(w, o):
                 if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 2)
                 n += 4
-                if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_NotificationMaxDelay]; n += 16
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
+                if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
@@ -6659,8 +6633,8 @@ def _e_ChargingStatusResType(w, o):
                 if not (_c4_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
                 if _c4_RCD is not True and _c4_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_RCD!r}')
-                v = (v << 11) | (_c4_i1 << 6) | (_c4_RCD << 2)
-                n += 11
+                v = (v << 10) | (_c4_i1 << 6) | (_c4_RCD << 2)
+                n += 10
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of MeterInfo, ReceiptRequired, AC_EVSEStatus')
@@ -6682,10 +6656,10 @@ def _e_ChargingStatusResType(w, o):
                 if _c5_NotificationMaxDelay < 0 or _c5_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c5_NotificationMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (1 << 2)
                 n += 4
-                if _c5_NotificationMaxDelay < 128: v = (v << 8) | _c5_NotificationMaxDelay; n += 8
-                elif _c5_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c5_NotificationMaxDelay]; n += 16
-                elif _c5_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c5_NotificationMaxDelay & 16383] | 128) << 8) | (_c5_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c5_NotificationMaxDelay); v = w.v; n = w.n
+                if _c5_NotificationMaxDelay < 128: v = (v << 9) | (_c5_NotificationMaxDelay << 1); n += 9
+                elif _c5_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c5_NotificationMaxDelay] << 1); n += 17
+                elif _c5_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c5_NotificationMaxDelay & 16383] | 128) << 8) | (_c5_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c5_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c5_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c5_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c5_EVSENotification)
@@ -6693,8 +6667,8 @@ def _e_ChargingStatusResType(w, o):
                 if not (_c5_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
                 if _c5_RCD is not True and _c5_RCD is not False: raise EncodeError(f'expected a bool, got {_c5_RCD!r}')
-                v = (v << 11) | (_c5_i1 << 6) | (_c5_RCD << 2)
-                n += 11
+                v = (v << 10) | (_c5_i1 << 6) | (_c5_RCD << 2)
+                n += 10
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of ReceiptRequired, AC_EVSEStatus')
@@ -6710,10 +6684,10 @@ def _e_ChargingStatusResType(w, o):
                 if _c6_NotificationMaxDelay < 0 or _c6_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c6_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 3
                 n += 3
-                if _c6_NotificationMaxDelay < 128: v = (v << 8) | _c6_NotificationMaxDelay; n += 8
-                elif _c6_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c6_NotificationMaxDelay]; n += 16
-                elif _c6_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c6_NotificationMaxDelay & 16383] | 128) << 8) | (_c6_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c6_NotificationMaxDelay); v = w.v; n = w.n
+                if _c6_NotificationMaxDelay < 128: v = (v << 9) | (_c6_NotificationMaxDelay << 1); n += 9
+                elif _c6_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c6_NotificationMaxDelay] << 1); n += 17
+                elif _c6_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c6_NotificationMaxDelay & 16383] | 128) << 8) | (_c6_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c6_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c6_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c6_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c6_EVSENotification)
@@ -6721,8 +6695,8 @@ def _e_ChargingStatusResType(w, o):
                 if not (_c6_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
                 if _c6_RCD is not True and _c6_RCD is not False: raise EncodeError(f'expected a bool, got {_c6_RCD!r}')
-                v = (v << 11) | (_c6_i1 << 6) | (_c6_RCD << 2)
-                n += 11
+                v = (v << 10) | (_c6_i1 << 6) | (_c6_RCD << 2)
+                n += 10
                 s = 7
             else:
                 raise EncodeError('missing content: expected one of AC_EVSEStatus')
@@ -7574,12 +7548,10 @@ def _e_CurrentDemandReqType(w, o):
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
@@ -7603,12 +7575,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 18
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 3
             elif v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
@@ -7629,12 +7599,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
                 n += 18
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
@@ -7655,12 +7623,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 18) | (2 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
                 n += 18
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
@@ -7696,12 +7662,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
                 el = 'EVMaximumPowerLimit'
@@ -7722,12 +7686,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
@@ -7763,12 +7725,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 5
             elif v_BulkChargingComplete is not None:
                 el = 'BulkChargingComplete'
@@ -7828,12 +7788,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 17) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
                 el = 'RemainingTimeToBulkSoC'
@@ -7854,12 +7812,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 17) | (1 << 15) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
@@ -7880,12 +7836,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 17) | (2 << 15) | ((_c11_Multiplier - -3) << 10) | (_c11_i1 << 4) | (_c11_Value < 0)
                 n += 17
                 _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of RemainingTimeToFullSoC, RemainingTimeToBulkSoC, EVTargetVoltage')
@@ -7909,12 +7863,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 17) | ((_c12_Multiplier - -3) << 10) | (_c12_i1 << 4) | (_c12_Value < 0)
                 n += 17
                 _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_EVTargetVoltage is not None:
                 el = 'EVTargetVoltage'
@@ -7935,12 +7887,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 17) | (1 << 15) | ((_c13_Multiplier - -3) << 10) | (_c13_i1 << 4) | (_c13_Value < 0)
                 n += 17
                 _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of RemainingTimeToBulkSoC, EVTargetVoltage')
@@ -7964,12 +7914,10 @@ def _e_CurrentDemandReqType(w, o):
                 v = (v << 16) | ((_c14_Multiplier - -3) << 10) | (_c14_i1 << 4) | (_c14_Value < 0)
                 n += 16
                 _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             else:
                 raise EncodeError('missing content: expected one of EVTargetVoltage')
@@ -8654,17 +8602,17 @@ def _e_CurrentDemandResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c2_NotificationMaxDelay = None
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                 if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c2_i1 << 1)
-                n += 6
-                _c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c2_i1 << 1)
+                n += 5
                 _c2_EVSENotification = None
                 _c2_s = 2
             else:
@@ -8719,10 +8667,10 @@ def _e_CurrentDemandResType(w, o):
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
             _o = v_EVSEPresentCurrent
@@ -8739,13 +8687,13 @@ def _e_CurrentDemandResType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEPresentCurrent/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 16
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
             if v_EVSECurrentLimitAchieved is not True and v_EVSECurrentLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSECurrentLimitAchieved!r}')
@@ -8755,8 +8703,8 @@ def _e_CurrentDemandResType(w, o):
             if not (v_EVSEPowerLimitAchieved is not None): raise EncodeError('missing content: EVSEPowerLimitAchieved')
             el = 'EVSEPowerLimitAchieved'
             if v_EVSEPowerLimitAchieved is not True and v_EVSEPowerLimitAchieved is not False: raise EncodeError(f'expected a bool, got {v_EVSEPowerLimitAchieved!r}')
-            v = (v << 14) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
-            n += 14
+            v = (v << 12) | (v_EVSECurrentLimitAchieved << 9) | (v_EVSEVoltageLimitAchieved << 5) | (v_EVSEPowerLimitAchieved << 1)
+            n += 12
             s = 7
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -8780,12 +8728,10 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
                 n += 18
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
@@ -8806,12 +8752,10 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
                 n += 18
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
@@ -8832,12 +8776,10 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 18) | (2 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             elif v_EVSEID is not None:
                 el = 'EVSEID'
@@ -8874,12 +8816,10 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 17) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 17
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
                 el = 'EVSEMaximumPowerLimit'
@@ -8900,12 +8840,10 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             elif v_EVSEID is not None:
                 el = 'EVSEID'
@@ -8942,12 +8880,10 @@ def _e_CurrentDemandResType(w, o):
                 v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 10
             elif v_EVSEID is not None:
                 el = 'EVSEID'
@@ -9445,10 +9381,10 @@ def _e_MeteringReceiptResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 4
                 n += 4
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
@@ -9456,8 +9392,8 @@ def _e_MeteringReceiptResType(w, o):
                 if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
                 if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                v = (v << 11) | (_c2_i1 << 6) | (_c2_RCD << 2)
-                n += 11
+                v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
+                n += 10
                 v_AC_EVSEStatus = None
                 s = 2
             elif v_DC_EVSEStatus is not None:
@@ -9474,17 +9410,17 @@ def _e_MeteringReceiptResType(w, o):
                     if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                    elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    _c3_NotificationMaxDelay = None
                     if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
                     if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c3_i1 << 1)
-                    n += 6
-                    _c3_NotificationMaxDelay = None
+                    v = (v << 5) | (_c3_i1 << 1)
+                    n += 5
                     _c3_EVSENotification = None
                     _c3_s = 2
                 else:
@@ -9532,16 +9468,16 @@ def _e_MeteringReceiptResType(w, o):
                 if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 2)
                 n += 4
-                if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_NotificationMaxDelay]; n += 16
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
+                if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
                 if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 7) | (_c4_i1 << 2)
-                n += 7
+                v = (v << 6) | (_c4_i1 << 2)
+                n += 6
                 v_EVSEStatus = None
                 s = 2
             else:
@@ -9845,12 +9781,10 @@ def _e_PaymentDetailsResType(w, o):
             v = (v << 4) | (v_EVSETimeStamp < 0)
             n += 4
             _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -10572,10 +10506,10 @@ def _e_PowerDeliveryResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 4
                 n += 4
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'AC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
@@ -10583,8 +10517,8 @@ def _e_PowerDeliveryResType(w, o):
                 if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
                 el = 'AC_EVSEStatus/RCD'
                 if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                v = (v << 11) | (_c2_i1 << 6) | (_c2_RCD << 2)
-                n += 11
+                v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
+                n += 10
                 v_AC_EVSEStatus = None
                 s = 2
             elif v_DC_EVSEStatus is not None:
@@ -10601,17 +10535,17 @@ def _e_PowerDeliveryResType(w, o):
                     if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c3_NotificationMaxDelay < 128: v = (v << 8) | _c3_NotificationMaxDelay; n += 8
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c3_NotificationMaxDelay]; n += 16
-                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                    elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    _c3_NotificationMaxDelay = None
                     if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'DC_EVSEStatus/EVSENotification'
                     _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
                     if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c3_i1 << 1)
-                    n += 6
-                    _c3_NotificationMaxDelay = None
+                    v = (v << 5) | (_c3_i1 << 1)
+                    n += 5
                     _c3_EVSENotification = None
                     _c3_s = 2
                 else:
@@ -10659,16 +10593,16 @@ def _e_PowerDeliveryResType(w, o):
                 if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
                 v = (v << 4) | (2 << 2)
                 n += 4
-                if _c4_NotificationMaxDelay < 128: v = (v << 8) | _c4_NotificationMaxDelay; n += 8
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c4_NotificationMaxDelay]; n += 16
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = w.v; n = w.n
+                if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
+                elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
+                elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
                 if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'EVSEStatus/EVSENotification'
                 _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
                 if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 7) | (_c4_i1 << 2)
-                n += 7
+                v = (v << 6) | (_c4_i1 << 2)
+                n += 6
                 v_EVSEStatus = None
                 s = 2
             else:
@@ -10854,10 +10788,10 @@ def _e_PreChargeReqType(w, o):
             v = (v << 39) | (_c1_EVReady << 35) | (_c1_i1 << 28) | (_c1_EVRESSSOC << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 39
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
             _o = v_EVTargetCurrent
@@ -10874,15 +10808,13 @@ def _e_PreChargeReqType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVTargetCurrent/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
         w.v = v; w.n = n
@@ -11066,17 +10998,17 @@ def _e_PreChargeResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c2_NotificationMaxDelay = None
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                 if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c2_i1 << 1)
-                n += 6
-                _c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c2_i1 << 1)
+                n += 5
                 _c2_EVSENotification = None
                 _c2_s = 2
             else:
@@ -11131,12 +11063,10 @@ def _e_PreChargeResType(w, o):
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n
@@ -11196,12 +11126,10 @@ def _e_ServiceDetailReqType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if v_ServiceID < 128: v = (v << 10) | (v_ServiceID << 2); n += 10
+            elif v_ServiceID < 16384: v = (v << 18) | (_V2[v_ServiceID] << 2); n += 18
+            elif v_ServiceID < 2097152: v = (v << 26) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of ServiceID')
         w.v = v; w.n = n
@@ -11294,12 +11222,10 @@ def _e_ServiceDetailResType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v = (v << 10) | (_i1 << 3)
             n += 10
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
@@ -11669,12 +11595,10 @@ def _e_ServiceDiscoveryResType(w, o):
                 if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-                elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c2_ServiceID = None
                 _c2_s = 1
             else:
@@ -11947,12 +11871,10 @@ def _e_SessionSetupResType(w, o):
                 v = (v << 4) | (v_EVSETimeStamp < 0)
                 n += 4
                 _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -12290,17 +12212,17 @@ def _e_WeldingDetectionResType(w, o):
                 if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_NotificationMaxDelay; n += 8
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_NotificationMaxDelay]; n += 16
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = w.v; n = w.n
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c2_NotificationMaxDelay = None
                 if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
                 if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c2_i1 << 1)
-                n += 6
-                _c2_NotificationMaxDelay = None
+                v = (v << 5) | (_c2_i1 << 1)
+                n += 5
                 _c2_EVSENotification = None
                 _c2_s = 2
             else:
@@ -12355,12 +12277,10 @@ def _e_WeldingDetectionResType(w, o):
             v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
             n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
         w.v = v; w.n = n

@@ -328,10 +328,11 @@ def _e_AC_EVChargeParameterType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
+            v_DepartureTime = None
             if not (v_EAmount is not None): raise EncodeError('missing content: EAmount')
             el = 'EAmount'
             _o = v_EAmount
@@ -348,16 +349,13 @@ def _e_AC_EVChargeParameterType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'EAmount/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-            n += 17
-            v_DepartureTime = None
+            v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+            n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EAmount = None
             s = 2
         elif v_EAmount is not None:
@@ -379,12 +377,10 @@ def _e_AC_EVChargeParameterType(w, o):
             v = (v << 17) | (1 << 15) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 17
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             v_EAmount = None
             s = 2
         else:
@@ -409,10 +405,11 @@ def _e_AC_EVChargeParameterType(w, o):
                 v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaxVoltage = None
                 if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
                 el = 'EVMaxCurrent'
                 _o = v_EVMaxCurrent
@@ -429,14 +426,14 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not (_c4_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaxCurrent/Value'
                 if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                n += 18
-                v_EVMaxVoltage = None
+                v = (v << 16) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 16
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaxCurrent = None
                 if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
                 el = 'EVMinCurrent'
                 _o = v_EVMinCurrent
@@ -453,16 +450,13 @@ def _e_AC_EVChargeParameterType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMinCurrent/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                n += 18
-                v_EVMaxCurrent = None
+                v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_EVMinCurrent = None
                 if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
                 s = -1
@@ -638,10 +632,10 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 65535]')
             v <<= 3
             n += 3
-            if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-            elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
-            elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
+            if _c1_NotificationMaxDelay < 128: v = (v << 9) | (_c1_NotificationMaxDelay << 1); n += 9
+            elif _c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c1_NotificationMaxDelay] << 1); n += 17
+            elif _c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'AC_EVSEStatus/EVSENotification'
             _c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
@@ -665,13 +659,13 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if not (_c2_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSENominalVoltage/Value'
             if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-            v = (v << 27) | (_c1_i1 << 22) | (_c1_RCD << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-            n += 27
+            v = (v << 26) | (_c1_i1 << 22) | (_c1_RCD << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            n += 26
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
             _o = v_EVSEMaxCurrent
@@ -688,15 +682,13 @@ def _e_AC_EVSEChargeParameterType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaxCurrent/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 3
-            n += 3
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
         else:
             raise EncodeError('missing content: expected one of AC_EVSEStatus')
         w.v = v; w.n = n
@@ -774,10 +766,11 @@ def _e_AC_EVSEStatusType(w, o):
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+            if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+            elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+            elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            v_NotificationMaxDelay = None
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
@@ -785,9 +778,8 @@ def _e_AC_EVSEStatusType(w, o):
             if not (v_RCD is not None): raise EncodeError('missing content: RCD')
             el = 'RCD'
             if v_RCD is not True and v_RCD is not False: raise EncodeError(f'expected a bool, got {v_RCD!r}')
-            v = (v << 11) | (_i1 << 6) | (v_RCD << 2)
-            n += 11
-            v_NotificationMaxDelay = None
+            v = (v << 10) | (_i1 << 6) | (v_RCD << 2)
+            n += 10
             v_EVSENotification = None
             v_RCD = None
             if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_RCD is not None: raise _leftover(o)
@@ -1110,12 +1102,10 @@ def _e_ChargeServiceType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             v_ServiceID = None
             s = 1
         else:
@@ -1452,10 +1442,10 @@ def _e_ChargingProfileType(w, o):
                 if _c1_ChargingProfileEntryStart < 0 or _c1_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c1_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                 v <<= 2
                 n += 2
-                if _c1_ChargingProfileEntryStart < 128: v = (v << 8) | _c1_ChargingProfileEntryStart; n += 8
-                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c1_ChargingProfileEntryStart]; n += 16
-                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c1_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c1_ChargingProfileEntryStart >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = w.v; n = w.n
+                if _c1_ChargingProfileEntryStart < 128: v = (v << 9) | (_c1_ChargingProfileEntryStart << 1); n += 9
+                elif _c1_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c1_ChargingProfileEntryStart] << 1); n += 17
+                elif _c1_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c1_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c1_ChargingProfileEntryStart >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
                 if not (_c1_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                 _o = _c1_ChargingProfileEntryMaxPower
@@ -1472,15 +1462,13 @@ def _e_ChargingProfileType(w, o):
                 if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
                 el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
                 if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
-                n += 17
+                v = (v << 16) | ((_c1_c1_Multiplier - -3) << 10) | (_c1_c1_i1 << 4) | (_c1_c1_Value < 0)
+                n += 16
                 _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
@@ -1516,10 +1504,10 @@ def _e_ChargingProfileType(w, o):
                         if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                         v <<= 2
                         n += 2
-                        if _c2_ChargingProfileEntryStart < 128: v = (v << 8) | _c2_ChargingProfileEntryStart; n += 8
-                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[_c2_ChargingProfileEntryStart]; n += 16
-                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = w.v; n = w.n
+                        if _c2_ChargingProfileEntryStart < 128: v = (v << 9) | (_c2_ChargingProfileEntryStart << 1); n += 9
+                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c2_ChargingProfileEntryStart] << 1); n += 17
+                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
                         if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
                         el = 'ProfileEntry/ChargingProfileEntryMaxPower'
                         _o = _c2_ChargingProfileEntryMaxPower
@@ -1536,15 +1524,13 @@ def _e_ChargingProfileType(w, o):
                         if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
                         el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
                         if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 17) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
-                        n += 17
+                        v = (v << 16) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                        n += 16
                         _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         _c2_s = 2
                     else:
                         raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
@@ -1875,15 +1861,15 @@ def _e_ConsumptionCostType(w, o):
             v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
             n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_startValue = None
             if not (i_Cost < n_Cost): raise EncodeError('missing content: Cost')
             el = 'Cost'
-            v <<= 3
-            n += 3
-            v_startValue = None
+            v <<= 1
+            n += 1
             _c2_o = v_Cost[i_Cost]
             _c2_costKind = _c2_o.costKind
             _c2_amount = _c2_o.amount
@@ -1897,12 +1883,10 @@ def _e_ConsumptionCostType(w, o):
                 if _c2_amount < 0 or _c2_amount > 4294967295: raise EncodeError(f'value {_c2_amount!r} outside [0, 4294967295]')
                 v = (v << 7) | (_c2_i1 << 3)
                 n += 7
-                if _c2_amount < 128: v = (v << 8) | _c2_amount; n += 8
-                elif _c2_amount < 16384: v = (v << 16) | _V2[_c2_amount]; n += 16
-                elif _c2_amount < 2097152: v = (v << 24) | ((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_amount); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c2_amount < 128: v = (v << 9) | (_c2_amount << 1); n += 9
+                elif _c2_amount < 16384: v = (v << 17) | (_V2[_c2_amount] << 1); n += 17
+                elif _c2_amount < 2097152: v = (v << 25) | ((((_V2[_c2_amount & 16383] | 128) << 8) | (_c2_amount >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_amount); v = (w.v << 1); n = w.n + 1
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of costKind')
@@ -1940,12 +1924,10 @@ def _e_ConsumptionCostType(w, o):
                     if _c3_amount < 0 or _c3_amount > 4294967295: raise EncodeError(f'value {_c3_amount!r} outside [0, 4294967295]')
                     v = (v << 7) | (_c3_i1 << 3)
                     n += 7
-                    if _c3_amount < 128: v = (v << 8) | _c3_amount; n += 8
-                    elif _c3_amount < 16384: v = (v << 16) | _V2[_c3_amount]; n += 16
-                    elif _c3_amount < 2097152: v = (v << 24) | ((_V2[_c3_amount & 16383] | 128) << 8) | (_c3_amount >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c3_amount); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c3_amount < 128: v = (v << 9) | (_c3_amount << 1); n += 9
+                    elif _c3_amount < 16384: v = (v << 17) | (_V2[_c3_amount] << 1); n += 17
+                    elif _c3_amount < 2097152: v = (v << 25) | ((((_V2[_c3_amount & 16383] | 128) << 8) | (_c3_amount >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c3_amount); v = (w.v << 1); n = w.n + 1
                     _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
@@ -1986,12 +1968,10 @@ def _e_ConsumptionCostType(w, o):
                     if _c4_amount < 0 or _c4_amount > 4294967295: raise EncodeError(f'value {_c4_amount!r} outside [0, 4294967295]')
                     v = (v << 7) | (_c4_i1 << 3)
                     n += 7
-                    if _c4_amount < 128: v = (v << 8) | _c4_amount; n += 8
-                    elif _c4_amount < 16384: v = (v << 16) | _V2[_c4_amount]; n += 16
-                    elif _c4_amount < 2097152: v = (v << 24) | ((_V2[_c4_amount & 16383] | 128) << 8) | (_c4_amount >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c4_amount); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c4_amount < 128: v = (v << 9) | (_c4_amount << 1); n += 9
+                    elif _c4_amount < 16384: v = (v << 17) | (_V2[_c4_amount] << 1); n += 17
+                    elif _c4_amount < 2097152: v = (v << 25) | ((((_V2[_c4_amount & 16383] | 128) << 8) | (_c4_amount >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_amount); v = (w.v << 1); n = w.n + 1
                     _c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
@@ -2192,12 +2172,10 @@ def _e_CostType(w, o):
             if v_amount < 0 or v_amount > 4294967295: raise EncodeError(f'value {v_amount!r} outside [0, 4294967295]')
             v = (v << 7) | (_i1 << 3)
             n += 7
-            if v_amount < 128: v = (v << 8) | v_amount; n += 8
-            elif v_amount < 16384: v = (v << 16) | _V2[v_amount]; n += 16
-            elif v_amount < 2097152: v = (v << 24) | ((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_amount); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_amount < 128: v = (v << 9) | (v_amount << 1); n += 9
+            elif v_amount < 16384: v = (v << 17) | (_V2[v_amount] << 1); n += 17
+            elif v_amount < 2097152: v = (v << 25) | ((((_V2[v_amount & 16383] | 128) << 8) | (v_amount >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_amount); v = (w.v << 1); n = w.n + 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
@@ -2783,10 +2761,11 @@ def _e_DC_EVChargeParameterType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
+            if v_DepartureTime < 128: v = (v << 9) | (v_DepartureTime << 1); n += 9
+            elif v_DepartureTime < 16384: v = (v << 17) | (_V2[v_DepartureTime] << 1); n += 17
+            elif v_DepartureTime < 2097152: v = (v << 25) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 1); n = w.n + 1
+            v_DepartureTime = None
             if not (v_DC_EVStatus is not None): raise EncodeError('missing content: DC_EVStatus')
             el = 'DC_EVStatus'
             _o = v_DC_EVStatus
@@ -2803,9 +2782,8 @@ def _e_DC_EVChargeParameterType(w, o):
             if not (_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
             el = 'DC_EVStatus/EVRESSSOC'
             if not 0 <= _c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_EVRESSSOC!r} outside [0, 100]')
-            v = (v << 24) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
-            n += 24
-            v_DepartureTime = None
+            v = (v << 23) | (_c1_EVReady << 19) | (_c1_i1 << 12) | (_c1_EVRESSSOC << 2)
+            n += 23
             v_DC_EVStatus = None
             s = 2
         elif v_DC_EVStatus is not None:
@@ -2850,12 +2828,10 @@ def _e_DC_EVChargeParameterType(w, o):
                 v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumCurrentLimit = None
                 s = 3
             else:
@@ -2880,10 +2856,11 @@ def _e_DC_EVChargeParameterType(w, o):
                 v = (v << 17) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
                 n += 17
                 _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                v_EVMaximumPowerLimit = None
                 if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
                 el = 'EVMaximumVoltageLimit'
                 _o = v_EVMaximumVoltageLimit
@@ -2900,16 +2877,13 @@ def _e_DC_EVChargeParameterType(w, o):
                 if not (_c5_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVMaximumVoltageLimit/Value'
                 if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                n += 18
-                v_EVMaximumPowerLimit = None
+                v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 16
                 _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltageLimit = None
                 s = 5
             elif v_EVMaximumVoltageLimit is not None:
@@ -2931,12 +2905,10 @@ def _e_DC_EVChargeParameterType(w, o):
                 v = (v << 17) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
                 n += 17
                 _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVMaximumVoltageLimit = None
                 s = 5
             else:
@@ -2961,12 +2933,10 @@ def _e_DC_EVChargeParameterType(w, o):
                 v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 18
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVEnergyCapacity = None
                 s = 6
             elif v_EVEnergyRequest is not None:
@@ -2988,12 +2958,10 @@ def _e_DC_EVChargeParameterType(w, o):
                 v = (v << 18) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
                 n += 18
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVEnergyRequest = None
                 s = 7
             elif v_FullSOC is not None:
@@ -3035,12 +3003,10 @@ def _e_DC_EVChargeParameterType(w, o):
                 v = (v << 18) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 18
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_EVEnergyRequest = None
                 s = 7
             elif v_FullSOC is not None:
@@ -3795,17 +3761,17 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_NotificationMaxDelay < 128: v = (v << 8) | _c1_NotificationMaxDelay; n += 8
-                elif _c1_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c1_NotificationMaxDelay]; n += 16
-                elif _c1_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = w.v; n = w.n
+                if _c1_NotificationMaxDelay < 128: v = (v << 9) | (_c1_NotificationMaxDelay << 1); n += 9
+                elif _c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c1_NotificationMaxDelay] << 1); n += 17
+                elif _c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c1_NotificationMaxDelay = None
                 if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                 el = 'DC_EVSEStatus/EVSENotification'
                 _c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
                 if _c1_i1 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c1_i1 << 1)
-                n += 6
-                _c1_NotificationMaxDelay = None
+                v = (v << 5) | (_c1_i1 << 1)
+                n += 5
                 _c1_EVSENotification = None
                 _c1_s = 2
             else:
@@ -3860,10 +3826,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
             v = (v << 16) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
             n += 16
             _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMaximumPowerLimit is not None): raise EncodeError('missing content: EVSEMaximumPowerLimit')
             el = 'EVSEMaximumPowerLimit'
             _o = v_EVSEMaximumPowerLimit
@@ -3880,13 +3846,13 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if not (_c3_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumPowerLimit/Value'
             if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
             _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
             el = 'EVSEMaximumVoltageLimit'
             _o = v_EVSEMaximumVoltageLimit
@@ -3903,13 +3869,13 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if not (_c4_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMaximumVoltageLimit/Value'
             if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 16
             _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMinimumCurrentLimit is not None): raise EncodeError('missing content: EVSEMinimumCurrentLimit')
             el = 'EVSEMinimumCurrentLimit'
             _o = v_EVSEMinimumCurrentLimit
@@ -3926,13 +3892,13 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if not (_c5_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumCurrentLimit/Value'
             if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+            n += 16
             _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
             el = 'EVSEMinimumVoltageLimit'
             _o = v_EVSEMinimumVoltageLimit
@@ -3949,15 +3915,13 @@ def _e_DC_EVSEChargeParameterType(w, o):
             if not (_c6_Value is not None): raise EncodeError('missing content: Value')
             el = 'EVSEMinimumVoltageLimit/Value'
             if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-            v = (v << 18) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-            n += 18
+            v = (v << 16) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+            n += 16
             _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 6
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
@@ -3981,10 +3945,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 v = (v << 17) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
                 n += 17
                 _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
                 el = 'EVSEPeakCurrentRipple'
                 _o = v_EVSEPeakCurrentRipple
@@ -4001,15 +3965,13 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 if not (_c8_Value is not None): raise EncodeError('missing content: Value')
                 el = 'EVSEPeakCurrentRipple/Value'
                 if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                n += 18
+                v = (v << 16) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+                n += 16
                 _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             elif v_EVSEPeakCurrentRipple is not None:
                 el = 'EVSEPeakCurrentRipple'
@@ -4030,12 +3992,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
                 n += 17
                 _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = 8
             else:
                 raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
@@ -4059,12 +4019,10 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
                 n += 17
                 _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -4177,17 +4135,17 @@ def _e_DC_EVSEStatusType(w, o):
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+            if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+            elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+            elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            v_NotificationMaxDelay = None
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 6) | (_i1 << 1)
-            n += 6
-            v_NotificationMaxDelay = None
+            v = (v << 5) | (_i1 << 1)
+            n += 5
             v_EVSENotification = None
             s = 2
         else:
@@ -4504,12 +4462,10 @@ def _e_EVChargeParameterType(w, o):
             if v_DepartureTime < 0 or v_DepartureTime > 4294967295: raise EncodeError(f'value {v_DepartureTime!r} outside [0, 4294967295]')
             v <<= 3
             n += 3
-            if v_DepartureTime < 128: v = (v << 8) | v_DepartureTime; n += 8
-            elif v_DepartureTime < 16384: v = (v << 16) | _V2[v_DepartureTime]; n += 16
-            elif v_DepartureTime < 2097152: v = (v << 24) | ((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if v_DepartureTime < 128: v = (v << 10) | (v_DepartureTime << 2); n += 10
+            elif v_DepartureTime < 16384: v = (v << 18) | (_V2[v_DepartureTime] << 2); n += 18
+            elif v_DepartureTime < 2097152: v = (v << 26) | ((((_V2[v_DepartureTime & 16383] | 128) << 8) | (v_DepartureTime >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_DepartureTime); v = (w.v << 2); n = w.n + 2
         elif True:
             v = (v << 2) | 1
             n += 2
@@ -4636,16 +4592,16 @@ def _e_EVSEStatusType(w, o):
             if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 65535: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_NotificationMaxDelay < 128: v = (v << 8) | v_NotificationMaxDelay; n += 8
-            elif v_NotificationMaxDelay < 16384: v = (v << 16) | _V2[v_NotificationMaxDelay]; n += 16
-            elif v_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = w.v; n = w.n
+            if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+            elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+            elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
             if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
             el = 'EVSENotification'
             _i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
             if _i1 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-            v = (v << 7) | (_i1 << 2)
-            n += 7
+            v = (v << 6) | (_i1 << 2)
+            n += 6
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
@@ -4806,12 +4762,10 @@ def _e_EntryType(w, o):
                 if _c1_start < 0 or _c1_start > 16777214: raise EncodeError(f'value {_c1_start!r} outside [0, 16777214]')
                 v <<= 2
                 n += 2
-                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_start < 128: v = (v << 9) | (_c1_start << 1); n += 9
+                elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
+                elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -4821,12 +4775,10 @@ def _e_EntryType(w, o):
                     if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
                     v <<= 3
                     n += 3
-                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -5050,12 +5002,10 @@ def _e_ListOfRootCertificateIDsType(w, o):
             v = (v << 4) | (_c1_X509SerialNumber < 0)
             n += 4
             _m = (-_c1_X509SerialNumber - 1 if _c1_X509SerialNumber < 0 else _c1_X509SerialNumber)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             i_RootCertificateID += 1
             s = 1
         else:
@@ -5083,12 +5033,10 @@ def _e_ListOfRootCertificateIDsType(w, o):
                     v = (v << 4) | (_c2_X509SerialNumber < 0)
                     n += 4
                     _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     i_RootCertificateID += 1
                     _k += 1
                     if _k == 19:
@@ -5520,12 +5468,10 @@ def _e_MeterInfoType(w, o):
                 if v_MeterReading < 0 or v_MeterReading > 18446744073709551615: raise EncodeError(f'value {v_MeterReading!r} outside [0, 18446744073709551615]')
                 v <<= 4
                 n += 4
-                if v_MeterReading < 128: v = (v << 8) | v_MeterReading; n += 8
-                elif v_MeterReading < 16384: v = (v << 16) | _V2[v_MeterReading]; n += 16
-                elif v_MeterReading < 2097152: v = (v << 24) | ((_V2[v_MeterReading & 16383] | 128) << 8) | (v_MeterReading >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_MeterReading); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if v_MeterReading < 128: v = (v << 9) | (v_MeterReading << 1); n += 9
+                elif v_MeterReading < 16384: v = (v << 17) | (_V2[v_MeterReading] << 1); n += 17
+                elif v_MeterReading < 2097152: v = (v << 25) | ((((_V2[v_MeterReading & 16383] | 128) << 8) | (v_MeterReading >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_MeterReading); v = (w.v << 1); n = w.n + 1
                 s = 2
             elif v_SigMeterReading is not None:
                 el = 'SigMeterReading'
@@ -5544,12 +5490,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -5557,12 +5501,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (3 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 3) | 4
@@ -5586,12 +5528,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (1 << 2) | (v_MeterStatus < 0)
                 n += 5
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -5599,12 +5539,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 5) | (2 << 2) | (v_TMeter < 0)
                 n += 5
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 3) | 3
@@ -5617,12 +5555,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (v_MeterStatus < 0)
                 n += 4
                 _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 4
             elif v_TMeter is not None:
                 el = 'TMeter'
@@ -5630,12 +5566,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (1 << 2) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 2) | 2
@@ -5648,12 +5582,10 @@ def _e_MeterInfoType(w, o):
                 v = (v << 4) | (v_TMeter < 0)
                 n += 4
                 _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
                 s = 5
             elif True:
                 v = (v << 2) | 1
@@ -5937,12 +5869,10 @@ def _e_PMaxScheduleEntryType(w, o):
                 if _c1_start < 0 or _c1_start > 16777214: raise EncodeError(f'value {_c1_start!r} outside [0, 16777214]')
                 v <<= 2
                 n += 2
-                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_start < 128: v = (v << 9) | (_c1_start << 1); n += 9
+                elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
+                elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -5952,12 +5882,10 @@ def _e_PMaxScheduleEntryType(w, o):
                     if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
                     v <<= 3
                     n += 3
-                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -5995,12 +5923,10 @@ def _e_PMaxScheduleEntryType(w, o):
                 v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
                 n += 16
                 _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_PMax = None
                 if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
                 s = -1
@@ -6366,12 +6292,10 @@ def _e_PMaxScheduleType(w, o):
                     if _c1_c1_start < 0 or _c1_c1_start > 16777214: raise EncodeError(f'value {_c1_c1_start!r} outside [0, 16777214]')
                     v <<= 2
                     n += 2
-                    if _c1_c1_start < 128: v = (v << 8) | _c1_c1_start; n += 8
-                    elif _c1_c1_start < 16384: v = (v << 16) | _V2[_c1_c1_start]; n += 16
-                    elif _c1_c1_start < 2097152: v = (v << 24) | ((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c1_c1_start < 128: v = (v << 9) | (_c1_c1_start << 1); n += 9
+                    elif _c1_c1_start < 16384: v = (v << 17) | (_V2[_c1_c1_start] << 1); n += 17
+                    elif _c1_c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_c1_start & 16383] | 128) << 8) | (_c1_c1_start >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_start); v = (w.v << 1); n = w.n + 1
                     _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
@@ -6381,12 +6305,10 @@ def _e_PMaxScheduleType(w, o):
                         if _c1_c1_duration < 0 or _c1_c1_duration > 86400: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 86400]')
                         v <<= 3
                         n += 3
-                        if _c1_c1_duration < 128: v = (v << 8) | _c1_c1_duration; n += 8
-                        elif _c1_c1_duration < 16384: v = (v << 16) | _V2[_c1_c1_duration]; n += 16
-                        elif _c1_c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _c1_c1_duration < 128: v = (v << 10) | (_c1_c1_duration << 2); n += 10
+                        elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
+                        elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
                         _c1_c1_s = -1
                     elif True:
                         v = (v << 2) | 1
@@ -6424,12 +6346,10 @@ def _e_PMaxScheduleType(w, o):
                     v = (v << 16) | ((_c1_c3_Multiplier - -3) << 10) | (_c1_c3_i1 << 4) | (_c1_c3_Value < 0)
                     n += 16
                     _m = (-_c1_c3_Value - 1 if _c1_c3_Value < 0 else _c1_c3_Value)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 3
-                    n += 3
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                     _c1_PMax = None
                     if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
                     _c1_s = -1
@@ -6463,12 +6383,10 @@ def _e_PMaxScheduleType(w, o):
                             if _c2_c1_start < 0 or _c2_c1_start > 16777214: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 16777214]')
                             v <<= 2
                             n += 2
-                            if _c2_c1_start < 128: v = (v << 8) | _c2_c1_start; n += 8
-                            elif _c2_c1_start < 16384: v = (v << 16) | _V2[_c2_c1_start]; n += 16
-                            elif _c2_c1_start < 2097152: v = (v << 24) | ((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
+                            if _c2_c1_start < 128: v = (v << 9) | (_c2_c1_start << 1); n += 9
+                            elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
+                            elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
+                            else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
                             _c2_c1_s = 1
                         else:
                             raise EncodeError('missing content: expected one of start')
@@ -6478,12 +6396,10 @@ def _e_PMaxScheduleType(w, o):
                                 if _c2_c1_duration < 0 or _c2_c1_duration > 86400: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 86400]')
                                 v <<= 3
                                 n += 3
-                                if _c2_c1_duration < 128: v = (v << 8) | _c2_c1_duration; n += 8
-                                elif _c2_c1_duration < 16384: v = (v << 16) | _V2[_c2_c1_duration]; n += 16
-                                elif _c2_c1_duration < 2097152: v = (v << 24) | ((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14); n += 24
-                                else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = w.v; n = w.n
-                                v <<= 2
-                                n += 2
+                                if _c2_c1_duration < 128: v = (v << 10) | (_c2_c1_duration << 2); n += 10
+                                elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
+                                elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
+                                else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
                                 _c2_c1_s = -1
                             elif True:
                                 v = (v << 2) | 1
@@ -6521,12 +6437,10 @@ def _e_PMaxScheduleType(w, o):
                             v = (v << 16) | ((_c2_c3_Multiplier - -3) << 10) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
                             n += 16
                             _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                            if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                            v <<= 3
-                            n += 3
+                            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                             _c2_PMax = None
                             if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
                             _c2_s = -1
@@ -6649,15 +6563,15 @@ def _e_ParameterSetType(w, o):
             v = (v << 3) | (v_ParameterSetID < 0)
             n += 3
             _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_ParameterSetID = None
             if not (i_Parameter < n_Parameter): raise EncodeError('missing content: Parameter')
             el = 'Parameter'
-            v <<= 2
-            n += 2
-            v_ParameterSetID = None
+            v <<= 1
+            n += 1
             w.v = v; w.n = n
             _e_ParameterType(w, v_Parameter[i_Parameter])
             v = w.v; n = w.n
@@ -6935,12 +6849,10 @@ def _e_ParameterType(w, o):
                 v = (v << 5) | (2 << 2) | (v_shortValue < 0)
                 n += 5
                 _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_shortValue = None
                 if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                 s = -1
@@ -6950,12 +6862,10 @@ def _e_ParameterType(w, o):
                 v = (v << 5) | (3 << 2) | (v_intValue < 0)
                 n += 5
                 _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 v_intValue = None
                 if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                 s = -1
@@ -6978,12 +6888,10 @@ def _e_ParameterType(w, o):
                 v = (v << 18) | (4 << 15) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
                 n += 18
                 _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 v_physicalValue = None
                 if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
                 s = -1
@@ -7174,12 +7082,10 @@ def _e_PhysicalValueType(w, o):
             v = (v << 15) | ((v_Multiplier - -3) << 10) | (_i1 << 4) | (v_Value < 0)
             n += 15
             _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
         else:
             raise EncodeError('missing content: expected one of Multiplier')
         w.v = v; w.n = n
@@ -7306,10 +7212,10 @@ def _e_ProfileEntryType(w, o):
             if v_ChargingProfileEntryStart < 0 or v_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {v_ChargingProfileEntryStart!r} outside [0, 4294967295]')
             v <<= 2
             n += 2
-            if v_ChargingProfileEntryStart < 128: v = (v << 8) | v_ChargingProfileEntryStart; n += 8
-            elif v_ChargingProfileEntryStart < 16384: v = (v << 16) | _V2[v_ChargingProfileEntryStart]; n += 16
-            elif v_ChargingProfileEntryStart < 2097152: v = (v << 24) | ((_V2[v_ChargingProfileEntryStart & 16383] | 128) << 8) | (v_ChargingProfileEntryStart >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = w.v; n = w.n
+            if v_ChargingProfileEntryStart < 128: v = (v << 9) | (v_ChargingProfileEntryStart << 1); n += 9
+            elif v_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[v_ChargingProfileEntryStart] << 1); n += 17
+            elif v_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[v_ChargingProfileEntryStart & 16383] | 128) << 8) | (v_ChargingProfileEntryStart >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
             if not (v_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
             el = 'ChargingProfileEntryMaxPower'
             _o = v_ChargingProfileEntryMaxPower
@@ -7326,15 +7232,13 @@ def _e_ProfileEntryType(w, o):
             if not (_c1_Value is not None): raise EncodeError('missing content: Value')
             el = 'ChargingProfileEntryMaxPower/Value'
             if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-            v = (v << 17) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-            n += 17
+            v = (v << 16) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+            n += 16
             _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-            if _m < 128: v = (v << 8) | _m; n += 8
-            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-            v <<= 2
-            n += 2
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
             s = 2
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
@@ -7446,12 +7350,10 @@ def _e_RelativeTimeIntervalType(w, o):
             if v_start < 0 or v_start > 16777214: raise EncodeError(f'value {v_start!r} outside [0, 16777214]')
             v <<= 2
             n += 2
-            if v_start < 128: v = (v << 8) | v_start; n += 8
-            elif v_start < 16384: v = (v << 16) | _V2[v_start]; n += 16
-            elif v_start < 2097152: v = (v << 24) | ((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_start); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_start < 128: v = (v << 9) | (v_start << 1); n += 9
+            elif v_start < 16384: v = (v << 17) | (_V2[v_start] << 1); n += 17
+            elif v_start < 2097152: v = (v << 25) | ((((_V2[v_start & 16383] | 128) << 8) | (v_start >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_start); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of start')
@@ -7461,12 +7363,10 @@ def _e_RelativeTimeIntervalType(w, o):
                 if v_duration < 0 or v_duration > 86400: raise EncodeError(f'value {v_duration!r} outside [0, 86400]')
                 v <<= 3
                 n += 3
-                if v_duration < 128: v = (v << 8) | v_duration; n += 8
-                elif v_duration < 16384: v = (v << 16) | _V2[v_duration]; n += 16
-                elif v_duration < 2097152: v = (v << 24) | ((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(v_duration); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if v_duration < 128: v = (v << 10) | (v_duration << 2); n += 10
+                elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
+                elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -8119,12 +8019,10 @@ def _e_SalesTariffEntryType(w, o):
                 if _c1_start < 0 or _c1_start > 16777214: raise EncodeError(f'value {_c1_start!r} outside [0, 16777214]')
                 v <<= 2
                 n += 2
-                if _c1_start < 128: v = (v << 8) | _c1_start; n += 8
-                elif _c1_start < 16384: v = (v << 16) | _V2[_c1_start]; n += 16
-                elif _c1_start < 2097152: v = (v << 24) | ((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_start); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_start < 128: v = (v << 9) | (_c1_start << 1); n += 9
+                elif _c1_start < 16384: v = (v << 17) | (_V2[_c1_start] << 1); n += 17
+                elif _c1_start < 2097152: v = (v << 25) | ((((_V2[_c1_start & 16383] | 128) << 8) | (_c1_start >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_start); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
@@ -8134,12 +8032,10 @@ def _e_SalesTariffEntryType(w, o):
                     if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
                     v <<= 3
                     n += 3
-                    if _c1_duration < 128: v = (v << 8) | _c1_duration; n += 8
-                    elif _c1_duration < 16384: v = (v << 16) | _V2[_c1_duration]; n += 16
-                    elif _c1_duration < 2097152: v = (v << 24) | ((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -8719,12 +8615,10 @@ def _e_SelectedServiceListType(w, o):
                 if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+                elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+                elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -8735,12 +8629,10 @@ def _e_SelectedServiceListType(w, o):
                     v = (v << 4) | (_c1_ParameterSetID < 0)
                     n += 4
                     _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
-                    if _m < 128: v = (v << 8) | _m; n += 8
-                    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                     _c1_s = -1
                 elif True:
                     v = (v << 2) | 1
@@ -8766,12 +8658,10 @@ def _e_SelectedServiceListType(w, o):
                         if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                         v <<= 2
                         n += 2
-                        if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                        elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                        elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                        elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                         _c2_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -8782,12 +8672,10 @@ def _e_SelectedServiceListType(w, o):
                             v = (v << 4) | (_c2_ParameterSetID < 0)
                             n += 4
                             _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
-                            if _m < 128: v = (v << 8) | _m; n += 8
-                            elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                            elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
+                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                             _c2_s = -1
                         elif True:
                             v = (v << 2) | 1
@@ -8911,12 +8799,10 @@ def _e_SelectedServiceType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
@@ -8927,12 +8813,10 @@ def _e_SelectedServiceType(w, o):
                 v = (v << 4) | (v_ParameterSetID < 0)
                 n += 4
                 _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 2
-                n += 2
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 s = -1
             elif True:
                 v = (v << 2) | 1
@@ -9247,12 +9131,10 @@ def _e_ServiceListType(w, o):
                 if _c1_ServiceID < 0 or _c1_ServiceID > 65535: raise EncodeError(f'value {_c1_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                if _c1_ServiceID < 128: v = (v << 8) | _c1_ServiceID; n += 8
-                elif _c1_ServiceID < 16384: v = (v << 16) | _V2[_c1_ServiceID]; n += 16
-                elif _c1_ServiceID < 2097152: v = (v << 24) | ((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
+                if _c1_ServiceID < 128: v = (v << 9) | (_c1_ServiceID << 1); n += 9
+                elif _c1_ServiceID < 16384: v = (v << 17) | (_V2[_c1_ServiceID] << 1); n += 17
+                elif _c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c1_ServiceID & 16383] | 128) << 8) | (_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_ServiceID); v = (w.v << 1); n = w.n + 1
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
@@ -9336,12 +9218,10 @@ def _e_ServiceListType(w, o):
                         if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                         v <<= 2
                         n += 2
-                        if _c2_ServiceID < 128: v = (v << 8) | _c2_ServiceID; n += 8
-                        elif _c2_ServiceID < 16384: v = (v << 16) | _V2[_c2_ServiceID]; n += 16
-                        elif _c2_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
+                        if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                        elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                        elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
                         _c2_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
@@ -9672,12 +9552,10 @@ def _e_ServiceType(w, o):
             if v_ServiceID < 0 or v_ServiceID > 65535: raise EncodeError(f'value {v_ServiceID!r} outside [0, 65535]')
             v <<= 2
             n += 2
-            if v_ServiceID < 128: v = (v << 8) | v_ServiceID; n += 8
-            elif v_ServiceID < 16384: v = (v << 16) | _V2[v_ServiceID]; n += 16
-            elif v_ServiceID < 2097152: v = (v << 24) | ((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14); n += 24
-            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = w.v; n = w.n
-            v <<= 1
-            n += 1
+            if v_ServiceID < 128: v = (v << 9) | (v_ServiceID << 1); n += 9
+            elif v_ServiceID < 16384: v = (v << 17) | (_V2[v_ServiceID] << 1); n += 17
+            elif v_ServiceID < 2097152: v = (v << 25) | ((((_V2[v_ServiceID & 16383] | 128) << 8) | (v_ServiceID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ServiceID); v = (w.v << 1); n = w.n + 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')

@@ -2383,17 +2383,17 @@ def _e_V2G_Message(w, o):
                     if _c2_c5_c2_NotificationMaxDelay < 0 or _c2_c5_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c5_c2_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c2_c5_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c5_c2_NotificationMaxDelay; n += 8
-                    elif _c2_c5_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c5_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_c5_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c5_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c5_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c5_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_c5_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c5_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c5_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c5_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c5_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c5_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c5_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c5_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    _c2_c5_c2_NotificationMaxDelay = None
                     if not (_c2_c5_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
                     _c2_c5_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c5_c2_EVSENotification)
                     if _c2_c5_c2_i1 is None: raise EncodeError(f'{_c2_c5_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_c5_c2_i1 << 1)
-                    n += 6
-                    _c2_c5_c2_NotificationMaxDelay = None
+                    v = (v << 5) | (_c2_c5_c2_i1 << 1)
+                    n += 5
                     _c2_c5_c2_EVSENotification = None
                     _c2_c5_c2_s = 2
                 else:
@@ -2790,17 +2790,17 @@ def _e_V2G_Message(w, o):
                     if _c2_c9_MaxEntriesSAScheduleTuple < 0 or _c2_c9_MaxEntriesSAScheduleTuple > 65535: raise EncodeError(f'value {_c2_c9_MaxEntriesSAScheduleTuple!r} outside [0, 65535]')
                     v <<= 3
                     n += 3
-                    if _c2_c9_MaxEntriesSAScheduleTuple < 128: v = (v << 8) | _c2_c9_MaxEntriesSAScheduleTuple; n += 8
-                    elif _c2_c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 16) | _V2[_c2_c9_MaxEntriesSAScheduleTuple]; n += 16
-                    elif _c2_c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 24) | ((_V2[_c2_c9_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (_c2_c9_MaxEntriesSAScheduleTuple >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c9_MaxEntriesSAScheduleTuple); v = w.v; n = w.n
+                    if _c2_c9_MaxEntriesSAScheduleTuple < 128: v = (v << 9) | (_c2_c9_MaxEntriesSAScheduleTuple << 1); n += 9
+                    elif _c2_c9_MaxEntriesSAScheduleTuple < 16384: v = (v << 17) | (_V2[_c2_c9_MaxEntriesSAScheduleTuple] << 1); n += 17
+                    elif _c2_c9_MaxEntriesSAScheduleTuple < 2097152: v = (v << 25) | ((((_V2[_c2_c9_MaxEntriesSAScheduleTuple & 16383] | 128) << 8) | (_c2_c9_MaxEntriesSAScheduleTuple >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c9_MaxEntriesSAScheduleTuple); v = (w.v << 1); n = w.n + 1
+                    _c2_c9_MaxEntriesSAScheduleTuple = None
                     if not (_c2_c9_RequestedEnergyTransferMode is not None): raise EncodeError('missing content: RequestedEnergyTransferMode')
                     el = 'Body/ChargeParameterDiscoveryReq/RequestedEnergyTransferMode'
                     _c2_c9_i1 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(_c2_c9_RequestedEnergyTransferMode)
                     if _c2_c9_i1 is None: raise EncodeError(f'{_c2_c9_RequestedEnergyTransferMode!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (_c2_c9_i1 << 1)
-                    n += 7
-                    _c2_c9_MaxEntriesSAScheduleTuple = None
+                    v = (v << 6) | (_c2_c9_i1 << 1)
+                    n += 6
                     _c2_c9_RequestedEnergyTransferMode = None
                     _c2_c9_s = 2
                 elif _c2_c9_RequestedEnergyTransferMode is not None:
@@ -2843,12 +2843,10 @@ def _e_V2G_Message(w, o):
                             if _c2_c9_c3_DepartureTime < 0 or _c2_c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_c9_c3_DepartureTime!r} outside [0, 4294967295]')
                             v <<= 3
                             n += 3
-                            if _c2_c9_c3_DepartureTime < 128: v = (v << 8) | _c2_c9_c3_DepartureTime; n += 8
-                            elif _c2_c9_c3_DepartureTime < 16384: v = (v << 16) | _V2[_c2_c9_c3_DepartureTime]; n += 16
-                            elif _c2_c9_c3_DepartureTime < 2097152: v = (v << 24) | ((_V2[_c2_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c2_c9_c3_DepartureTime >> 14); n += 24
-                            else: w.v = v; w.n = n; w.uint(_c2_c9_c3_DepartureTime); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
+                            if _c2_c9_c3_DepartureTime < 128: v = (v << 10) | (_c2_c9_c3_DepartureTime << 2); n += 10
+                            elif _c2_c9_c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c2_c9_c3_DepartureTime] << 2); n += 18
+                            elif _c2_c9_c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c2_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c2_c9_c3_DepartureTime >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_c2_c9_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
                         elif True:
                             v = (v << 2) | 1
                             n += 2
@@ -3095,12 +3093,10 @@ def _e_V2G_Message(w, o):
                 v = (v << 4) | (_c2_c13_EVSETimeStamp < 0)
                 n += 4
                 _m = (-_c2_c13_EVSETimeStamp - 1 if _c2_c13_EVSETimeStamp < 0 else _c2_c13_EVSETimeStamp)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
                 if _c2_o.PaymentServiceSelectionReq is not None or _c2_o.PaymentServiceSelectionRes is not None or _c2_o.PowerDeliveryReq is not None or _c2_o.PowerDeliveryRes is not None or _c2_o.PreChargeReq is not None or _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_PaymentServiceSelectionReq := _c2_o.PaymentServiceSelectionReq) is not None:
                 el = 'Body/PaymentServiceSelectionReq'
@@ -3193,10 +3189,10 @@ def _e_V2G_Message(w, o):
                 v = (v << 45) | (23 << 39) | (_c2_c16_c1_EVReady << 35) | (_c2_c16_c1_i1 << 28) | (_c2_c16_c1_EVRESSSOC << 18) | ((_c2_c16_c2_Multiplier - -3) << 10) | (_c2_c16_c2_i1 << 4) | (_c2_c16_c2_Value < 0)
                 n += 45
                 _m = (-_c2_c16_c2_Value - 1 if _c2_c16_c2_Value < 0 else _c2_c16_c2_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                 if not (_c2_c16_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                 el = 'Body/PreChargeReq/EVTargetCurrent'
                 _o = _c2_c16_EVTargetCurrent
@@ -3213,15 +3209,13 @@ def _e_V2G_Message(w, o):
                 if not (_c2_c16_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'Body/PreChargeReq/EVTargetCurrent/Value'
                 if _c2_c16_c3_Value < -32768 or _c2_c16_c3_Value > 32767: raise EncodeError(f'value {_c2_c16_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c2_c16_c3_Multiplier - -3) << 10) | (_c2_c16_c3_i1 << 4) | (_c2_c16_c3_Value < 0)
-                n += 18
+                v = (v << 16) | ((_c2_c16_c3_Multiplier - -3) << 10) | (_c2_c16_c3_i1 << 4) | (_c2_c16_c3_Value < 0)
+                n += 16
                 _m = (-_c2_c16_c3_Value - 1 if _c2_c16_c3_Value < 0 else _c2_c16_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 4
-                n += 4
+                if _m < 128: v = (v << 12) | (_m << 4); n += 12
+                elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+                elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
                 if _c2_o.PreChargeRes is not None or _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_PreChargeRes := _c2_o.PreChargeRes) is not None:
                 el = 'Body/PreChargeRes'
@@ -3247,17 +3241,17 @@ def _e_V2G_Message(w, o):
                     if _c2_c17_c2_NotificationMaxDelay < 0 or _c2_c17_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c17_c2_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c2_c17_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c17_c2_NotificationMaxDelay; n += 8
-                    elif _c2_c17_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c17_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_c17_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c17_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c17_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c17_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_c17_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c17_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c17_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c17_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c17_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c17_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c17_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c17_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    _c2_c17_c2_NotificationMaxDelay = None
                     if not (_c2_c17_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
                     _c2_c17_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c17_c2_EVSENotification)
                     if _c2_c17_c2_i1 is None: raise EncodeError(f'{_c2_c17_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_c17_c2_i1 << 1)
-                    n += 6
-                    _c2_c17_c2_NotificationMaxDelay = None
+                    v = (v << 5) | (_c2_c17_c2_i1 << 1)
+                    n += 5
                     _c2_c17_c2_EVSENotification = None
                     _c2_c17_c2_s = 2
                 else:
@@ -3312,12 +3306,10 @@ def _e_V2G_Message(w, o):
                 v = (v << 16) | ((_c2_c17_c3_Multiplier - -3) << 10) | (_c2_c17_c3_i1 << 4) | (_c2_c17_c3_Value < 0)
                 n += 16
                 _m = (-_c2_c17_c3_Value - 1 if _c2_c17_c3_Value < 0 else _c2_c17_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 4
-                n += 4
+                if _m < 128: v = (v << 12) | (_m << 4); n += 12
+                elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+                elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
                 if _c2_o.ServiceDetailReq is not None or _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_ServiceDetailReq := _c2_o.ServiceDetailReq) is not None:
                 el = 'Body/ServiceDetailReq'
@@ -3328,12 +3320,10 @@ def _e_V2G_Message(w, o):
                 if _c2_c18_ServiceID < 0 or _c2_c18_ServiceID > 65535: raise EncodeError(f'value {_c2_c18_ServiceID!r} outside [0, 65535]')
                 v = (v << 8) | (25 << 2)
                 n += 8
-                if _c2_c18_ServiceID < 128: v = (v << 8) | _c2_c18_ServiceID; n += 8
-                elif _c2_c18_ServiceID < 16384: v = (v << 16) | _V2[_c2_c18_ServiceID]; n += 16
-                elif _c2_c18_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c18_ServiceID & 16383] | 128) << 8) | (_c2_c18_ServiceID >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_c2_c18_ServiceID); v = w.v; n = w.n
-                v <<= 3
-                n += 3
+                if _c2_c18_ServiceID < 128: v = (v << 11) | (_c2_c18_ServiceID << 3); n += 11
+                elif _c2_c18_ServiceID < 16384: v = (v << 19) | (_V2[_c2_c18_ServiceID] << 3); n += 19
+                elif _c2_c18_ServiceID < 2097152: v = (v << 27) | ((((_V2[_c2_c18_ServiceID & 16383] | 128) << 8) | (_c2_c18_ServiceID >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_c2_c18_ServiceID); v = (w.v << 3); n = w.n + 3
                 if _c2_o.ServiceDetailRes is not None or _c2_o.ServiceDiscoveryReq is not None or _c2_o.ServiceDiscoveryRes is not None or _c2_o.SessionSetupReq is not None or _c2_o.SessionSetupRes is not None or _c2_o.SessionStopReq is not None or _c2_o.SessionStopRes is not None or _c2_o.WeldingDetectionReq is not None or _c2_o.WeldingDetectionRes is not None: raise _leftover(_c2_o)
             elif (_c2_ServiceDetailRes := _c2_o.ServiceDetailRes) is not None:
                 el = 'Body/ServiceDetailRes'
@@ -3352,12 +3342,10 @@ def _e_V2G_Message(w, o):
                     if _c2_c19_ServiceID < 0 or _c2_c19_ServiceID > 65535: raise EncodeError(f'value {_c2_c19_ServiceID!r} outside [0, 65535]')
                     v = (v << 10) | (_c2_c19_i1 << 3)
                     n += 10
-                    if _c2_c19_ServiceID < 128: v = (v << 8) | _c2_c19_ServiceID; n += 8
-                    elif _c2_c19_ServiceID < 16384: v = (v << 16) | _V2[_c2_c19_ServiceID]; n += 16
-                    elif _c2_c19_ServiceID < 2097152: v = (v << 24) | ((_V2[_c2_c19_ServiceID & 16383] | 128) << 8) | (_c2_c19_ServiceID >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c19_ServiceID); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
+                    if _c2_c19_ServiceID < 128: v = (v << 9) | (_c2_c19_ServiceID << 1); n += 9
+                    elif _c2_c19_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c19_ServiceID] << 1); n += 17
+                    elif _c2_c19_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c19_ServiceID & 16383] | 128) << 8) | (_c2_c19_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c19_ServiceID); v = (w.v << 1); n = w.n + 1
                     _c2_c19_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
@@ -3491,12 +3479,10 @@ def _e_V2G_Message(w, o):
                         v = (v << 4) | (_c2_c22_EVSETimeStamp < 0)
                         n += 4
                         _m = (-_c2_c22_EVSETimeStamp - 1 if _c2_c22_EVSETimeStamp < 0 else _c2_c22_EVSETimeStamp)
-                        if _m < 128: v = (v << 8) | _m; n += 8
-                        elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                        elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                        else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
                         _c2_c22_s = -1
                     elif True:
                         v = (v << 2) | 1
@@ -3575,17 +3561,17 @@ def _e_V2G_Message(w, o):
                     if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 8) | _c2_c26_c2_NotificationMaxDelay; n += 8
-                    elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 16) | _V2[_c2_c26_c2_NotificationMaxDelay]; n += 16
-                    elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 24) | ((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14); n += 24
-                    else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = w.v; n = w.n
+                    if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c26_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c26_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    _c2_c26_c2_NotificationMaxDelay = None
                     if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
                     el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
                     _c2_c26_c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
                     if _c2_c26_c2_i1 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_c26_c2_i1 << 1)
-                    n += 6
-                    _c2_c26_c2_NotificationMaxDelay = None
+                    v = (v << 5) | (_c2_c26_c2_i1 << 1)
+                    n += 5
                     _c2_c26_c2_EVSENotification = None
                     _c2_c26_c2_s = 2
                 else:
@@ -3640,12 +3626,10 @@ def _e_V2G_Message(w, o):
                 v = (v << 16) | ((_c2_c26_c3_Multiplier - -3) << 10) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
                 n += 16
                 _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
-                if _m < 128: v = (v << 8) | _m; n += 8
-                elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-                elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-                else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-                v <<= 4
-                n += 4
+                if _m < 128: v = (v << 12) | (_m << 4); n += 12
+                elif _m < 16384: v = (v << 20) | (_V2[_m] << 4); n += 20
+                elif _m < 2097152: v = (v << 28) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 4); n += 28
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 4); n = w.n + 4
             else:
                 v = (v << 6) | 35
                 n += 6
@@ -4367,12 +4351,10 @@ def _ee19(w, o):  # ChargingProfileEntryStart
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4434,12 +4416,10 @@ def _ee21(w, o):  # DepartureTime
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -4771,12 +4751,10 @@ def _ee34(w, o):  # EVSETimeStamp
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5072,12 +5050,10 @@ def _ee44(w, o):  # HMACOutputLength
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5155,12 +5131,10 @@ def _ee46(w, o):  # MaxEntriesSAScheduleTuple
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5240,12 +5214,10 @@ def _ee48(w, o):  # MeterReading
     if o < 0 or o > 18446744073709551615: raise EncodeError(f'value {o!r} outside [0, 18446744073709551615]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5290,12 +5262,10 @@ def _ee49(w, o):  # MeterStatus
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5394,12 +5364,10 @@ def _ee52(w, o):  # NotificationMaxDelay
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5614,12 +5582,10 @@ def _ee58(w, o):  # ParameterSetID
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -5845,12 +5811,10 @@ def _ee66(w, o):  # RetryCounter
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -6130,12 +6094,10 @@ def _ee76(w, o):  # ServiceID
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -6176,12 +6138,10 @@ def _ee77(w, o):  # ServiceID
     if o < 0 or o > 65535: raise EncodeError(f'value {o!r} outside [0, 65535]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -6460,12 +6420,10 @@ def _ee84(w, o):  # TMeter
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -6533,12 +6491,10 @@ def _ee86(w, o):  # Value
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -6730,12 +6686,10 @@ def _ee91(w, o):  # X509SerialNumber
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -6887,12 +6841,10 @@ def _ee95(w, o):  # amount
     if o < 0 or o > 4294967295: raise EncodeError(f'value {o!r} outside [0, 4294967295]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -7017,12 +6969,10 @@ def _ee100(w, o):  # duration
     if o < 0 or o > 86400: raise EncodeError(f'value {o!r} outside [0, 86400]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -7067,12 +7017,10 @@ def _ee101(w, o):  # intValue
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -7117,12 +7065,10 @@ def _ee102(w, o):  # shortValue
     v = (v << 2) | (o < 0)
     n += 2
     _m = (-o - 1 if o < 0 else o)
-    if _m < 128: v = (v << 8) | _m; n += 8
-    elif _m < 16384: v = (v << 16) | _V2[_m]; n += 16
-    elif _m < 2097152: v = (v << 24) | ((_V2[_m & 16383] | 128) << 8) | (_m >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(_m); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 
@@ -7163,12 +7109,10 @@ def _ee103(w, o):  # start
     if o < 0 or o > 16777214: raise EncodeError(f'value {o!r} outside [0, 16777214]')
     v <<= 1
     n += 1
-    if o < 128: v = (v << 8) | o; n += 8
-    elif o < 16384: v = (v << 16) | _V2[o]; n += 16
-    elif o < 2097152: v = (v << 24) | ((_V2[o & 16383] | 128) << 8) | (o >> 14); n += 24
-    else: w.v = v; w.n = n; w.uint(o); v = w.v; n = w.n
-    v <<= 1
-    n += 1
+    if o < 128: v = (v << 9) | (o << 1); n += 9
+    elif o < 16384: v = (v << 17) | (_V2[o] << 1); n += 17
+    elif o < 2097152: v = (v << 25) | ((((_V2[o & 16383] | 128) << 8) | (o >> 14)) << 1); n += 25
+    else: w.v = v; w.n = n; w.uint(o); v = (w.v << 1); n = w.n + 1
     w.v = v
     w.n = n
 

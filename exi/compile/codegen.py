@@ -897,11 +897,31 @@ class CodecWriter:
                 if e.startswith("("):
                     L.append(f"_m = {e}")
                     e = "_m"
-                L.append(f"if {e} < 128: v = (v << 8) | {e}; n += 8")
-                L.append(f"elif {e} < 16384: v = (v << 16) | _V2[{e}]; n += 16")  # both octets by one lookup
-                L.append(f"elif {e} < 2097152: v = (v << 24) | ((_V2[{e} & 16383] | 128) << 8) | ({e} >> 14); n += 24")
-                L.append(f"else: w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")
-                i += 1
+                # The fixed bits written right after it without checks (end-element codes, mostly zeros) go
+                # into the same write.
+                j = i + 1
+                while j < len(ops) and (ops[j][0] == "post" or (ops[j][0] == "fix" and not ops[j][2])):
+                    j += 1
+                tail = sum(op[1] for op in ops[i + 1:j] if op[0] == "fix")
+                shift, parts = tail, []
+                for op in ops[i + 1:j]:
+                    if op[0] == "fix":
+                        shift -= op[1]
+                        if op[1] and op[3] != "0":
+                            parts.append(f"({op[3]} << {shift})" if shift else op[3])
+                low = "".join(f" | {x}" for x in parts)
+                L.append(f"if {e} < 128: v = (v << {8 + tail}) | ({e} << {tail}){low}; n += {8 + tail}" if tail else
+                         f"if {e} < 128: v = (v << 8) | {e}; n += 8")
+                # two octets by one lookup
+                L.append(f"elif {e} < 16384: v = (v << {16 + tail}) | (_V2[{e}] << {tail}){low}; n += {16 + tail}"
+                         if tail else f"elif {e} < 16384: v = (v << 16) | _V2[{e}]; n += 16")
+                three = f"((_V2[{e} & 16383] | 128) << 8) | ({e} >> 14)"
+                L.append(f"elif {e} < 2097152: v = (v << {24 + tail}) | (({three}) << {tail}){low}; n += {24 + tail}"
+                         if tail else f"elif {e} < 2097152: v = (v << 24) | {three}; n += 24")
+                L.append(f"else: w.v = v; w.n = n; w.uint({e}); v = (w.v << {tail}){low}; n = w.n + {tail}" if tail else
+                         f"else: w.v = v; w.n = n; w.uint({e}); v = w.v; n = w.n")
+                L.extend(x for op in ops[i + 1:j] if op[0] == "post" for x in op[1])
+                i = j
                 continue
             run = []
             while i < len(ops) and ops[i][0] in ("fix", "pre", "post"):
