@@ -28,21 +28,18 @@ def _d_AppProtocolType(r):
         el = 'ProtocolNamespace'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
             f_ProtocolNamespace = ''
         else:
             r.pos = r.end - q
             f_ProtocolNamespace = r.string('ProtocolNamespace')
             if len(f_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', f_ProtocolNamespace, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('AppProtocolType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('AppProtocolType', r.end - q)
         el = 'VersionNumberMajor'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -174,21 +171,18 @@ def _d_supportedAppProtocolReq(r):
         el = 'AppProtocol/ProtocolNamespace'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
             _c1_ProtocolNamespace = ''
         else:
             r.pos = r.end - q
             _c1_ProtocolNamespace = r.string('ProtocolNamespace')
             if len(_c1_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c1_ProtocolNamespace, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('supportedAppProtocolReq', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
         el = 'AppProtocol/VersionNumberMajor'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -263,21 +257,18 @@ def _d_supportedAppProtocolReq(r):
                     el = 'AppProtocol/ProtocolNamespace'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
                         _c2_ProtocolNamespace = ''
                     else:
                         r.pos = r.end - q
                         _c2_ProtocolNamespace = r.string('ProtocolNamespace')
                         if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
                     el = 'AppProtocol/VersionNumberMajor'
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
@@ -614,18 +605,18 @@ def _de1(r):  # ProtocolNamespace
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ProtocolNamespace', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('ProtocolNamespace')
         if len(val) > 100: r.facet('ProtocolNamespace', 'length [0, 100]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ProtocolNamespace', r.end - q)
     r.pos = r.end - q
     return val
 

@@ -445,9 +445,9 @@ def _d_CertificateInstallationReqType(r):
             el = 'OEMProvisioningCert'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                 f_OEMProvisioningCert = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -456,12 +456,9 @@ def _d_CertificateInstallationReqType(r):
                 else:
                     r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_OEMProvisioningCert)
                 if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = 2
         elif ec == 1:
             q -= 1
@@ -470,9 +467,9 @@ def _d_CertificateInstallationReqType(r):
             el = 'OEMProvisioningCert'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                 f_OEMProvisioningCert = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -481,12 +478,9 @@ def _d_CertificateInstallationReqType(r):
                 else:
                     r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_OEMProvisioningCert)
                 if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', f_OEMProvisioningCert, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = 2
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
@@ -502,9 +496,9 @@ def _d_CertificateInstallationReqType(r):
             el = 'DHParams'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                 f_DHParams = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -513,12 +507,9 @@ def _d_CertificateInstallationReqType(r):
                 else:
                     r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
                 if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -636,9 +627,9 @@ def _d_CertificateInstallationResType(r):
         el = 'ContractSignatureCertChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -647,13 +638,11 @@ def _d_CertificateInstallationResType(r):
             else:
                 r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
@@ -680,9 +669,9 @@ def _d_CertificateInstallationResType(r):
         el = 'ContractSignatureEncryptedPrivateKey'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -691,19 +680,16 @@ def _d_CertificateInstallationResType(r):
             else:
                 r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_ContractSignatureEncryptedPrivateKey)
             if _l > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'DHParams'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
             f_DHParams = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -712,31 +698,25 @@ def _d_CertificateInstallationResType(r):
             else:
                 r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
             if _l > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateInstallationResType', r.end - q)
         el = 'ContractID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
             f_ContractID = ''
         else:
             r.pos = r.end - q
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateInstallationResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -877,9 +857,9 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -888,13 +868,11 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 1
             if _c1_s == 1:
                 if ec == 0:
@@ -929,9 +907,9 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -940,13 +918,11 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
                 if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c2_s = 1
             if _c2_s == 1:
                 if ec == 0:
@@ -979,21 +955,18 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractID'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                 f_ContractID = ''
             else:
                 r.pos = r.end - q
                 f_ContractID = r.string('din_msgbody:ContractID')
                 if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
             el = 'ListOfRootCertificateIDs'
             r.pos = r.end - q
             f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -1005,9 +978,9 @@ def _d_CertificateUpdateReqType(r):
             el = 'DHParams'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                 f_DHParams = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1016,12 +989,9 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
                 if _l > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('CertificateUpdateReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -1204,9 +1174,9 @@ def _d_CertificateUpdateResType(r):
         el = 'ContractSignatureCertChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1215,13 +1185,11 @@ def _d_CertificateUpdateResType(r):
             else:
                 r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
@@ -1248,9 +1216,9 @@ def _d_CertificateUpdateResType(r):
         el = 'ContractSignatureEncryptedPrivateKey'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
             f_ContractSignatureEncryptedPrivateKey = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1259,19 +1227,16 @@ def _d_CertificateUpdateResType(r):
             else:
                 r.pos = r.end - q; f_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_ContractSignatureEncryptedPrivateKey)
             if _l > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', f_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'DHParams'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
             f_DHParams = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1280,32 +1245,26 @@ def _d_CertificateUpdateResType(r):
             else:
                 r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
             if _l > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'ContractID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
             f_ContractID = ''
         else:
             r.pos = r.end - q
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('CertificateUpdateResType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('CertificateUpdateResType', r.end - q)
         el = 'RetryCounter'
         _neg = (x & 1)
         if q >= 24:
@@ -2906,9 +2865,9 @@ def _d_ChargingStatusResType(r):
         el = 'EVSEID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
             f_EVSEID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2917,13 +2876,10 @@ def _d_ChargingStatusResType(r):
             else:
                 r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVSEID)
             if _l > 32: r.facet('ChargingStatusResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('ChargingStatusResType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ChargingStatusResType', r.end - q)
         el = 'SAScheduleTupleID'
         _neg = (x & 1)
         if q >= 24:
@@ -3354,20 +3310,17 @@ def _d_ContractAuthenticationReqType(r):
             el = 'GenChallenge'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                 f_GenChallenge = ''
             else:
                 r.pos = r.end - q
                 f_GenChallenge = r.string('din_msgbody:GenChallenge')
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
             s = 2
         elif ec == 2:
             pass
@@ -3382,20 +3335,17 @@ def _d_ContractAuthenticationReqType(r):
                 el = 'GenChallenge'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                     f_GenChallenge = ''
                 else:
                     r.pos = r.end - q
                     f_GenChallenge = r.string('din_msgbody:GenChallenge')
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                 s = 2
             elif ec == 1:
                 pass
@@ -7270,9 +7220,9 @@ def _d_MeteringReceiptReqType(r):
             el = 'SessionID'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7281,13 +7231,11 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = (x & 3)
             s = 2
         elif ec == 1:
             q -= 1
@@ -7296,9 +7244,9 @@ def _d_MeteringReceiptReqType(r):
             el = 'SessionID'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7307,13 +7255,11 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = (x & 3)
             s = 2
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -7589,21 +7535,18 @@ def _d_PaymentDetailsReqType(r):
         el = 'ContractID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
             f_ContractID = ''
         else:
             r.pos = r.end - q
             f_ContractID = r.string('din_msgbody:ContractID')
             if len(f_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PaymentDetailsReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PaymentDetailsReqType', r.end - q)
         el = 'ContractSignatureCertChain'
         _c1_Certificate = None
         _c1_SubCertificates = None
@@ -7614,9 +7557,9 @@ def _d_PaymentDetailsReqType(r):
         el = 'ContractSignatureCertChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7625,13 +7568,11 @@ def _d_PaymentDetailsReqType(r):
             else:
                 r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c1_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
@@ -7745,21 +7686,18 @@ def _d_PaymentDetailsResType(r):
         el = 'GenChallenge'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
             f_GenChallenge = ''
         else:
             r.pos = r.end - q
             f_GenChallenge = r.string('din_msgbody:GenChallenge')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('PaymentDetailsResType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('PaymentDetailsResType', r.end - q)
         el = 'DateTimeNow'
         _neg = (x & 1)
         if q >= 24:
@@ -9763,22 +9701,20 @@ def _d_ServiceDiscoveryReqType(r):
             el = 'ServiceScope'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                 f_ServiceScope = ''
             else:
                 r.pos = r.end - q
                 f_ServiceScope = r.string('din_msgbody:ServiceScope')
                 if len(f_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            ec = (x & 3)
             s = 1
         elif ec == 1:
             q -= 5
@@ -9938,22 +9874,19 @@ def _d_ServiceDiscoveryResType(r):
                 el = 'ChargeService/ServiceTag/ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     _c1_c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ChargeService/ServiceTag/ServiceCategory'
                 _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -9977,21 +9910,18 @@ def _d_ServiceDiscoveryResType(r):
                 el = 'ChargeService/ServiceTag/ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     _c1_c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_c1_s = -1
             elif ec == 1:
                 pass
@@ -10288,9 +10218,9 @@ def _d_SessionSetupReqType(r):
         el = 'EVCCID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
             f_EVCCID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10299,12 +10229,9 @@ def _d_SessionSetupReqType(r):
             else:
                 r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVCCID)
             if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', f_EVCCID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionSetupReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -10356,9 +10283,9 @@ def _d_SessionSetupResType(r):
         el = 'EVSEID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
             f_EVSEID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10367,13 +10294,11 @@ def _d_SessionSetupResType(r):
             else:
                 r.pos = r.end - q; f_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVSEID)
             if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', f_EVSEID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
+        ec = (x & 3)
         s = 2
         if s == 2:
             if ec == 0:

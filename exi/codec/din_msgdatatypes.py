@@ -1329,9 +1329,9 @@ def _d_CertificateChainType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             f_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1340,13 +1340,11 @@ def _d_CertificateChainType(r):
             else:
                 r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', f_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+        ec = (x & 3)
         s = 1
         if s == 1:
             if ec == 0:
@@ -6166,18 +6164,18 @@ def _d_ListOfRootCertificateIDsType(r):
         el = 'RootCertificateID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RootCertificateID', r.end - q)
             _v = ''
         else:
             r.pos = r.end - q
             _v = r.string('din_msgdatatypes:RootCertificateID')
             if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         f_RootCertificateID.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -6192,18 +6190,18 @@ def _d_ListOfRootCertificateIDsType(r):
                 el = 'RootCertificateID'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RootCertificateID', r.end - q)
                     _v = ''
                 else:
                     r.pos = r.end - q
                     _v = r.string('din_msgdatatypes:RootCertificateID')
                     if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                 f_RootCertificateID.append(_v)
                 s = 2
             elif ec == 1:
@@ -6223,18 +6221,18 @@ def _d_ListOfRootCertificateIDsType(r):
                     el = 'RootCertificateID'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('RootCertificateID', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('din_msgdatatypes:RootCertificateID')
                         if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     f_RootCertificateID.append(_v)
                 elif ec == 1:
                     pass
@@ -6338,22 +6336,20 @@ def _d_MeterInfoType(r):
         el = 'MeterID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
             f_MeterID = ''
         else:
             r.pos = r.end - q
             f_MeterID = r.string('din_msgdatatypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        ec = x
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+        ec = (x & 7)
         s = 1
         if s == 1:
             if ec == 0:
@@ -6457,9 +6453,9 @@ def _d_MeterInfoType(r):
                 el = 'SigMeterReading'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6468,13 +6464,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                     if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 2
@@ -6553,9 +6547,9 @@ def _d_MeterInfoType(r):
                 el = 'SigMeterReading'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6564,13 +6558,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                     if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -6994,21 +6986,18 @@ def _d_NotificationType(r):
                 el = 'FaultMsg'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
                     f_FaultMsg = ''
                 else:
                     r.pos = r.end - q
                     f_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
                     if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
@@ -8345,20 +8334,17 @@ def _d_ParameterType(r):
                 el = 'stringValue'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
                     f_stringValue = ''
                 else:
                     r.pos = r.end - q
                     f_stringValue = r.string('din_msgdatatypes:stringValue')
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             else:
                 raise r.deviation('ParameterType', r.end - q)
@@ -9869,22 +9855,19 @@ def _d_SalesTariffType(r):
                 el = 'SalesTariffDescription'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
                     f_SalesTariffDescription = ''
                 else:
                     r.pos = r.end - q
                     f_SalesTariffDescription = r.string('din_msgdatatypes:SalesTariffDescription')
                     if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3075: raise r.deviation('SalesTariffType', r.end - q)
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 7171: raise r.deviation('SalesTariffType', r.end - q)
                 el = 'NumEPriceLevels'
                 f_NumEPriceLevels = ((x >> 2) & 255)
                 s = 4
@@ -10644,22 +10627,19 @@ def _d_ServiceChargeType(r):
                 el = 'ServiceTag/ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
                 _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -10683,21 +10663,18 @@ def _d_ServiceChargeType(r):
                 el = 'ServiceTag/ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
@@ -10994,22 +10971,19 @@ def _d_ServiceTagListType(r):
                 el = 'Service/ServiceTag/ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     _c1_c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'Service/ServiceTag/ServiceCategory'
                 _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -11033,21 +11007,18 @@ def _d_ServiceTagListType(r):
                 el = 'Service/ServiceTag/ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     _c1_c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_c1_s = -1
             elif ec == 1:
                 pass
@@ -11121,22 +11092,19 @@ def _d_ServiceTagListType(r):
                         el = 'Service/ServiceTag/ServiceName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                             _c2_c1_ServiceName = ''
                         else:
                             r.pos = r.end - q
                             _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                             if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                         el = 'Service/ServiceTag/ServiceCategory'
                         _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                         ec = (x & 3)
@@ -11160,21 +11128,18 @@ def _d_ServiceTagListType(r):
                         el = 'Service/ServiceTag/ServiceScope'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                             _c2_c1_ServiceScope = ''
                         else:
                             r.pos = r.end - q
                             _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                             if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                         _c2_c1_s = -1
                     elif ec == 1:
                         pass
@@ -11253,22 +11218,19 @@ def _d_ServiceTagListType(r):
                             el = 'Service/ServiceTag/ServiceName'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                                 _c3_c1_ServiceName = ''
                             else:
                                 r.pos = r.end - q
                                 _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                                 if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                            q -= 8
+                            if q < 0: V, q = r.slideq(q, 8)
+                            x = (V >> q) & 255
+                            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                             el = 'Service/ServiceTag/ServiceCategory'
                             _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                             ec = (x & 3)
@@ -11292,21 +11254,18 @@ def _d_ServiceTagListType(r):
                             el = 'Service/ServiceTag/ServiceScope'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                                 _c3_c1_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
                                 _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                                 if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                             _c3_c1_s = -1
                         elif ec == 1:
                             pass
@@ -11654,22 +11613,19 @@ def _d_ServiceTagType(r):
                 el = 'ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     f_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     f_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -11693,21 +11649,18 @@ def _d_ServiceTagType(r):
                 el = 'ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     f_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     f_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
@@ -11849,22 +11802,19 @@ def _d_ServiceType(r):
                 el = 'ServiceTag/ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
                 el = 'ServiceTag/ServiceCategory'
                 _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -11888,21 +11838,18 @@ def _d_ServiceType(r):
                 el = 'ServiceTag/ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
                 _c1_s = -1
             elif ec == 1:
                 pass
@@ -12029,9 +11976,9 @@ def _d_SubCertificatesType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _v = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12040,9 +11987,9 @@ def _d_SubCertificatesType(r):
             else:
                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
             if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         f_Certificate.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -12057,9 +12004,9 @@ def _d_SubCertificatesType(r):
                 el = 'Certificate'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12068,9 +12015,9 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
                 f_Certificate.append(_v)
                 s = 2
             elif ec == 1:
@@ -12090,9 +12037,9 @@ def _d_SubCertificatesType(r):
                     el = 'Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12101,9 +12048,9 @@ def _d_SubCertificatesType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
                     f_Certificate.append(_v)
                 elif ec == 1:
                     pass

@@ -313,9 +313,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                                 _c4_OEMProvisioningCert = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -324,12 +324,9 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_OEMProvisioningCert)
                                 if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = 2
                         elif ec == 1:
                             q -= 1
@@ -338,9 +335,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationReq/OEMProvisioningCert'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                                 _c4_OEMProvisioningCert = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -349,12 +346,9 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_OEMProvisioningCert)
                                 if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c4_OEMProvisioningCert, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
@@ -370,9 +364,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationReq/DHParams'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                                 _c4_DHParams = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -381,12 +375,9 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_DHParams)
                                 if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c4_s = -1
                         _cv = _new(din_msgbody.CertificateInstallationReqType)
                         _cv.Id = _c4_Id
@@ -428,9 +419,9 @@ def _d_BodyType(r):
                         el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                             _c5_c1_Certificate = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -439,13 +430,11 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_c1_Certificate)
                             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c5_c1_Certificate, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                        ec = (x & 3)
                         _c5_c1_s = 1
                         if _c5_c1_s == 1:
                             if ec == 0:
@@ -472,9 +461,9 @@ def _d_BodyType(r):
                         el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
                             _c5_ContractSignatureEncryptedPrivateKey = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -483,19 +472,16 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_ContractSignatureEncryptedPrivateKey)
                             if _l > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/DHParams'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                             _c5_DHParams = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -504,31 +490,25 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c5_DHParams)
                             if _l > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c5_DHParams, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationRes/ContractID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                             _c5_ContractID = ''
                         else:
                             r.pos = r.end - q
                             _c5_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c5_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c5_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.CertificateInstallationResType)
                         _cv.Id = _c5_Id
                         _cv.ResponseCode = _c5_ResponseCode
@@ -575,9 +555,9 @@ def _d_BodyType(r):
                         el = 'CertificateUpdateRes/ContractSignatureCertChain/Certificate'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                             _c6_c1_Certificate = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -586,13 +566,11 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_c1_Certificate)
                             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c6_c1_Certificate, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                        ec = (x & 3)
                         _c6_c1_s = 1
                         if _c6_c1_s == 1:
                             if ec == 0:
@@ -619,9 +597,9 @@ def _d_BodyType(r):
                         el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
                             _c6_ContractSignatureEncryptedPrivateKey = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -630,19 +608,16 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_ContractSignatureEncryptedPrivateKey)
                             if _l > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/DHParams'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                             _c6_DHParams = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -651,32 +626,26 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_DHParams)
                             if _l > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c6_DHParams, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/ContractID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                             _c6_ContractID = ''
                         else:
                             r.pos = r.end - q
                             _c6_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c6_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c6_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateUpdateRes/RetryCounter'
                         _neg = (x & 1)
                         if q >= 24:
@@ -778,20 +747,17 @@ def _d_BodyType(r):
                             el = 'ContractAuthenticationReq/GenChallenge'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                                 _c8_GenChallenge = ''
                             else:
                                 r.pos = r.end - q
                                 _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c8_s = 2
                         elif ec == 2:
                             pass
@@ -806,20 +772,17 @@ def _d_BodyType(r):
                                 el = 'ContractAuthenticationReq/GenChallenge'
                                 _esc = x
                                 if _esc:
-                                    q -= 3
-                                    if q < 0: V, q = r.slideq(q, 3)
-                                    if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                                    q -= 2
+                                    if q < 0: V, q = r.slideq(q, 2)
+                                    if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                                     _c8_GenChallenge = ''
                                 else:
                                     r.pos = r.end - q
                                     _c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                     V = r.v; q = r.end - r.pos
-                                    q -= 1
-                                    if q < 0: V, q = r.slideq(q, 1)
-                                    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                                 _c8_s = 2
                             elif ec == 1:
                                 pass
@@ -902,9 +865,9 @@ def _d_BodyType(r):
                             el = 'MeteringReceiptReq/SessionID'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c10_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -913,13 +876,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c10_s = 2
                         elif ec == 1:
                             q -= 1
@@ -928,9 +889,9 @@ def _d_BodyType(r):
                             el = 'MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c10_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -939,13 +900,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c10_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c10_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1077,21 +1036,18 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsReq/ContractID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                             _c12_ContractID = ''
                         else:
                             r.pos = r.end - q
                             _c12_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c12_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsReq/ContractSignatureCertChain'
                         _c12_c1_Certificate = None
                         _c12_c1_SubCertificates = None
@@ -1102,9 +1058,9 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                             _c12_c1_Certificate = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1113,13 +1069,11 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c12_c1_Certificate)
                             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c12_c1_Certificate, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                        ec = (x & 3)
                         _c12_c1_s = 1
                         if _c12_c1_s == 1:
                             if ec == 0:
@@ -1165,21 +1119,18 @@ def _d_BodyType(r):
                         el = 'PaymentDetailsRes/GenChallenge'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                             _c13_GenChallenge = ''
                         else:
                             r.pos = r.end - q
                             _c13_GenChallenge = r.string('din_msgbody:GenChallenge')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'PaymentDetailsRes/DateTimeNow'
                         _neg = (x & 1)
                         if q >= 24:
@@ -1814,22 +1765,20 @@ def _d_BodyType(r):
                             el = 'ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                                 _c18_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
                                 _c18_ServiceScope = r.string('din_msgbody:ServiceScope')
                                 if len(_c18_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c18_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = (x & 3)
                             _c18_s = 1
                         elif ec == 1:
                             q -= 5
@@ -1925,9 +1874,9 @@ def _d_BodyType(r):
                         el = 'SessionSetupReq/EVCCID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
                             _c21_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1936,12 +1885,9 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c21_EVCCID)
                             if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c21_EVCCID, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
@@ -1962,9 +1908,9 @@ def _d_BodyType(r):
                         el = 'SessionSetupRes/EVSEID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
                             _c22_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1973,13 +1919,11 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c22_EVSEID)
                             if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c22_EVSEID, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = (x & 3)
                         _c22_s = 2
                         if _c22_s == 2:
                             if ec == 0:
@@ -3878,9 +3822,9 @@ def _d_V2G_Message(r):
         el = 'Header/SessionID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
             _c1_SessionID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3889,13 +3833,11 @@ def _d_V2G_Message(r):
             else:
                 r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
             if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
@@ -3920,21 +3862,18 @@ def _d_V2G_Message(r):
                         el = 'Header/Notification/FaultMsg'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
                             _c1_c1_FaultMsg = ''
                         else:
                             r.pos = r.end - q
                             _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
                             if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
                         _c1_c1_s = -1
                     elif ec == 1:
                         pass
@@ -4225,9 +4164,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                                 _c2_c4_OEMProvisioningCert = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4236,12 +4175,9 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_OEMProvisioningCert)
                                 if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c2_c4_s = 2
                         elif ec == 1:
                             q -= 1
@@ -4250,9 +4186,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                                 _c2_c4_OEMProvisioningCert = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4261,12 +4197,9 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c4_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_OEMProvisioningCert)
                                 if _l > 1200: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 1200]', _c2_c4_OEMProvisioningCert, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c2_c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
@@ -4282,9 +4215,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationReq/DHParams'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                                 _c2_c4_DHParams = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4293,12 +4226,9 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_DHParams)
                                 if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
                             _c2_c4_s = -1
                         _cv = _new(din_msgbody.CertificateInstallationReqType)
                         _cv.Id = _c2_c4_Id
@@ -4340,9 +4270,9 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                             _c2_c5_c1_Certificate = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4351,13 +4281,11 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c5_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c5_c1_Certificate)
                             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c5_c1_Certificate, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                        ec = (x & 3)
                         _c2_c5_c1_s = 1
                         if _c2_c5_c1_s == 1:
                             if ec == 0:
@@ -4384,9 +4312,9 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
                             _c2_c5_ContractSignatureEncryptedPrivateKey = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4395,19 +4323,16 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c5_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c5_ContractSignatureEncryptedPrivateKey)
                             if _l > 128: r.facet('CertificateInstallationResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c5_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/DHParams'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                             _c2_c5_DHParams = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4416,31 +4341,25 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c5_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c5_DHParams)
                             if _l > 256: r.facet('CertificateInstallationResType/DHParams', 'length [0, 256]', _c2_c5_DHParams, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationRes/ContractID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                             _c2_c5_ContractID = ''
                         else:
                             r.pos = r.end - q
                             _c2_c5_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c2_c5_ContractID) > 24: r.facet('CertificateInstallationResType/ContractID', 'length [0, 24]', _c2_c5_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.CertificateInstallationResType)
                         _cv.Id = _c2_c5_Id
                         _cv.ResponseCode = _c2_c5_ResponseCode
@@ -4487,9 +4406,9 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/Certificate'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                             _c2_c6_c1_Certificate = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4498,13 +4417,11 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c6_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_c1_Certificate)
                             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c6_c1_Certificate, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                        ec = (x & 3)
                         _c2_c6_c1_s = 1
                         if _c2_c6_c1_s == 1:
                             if ec == 0:
@@ -4531,9 +4448,9 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
                             _c2_c6_ContractSignatureEncryptedPrivateKey = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4542,19 +4459,16 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c6_ContractSignatureEncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_ContractSignatureEncryptedPrivateKey)
                             if _l > 128: r.facet('CertificateUpdateResType/ContractSignatureEncryptedPrivateKey', 'length [0, 128]', _c2_c6_ContractSignatureEncryptedPrivateKey, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/DHParams'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
                             _c2_c6_DHParams = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4563,32 +4477,26 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c6_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_DHParams)
                             if _l > 256: r.facet('CertificateUpdateResType/DHParams', 'length [0, 256]', _c2_c6_DHParams, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 6: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/ContractID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                             _c2_c6_ContractID = ''
                         else:
                             r.pos = r.end - q
                             _c2_c6_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c2_c6_ContractID) > 24: r.facet('CertificateUpdateResType/ContractID', 'length [0, 24]', _c2_c6_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateUpdateRes/RetryCounter'
                         _neg = (x & 1)
                         if q >= 24:
@@ -4690,20 +4598,17 @@ def _d_V2G_Message(r):
                             el = 'Body/ContractAuthenticationReq/GenChallenge'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                                 _c2_c8_GenChallenge = ''
                             else:
                                 r.pos = r.end - q
                                 _c2_c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                             _c2_c8_s = 2
                         elif ec == 2:
                             pass
@@ -4718,20 +4623,17 @@ def _d_V2G_Message(r):
                                 el = 'Body/ContractAuthenticationReq/GenChallenge'
                                 _esc = x
                                 if _esc:
-                                    q -= 3
-                                    if q < 0: V, q = r.slideq(q, 3)
-                                    if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                                    q -= 2
+                                    if q < 0: V, q = r.slideq(q, 2)
+                                    if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                                     _c2_c8_GenChallenge = ''
                                 else:
                                     r.pos = r.end - q
                                     _c2_c8_GenChallenge = r.string('din_msgbody:GenChallenge')
                                     V = r.v; q = r.end - r.pos
-                                    q -= 1
-                                    if q < 0: V, q = r.slideq(q, 1)
-                                    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ContractAuthenticationReqType', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ContractAuthenticationReqType', r.end - q)
                                 _c2_c8_s = 2
                             elif ec == 1:
                                 pass
@@ -4814,9 +4716,9 @@ def _d_V2G_Message(r):
                             el = 'Body/MeteringReceiptReq/SessionID'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c2_c10_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4825,13 +4727,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c2_c10_s = 2
                         elif ec == 1:
                             q -= 1
@@ -4840,9 +4740,9 @@ def _d_V2G_Message(r):
                             el = 'Body/MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c2_c10_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4851,13 +4751,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c10_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c10_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c10_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c2_c10_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -4989,21 +4887,18 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsReq/ContractID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
                             _c2_c12_ContractID = ''
                         else:
                             r.pos = r.end - q
                             _c2_c12_ContractID = r.string('din_msgbody:ContractID')
                             if len(_c2_c12_ContractID) > 24: r.facet('PaymentDetailsReqType/ContractID', 'length [0, 24]', _c2_c12_ContractID, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain'
                         _c2_c12_c1_Certificate = None
                         _c2_c12_c1_SubCertificates = None
@@ -5014,9 +4909,9 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                             _c2_c12_c1_Certificate = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5025,13 +4920,11 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c12_c1_Certificate)
                             if _l > 1200: r.facet('CertificateChainType/Certificate', 'length [0, 1200]', _c2_c12_c1_Certificate, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                        ec = (x & 3)
                         _c2_c12_c1_s = 1
                         if _c2_c12_c1_s == 1:
                             if ec == 0:
@@ -5077,21 +4970,18 @@ def _d_V2G_Message(r):
                         el = 'Body/PaymentDetailsRes/GenChallenge'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
                             _c2_c13_GenChallenge = ''
                         else:
                             r.pos = r.end - q
                             _c2_c13_GenChallenge = r.string('din_msgbody:GenChallenge')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('BodyType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/PaymentDetailsRes/DateTimeNow'
                         _neg = (x & 1)
                         if q >= 24:
@@ -5726,22 +5616,20 @@ def _d_V2G_Message(r):
                             el = 'Body/ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                                 _c2_c18_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
                                 _c2_c18_ServiceScope = r.string('din_msgbody:ServiceScope')
                                 if len(_c2_c18_ServiceScope) > 32: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 32]', _c2_c18_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = (x & 3)
                             _c2_c18_s = 1
                         elif ec == 1:
                             q -= 5
@@ -5837,9 +5725,9 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupReq/EVCCID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
                             _c2_c21_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5848,12 +5736,9 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c21_EVCCID)
                             if _l > 8: r.facet('SessionSetupReqType/EVCCID', 'length [0, 8]', _c2_c21_EVCCID, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(din_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c2_c21_EVCCID
                         _c2_s = 1
@@ -5874,9 +5759,9 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupRes/EVSEID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
                             _c2_c22_EVSEID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5885,13 +5770,11 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c22_EVSEID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c22_EVSEID)
                             if _l > 32: r.facet('SessionSetupResType/EVSEID', 'length [0, 32]', _c2_c22_EVSEID, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        x = (V >> q) & 7
+                        if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
+                        ec = (x & 3)
                         _c2_c22_s = 2
                         if _c2_c22_s == 2:
                             if ec == 0:
@@ -7915,9 +7798,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7925,9 +7808,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -7958,17 +7841,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8001,17 +7884,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8209,9 +8092,9 @@ def _de14(r):  # Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8220,9 +8103,9 @@ def _de14(r):  # Certificate
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 1200: r.facet('Certificate', 'length [0, 1200]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8380,18 +8263,18 @@ def _de19(r):  # ContractID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ContractID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgbody:ContractID')
         if len(val) > 24: r.facet('ContractID', 'length [0, 24]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ContractID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8419,9 +8302,9 @@ def _de20(r):  # ContractSignatureEncryptedPrivateKey
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8430,9 +8313,9 @@ def _de20(r):  # ContractSignatureEncryptedPrivateKey
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 128: r.facet('ContractSignatureEncryptedPrivateKey', 'length [0, 128]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKey', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8458,9 +8341,9 @@ def _de21(r):  # DHParams
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DHParams', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8469,9 +8352,9 @@ def _de21(r):  # DHParams
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 256: r.facet('DHParams', 'length [0, 256]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DHParams', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8609,9 +8492,9 @@ def _de25(r):  # EVCCID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8620,9 +8503,9 @@ def _de25(r):  # EVCCID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 8: r.facet('EVCCID', 'length [0, 8]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8795,9 +8678,9 @@ def _de33(r):  # EVSEID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8806,9 +8689,9 @@ def _de33(r):  # EVSEID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 32: r.facet('EVSEID', 'length [0, 32]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -8985,9 +8868,9 @@ def _de41(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8995,9 +8878,9 @@ def _de41(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9045,18 +8928,18 @@ def _de43(r):  # FaultMsg
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:FaultMsg')
         if len(val) > 64: r.facet('FaultMsg', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9125,9 +9008,9 @@ def _de46(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9135,9 +9018,9 @@ def _de46(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9162,17 +9045,17 @@ def _de47(r):  # GenChallenge
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('GenChallenge', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('GenChallenge', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgbody:GenChallenge')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('GenChallenge', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9246,9 +9129,9 @@ def _de49(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9256,9 +9139,9 @@ def _de49(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9283,18 +9166,18 @@ def _de50(r):  # MeterID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9370,9 +9253,9 @@ def _de52(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9380,9 +9263,9 @@ def _de52(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9492,9 +9375,9 @@ def _de56(r):  # OEMProvisioningCert
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9503,9 +9386,9 @@ def _de56(r):  # OEMProvisioningCert
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 1200: r.facet('OEMProvisioningCert', 'length [0, 1200]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9531,9 +9414,9 @@ def _de57(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9541,9 +9424,9 @@ def _de57(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9568,9 +9451,9 @@ def _de58(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9578,9 +9461,9 @@ def _de58(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9605,9 +9488,9 @@ def _de59(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9615,9 +9498,9 @@ def _de59(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9807,9 +9690,9 @@ def _de64(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9817,9 +9700,9 @@ def _de64(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -9864,9 +9747,9 @@ def _de66(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9874,9 +9757,9 @@ def _de66(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10032,18 +9915,18 @@ def _de72(r):  # RootCertificateID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('RootCertificateID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('RootCertificateID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:RootCertificateID')
         if len(val) > 40: r.facet('RootCertificateID', 'length [0, 40]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('RootCertificateID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10167,9 +10050,9 @@ def _de75(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10177,9 +10060,9 @@ def _de75(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10204,18 +10087,18 @@ def _de76(r):  # SalesTariffDescription
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:SalesTariffDescription')
         if len(val) > 32: r.facet('SalesTariffDescription', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10291,9 +10174,9 @@ def _de78(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10301,9 +10184,9 @@ def _de78(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10479,18 +10362,18 @@ def _de84(r):  # ServiceName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:ServiceName')
         if len(val) > 32: r.facet('ServiceName', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10518,18 +10401,18 @@ def _de85(r):  # ServiceScope
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgbody:ServiceScope')
         if len(val) > 32: r.facet('ServiceScope', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10557,18 +10440,18 @@ def _de86(r):  # ServiceScope
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:ServiceScope')
         if len(val) > 32: r.facet('ServiceScope', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10596,9 +10479,9 @@ def _de87(r):  # SessionID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10607,9 +10490,9 @@ def _de87(r):  # SessionID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10635,9 +10518,9 @@ def _de88(r):  # SessionID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10646,9 +10529,9 @@ def _de88(r):  # SessionID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10674,9 +10557,9 @@ def _de89(r):  # SigMeterReading
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10685,9 +10568,9 @@ def _de89(r):  # SigMeterReading
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 32: r.facet('SigMeterReading', 'length [0, 32]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10832,9 +10715,9 @@ def _de93(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10842,9 +10725,9 @@ def _de93(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10869,9 +10752,9 @@ def _de94(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10879,9 +10762,9 @@ def _de94(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10906,17 +10789,17 @@ def _de95(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -10943,9 +10826,9 @@ def _de96(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10953,9 +10836,9 @@ def _de96(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -11027,17 +10910,17 @@ def _de98(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -11064,17 +10947,17 @@ def _de99(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -11101,9 +10984,9 @@ def _de100(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11111,9 +10994,9 @@ def _de100(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -11494,17 +11377,17 @@ def _de111(r):  # stringValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('din_msgdatatypes:stringValue')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
     r.pos = r.end - q
     return val
 

@@ -35407,9 +35407,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -35417,9 +35417,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -35450,17 +35450,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -35493,17 +35493,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -35908,9 +35908,9 @@ def _de19(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -35918,9 +35918,9 @@ def _de19(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -35965,9 +35965,9 @@ def _de21(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -35975,9 +35975,9 @@ def _de21(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36069,9 +36069,9 @@ def _de24(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36079,9 +36079,9 @@ def _de24(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36127,18 +36127,18 @@ def _de26(r):  # MeterID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36186,9 +36186,9 @@ def _de28(r):  # MeterSignature
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36197,9 +36197,9 @@ def _de28(r):  # MeterSignature
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36338,9 +36338,9 @@ def _de32(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36348,9 +36348,9 @@ def _de32(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36419,9 +36419,9 @@ def _de34(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36429,9 +36429,9 @@ def _de34(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36456,9 +36456,9 @@ def _de35(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36466,9 +36466,9 @@ def _de35(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36493,9 +36493,9 @@ def _de36(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36503,9 +36503,9 @@ def _de36(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36530,9 +36530,9 @@ def _de37(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36540,9 +36540,9 @@ def _de37(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36588,9 +36588,9 @@ def _de39(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36598,9 +36598,9 @@ def _de39(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36780,9 +36780,9 @@ def _de44(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36790,9 +36790,9 @@ def _de44(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -36817,9 +36817,9 @@ def _de45(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -36827,9 +36827,9 @@ def _de45(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37087,9 +37087,9 @@ def _de52(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -37097,9 +37097,9 @@ def _de52(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37124,9 +37124,9 @@ def _de53(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -37134,9 +37134,9 @@ def _de53(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37161,17 +37161,17 @@ def _de54(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37198,9 +37198,9 @@ def _de55(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -37208,9 +37208,9 @@ def _de55(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37282,17 +37282,17 @@ def _de57(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37319,17 +37319,17 @@ def _de58(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -37356,9 +37356,9 @@ def _de59(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -37366,9 +37366,9 @@ def _de59(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 

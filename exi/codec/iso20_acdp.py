@@ -1937,9 +1937,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1947,9 +1947,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -1980,17 +1980,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -2023,17 +2023,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3078,9 +3078,9 @@ def _de45(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3088,9 +3088,9 @@ def _de45(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3135,9 +3135,9 @@ def _de47(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3145,9 +3145,9 @@ def _de47(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3239,9 +3239,9 @@ def _de50(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3249,9 +3249,9 @@ def _de50(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3297,18 +3297,18 @@ def _de52(r):  # MeterID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3356,9 +3356,9 @@ def _de54(r):  # MeterSignature
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3367,9 +3367,9 @@ def _de54(r):  # MeterSignature
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3508,9 +3508,9 @@ def _de58(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3518,9 +3518,9 @@ def _de58(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3589,9 +3589,9 @@ def _de60(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3599,9 +3599,9 @@ def _de60(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3626,9 +3626,9 @@ def _de61(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3636,9 +3636,9 @@ def _de61(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3663,9 +3663,9 @@ def _de62(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3673,9 +3673,9 @@ def _de62(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3700,9 +3700,9 @@ def _de63(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3710,9 +3710,9 @@ def _de63(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3758,9 +3758,9 @@ def _de65(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3768,9 +3768,9 @@ def _de65(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3950,9 +3950,9 @@ def _de70(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3960,9 +3960,9 @@ def _de70(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3987,9 +3987,9 @@ def _de71(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3997,9 +3997,9 @@ def _de71(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4257,9 +4257,9 @@ def _de78(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4267,9 +4267,9 @@ def _de78(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4294,9 +4294,9 @@ def _de79(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4304,9 +4304,9 @@ def _de79(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4331,17 +4331,17 @@ def _de80(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4368,9 +4368,9 @@ def _de81(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4378,9 +4378,9 @@ def _de81(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4452,17 +4452,17 @@ def _de83(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4489,17 +4489,17 @@ def _de84(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4526,9 +4526,9 @@ def _de85(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4536,9 +4536,9 @@ def _de85(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 

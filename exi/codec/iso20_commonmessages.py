@@ -165,40 +165,34 @@ def _d_AbsolutePriceScheduleType(r):
                 el = 'PriceScheduleDescription'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
                     f_PriceScheduleDescription = ''
                 else:
                     r.pos = r.end - q
                     f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
                     if len(f_PriceScheduleDescription) > 160: r.facet('AbsolutePriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 el = 'Currency'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                     f_Currency = ''
                 else:
                     r.pos = r.end - q
                     f_Currency = r.string('iso20_commonmessages:Currency')
                     if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 5
             elif ec == 1:
                 q -= 1
@@ -207,21 +201,18 @@ def _d_AbsolutePriceScheduleType(r):
                 el = 'Currency'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                     f_Currency = ''
                 else:
                     r.pos = r.end - q
                     f_Currency = r.string('iso20_commonmessages:Currency')
                     if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 s = 5
             else:
                 raise r.deviation('AbsolutePriceScheduleType', r.end - q)
@@ -232,41 +223,36 @@ def _d_AbsolutePriceScheduleType(r):
             el = 'Language'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Language', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Language', r.end - q)
                 f_Language = ''
             else:
                 r.pos = r.end - q
                 f_Language = r.string('iso20_commonmessages:Language')
                 if len(f_Language) > 3: r.facet('AbsolutePriceScheduleType/Language', 'length [0, 3]', f_Language, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Language', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
             el = 'PriceAlgorithm'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
                 f_PriceAlgorithm = ''
             else:
                 r.pos = r.end - q
                 f_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
                 if len(f_PriceAlgorithm) > 255: r.facet('AbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            ec = (x & 7)
             s = 7
         if s == 7:
             if ec == 0:
@@ -855,22 +841,19 @@ def _d_AdditionalServiceListType(r):
         el = 'AdditionalService/ServiceName'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
             _c1_ServiceName = ''
         else:
             r.pos = r.end - q
             _c1_ServiceName = r.string('iso20_commonmessages:ServiceName')
             if len(_c1_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c1_ServiceName, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
-        if x & 28686: raise r.deviation('AdditionalServiceListType', r.end - q)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
         el = 'AdditionalService/ServiceFee/Exponent'
         _c1_c1_Exponent = ((x >> 4) & 255) + -128
         el = 'AdditionalService/ServiceFee/Value'
@@ -920,22 +903,19 @@ def _d_AdditionalServiceListType(r):
                     el = 'AdditionalService/ServiceName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                         _c2_ServiceName = ''
                     else:
                         r.pos = r.end - q
                         _c2_ServiceName = r.string('iso20_commonmessages:ServiceName')
                         if len(_c2_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c2_ServiceName, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                    q -= 15
-                    if q < 0: V, q = r.slideq(q, 15)
-                    x = (V >> q) & 32767
-                    if x & 28686: raise r.deviation('AdditionalServiceListType', r.end - q)
+                    q -= 16
+                    if q < 0: V, q = r.slideq(q, 16)
+                    x = (V >> q) & 65535
+                    if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
                     el = 'AdditionalService/ServiceFee/Exponent'
                     _c2_c1_Exponent = ((x >> 4) & 255) + -128
                     el = 'AdditionalService/ServiceFee/Value'
@@ -1111,22 +1091,19 @@ def _d_AdditionalServiceType(r):
         el = 'ServiceName'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
             f_ServiceName = ''
         else:
             r.pos = r.end - q
             f_ServiceName = r.string('iso20_commonmessages:ServiceName')
             if len(f_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', f_ServiceName, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-        q -= 15
-        if q < 0: V, q = r.slideq(q, 15)
-        x = (V >> q) & 32767
-        if x & 28686: raise r.deviation('AdditionalServiceType', r.end - q)
+        q -= 16
+        if q < 0: V, q = r.slideq(q, 16)
+        x = (V >> q) & 65535
+        if x & 61454: raise r.deviation('AdditionalServiceType', r.end - q)
         el = 'ServiceFee/Exponent'
         _c1_Exponent = ((x >> 4) & 255) + -128
         el = 'ServiceFee/Value'
@@ -1324,9 +1301,9 @@ def _d_AuthorizationReqType(r):
                 el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                     _c3_c1_Certificate = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1335,12 +1312,9 @@ def _d_AuthorizationReqType(r):
                     else:
                         r.pos = r.end - q; _c3_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_c1_Certificate)
                     if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_c1_Certificate, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
                 el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
                 r.pos = r.end - q
                 _c3_c1_SubCertificates = _d_SubCertificatesType(r)
@@ -2168,9 +2142,9 @@ def _d_CertificateChainType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             f_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2179,13 +2153,11 @@ def _d_CertificateChainType(r):
             else:
                 r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
             if _l > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+        ec = (x & 3)
         s = 1
         if s == 1:
             if ec == 0:
@@ -2348,9 +2320,9 @@ def _d_CertificateInstallationReqType(r):
         el = 'OEMProvisioningCertificateChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c2_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2359,13 +2331,11 @@ def _d_CertificateInstallationReqType(r):
             else:
                 r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
             if _l > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', _c2_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
+        ec = (x & 3)
         _c2_s = 2
         if _c2_s == 2:
             if ec == 0:
@@ -2669,9 +2639,9 @@ def _d_CertificateInstallationResType(r):
         el = 'CPSCertificateChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c2_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2680,13 +2650,11 @@ def _d_CertificateInstallationResType(r):
             else:
                 r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
             if _l > 1600: r.facet('CertificateChainType/Certificate', 'length [0, 1600]', _c2_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+        ec = (x & 3)
         _c2_s = 1
         if _c2_s == 1:
             if ec == 0:
@@ -2981,9 +2949,9 @@ def _d_ContractCertificateChainType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             f_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2992,12 +2960,9 @@ def _d_ContractCertificateChainType(r):
             else:
                 r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
             if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ContractCertificateChainType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ContractCertificateChainType', r.end - q)
         el = 'SubCertificates'
         r.pos = r.end - q
         f_SubCertificates = _d_SubCertificatesType(r)
@@ -4167,18 +4132,18 @@ def _d_EMAIDListType(r):
         el = 'EMAID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EMAID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EMAID', r.end - q)
             _v = ''
         else:
             r.pos = r.end - q
             _v = r.string('iso20_commonmessages:EMAID')
             if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EMAID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
         f_EMAID.append(_v)
         s = 1
         if s == 1:
@@ -4194,18 +4159,18 @@ def _d_EMAIDListType(r):
                     el = 'EMAID'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('EMAID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('EMAID', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('iso20_commonmessages:EMAID')
                         if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('EMAID', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
                     f_EMAID.append(_v)
                     _k += 1
                     if _k == 7:
@@ -4331,40 +4296,34 @@ def _d_EVAbsolutePriceScheduleType(r):
         el = 'Currency'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
             f_Currency = ''
         else:
             r.pos = r.end - q
             f_Currency = r.string('iso20_commonmessages:Currency')
             if len(f_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         el = 'PriceAlgorithm'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
             f_PriceAlgorithm = ''
         else:
             r.pos = r.end - q
             f_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
             if len(f_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVAbsolutePriceScheduleType', r.end - q)
         el = 'EVPriceRuleStacks'
         r.pos = r.end - q
         f_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -4508,40 +4467,34 @@ def _d_EVEnergyOfferType(r):
         el = 'EVAbsolutePriceSchedule/Currency'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
             _c2_Currency = ''
         else:
             r.pos = r.end - q
             _c2_Currency = r.string('iso20_commonmessages:Currency')
             if len(_c2_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c2_Currency, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('EVEnergyOfferType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('EVEnergyOfferType', r.end - q)
         el = 'EVAbsolutePriceSchedule/PriceAlgorithm'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
             _c2_PriceAlgorithm = ''
         else:
             r.pos = r.end - q
             _c2_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
             if len(_c2_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c2_PriceAlgorithm, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVEnergyOfferType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
         el = 'EVAbsolutePriceSchedule/EVPriceRuleStacks'
         r.pos = r.end - q
         _c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -6627,9 +6580,150 @@ def _d_OverstayRuleListType(r):
             s = 2
         elif ec == 2:
             el = 'OverstayRule'
-            r.pos = r.end - q
-            _v = _d_OverstayRuleType(r)
-            V = r.v; q = r.end - r.pos
+            _c2_OverstayRuleDescription = None
+            _c2_StartTime = None
+            _c2_OverstayFee = None
+            _c2_OverstayFeePeriod = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'OverstayRule/OverstayRuleDescription'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    _c2_OverstayRuleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c2_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c2_OverstayRuleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_StartTime = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
+                _c2_s = 2
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_StartTime = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c2_StartTime, r.at(r.end - q))
+                _c2_s = 2
+            else:
+                raise r.deviation('OverstayRuleType', r.end - q)
+            if _c2_s == 2:
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                _c2_OverstayFee.Exponent = _c2_c1_Exponent
+                _c2_OverstayFee.Value = _c2_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_OverstayFeePeriod = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
+                _c2_s = -1
+            _v = _new(iso20_commonmessages.OverstayRuleType)
+            _v.OverstayRuleDescription = _c2_OverstayRuleDescription
+            _v.StartTime = _c2_StartTime
+            _v.OverstayFee = _c2_OverstayFee
+            _v.OverstayFeePeriod = _c2_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         else:
@@ -6641,50 +6735,332 @@ def _d_OverstayRuleListType(r):
                 x = (V >> q) & 16383
                 if x & 12302: raise r.deviation('OverstayRuleListType', r.end - q)
                 el = 'OverstayPowerThreshold/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
+                _c3_Exponent = ((x >> 4) & 255) + -128
                 el = 'OverstayPowerThreshold/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_Value = _y >> 16
+                        _c3_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_Value = _U2[_y >> 8]
+                        _c3_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c3_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
                 f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
-                f_OverstayPowerThreshold.Exponent = _c2_Exponent
-                f_OverstayPowerThreshold.Value = _c2_Value
+                f_OverstayPowerThreshold.Exponent = _c3_Exponent
+                f_OverstayPowerThreshold.Value = _c3_Value
                 s = 2
             elif ec == 1:
                 el = 'OverstayRule'
-                r.pos = r.end - q
-                _v = _d_OverstayRuleType(r)
-                V = r.v; q = r.end - r.pos
+                _c4_OverstayRuleDescription = None
+                _c4_StartTime = None
+                _c4_OverstayFee = None
+                _c4_OverstayFeePeriod = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                ec = (V >> q) & 3
+                if ec == 0:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    x = (V >> q) & 1
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
+                        _c4_OverstayRuleDescription = ''
+                    else:
+                        r.pos = r.end - q
+                        _c4_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                        if len(_c4_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c4_OverstayRuleDescription, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/StartTime'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_StartTime = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_StartTime = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_StartTime = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
+                    _c4_s = 2
+                elif ec == 1:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/StartTime'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_StartTime = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_StartTime = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_StartTime = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c4_StartTime, r.at(r.end - q))
+                    _c4_s = 2
+                else:
+                    raise r.deviation('OverstayRuleType', r.end - q)
+                if _c4_s == 2:
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
+                    el = 'OverstayRule/OverstayFee/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_c1_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_c1_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
+                    _c4_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                    _c4_OverstayFee.Exponent = _c4_c1_Exponent
+                    _c4_OverstayFee.Value = _c4_c1_Value
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c4_OverstayFeePeriod = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c4_OverstayFeePeriod = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c4_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c4_OverstayFeePeriod = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
+                    _c4_s = -1
+                _v = _new(iso20_commonmessages.OverstayRuleType)
+                _v.OverstayRuleDescription = _c4_OverstayRuleDescription
+                _v.StartTime = _c4_StartTime
+                _v.OverstayFee = _c4_OverstayFee
+                _v.OverstayFeePeriod = _c4_OverstayFeePeriod
                 f_OverstayRule.append(_v)
                 s = 3
             else:
                 raise r.deviation('OverstayRuleListType', r.end - q)
         if s == 2:
             el = 'OverstayRule'
-            r.pos = r.end - q
-            _v = _d_OverstayRuleType(r)
-            V = r.v; q = r.end - r.pos
+            _c5_OverstayRuleDescription = None
+            _c5_StartTime = None
+            _c5_OverstayFee = None
+            _c5_OverstayFeePeriod = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'OverstayRule/OverstayRuleDescription'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
+                    _c5_OverstayRuleDescription = ''
+                else:
+                    r.pos = r.end - q
+                    _c5_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                    if len(_c5_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c5_OverstayRuleDescription, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_StartTime = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
+                _c5_s = 2
+            elif ec == 1:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/StartTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_StartTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_StartTime = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_StartTime = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c5_StartTime, r.at(r.end - q))
+                _c5_s = 2
+            else:
+                raise r.deviation('OverstayRuleType', r.end - q)
+            if _c5_s == 2:
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c5_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
+                _c5_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                _c5_OverstayFee.Exponent = _c5_c1_Exponent
+                _c5_OverstayFee.Value = _c5_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_OverstayFeePeriod = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
+                _c5_s = -1
+            _v = _new(iso20_commonmessages.OverstayRuleType)
+            _v.OverstayRuleDescription = _c5_OverstayRuleDescription
+            _v.StartTime = _c5_StartTime
+            _v.OverstayFee = _c5_OverstayFee
+            _v.OverstayFeePeriod = _c5_OverstayFeePeriod
             f_OverstayRule.append(_v)
             s = 3
         if s == 3:
@@ -6695,9 +7071,150 @@ def _d_OverstayRuleListType(r):
                 ec = (V >> q) & 3
                 if ec == 0:
                     el = 'OverstayRule'
-                    r.pos = r.end - q
-                    _v = _d_OverstayRuleType(r)
-                    V = r.v; q = r.end - r.pos
+                    _c6_OverstayRuleDescription = None
+                    _c6_StartTime = None
+                    _c6_OverstayFee = None
+                    _c6_OverstayFeePeriod = None
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    ec = (V >> q) & 3
+                    if ec == 0:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        x = (V >> q) & 1
+                        el = 'OverstayRule/OverstayRuleDescription'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
+                            _c6_OverstayRuleDescription = ''
+                        else:
+                            r.pos = r.end - q
+                            _c6_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
+                            if len(_c6_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', _c6_OverstayRuleDescription, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/StartTime'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_StartTime = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_StartTime = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_StartTime = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
+                        _c6_s = 2
+                    elif ec == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/StartTime'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_StartTime = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_StartTime = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_StartTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_StartTime = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_StartTime = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_StartTime > 4294967295: r.facet('OverstayRuleType/StartTime', 'range [0, 4294967295]', _c6_StartTime, r.at(r.end - q))
+                        _c6_s = 2
+                    else:
+                        raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c6_s == 2:
+                        q -= 14
+                        if q < 0: V, q = r.slideq(q, 14)
+                        x = (V >> q) & 16383
+                        if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                        el = 'OverstayRule/OverstayFee/Value'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_c1_Value = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_c1_Value = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_c1_Value = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
+                        _c6_OverstayFee = _new(iso20_commontypes.RationalNumberType)
+                        _c6_OverstayFee.Exponent = _c6_c1_Exponent
+                        _c6_OverstayFee.Value = _c6_c1_Value
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c6_OverstayFeePeriod = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c6_OverstayFeePeriod = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c6_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c6_OverstayFeePeriod = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                        if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
+                        _c6_s = -1
+                    _v = _new(iso20_commonmessages.OverstayRuleType)
+                    _v.OverstayRuleDescription = _c6_OverstayRuleDescription
+                    _v.StartTime = _c6_StartTime
+                    _v.OverstayFee = _c6_OverstayFee
+                    _v.OverstayFeePeriod = _c6_OverstayFeePeriod
                     f_OverstayRule.append(_v)
                     _k += 1
                     if _k == 4:
@@ -6769,9 +7286,75 @@ def _e_OverstayRuleListType(w, o):
             el = 'OverstayRule'
             v = (v << 2) | 2
             n += 2
-            w.v = v; w.n = n
-            _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-            v = w.v; n = w.n
+            _c2_o = v_OverstayRule[i_OverstayRule]
+            _c2_OverstayRuleDescription = _c2_o.OverstayRuleDescription
+            _c2_StartTime = _c2_o.StartTime
+            _c2_OverstayFee = _c2_o.OverstayFee
+            _c2_OverstayFeePeriod = _c2_o.OverstayFeePeriod
+            if _c2_OverstayRuleDescription is not None:
+                el = 'OverstayRule/OverstayRuleDescription'
+                v <<= 3
+                n += 3
+                _l = len(_c2_OverstayRuleDescription)
+                if _l > 160: raise EncodeError(f'length {len(_c2_OverstayRuleDescription)} outside [0, 160]')
+                if _l < 126 and _c2_OverstayRuleDescription.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_OverstayRuleDescription.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_OverstayRuleDescription); v = w.v; n = w.n
+                if not (_c2_StartTime is not None): raise EncodeError('missing content: StartTime')
+                el = 'OverstayRule/StartTime'
+                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c2_StartTime < 128: v = (v << 9) | (_c2_StartTime << 1); n += 9
+                elif _c2_StartTime < 16384: v = (v << 17) | (_V2[_c2_StartTime] << 1); n += 17
+                elif _c2_StartTime < 2097152: v = (v << 25) | ((((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = (w.v << 1); n = w.n + 1
+                _c2_s = 2
+            elif _c2_StartTime is not None:
+                el = 'OverstayRule/StartTime'
+                if _c2_StartTime < 0 or _c2_StartTime > 4294967295: raise EncodeError(f'value {_c2_StartTime!r} outside [0, 4294967295]')
+                v = (v << 3) | (1 << 1)
+                n += 3
+                if _c2_StartTime < 128: v = (v << 9) | (_c2_StartTime << 1); n += 9
+                elif _c2_StartTime < 16384: v = (v << 17) | (_V2[_c2_StartTime] << 1); n += 17
+                elif _c2_StartTime < 2097152: v = (v << 25) | ((((_V2[_c2_StartTime & 16383] | 128) << 8) | (_c2_StartTime >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_StartTime); v = (w.v << 1); n = w.n + 1
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+            if _c2_s == 2:
+                if _c2_OverstayFee is not None:
+                    el = 'OverstayRule/OverstayFee'
+                    _o = _c2_OverstayFee
+                    _c2_c1_Exponent = _o.Exponent
+                    _c2_c1_Value = _o.Value
+                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'OverstayRule/OverstayFee/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                    n += 15
+                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_OverstayFeePeriod < 128: v = (v << 10) | (_c2_OverstayFeePeriod << 2); n += 10
+                    elif _c2_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c2_OverstayFeePeriod] << 2); n += 18
+                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c2_OverstayFeePeriod & 16383] | 128) << 8) | (_c2_OverstayFeePeriod >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of OverstayFee')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_OverstayRule += 1
             s = 3
         else:
@@ -6780,17 +7363,17 @@ def _e_OverstayRuleListType(w, o):
             if v_OverstayPowerThreshold is not None:
                 el = 'OverstayPowerThreshold'
                 _o = v_OverstayPowerThreshold
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                _c3_Exponent = _o.Exponent
+                _c3_Value = _o.Value
+                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
                 el = 'OverstayPowerThreshold/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
                 el = 'OverstayPowerThreshold/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
                 n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
                 if _m < 128: v = (v << 10) | (_m << 2); n += 10
                 elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
                 elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
@@ -6801,9 +7384,75 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                v = w.v; n = w.n
+                _c4_o = v_OverstayRule[i_OverstayRule]
+                _c4_OverstayRuleDescription = _c4_o.OverstayRuleDescription
+                _c4_StartTime = _c4_o.StartTime
+                _c4_OverstayFee = _c4_o.OverstayFee
+                _c4_OverstayFeePeriod = _c4_o.OverstayFeePeriod
+                if _c4_OverstayRuleDescription is not None:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c4_OverstayRuleDescription)
+                    if _l > 160: raise EncodeError(f'length {len(_c4_OverstayRuleDescription)} outside [0, 160]')
+                    if _l < 126 and _c4_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c4_OverstayRuleDescription); v = w.v; n = w.n
+                    if not (_c4_StartTime is not None): raise EncodeError('missing content: StartTime')
+                    el = 'OverstayRule/StartTime'
+                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c4_StartTime < 128: v = (v << 9) | (_c4_StartTime << 1); n += 9
+                    elif _c4_StartTime < 16384: v = (v << 17) | (_V2[_c4_StartTime] << 1); n += 17
+                    elif _c4_StartTime < 2097152: v = (v << 25) | ((((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = (w.v << 1); n = w.n + 1
+                    _c4_s = 2
+                elif _c4_StartTime is not None:
+                    el = 'OverstayRule/StartTime'
+                    if _c4_StartTime < 0 or _c4_StartTime > 4294967295: raise EncodeError(f'value {_c4_StartTime!r} outside [0, 4294967295]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c4_StartTime < 128: v = (v << 9) | (_c4_StartTime << 1); n += 9
+                    elif _c4_StartTime < 16384: v = (v << 17) | (_V2[_c4_StartTime] << 1); n += 17
+                    elif _c4_StartTime < 2097152: v = (v << 25) | ((((_V2[_c4_StartTime & 16383] | 128) << 8) | (_c4_StartTime >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_StartTime); v = (w.v << 1); n = w.n + 1
+                    _c4_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                if _c4_s == 2:
+                    if _c4_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c4_OverstayFee
+                        _c4_c1_Exponent = _o.Exponent
+                        _c4_c1_Value = _o.Value
+                        if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
+                        n += 15
+                        _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                        if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c4_OverstayFeePeriod < 128: v = (v << 10) | (_c4_OverstayFeePeriod << 2); n += 10
+                        elif _c4_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c4_OverstayFeePeriod] << 2); n += 18
+                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c4_OverstayFeePeriod & 16383] | 128) << 8) | (_c4_OverstayFeePeriod >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                        _c4_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -6813,9 +7462,75 @@ def _e_OverstayRuleListType(w, o):
                 el = 'OverstayRule'
                 v <<= 1
                 n += 1
-                w.v = v; w.n = n
-                _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                v = w.v; n = w.n
+                _c5_o = v_OverstayRule[i_OverstayRule]
+                _c5_OverstayRuleDescription = _c5_o.OverstayRuleDescription
+                _c5_StartTime = _c5_o.StartTime
+                _c5_OverstayFee = _c5_o.OverstayFee
+                _c5_OverstayFeePeriod = _c5_o.OverstayFeePeriod
+                if _c5_OverstayRuleDescription is not None:
+                    el = 'OverstayRule/OverstayRuleDescription'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c5_OverstayRuleDescription)
+                    if _l > 160: raise EncodeError(f'length {len(_c5_OverstayRuleDescription)} outside [0, 160]')
+                    if _l < 126 and _c5_OverstayRuleDescription.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c5_OverstayRuleDescription.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c5_OverstayRuleDescription); v = w.v; n = w.n
+                    if not (_c5_StartTime is not None): raise EncodeError('missing content: StartTime')
+                    el = 'OverstayRule/StartTime'
+                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c5_StartTime < 128: v = (v << 9) | (_c5_StartTime << 1); n += 9
+                    elif _c5_StartTime < 16384: v = (v << 17) | (_V2[_c5_StartTime] << 1); n += 17
+                    elif _c5_StartTime < 2097152: v = (v << 25) | ((((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = (w.v << 1); n = w.n + 1
+                    _c5_s = 2
+                elif _c5_StartTime is not None:
+                    el = 'OverstayRule/StartTime'
+                    if _c5_StartTime < 0 or _c5_StartTime > 4294967295: raise EncodeError(f'value {_c5_StartTime!r} outside [0, 4294967295]')
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    if _c5_StartTime < 128: v = (v << 9) | (_c5_StartTime << 1); n += 9
+                    elif _c5_StartTime < 16384: v = (v << 17) | (_V2[_c5_StartTime] << 1); n += 17
+                    elif _c5_StartTime < 2097152: v = (v << 25) | ((((_V2[_c5_StartTime & 16383] | 128) << 8) | (_c5_StartTime >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c5_StartTime); v = (w.v << 1); n = w.n + 1
+                    _c5_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                if _c5_s == 2:
+                    if _c5_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c5_OverstayFee
+                        _c5_c1_Exponent = _o.Exponent
+                        _c5_c1_Value = _o.Value
+                        if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+                        n += 15
+                        _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                        if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c5_OverstayFeePeriod < 128: v = (v << 10) | (_c5_OverstayFeePeriod << 2); n += 10
+                        elif _c5_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c5_OverstayFeePeriod] << 2); n += 18
+                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c5_OverstayFeePeriod & 16383] | 128) << 8) | (_c5_OverstayFeePeriod >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                        _c5_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
             else:
@@ -6827,9 +7542,75 @@ def _e_OverstayRuleListType(w, o):
                     el = 'OverstayRule'
                     v <<= 2
                     n += 2
-                    w.v = v; w.n = n
-                    _e_OverstayRuleType(w, v_OverstayRule[i_OverstayRule])
-                    v = w.v; n = w.n
+                    _c6_o = v_OverstayRule[i_OverstayRule]
+                    _c6_OverstayRuleDescription = _c6_o.OverstayRuleDescription
+                    _c6_StartTime = _c6_o.StartTime
+                    _c6_OverstayFee = _c6_o.OverstayFee
+                    _c6_OverstayFeePeriod = _c6_o.OverstayFeePeriod
+                    if _c6_OverstayRuleDescription is not None:
+                        el = 'OverstayRule/OverstayRuleDescription'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c6_OverstayRuleDescription)
+                        if _l > 160: raise EncodeError(f'length {len(_c6_OverstayRuleDescription)} outside [0, 160]')
+                        if _l < 126 and _c6_OverstayRuleDescription.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c6_OverstayRuleDescription.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c6_OverstayRuleDescription); v = w.v; n = w.n
+                        if not (_c6_StartTime is not None): raise EncodeError('missing content: StartTime')
+                        el = 'OverstayRule/StartTime'
+                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c6_StartTime < 128: v = (v << 9) | (_c6_StartTime << 1); n += 9
+                        elif _c6_StartTime < 16384: v = (v << 17) | (_V2[_c6_StartTime] << 1); n += 17
+                        elif _c6_StartTime < 2097152: v = (v << 25) | ((((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = (w.v << 1); n = w.n + 1
+                        _c6_s = 2
+                    elif _c6_StartTime is not None:
+                        el = 'OverstayRule/StartTime'
+                        if _c6_StartTime < 0 or _c6_StartTime > 4294967295: raise EncodeError(f'value {_c6_StartTime!r} outside [0, 4294967295]')
+                        v = (v << 3) | (1 << 1)
+                        n += 3
+                        if _c6_StartTime < 128: v = (v << 9) | (_c6_StartTime << 1); n += 9
+                        elif _c6_StartTime < 16384: v = (v << 17) | (_V2[_c6_StartTime] << 1); n += 17
+                        elif _c6_StartTime < 2097152: v = (v << 25) | ((((_V2[_c6_StartTime & 16383] | 128) << 8) | (_c6_StartTime >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c6_StartTime); v = (w.v << 1); n = w.n + 1
+                        _c6_s = 2
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
+                    if _c6_s == 2:
+                        if _c6_OverstayFee is not None:
+                            el = 'OverstayRule/OverstayFee'
+                            _o = _c6_OverstayFee
+                            _c6_c1_Exponent = _o.Exponent
+                            _c6_c1_Value = _o.Value
+                            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                            el = 'OverstayRule/OverstayFee/Exponent'
+                            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
+                            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
+                            el = 'OverstayRule/OverstayFee/Value'
+                            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                            v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
+                            n += 15
+                            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
+                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                            if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                            el = 'OverstayRule/OverstayFeePeriod'
+                            if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
+                            v <<= 2
+                            n += 2
+                            if _c6_OverstayFeePeriod < 128: v = (v << 10) | (_c6_OverstayFeePeriod << 2); n += 10
+                            elif _c6_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c6_OverstayFeePeriod] << 2); n += 18
+                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c6_OverstayFeePeriod & 16383] | 128) << 8) | (_c6_OverstayFeePeriod >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                            _c6_s = -1
+                        else:
+                            raise EncodeError('missing content: expected one of OverstayFee')
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_OverstayRule += 1
                     _k += 1
                     if _k == 4:
@@ -6872,21 +7653,18 @@ def _d_OverstayRuleType(r):
             el = 'OverstayRuleDescription'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
                 f_OverstayRuleDescription = ''
             else:
                 r.pos = r.end - q
                 f_OverstayRuleDescription = r.string('iso20_commonmessages:OverstayRuleDescription')
                 if len(f_OverstayRuleDescription) > 160: r.facet('OverstayRuleType/OverstayRuleDescription', 'length [0, 160]', f_OverstayRuleDescription, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('OverstayRuleType', r.end - q)
             el = 'StartTime'
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
@@ -7374,21 +8152,18 @@ def _d_ParameterType(r):
                 el = 'finiteString'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('finiteString', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('finiteString', r.end - q)
                     f_finiteString = ''
                 else:
                     r.pos = r.end - q
                     f_finiteString = r.string('iso20_commonmessages:finiteString')
                     if len(f_finiteString) > 80: r.facet('ParameterType/finiteString', 'length [0, 80]', f_finiteString, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('finiteString', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             else:
                 raise r.deviation('ParameterType', r.end - q)
@@ -7551,9 +8326,9 @@ def _d_PnC_AReqAuthorizationModeType(r):
         el = 'ContractCertificateChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7562,12 +8337,9 @@ def _d_PnC_AReqAuthorizationModeType(r):
             else:
                 r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
             if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c1_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
         el = 'ContractCertificateChain/SubCertificates'
         r.pos = r.end - q
         _c1_SubCertificates = _d_SubCertificatesType(r)
@@ -9528,22 +10300,19 @@ def _d_PriceLevelScheduleType(r):
                 el = 'PriceScheduleDescription'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
                     f_PriceScheduleDescription = ''
                 else:
                     r.pos = r.end - q
                     f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
                     if len(f_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3075: raise r.deviation('PriceLevelScheduleType', r.end - q)
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
                 el = 'NumberOfPriceLevels'
                 f_NumberOfPriceLevels = ((x >> 2) & 255)
                 s = 5
@@ -10716,21 +11485,18 @@ def _d_PriceScheduleType(r):
                 el = 'PriceScheduleDescription'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
                     f_PriceScheduleDescription = ''
                 else:
                     r.pos = r.end - q
                     f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
                     if len(f_PriceScheduleDescription) > 160: r.facet('PriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceScheduleType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceScheduleType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
@@ -11906,40 +12672,34 @@ def _d_Scheduled_SEReqControlModeType(r):
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                 _c4_c2_Currency = ''
             else:
                 r.pos = r.end - q
                 _c4_c2_Currency = r.string('iso20_commonmessages:Currency')
                 if len(_c4_c2_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c4_c2_Currency, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
                 _c4_c2_PriceAlgorithm = ''
             else:
                 r.pos = r.end - q
                 _c4_c2_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
                 if len(_c4_c2_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c4_c2_PriceAlgorithm, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
             r.pos = r.end - q
             _c4_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -12140,40 +12900,34 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                     _c8_c2_Currency = ''
                 else:
                     r.pos = r.end - q
                     _c8_c2_Currency = r.string('iso20_commonmessages:Currency')
                     if len(_c8_c2_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c8_c2_Currency, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
                     _c8_c2_PriceAlgorithm = ''
                 else:
                     r.pos = r.end - q
                     _c8_c2_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
                     if len(_c8_c2_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c8_c2_PriceAlgorithm, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
                 r.pos = r.end - q
                 _c8_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -12336,40 +13090,34 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                     _c11_c2_Currency = ''
                 else:
                     r.pos = r.end - q
                     _c11_c2_Currency = r.string('iso20_commonmessages:Currency')
                     if len(_c11_c2_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c11_c2_Currency, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
                     _c11_c2_PriceAlgorithm = ''
                 else:
                     r.pos = r.end - q
                     _c11_c2_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
                     if len(_c11_c2_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c11_c2_PriceAlgorithm, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
                 r.pos = r.end - q
                 _c11_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -12494,40 +13242,34 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                     _c13_c2_Currency = ''
                 else:
                     r.pos = r.end - q
                     _c13_c2_Currency = r.string('iso20_commonmessages:Currency')
                     if len(_c13_c2_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c13_c2_Currency, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
                     _c13_c2_PriceAlgorithm = ''
                 else:
                     r.pos = r.end - q
                     _c13_c2_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
                     if len(_c13_c2_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c13_c2_PriceAlgorithm, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
                 r.pos = r.end - q
                 _c13_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -12614,40 +13356,34 @@ def _d_Scheduled_SEReqControlModeType(r):
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/Currency'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
                     _c14_c2_Currency = ''
                 else:
                     r.pos = r.end - q
                     _c14_c2_Currency = r.string('iso20_commonmessages:Currency')
                     if len(_c14_c2_Currency) > 3: r.facet('EVAbsolutePriceScheduleType/Currency', 'length [0, 3]', _c14_c2_Currency, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 6: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/PriceAlgorithm'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
                     _c14_c2_PriceAlgorithm = ''
                 else:
                     r.pos = r.end - q
                     _c14_c2_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
                     if len(_c14_c2_PriceAlgorithm) > 255: r.facet('EVAbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', _c14_c2_PriceAlgorithm, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/EVPriceRuleStacks'
                 r.pos = r.end - q
                 _c14_c2_EVPriceRuleStacks = _d_EVPriceRuleStackListType(r)
@@ -16332,21 +17068,18 @@ def _d_SessionSetupReqType(r):
         el = 'EVCCID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
             f_EVCCID = ''
         else:
             r.pos = r.end - q
             f_EVCCID = r.string('iso20_commonmessages:EVCCID')
             if len(f_EVCCID) > 255: r.facet('SessionSetupReqType/EVCCID', 'length [0, 255]', f_EVCCID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionSetupReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -16514,21 +17247,18 @@ def _d_SessionSetupResType(r):
         el = 'EVSEID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
             f_EVSEID = ''
         else:
             r.pos = r.end - q
             f_EVSEID = r.string('iso20_commonmessages:EVSEID')
             if len(f_EVSEID) > 255: r.facet('SessionSetupResType/EVSEID', 'length [0, 255]', f_EVSEID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupResType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -16711,22 +17441,20 @@ def _d_SessionStopReqType(r):
                 el = 'EVTerminationCode'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('EVTerminationCode', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('EVTerminationCode', r.end - q)
                     f_EVTerminationCode = ''
                 else:
                     r.pos = r.end - q
                     f_EVTerminationCode = r.string('iso20_commonmessages:EVTerminationCode')
                     if len(f_EVTerminationCode) > 80: r.facet('SessionStopReqType/EVTerminationCode', 'length [0, 80]', f_EVTerminationCode, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('EVTerminationCode', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('SessionStopReqType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -16735,21 +17463,18 @@ def _d_SessionStopReqType(r):
                 el = 'EVTerminationExplanation'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('EVTerminationExplanation', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('EVTerminationExplanation', r.end - q)
                     f_EVTerminationExplanation = ''
                 else:
                     r.pos = r.end - q
                     f_EVTerminationExplanation = r.string('iso20_commonmessages:EVTerminationExplanation')
                     if len(f_EVTerminationExplanation) > 160: r.facet('SessionStopReqType/EVTerminationExplanation', 'length [0, 160]', f_EVTerminationExplanation, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SessionStopReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionStopReqType', r.end - q)
                 s = 4
             elif ec == 2:
                 pass
@@ -16764,21 +17489,18 @@ def _d_SessionStopReqType(r):
                 el = 'EVTerminationExplanation'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('EVTerminationExplanation', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('EVTerminationExplanation', r.end - q)
                     f_EVTerminationExplanation = ''
                 else:
                     r.pos = r.end - q
                     f_EVTerminationExplanation = r.string('iso20_commonmessages:EVTerminationExplanation')
                     if len(f_EVTerminationExplanation) > 160: r.facet('SessionStopReqType/EVTerminationExplanation', 'length [0, 160]', f_EVTerminationExplanation, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SessionStopReqType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionStopReqType', r.end - q)
                 s = 4
             elif ec == 1:
                 pass
@@ -17107,9 +17829,9 @@ def _d_SignedCertificateChainType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             f_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -17118,13 +17840,11 @@ def _d_SignedCertificateChainType(r):
             else:
                 r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
             if _l > 1600: r.facet('SignedCertificateChainType/Certificate', 'length [0, 1600]', f_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
+        ec = (x & 3)
         s = 2
         if s == 2:
             if ec == 0:
@@ -17228,9 +17948,9 @@ def _d_SignedInstallationDataType(r):
         el = 'ContractCertificateChain/Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _c1_Certificate = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -17239,12 +17959,9 @@ def _d_SignedInstallationDataType(r):
             else:
                 r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
             if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c1_Certificate, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
         el = 'ContractCertificateChain/SubCertificates'
         r.pos = r.end - q
         _c1_SubCertificates = _d_SubCertificatesType(r)
@@ -17721,9 +18438,9 @@ def _d_SubCertificatesType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _v = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -17732,9 +18449,9 @@ def _d_SubCertificatesType(r):
             else:
                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
             if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         f_Certificate.append(_v)
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
@@ -17749,9 +18466,9 @@ def _d_SubCertificatesType(r):
                 el = 'Certificate'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -17760,9 +18477,9 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
                 f_Certificate.append(_v)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -17782,9 +18499,9 @@ def _d_SubCertificatesType(r):
                 el = 'Certificate'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -17793,9 +18510,9 @@ def _d_SubCertificatesType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
                 f_Certificate.append(_v)
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
@@ -17894,18 +18611,18 @@ def _d_SupportedProvidersListType(r):
         el = 'ProviderID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('ProviderID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ProviderID', r.end - q)
             _v = ''
         else:
             r.pos = r.end - q
             _v = r.string('iso20_commonmessages:ProviderID')
             if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ProviderID', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
         f_ProviderID.append(_v)
         s = 1
         if s == 1:
@@ -17921,18 +18638,18 @@ def _d_SupportedProvidersListType(r):
                     el = 'ProviderID'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('ProviderID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ProviderID', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('iso20_commonmessages:ProviderID')
                         if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ProviderID', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
                     f_ProviderID.append(_v)
                     _k += 1
                     if _k == 127:
@@ -18269,22 +18986,19 @@ def _d_TaxRuleType(r):
                 el = 'TaxRuleName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('TaxRuleName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('TaxRuleName', r.end - q)
                     f_TaxRuleName = ''
                 else:
                     r.pos = r.end - q
                     f_TaxRuleName = r.string('iso20_commonmessages:TaxRuleName')
                     if len(f_TaxRuleName) > 80: r.facet('TaxRuleType/TaxRuleName', 'length [0, 80]', f_TaxRuleName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('TaxRuleName', r.end - q)
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('TaxRuleType', r.end - q)
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('TaxRuleType', r.end - q)
                 el = 'TaxRate/Exponent'
                 _c1_Exponent = ((x >> 4) & 255) + -128
                 el = 'TaxRate/Value'
@@ -20064,9 +20778,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -20074,9 +20788,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -20107,17 +20821,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -20150,17 +20864,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -20612,9 +21326,9 @@ def _de22(r):  # Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -20623,9 +21337,9 @@ def _de22(r):  # Certificate
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 1600: r.facet('Certificate', 'length [0, 1600]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -20823,18 +21537,18 @@ def _de29(r):  # Currency
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Currency', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:Currency')
         if len(val) > 3: r.facet('Currency', 'length [0, 3]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Currency', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21143,18 +21857,18 @@ def _de37(r):  # EMAID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EMAID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EMAID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:EMAID')
         if len(val) > 255: r.facet('EMAID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EMAID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EMAID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21182,18 +21896,18 @@ def _de38(r):  # EVCCID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:EVCCID')
         if len(val) > 255: r.facet('EVCCID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21311,18 +22025,18 @@ def _de43(r):  # EVSEID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVSEID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVSEID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:EVSEID')
         if len(val) > 255: r.facet('EVSEID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVSEID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21396,18 +22110,18 @@ def _de46(r):  # EVTerminationCode
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVTerminationCode', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVTerminationCode', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:EVTerminationCode')
         if len(val) > 80: r.facet('EVTerminationCode', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVTerminationCode', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVTerminationCode', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21435,18 +22149,18 @@ def _de47(r):  # EVTerminationExplanation
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVTerminationExplanation', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVTerminationExplanation', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:EVTerminationExplanation')
         if len(val) > 160: r.facet('EVTerminationExplanation', 'length [0, 160]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVTerminationExplanation', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21474,9 +22188,9 @@ def _de48(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -21484,9 +22198,9 @@ def _de48(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21551,9 +22265,9 @@ def _de51(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -21561,9 +22275,9 @@ def _de51(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21707,9 +22421,9 @@ def _de56(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -21717,9 +22431,9 @@ def _de56(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21744,18 +22458,18 @@ def _de57(r):  # Language
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Language', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Language', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:Language')
         if len(val) > 3: r.facet('Language', 'length [0, 3]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Language', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Language', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21845,18 +22559,18 @@ def _de61(r):  # MeterID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -21904,9 +22618,9 @@ def _de63(r):  # MeterSignature
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -21915,9 +22629,9 @@ def _de63(r):  # MeterSignature
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22077,9 +22791,9 @@ def _de68(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -22087,9 +22801,9 @@ def _de68(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22222,18 +22936,18 @@ def _de72(r):  # OverstayRuleDescription
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('OverstayRuleDescription', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('OverstayRuleDescription', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:OverstayRuleDescription')
         if len(val) > 160: r.facet('OverstayRuleDescription', 'length [0, 160]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('OverstayRuleDescription', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22305,9 +23019,9 @@ def _de74(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -22315,9 +23029,9 @@ def _de74(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22342,9 +23056,9 @@ def _de75(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -22352,9 +23066,9 @@ def _de75(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22379,9 +23093,9 @@ def _de76(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -22389,9 +23103,9 @@ def _de76(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22575,9 +23289,9 @@ def _de81(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -22585,9 +23299,9 @@ def _de81(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22654,18 +23368,18 @@ def _de84(r):  # PriceAlgorithm
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PriceAlgorithm', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:PriceAlgorithm')
         if len(val) > 255: r.facet('PriceAlgorithm', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PriceAlgorithm', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22713,18 +23427,18 @@ def _de86(r):  # PriceScheduleDescription
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PriceScheduleDescription', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:PriceScheduleDescription')
         if len(val) > 160: r.facet('PriceScheduleDescription', 'length [0, 160]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PriceScheduleDescription', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22796,18 +23510,18 @@ def _de88(r):  # ProviderID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ProviderID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ProviderID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:ProviderID')
         if len(val) > 80: r.facet('ProviderID', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ProviderID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ProviderID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -22835,9 +23549,9 @@ def _de89(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -22845,9 +23559,9 @@ def _de89(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -23099,9 +23813,9 @@ def _de97(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -23109,9 +23823,9 @@ def _de97(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -23180,9 +23894,9 @@ def _de99(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -23190,9 +23904,9 @@ def _de99(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -23326,18 +24040,18 @@ def _de103(r):  # ServiceName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:ServiceName')
         if len(val) > 80: r.facet('ServiceName', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -23811,18 +24525,18 @@ def _de117(r):  # TaxRuleName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('TaxRuleName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('TaxRuleName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:TaxRuleName')
         if len(val) > 80: r.facet('TaxRuleName', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('TaxRuleName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('TaxRuleName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24158,9 +24872,9 @@ def _de125(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -24168,9 +24882,9 @@ def _de125(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24195,9 +24909,9 @@ def _de126(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -24205,9 +24919,9 @@ def _de126(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24232,17 +24946,17 @@ def _de127(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24269,9 +24983,9 @@ def _de128(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -24279,9 +24993,9 @@ def _de128(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24353,17 +25067,17 @@ def _de130(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24390,17 +25104,17 @@ def _de131(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24427,9 +25141,9 @@ def _de132(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -24437,9 +25151,9 @@ def _de132(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -24504,18 +25218,18 @@ def _de135(r):  # finiteString
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('finiteString', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('finiteString', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commonmessages:finiteString')
         if len(val) > 80: r.facet('finiteString', 'length [0, 80]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('finiteString', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('finiteString', r.end - q)
     r.pos = r.end - q
     return val
 

@@ -3762,21 +3762,18 @@ def _d_ListOfRootCertificateIDsType(r):
         el = 'RootCertificateID/X509IssuerName'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
             _c1_X509IssuerName = ''
         else:
             r.pos = r.end - q
             _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
         if q >= 24:
@@ -3820,21 +3817,18 @@ def _d_ListOfRootCertificateIDsType(r):
                     el = 'RootCertificateID/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c2_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -4113,21 +4107,18 @@ def _d_MeterInfoType(r):
         el = 'MeterID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
             f_MeterID = ''
         else:
             r.pos = r.end - q
             f_MeterID = r.string('iso20_commontypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('MeterInfoType', r.end - q)
         el = 'ChargedEnergyReadingWh'
         if q >= 24:
             _y = (V >> (q - 24)) & 16777215
@@ -4252,9 +4243,9 @@ def _d_MeterInfoType(r):
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4263,13 +4254,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 6
             elif ec == 4:
                 q -= 2
@@ -4405,9 +4394,9 @@ def _d_MeterInfoType(r):
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4416,13 +4405,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 6
             elif ec == 3:
                 q -= 2
@@ -4528,9 +4515,9 @@ def _d_MeterInfoType(r):
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4539,13 +4526,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 6
             elif ec == 2:
                 q -= 2
@@ -4621,9 +4606,9 @@ def _d_MeterInfoType(r):
                 el = 'MeterSignature'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
                     f_MeterSignature = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4632,13 +4617,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
                     if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 6
             elif ec == 1:
                 q -= 2

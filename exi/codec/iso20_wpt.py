@@ -153,22 +153,20 @@ def _d_AlternativeSECCType(r):
             el = 'SSID'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SSID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SSID', r.end - q)
                 f_SSID = ''
             else:
                 r.pos = r.end - q
                 f_SSID = r.string('iso20_wpt:SSID')
                 if len(f_SSID) > 255: r.facet('AlternativeSECCType/SSID', 'length [0, 255]', f_SSID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            ec = x
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('AlternativeSECCType', r.end - q)
+            ec = (x & 7)
             s = 1
         elif ec == 1:
             q -= 1
@@ -177,22 +175,20 @@ def _d_AlternativeSECCType(r):
             el = 'BSSID'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('BSSID', r.end - q)
                 f_BSSID = ''
             else:
                 r.pos = r.end - q
                 f_BSSID = r.string('iso20_wpt:BSSID')
                 if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
+            ec = (x & 3)
             s = 2
         elif ec == 2:
             q -= 1
@@ -201,22 +197,20 @@ def _d_AlternativeSECCType(r):
             el = 'IPAddress'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('IPAddress', r.end - q)
                 f_IPAddress = ''
             else:
                 r.pos = r.end - q
                 f_IPAddress = r.string('iso20_wpt:IPAddress')
                 if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
+            ec = (x & 3)
             s = 3
         elif ec == 3:
             q -= 1
@@ -259,22 +253,20 @@ def _d_AlternativeSECCType(r):
                 el = 'BSSID'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('BSSID', r.end - q)
                     f_BSSID = ''
                 else:
                     r.pos = r.end - q
                     f_BSSID = r.string('iso20_wpt:BSSID')
                     if len(f_BSSID) > 12: r.facet('AlternativeSECCType/BSSID', 'length [0, 12]', f_BSSID, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
+                ec = (x & 3)
                 s = 2
             elif ec == 1:
                 q -= 1
@@ -283,22 +275,20 @@ def _d_AlternativeSECCType(r):
                 el = 'IPAddress'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('IPAddress', r.end - q)
                     f_IPAddress = ''
                 else:
                     r.pos = r.end - q
                     f_IPAddress = r.string('iso20_wpt:IPAddress')
                     if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 1
@@ -341,22 +331,20 @@ def _d_AlternativeSECCType(r):
                 el = 'IPAddress'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('IPAddress', r.end - q)
                     f_IPAddress = ''
                 else:
                     r.pos = r.end - q
                     f_IPAddress = r.string('iso20_wpt:IPAddress')
                     if len(f_IPAddress) > 39: r.facet('AlternativeSECCType/IPAddress', 'length [0, 39]', f_IPAddress, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('AlternativeSECCType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 1
@@ -852,9 +840,9 @@ def _d_WPT_AlignmentCheckReqType(r):
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -863,9 +851,9 @@ def _d_WPT_AlignmentCheckReqType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 16:
@@ -1209,9 +1197,9 @@ def _d_WPT_AlignmentCheckResType(r):
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1220,9 +1208,9 @@ def _d_WPT_AlignmentCheckResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 3:
@@ -1276,9 +1264,9 @@ def _d_WPT_AlignmentCheckResType(r):
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1287,9 +1275,9 @@ def _d_WPT_AlignmentCheckResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 2:
@@ -1305,9 +1293,9 @@ def _d_WPT_AlignmentCheckResType(r):
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1316,9 +1304,9 @@ def _d_WPT_AlignmentCheckResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 1:
@@ -1339,9 +1327,9 @@ def _d_WPT_AlignmentCheckResType(r):
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1350,9 +1338,9 @@ def _d_WPT_AlignmentCheckResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
@@ -1965,9 +1953,9 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1976,9 +1964,9 @@ def _d_WPT_ChargeLoopReqType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 9
             elif ec == 3:
@@ -2130,9 +2118,9 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2141,9 +2129,9 @@ def _d_WPT_ChargeLoopReqType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 9
             elif ec == 2:
@@ -2159,9 +2147,9 @@ def _d_WPT_ChargeLoopReqType(r):
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2170,9 +2158,9 @@ def _d_WPT_ChargeLoopReqType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 9
             elif ec == 1:
@@ -2193,9 +2181,9 @@ def _d_WPT_ChargeLoopReqType(r):
                     el = 'ManufacturerSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -2204,9 +2192,9 @@ def _d_WPT_ChargeLoopReqType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                     f_ManufacturerSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
@@ -3221,9 +3209,9 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3232,9 +3220,9 @@ def _d_WPT_ChargeLoopResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 13
             elif ec == 3:
@@ -3290,9 +3278,9 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3301,9 +3289,9 @@ def _d_WPT_ChargeLoopResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 13
             elif ec == 2:
@@ -3319,9 +3307,9 @@ def _d_WPT_ChargeLoopResType(r):
                 el = 'ManufacturerSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3330,9 +3318,9 @@ def _d_WPT_ChargeLoopResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 f_ManufacturerSpecificDataContainer.append(_v)
                 s = 13
             elif ec == 1:
@@ -3353,9 +3341,9 @@ def _d_WPT_ChargeLoopResType(r):
                     el = 'ManufacturerSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3364,9 +3352,9 @@ def _d_WPT_ChargeLoopResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_ChargeLoopResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                     f_ManufacturerSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
@@ -4092,9 +4080,9 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4103,9 +4091,9 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 16:
@@ -4571,9 +4559,9 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                     el = 'SDManufacturerSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4582,9 +4570,9 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
                     f_SDManufacturerSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 16:
@@ -5420,9 +5408,9 @@ def _d_WPT_FinePositioningReqType(r):
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5431,9 +5419,9 @@ def _d_WPT_FinePositioningReqType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
@@ -5765,9 +5753,9 @@ def _d_WPT_FinePositioningResType(r):
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5776,9 +5764,9 @@ def _d_WPT_FinePositioningResType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningResType', r.end - q)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
@@ -6153,9 +6141,9 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6164,9 +6152,9 @@ def _d_WPT_FinePositioningSetupReqType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningSetupReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupReqType', r.end - q)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
@@ -6632,9 +6620,9 @@ def _d_WPT_FinePositioningSetupResType(r):
                         el = 'VendorSpecificDataContainer'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6643,9 +6631,9 @@ def _d_WPT_FinePositioningSetupResType(r):
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                             if _l > 256: r.facet('WPT_FinePositioningSetupResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('WPT_FinePositioningSetupResType', r.end - q)
                         f_VendorSpecificDataContainer.append(_v)
                         _k += 1
                         if _k == 16:
@@ -10422,9 +10410,9 @@ def _d_WPT_PairingReqType(r):
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10433,9 +10421,9 @@ def _d_WPT_PairingReqType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 16:
@@ -10734,9 +10722,9 @@ def _d_WPT_PairingResType(r):
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10745,9 +10733,9 @@ def _d_WPT_PairingResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 3:
@@ -10773,9 +10761,9 @@ def _d_WPT_PairingResType(r):
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10784,9 +10772,9 @@ def _d_WPT_PairingResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 2:
@@ -10802,9 +10790,9 @@ def _d_WPT_PairingResType(r):
                 el = 'VendorSpecificDataContainer'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10813,9 +10801,9 @@ def _d_WPT_PairingResType(r):
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                     if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
                 f_VendorSpecificDataContainer.append(_v)
                 s = 6
             elif ec == 1:
@@ -10836,9 +10824,9 @@ def _d_WPT_PairingResType(r):
                     el = 'VendorSpecificDataContainer'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -10847,9 +10835,9 @@ def _d_WPT_PairingResType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
                     f_VendorSpecificDataContainer.append(_v)
                     _k += 1
                     if _k == 15:
@@ -12114,9 +12102,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12124,9 +12112,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -12157,17 +12145,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -12200,17 +12188,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -12436,18 +12424,18 @@ def _de14(r):  # BSSID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('BSSID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('BSSID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_wpt:BSSID')
         if len(val) > 12: r.facet('BSSID', 'length [0, 12]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('BSSID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -12904,9 +12892,9 @@ def _de28(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12914,9 +12902,9 @@ def _de28(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -12961,9 +12949,9 @@ def _de30(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12971,9 +12959,9 @@ def _de30(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13045,18 +13033,18 @@ def _de32(r):  # IPAddress
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('IPAddress', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('IPAddress', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_wpt:IPAddress')
         if len(val) > 39: r.facet('IPAddress', 'length [0, 39]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('IPAddress', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13148,9 +13136,9 @@ def _de35(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13158,9 +13146,9 @@ def _de35(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13185,9 +13173,9 @@ def _de36(r):  # ManufacturerSpecificDataContainer
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13196,9 +13184,9 @@ def _de36(r):  # ManufacturerSpecificDataContainer
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 256: r.facet('ManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13245,18 +13233,18 @@ def _de38(r):  # MeterID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_commontypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13304,9 +13292,9 @@ def _de40(r):  # MeterSignature
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterSignature', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13315,9 +13303,9 @@ def _de40(r):  # MeterSignature
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 64: r.facet('MeterSignature', 'length [0, 64]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterSignature', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13456,9 +13444,9 @@ def _de44(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13466,9 +13454,9 @@ def _de44(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13685,9 +13673,9 @@ def _de51(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13695,9 +13683,9 @@ def _de51(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13743,9 +13731,9 @@ def _de53(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13753,9 +13741,9 @@ def _de53(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13780,9 +13768,9 @@ def _de54(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13790,9 +13778,9 @@ def _de54(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -13881,9 +13869,9 @@ def _de57(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13891,9 +13879,9 @@ def _de57(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14071,9 +14059,9 @@ def _de62(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14081,9 +14069,9 @@ def _de62(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14307,9 +14295,9 @@ def _de68(r):  # SDManufacturerSpecificDataContainer
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14318,9 +14306,9 @@ def _de68(r):  # SDManufacturerSpecificDataContainer
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 256: r.facet('SDManufacturerSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14545,9 +14533,9 @@ def _de74(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14555,9 +14543,9 @@ def _de74(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14582,18 +14570,18 @@ def _de75(r):  # SSID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SSID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SSID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso20_wpt:SSID')
         if len(val) > 255: r.facet('SSID', 'length [0, 255]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SSID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14621,9 +14609,9 @@ def _de76(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14631,9 +14619,9 @@ def _de76(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14979,9 +14967,9 @@ def _de85(r):  # VendorSpecificDataContainer
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14990,9 +14978,9 @@ def _de85(r):  # VendorSpecificDataContainer
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 256: r.facet('VendorSpecificDataContainer', 'length [0, 256]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('VendorSpecificDataContainer', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15087,9 +15075,9 @@ def _de89(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15097,9 +15085,9 @@ def _de89(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15124,9 +15112,9 @@ def _de90(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15134,9 +15122,9 @@ def _de90(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15161,17 +15149,17 @@ def _de91(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15198,9 +15186,9 @@ def _de92(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15208,9 +15196,9 @@ def _de92(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15282,17 +15270,17 @@ def _de94(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15319,17 +15307,17 @@ def _de95(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15356,9 +15344,9 @@ def _de96(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15366,9 +15354,9 @@ def _de96(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 

@@ -521,9 +521,9 @@ def _d_BodyType(r):
                         el = 'CertificateInstallationReq/OEMProvisioningCert'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                             _c6_OEMProvisioningCert = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -532,12 +532,9 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c6_OEMProvisioningCert)
                             if _l > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c6_OEMProvisioningCert, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
                         r.pos = r.end - q
                         _c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -580,9 +577,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c7_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -591,13 +588,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c7_c1_s = 2
                         elif ec == 1:
                             q -= 1
@@ -606,9 +601,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c7_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -617,13 +612,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -668,9 +661,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c7_c2_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -679,13 +672,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c2_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c7_c2_s = 2
                         elif ec == 1:
                             q -= 1
@@ -694,9 +685,9 @@ def _d_BodyType(r):
                             el = 'CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c7_c2_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -705,13 +696,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c2_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c7_c2_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -864,9 +853,9 @@ def _d_BodyType(r):
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c8_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -875,13 +864,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c8_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c8_c1_s = 2
                         elif ec == 1:
                             q -= 1
@@ -890,9 +877,9 @@ def _d_BodyType(r):
                             el = 'CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c8_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -901,13 +888,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c8_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c8_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -1175,9 +1160,9 @@ def _d_BodyType(r):
                             el = 'MeteringReceiptReq/SessionID'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c11_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1186,13 +1171,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c11_s = 2
                         elif ec == 1:
                             q -= 1
@@ -1201,9 +1184,9 @@ def _d_BodyType(r):
                             el = 'MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c11_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1212,13 +1195,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c11_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c11_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1304,9 +1285,9 @@ def _d_BodyType(r):
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c12_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1315,13 +1296,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c12_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c12_c1_s = 2
                         elif ec == 1:
                             q -= 1
@@ -1330,9 +1309,9 @@ def _d_BodyType(r):
                             el = 'PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c12_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1341,13 +1320,11 @@ def _d_BodyType(r):
                                 else:
                                     r.pos = r.end - q; _c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c12_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c12_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -1860,22 +1837,20 @@ def _d_BodyType(r):
                             el = 'ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                                 _c20_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
                                 _c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                                 if len(_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c20_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = (x & 3)
                             _c20_s = 1
                         elif ec == 1:
                             q -= 5
@@ -1933,9 +1908,9 @@ def _d_BodyType(r):
                         el = 'SessionSetupReq/EVCCID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
                             _c21_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1944,12 +1919,9 @@ def _d_BodyType(r):
                             else:
                                 r.pos = r.end - q; _c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c21_EVCCID)
                             if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c21_EVCCID, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
@@ -3911,9 +3883,9 @@ def _d_CertificateInstallationReqType(r):
         el = 'OEMProvisioningCert'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
             f_OEMProvisioningCert = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3922,12 +3894,9 @@ def _d_CertificateInstallationReqType(r):
             else:
                 r.pos = r.end - q; f_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_OEMProvisioningCert)
             if _l > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', f_OEMProvisioningCert, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
         el = 'ListOfRootCertificateIDs'
         r.pos = r.end - q
         f_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -4025,9 +3994,9 @@ def _d_CertificateInstallationResType(r):
             el = 'SAProvisioningCertificateChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4036,13 +4005,11 @@ def _d_CertificateInstallationResType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         elif ec == 1:
             q -= 1
@@ -4051,9 +4018,9 @@ def _d_CertificateInstallationResType(r):
             el = 'SAProvisioningCertificateChain/Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4062,13 +4029,11 @@ def _d_CertificateInstallationResType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -4113,9 +4078,9 @@ def _d_CertificateInstallationResType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4124,13 +4089,11 @@ def _d_CertificateInstallationResType(r):
                 else:
                     r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c2_s = 2
         elif ec == 1:
             q -= 1
@@ -4139,9 +4102,9 @@ def _d_CertificateInstallationResType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4150,13 +4113,11 @@ def _d_CertificateInstallationResType(r):
                 else:
                     r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -4532,9 +4493,9 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4543,13 +4504,11 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         elif ec == 1:
             q -= 1
@@ -4558,9 +4517,9 @@ def _d_CertificateUpdateReqType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4569,13 +4528,11 @@ def _d_CertificateUpdateReqType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -4768,9 +4725,9 @@ def _d_CertificateUpdateResType(r):
             el = 'SAProvisioningCertificateChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4779,13 +4736,11 @@ def _d_CertificateUpdateResType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         elif ec == 1:
             q -= 1
@@ -4794,9 +4749,9 @@ def _d_CertificateUpdateResType(r):
             el = 'SAProvisioningCertificateChain/Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4805,13 +4760,11 @@ def _d_CertificateUpdateResType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -4856,9 +4809,9 @@ def _d_CertificateUpdateResType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4867,13 +4820,11 @@ def _d_CertificateUpdateResType(r):
                 else:
                     r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c2_s = 2
         elif ec == 1:
             q -= 1
@@ -4882,9 +4833,9 @@ def _d_CertificateUpdateResType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c2_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4893,13 +4844,11 @@ def _d_CertificateUpdateResType(r):
                 else:
                     r.pos = r.end - q; _c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -8990,9 +8939,9 @@ def _d_MeteringReceiptReqType(r):
             el = 'SessionID'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9001,13 +8950,11 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = (x & 3)
             s = 2
         elif ec == 1:
             q -= 1
@@ -9016,9 +8963,9 @@ def _d_MeteringReceiptReqType(r):
             el = 'SessionID'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                 f_SessionID = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9027,13 +8974,11 @@ def _d_MeteringReceiptReqType(r):
                 else:
                     r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            ec = (x & 3)
             s = 2
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -9531,9 +9476,9 @@ def _d_PaymentDetailsReqType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9542,13 +9487,11 @@ def _d_PaymentDetailsReqType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         elif ec == 1:
             q -= 1
@@ -9557,9 +9500,9 @@ def _d_PaymentDetailsReqType(r):
             el = 'ContractSignatureCertChain/Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 _c1_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9568,13 +9511,11 @@ def _d_PaymentDetailsReqType(r):
                 else:
                     r.pos = r.end - q; _c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c1_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -11267,22 +11208,20 @@ def _d_ServiceDiscoveryReqType(r):
             el = 'ServiceScope'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                 f_ServiceScope = ''
             else:
                 r.pos = r.end - q
                 f_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                 if len(f_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            ec = (x & 3)
             s = 1
         elif ec == 1:
             q -= 5
@@ -11444,22 +11383,19 @@ def _d_ServiceDiscoveryResType(r):
                 el = 'ChargeService/ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ChargeService/ServiceCategory'
                 _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -11483,22 +11419,19 @@ def _d_ServiceDiscoveryResType(r):
                 el = 'ChargeService/ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ChargeService/FreeService'
                 _c1_FreeService = ((x >> 2) & 1) == 1
                 _c1_s = 5
@@ -11714,9 +11647,9 @@ def _d_SessionSetupReqType(r):
         el = 'EVCCID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
             f_EVCCID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11725,12 +11658,9 @@ def _d_SessionSetupReqType(r):
             else:
                 r.pos = r.end - q; f_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_EVCCID)
             if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', f_EVCCID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionSetupReqType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionSetupReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None

@@ -814,9 +814,9 @@ def _d_CertificateChainType(r):
             el = 'Certificate'
             _esc = (x & 1)
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 f_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -825,13 +825,11 @@ def _d_CertificateChainType(r):
                 else:
                     r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             s = 2
         elif ec == 1:
             q -= 1
@@ -840,9 +838,9 @@ def _d_CertificateChainType(r):
             el = 'Certificate'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                 f_Certificate = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -851,13 +849,11 @@ def _d_CertificateChainType(r):
                 else:
                     r.pos = r.end - q; f_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Certificate)
                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', f_Certificate, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+            ec = (x & 3)
             s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
@@ -996,22 +992,19 @@ def _d_ChargeServiceType(r):
                 el = 'ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     f_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -1035,22 +1028,19 @@ def _d_ChargeServiceType(r):
                 el = 'ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     f_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('ChargeServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
                 el = 'FreeService'
                 f_FreeService = ((x >> 2) & 1) == 1
                 s = 5
@@ -4850,21 +4840,18 @@ def _d_ListOfRootCertificateIDsType(r):
         el = 'RootCertificateID/X509IssuerName'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
             _c1_X509IssuerName = ''
         else:
             r.pos = r.end - q
             _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         el = 'RootCertificateID/X509SerialNumber'
         _neg = (x & 1)
         if q >= 24:
@@ -4908,21 +4895,18 @@ def _d_ListOfRootCertificateIDsType(r):
                     el = 'RootCertificateID/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c2_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
                     el = 'RootCertificateID/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -5077,22 +5061,20 @@ def _d_MeterInfoType(r):
         el = 'MeterID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
             f_MeterID = ''
         else:
             r.pos = r.end - q
             f_MeterID = r.string('iso2_msgdatatypes:MeterID')
             if len(f_MeterID) > 32: r.facet('MeterInfoType/MeterID', 'length [0, 32]', f_MeterID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        ec = x
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+        ec = (x & 7)
         s = 1
         if s == 1:
             if ec == 0:
@@ -5132,9 +5114,9 @@ def _d_MeterInfoType(r):
                 el = 'SigMeterReading'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5143,13 +5125,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                     if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 2:
                 q -= 2
@@ -5228,9 +5208,9 @@ def _d_MeterInfoType(r):
                 el = 'SigMeterReading'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
                     f_SigMeterReading = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5239,13 +5219,11 @@ def _d_MeterInfoType(r):
                     else:
                         r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
                     if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 2
@@ -5627,21 +5605,18 @@ def _d_NotificationType(r):
                 el = 'FaultMsg'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
                     f_FaultMsg = ''
                 else:
                     r.pos = r.end - q
                     f_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
                     if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
                 s = -1
             elif ec == 1:
                 pass
@@ -6770,20 +6745,17 @@ def _d_ParameterType(r):
                 el = 'stringValue'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
                     f_stringValue = ''
                 else:
                     r.pos = r.end - q
                     f_stringValue = r.string('iso2_msgdatatypes:stringValue')
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
                 s = -1
             else:
                 raise r.deviation('ParameterType', r.end - q)
@@ -8176,22 +8148,20 @@ def _d_SalesTariffType(r):
                 el = 'SalesTariffDescription'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
                     f_SalesTariffDescription = ''
                 else:
                     r.pos = r.end - q
                     f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
                     if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('SalesTariffType', r.end - q)
+                ec = (x & 3)
                 s = 3
             elif ec == 1:
                 q -= 11
@@ -8880,22 +8850,19 @@ def _d_ServiceListType(r):
                 el = 'Service/ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     _c1_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/ServiceCategory'
                 _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -8919,22 +8886,19 @@ def _d_ServiceListType(r):
                 el = 'Service/ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     _c1_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(_c1_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('ServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 59: raise r.deviation('ServiceType', r.end - q)
                 el = 'Service/FreeService'
                 _c1_FreeService = ((x >> 2) & 1) == 1
                 _c1_s = 5
@@ -9008,22 +8972,19 @@ def _d_ServiceListType(r):
                             el = 'Service/ServiceName'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                                 _c2_ServiceName = ''
                             else:
                                 r.pos = r.end - q
                                 _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                                 if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 100: raise r.deviation('ServiceType', r.end - q)
+                            q -= 8
+                            if q < 0: V, q = r.slideq(q, 8)
+                            x = (V >> q) & 255
+                            if x & 228: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/ServiceCategory'
                             _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                             ec = (x & 3)
@@ -9047,22 +9008,19 @@ def _d_ServiceListType(r):
                             el = 'Service/ServiceScope'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                                 _c2_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
                                 _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                                 if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 27: raise r.deviation('ServiceType', r.end - q)
+                            q -= 6
+                            if q < 0: V, q = r.slideq(q, 6)
+                            x = (V >> q) & 63
+                            if x & 59: raise r.deviation('ServiceType', r.end - q)
                             el = 'Service/FreeService'
                             _c2_FreeService = ((x >> 2) & 1) == 1
                             _c2_s = 5
@@ -9455,22 +9413,19 @@ def _d_ServiceType(r):
                 el = 'ServiceName'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
                     f_ServiceName = ''
                 else:
                     r.pos = r.end - q
                     f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
                     if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('ServiceType', r.end - q)
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceType', r.end - q)
                 el = 'ServiceCategory'
                 f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
                 ec = (x & 3)
@@ -9494,22 +9449,19 @@ def _d_ServiceType(r):
                 el = 'ServiceScope'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                     f_ServiceScope = ''
                 else:
                     r.pos = r.end - q
                     f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
                     if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
                     V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('ServiceType', r.end - q)
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 59: raise r.deviation('ServiceType', r.end - q)
                 el = 'FreeService'
                 f_FreeService = ((x >> 2) & 1) == 1
                 s = 5
@@ -9635,9 +9587,9 @@ def _d_SubCertificatesType(r):
         el = 'Certificate'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
             _v = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9646,9 +9598,9 @@ def _d_SubCertificatesType(r):
             else:
                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
             if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         f_Certificate.append(_v)
         s = 1
         if s == 1:
@@ -9664,9 +9616,9 @@ def _d_SubCertificatesType(r):
                     el = 'Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9675,9 +9627,9 @@ def _d_SubCertificatesType(r):
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
                         if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
                     f_Certificate.append(_v)
                     _k += 1
                     if _k == 3:

@@ -67,9 +67,9 @@ def _d_V2G_Message(r):
         el = 'Header/SessionID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
             _c1_SessionID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -78,13 +78,11 @@ def _d_V2G_Message(r):
             else:
                 r.pos = r.end - q; _c1_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_SessionID)
             if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', _c1_SessionID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+        ec = (x & 3)
         _c1_s = 1
         if _c1_s == 1:
             if ec == 0:
@@ -109,21 +107,18 @@ def _d_V2G_Message(r):
                         el = 'Header/Notification/FaultMsg'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
                             _c1_c1_FaultMsg = ''
                         else:
                             r.pos = r.end - q
                             _c1_c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
                             if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
                         _c1_c1_s = -1
                     elif ec == 1:
                         pass
@@ -435,9 +430,9 @@ def _d_V2G_Message(r):
                         el = 'Body/CertificateInstallationReq/OEMProvisioningCert'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
                             _c2_c6_OEMProvisioningCert = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -446,12 +441,9 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c6_OEMProvisioningCert = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c6_OEMProvisioningCert)
                             if _l > 800: r.facet('CertificateInstallationReqType/OEMProvisioningCert', 'length [0, 800]', _c2_c6_OEMProvisioningCert, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('BodyType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
                         r.pos = r.end - q
                         _c2_c6_ListOfRootCertificateIDs = c_iso2_msgdatatypes._d_ListOfRootCertificateIDsType(r)
@@ -494,9 +486,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c7_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -505,13 +497,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c7_c1_s = 2
                         elif ec == 1:
                             q -= 1
@@ -520,9 +510,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c7_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -531,13 +521,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c7_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -582,9 +570,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c7_c2_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -593,13 +581,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c2_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c7_c2_s = 2
                         elif ec == 1:
                             q -= 1
@@ -608,9 +594,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c7_c2_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -619,13 +605,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c7_c2_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c2_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c7_c2_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -778,9 +762,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c8_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -789,13 +773,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c8_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c8_c1_s = 2
                         elif ec == 1:
                             q -= 1
@@ -804,9 +786,9 @@ def _d_V2G_Message(r):
                             el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c8_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -815,13 +797,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c8_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c8_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c8_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -1089,9 +1069,9 @@ def _d_V2G_Message(r):
                             el = 'Body/MeteringReceiptReq/SessionID'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c2_c11_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1100,13 +1080,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c2_c11_s = 2
                         elif ec == 1:
                             q -= 1
@@ -1115,9 +1093,9 @@ def _d_V2G_Message(r):
                             el = 'Body/MeteringReceiptReq/SessionID'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
                                 _c2_c11_SessionID = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1126,13 +1104,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c11_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c11_SessionID)
                                 if _l > 8: r.facet('MeteringReceiptReqType/SessionID', 'length [0, 8]', _c2_c11_SessionID, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            ec = (x & 3)
                             _c2_c11_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
@@ -1218,9 +1194,9 @@ def _d_V2G_Message(r):
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             _esc = (x & 1)
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c12_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1229,13 +1205,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c12_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c12_c1_s = 2
                         elif ec == 1:
                             q -= 1
@@ -1244,9 +1218,9 @@ def _d_V2G_Message(r):
                             el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/Certificate'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
                                 _c2_c12_c1_Certificate = b''
                             else:
                                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1255,13 +1229,11 @@ def _d_V2G_Message(r):
                                 else:
                                     r.pos = r.end - q; _c2_c12_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c12_c1_Certificate)
                                 if _l > 800: r.facet('CertificateChainType/Certificate', 'length [0, 800]', _c2_c12_c1_Certificate, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('CertificateChainType', r.end - q)
+                            ec = (x & 3)
                             _c2_c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
@@ -1774,22 +1746,20 @@ def _d_V2G_Message(r):
                             el = 'Body/ServiceDiscoveryReq/ServiceScope'
                             _esc = x
                             if _esc:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
                                 _c2_c20_ServiceScope = ''
                             else:
                                 r.pos = r.end - q
                                 _c2_c20_ServiceScope = r.string('iso2_msgbody:ServiceScope')
                                 if len(_c2_c20_ServiceScope) > 64: r.facet('ServiceDiscoveryReqType/ServiceScope', 'length [0, 64]', _c2_c20_ServiceScope, r.at(r.pos))
                                 V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            ec = x
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            x = (V >> q) & 7
+                            if x & 4: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+                            ec = (x & 3)
                             _c2_c20_s = 1
                         elif ec == 1:
                             q -= 5
@@ -1847,9 +1817,9 @@ def _d_V2G_Message(r):
                         el = 'Body/SessionSetupReq/EVCCID'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
                             _c2_c21_EVCCID = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -1858,12 +1828,9 @@ def _d_V2G_Message(r):
                             else:
                                 r.pos = r.end - q; _c2_c21_EVCCID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c21_EVCCID)
                             if _l > 6: r.facet('SessionSetupReqType/EVCCID', 'length [0, 6]', _c2_c21_EVCCID, r.at(r.end - q))
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
+                        q -= 3
+                        if q < 0: V, q = r.slideq(q, 3)
+                        if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         _cv = _new(iso2_msgbody.SessionSetupReqType)
                         _cv.EVCCID = _c2_c21_EVCCID
                         _c2_s = 1
@@ -3679,9 +3646,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -3689,9 +3656,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3722,17 +3689,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -3765,17 +3732,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4199,9 +4166,9 @@ def _de14(r):  # Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4210,9 +4177,9 @@ def _de14(r):  # Certificate
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 800: r.facet('Certificate', 'length [0, 800]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4451,9 +4418,9 @@ def _de23(r):  # EVCCID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('EVCCID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('EVCCID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4462,9 +4429,9 @@ def _de23(r):  # EVCCID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 6: r.facet('EVCCID', 'length [0, 6]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('EVCCID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4809,9 +4776,9 @@ def _de37(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4819,9 +4786,9 @@ def _de37(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4869,18 +4836,18 @@ def _de39(r):  # FaultMsg
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:FaultMsg')
         if len(val) > 64: r.facet('FaultMsg', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -4949,9 +4916,9 @@ def _de42(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -4959,9 +4926,9 @@ def _de42(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5065,9 +5032,9 @@ def _de45(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5075,9 +5042,9 @@ def _de45(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5146,18 +5113,18 @@ def _de47(r):  # MeterID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MeterID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MeterID', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:MeterID')
         if len(val) > 32: r.facet('MeterID', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MeterID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5277,9 +5244,9 @@ def _de50(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5287,9 +5254,9 @@ def _de50(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5399,9 +5366,9 @@ def _de54(r):  # OEMProvisioningCert
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('OEMProvisioningCert', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('OEMProvisioningCert', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5410,9 +5377,9 @@ def _de54(r):  # OEMProvisioningCert
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 800: r.facet('OEMProvisioningCert', 'length [0, 800]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('OEMProvisioningCert', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5438,9 +5405,9 @@ def _de55(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5448,9 +5415,9 @@ def _de55(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5475,9 +5442,9 @@ def _de56(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5485,9 +5452,9 @@ def _de56(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5512,9 +5479,9 @@ def _de57(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5522,9 +5489,9 @@ def _de57(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5618,9 +5585,9 @@ def _de60(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5628,9 +5595,9 @@ def _de60(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5655,9 +5622,9 @@ def _de61(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5665,9 +5632,9 @@ def _de61(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5868,9 +5835,9 @@ def _de69(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5878,9 +5845,9 @@ def _de69(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5905,18 +5872,18 @@ def _de70(r):  # SalesTariffDescription
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SalesTariffDescription', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:SalesTariffDescription')
         if len(val) > 32: r.facet('SalesTariffDescription', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SalesTariffDescription', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -5965,9 +5932,9 @@ def _de72(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -5975,9 +5942,9 @@ def _de72(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6153,18 +6120,18 @@ def _de78(r):  # ServiceName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:ServiceName')
         if len(val) > 32: r.facet('ServiceName', 'length [0, 32]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6192,18 +6159,18 @@ def _de79(r):  # ServiceScope
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgbody:ServiceScope')
         if len(val) > 64: r.facet('ServiceScope', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6231,18 +6198,18 @@ def _de80(r):  # ServiceScope
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('ServiceScope', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:ServiceScope')
         if len(val) > 64: r.facet('ServiceScope', 'length [0, 64]', val, r.at(r.pos))
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('ServiceScope', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6270,9 +6237,9 @@ def _de81(r):  # SessionID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6281,9 +6248,9 @@ def _de81(r):  # SessionID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6309,9 +6276,9 @@ def _de82(r):  # SessionID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6320,9 +6287,9 @@ def _de82(r):  # SessionID
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 8: r.facet('SessionID', 'length [0, 8]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6348,9 +6315,9 @@ def _de83(r):  # SigMeterReading
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SigMeterReading', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6359,9 +6326,9 @@ def _de83(r):  # SigMeterReading
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
         if _l > 64: r.facet('SigMeterReading', 'length [0, 64]', val, r.at(r.end - q))
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SigMeterReading', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6506,9 +6473,9 @@ def _de87(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6516,9 +6483,9 @@ def _de87(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6543,9 +6510,9 @@ def _de88(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6553,9 +6520,9 @@ def _de88(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6580,17 +6547,17 @@ def _de89(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6617,9 +6584,9 @@ def _de90(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6627,9 +6594,9 @@ def _de90(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6701,17 +6668,17 @@ def _de92(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6738,17 +6705,17 @@ def _de93(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -6775,9 +6742,9 @@ def _de94(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -6785,9 +6752,9 @@ def _de94(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -7124,17 +7091,17 @@ def _de104(r):  # stringValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('stringValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('iso2_msgdatatypes:stringValue')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('stringValue', r.end - q)
     r.pos = r.end - q
     return val
 

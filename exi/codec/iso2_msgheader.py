@@ -26,9 +26,9 @@ def _d_MessageHeaderType(r):
         el = 'SessionID'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('SessionID', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SessionID', r.end - q)
             f_SessionID = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -37,13 +37,11 @@ def _d_MessageHeaderType(r):
             else:
                 r.pos = r.end - q; f_SessionID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SessionID)
             if _l > 8: r.facet('MessageHeaderType/SessionID', 'length [0, 8]', f_SessionID, r.at(r.end - q))
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SessionID', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
+        ec = (x & 3)
         s = 1
         if s == 1:
             if ec == 0:
@@ -68,21 +66,18 @@ def _d_MessageHeaderType(r):
                         el = 'Notification/FaultMsg'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('FaultMsg', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
                             _c1_FaultMsg = ''
                         else:
                             r.pos = r.end - q
                             _c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
                             if len(_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_FaultMsg, r.at(r.pos))
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('FaultMsg', r.end - q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('NotificationType', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
                         _c1_s = -1
                     elif ec == 1:
                         pass

@@ -178,9 +178,9 @@ def _d_DSAKeyValueType(r):
                     el = 'P'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('P', r.end - q)
                         f_P = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -188,19 +188,16 @@ def _d_DSAKeyValueType(r):
                             f_P = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_P = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_P)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('P', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('DSAKeyValueType', r.end - q)
                     el = 'Q'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
                         f_Q = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -208,13 +205,11 @@ def _d_DSAKeyValueType(r):
                             f_Q = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Q = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Q)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = (x & 3)
                     s = 4
                 elif ec == 1:
                     q -= 1
@@ -223,9 +218,9 @@ def _d_DSAKeyValueType(r):
                     el = 'G'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('G', r.end - q)
                         f_G = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -233,12 +228,9 @@ def _d_DSAKeyValueType(r):
                             f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_G)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('G', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 2
                 elif ec == 2:
                     q -= 1
@@ -247,9 +239,9 @@ def _d_DSAKeyValueType(r):
                     el = 'Y'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
                         f_Y = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -257,13 +249,11 @@ def _d_DSAKeyValueType(r):
                             f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = (x & 3)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
@@ -274,9 +264,9 @@ def _d_DSAKeyValueType(r):
                 el = 'Y'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Y', r.end - q)
                     f_Y = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -284,13 +274,11 @@ def _d_DSAKeyValueType(r):
                         f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
                         r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
+                ec = (x & 3)
                 s = 3
             if s == 3:
                 if ec == 0:
@@ -300,9 +288,9 @@ def _d_DSAKeyValueType(r):
                     el = 'J'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('J', r.end - q)
                         f_J = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -310,13 +298,11 @@ def _d_DSAKeyValueType(r):
                             f_J = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_J = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_J)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('J', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = (x & 3)
                     s = 5
                 elif ec == 1:
                     q -= 1
@@ -325,9 +311,9 @@ def _d_DSAKeyValueType(r):
                     el = 'Seed'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
                         f_Seed = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -335,12 +321,9 @@ def _d_DSAKeyValueType(r):
                             f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Seed)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 6
                 elif ec == 2:
                     pass
@@ -355,9 +338,9 @@ def _d_DSAKeyValueType(r):
                     el = 'G'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('G', r.end - q)
                         f_G = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -365,12 +348,9 @@ def _d_DSAKeyValueType(r):
                             f_G = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_G = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_G)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('G', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 2
                 elif ec == 1:
                     q -= 1
@@ -379,9 +359,9 @@ def _d_DSAKeyValueType(r):
                     el = 'Y'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
                         f_Y = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -389,13 +369,11 @@ def _d_DSAKeyValueType(r):
                             f_Y = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Y = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Y)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('DSAKeyValueType', r.end - q)
+                    ec = (x & 3)
                     s = 3
                 else:
                     raise r.deviation('DSAKeyValueType', r.end - q)
@@ -407,9 +385,9 @@ def _d_DSAKeyValueType(r):
                     el = 'Seed'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
                         f_Seed = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -417,12 +395,9 @@ def _d_DSAKeyValueType(r):
                             f_Seed = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_Seed = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Seed)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
                     s = 6
                 elif ec == 1:
                     pass
@@ -436,9 +411,9 @@ def _d_DSAKeyValueType(r):
                 el = 'PgenCounter'
                 _esc = x
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
                     f_PgenCounter = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -446,12 +421,9 @@ def _d_DSAKeyValueType(r):
                         f_PgenCounter = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
                         r.pos = r.end - q; f_PgenCounter = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PgenCounter)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DSAKeyValueType', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DSAKeyValueType', r.end - q)
                 s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -811,17 +783,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -976,17 +948,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -1022,17 +994,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -1187,17 +1159,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -1233,17 +1205,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -1398,17 +1370,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         q -= 4
                         if q < 0: V, q = r.slideq(q, 4)
@@ -1444,17 +1416,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -1585,17 +1557,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -1630,17 +1602,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -1771,17 +1743,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -1816,17 +1788,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -1957,17 +1929,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -2002,17 +1974,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -2143,17 +2115,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -2188,17 +2160,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -2329,17 +2301,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -2374,17 +2346,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -2515,17 +2487,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -2560,17 +2532,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -2701,17 +2673,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -2746,17 +2718,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -2887,17 +2859,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -2935,17 +2907,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                     elif ec == 1:
                         el = 'KeyValue'
@@ -3077,17 +3049,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3125,17 +3097,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3267,17 +3239,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3315,17 +3287,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3457,17 +3429,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3505,17 +3477,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3647,17 +3619,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3695,17 +3667,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -3837,17 +3809,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -3885,17 +3857,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -4027,17 +3999,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                         break
@@ -4075,17 +4047,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                         break
@@ -4219,17 +4191,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                     elif ec == 7:
                         r.pos = r.end - q
@@ -4262,17 +4234,17 @@ def _d_KeyInfoType(r, key):
                         el = 'KeyName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:KeyName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_KeyName.append(_v)
                         s = 11
                     elif ec == 1:
@@ -4403,17 +4375,17 @@ def _d_KeyInfoType(r, key):
                         el = 'MgmtData'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:MgmtData')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('KeyInfoType', r.end - q)
                         f_MgmtData.append(_v)
                         s = 17
                     elif ec == 7:
@@ -7459,9 +7431,9 @@ def _d_KeyValueType(r, key):
                     el = 'RSAKeyValue/Modulus'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
                         _c1_Modulus = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7469,19 +7441,16 @@ def _d_KeyValueType(r, key):
                             _c1_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _c1_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Modulus)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
                         _c1_Exponent = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7489,13 +7458,10 @@ def _d_KeyValueType(r, key):
                             _c1_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _c1_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_Exponent)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c1_Modulus
                     f_RSAKeyValue.Exponent = _c1_Exponent
@@ -7540,9 +7506,9 @@ def _d_KeyValueType(r, key):
                     el = 'RSAKeyValue/Modulus'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
                         _c2_Modulus = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7550,19 +7516,16 @@ def _d_KeyValueType(r, key):
                             _c2_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _c2_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Modulus)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 6: raise r.deviation('KeyValueType', r.end - q)
                     el = 'RSAKeyValue/Exponent'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
                         _c2_Exponent = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -7570,13 +7533,10 @@ def _d_KeyValueType(r, key):
                             _c2_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _c2_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_Exponent)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('KeyValueType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 12: raise r.deviation('KeyValueType', r.end - q)
                     f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c2_Modulus
                     f_RSAKeyValue.Exponent = _c2_Exponent
@@ -8274,9 +8234,9 @@ def _d_PGPDataType(r):
                     el = 'PGPKeyID'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
                         f_PGPKeyID = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8284,13 +8244,11 @@ def _d_PGPDataType(r):
                             f_PGPKeyID = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_PGPKeyID = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyID)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('PGPDataType', r.end - q)
+                    ec = (x & 3)
                     s = 1
                 elif ec == 1:
                     q -= 1
@@ -8299,9 +8257,9 @@ def _d_PGPDataType(r):
                     el = 'PGPKeyPacket'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
                         f_PGPKeyPacket = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8309,13 +8267,11 @@ def _d_PGPDataType(r):
                             f_PGPKeyPacket = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyPacket)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('PGPDataType', r.end - q)
+                    ec = (x & 3)
                     s = 2
                 else:
                     raise r.deviation('PGPDataType', r.end - q)
@@ -8327,9 +8283,9 @@ def _d_PGPDataType(r):
                     el = 'PGPKeyPacket'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
                         f_PGPKeyPacket = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8337,13 +8293,11 @@ def _d_PGPDataType(r):
                             f_PGPKeyPacket = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; f_PGPKeyPacket = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_PGPKeyPacket)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    ec = x
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('PGPDataType', r.end - q)
+                    ec = (x & 3)
                     s = 3
                 elif ec == 1:
                     r.pos = r.end - q
@@ -8520,9 +8474,9 @@ def _d_RSAKeyValueType(r):
         el = 'Modulus'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
             f_Modulus = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8530,19 +8484,16 @@ def _d_RSAKeyValueType(r):
                 f_Modulus = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
                 r.pos = r.end - q; f_Modulus = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Modulus)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        if x & 2: raise r.deviation('RSAKeyValueType', r.end - q)
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('RSAKeyValueType', r.end - q)
         el = 'Exponent'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
             f_Exponent = b''
         else:
             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8550,12 +8501,9 @@ def _d_RSAKeyValueType(r):
                 f_Exponent = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
                 r.pos = r.end - q; f_Exponent = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_Exponent)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('RSAKeyValueType', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('RSAKeyValueType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
@@ -8769,9 +8717,9 @@ def _d_ReferenceType(r):
             el = 'DigestValue'
             _esc = x
             if _esc:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
                 f_DigestValue = b''
             else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -8779,12 +8727,9 @@ def _d_ReferenceType(r):
                     f_DigestValue = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
                     r.pos = r.end - q; f_DigestValue = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DigestValue)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ReferenceType', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ReferenceType', r.end - q)
             s = -1
         r.pos = r.end - q
     except Exception as e:
@@ -9175,9 +9120,9 @@ def _d_SPKIDataType(r):
                 el = 'SPKISexp'
                 _esc = (x & 1)
                 if _esc:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
                     _v = b''
                 else:
                     if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9185,9 +9130,9 @@ def _d_SPKIDataType(r):
                         _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                     else:
                         r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
                 f_SPKISexp.append(_v)
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -9202,9 +9147,9 @@ def _d_SPKIDataType(r):
                     el = 'SPKISexp'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9212,9 +9157,9 @@ def _d_SPKIDataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -9239,9 +9184,9 @@ def _d_SPKIDataType(r):
                     el = 'SPKISexp'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9249,9 +9194,9 @@ def _d_SPKIDataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -9271,9 +9216,9 @@ def _d_SPKIDataType(r):
                         el = 'SPKISexp'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9281,9 +9226,9 @@ def _d_SPKIDataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
                         f_SPKISexp.append(_v)
                     elif ec == 1:
                         r.pos = r.end - q
@@ -9309,9 +9254,9 @@ def _d_SPKIDataType(r):
                     el = 'SPKISexp'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -9319,9 +9264,9 @@ def _d_SPKIDataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SPKIDataType', r.end - q)
                     f_SPKISexp.append(_v)
                     s = 3
                 elif ec == 1:
@@ -10721,17 +10666,17 @@ def _d_TransformType(r, key):
                     el = 'XPath'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:XPath')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('TransformType', r.end - q)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -10765,17 +10710,17 @@ def _d_TransformType(r, key):
                     el = 'XPath'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:XPath')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('TransformType', r.end - q)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -10809,17 +10754,17 @@ def _d_TransformType(r, key):
                     el = 'XPath'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:XPath')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('TransformType', r.end - q)
                     f_XPath.append(_v)
                     s = 4
                 elif ec == 1:
@@ -10857,17 +10802,17 @@ def _d_TransformType(r, key):
                         el = 'XPath'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:XPath')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('TransformType', r.end - q)
                         f_XPath.append(_v)
                     elif ec == 1:
                         r.pos = r.end - q
@@ -11142,21 +11087,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c1_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c1_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11197,9 +11139,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11207,9 +11149,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
@@ -11223,17 +11165,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
@@ -11247,9 +11189,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11257,9 +11199,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
@@ -11273,9 +11215,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11283,9 +11225,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     q -= 3
                     if q < 0: V, q = r.slideq(q, 3)
@@ -11312,21 +11254,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c2_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11363,9 +11302,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11373,9 +11312,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -11385,17 +11324,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -11405,9 +11344,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11415,9 +11354,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -11427,9 +11366,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11437,9 +11376,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -11465,21 +11404,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c3_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c3_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11516,9 +11452,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11526,9 +11462,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -11538,17 +11474,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -11558,9 +11494,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11568,9 +11504,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -11580,9 +11516,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11590,9 +11526,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -11618,21 +11554,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c4_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c4_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11669,9 +11602,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11679,9 +11612,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -11691,17 +11624,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -11711,9 +11644,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11721,9 +11654,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -11733,9 +11666,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11743,9 +11676,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -11771,21 +11704,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c5_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c5_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11822,9 +11752,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11832,9 +11762,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -11844,17 +11774,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -11864,9 +11794,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11874,9 +11804,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -11886,9 +11816,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11896,9 +11826,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -11924,21 +11854,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c6_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c6_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -11975,9 +11902,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -11985,9 +11912,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -11997,17 +11924,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -12017,9 +11944,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12027,9 +11954,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -12039,9 +11966,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12049,9 +11976,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -12077,21 +12004,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c7_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c7_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -12128,9 +12052,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12138,9 +12062,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -12150,17 +12074,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -12170,9 +12094,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12180,9 +12104,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -12192,9 +12116,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12202,9 +12126,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -12234,21 +12158,18 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509IssuerName'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                             _c8_X509IssuerName = ''
                         else:
                             r.pos = r.end - q
                             _c8_X509IssuerName = r.string('xmldsig:X509IssuerName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('X509DataType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if q >= 24:
@@ -12284,9 +12205,9 @@ def _d_X509DataType(r):
                         el = 'X509SKI'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12294,9 +12215,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
@@ -12307,17 +12228,17 @@ def _d_X509DataType(r):
                         el = 'X509SubjectName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
@@ -12328,9 +12249,9 @@ def _d_X509DataType(r):
                         el = 'X509Certificate'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12338,9 +12259,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
@@ -12351,9 +12272,9 @@ def _d_X509DataType(r):
                         el = 'X509CRL'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12361,9 +12282,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -12396,21 +12317,18 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509IssuerName'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                             _c9_X509IssuerName = ''
                         else:
                             r.pos = r.end - q
                             _c9_X509IssuerName = r.string('xmldsig:X509IssuerName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('X509DataType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if q >= 24:
@@ -12448,9 +12366,9 @@ def _d_X509DataType(r):
                         el = 'X509SKI'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12458,9 +12376,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SKI.append(_v)
                     elif ec == 2:
                         q -= 1
@@ -12469,17 +12387,17 @@ def _d_X509DataType(r):
                         el = 'X509SubjectName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
@@ -12490,9 +12408,9 @@ def _d_X509DataType(r):
                         el = 'X509Certificate'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12500,9 +12418,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
@@ -12513,9 +12431,9 @@ def _d_X509DataType(r):
                         el = 'X509CRL'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12523,9 +12441,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -12558,21 +12476,18 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509IssuerName'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                             _c10_X509IssuerName = ''
                         else:
                             r.pos = r.end - q
                             _c10_X509IssuerName = r.string('xmldsig:X509IssuerName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('X509DataType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if q >= 24:
@@ -12610,9 +12525,9 @@ def _d_X509DataType(r):
                         el = 'X509SKI'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12620,9 +12535,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
@@ -12633,17 +12548,17 @@ def _d_X509DataType(r):
                         el = 'X509SubjectName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SubjectName.append(_v)
                     elif ec == 3:
                         q -= 1
@@ -12652,9 +12567,9 @@ def _d_X509DataType(r):
                         el = 'X509Certificate'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12662,9 +12577,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
@@ -12675,9 +12590,9 @@ def _d_X509DataType(r):
                         el = 'X509CRL'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12685,9 +12600,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -12720,21 +12635,18 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509IssuerName'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                             _c11_X509IssuerName = ''
                         else:
                             r.pos = r.end - q
                             _c11_X509IssuerName = r.string('xmldsig:X509IssuerName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('X509DataType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if q >= 24:
@@ -12772,9 +12684,9 @@ def _d_X509DataType(r):
                         el = 'X509SKI'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12782,9 +12694,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
@@ -12795,17 +12707,17 @@ def _d_X509DataType(r):
                         el = 'X509SubjectName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
@@ -12816,9 +12728,9 @@ def _d_X509DataType(r):
                         el = 'X509Certificate'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12826,9 +12738,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509Certificate.append(_v)
                     elif ec == 4:
                         q -= 1
@@ -12837,9 +12749,9 @@ def _d_X509DataType(r):
                         el = 'X509CRL'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12847,9 +12759,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509CRL.append(_v)
                         s = 11
                         break
@@ -12882,21 +12794,18 @@ def _d_X509DataType(r):
                         el = 'X509IssuerSerial/X509IssuerName'
                         _esc = (x & 1)
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                             _c12_X509IssuerName = ''
                         else:
                             r.pos = r.end - q
                             _c12_X509IssuerName = r.string('xmldsig:X509IssuerName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 6: raise r.deviation('X509DataType', r.end - q)
+                        q -= 4
+                        if q < 0: V, q = r.slideq(q, 4)
+                        x = (V >> q) & 15
+                        if x & 14: raise r.deviation('X509DataType', r.end - q)
                         el = 'X509IssuerSerial/X509SerialNumber'
                         _neg = (x & 1)
                         if q >= 24:
@@ -12934,9 +12843,9 @@ def _d_X509DataType(r):
                         el = 'X509SKI'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12944,9 +12853,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SKI.append(_v)
                         s = 8
                         break
@@ -12957,17 +12866,17 @@ def _d_X509DataType(r):
                         el = 'X509SubjectName'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                             _v = ''
                         else:
                             r.pos = r.end - q
                             _v = r.string('xmldsig:X509SubjectName')
                             V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509SubjectName.append(_v)
                         s = 9
                         break
@@ -12978,9 +12887,9 @@ def _d_X509DataType(r):
                         el = 'X509Certificate'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -12988,9 +12897,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509Certificate.append(_v)
                         s = 10
                         break
@@ -13001,9 +12910,9 @@ def _d_X509DataType(r):
                         el = 'X509CRL'
                         _esc = x
                         if _esc:
-                            q -= 3
-                            if q < 0: V, q = r.slideq(q, 3)
-                            if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                             _v = b''
                         else:
                             if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13011,9 +12920,9 @@ def _d_X509DataType(r):
                                 _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
                                 r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                         f_X509CRL.append(_v)
                     elif ec == 5:
                         r.pos = r.end - q
@@ -13040,21 +12949,18 @@ def _d_X509DataType(r):
                     el = 'X509IssuerSerial/X509IssuerName'
                     _esc = (x & 1)
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
                         _c13_X509IssuerName = ''
                     else:
                         r.pos = r.end - q
                         _c13_X509IssuerName = r.string('xmldsig:X509IssuerName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 6: raise r.deviation('X509DataType', r.end - q)
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 14: raise r.deviation('X509DataType', r.end - q)
                     el = 'X509IssuerSerial/X509SerialNumber'
                     _neg = (x & 1)
                     if q >= 24:
@@ -13091,9 +12997,9 @@ def _d_X509DataType(r):
                     el = 'X509SKI'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13101,9 +13007,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SKI.append(_v)
                     s = 8
                 elif ec == 2:
@@ -13113,17 +13019,17 @@ def _d_X509DataType(r):
                     el = 'X509SubjectName'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
                         _v = ''
                     else:
                         r.pos = r.end - q
                         _v = r.string('xmldsig:X509SubjectName')
                         V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509SubjectName.append(_v)
                     s = 9
                 elif ec == 3:
@@ -13133,9 +13039,9 @@ def _d_X509DataType(r):
                     el = 'X509Certificate'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13143,9 +13049,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509Certificate.append(_v)
                     s = 10
                 elif ec == 4:
@@ -13155,9 +13061,9 @@ def _d_X509DataType(r):
                     el = 'X509CRL'
                     _esc = x
                     if _esc:
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
                         _v = b''
                     else:
                         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -13165,9 +13071,9 @@ def _d_X509DataType(r):
                             _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                         else:
                             r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('X509DataType', r.end - q)
                     f_X509CRL.append(_v)
                     s = 11
                 elif ec == 5:
@@ -14274,21 +14180,18 @@ def _d_X509IssuerSerialType(r):
         el = 'X509IssuerName'
         _esc = (x & 1)
         if _esc:
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
             f_X509IssuerName = ''
         else:
             r.pos = r.end - q
             f_X509IssuerName = r.string('xmldsig:X509IssuerName')
             V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        x = (V >> q) & 7
-        if x & 6: raise r.deviation('X509IssuerSerialType', r.end - q)
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 14: raise r.deviation('X509IssuerSerialType', r.end - q)
         el = 'X509SerialNumber'
         _neg = (x & 1)
         if q >= 24:
@@ -14433,9 +14336,9 @@ def _de2(r):  # DigestValue
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('DigestValue', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('DigestValue', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14443,9 +14346,9 @@ def _de2(r):  # DigestValue
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('DigestValue', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14476,17 +14379,17 @@ def _de4(r):  # KeyName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('KeyName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('KeyName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:KeyName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('KeyName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14519,17 +14422,17 @@ def _de6(r):  # MgmtData
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('MgmtData', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('MgmtData', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:MgmtData')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('MgmtData', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14609,9 +14512,9 @@ def _de11(r):  # Exponent
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Exponent', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Exponent', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14619,9 +14522,9 @@ def _de11(r):  # Exponent
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Exponent', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14646,9 +14549,9 @@ def _de12(r):  # G
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('G', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('G', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14656,9 +14559,9 @@ def _de12(r):  # G
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('G', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('G', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14730,9 +14633,9 @@ def _de14(r):  # J
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('J', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('J', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14740,9 +14643,9 @@ def _de14(r):  # J
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('J', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('J', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14767,9 +14670,9 @@ def _de15(r):  # Modulus
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Modulus', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Modulus', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14777,9 +14680,9 @@ def _de15(r):  # Modulus
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Modulus', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14804,9 +14707,9 @@ def _de16(r):  # P
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('P', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('P', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14814,9 +14717,9 @@ def _de16(r):  # P
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('P', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('P', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14841,9 +14744,9 @@ def _de17(r):  # PGPKeyID
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyID', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyID', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14851,9 +14754,9 @@ def _de17(r):  # PGPKeyID
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyID', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14878,9 +14781,9 @@ def _de18(r):  # PGPKeyPacket
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PGPKeyPacket', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PGPKeyPacket', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14888,9 +14791,9 @@ def _de18(r):  # PGPKeyPacket
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PGPKeyPacket', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14915,9 +14818,9 @@ def _de19(r):  # PgenCounter
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('PgenCounter', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PgenCounter', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14925,9 +14828,9 @@ def _de19(r):  # PgenCounter
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('PgenCounter', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14952,9 +14855,9 @@ def _de20(r):  # Q
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Q', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Q', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14962,9 +14865,9 @@ def _de20(r):  # Q
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Q', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Q', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -14989,9 +14892,9 @@ def _de21(r):  # SPKISexp
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('SPKISexp', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('SPKISexp', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -14999,9 +14902,9 @@ def _de21(r):  # SPKISexp
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('SPKISexp', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15026,9 +14929,9 @@ def _de22(r):  # Seed
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Seed', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Seed', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15036,9 +14939,9 @@ def _de22(r):  # Seed
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Seed', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15063,9 +14966,9 @@ def _de23(r):  # X509CRL
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509CRL', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509CRL', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15073,9 +14976,9 @@ def _de23(r):  # X509CRL
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509CRL', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15100,9 +15003,9 @@ def _de24(r):  # X509Certificate
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509Certificate', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509Certificate', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15110,9 +15013,9 @@ def _de24(r):  # X509Certificate
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509Certificate', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15137,17 +15040,17 @@ def _de25(r):  # X509IssuerName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509IssuerName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509IssuerName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509IssuerName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15174,9 +15077,9 @@ def _de26(r):  # X509SKI
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SKI', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SKI', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15184,9 +15087,9 @@ def _de26(r):  # X509SKI
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SKI', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15258,17 +15161,17 @@ def _de28(r):  # X509SubjectName
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('X509SubjectName', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('X509SubjectName', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:X509SubjectName')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('X509SubjectName', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15295,17 +15198,17 @@ def _de29(r):  # XPath
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('XPath', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('XPath', r.end - q)
         val = ''
     else:
         r.pos = r.end - q
         val = r.string('xmldsig:XPath')
         V = r.v; q = r.end - r.pos
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('XPath', r.end - q)
     r.pos = r.end - q
     return val
 
@@ -15332,9 +15235,9 @@ def _de30(r):  # Y
     x = (V >> q) & 1
     _esc = x
     if _esc:
-        q -= 3
-        if q < 0: V, q = r.slideq(q, 3)
-        if (V >> q) & 7: raise r.deviation('Y', r.end - q)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('Y', r.end - q)
         val = b''
     else:
         if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
@@ -15342,9 +15245,9 @@ def _de30(r):  # Y
             val = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
         else:
             r.pos = r.end - q; val = r.binary(); V = r.v; q = r.end - r.pos; _l = len(val)
-        q -= 1
-        if q < 0: V, q = r.slideq(q, 1)
-        if (V >> q) & 1: raise r.deviation('Y', r.end - q)
+    q -= 1
+    if q < 0: V, q = r.slideq(q, 1)
+    if (V >> q) & 1: raise r.deviation('Y', r.end - q)
     r.pos = r.end - q
     return val
 

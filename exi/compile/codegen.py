@@ -1057,13 +1057,15 @@ class CodecWriter:
             # An empty value may come as a second-level EE instead of CH (EXIficient writes <X/> so):
             # escape, then EE = 0 among the 3-bit second-level codes of a start tag.
             empty = {"str": "''", "list": "[]"}.get(t.rep, "b''")
-            # The escape bit is read with the codes before it (the element's start, mostly).
+            # The escape bit is read with the codes before it (the element's start, mostly), and the last bit
+            # either way (the value's EE, or the last of the three zero bits of the second-level EE) with the
+            # codes after it.
             lines = ["if _esc:",
-                     "    q -= 3", "    if q < 0: V, q = r.slideq(q, 3)",
-                     f"    if (V >> q) & 7: raise r.deviation({decl.qname[1]!r}, r.end - q)",
+                     "    q -= 2", "    if q < 0: V, q = r.slideq(q, 2)",
+                     f"    if (V >> q) & 3: raise r.deviation({decl.qname[1]!r}, r.end - q)",
                      f"    {target} = {empty}", "else:"]
-            lines.extend("    " + x for x in self._render_dec([*value_ops, ("fix", 1, "code")], decl.qname[1]))
-            return [("fix", 1, ["_esc = {p}"]), ("raw", lines)]
+            lines.extend("    " + x for x in self._render_dec(value_ops, decl.qname[1]) or ["pass"])
+            return [("fix", 1, ["_esc = {p}"]), ("raw", lines), ("fix", 1, "code")]
         return [("fix", 1, "code"), *value_ops, ("fix", 1, "code")]
 
     def enc_element_ops(self, decl: ElementDecl, expr: str) -> list[tuple]:
