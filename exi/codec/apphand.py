@@ -9,6 +9,9 @@ from exi.model import apphand
 _new = object.__new__
 _E_apphand_responseCodeType = tuple(apphand.responseCodeType)
 _I_apphand_responseCodeType = {v: i for i, v in enumerate(apphand.responseCodeType)}
+_K_apphand_AppProtocolType = apphand.AppProtocolType
+_K_apphand_supportedAppProtocolReq = apphand.supportedAppProtocolReq
+_K_apphand_supportedAppProtocolRes = apphand.supportedAppProtocolRes
 
 def _d_AppProtocolType(r):
     # {urn:iso:15118:2:2010:AppProtocol}AppProtocolType
@@ -95,7 +98,7 @@ def _d_AppProtocolType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(apphand.AppProtocolType)
+    _obj = _new(_K_apphand_AppProtocolType)
     _obj.ProtocolNamespace = f_ProtocolNamespace
     _obj.VersionNumberMajor = f_VersionNumberMajor
     _obj.VersionNumberMinor = f_VersionNumberMinor
@@ -235,7 +238,7 @@ def _d_supportedAppProtocolReq(r):
         el = 'AppProtocol/Priority'
         _c1_Priority = ((x >> 2) & 31) + 1
         if _c1_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c1_Priority, r.at(r.end - q))
-        _v = _new(apphand.AppProtocolType)
+        _v = _new(_K_apphand_AppProtocolType)
         _v.ProtocolNamespace = _c1_ProtocolNamespace
         _v.VersionNumberMajor = _c1_VersionNumberMajor
         _v.VersionNumberMinor = _c1_VersionNumberMinor
@@ -243,101 +246,100 @@ def _d_supportedAppProtocolReq(r):
         _v.Priority = _c1_Priority
         f_AppProtocol.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                el = 'AppProtocol/ProtocolNamespace'
+                _esc = (x & 1)
+                if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                    el = 'AppProtocol/ProtocolNamespace'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
-                        _c2_ProtocolNamespace = ''
-                    else:
-                        r.pos = r.end - q
-                        _c2_ProtocolNamespace = r.string('ProtocolNamespace')
-                        if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
-                        V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                    el = 'AppProtocol/VersionNumberMajor'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_VersionNumberMajor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_VersionNumberMajor = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    if (V >> q) & 3: raise r.deviation('ProtocolNamespace', r.end - q)
+                    _c2_ProtocolNamespace = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_ProtocolNamespace = r.string('ProtocolNamespace')
+                    if len(_c2_ProtocolNamespace) > 100: r.facet('AppProtocolType/ProtocolNamespace', 'length [0, 100]', _c2_ProtocolNamespace, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                el = 'AppProtocol/VersionNumberMajor'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_VersionNumberMajor = (V >> q) & 127
+                        _c2_VersionNumberMajor = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_VersionNumberMajor = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_VersionNumberMajor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                    if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
-                    el = 'AppProtocol/VersionNumberMinor'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_VersionNumberMinor = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_VersionNumberMinor = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_VersionNumberMajor = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_VersionNumberMajor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                if _c2_VersionNumberMajor > 4294967295: r.facet('AppProtocolType/VersionNumberMajor', 'range [0, 4294967295]', _c2_VersionNumberMajor, r.at(r.end - q))
+                el = 'AppProtocol/VersionNumberMinor'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_VersionNumberMinor = (V >> q) & 127
+                        _c2_VersionNumberMinor = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_VersionNumberMinor = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_VersionNumberMinor = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 21
-                    if q < 0: V, q = r.slideq(q, 21)
-                    x = (V >> q) & 2097151
-                    if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
-                    if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
-                    el = 'AppProtocol/SchemaID'
-                    _c2_SchemaID = ((x >> 10) & 255)
-                    el = 'AppProtocol/Priority'
-                    _c2_Priority = ((x >> 2) & 31) + 1
-                    if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(r.end - q))
-                    _v = _new(apphand.AppProtocolType)
-                    _v.ProtocolNamespace = _c2_ProtocolNamespace
-                    _v.VersionNumberMajor = _c2_VersionNumberMajor
-                    _v.VersionNumberMinor = _c2_VersionNumberMinor
-                    _v.SchemaID = _c2_SchemaID
-                    _v.Priority = _c2_Priority
-                    f_AppProtocol.append(_v)
-                    _k += 1
-                    if _k == 19:
-                        s = 20
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_VersionNumberMinor = (V >> q) & 127
                 else:
-                    raise r.deviation('supportedAppProtocolReq', r.end - q)
+                    r.pos = r.end - q; _c2_VersionNumberMinor = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 21
+                if q < 0: V, q = r.slideq(q, 21)
+                x = (V >> q) & 2097151
+                if x & 1835907: raise r.deviation('supportedAppProtocolReq', r.end - q)
+                if _c2_VersionNumberMinor > 4294967295: r.facet('AppProtocolType/VersionNumberMinor', 'range [0, 4294967295]', _c2_VersionNumberMinor, r.at(r.end - q))
+                el = 'AppProtocol/SchemaID'
+                _c2_SchemaID = ((x >> 10) & 255)
+                el = 'AppProtocol/Priority'
+                _c2_Priority = ((x >> 2) & 31) + 1
+                if _c2_Priority > 20: r.facet('AppProtocolType/Priority', 'maxInclusive 20', _c2_Priority, r.at(r.end - q))
+                _v = _new(_K_apphand_AppProtocolType)
+                _v.ProtocolNamespace = _c2_ProtocolNamespace
+                _v.VersionNumberMajor = _c2_VersionNumberMajor
+                _v.VersionNumberMinor = _c2_VersionNumberMinor
+                _v.SchemaID = _c2_SchemaID
+                _v.Priority = _c2_Priority
+                f_AppProtocol.append(_v)
+                _k += 1
+                if _k == 19:
+                    s = 20
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('supportedAppProtocolReq', r.end - q)
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -346,7 +348,7 @@ def _d_supportedAppProtocolReq(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(apphand.supportedAppProtocolReq)
+    _obj = _new(_K_apphand_supportedAppProtocolReq)
     _obj.AppProtocol = f_AppProtocol
     return _obj
 
@@ -407,64 +409,63 @@ def _e_supportedAppProtocolReq(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of AppProtocol')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_AppProtocol < n_AppProtocol:
-                    el = 'AppProtocol'
-                    _o = v_AppProtocol[i_AppProtocol]
-                    _c2_ProtocolNamespace = _o.ProtocolNamespace
-                    _c2_VersionNumberMajor = _o.VersionNumberMajor
-                    _c2_VersionNumberMinor = _o.VersionNumberMinor
-                    _c2_SchemaID = _o.SchemaID
-                    _c2_Priority = _o.Priority
-                    if not (_c2_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
-                    el = 'AppProtocol/ProtocolNamespace'
-                    v <<= 4
-                    n += 4
-                    _l = len(_c2_ProtocolNamespace)
-                    if _l > 100: raise EncodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]')
-                    if _l < 126 and _c2_ProtocolNamespace.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ProtocolNamespace.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_ProtocolNamespace); v = w.v; n = w.n
-                    if not (_c2_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
-                    el = 'AppProtocol/VersionNumberMajor'
-                    if _c2_VersionNumberMajor < 0 or _c2_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMajor!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c2_VersionNumberMajor < 128: v = (v << 9) | (_c2_VersionNumberMajor << 1); n += 9
-                    elif _c2_VersionNumberMajor < 16384: v = (v << 17) | (_V2[_c2_VersionNumberMajor] << 1); n += 17
-                    elif _c2_VersionNumberMajor < 2097152: v = (v << 25) | ((((_V2[_c2_VersionNumberMajor & 16383] | 128) << 8) | (_c2_VersionNumberMajor >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
-                    el = 'AppProtocol/VersionNumberMinor'
-                    if _c2_VersionNumberMinor < 0 or _c2_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMinor!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_VersionNumberMinor < 128: v = (v << 9) | (_c2_VersionNumberMinor << 1); n += 9
-                    elif _c2_VersionNumberMinor < 16384: v = (v << 17) | (_V2[_c2_VersionNumberMinor] << 1); n += 17
-                    elif _c2_VersionNumberMinor < 2097152: v = (v << 25) | ((((_V2[_c2_VersionNumberMinor & 16383] | 128) << 8) | (_c2_VersionNumberMinor >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_SchemaID is not None): raise EncodeError('missing content: SchemaID')
-                    el = 'AppProtocol/SchemaID'
-                    if not 0 <= _c2_SchemaID <= 255: raise EncodeError(f'value {_c2_SchemaID!r} outside [0, 255]')
-                    if not (_c2_Priority is not None): raise EncodeError('missing content: Priority')
-                    el = 'AppProtocol/Priority'
-                    if not 1 <= _c2_Priority <= 20: raise EncodeError(f'value {_c2_Priority!r} outside [1, 20]')
-                    v = (v << 20) | (_c2_SchemaID << 10) | ((_c2_Priority - 1) << 2)
-                    n += 20
-                    i_AppProtocol += 1
-                    _k += 1
-                    if _k == 19:
-                        s = 20
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_AppProtocol < n_AppProtocol: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_AppProtocol < n_AppProtocol:
+                el = 'AppProtocol'
+                _o = v_AppProtocol[i_AppProtocol]
+                _c2_ProtocolNamespace = _o.ProtocolNamespace
+                _c2_VersionNumberMajor = _o.VersionNumberMajor
+                _c2_VersionNumberMinor = _o.VersionNumberMinor
+                _c2_SchemaID = _o.SchemaID
+                _c2_Priority = _o.Priority
+                if not (_c2_ProtocolNamespace is not None): raise EncodeError('missing content: ProtocolNamespace')
+                el = 'AppProtocol/ProtocolNamespace'
+                v <<= 4
+                n += 4
+                _l = len(_c2_ProtocolNamespace)
+                if _l > 100: raise EncodeError(f'length {len(_c2_ProtocolNamespace)} outside [0, 100]')
+                if _l < 126 and _c2_ProtocolNamespace.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ProtocolNamespace.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_ProtocolNamespace); v = w.v; n = w.n
+                if not (_c2_VersionNumberMajor is not None): raise EncodeError('missing content: VersionNumberMajor')
+                el = 'AppProtocol/VersionNumberMajor'
+                if _c2_VersionNumberMajor < 0 or _c2_VersionNumberMajor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMajor!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c2_VersionNumberMajor < 128: v = (v << 9) | (_c2_VersionNumberMajor << 1); n += 9
+                elif _c2_VersionNumberMajor < 16384: v = (v << 17) | (_V2[_c2_VersionNumberMajor] << 1); n += 17
+                elif _c2_VersionNumberMajor < 2097152: v = (v << 25) | ((((_V2[_c2_VersionNumberMajor & 16383] | 128) << 8) | (_c2_VersionNumberMajor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMajor); v = (w.v << 1); n = w.n + 1
+                if not (_c2_VersionNumberMinor is not None): raise EncodeError('missing content: VersionNumberMinor')
+                el = 'AppProtocol/VersionNumberMinor'
+                if _c2_VersionNumberMinor < 0 or _c2_VersionNumberMinor > 4294967295: raise EncodeError(f'value {_c2_VersionNumberMinor!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_VersionNumberMinor < 128: v = (v << 9) | (_c2_VersionNumberMinor << 1); n += 9
+                elif _c2_VersionNumberMinor < 16384: v = (v << 17) | (_V2[_c2_VersionNumberMinor] << 1); n += 17
+                elif _c2_VersionNumberMinor < 2097152: v = (v << 25) | ((((_V2[_c2_VersionNumberMinor & 16383] | 128) << 8) | (_c2_VersionNumberMinor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_VersionNumberMinor); v = (w.v << 1); n = w.n + 1
+                if not (_c2_SchemaID is not None): raise EncodeError('missing content: SchemaID')
+                el = 'AppProtocol/SchemaID'
+                if not 0 <= _c2_SchemaID <= 255: raise EncodeError(f'value {_c2_SchemaID!r} outside [0, 255]')
+                if not (_c2_Priority is not None): raise EncodeError('missing content: Priority')
+                el = 'AppProtocol/Priority'
+                if not 1 <= _c2_Priority <= 20: raise EncodeError(f'value {_c2_Priority!r} outside [1, 20]')
+                v = (v << 20) | (_c2_SchemaID << 10) | ((_c2_Priority - 1) << 2)
+                n += 20
+                i_AppProtocol += 1
+                _k += 1
+                if _k == 19:
+                    s = 20
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_AppProtocol < n_AppProtocol: raise _leftover(o)
+                s = -1
+                break
         if s == 20:
             if True:
                 v <<= 1
@@ -494,24 +495,23 @@ def _d_supportedAppProtocolRes(r):
         else: f_ResponseCode = _E_apphand_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('supportedAppProtocolRes', r.end - q)
-                el = 'SchemaID'
-                f_SchemaID = ((x >> 2) & 255)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('supportedAppProtocolRes', r.end - q)
+        if ec == 0:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('supportedAppProtocolRes', r.end - q)
+            el = 'SchemaID'
+            f_SchemaID = ((x >> 2) & 255)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('supportedAppProtocolRes', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(apphand.supportedAppProtocolRes)
+    _obj = _new(_K_apphand_supportedAppProtocolRes)
     _obj.ResponseCode = f_ResponseCode
     _obj.SchemaID = f_SchemaID
     return _obj
@@ -533,17 +533,16 @@ def _e_supportedAppProtocolRes(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 1:
-            if v_SchemaID is not None:
-                el = 'SchemaID'
-                if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
-                v = (v << 13) | (v_SchemaID << 2)
-                n += 13
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SchemaID is not None:
+            el = 'SchemaID'
+            if not 0 <= v_SchemaID <= 255: raise EncodeError(f'value {v_SchemaID!r} outside [0, 255]')
+            v = (v << 13) | (v_SchemaID << 2)
+            n += 13
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:

@@ -29,6 +29,55 @@ _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatat
 _I_din_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(din_msgdatatypes.responseCodeType)}
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
 _I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
+_K_din_msgbody_CableCheckReqType = din_msgbody.CableCheckReqType
+_K_din_msgbody_CableCheckResType = din_msgbody.CableCheckResType
+_K_din_msgbody_CertificateInstallationReqType = din_msgbody.CertificateInstallationReqType
+_K_din_msgbody_CertificateInstallationResType = din_msgbody.CertificateInstallationResType
+_K_din_msgbody_CertificateUpdateReqType = din_msgbody.CertificateUpdateReqType
+_K_din_msgbody_CertificateUpdateResType = din_msgbody.CertificateUpdateResType
+_K_din_msgbody_ChargeParameterDiscoveryReqType = din_msgbody.ChargeParameterDiscoveryReqType
+_K_din_msgbody_ChargeParameterDiscoveryResType = din_msgbody.ChargeParameterDiscoveryResType
+_K_din_msgbody_ChargingStatusReqType = din_msgbody.ChargingStatusReqType
+_K_din_msgbody_ChargingStatusResType = din_msgbody.ChargingStatusResType
+_K_din_msgbody_ContractAuthenticationReqType = din_msgbody.ContractAuthenticationReqType
+_K_din_msgbody_ContractAuthenticationResType = din_msgbody.ContractAuthenticationResType
+_K_din_msgbody_CurrentDemandReqType = din_msgbody.CurrentDemandReqType
+_K_din_msgbody_CurrentDemandResType = din_msgbody.CurrentDemandResType
+_K_din_msgbody_MeteringReceiptReqType = din_msgbody.MeteringReceiptReqType
+_K_din_msgbody_MeteringReceiptResType = din_msgbody.MeteringReceiptResType
+_K_din_msgbody_PaymentDetailsReqType = din_msgbody.PaymentDetailsReqType
+_K_din_msgbody_PaymentDetailsResType = din_msgbody.PaymentDetailsResType
+_K_din_msgbody_PowerDeliveryReqType = din_msgbody.PowerDeliveryReqType
+_K_din_msgbody_PowerDeliveryResType = din_msgbody.PowerDeliveryResType
+_K_din_msgbody_PreChargeReqType = din_msgbody.PreChargeReqType
+_K_din_msgbody_PreChargeResType = din_msgbody.PreChargeResType
+_K_din_msgbody_ServiceDetailReqType = din_msgbody.ServiceDetailReqType
+_K_din_msgbody_ServiceDetailResType = din_msgbody.ServiceDetailResType
+_K_din_msgbody_ServiceDiscoveryReqType = din_msgbody.ServiceDiscoveryReqType
+_K_din_msgbody_ServiceDiscoveryResType = din_msgbody.ServiceDiscoveryResType
+_K_din_msgbody_ServicePaymentSelectionReqType = din_msgbody.ServicePaymentSelectionReqType
+_K_din_msgbody_ServicePaymentSelectionResType = din_msgbody.ServicePaymentSelectionResType
+_K_din_msgbody_SessionSetupReqType = din_msgbody.SessionSetupReqType
+_K_din_msgbody_SessionSetupResType = din_msgbody.SessionSetupResType
+_K_din_msgbody_SessionStopResType = din_msgbody.SessionStopResType
+_K_din_msgbody_SessionStopType = din_msgbody.SessionStopType
+_K_din_msgbody_WeldingDetectionReqType = din_msgbody.WeldingDetectionReqType
+_K_din_msgbody_WeldingDetectionResType = din_msgbody.WeldingDetectionResType
+_K_din_msgdatatypes_AC_EVChargeParameterType = din_msgdatatypes.AC_EVChargeParameterType
+_K_din_msgdatatypes_AC_EVSEChargeParameterType = din_msgdatatypes.AC_EVSEChargeParameterType
+_K_din_msgdatatypes_AC_EVSEStatusType = din_msgdatatypes.AC_EVSEStatusType
+_K_din_msgdatatypes_CertificateChainType = din_msgdatatypes.CertificateChainType
+_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType = din_msgdatatypes.DC_EVPowerDeliveryParameterType
+_K_din_msgdatatypes_DC_EVSEStatusType = din_msgdatatypes.DC_EVSEStatusType
+_K_din_msgdatatypes_DC_EVStatusType = din_msgdatatypes.DC_EVStatusType
+_K_din_msgdatatypes_EVChargeParameterType = din_msgdatatypes.EVChargeParameterType
+_K_din_msgdatatypes_EVPowerDeliveryParameterType = din_msgdatatypes.EVPowerDeliveryParameterType
+_K_din_msgdatatypes_EVSEChargeParameterType = din_msgdatatypes.EVSEChargeParameterType
+_K_din_msgdatatypes_EVSEStatusType = din_msgdatatypes.EVSEStatusType
+_K_din_msgdatatypes_PhysicalValueType = din_msgdatatypes.PhysicalValueType
+_K_din_msgdatatypes_SASchedulesType = din_msgdatatypes.SASchedulesType
+_K_din_msgdatatypes_ServiceChargeType = din_msgdatatypes.ServiceChargeType
+_K_din_msgdatatypes_ServiceTagType = din_msgdatatypes.ServiceTagType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_din_msgdatatypes_EVSESupportedEnergyTransferType),))
@@ -60,36 +109,35 @@ def _d_CableCheckReqType(r):
         _c1_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVCabinConditioning'
+            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVRESSConditioning'
+            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 2) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 q -= 4
@@ -130,7 +178,7 @@ def _d_CableCheckReqType(r):
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
-        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
@@ -142,7 +190,7 @@ def _d_CableCheckReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CableCheckReqType)
+    _obj = _new(_K_din_msgbody_CableCheckReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     return _obj
 
@@ -171,28 +219,27 @@ def _e_CableCheckReqType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c1_s == 1:
-                if _c1_EVCabinConditioning is not None:
-                    el = 'DC_EVStatus/EVCabinConditioning'
-                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c1_s = 2
-                elif _c1_EVRESSConditioning is not None:
-                    el = 'DC_EVStatus/EVRESSConditioning'
-                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c1_s = 3
-                elif _c1_EVErrorCode is not None:
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
-                    n += 8
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_EVCabinConditioning is not None:
+                el = 'DC_EVStatus/EVCabinConditioning'
+                if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                n += 5
+                _c1_s = 2
+            elif _c1_EVRESSConditioning is not None:
+                el = 'DC_EVStatus/EVRESSConditioning'
+                if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                n += 5
+                _c1_s = 3
+            elif _c1_EVErrorCode is not None:
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                n += 8
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c1_s == 2:
                 if _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
@@ -292,40 +339,39 @@ def _d_CableCheckResType(r):
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
-            el = 'DC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 2) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -339,7 +385,7 @@ def _d_CableCheckResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CableCheckResType)
+    _obj = _new(_K_din_msgbody_CableCheckResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -387,25 +433,24 @@ def _e_CableCheckResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 2:
-                if _c2_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_i4 << 2)
-                    n += 6
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i4 << 2)
+                n += 6
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
@@ -484,37 +529,36 @@ def _d_CertificateInstallationReqType(r):
             s = 2
         else:
             raise r.deviation('CertificateInstallationReqType', r.end - q)
-        if s == 2:
-            el = 'ListOfRootCertificateIDs'
-            r.pos = r.end - q
-            f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-            V = r.v; q = r.end - r.pos
+        el = 'ListOfRootCertificateIDs'
+        r.pos = r.end - q
+        f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+        V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        el = 'DHParams'
+        _esc = (x & 1)
+        if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
-            el = 'DHParams'
-            _esc = (x & 1)
-            if _esc:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
-                f_DHParams = b''
+            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
+            f_DHParams = b''
+        else:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
-                if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-            s = -1
+                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
+            if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CertificateInstallationReqType)
+    _obj = _new(_K_din_msgbody_CertificateInstallationReqType)
     _obj.Id = f_Id
     _obj.OEMProvisioningCert = f_OEMProvisioningCert
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
@@ -564,27 +608,26 @@ def _e_CertificateInstallationReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
-        if s == 2:
-            if v_ListOfRootCertificateIDs is not None:
-                el = 'ListOfRootCertificateIDs'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                v = w.v; n = w.n
-                if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
-                el = 'DHParams'
-                v <<= 2
-                n += 2
-                _l = len(v_DHParams)
-                if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+        if v_ListOfRootCertificateIDs is not None:
+            el = 'ListOfRootCertificateIDs'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+            v = w.v; n = w.n
+            if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'DHParams'
+            v <<= 2
+            n += 2
+            _l = len(v_DHParams)
+            if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -644,22 +687,21 @@ def _d_CertificateInstallationResType(r):
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         q -= 2
@@ -720,7 +762,7 @@ def _d_CertificateInstallationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CertificateInstallationResType)
+    _obj = _new(_K_din_msgbody_CertificateInstallationResType)
     _obj.Id = f_Id
     _obj.ResponseCode = f_ResponseCode
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
@@ -774,21 +816,20 @@ def _e_CertificateInstallationResType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c2_s == 1:
-                if _c2_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -874,22 +915,21 @@ def _d_CertificateUpdateReqType(r):
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    r.pos = r.end - q
-                    _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
-                else:
-                    raise r.deviation('CertificateChainType', r.end - q)
-            f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = r.end - q
+                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('CertificateChainType', r.end - q)
+            f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
             f_ContractSignatureCertChain.Certificate = _c1_Certificate
             f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
             q -= 1
@@ -924,22 +964,21 @@ def _d_CertificateUpdateReqType(r):
             if x & 4: raise r.deviation('CertificateChainType', r.end - q)
             ec = (x & 3)
             _c2_s = 1
-            if _c2_s == 1:
-                if ec == 0:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    r.pos = r.end - q
-                    _c2_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                    _c2_s = -1
-                elif ec == 1:
-                    pass
-                    _c2_s = -1
-                else:
-                    raise r.deviation('CertificateChainType', r.end - q)
-            f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+            if ec == 0:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                r.pos = r.end - q
+                _c2_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                _c2_s = -1
+            elif ec == 1:
+                pass
+                _c2_s = -1
+            else:
+                raise r.deviation('CertificateChainType', r.end - q)
+            f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
             f_ContractSignatureCertChain.Certificate = _c2_Certificate
             f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
             q -= 1
@@ -948,55 +987,54 @@ def _d_CertificateUpdateReqType(r):
             s = 2
         else:
             raise r.deviation('CertificateUpdateReqType', r.end - q)
-        if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            x = (V >> q) & 1
-            el = 'ContractID'
-            _esc = x
-            if _esc:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
-                f_ContractID = ''
-            else:
-                r.pos = r.end - q
-                f_ContractID = r.string('din_msgbody:ContractID')
-                if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
-                V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        x = (V >> q) & 1
+        el = 'ContractID'
+        _esc = x
+        if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
-            el = 'ListOfRootCertificateIDs'
+            if (V >> q) & 3: raise r.deviation('ContractID', r.end - q)
+            f_ContractID = ''
+        else:
             r.pos = r.end - q
-            f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+            f_ContractID = r.string('din_msgbody:ContractID')
+            if len(f_ContractID) > 24: r.facet('CertificateUpdateReqType/ContractID', 'length [0, 24]', f_ContractID, r.at(r.pos))
             V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
+        el = 'ListOfRootCertificateIDs'
+        r.pos = r.end - q
+        f_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+        V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
+        el = 'DHParams'
+        _esc = (x & 1)
+        if _esc:
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('CertificateUpdateReqType', r.end - q)
-            el = 'DHParams'
-            _esc = (x & 1)
-            if _esc:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
-                f_DHParams = b''
+            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
+            f_DHParams = b''
+        else:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
-                if _l > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
-            s = -1
+                r.pos = r.end - q; f_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_DHParams)
+            if _l > 256: r.facet('CertificateUpdateReqType/DHParams', 'length [0, 256]', f_DHParams, r.at(r.end - q))
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('CertificateUpdateReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CertificateUpdateReqType)
+    _obj = _new(_K_din_msgbody_CertificateUpdateReqType)
     _obj.Id = f_Id
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
     _obj.ContractID = f_ContractID
@@ -1044,21 +1082,20 @@ def _e_CertificateUpdateReqType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c1_s == 1:
-                if _c1_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         elif v_ContractSignatureCertChain is not None:
@@ -1081,56 +1118,54 @@ def _e_CertificateUpdateReqType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c2_s == 1:
-                if _c2_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, ContractSignatureCertChain')
-        if s == 2:
-            if v_ContractID is not None:
-                el = 'ContractID'
-                v <<= 2
-                n += 2
-                _l = len(v_ContractID)
-                if _l > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
-                if _l < 126 and v_ContractID.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
-                if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
-                el = 'ListOfRootCertificateIDs'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
-                v = w.v; n = w.n
-                if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
-                el = 'DHParams'
-                v <<= 2
-                n += 2
-                _l = len(v_DHParams)
-                if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of ContractID')
+        if v_ContractID is not None:
+            el = 'ContractID'
+            v <<= 2
+            n += 2
+            _l = len(v_ContractID)
+            if _l > 24: raise EncodeError(f'length {len(v_ContractID)} outside [0, 24]')
+            if _l < 126 and v_ContractID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ContractID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ContractID); v = w.v; n = w.n
+            if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
+            el = 'ListOfRootCertificateIDs'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, v_ListOfRootCertificateIDs)
+            v = w.v; n = w.n
+            if not (v_DHParams is not None): raise EncodeError('missing content: DHParams')
+            el = 'DHParams'
+            v <<= 2
+            n += 2
+            _l = len(v_DHParams)
+            if _l > 256: raise EncodeError(f'length {len(v_DHParams)} outside [0, 256]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_DHParams, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_DHParams); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of ContractID')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1191,22 +1226,21 @@ def _d_CertificateUpdateResType(r):
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         q -= 2
@@ -1293,7 +1327,7 @@ def _d_CertificateUpdateResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CertificateUpdateResType)
+    _obj = _new(_K_din_msgbody_CertificateUpdateResType)
     _obj.Id = f_Id
     _obj.ResponseCode = f_ResponseCode
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
@@ -1349,21 +1383,20 @@ def _e_CertificateUpdateResType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c2_s == 1:
-                if _c2_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -1428,429 +1461,419 @@ def _d_ChargeParameterDiscoveryReqType(r):
         else: f_EVRequestedEnergyTransferType = _E_din_msgdatatypes_EVRequestedEnergyTransferType[f_EVRequestedEnergyTransferType]
         ec = (x & 3)
         s = 1
-        if s == 1:
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            el = 'AC_EVChargeParameter/DepartureTime'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_DepartureTime = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_DepartureTime = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_DepartureTime = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
+            el = 'AC_EVChargeParameter/EAmount'
+            _c1_c1_Multiplier = None
+            _c1_c1_Unit = None
+            _c1_c1_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVChargeParameter/EAmount/Multiplier'
+            _c1_c1_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_c1_s = 1
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                el = 'AC_EVChargeParameter/DepartureTime'
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EAmount/Unit'
+                _c1_c1_Unit = ((x >> 4) & 15)
+                if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(r.end - q))
+                else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
+                el = 'AC_EVChargeParameter/EAmount/Value'
+                _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_DepartureTime = _y >> 16
+                        _c1_c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_DepartureTime = _U2[_y >> 8]
+                        _c1_c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_DepartureTime = (V >> q) & 127
+                    _c1_c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                if _c1_DepartureTime > 4294967295: r.facet('AC_EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
-                el = 'AC_EVChargeParameter/EAmount'
-                _c1_c1_Multiplier = None
-                _c1_c1_Unit = None
-                _c1_c1_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVChargeParameter/EAmount/Multiplier'
-                _c1_c1_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c1_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_c1_s = 1
-                if _c1_c1_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EAmount/Unit'
-                        _c1_c1_Unit = ((x >> 4) & 15)
-                        if _c1_c1_Unit >= 10: _c1_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c1_Unit, 10, r.at(r.end - q))
-                        else: _c1_c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c1_Unit]
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-                        _c1_c1_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                        if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-                        _c1_c1_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_c1_s == 3:
-                    _c1_c1_s = -1
-                _c1_EAmount = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EAmount.Multiplier = _c1_c1_Multiplier
-                _c1_EAmount.Unit = _c1_c1_Unit
-                _c1_EAmount.Value = _c1_c1_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                el = 'AC_EVChargeParameter/EVMaxVoltage'
-                _c1_c2_Multiplier = None
-                _c1_c2_Unit = None
-                _c1_c2_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-                _c1_c2_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_c2_s = 1
-                if _c1_c2_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
-                        _c1_c2_Unit = ((x >> 4) & 15)
-                        if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(r.end - q))
-                        else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c2_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-                        _c1_c2_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c2_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                        if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-                        _c1_c2_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_c2_s == 3:
-                    _c1_c2_s = -1
-                _c1_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
-                _c1_EVMaxVoltage.Unit = _c1_c2_Unit
-                _c1_EVMaxVoltage.Value = _c1_c2_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                el = 'AC_EVChargeParameter/EVMaxCurrent'
-                _c1_c3_Multiplier = None
-                _c1_c3_Unit = None
-                _c1_c3_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-                _c1_c3_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_c3_s = 1
-                if _c1_c3_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
-                        _c1_c3_Unit = ((x >> 4) & 15)
-                        if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(r.end - q))
-                        else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
-                        _c1_c3_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-                        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
-                        _c1_c3_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_c3_s == 3:
-                    _c1_c3_s = -1
-                _c1_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
-                _c1_EVMaxCurrent.Unit = _c1_c3_Unit
-                _c1_EVMaxCurrent.Value = _c1_c3_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                el = 'AC_EVChargeParameter/EVMinCurrent'
-                _c1_c4_Multiplier = None
-                _c1_c4_Unit = None
-                _c1_c4_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-                _c1_c4_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_c4_s = 1
-                if _c1_c4_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
-                        _c1_c4_Unit = ((x >> 4) & 15)
-                        if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(r.end - q))
-                        else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
-                        _c1_c4_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_c4_Value = -_c1_c4_Value - 1
-                        if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
-                        _c1_c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_c4_s == 3:
-                    _c1_c4_s = -1
-                _c1_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
-                _c1_EVMinCurrent.Unit = _c1_c4_Unit
-                _c1_EVMinCurrent.Value = _c1_c4_Value
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                f_AC_EVChargeParameter = _new(din_msgdatatypes.AC_EVChargeParameterType)
-                f_AC_EVChargeParameter.DepartureTime = _c1_DepartureTime
-                f_AC_EVChargeParameter.EAmount = _c1_EAmount
-                f_AC_EVChargeParameter.EVMaxVoltage = _c1_EVMaxVoltage
-                f_AC_EVChargeParameter.EVMaxCurrent = _c1_EVMaxCurrent
-                f_AC_EVChargeParameter.EVMinCurrent = _c1_EVMinCurrent
-                s = 2
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
+                _c1_c1_s = 3
             elif ec == 1:
-                el = 'DC_EVChargeParameter'
-                r.pos = r.end - q
-                f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                s = 2
-            elif ec == 2:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                el = 'EVChargeParameter'
-                f_EVChargeParameter = _new(din_msgdatatypes.EVChargeParameterType)
-                s = 2
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EAmount/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
+                _c1_c1_s = 3
             else:
-                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        if s == 2:
-            s = -1
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_c1_s = -1
+            _c1_EAmount = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c1_EAmount.Multiplier = _c1_c1_Multiplier
+            _c1_EAmount.Unit = _c1_c1_Unit
+            _c1_EAmount.Value = _c1_c1_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            el = 'AC_EVChargeParameter/EVMaxVoltage'
+            _c1_c2_Multiplier = None
+            _c1_c2_Unit = None
+            _c1_c2_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
+            _c1_c2_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c2_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_c2_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
+                _c1_c2_Unit = ((x >> 4) & 15)
+                if _c1_c2_Unit >= 10: _c1_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c2_Unit, 10, r.at(r.end - q))
+                else: _c1_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c2_Unit]
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c2_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c2_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
+                _c1_c2_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c2_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c2_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
+                _c1_c2_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_c2_s = -1
+            _c1_EVMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c1_EVMaxVoltage.Multiplier = _c1_c2_Multiplier
+            _c1_EVMaxVoltage.Unit = _c1_c2_Unit
+            _c1_EVMaxVoltage.Value = _c1_c2_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            el = 'AC_EVChargeParameter/EVMaxCurrent'
+            _c1_c3_Multiplier = None
+            _c1_c3_Unit = None
+            _c1_c3_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
+            _c1_c3_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_c3_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
+                _c1_c3_Unit = ((x >> 4) & 15)
+                if _c1_c3_Unit >= 10: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 10, r.at(r.end - q))
+                else: _c1_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
+                _c1_c3_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+                if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
+                _c1_c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_c3_s = -1
+            _c1_EVMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c1_EVMaxCurrent.Multiplier = _c1_c3_Multiplier
+            _c1_EVMaxCurrent.Unit = _c1_c3_Unit
+            _c1_EVMaxCurrent.Value = _c1_c3_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            el = 'AC_EVChargeParameter/EVMinCurrent'
+            _c1_c4_Multiplier = None
+            _c1_c4_Unit = None
+            _c1_c4_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
+            _c1_c4_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c4_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_c4_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
+                _c1_c4_Unit = ((x >> 4) & 15)
+                if _c1_c4_Unit >= 10: _c1_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c4_Unit, 10, r.at(r.end - q))
+                else: _c1_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_c4_Unit]
+                el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
+                _c1_c4_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_c4_Value = -_c1_c4_Value - 1
+                if _c1_c4_Value < -32768 or _c1_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c4_Value, r.at(r.end - q))
+                _c1_c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_c4_s = -1
+            _c1_EVMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c1_EVMinCurrent.Multiplier = _c1_c4_Multiplier
+            _c1_EVMinCurrent.Unit = _c1_c4_Unit
+            _c1_EVMinCurrent.Value = _c1_c4_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            f_AC_EVChargeParameter = _new(_K_din_msgdatatypes_AC_EVChargeParameterType)
+            f_AC_EVChargeParameter.DepartureTime = _c1_DepartureTime
+            f_AC_EVChargeParameter.EAmount = _c1_EAmount
+            f_AC_EVChargeParameter.EVMaxVoltage = _c1_EVMaxVoltage
+            f_AC_EVChargeParameter.EVMaxCurrent = _c1_EVMaxCurrent
+            f_AC_EVChargeParameter.EVMinCurrent = _c1_EVMinCurrent
+            s = 2
+        elif ec == 1:
+            el = 'DC_EVChargeParameter'
+            r.pos = r.end - q
+            f_DC_EVChargeParameter = c_din_msgdatatypes._d_DC_EVChargeParameterType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            s = 2
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            el = 'EVChargeParameter'
+            f_EVChargeParameter = _new(_K_din_msgdatatypes_EVChargeParameterType)
+            s = 2
+        else:
+            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ChargeParameterDiscoveryReqType)
+    _obj = _new(_K_din_msgbody_ChargeParameterDiscoveryReqType)
     _obj.EVRequestedEnergyTransferType = f_EVRequestedEnergyTransferType
     _obj.AC_EVChargeParameter = f_AC_EVChargeParameter
     _obj.DC_EVChargeParameter = f_DC_EVChargeParameter
@@ -1877,256 +1900,246 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVRequestedEnergyTransferType')
-        if s == 1:
-            if v_AC_EVChargeParameter is not None:
-                el = 'AC_EVChargeParameter'
-                _o = v_AC_EVChargeParameter
-                _c2_DepartureTime = _o.DepartureTime
-                _c2_EAmount = _o.EAmount
-                _c2_EVMaxVoltage = _o.EVMaxVoltage
-                _c2_EVMaxCurrent = _o.EVMaxCurrent
-                _c2_EVMinCurrent = _o.EVMinCurrent
-                if not (_c2_DepartureTime is not None): raise EncodeError('missing content: DepartureTime')
-                el = 'AC_EVChargeParameter/DepartureTime'
-                if _c2_DepartureTime < 0 or _c2_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_DepartureTime!r} outside [0, 4294967295]')
-                v <<= 4
-                n += 4
-                if _c2_DepartureTime < 128: v = (v << 9) | (_c2_DepartureTime << 1); n += 9
-                elif _c2_DepartureTime < 16384: v = (v << 17) | (_V2[_c2_DepartureTime] << 1); n += 17
-                elif _c2_DepartureTime < 2097152: v = (v << 25) | ((((_V2[_c2_DepartureTime & 16383] | 128) << 8) | (_c2_DepartureTime >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = (w.v << 1); n = w.n + 1
-                if not (_c2_EAmount is not None): raise EncodeError('missing content: EAmount')
-                el = 'AC_EVChargeParameter/EAmount'
-                v <<= 1
-                n += 1
-                _c2_c1_o = _c2_EAmount
-                _c2_c1_Multiplier = _c2_c1_o.Multiplier
-                _c2_c1_Unit = _c2_c1_o.Unit
-                _c2_c1_Value = _c2_c1_o.Value
-                if _c2_c1_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EAmount/Multiplier'
-                    if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c1_s == 1:
-                    if _c2_c1_Unit is not None:
-                        el = 'AC_EVChargeParameter/EAmount/Unit'
-                        _c2_c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
-                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
-                        n += 11
-                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c1_s = 3
-                    elif _c2_c1_Value is not None:
-                        el = 'AC_EVChargeParameter/EAmount/Value'
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
-                        n += 4
-                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c1_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c1_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
-                el = 'AC_EVChargeParameter/EVMaxVoltage'
-                v <<= 1
-                n += 1
-                _c2_c2_o = _c2_EVMaxVoltage
-                _c2_c2_Multiplier = _c2_c2_o.Multiplier
-                _c2_c2_Unit = _c2_c2_o.Unit
-                _c2_c2_Value = _c2_c2_o.Value
-                if _c2_c2_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
-                    if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c2_s == 1:
-                    if _c2_c2_Unit is not None:
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
-                        _c2_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c2_Unit)
-                        if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
-                        n += 11
-                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c2_s = 3
-                    elif _c2_c2_Value is not None:
-                        el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
-                el = 'AC_EVChargeParameter/EVMaxCurrent'
-                v <<= 1
-                n += 1
-                _c2_c3_o = _c2_EVMaxCurrent
-                _c2_c3_Multiplier = _c2_c3_o.Multiplier
-                _c2_c3_Unit = _c2_c3_o.Unit
-                _c2_c3_Value = _c2_c3_o.Value
-                if _c2_c3_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
-                    if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c3_s == 1:
-                    if _c2_c3_Unit is not None:
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
-                        _c2_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
-                        if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
-                        n += 11
-                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c3_s = 3
-                    elif _c2_c3_Value is not None:
-                        el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
-                        n += 4
-                        _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
-                el = 'AC_EVChargeParameter/EVMinCurrent'
-                v <<= 1
-                n += 1
-                _c2_c4_o = _c2_EVMinCurrent
-                _c2_c4_Multiplier = _c2_c4_o.Multiplier
-                _c2_c4_Unit = _c2_c4_o.Unit
-                _c2_c4_Value = _c2_c4_o.Value
-                if _c2_c4_Multiplier is not None:
-                    el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
-                    if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c4_s == 1:
-                    if _c2_c4_Unit is not None:
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
-                        _c2_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c4_Unit)
-                        if _c2_c4_i1 is None: raise EncodeError(f'{_c2_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
-                        n += 11
-                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c4_s = 3
-                    elif _c2_c4_Value is not None:
-                        el = 'AC_EVChargeParameter/EVMinCurrent/Value'
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
-                        n += 4
-                        _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_AC_EVChargeParameter = None
-                s = 2
-            elif v_DC_EVChargeParameter is not None:
-                el = 'DC_EVChargeParameter'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
-                v = w.v; n = w.n
-                v_DC_EVChargeParameter = None
-                s = 2
-            elif v_EVChargeParameter is not None:
-                el = 'EVChargeParameter'
-                _o = v_EVChargeParameter
-                v = (v << 3) | (2 << 1)
-                n += 3
-                v_EVChargeParameter = None
-                s = 2
+        if v_AC_EVChargeParameter is not None:
+            el = 'AC_EVChargeParameter'
+            _o = v_AC_EVChargeParameter
+            _c2_DepartureTime = _o.DepartureTime
+            _c2_EAmount = _o.EAmount
+            _c2_EVMaxVoltage = _o.EVMaxVoltage
+            _c2_EVMaxCurrent = _o.EVMaxCurrent
+            _c2_EVMinCurrent = _o.EVMinCurrent
+            if not (_c2_DepartureTime is not None): raise EncodeError('missing content: DepartureTime')
+            el = 'AC_EVChargeParameter/DepartureTime'
+            if _c2_DepartureTime < 0 or _c2_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_DepartureTime!r} outside [0, 4294967295]')
+            v <<= 4
+            n += 4
+            if _c2_DepartureTime < 128: v = (v << 9) | (_c2_DepartureTime << 1); n += 9
+            elif _c2_DepartureTime < 16384: v = (v << 17) | (_V2[_c2_DepartureTime] << 1); n += 17
+            elif _c2_DepartureTime < 2097152: v = (v << 25) | ((((_V2[_c2_DepartureTime & 16383] | 128) << 8) | (_c2_DepartureTime >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_DepartureTime); v = (w.v << 1); n = w.n + 1
+            if not (_c2_EAmount is not None): raise EncodeError('missing content: EAmount')
+            el = 'AC_EVChargeParameter/EAmount'
+            v <<= 1
+            n += 1
+            _c2_c1_o = _c2_EAmount
+            _c2_c1_Multiplier = _c2_c1_o.Multiplier
+            _c2_c1_Unit = _c2_c1_o.Unit
+            _c2_c1_Value = _c2_c1_o.Value
+            if _c2_c1_Multiplier is not None:
+                el = 'AC_EVChargeParameter/EAmount/Multiplier'
+                if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_c1_Multiplier - -3) << 1)
+                n += 6
+                _c2_c1_s = 1
             else:
-                raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
-        if s == 2:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_c1_Unit is not None:
+                el = 'AC_EVChargeParameter/EAmount/Unit'
+                _c2_c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
+                if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVChargeParameter/EAmount/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                n += 11
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c1_s = 3
+            elif _c2_c1_Value is not None:
+                el = 'AC_EVChargeParameter/EAmount/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_c1_Value < 0)
+                n += 4
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
-                s = -1
+                _c2_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c2_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
+            el = 'AC_EVChargeParameter/EVMaxVoltage'
+            v <<= 1
+            n += 1
+            _c2_c2_o = _c2_EVMaxVoltage
+            _c2_c2_Multiplier = _c2_c2_o.Multiplier
+            _c2_c2_Unit = _c2_c2_o.Unit
+            _c2_c2_Value = _c2_c2_o.Value
+            if _c2_c2_Multiplier is not None:
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Multiplier'
+                if not -3 <= _c2_c2_Multiplier <= 3: raise EncodeError(f'value {_c2_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_c2_Unit is not None:
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Unit'
+                _c2_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c2_Unit)
+                if _c2_c2_i1 is None: raise EncodeError(f'{_c2_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_c2_i1 << 4) | (_c2_c2_Value < 0)
+                n += 11
+                _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c2_s = 3
+            elif _c2_c2_Value is not None:
+                el = 'AC_EVChargeParameter/EVMaxVoltage/Value'
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_c2_Value < 0)
+                n += 4
+                _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c2_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
+            el = 'AC_EVChargeParameter/EVMaxCurrent'
+            v <<= 1
+            n += 1
+            _c2_c3_o = _c2_EVMaxCurrent
+            _c2_c3_Multiplier = _c2_c3_o.Multiplier
+            _c2_c3_Unit = _c2_c3_o.Unit
+            _c2_c3_Value = _c2_c3_o.Value
+            if _c2_c3_Multiplier is not None:
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Multiplier'
+                if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_c3_Multiplier - -3) << 1)
+                n += 6
+                _c2_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_c3_Unit is not None:
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Unit'
+                _c2_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
+                if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
+                n += 11
+                _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c3_s = 3
+            elif _c2_c3_Value is not None:
+                el = 'AC_EVChargeParameter/EVMaxCurrent/Value'
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_c3_Value < 0)
+                n += 4
+                _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c2_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
+            el = 'AC_EVChargeParameter/EVMinCurrent'
+            v <<= 1
+            n += 1
+            _c2_c4_o = _c2_EVMinCurrent
+            _c2_c4_Multiplier = _c2_c4_o.Multiplier
+            _c2_c4_Unit = _c2_c4_o.Unit
+            _c2_c4_Value = _c2_c4_o.Value
+            if _c2_c4_Multiplier is not None:
+                el = 'AC_EVChargeParameter/EVMinCurrent/Multiplier'
+                if not -3 <= _c2_c4_Multiplier <= 3: raise EncodeError(f'value {_c2_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_c4_Multiplier - -3) << 1)
+                n += 6
+                _c2_c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_c4_Unit is not None:
+                el = 'AC_EVChargeParameter/EVMinCurrent/Unit'
+                _c2_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c4_Unit)
+                if _c2_c4_i1 is None: raise EncodeError(f'{_c2_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_c4_i1 << 4) | (_c2_c4_Value < 0)
+                n += 11
+                _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c4_s = 3
+            elif _c2_c4_Value is not None:
+                el = 'AC_EVChargeParameter/EVMinCurrent/Value'
+                if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: raise EncodeError(f'value {_c2_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_c4_Value < 0)
+                n += 4
+                _m = (-_c2_c4_Value - 1 if _c2_c4_Value < 0 else _c2_c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_AC_EVChargeParameter = None
+            s = 2
+        elif v_DC_EVChargeParameter is not None:
+            el = 'DC_EVChargeParameter'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
+            v = w.v; n = w.n
+            v_DC_EVChargeParameter = None
+            s = 2
+        elif v_EVChargeParameter is not None:
+            el = 'EVChargeParameter'
+            _o = v_EVChargeParameter
+            v = (v << 3) | (2 << 1)
+            n += 3
+            v_EVChargeParameter = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+        if True:
+            v <<= 1
+            n += 1
+            if v_EVRequestedEnergyTransferType is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2162,380 +2175,371 @@ def _d_ChargeParameterDiscoveryResType(r):
             f_ResponseCode, f_EVSEProcessing = _t
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'SAScheduleList'
-                r.pos = r.end - q
-                f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 3
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'SASchedules'
-                f_SASchedules = _new(din_msgdatatypes.SASchedulesType)
-                ec = (x & 3)
-                s = 3
+        if ec == 0:
+            el = 'SAScheduleList'
+            r.pos = r.end - q
+            f_SAScheduleList = c_din_msgdatatypes._d_SAScheduleListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 3
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'SASchedules'
+            f_SASchedules = _new(_K_din_msgdatatypes_SASchedulesType)
+            ec = (x & 3)
+            s = 3
+        else:
+            raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        if ec == 0:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+            if _t is None:
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
+                _c2_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c2_c1_RCD = ((x >> 3) & 1) == 1
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        if s == 3:
-            if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1911: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
-                if _t is None:
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
-                    _c2_c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c2_c1_RCD = ((x >> 3) & 1) == 1
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c2_c1_PowerSwitchClosed, _c2_c1_RCD = _t
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c2_c1_PowerSwitchClosed, _c2_c1_RCD = _t
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+                    r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+            _c2_c1_EVSENotification = ((x >> 3) & 3)
+            if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
+            else: _c2_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
+            _c2_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
+            _c2_AC_EVSEStatus.PowerSwitchClosed = _c2_c1_PowerSwitchClosed
+            _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
+            _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
+            _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
+            el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
+            _c2_c2_Multiplier = None
+            _c2_c2_Unit = None
+            _c2_c2_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
+            _c2_c2_Multiplier = ((x >> 3) & 7) + -3
+            if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_c2_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
+                _c2_c2_Unit = ((x >> 4) & 15)
+                if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(r.end - q))
+                else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_c1_NotificationMaxDelay = _y >> 16
+                        _c2_c2_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
+                        _c2_c2_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_c1_NotificationMaxDelay = (V >> q) & 127
+                    _c2_c2_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 231: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _c2_c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                _c2_c1_EVSENotification = ((x >> 3) & 3)
-                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
-                else: _c2_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
-                _c2_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
-                _c2_AC_EVSEStatus.PowerSwitchClosed = _c2_c1_PowerSwitchClosed
-                _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
-                _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
-                _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
-                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                _c2_c2_Multiplier = None
-                _c2_c2_Unit = None
-                _c2_c2_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-                _c2_c2_Multiplier = ((x >> 3) & 7) + -3
-                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_c2_s = 1
-                if _c2_c2_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
-                        _c2_c2_Unit = ((x >> 4) & 15)
-                        if _c2_c2_Unit >= 10: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 10, r.at(r.end - q))
-                        else: _c2_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c2_Unit]
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c2_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                        _c2_c2_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c2_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c2_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c2_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                        if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                        _c2_c2_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c2_c2_s == 3:
-                    _c2_c2_s = -1
-                _c2_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
-                _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
-                _c2_EVSEMaxVoltage.Value = _c2_c2_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                _c2_c3_Multiplier = None
-                _c2_c3_Unit = None
-                _c2_c3_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                _c2_c3_Multiplier = ((x >> 3) & 7) + -3
-                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_c3_s = 1
-                if _c2_c3_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                        _c2_c3_Unit = ((x >> 4) & 15)
-                        if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(r.end - q))
-                        else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                        _c2_c3_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                        _c2_c3_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c2_c3_s == 3:
-                    _c2_c3_s = -1
-                _c2_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
-                _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
-                _c2_EVSEMaxCurrent.Value = _c2_c3_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-                _c2_c4_Multiplier = None
-                _c2_c4_Unit = None
-                _c2_c4_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-                _c2_c4_Multiplier = ((x >> 3) & 7) + -3
-                if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_c4_s = 1
-                if _c2_c4_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
-                        _c2_c4_Unit = ((x >> 4) & 15)
-                        if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(r.end - q))
-                        else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
-                        _c2_c4_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c2_c4_Value = -_c2_c4_Value - 1
-                        if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
-                        _c2_c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c2_c4_s == 3:
-                    _c2_c4_s = -1
-                _c2_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
-                _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
-                _c2_EVSEMinCurrent.Value = _c2_c4_Value
+                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                f_AC_EVSEChargeParameter = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
-                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
-                f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c2_EVSEMaxVoltage
-                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
-                f_AC_EVSEChargeParameter.EVSEMinCurrent = _c2_EVSEMinCurrent
-                s = 4
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
+                _c2_c2_s = 3
             elif ec == 1:
-                el = 'DC_EVSEChargeParameter'
-                r.pos = r.end - q
-                f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                s = 4
-            elif ec == 2:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'EVSEChargeParameter'
-                f_EVSEChargeParameter = _new(din_msgdatatypes.EVSEChargeParameterType)
-                s = 4
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c2_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
+                _c2_c2_s = 3
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-        if s == 4:
-            s = -1
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c2_c2_s = -1
+            _c2_EVSEMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c2_EVSEMaxVoltage.Multiplier = _c2_c2_Multiplier
+            _c2_EVSEMaxVoltage.Unit = _c2_c2_Unit
+            _c2_EVSEMaxVoltage.Value = _c2_c2_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+            _c2_c3_Multiplier = None
+            _c2_c3_Unit = None
+            _c2_c3_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+            _c2_c3_Multiplier = ((x >> 3) & 7) + -3
+            if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_c3_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c2_c3_Unit = ((x >> 4) & 15)
+                if _c2_c3_Unit >= 10: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 10, r.at(r.end - q))
+                else: _c2_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
+                _c2_c3_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
+                _c2_c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c2_c3_s = -1
+            _c2_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
+            _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
+            _c2_EVSEMaxCurrent.Value = _c2_c3_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
+            _c2_c4_Multiplier = None
+            _c2_c4_Unit = None
+            _c2_c4_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
+            _c2_c4_Multiplier = ((x >> 3) & 7) + -3
+            if _c2_c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c4_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_c4_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
+                _c2_c4_Unit = ((x >> 4) & 15)
+                if _c2_c4_Unit >= 10: _c2_c4_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c4_Unit, 10, r.at(r.end - q))
+                else: _c2_c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c4_Unit]
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
+                _c2_c4_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c2_c4_Value = -_c2_c4_Value - 1
+                if _c2_c4_Value < -32768 or _c2_c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c4_Value, r.at(r.end - q))
+                _c2_c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c2_c4_s = -1
+            _c2_EVSEMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            _c2_EVSEMinCurrent.Multiplier = _c2_c4_Multiplier
+            _c2_EVSEMinCurrent.Unit = _c2_c4_Unit
+            _c2_EVSEMinCurrent.Value = _c2_c4_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            f_AC_EVSEChargeParameter = _new(_K_din_msgdatatypes_AC_EVSEChargeParameterType)
+            f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
+            f_AC_EVSEChargeParameter.EVSEMaxVoltage = _c2_EVSEMaxVoltage
+            f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
+            f_AC_EVSEChargeParameter.EVSEMinCurrent = _c2_EVSEMinCurrent
+            s = 4
+        elif ec == 1:
+            el = 'DC_EVSEChargeParameter'
+            r.pos = r.end - q
+            f_DC_EVSEChargeParameter = c_din_msgdatatypes._d_DC_EVSEChargeParameterType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            s = 4
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'EVSEChargeParameter'
+            f_EVSEChargeParameter = _new(_K_din_msgdatatypes_EVSEChargeParameterType)
+            s = 4
+        else:
+            raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ChargeParameterDiscoveryResType)
+    _obj = _new(_K_din_msgbody_ChargeParameterDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
     _obj.SAScheduleList = f_SAScheduleList
@@ -2573,240 +2577,231 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 2:
-            if v_SAScheduleList is not None:
-                el = 'SAScheduleList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
-                v = w.v; n = w.n
-                v_SAScheduleList = None
-                s = 3
-            elif v_SASchedules is not None:
-                el = 'SASchedules'
-                _o = v_SASchedules
-                v = (v << 3) | (1 << 1)
-                n += 3
-                v_SASchedules = None
-                s = 3
+        if v_SAScheduleList is not None:
+            el = 'SAScheduleList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
+            v = w.v; n = w.n
+            v_SAScheduleList = None
+            s = 3
+        elif v_SASchedules is not None:
+            el = 'SASchedules'
+            _o = v_SASchedules
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_SASchedules = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleList, SASchedules')
+        if v_AC_EVSEChargeParameter is not None:
+            el = 'AC_EVSEChargeParameter'
+            _o = v_AC_EVSEChargeParameter
+            _c4_AC_EVSEStatus = _o.AC_EVSEStatus
+            _c4_EVSEMaxVoltage = _o.EVSEMaxVoltage
+            _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
+            _c4_EVSEMinCurrent = _o.EVSEMinCurrent
+            if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+            _o = _c4_AC_EVSEStatus
+            _c4_c1_PowerSwitchClosed = _o.PowerSwitchClosed
+            _c4_c1_RCD = _o.RCD
+            _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c4_c1_EVSENotification = _o.EVSENotification
+            if not (_c4_c1_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
+            if _c4_c1_PowerSwitchClosed is not True and _c4_c1_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c4_c1_PowerSwitchClosed!r}')
+            if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+            if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
+            if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+            if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 13) | (_c4_c1_PowerSwitchClosed << 7) | (_c4_c1_RCD << 3)
+            n += 13
+            if _c4_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c4_c1_NotificationMaxDelay << 1); n += 9
+            elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_c1_NotificationMaxDelay] << 1); n += 17
+            elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+            _c4_c1_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
+            if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (_c4_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
+            el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
+            v = (v << 7) | (_c4_c1_i1 << 3)
+            n += 7
+            _c4_c2_o = _c4_EVSEMaxVoltage
+            _c4_c2_Multiplier = _c4_c2_o.Multiplier
+            _c4_c2_Unit = _c4_c2_o.Unit
+            _c4_c2_Value = _c4_c2_o.Value
+            if _c4_c2_Multiplier is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
+                if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
+                n += 6
+                _c4_c2_s = 1
             else:
-                raise EncodeError('missing content: expected one of SAScheduleList, SASchedules')
-        if s == 3:
-            if v_AC_EVSEChargeParameter is not None:
-                el = 'AC_EVSEChargeParameter'
-                _o = v_AC_EVSEChargeParameter
-                _c4_AC_EVSEStatus = _o.AC_EVSEStatus
-                _c4_EVSEMaxVoltage = _o.EVSEMaxVoltage
-                _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                _c4_EVSEMinCurrent = _o.EVSEMinCurrent
-                if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                _o = _c4_AC_EVSEStatus
-                _c4_c1_PowerSwitchClosed = _o.PowerSwitchClosed
-                _c4_c1_RCD = _o.RCD
-                _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c4_c1_EVSENotification = _o.EVSENotification
-                if not (_c4_c1_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/PowerSwitchClosed'
-                if _c4_c1_PowerSwitchClosed is not True and _c4_c1_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c4_c1_PowerSwitchClosed!r}')
-                if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
-                if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
-                v = (v << 13) | (_c4_c1_PowerSwitchClosed << 7) | (_c4_c1_RCD << 3)
-                n += 13
-                if _c4_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c4_c1_NotificationMaxDelay << 1); n += 9
-                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_c1_NotificationMaxDelay] << 1); n += 17
-                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                _c4_c1_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
-                if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                if not (_c4_EVSEMaxVoltage is not None): raise EncodeError('missing content: EVSEMaxVoltage')
-                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage'
-                v = (v << 7) | (_c4_c1_i1 << 3)
-                n += 7
-                _c4_c2_o = _c4_EVSEMaxVoltage
-                _c4_c2_Multiplier = _c4_c2_o.Multiplier
-                _c4_c2_Unit = _c4_c2_o.Unit
-                _c4_c2_Value = _c4_c2_o.Value
-                if _c4_c2_Multiplier is not None:
-                    el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Multiplier'
-                    if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_c2_s == 1:
-                    if _c4_c2_Unit is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
-                        _c4_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
-                        if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
-                        n += 11
-                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_c2_s = 3
-                    elif _c4_c2_Value is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
-                        if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
-                        n += 4
-                        _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                v <<= 1
-                n += 1
-                _c4_c3_o = _c4_EVSEMaxCurrent
-                _c4_c3_Multiplier = _c4_c3_o.Multiplier
-                _c4_c3_Unit = _c4_c3_o.Unit
-                _c4_c3_Value = _c4_c3_o.Value
-                if _c4_c3_Multiplier is not None:
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_c3_s == 1:
-                    if _c4_c3_Unit is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                        _c4_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
-                        if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
-                        n += 11
-                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_c3_s = 3
-                    elif _c4_c3_Value is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                        if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
-                        n += 4
-                        _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
-                el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
-                v <<= 1
-                n += 1
-                _c4_c4_o = _c4_EVSEMinCurrent
-                _c4_c4_Multiplier = _c4_c4_o.Multiplier
-                _c4_c4_Unit = _c4_c4_o.Unit
-                _c4_c4_Value = _c4_c4_o.Value
-                if _c4_c4_Multiplier is not None:
-                    el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
-                    if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_c4_s == 1:
-                    if _c4_c4_Unit is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
-                        _c4_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c4_Unit)
-                        if _c4_c4_i1 is None: raise EncodeError(f'{_c4_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
-                        n += 11
-                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_c4_s = 3
-                    elif _c4_c4_Value is not None:
-                        el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
-                        if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
-                        n += 4
-                        _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_AC_EVSEChargeParameter = None
-                s = 4
-            elif v_DC_EVSEChargeParameter is not None:
-                el = 'DC_EVSEChargeParameter'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
-                v = w.v; n = w.n
-                v_DC_EVSEChargeParameter = None
-                s = 4
-            elif v_EVSEChargeParameter is not None:
-                el = 'EVSEChargeParameter'
-                _o = v_EVSEChargeParameter
-                v = (v << 3) | (2 << 1)
-                n += 3
-                v_EVSEChargeParameter = None
-                s = 4
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_c2_Unit is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Unit'
+                _c4_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
+                if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
+                n += 11
+                _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_c2_s = 3
+            elif _c4_c2_Value is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxVoltage/Value'
+                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_c2_Value < 0)
+                n += 4
+                _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_c2_s = 3
             else:
-                raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
-        if s == 4:
+                raise EncodeError('missing content: expected one of Unit, Value')
             if True:
                 v <<= 1
                 n += 1
-                if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
-                s = -1
+                _c4_c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+            v <<= 1
+            n += 1
+            _c4_c3_o = _c4_EVSEMaxCurrent
+            _c4_c3_Multiplier = _c4_c3_o.Multiplier
+            _c4_c3_Unit = _c4_c3_o.Unit
+            _c4_c3_Value = _c4_c3_o.Value
+            if _c4_c3_Multiplier is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_c3_Multiplier - -3) << 1)
+                n += 6
+                _c4_c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_c3_Unit is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c4_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
+                if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
+                n += 11
+                _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_c3_s = 3
+            elif _c4_c3_Value is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_c3_Value < 0)
+                n += 4
+                _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c4_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
+            el = 'AC_EVSEChargeParameter/EVSEMinCurrent'
+            v <<= 1
+            n += 1
+            _c4_c4_o = _c4_EVSEMinCurrent
+            _c4_c4_Multiplier = _c4_c4_o.Multiplier
+            _c4_c4_Unit = _c4_c4_o.Unit
+            _c4_c4_Value = _c4_c4_o.Value
+            if _c4_c4_Multiplier is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Multiplier'
+                if not -3 <= _c4_c4_Multiplier <= 3: raise EncodeError(f'value {_c4_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_c4_Unit is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Unit'
+                _c4_c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_c4_Unit)
+                if _c4_c4_i1 is None: raise EncodeError(f'{_c4_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_c4_i1 << 4) | (_c4_c4_Value < 0)
+                n += 11
+                _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_c4_s = 3
+            elif _c4_c4_Value is not None:
+                el = 'AC_EVSEChargeParameter/EVSEMinCurrent/Value'
+                if _c4_c4_Value < -32768 or _c4_c4_Value > 32767: raise EncodeError(f'value {_c4_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_c4_Value < 0)
+                n += 4
+                _m = (-_c4_c4_Value - 1 if _c4_c4_Value < 0 else _c4_c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_AC_EVSEChargeParameter = None
+            s = 4
+        elif v_DC_EVSEChargeParameter is not None:
+            el = 'DC_EVSEChargeParameter'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
+            v = w.v; n = w.n
+            v_DC_EVSEChargeParameter = None
+            s = 4
+        elif v_EVSEChargeParameter is not None:
+            el = 'EVSEChargeParameter'
+            _o = v_EVSEChargeParameter
+            v = (v << 3) | (2 << 1)
+            n += 3
+            v_EVSEChargeParameter = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
+        if True:
+            v <<= 1
+            n += 1
+            if v_ResponseCode is not None or v_EVSEProcessing is not None or v_SAScheduleList is not None or v_SASchedules is not None or v_AC_EVSEChargeParameter is not None or v_DC_EVSEChargeParameter is not None or v_EVSEChargeParameter is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2824,7 +2819,7 @@ def _d_ChargingStatusReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ChargingStatusReqType)
+    _obj = _new(_K_din_msgbody_ChargingStatusReqType)
     return _obj
 
 def _e_ChargingStatusReqType(w, o):
@@ -2908,120 +2903,117 @@ def _d_ChargingStatusResType(r):
         if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('ChargingStatusResType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
         ec = (x & 3)
         s = 3
-        if s == 3:
+        if ec == 0:
+            el = 'EVSEMaxCurrent'
+            _c1_Multiplier = None
+            _c1_Unit = None
+            _c1_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaxCurrent/Multiplier'
+            _c1_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_s = 1
             if ec == 0:
-                el = 'EVSEMaxCurrent'
-                _c1_Multiplier = None
-                _c1_Unit = None
-                _c1_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaxCurrent/Multiplier'
-                _c1_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_s = 1
-                if _c1_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaxCurrent/Unit'
-                        _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                        el = 'EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                        _c1_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaxCurrent/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                        _c1_s = 3
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaxCurrent/Unit'
+                _c1_Unit = ((x >> 4) & 15)
+                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
+                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_s == 3:
-                    _c1_s = -1
-                f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
-                f_EVSEMaxCurrent.Unit = _c1_Unit
-                f_EVSEMaxCurrent.Value = _c1_Value
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                _c1_s = 3
+            elif ec == 1:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
-                s = 5
-            elif ec == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
-                el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
-                s = 6
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaxCurrent/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                _c1_s = 3
             else:
-                raise r.deviation('ChargingStatusResType', r.end - q)
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_s = -1
+            f_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
+            f_EVSEMaxCurrent.Unit = _c1_Unit
+            f_EVSEMaxCurrent.Value = _c1_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingStatusResType', r.end - q)
+            s = 5
+        elif ec == 2:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+            el = 'ReceiptRequired'
+            f_ReceiptRequired = ((x >> 2) & 1) == 1
+            s = 6
+        else:
+            raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
             if ec == 0:
                 el = 'MeterInfo'
@@ -3093,7 +3085,7 @@ def _d_ChargingStatusResType(r):
             _c2_EVSENotification = ((x >> 3) & 3)
             if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
             else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-            f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+            f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
             f_AC_EVSEStatus.PowerSwitchClosed = _c2_PowerSwitchClosed
             f_AC_EVSEStatus.RCD = _c2_RCD
             f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
@@ -3102,7 +3094,7 @@ def _d_ChargingStatusResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ChargingStatusResType)
+    _obj = _new(_K_din_msgbody_ChargingStatusResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
@@ -3150,75 +3142,72 @@ def _e_ChargingStatusResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 3:
-            if v_EVSEMaxCurrent is not None:
-                el = 'EVSEMaxCurrent'
-                v <<= 2
-                n += 2
-                _c2_o = v_EVSEMaxCurrent
-                _c2_Multiplier = _c2_o.Multiplier
-                _c2_Unit = _c2_o.Unit
-                _c2_Value = _c2_o.Value
-                if _c2_Multiplier is not None:
-                    el = 'EVSEMaxCurrent/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_s == 1:
-                    if _c2_Unit is not None:
-                        el = 'EVSEMaxCurrent/Unit'
-                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaxCurrent/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                        n += 11
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 3
-                    elif _c2_Value is not None:
-                        el = 'EVSEMaxCurrent/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 4
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                s = 5
-            elif v_ReceiptRequired is not None:
-                el = 'ReceiptRequired'
-                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                v = (v << 5) | (2 << 3) | (v_ReceiptRequired << 1)
-                n += 5
-                s = 6
+        if v_EVSEMaxCurrent is not None:
+            el = 'EVSEMaxCurrent'
+            v <<= 2
+            n += 2
+            _c2_o = v_EVSEMaxCurrent
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'EVSEMaxCurrent/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_s = 1
             else:
-                raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired')
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_Unit is not None:
+                el = 'EVSEMaxCurrent/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaxCurrent/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVSEMaxCurrent/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 4
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            s = 5
+        elif v_ReceiptRequired is not None:
+            el = 'ReceiptRequired'
+            if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+            v = (v << 5) | (2 << 3) | (v_ReceiptRequired << 1)
+            n += 5
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired')
         if s == 4:
             if v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -3357,7 +3346,7 @@ def _d_ContractAuthenticationReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ContractAuthenticationReqType)
+    _obj = _new(_K_din_msgbody_ContractAuthenticationReqType)
     _obj.Id = f_Id
     _obj.GenChallenge = f_GenChallenge
     return _obj
@@ -3449,7 +3438,7 @@ def _d_ContractAuthenticationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ContractAuthenticationResType)
+    _obj = _new(_K_din_msgbody_ContractAuthenticationResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
     return _obj
@@ -3512,36 +3501,35 @@ def _d_CurrentDemandReqType(r):
         _c1_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVCabinConditioning'
+            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVRESSConditioning'
+            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 2) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 q -= 4
@@ -3582,7 +3570,7 @@ def _d_CurrentDemandReqType(r):
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
-        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
@@ -3604,78 +3592,76 @@ def _d_CurrentDemandReqType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVTargetCurrent/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVTargetCurrent/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVTargetCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVTargetCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
         f_EVTargetCurrent.Unit = _c2_Unit
         f_EVTargetCurrent.Value = _c2_Value
@@ -3684,308 +3670,301 @@ def _d_CurrentDemandReqType(r):
         x = (V >> q) & 7
         ec = x
         s = 2
-        if s == 2:
+        if ec == 0:
+            el = 'EVMaximumVoltageLimit'
+            _c3_Multiplier = None
+            _c3_Unit = None
+            _c3_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumVoltageLimit/Multiplier'
+            _c3_Multiplier = ((x >> 3) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c3_s = 1
             if ec == 0:
-                el = 'EVMaximumVoltageLimit'
-                _c3_Multiplier = None
-                _c3_Unit = None
-                _c3_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                _c3_Multiplier = ((x >> 3) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c3_s = 1
-                if _c3_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                        _c3_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                        _c3_s = 3
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c3_s == 3:
-                    _c3_s = -1
-                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c3_Unit
-                f_EVMaximumVoltageLimit.Value = _c3_Value
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
-                s = 3
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _c3_s = 3
             elif ec == 1:
-                el = 'EVMaximumCurrentLimit'
-                _c4_Multiplier = None
-                _c4_Unit = None
-                _c4_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                _c4_Multiplier = ((x >> 3) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c4_s = 1
-                if _c4_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c4_s == 3:
-                    _c4_s = -1
-                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
-                f_EVMaximumCurrentLimit.Unit = _c4_Unit
-                f_EVMaximumCurrentLimit.Value = _c4_Value
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 2:
-                el = 'EVMaximumPowerLimit'
-                _c5_Multiplier = None
-                _c5_Unit = None
-                _c5_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumPowerLimit/Multiplier'
-                _c5_Multiplier = ((x >> 3) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c5_s = 1
-                if _c5_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c5_s == 3:
-                    _c5_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c5_Unit
-                f_EVMaximumPowerLimit.Value = _c5_Value
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 5
-            elif ec == 3:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
-                s = 6
-            elif ec == 4:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                s = 7
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _c3_s = 3
             else:
-                raise r.deviation('CurrentDemandReqType', r.end - q)
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c3_s = -1
+            f_EVMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c3_Unit
+            f_EVMaximumVoltageLimit.Value = _c3_Value
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
+            s = 3
+        elif ec == 1:
+            el = 'EVMaximumCurrentLimit'
+            _c4_Multiplier = None
+            _c4_Unit = None
+            _c4_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumCurrentLimit/Multiplier'
+            _c4_Multiplier = ((x >> 3) & 7) + -3
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c4_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c4_s = -1
+            f_EVMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
+            f_EVMaximumCurrentLimit.Unit = _c4_Unit
+            f_EVMaximumCurrentLimit.Value = _c4_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 2:
+            el = 'EVMaximumPowerLimit'
+            _c5_Multiplier = None
+            _c5_Unit = None
+            _c5_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumPowerLimit/Multiplier'
+            _c5_Multiplier = ((x >> 3) & 7) + -3
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c5_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumPowerLimit/Unit'
+                _c5_Unit = ((x >> 4) & 15)
+                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
+                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c5_s = -1
+            f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c5_Unit
+            f_EVMaximumPowerLimit.Value = _c5_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 5
+        elif ec == 3:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'BulkChargingComplete'
+            f_BulkChargingComplete = ((x >> 2) & 1) == 1
+            s = 6
+        elif ec == 4:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'ChargingComplete'
+            f_ChargingComplete = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            s = 7
+        else:
+            raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'EVMaximumCurrentLimit'
@@ -4001,78 +3980,76 @@ def _d_CurrentDemandReqType(r):
                 if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c6_s = 1
-                if _c6_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVMaximumCurrentLimit/Unit'
+                    _c6_Unit = ((x >> 4) & 15)
+                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
+                    else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                    el = 'EVMaximumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c6_Value = (V >> q) & 127
+                            _c6_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c6_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                        _c6_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                        _c6_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c6_s == 3:
-                    _c6_s = -1
-                f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    _c6_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVMaximumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c6_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c6_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c6_Value = -_c6_Value - 1
+                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                    _c6_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c6_s = -1
+                f_EVMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c6_Unit
                 f_EVMaximumCurrentLimit.Value = _c6_Value
@@ -4095,78 +4072,76 @@ def _d_CurrentDemandReqType(r):
                 if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c7_s = 1
-                if _c7_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c7_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c7_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVMaximumPowerLimit/Unit'
+                    _c7_Unit = ((x >> 4) & 15)
+                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
+                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                    el = 'EVMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c7_Value = (V >> q) & 127
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c7_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                        _c7_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c7_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c7_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c7_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                        _c7_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c7_s == 3:
-                    _c7_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    _c7_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c7_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    _c7_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c7_s = -1
+                f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c7_Unit
                 f_EVMaximumPowerLimit.Value = _c7_Value
@@ -4209,78 +4184,76 @@ def _d_CurrentDemandReqType(r):
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c8_s = 1
-                if _c8_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVMaximumPowerLimit/Unit'
+                    _c8_Unit = ((x >> 4) & 15)
+                    if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
+                    else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                    el = 'EVMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c8_Value = (V >> q) & 127
+                            _c8_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c8_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c8_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c8_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c8_s == 3:
-                    _c8_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    _c8_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c8_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c8_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c8_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    _c8_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c8_s = -1
+                f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c8_Unit
                 f_EVMaximumPowerLimit.Value = _c8_Value
@@ -4352,78 +4325,76 @@ def _d_CurrentDemandReqType(r):
                 if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c9_s = 1
-                if _c9_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'RemainingTimeToFullSoC/Unit'
-                        _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
-                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
-                        el = 'RemainingTimeToFullSoC/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'RemainingTimeToFullSoC/Unit'
+                    _c9_Unit = ((x >> 4) & 15)
+                    if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
+                    else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                    el = 'RemainingTimeToFullSoC/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c9_Value = (V >> q) & 127
+                            _c9_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c9_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                        _c9_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'RemainingTimeToFullSoC/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c9_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                        _c9_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c9_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c9_s == 3:
-                    _c9_s = -1
-                f_RemainingTimeToFullSoC = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c9_Value = -_c9_Value - 1
+                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    _c9_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'RemainingTimeToFullSoC/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c9_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c9_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c9_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c9_Value = -_c9_Value - 1
+                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    _c9_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c9_s = -1
+                f_RemainingTimeToFullSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c9_Unit
                 f_RemainingTimeToFullSoC.Value = _c9_Value
@@ -4446,78 +4417,76 @@ def _d_CurrentDemandReqType(r):
                 if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c10_s = 1
-                if _c10_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c10_Unit = ((x >> 4) & 15)
-                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
-                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c10_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c10_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'RemainingTimeToBulkSoC/Unit'
+                    _c10_Unit = ((x >> 4) & 15)
+                    if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
+                    else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c10_Value = (V >> q) & 127
+                            _c10_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c10_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                        _c10_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c10_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c10_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c10_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                        _c10_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c10_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c10_s == 3:
-                    _c10_s = -1
-                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c10_Value = -_c10_Value - 1
+                    if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                    _c10_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c10_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c10_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c10_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c10_Value = -_c10_Value - 1
+                    if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                    _c10_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c10_s = -1
+                f_RemainingTimeToBulkSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c10_Unit
                 f_RemainingTimeToBulkSoC.Value = _c10_Value
@@ -4539,78 +4508,76 @@ def _d_CurrentDemandReqType(r):
                 if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c11_s = 1
-                if _c11_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVTargetVoltage/Unit'
-                        _c11_Unit = ((x >> 4) & 15)
-                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
-                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c11_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c11_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVTargetVoltage/Unit'
+                    _c11_Unit = ((x >> 4) & 15)
+                    if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
+                    else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c11_Value = (V >> q) & 127
+                            _c11_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c11_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                        _c11_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c11_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c11_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c11_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                        _c11_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c11_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c11_s == 3:
-                    _c11_s = -1
-                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c11_Value = -_c11_Value - 1
+                    if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                    _c11_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c11_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c11_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c11_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c11_Value = -_c11_Value - 1
+                    if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                    _c11_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c11_s = -1
+                f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c11_Multiplier
                 f_EVTargetVoltage.Unit = _c11_Unit
                 f_EVTargetVoltage.Value = _c11_Value
@@ -4635,78 +4602,76 @@ def _d_CurrentDemandReqType(r):
                 if _c12_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c12_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c12_s = 1
-                if _c12_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c12_Unit = ((x >> 4) & 15)
-                        if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
-                        else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c12_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c12_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'RemainingTimeToBulkSoC/Unit'
+                    _c12_Unit = ((x >> 4) & 15)
+                    if _c12_Unit >= 10: _c12_Unit = r.enum_index('PhysicalValueType/Unit', _c12_Unit, 10, r.at(r.end - q))
+                    else: _c12_Unit = _E_din_msgdatatypes_unitSymbolType[_c12_Unit]
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c12_Value = (V >> q) & 127
+                            _c12_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c12_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c12_Value = -_c12_Value - 1
-                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                        _c12_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c12_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c12_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c12_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c12_Value = -_c12_Value - 1
-                        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                        _c12_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c12_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c12_s == 3:
-                    _c12_s = -1
-                f_RemainingTimeToBulkSoC = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c12_Value = -_c12_Value - 1
+                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                    _c12_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c12_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c12_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c12_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c12_Value = -_c12_Value - 1
+                    if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+                    _c12_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c12_s = -1
+                f_RemainingTimeToBulkSoC = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c12_Unit
                 f_RemainingTimeToBulkSoC.Value = _c12_Value
@@ -4728,78 +4693,76 @@ def _d_CurrentDemandReqType(r):
                 if _c13_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c13_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c13_s = 1
-                if _c13_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVTargetVoltage/Unit'
-                        _c13_Unit = ((x >> 4) & 15)
-                        if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
-                        else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c13_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c13_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVTargetVoltage/Unit'
+                    _c13_Unit = ((x >> 4) & 15)
+                    if _c13_Unit >= 10: _c13_Unit = r.enum_index('PhysicalValueType/Unit', _c13_Unit, 10, r.at(r.end - q))
+                    else: _c13_Unit = _E_din_msgdatatypes_unitSymbolType[_c13_Unit]
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c13_Value = (V >> q) & 127
+                            _c13_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c13_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c13_Value = -_c13_Value - 1
-                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                        _c13_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVTargetVoltage/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c13_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c13_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c13_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c13_Value = -_c13_Value - 1
-                        if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                        _c13_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c13_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c13_s == 3:
-                    _c13_s = -1
-                f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c13_Value = -_c13_Value - 1
+                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                    _c13_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVTargetVoltage/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c13_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c13_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c13_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c13_Value = -_c13_Value - 1
+                    if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+                    _c13_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c13_s = -1
+                f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c13_Multiplier
                 f_EVTargetVoltage.Unit = _c13_Unit
                 f_EVTargetVoltage.Value = _c13_Value
@@ -4823,78 +4786,76 @@ def _d_CurrentDemandReqType(r):
             if _c14_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_Multiplier, r.at(r.end - q))
             ec = (x & 3)
             _c14_s = 1
-            if _c14_s == 1:
-                if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                    el = 'EVTargetVoltage/Unit'
-                    _c14_Unit = ((x >> 4) & 15)
-                    if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
-                    else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
-                    el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVTargetVoltage/Unit'
+                _c14_Unit = ((x >> 4) & 15)
+                if _c14_Unit >= 10: _c14_Unit = r.enum_index('PhysicalValueType/Unit', _c14_Unit, 10, r.at(r.end - q))
+                else: _c14_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_Unit]
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c14_Value = (V >> q) & 127
+                        _c14_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c14_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    _c14_s = 3
-                elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                    el = 'EVTargetVoltage/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c14_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c14_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c14_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c14_Value = -_c14_Value - 1
-                    if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    _c14_s = 3
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('PhysicalValueType', r.end - q)
-            if _c14_s == 3:
-                _c14_s = -1
-            f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                _c14_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVTargetVoltage/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c14_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c14_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c14_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c14_Value = -_c14_Value - 1
+                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+                _c14_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c14_s = -1
+            f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
             f_EVTargetVoltage.Multiplier = _c14_Multiplier
             f_EVTargetVoltage.Unit = _c14_Unit
             f_EVTargetVoltage.Value = _c14_Value
@@ -4907,7 +4868,7 @@ def _d_CurrentDemandReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CurrentDemandReqType)
+    _obj = _new(_K_din_msgbody_CurrentDemandReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVTargetCurrent = f_EVTargetCurrent
     _obj.EVMaximumVoltageLimit = f_EVMaximumVoltageLimit
@@ -4954,28 +4915,27 @@ def _e_CurrentDemandReqType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c1_s == 1:
-                if _c1_EVCabinConditioning is not None:
-                    el = 'DC_EVStatus/EVCabinConditioning'
-                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c1_s = 2
-                elif _c1_EVRESSConditioning is not None:
-                    el = 'DC_EVStatus/EVRESSConditioning'
-                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c1_s = 3
-                elif _c1_EVErrorCode is not None:
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
-                    n += 8
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_EVCabinConditioning is not None:
+                el = 'DC_EVStatus/EVCabinConditioning'
+                if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                n += 5
+                _c1_s = 2
+            elif _c1_EVRESSConditioning is not None:
+                el = 'DC_EVStatus/EVRESSConditioning'
+                if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                n += 5
+                _c1_s = 3
+            elif _c1_EVErrorCode is not None:
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                n += 8
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c1_s == 2:
                 if _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
@@ -5028,215 +4988,206 @@ def _e_CurrentDemandReqType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVTargetCurrent/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetCurrent/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVTargetCurrent/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
+            if _c2_Unit is not None:
+                el = 'EVTargetCurrent/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVTargetCurrent/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVTargetCurrent/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
-        if s == 2:
-            if v_EVMaximumVoltageLimit is not None:
-                el = 'EVMaximumVoltageLimit'
-                v <<= 3
-                n += 3
-                _c3_o = v_EVMaximumVoltageLimit
-                _c3_Multiplier = _c3_o.Multiplier
-                _c3_Unit = _c3_o.Unit
-                _c3_Value = _c3_o.Value
-                if _c3_Multiplier is not None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c3_s == 1:
-                    if _c3_Unit is not None:
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                        n += 11
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 3
-                    elif _c3_Value is not None:
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                        n += 4
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 3
-            elif v_EVMaximumCurrentLimit is not None:
-                el = 'EVMaximumCurrentLimit'
-                v = (v << 3) | 1
-                n += 3
-                _c4_o = v_EVMaximumCurrentLimit
-                _c4_Multiplier = _c4_o.Multiplier
-                _c4_Unit = _c4_o.Unit
-                _c4_Value = _c4_o.Value
-                if _c4_Multiplier is not None:
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_s == 1:
-                    if _c4_Unit is not None:
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                        n += 11
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_s = 3
-                    elif _c4_Value is not None:
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                        n += 4
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 4
-            elif v_EVMaximumPowerLimit is not None:
-                el = 'EVMaximumPowerLimit'
-                v = (v << 3) | 2
-                n += 3
-                _c5_o = v_EVMaximumPowerLimit
-                _c5_Multiplier = _c5_o.Multiplier
-                _c5_Unit = _c5_o.Unit
-                _c5_Value = _c5_o.Value
-                if _c5_Multiplier is not None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
-                    n += 6
-                    _c5_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c5_s == 1:
-                    if _c5_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
-                        n += 11
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    elif _c5_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
-                        n += 4
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c5_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c5_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 5
-            elif v_BulkChargingComplete is not None:
-                el = 'BulkChargingComplete'
-                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
+        if v_EVMaximumVoltageLimit is not None:
+            el = 'EVMaximumVoltageLimit'
+            v <<= 3
+            n += 3
+            _c3_o = v_EVMaximumVoltageLimit
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
                 n += 6
-                s = 6
-            elif v_ChargingComplete is not None:
-                el = 'ChargingComplete'
-                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
-                n += 6
-                s = 7
+                _c3_s = 1
             else:
-                raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_Unit is not None:
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 3
+        elif v_EVMaximumCurrentLimit is not None:
+            el = 'EVMaximumCurrentLimit'
+            v = (v << 3) | 1
+            n += 3
+            _c4_o = v_EVMaximumCurrentLimit
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_Unit is not None:
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 11
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            elif _c4_Value is not None:
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                n += 4
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 4
+        elif v_EVMaximumPowerLimit is not None:
+            el = 'EVMaximumPowerLimit'
+            v = (v << 3) | 2
+            n += 3
+            _c5_o = v_EVMaximumPowerLimit
+            _c5_Multiplier = _c5_o.Multiplier
+            _c5_Unit = _c5_o.Unit
+            _c5_Value = _c5_o.Value
+            if _c5_Multiplier is not None:
+                el = 'EVMaximumPowerLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                n += 6
+                _c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c5_Unit is not None:
+                el = 'EVMaximumPowerLimit/Unit'
+                _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumPowerLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 11
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            elif _c5_Value is not None:
+                el = 'EVMaximumPowerLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                n += 4
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c5_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 5
+        elif v_BulkChargingComplete is not None:
+            el = 'BulkChargingComplete'
+            if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+            v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
+            n += 6
+            s = 6
+        elif v_ChargingComplete is not None:
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
+            n += 6
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
         if s == 3:
             if v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
@@ -5254,40 +5205,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c6_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c6_s == 1:
-                    if _c6_Unit is not None:
-                        el = 'EVMaximumCurrentLimit/Unit'
-                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
-                        n += 11
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    elif _c6_Value is not None:
-                        el = 'EVMaximumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
-                        n += 4
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c6_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c6_s = -1
+                if _c6_Unit is not None:
+                    el = 'EVMaximumCurrentLimit/Unit'
+                    _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                    if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaximumCurrentLimit/Value'
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                    n += 11
+                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c6_s = 3
+                elif _c6_Value is not None:
+                    el = 'EVMaximumCurrentLimit/Value'
+                    if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                    n += 4
+                    _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c6_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c6_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 4
             elif v_EVMaximumPowerLimit is not None:
@@ -5306,40 +5255,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c7_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c7_s == 1:
-                    if _c7_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
-                        n += 11
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    elif _c7_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
-                        n += 4
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c7_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c7_s = -1
+                if _c7_Unit is not None:
+                    el = 'EVMaximumPowerLimit/Unit'
+                    _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                    if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaximumPowerLimit/Value'
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                    n += 11
+                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c7_s = 3
+                elif _c7_Value is not None:
+                    el = 'EVMaximumPowerLimit/Value'
+                    if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                    n += 4
+                    _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c7_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c7_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -5373,40 +5320,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c8_s == 1:
-                    if _c8_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
-                        n += 11
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    elif _c8_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
-                        n += 4
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c8_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c8_s = -1
+                if _c8_Unit is not None:
+                    el = 'EVMaximumPowerLimit/Unit'
+                    _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVMaximumPowerLimit/Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                    n += 11
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c8_s = 3
+                elif _c8_Value is not None:
+                    el = 'EVMaximumPowerLimit/Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                    n += 4
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c8_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 5
             elif v_BulkChargingComplete is not None:
@@ -5464,40 +5409,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c9_s == 1:
-                    if _c9_Unit is not None:
-                        el = 'RemainingTimeToFullSoC/Unit'
-                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'RemainingTimeToFullSoC/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
-                        n += 11
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c9_s = 3
-                    elif _c9_Value is not None:
-                        el = 'RemainingTimeToFullSoC/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
-                        n += 4
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c9_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c9_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c9_s = -1
+                if _c9_Unit is not None:
+                    el = 'RemainingTimeToFullSoC/Unit'
+                    _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                    if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'RemainingTimeToFullSoC/Value'
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                    n += 11
+                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c9_s = 3
+                elif _c9_Value is not None:
+                    el = 'RemainingTimeToFullSoC/Value'
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                    n += 4
+                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c9_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 8
             elif v_RemainingTimeToBulkSoC is not None:
@@ -5516,40 +5459,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c10_s == 1:
-                    if _c10_Unit is not None:
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
-                        n += 11
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c10_s = 3
-                    elif _c10_Value is not None:
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
-                        n += 4
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c10_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c10_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c10_s = -1
+                if _c10_Unit is not None:
+                    el = 'RemainingTimeToBulkSoC/Unit'
+                    _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                    if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                    n += 11
+                    _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c10_s = 3
+                elif _c10_Value is not None:
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                    n += 4
+                    _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c10_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 9
             elif v_EVTargetVoltage is not None:
@@ -5568,40 +5509,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c11_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c11_s == 1:
-                    if _c11_Unit is not None:
-                        el = 'EVTargetVoltage/Unit'
-                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
-                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVTargetVoltage/Value'
-                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
-                        n += 11
-                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c11_s = 3
-                    elif _c11_Value is not None:
-                        el = 'EVTargetVoltage/Value'
-                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
-                        n += 4
-                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c11_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c11_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c11_s = -1
+                if _c11_Unit is not None:
+                    el = 'EVTargetVoltage/Unit'
+                    _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                    if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetVoltage/Value'
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
+                    n += 11
+                    _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c11_s = 3
+                elif _c11_Value is not None:
+                    el = 'EVTargetVoltage/Value'
+                    if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c11_Value < 0)
+                    n += 4
+                    _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c11_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c11_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             else:
@@ -5623,40 +5562,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c12_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c12_s == 1:
-                    if _c12_Unit is not None:
-                        el = 'RemainingTimeToBulkSoC/Unit'
-                        _c12_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_Unit)
-                        if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c12_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
-                        n += 11
-                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c12_s = 3
-                    elif _c12_Value is not None:
-                        el = 'RemainingTimeToBulkSoC/Value'
-                        if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c12_Value < 0)
-                        n += 4
-                        _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c12_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c12_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c12_s = -1
+                if _c12_Unit is not None:
+                    el = 'RemainingTimeToBulkSoC/Unit'
+                    _c12_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c12_Unit)
+                    if _c12_i1 is None: raise EncodeError(f'{_c12_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c12_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c12_i1 << 4) | (_c12_Value < 0)
+                    n += 11
+                    _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c12_s = 3
+                elif _c12_Value is not None:
+                    el = 'RemainingTimeToBulkSoC/Value'
+                    if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c12_Value < 0)
+                    n += 4
+                    _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c12_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c12_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 9
             elif v_EVTargetVoltage is not None:
@@ -5675,40 +5612,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c13_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c13_s == 1:
-                    if _c13_Unit is not None:
-                        el = 'EVTargetVoltage/Unit'
-                        _c13_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c13_Unit)
-                        if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c13_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVTargetVoltage/Value'
-                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
-                        n += 11
-                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c13_s = 3
-                    elif _c13_Value is not None:
-                        el = 'EVTargetVoltage/Value'
-                        if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c13_Value < 0)
-                        n += 4
-                        _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c13_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c13_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c13_s = -1
+                if _c13_Unit is not None:
+                    el = 'EVTargetVoltage/Unit'
+                    _c13_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c13_Unit)
+                    if _c13_i1 is None: raise EncodeError(f'{_c13_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c13_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetVoltage/Value'
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c13_i1 << 4) | (_c13_Value < 0)
+                    n += 11
+                    _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c13_s = 3
+                elif _c13_Value is not None:
+                    el = 'EVTargetVoltage/Value'
+                    if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c13_Value < 0)
+                    n += 4
+                    _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c13_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c13_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             else:
@@ -5730,40 +5665,38 @@ def _e_CurrentDemandReqType(w, o):
                     _c14_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c14_s == 1:
-                    if _c14_Unit is not None:
-                        el = 'EVTargetVoltage/Unit'
-                        _c14_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_Unit)
-                        if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c14_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVTargetVoltage/Value'
-                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
-                        n += 11
-                        _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c14_s = 3
-                    elif _c14_Value is not None:
-                        el = 'EVTargetVoltage/Value'
-                        if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c14_Value < 0)
-                        n += 4
-                        _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c14_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c14_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c14_s = -1
+                if _c14_Unit is not None:
+                    el = 'EVTargetVoltage/Unit'
+                    _c14_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_Unit)
+                    if _c14_i1 is None: raise EncodeError(f'{_c14_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c14_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVTargetVoltage/Value'
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c14_i1 << 4) | (_c14_Value < 0)
+                    n += 11
+                    _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c14_s = 3
+                elif _c14_Value is not None:
+                    el = 'EVTargetVoltage/Value'
+                    if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c14_Value < 0)
+                    n += 4
+                    _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c14_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c14_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             else:
@@ -5839,40 +5772,39 @@ def _d_CurrentDemandResType(r):
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
-            el = 'DC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 2) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -5893,78 +5825,76 @@ def _d_CurrentDemandResType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentVoltage/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVSEPresentVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -5984,78 +5914,76 @@ def _d_CurrentDemandResType(r):
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c3_s = 1
-        if _c3_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentCurrent/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVSEPresentCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentCurrent/Unit'
+            _c3_Unit = ((x >> 4) & 15)
+            if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+            else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'EVSEPresentCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c3_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c3_s == 3:
-            _c3_s = -1
-        f_EVSEPresentCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c3_s = -1
+        f_EVSEPresentCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
         f_EVSEPresentCurrent.Value = _c3_Value
@@ -6076,293 +6004,286 @@ def _d_CurrentDemandResType(r):
             f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved = _t
         ec = (x & 7)
         s = 7
-        if s == 7:
+        if ec == 0:
+            el = 'EVSEMaximumVoltageLimit'
+            _c4_Multiplier = None
+            _c4_Unit = None
+            _c4_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaximumVoltageLimit/Multiplier'
+            _c4_Multiplier = ((x >> 3) & 7) + -3
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c4_s = 1
             if ec == 0:
-                el = 'EVSEMaximumVoltageLimit'
-                _c4_Multiplier = None
-                _c4_Unit = None
-                _c4_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 3) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c4_s = 1
-                if _c4_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVSEMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c4_s == 3:
-                    _c4_s = -1
-                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-                f_EVSEMaximumVoltageLimit.Value = _c4_Value
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 8
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
             elif ec == 1:
-                el = 'EVSEMaximumCurrentLimit'
-                _c5_Multiplier = None
-                _c5_Unit = None
-                _c5_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumCurrentLimit/Multiplier'
-                _c5_Multiplier = ((x >> 3) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c5_s = 1
-                if _c5_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c5_s == 3:
-                    _c5_s = -1
-                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
-                f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
-                f_EVSEMaximumCurrentLimit.Value = _c5_Value
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
-                ec = x
-                s = 9
-            elif ec == 2:
-                el = 'EVSEMaximumPowerLimit'
-                _c6_Multiplier = None
-                _c6_Unit = None
-                _c6_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c6_Multiplier = ((x >> 3) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c6_s = 1
-                if _c6_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                        _c6_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                        _c6_s = 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c6_s == 3:
-                    _c6_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c6_Unit
-                f_EVSEMaximumPowerLimit.Value = _c6_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
-                s = 10
-            elif ec == 3:
-                pass
-                s = -1
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
             else:
-                raise r.deviation('CurrentDemandResType', r.end - q)
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c4_s = -1
+            f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c4_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 8
+        elif ec == 1:
+            el = 'EVSEMaximumCurrentLimit'
+            _c5_Multiplier = None
+            _c5_Unit = None
+            _c5_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaximumCurrentLimit/Multiplier'
+            _c5_Multiplier = ((x >> 3) & 7) + -3
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c5_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c5_Unit = ((x >> 4) & 15)
+                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
+                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumCurrentLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c5_s = -1
+            f_EVSEMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
+            f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
+            f_EVSEMaximumCurrentLimit.Value = _c5_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 9
+        elif ec == 2:
+            el = 'EVSEMaximumPowerLimit'
+            _c6_Multiplier = None
+            _c6_Unit = None
+            _c6_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaximumPowerLimit/Multiplier'
+            _c6_Multiplier = ((x >> 3) & 7) + -3
+            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c6_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c6_Unit = ((x >> 4) & 15)
+                if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
+                else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c6_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                _c6_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c6_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                _c6_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c6_s = -1
+            f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
+            f_EVSEMaximumPowerLimit.Unit = _c6_Unit
+            f_EVSEMaximumPowerLimit.Value = _c6_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+            s = 10
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
             if ec == 0:
                 el = 'EVSEMaximumCurrentLimit'
@@ -6378,78 +6299,76 @@ def _d_CurrentDemandResType(r):
                 if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c7_s = 1
-                if _c7_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c7_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c7_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVSEMaximumCurrentLimit/Unit'
+                    _c7_Unit = ((x >> 4) & 15)
+                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
+                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c7_Value = (V >> q) & 127
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c7_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                        _c7_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c7_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c7_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c7_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                        _c7_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c7_s == 3:
-                    _c7_s = -1
-                f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    _c7_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c7_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c7_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c7_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c7_Value = -_c7_Value - 1
+                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                    _c7_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c7_s = -1
+                f_EVSEMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c7_Value
@@ -6472,78 +6391,76 @@ def _d_CurrentDemandResType(r):
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c8_s = 1
-                if _c8_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVSEMaximumPowerLimit/Unit'
+                    _c8_Unit = ((x >> 4) & 15)
+                    if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
+                    else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c8_Value = (V >> q) & 127
+                            _c8_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c8_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c8_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c8_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c8_s == 3:
-                    _c8_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    _c8_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c8_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c8_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c8_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    _c8_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c8_s = -1
+                f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c8_Unit
                 f_EVSEMaximumPowerLimit.Value = _c8_Value
@@ -6571,78 +6488,76 @@ def _d_CurrentDemandResType(r):
                 if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c9_s = 1
-                if _c9_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
-                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVSEMaximumPowerLimit/Unit'
+                    _c9_Unit = ((x >> 4) & 15)
+                    if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
+                    else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c9_Value = (V >> q) & 127
+                            _c9_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c9_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                        _c9_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c9_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                        _c9_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c9_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c9_s == 3:
-                    _c9_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c9_Value = -_c9_Value - 1
+                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    _c9_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c9_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c9_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c9_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c9_Value = -_c9_Value - 1
+                    if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                    _c9_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c9_s = -1
+                f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c9_Unit
                 f_EVSEMaximumPowerLimit.Value = _c9_Value
@@ -6660,7 +6575,7 @@ def _d_CurrentDemandResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.CurrentDemandResType)
+    _obj = _new(_K_din_msgbody_CurrentDemandResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -6722,25 +6637,24 @@ def _e_CurrentDemandResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 2:
-                if _c2_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_i4 << 2)
-                    n += 6
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i4 << 2)
+                n += 6
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -6758,40 +6672,38 @@ def _e_CurrentDemandResType(w, o):
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
+            if _c3_Unit is not None:
+                el = 'EVSEPresentVoltage/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPresentVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVSEPresentVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentCurrent is not None): raise EncodeError('missing content: EVSEPresentCurrent')
             el = 'EVSEPresentCurrent'
@@ -6809,40 +6721,38 @@ def _e_CurrentDemandResType(w, o):
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c4_s == 1:
-                if _c4_Unit is not None:
-                    el = 'EVSEPresentCurrent/Unit'
-                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 11
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 3
-                elif _c4_Value is not None:
-                    el = 'EVSEPresentCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                    n += 4
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c4_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c4_s = -1
+            if _c4_Unit is not None:
+                el = 'EVSEPresentCurrent/Unit'
+                _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPresentCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 11
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            elif _c4_Value is not None:
+                el = 'EVSEPresentCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                n += 4
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSECurrentLimitAchieved is not None): raise EncodeError('missing content: EVSECurrentLimitAchieved')
             el = 'EVSECurrentLimitAchieved'
@@ -6858,167 +6768,160 @@ def _e_CurrentDemandResType(w, o):
             s = 7
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 7:
-            if v_EVSEMaximumVoltageLimit is not None:
-                el = 'EVSEMaximumVoltageLimit'
-                v <<= 3
-                n += 3
-                _c5_o = v_EVSEMaximumVoltageLimit
-                _c5_Multiplier = _c5_o.Multiplier
-                _c5_Unit = _c5_o.Unit
-                _c5_Value = _c5_o.Value
-                if _c5_Multiplier is not None:
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
-                    n += 6
-                    _c5_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c5_s == 1:
-                    if _c5_Unit is not None:
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
-                        n += 11
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    elif _c5_Value is not None:
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
-                        n += 4
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c5_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c5_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 8
-            elif v_EVSEMaximumCurrentLimit is not None:
-                el = 'EVSEMaximumCurrentLimit'
-                v = (v << 3) | 1
-                n += 3
-                _c6_o = v_EVSEMaximumCurrentLimit
-                _c6_Multiplier = _c6_o.Multiplier
-                _c6_Unit = _c6_o.Unit
-                _c6_Value = _c6_o.Value
-                if _c6_Multiplier is not None:
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
-                    n += 6
-                    _c6_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c6_s == 1:
-                    if _c6_Unit is not None:
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
-                        n += 11
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    elif _c6_Value is not None:
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
-                        n += 4
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c6_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c6_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 9
-            elif v_EVSEMaximumPowerLimit is not None:
-                el = 'EVSEMaximumPowerLimit'
-                v = (v << 3) | 2
-                n += 3
-                _c7_o = v_EVSEMaximumPowerLimit
-                _c7_Multiplier = _c7_o.Multiplier
-                _c7_Unit = _c7_o.Unit
-                _c7_Value = _c7_o.Value
-                if _c7_Multiplier is not None:
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
-                    n += 6
-                    _c7_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c7_s == 1:
-                    if _c7_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
-                        n += 11
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    elif _c7_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
-                        n += 4
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c7_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c7_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 10
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                s = -1
+        if v_EVSEMaximumVoltageLimit is not None:
+            el = 'EVSEMaximumVoltageLimit'
+            v <<= 3
+            n += 3
+            _c5_o = v_EVSEMaximumVoltageLimit
+            _c5_Multiplier = _c5_o.Multiplier
+            _c5_Unit = _c5_o.Unit
+            _c5_Value = _c5_o.Value
+            if _c5_Multiplier is not None:
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                n += 6
+                _c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c5_Unit is not None:
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 11
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            elif _c5_Value is not None:
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                n += 4
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c5_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 8
+        elif v_EVSEMaximumCurrentLimit is not None:
+            el = 'EVSEMaximumCurrentLimit'
+            v = (v << 3) | 1
+            n += 3
+            _c6_o = v_EVSEMaximumCurrentLimit
+            _c6_Multiplier = _c6_o.Multiplier
+            _c6_Unit = _c6_o.Unit
+            _c6_Value = _c6_o.Value
+            if _c6_Multiplier is not None:
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                n += 6
+                _c6_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c6_Unit is not None:
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                n += 11
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c6_s = 3
+            elif _c6_Value is not None:
+                el = 'EVSEMaximumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                n += 4
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c6_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c6_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 9
+        elif v_EVSEMaximumPowerLimit is not None:
+            el = 'EVSEMaximumPowerLimit'
+            v = (v << 3) | 2
+            n += 3
+            _c7_o = v_EVSEMaximumPowerLimit
+            _c7_Multiplier = _c7_o.Multiplier
+            _c7_Unit = _c7_o.Unit
+            _c7_Value = _c7_o.Value
+            if _c7_Multiplier is not None:
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                n += 6
+                _c7_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c7_Unit is not None:
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 11
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c7_s = 3
+            elif _c7_Value is not None:
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                n += 4
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c7_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c7_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 10
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            s = -1
         if s == 8:
             if v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
@@ -7036,40 +6939,38 @@ def _e_CurrentDemandResType(w, o):
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c8_s == 1:
-                    if _c8_Unit is not None:
-                        el = 'EVSEMaximumCurrentLimit/Unit'
-                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
-                        n += 11
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    elif _c8_Value is not None:
-                        el = 'EVSEMaximumCurrentLimit/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
-                        n += 4
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c8_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c8_s = -1
+                if _c8_Unit is not None:
+                    el = 'EVSEMaximumCurrentLimit/Unit'
+                    _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                    n += 11
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c8_s = 3
+                elif _c8_Value is not None:
+                    el = 'EVSEMaximumCurrentLimit/Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                    n += 4
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c8_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 9
             elif v_EVSEMaximumPowerLimit is not None:
@@ -7088,40 +6989,38 @@ def _e_CurrentDemandResType(w, o):
                     _c9_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c9_s == 1:
-                    if _c9_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
-                        n += 11
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c9_s = 3
-                    elif _c9_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
-                        n += 4
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c9_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c9_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c9_s = -1
+                if _c9_Unit is not None:
+                    el = 'EVSEMaximumPowerLimit/Unit'
+                    _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                    if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                    n += 11
+                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c9_s = 3
+                elif _c9_Value is not None:
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                    n += 4
+                    _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c9_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             elif True:
@@ -7145,40 +7044,38 @@ def _e_CurrentDemandResType(w, o):
                     _c10_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c10_s == 1:
-                    if _c10_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
-                        n += 11
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c10_s = 3
-                    elif _c10_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
-                        n += 4
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c10_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c10_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c10_s = -1
+                if _c10_Unit is not None:
+                    el = 'EVSEMaximumPowerLimit/Unit'
+                    _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                    if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                    n += 11
+                    _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c10_s = 3
+                elif _c10_Value is not None:
+                    el = 'EVSEMaximumPowerLimit/Value'
+                    if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                    n += 4
+                    _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c10_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 10
             elif True:
@@ -7263,62 +7160,60 @@ def _d_MeteringReceiptReqType(r):
             s = 2
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                el = 'SAScheduleTupleID'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_SAScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_SAScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            el = 'SAScheduleTupleID'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_SAScheduleTupleID = (V >> q) & 127
+                    f_SAScheduleTupleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_SAScheduleTupleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
-                if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                s = 4
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_SAScheduleTupleID = (V >> q) & 127
             else:
-                raise r.deviation('MeteringReceiptReqType', r.end - q)
-        if s == 4:
-            s = -1
+                r.pos = r.end - q; f_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            if _neg: f_SAScheduleTupleID = -f_SAScheduleTupleID - 1
+            if f_SAScheduleTupleID < -32768 or f_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', f_SAScheduleTupleID, r.at(r.end - q))
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            s = 4
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            s = 4
+        else:
+            raise r.deviation('MeteringReceiptReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.MeteringReceiptReqType)
+    _obj = _new(_K_din_msgbody_MeteringReceiptReqType)
     _obj.Id = f_Id
     _obj.SessionID = f_SessionID
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
@@ -7368,40 +7263,38 @@ def _e_MeteringReceiptReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SessionID')
-        if s == 2:
-            if v_SAScheduleTupleID is not None:
-                el = 'SAScheduleTupleID'
-                if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
-                v = (v << 4) | (v_SAScheduleTupleID < 0)
-                n += 4
-                _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                el = 'MeterInfo'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                s = 4
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-        if s == 4:
-            if True:
-                v <<= 1
-                n += 1
-                s = -1
+        if v_SAScheduleTupleID is not None:
+            el = 'SAScheduleTupleID'
+            if v_SAScheduleTupleID < -32768 or v_SAScheduleTupleID > 32767: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [-32768, 32767]')
+            v = (v << 4) | (v_SAScheduleTupleID < 0)
+            n += 4
+            _m = (-v_SAScheduleTupleID - 1 if v_SAScheduleTupleID < 0 else v_SAScheduleTupleID)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+            el = 'MeterInfo'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            s = 4
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+        if True:
+            v <<= 1
+            n += 1
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7460,7 +7353,7 @@ def _d_MeteringReceiptResType(r):
         _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+        f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
         f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
         f_AC_EVSEStatus.RCD = _c1_RCD
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -7468,7 +7361,7 @@ def _d_MeteringReceiptResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.MeteringReceiptResType)
+    _obj = _new(_K_din_msgbody_MeteringReceiptResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     return _obj
@@ -7574,22 +7467,21 @@ def _d_PaymentDetailsReqType(r):
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
         q -= 1
@@ -7598,7 +7490,7 @@ def _d_PaymentDetailsReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.PaymentDetailsReqType)
+    _obj = _new(_K_din_msgbody_PaymentDetailsReqType)
     _obj.ContractID = f_ContractID
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
     return _obj
@@ -7641,21 +7533,20 @@ def _e_PaymentDetailsReqType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c1_s == 1:
-                if _c1_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7726,7 +7617,7 @@ def _d_PaymentDetailsResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.PaymentDetailsResType)
+    _obj = _new(_K_din_msgbody_PaymentDetailsResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.GenChallenge = f_GenChallenge
     _obj.DateTimeNow = f_DateTimeNow
@@ -7789,91 +7680,77 @@ def _d_PowerDeliveryReqType(r):
         f_ReadyToChargeState = ((x >> 4) & 1) == 1
         ec = (x & 7)
         s = 1
-        if s == 1:
+        if ec == 0:
+            el = 'ChargingProfile'
+            r.pos = r.end - q
+            f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 2
+        elif ec == 1:
+            el = 'DC_EVPowerDeliveryParameter'
+            _c1_DC_EVStatus = None
+            _c1_BulkChargingComplete = None
+            _c1_ChargingComplete = None
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+            _c1_c1_EVReady = None
+            _c1_c1_EVCabinConditioning = None
+            _c1_c1_EVRESSConditioning = None
+            _c1_c1_EVErrorCode = None
+            _c1_c1_EVRESSSOC = None
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+            _c1_c1_EVReady = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_c1_s = 1
             if ec == 0:
-                el = 'ChargingProfile'
-                r.pos = r.end - q
-                f_ChargingProfile = c_din_msgdatatypes._d_ChargingProfileType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 2
-            elif ec == 1:
-                el = 'DC_EVPowerDeliveryParameter'
-                _c1_DC_EVStatus = None
-                _c1_BulkChargingComplete = None
-                _c1_ChargingComplete = None
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _c1_c1_EVReady = None
-                _c1_c1_EVCabinConditioning = None
-                _c1_c1_EVRESSConditioning = None
-                _c1_c1_EVErrorCode = None
-                _c1_c1_EVRESSSOC = None
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 52: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                _c1_c1_EVReady = ((x >> 3) & 1) == 1
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                _c1_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
                 ec = (x & 3)
-                _c1_c1_s = 1
-                if _c1_c1_s == 1:
-                    if ec == 0:
-                        q -= 5
-                        if q < 0: V, q = r.slideq(q, 5)
-                        x = (V >> q) & 31
-                        if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                        _c1_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
-                        _c1_c1_s = 2
-                    elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                        _c1_c1_s = 3
-                    elif ec == 2:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c1_c1_EVErrorCode = ((x >> 2) & 15)
-                        if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                        else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
-                        _c1_c1_s = 4
-                    else:
-                        raise r.deviation('DC_EVStatusType', r.end - q)
-                if _c1_c1_s == 2:
-                    if ec == 0:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                        _c1_c1_s = 3
-                    elif ec == 1:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c1_c1_EVErrorCode = ((x >> 2) & 15)
-                        if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                        else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
-                        _c1_c1_s = 4
-                    else:
-                        raise r.deviation('DC_EVStatusType', r.end - q)
-                if _c1_c1_s == 3:
+                _c1_c1_s = 2
+            elif ec == 1:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                _c1_c1_s = 3
+            elif ec == 2:
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c1_c1_EVErrorCode = ((x >> 2) & 15)
+                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
+                else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                _c1_c1_s = 4
+            else:
+                raise r.deviation('DC_EVStatusType', r.end - q)
+            if _c1_c1_s == 2:
+                if ec == 0:
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                    _c1_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                    _c1_c1_s = 3
+                elif ec == 1:
                     q -= 7
                     if q < 0: V, q = r.slideq(q, 7)
                     x = (V >> q) & 127
@@ -7883,74 +7760,84 @@ def _d_PowerDeliveryReqType(r):
                     if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
                     else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
                     _c1_c1_s = 4
-                if _c1_c1_s == 4:
-                    q -= 10
-                    if q < 0: V, q = r.slideq(q, 10)
-                    x = (V >> q) & 1023
-                    if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                    _c1_c1_EVRESSSOC = ((x >> 2) & 127)
-                    if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
-                    _c1_c1_s = -1
-                _c1_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
-                _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
-                _c1_DC_EVStatus.EVCabinConditioning = _c1_c1_EVCabinConditioning
-                _c1_DC_EVStatus.EVRESSConditioning = _c1_c1_EVRESSConditioning
-                _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
-                _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c1_s = 1
-                if _c1_s == 1:
-                    if ec == 0:
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                        if _t is None:
-                            el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c1_ChargingComplete = ((x >> 2) & 1) == 1
-                        else:
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c1_BulkChargingComplete, _c1_ChargingComplete = _t
-                        _c1_s = 3
-                    elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c1_ChargingComplete = ((x >> 2) & 1) == 1
-                        _c1_s = 3
-                    else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                if _c1_s == 3:
-                    _c1_s = -1
-                f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
-                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
-                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
-                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                s = 3
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                el = 'EVPowerDeliveryParameter'
-                f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
-                s = 3
-            elif ec == 3:
-                pass
-                s = -1
+                else:
+                    raise r.deviation('DC_EVStatusType', r.end - q)
+            if _c1_c1_s == 3:
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c1_c1_EVErrorCode = ((x >> 2) & 15)
+                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
+                else: _c1_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
+                _c1_c1_s = 4
+            if _c1_c1_s == 4:
+                q -= 10
+                if q < 0: V, q = r.slideq(q, 10)
+                x = (V >> q) & 1023
+                if x & 515: raise r.deviation('DC_EVStatusType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                _c1_c1_EVRESSSOC = ((x >> 2) & 127)
+                if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
+                _c1_c1_s = -1
+            _c1_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
+            _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
+            _c1_DC_EVStatus.EVCabinConditioning = _c1_c1_EVCabinConditioning
+            _c1_DC_EVStatus.EVRESSConditioning = _c1_c1_EVRESSConditioning
+            _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
+            _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c1_s = 1
+            if ec == 0:
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                if _t is None:
+                    el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                    _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    _c1_ChargingComplete = ((x >> 2) & 1) == 1
+                else:
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    _c1_BulkChargingComplete, _c1_ChargingComplete = _t
+                _c1_s = 3
+            elif ec == 1:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                _c1_ChargingComplete = ((x >> 2) & 1) == 1
+                _c1_s = 3
             else:
-                raise r.deviation('PowerDeliveryReqType', r.end - q)
+                raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            _c1_s = -1
+            f_DC_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType)
+            f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
+            f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
+            f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            s = 3
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            el = 'EVPowerDeliveryParameter'
+            f_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_EVPowerDeliveryParameterType)
+            s = 3
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 2:
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
@@ -7974,36 +7861,35 @@ def _d_PowerDeliveryReqType(r):
                 _c3_c1_EVReady = ((x >> 3) & 1) == 1
                 ec = (x & 3)
                 _c3_c1_s = 1
-                if _c3_c1_s == 1:
-                    if ec == 0:
-                        q -= 5
-                        if q < 0: V, q = r.slideq(q, 5)
-                        x = (V >> q) & 31
-                        if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                        _c3_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                        ec = (x & 3)
-                        _c3_c1_s = 2
-                    elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                        _c3_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                        _c3_c1_s = 3
-                    elif ec == 2:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                        _c3_c1_EVErrorCode = ((x >> 2) & 15)
-                        if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
-                        else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
-                        _c3_c1_s = 4
-                    else:
-                        raise r.deviation('DC_EVStatusType', r.end - q)
+                if ec == 0:
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                    _c3_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                    ec = (x & 3)
+                    _c3_c1_s = 2
+                elif ec == 1:
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                    _c3_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                    _c3_c1_s = 3
+                elif ec == 2:
+                    q -= 7
+                    if q < 0: V, q = r.slideq(q, 7)
+                    x = (V >> q) & 127
+                    if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                    _c3_c1_EVErrorCode = ((x >> 2) & 15)
+                    if _c3_c1_EVErrorCode >= 12: _c3_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c3_c1_EVErrorCode, 12, r.at(r.end - q))
+                    else: _c3_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c3_c1_EVErrorCode]
+                    _c3_c1_s = 4
+                else:
+                    raise r.deviation('DC_EVStatusType', r.end - q)
                 if _c3_c1_s == 2:
                     if ec == 0:
                         q -= 4
@@ -8044,7 +7930,7 @@ def _d_PowerDeliveryReqType(r):
                     _c3_c1_EVRESSSOC = ((x >> 2) & 127)
                     if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
                     _c3_c1_s = -1
-                _c3_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                _c3_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                 _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
                 _c3_DC_EVStatus.EVCabinConditioning = _c3_c1_EVCabinConditioning
                 _c3_DC_EVStatus.EVRESSConditioning = _c3_c1_EVRESSConditioning
@@ -8055,35 +7941,33 @@ def _d_PowerDeliveryReqType(r):
                 x = (V >> q) & 3
                 ec = x
                 _c3_s = 1
-                if _c3_s == 1:
-                    if ec == 0:
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                        if _t is None:
-                            el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c3_ChargingComplete = ((x >> 2) & 1) == 1
-                        else:
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c3_BulkChargingComplete, _c3_ChargingComplete = _t
-                        _c3_s = 3
-                    elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                if ec == 0:
+                    q -= 8
+                    if q < 0: V, q = r.slideq(q, 8)
+                    x = (V >> q) & 255
+                    if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                    if _t is None:
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         _c3_ChargingComplete = ((x >> 2) & 1) == 1
-                        _c3_s = 3
                     else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                if _c3_s == 3:
-                    _c3_s = -1
-                f_DC_EVPowerDeliveryParameter = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c3_BulkChargingComplete, _c3_ChargingComplete = _t
+                    _c3_s = 3
+                elif ec == 1:
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    _c3_ChargingComplete = ((x >> 2) & 1) == 1
+                    _c3_s = 3
+                else:
+                    raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _c3_s = -1
+                f_DC_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
                 f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
@@ -8096,7 +7980,7 @@ def _d_PowerDeliveryReqType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
-                f_EVPowerDeliveryParameter = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+                f_EVPowerDeliveryParameter = _new(_K_din_msgdatatypes_EVPowerDeliveryParameterType)
                 s = 3
             elif ec == 2:
                 pass
@@ -8108,7 +7992,7 @@ def _d_PowerDeliveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.PowerDeliveryReqType)
+    _obj = _new(_K_din_msgbody_PowerDeliveryReqType)
     _obj.ReadyToChargeState = f_ReadyToChargeState
     _obj.ChargingProfile = f_ChargingProfile
     _obj.DC_EVPowerDeliveryParameter = f_DC_EVPowerDeliveryParameter
@@ -8134,141 +8018,137 @@ def _e_PowerDeliveryReqType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ReadyToChargeState')
-        if s == 1:
-            if v_ChargingProfile is not None:
-                el = 'ChargingProfile'
-                v <<= 3
-                n += 3
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
-                v = w.v; n = w.n
-                v_ChargingProfile = None
-                s = 2
-            elif v_DC_EVPowerDeliveryParameter is not None:
-                el = 'DC_EVPowerDeliveryParameter'
-                v = (v << 3) | 1
-                n += 3
-                _c1_o = v_DC_EVPowerDeliveryParameter
-                _c1_DC_EVStatus = _c1_o.DC_EVStatus
-                _c1_BulkChargingComplete = _c1_o.BulkChargingComplete
-                _c1_ChargingComplete = _c1_o.ChargingComplete
-                if _c1_DC_EVStatus is not None:
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                    v <<= 1
-                    n += 1
-                    _c1_c1_o = _c1_DC_EVStatus
-                    _c1_c1_EVReady = _c1_c1_o.EVReady
-                    _c1_c1_EVCabinConditioning = _c1_c1_o.EVCabinConditioning
-                    _c1_c1_EVRESSConditioning = _c1_c1_o.EVRESSConditioning
-                    _c1_c1_EVErrorCode = _c1_c1_o.EVErrorCode
-                    _c1_c1_EVRESSSOC = _c1_c1_o.EVRESSSOC
-                    if _c1_c1_EVReady is not None:
-                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                        if _c1_c1_EVReady is not True and _c1_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVReady!r}')
-                        v = (v << 4) | (_c1_c1_EVReady << 1)
-                        n += 4
-                        _c1_c1_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of EVReady')
-                    if _c1_c1_s == 1:
-                        if _c1_c1_EVCabinConditioning is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                            if _c1_c1_EVCabinConditioning is not True and _c1_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVCabinConditioning!r}')
-                            v = (v << 5) | (_c1_c1_EVCabinConditioning << 1)
-                            n += 5
-                            _c1_c1_s = 2
-                        elif _c1_c1_EVRESSConditioning is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                            if _c1_c1_EVRESSConditioning is not True and _c1_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVRESSConditioning!r}')
-                            v = (v << 5) | (1 << 3) | (_c1_c1_EVRESSConditioning << 1)
-                            n += 5
-                            _c1_c1_s = 3
-                        elif _c1_c1_EVErrorCode is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                            _c1_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
-                            if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                            v = (v << 8) | (2 << 6) | (_c1_c1_i1 << 1)
-                            n += 8
-                            _c1_c1_s = 4
-                        else:
-                            raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
-                    if _c1_c1_s == 2:
-                        if _c1_c1_EVRESSConditioning is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                            if _c1_c1_EVRESSConditioning is not True and _c1_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVRESSConditioning!r}')
-                            v = (v << 5) | (_c1_c1_EVRESSConditioning << 1)
-                            n += 5
-                            _c1_c1_s = 3
-                        elif _c1_c1_EVErrorCode is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                            _c1_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
-                            if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                            v = (v << 8) | (1 << 6) | (_c1_c1_i2 << 1)
-                            n += 8
-                            _c1_c1_s = 4
-                        else:
-                            raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
-                    if _c1_c1_s == 3:
-                        if _c1_c1_EVErrorCode is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                            _c1_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
-                            if _c1_c1_i3 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                            v = (v << 7) | (_c1_c1_i3 << 1)
-                            n += 7
-                            _c1_c1_s = 4
-                        else:
-                            raise EncodeError('missing content: expected one of EVErrorCode')
-                    if _c1_c1_s == 4:
-                        if _c1_c1_EVRESSSOC is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                            if not 0 <= _c1_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_c1_EVRESSSOC!r} outside [0, 100]')
-                            v = (v << 11) | (_c1_c1_EVRESSSOC << 2)
-                            n += 11
-                            _c1_c1_s = -1
-                        else:
-                            raise EncodeError('missing content: expected one of EVRESSSOC')
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c1_s = 1
+        if v_ChargingProfile is not None:
+            el = 'ChargingProfile'
+            v <<= 3
+            n += 3
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
+            v = w.v; n = w.n
+            v_ChargingProfile = None
+            s = 2
+        elif v_DC_EVPowerDeliveryParameter is not None:
+            el = 'DC_EVPowerDeliveryParameter'
+            v = (v << 3) | 1
+            n += 3
+            _c1_o = v_DC_EVPowerDeliveryParameter
+            _c1_DC_EVStatus = _c1_o.DC_EVStatus
+            _c1_BulkChargingComplete = _c1_o.BulkChargingComplete
+            _c1_ChargingComplete = _c1_o.ChargingComplete
+            if _c1_DC_EVStatus is not None:
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                v <<= 1
+                n += 1
+                _c1_c1_o = _c1_DC_EVStatus
+                _c1_c1_EVReady = _c1_c1_o.EVReady
+                _c1_c1_EVCabinConditioning = _c1_c1_o.EVCabinConditioning
+                _c1_c1_EVRESSConditioning = _c1_c1_o.EVRESSConditioning
+                _c1_c1_EVErrorCode = _c1_c1_o.EVErrorCode
+                _c1_c1_EVRESSSOC = _c1_c1_o.EVRESSSOC
+                if _c1_c1_EVReady is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                    if _c1_c1_EVReady is not True and _c1_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVReady!r}')
+                    v = (v << 4) | (_c1_c1_EVReady << 1)
+                    n += 4
+                    _c1_c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-                if _c1_s == 1:
-                    if _c1_BulkChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        if _c1_BulkChargingComplete is not True and _c1_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_BulkChargingComplete!r}')
-                        if not (_c1_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
-                        v = (v << 9) | (_c1_BulkChargingComplete << 5) | (_c1_ChargingComplete << 1)
-                        n += 9
-                        _c1_s = 3
-                    elif _c1_ChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
-                        v = (v << 5) | (1 << 3) | (_c1_ChargingComplete << 1)
+                    raise EncodeError('missing content: expected one of EVReady')
+                if _c1_c1_EVCabinConditioning is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                    if _c1_c1_EVCabinConditioning is not True and _c1_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c1_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c1_c1_s = 2
+                elif _c1_c1_EVRESSConditioning is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                    if _c1_c1_EVRESSConditioning is not True and _c1_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c1_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c1_c1_s = 3
+                elif _c1_c1_EVErrorCode is not None:
+                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                    _c1_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
+                    if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c1_c1_i1 << 1)
+                    n += 8
+                    _c1_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c1_c1_s == 2:
+                    if _c1_c1_EVRESSConditioning is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                        if _c1_c1_EVRESSConditioning is not True and _c1_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (_c1_c1_EVRESSConditioning << 1)
                         n += 5
-                        _c1_s = 3
+                        _c1_c1_s = 3
+                    elif _c1_c1_EVErrorCode is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c1_c1_i2 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
+                        if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (1 << 6) | (_c1_c1_i2 << 1)
+                        n += 8
+                        _c1_c1_s = 4
                     else:
-                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-                if _c1_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c1_s = -1
+                        raise EncodeError('missing content: expected one of EVRESSConditioning, EVErrorCode')
+                if _c1_c1_s == 3:
+                    if _c1_c1_EVErrorCode is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c1_c1_i3 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_c1_EVErrorCode)
+                        if _c1_c1_i3 is None: raise EncodeError(f'{_c1_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 7) | (_c1_c1_i3 << 1)
+                        n += 7
+                        _c1_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVErrorCode')
+                if _c1_c1_s == 4:
+                    if _c1_c1_EVRESSSOC is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                        if not 0 <= _c1_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c1_c1_EVRESSSOC!r} outside [0, 100]')
+                        v = (v << 11) | (_c1_c1_EVRESSSOC << 2)
+                        n += 11
+                        _c1_c1_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of EVRESSSOC')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_DC_EVPowerDeliveryParameter = None
-                s = 3
-            elif v_EVPowerDeliveryParameter is not None:
-                el = 'EVPowerDeliveryParameter'
-                _o = v_EVPowerDeliveryParameter
-                v = (v << 4) | (2 << 1)
-                n += 4
-                v_EVPowerDeliveryParameter = None
-                s = 3
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                s = -1
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of DC_EVStatus')
+            if _c1_BulkChargingComplete is not None:
+                el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                if _c1_BulkChargingComplete is not True and _c1_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_BulkChargingComplete!r}')
+                if not (_c1_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
+                v = (v << 9) | (_c1_BulkChargingComplete << 5) | (_c1_ChargingComplete << 1)
+                n += 9
+                _c1_s = 3
+            elif _c1_ChargingComplete is not None:
+                el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                if _c1_ChargingComplete is not True and _c1_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c1_ChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (_c1_ChargingComplete << 1)
+                n += 5
+                _c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+            if True:
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_DC_EVPowerDeliveryParameter = None
+            s = 3
+        elif v_EVPowerDeliveryParameter is not None:
+            el = 'EVPowerDeliveryParameter'
+            _o = v_EVPowerDeliveryParameter
+            v = (v << 4) | (2 << 1)
+            n += 4
+            v_EVPowerDeliveryParameter = None
+            s = 3
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_ReadyToChargeState is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+            s = -1
         if s == 2:
             if v_DC_EVPowerDeliveryParameter is not None:
                 el = 'DC_EVPowerDeliveryParameter'
@@ -8296,28 +8176,27 @@ def _e_PowerDeliveryReqType(w, o):
                         _c3_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of EVReady')
-                    if _c3_c1_s == 1:
-                        if _c3_c1_EVCabinConditioning is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
-                            if _c3_c1_EVCabinConditioning is not True and _c3_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVCabinConditioning!r}')
-                            v = (v << 5) | (_c3_c1_EVCabinConditioning << 1)
-                            n += 5
-                            _c3_c1_s = 2
-                        elif _c3_c1_EVRESSConditioning is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
-                            if _c3_c1_EVRESSConditioning is not True and _c3_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVRESSConditioning!r}')
-                            v = (v << 5) | (1 << 3) | (_c3_c1_EVRESSConditioning << 1)
-                            n += 5
-                            _c3_c1_s = 3
-                        elif _c3_c1_EVErrorCode is not None:
-                            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                            _c3_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c3_c1_EVErrorCode)
-                            if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                            v = (v << 8) | (2 << 6) | (_c3_c1_i1 << 1)
-                            n += 8
-                            _c3_c1_s = 4
-                        else:
-                            raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                    if _c3_c1_EVCabinConditioning is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVCabinConditioning'
+                        if _c3_c1_EVCabinConditioning is not True and _c3_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVCabinConditioning!r}')
+                        v = (v << 5) | (_c3_c1_EVCabinConditioning << 1)
+                        n += 5
+                        _c3_c1_s = 2
+                    elif _c3_c1_EVRESSConditioning is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
+                        if _c3_c1_EVRESSConditioning is not True and _c3_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c3_c1_EVRESSConditioning!r}')
+                        v = (v << 5) | (1 << 3) | (_c3_c1_EVRESSConditioning << 1)
+                        n += 5
+                        _c3_c1_s = 3
+                    elif _c3_c1_EVErrorCode is not None:
+                        el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                        _c3_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c3_c1_EVErrorCode)
+                        if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                        v = (v << 8) | (2 << 6) | (_c3_c1_i1 << 1)
+                        n += 8
+                        _c3_c1_s = 4
+                    else:
+                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
                     if _c3_c1_s == 2:
                         if _c3_c1_EVRESSConditioning is not None:
                             el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSConditioning'
@@ -8357,29 +8236,27 @@ def _e_PowerDeliveryReqType(w, o):
                     _c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of DC_EVStatus')
-                if _c3_s == 1:
-                    if _c3_BulkChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        if _c3_BulkChargingComplete is not True and _c3_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_BulkChargingComplete!r}')
-                        if not (_c3_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
-                        v = (v << 9) | (_c3_BulkChargingComplete << 5) | (_c3_ChargingComplete << 1)
-                        n += 9
-                        _c3_s = 3
-                    elif _c3_ChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
-                        v = (v << 5) | (1 << 3) | (_c3_ChargingComplete << 1)
-                        n += 5
-                        _c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-                if _c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c3_s = -1
+                if _c3_BulkChargingComplete is not None:
+                    el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                    if _c3_BulkChargingComplete is not True and _c3_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_BulkChargingComplete!r}')
+                    if not (_c3_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
+                    v = (v << 9) | (_c3_BulkChargingComplete << 5) | (_c3_ChargingComplete << 1)
+                    n += 9
+                    _c3_s = 3
+                elif _c3_ChargingComplete is not None:
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    if _c3_ChargingComplete is not True and _c3_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c3_ChargingComplete!r}')
+                    v = (v << 5) | (1 << 3) | (_c3_ChargingComplete << 1)
+                    n += 5
+                    _c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 3
@@ -8426,151 +8303,148 @@ def _d_PowerDeliveryResType(r):
         else: f_ResponseCode = _E_din_msgdatatypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
-                el = 'AC_EVSEStatus'
-                _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
-                if _t is None:
-                    el = 'AC_EVSEStatus/PowerSwitchClosed'
-                    _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 3) & 1) == 1
-                else:
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_PowerSwitchClosed, _c1_RCD = _t
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 887: raise r.deviation('PowerDeliveryResType', r.end - q)
+            el = 'AC_EVSEStatus'
+            _t = _T_b__z1__z1__z1__b[((x >> 3) & 31)]
+            if _t is None:
+                el = 'AC_EVSEStatus/PowerSwitchClosed'
+                _c1_PowerSwitchClosed = ((x >> 7) & 1) == 1
+                el = 'AC_EVSEStatus/RCD'
+                _c1_RCD = ((x >> 3) & 1) == 1
+            else:
+                el = 'AC_EVSEStatus/RCD'
+                _c1_PowerSwitchClosed, _c1_RCD = _t
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_NotificationMaxDelay = (V >> q) & 127
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
-                if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
-                el = 'AC_EVSEStatus/EVSENotification'
-                _c1_EVSENotification = ((x >> 3) & 3)
-                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-                else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
-                f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
-                f_AC_EVSEStatus.RCD = _c1_RCD
-                f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-                f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-                s = 2
-            elif ec == 1:
-                el = 'DC_EVSEStatus'
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
-                _c2_NotificationMaxDelay = None
-                _c2_EVSENotification = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 12
-                    if q < 0: V, q = r.slideq(q, 12)
-                    x = (V >> q) & 4095
-                    if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                    _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
-                    if _t is None:
-                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                        _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEStatusCode = ((x >> 2) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                        else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                    else:
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
-                    _c2_s = 2
-                elif ec == 1:
-                    q -= 7
-                    if q < 0: V, q = r.slideq(q, 7)
-                    x = (V >> q) & 127
-                    if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _c1_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _c1_NotificationMaxDelay > 4294967295: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c1_EVSENotification = ((x >> 3) & 3)
+            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+            f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
+            f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
+            f_AC_EVSEStatus.RCD = _c1_RCD
+            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+            s = 2
+        elif ec == 1:
+            el = 'DC_EVSEStatus'
+            _c2_EVSEIsolationStatus = None
+            _c2_EVSEStatusCode = None
+            _c2_NotificationMaxDelay = None
+            _c2_EVSENotification = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 2499: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 511)]
+                if _t is None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_EVSEIsolationStatus = _E_din_msgdatatypes_isolationLevelType[((x >> 9) & 3)]
                     el = 'DC_EVSEStatus/EVSEStatusCode'
                     _c2_EVSEStatusCode = ((x >> 2) & 15)
                     if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
                     else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                    _c2_s = 2
                 else:
-                    raise r.deviation('DC_EVSEStatusType', r.end - q)
-                if _c2_s == 2:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_NotificationMaxDelay = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_NotificationMaxDelay = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c2_NotificationMaxDelay = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 7
-                    if q < 0: V, q = r.slideq(q, 7)
-                    x = (V >> q) & 127
-                    if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                    if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 2) & 3)
-                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-                    else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                    _c2_s = -1
-                f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
-                f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
-                f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
-                f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
-                s = 2
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
-                el = 'EVSEStatus'
-                f_EVSEStatus = _new(din_msgdatatypes.EVSEStatusType)
-                s = 2
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
+                _c2_s = 2
+            elif ec == 1:
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_EVSEStatusCode = ((x >> 2) & 15)
+                if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c2_EVSEStatusCode = _E_din_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                _c2_s = 2
             else:
-                raise r.deviation('PowerDeliveryResType', r.end - q)
-        if s == 2:
-            s = -1
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c2_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 2) & 3)
+            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+            _c2_s = -1
+            f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
+            f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
+            f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+            f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
+            s = 2
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            el = 'EVSEStatus'
+            f_EVSEStatus = _new(_K_din_msgdatatypes_EVSEStatusType)
+            s = 2
+        else:
+            raise r.deviation('PowerDeliveryResType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.PowerDeliveryResType)
+    _obj = _new(_K_din_msgbody_PowerDeliveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
@@ -8597,103 +8471,100 @@ def _e_PowerDeliveryResType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 1:
-            if v_AC_EVSEStatus is not None:
-                el = 'AC_EVSEStatus'
-                _o = v_AC_EVSEStatus
-                _c2_PowerSwitchClosed = _o.PowerSwitchClosed
-                _c2_RCD = _o.RCD
-                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c2_EVSENotification = _o.EVSENotification
-                if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
-                el = 'AC_EVSEStatus/PowerSwitchClosed'
-                if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
-                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                el = 'AC_EVSEStatus/RCD'
-                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                v = (v << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
-                n += 12
-                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'AC_EVSEStatus/EVSENotification'
-                _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c2_i1 << 2)
-                n += 6
-                v_AC_EVSEStatus = None
-                s = 2
-            elif v_DC_EVSEStatus is not None:
-                el = 'DC_EVSEStatus'
-                v = (v << 2) | 1
-                n += 2
-                _c3_o = v_DC_EVSEStatus
-                _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
-                _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
-                _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
-                _c3_EVSENotification = _c3_o.EVSENotification
-                if _c3_EVSEIsolationStatus is not None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c3_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c3_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
-                    if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 13) | (_c3_i1 << 8) | (_c3_i2 << 1)
-                    n += 13
-                    _c3_s = 2
-                elif _c3_EVSEStatusCode is not None:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c3_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
-                    if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c3_i3 << 1)
-                    n += 8
-                    _c3_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c3_s == 2:
-                    if _c3_NotificationMaxDelay is not None:
-                        el = 'DC_EVSEStatus/NotificationMaxDelay'
-                        if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                        elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                        elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                        if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                        el = 'DC_EVSEStatus/EVSENotification'
-                        _c3_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
-                        if _c3_i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 6) | (_c3_i4 << 2)
-                        n += 6
-                        _c3_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_DC_EVSEStatus = None
-                s = 2
-            elif v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                v = (v << 3) | (2 << 1)
-                n += 3
-                v_EVSEStatus = None
-                s = 2
+        if v_AC_EVSEStatus is not None:
+            el = 'AC_EVSEStatus'
+            _o = v_AC_EVSEStatus
+            _c2_PowerSwitchClosed = _o.PowerSwitchClosed
+            _c2_RCD = _o.RCD
+            _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c2_EVSENotification = _o.EVSENotification
+            if not (_c2_PowerSwitchClosed is not None): raise EncodeError('missing content: PowerSwitchClosed')
+            el = 'AC_EVSEStatus/PowerSwitchClosed'
+            if _c2_PowerSwitchClosed is not True and _c2_PowerSwitchClosed is not False: raise EncodeError(f'expected a bool, got {_c2_PowerSwitchClosed!r}')
+            if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'AC_EVSEStatus/RCD'
+            if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+            if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v = (v << 12) | (_c2_PowerSwitchClosed << 7) | (_c2_RCD << 3)
+            n += 12
+            if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+            elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+            elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c2_i1 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 6) | (_c2_i1 << 2)
+            n += 6
+            v_AC_EVSEStatus = None
+            s = 2
+        elif v_DC_EVSEStatus is not None:
+            el = 'DC_EVSEStatus'
+            v = (v << 2) | 1
+            n += 2
+            _c3_o = v_DC_EVSEStatus
+            _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
+            _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
+            _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
+            _c3_EVSENotification = _c3_o.EVSENotification
+            if _c3_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c3_i1 = _I_din_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c3_i2 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 13) | (_c3_i1 << 8) | (_c3_i2 << 1)
+                n += 13
+                _c3_s = 2
+            elif _c3_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c3_i3 = _I_din_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c3_i3 << 1)
+                n += 8
+                _c3_s = 2
             else:
-                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
-        if s == 2:
-            if True:
-                v <<= 1
-                n += 1
-                if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-                s = -1
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if _c3_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c3_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                if _c3_i4 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c3_i4 << 2)
+                n += 6
+                _c3_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_DC_EVSEStatus = None
+            s = 2
+        elif v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            v = (v << 3) | (2 << 1)
+            n += 3
+            v_EVSEStatus = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+        if True:
+            v <<= 1
+            n += 1
+            if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8725,36 +8596,35 @@ def _d_PreChargeReqType(r):
         _c1_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVCabinConditioning'
+            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVRESSConditioning'
+            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 2) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 q -= 4
@@ -8795,7 +8665,7 @@ def _d_PreChargeReqType(r):
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
-        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
@@ -8817,78 +8687,76 @@ def _d_PreChargeReqType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVTargetVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVTargetVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVTargetVoltage/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVTargetVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVTargetVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVTargetVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
         f_EVTargetVoltage.Unit = _c2_Unit
         f_EVTargetVoltage.Value = _c2_Value
@@ -8908,78 +8776,76 @@ def _d_PreChargeReqType(r):
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c3_s = 1
-        if _c3_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVTargetCurrent/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVTargetCurrent/Unit'
+            _c3_Unit = ((x >> 4) & 15)
+            if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+            else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'EVTargetCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVTargetCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c3_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c3_s == 3:
-            _c3_s = -1
-        f_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVTargetCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c3_s = -1
+        f_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
         f_EVTargetCurrent.Value = _c3_Value
@@ -8989,7 +8855,7 @@ def _d_PreChargeReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.PreChargeReqType)
+    _obj = _new(_K_din_msgbody_PreChargeReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVTargetVoltage = f_EVTargetVoltage
     _obj.EVTargetCurrent = f_EVTargetCurrent
@@ -9022,28 +8888,27 @@ def _e_PreChargeReqType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c1_s == 1:
-                if _c1_EVCabinConditioning is not None:
-                    el = 'DC_EVStatus/EVCabinConditioning'
-                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c1_s = 2
-                elif _c1_EVRESSConditioning is not None:
-                    el = 'DC_EVStatus/EVRESSConditioning'
-                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c1_s = 3
-                elif _c1_EVErrorCode is not None:
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
-                    n += 8
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_EVCabinConditioning is not None:
+                el = 'DC_EVStatus/EVCabinConditioning'
+                if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                n += 5
+                _c1_s = 2
+            elif _c1_EVRESSConditioning is not None:
+                el = 'DC_EVStatus/EVRESSConditioning'
+                if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                n += 5
+                _c1_s = 3
+            elif _c1_EVErrorCode is not None:
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                n += 8
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c1_s == 2:
                 if _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
@@ -9096,40 +8961,38 @@ def _e_PreChargeReqType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVTargetVoltage/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVTargetVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
+            if _c2_Unit is not None:
+                el = 'EVTargetVoltage/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVTargetVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVTargetVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'EVTargetCurrent'
@@ -9147,40 +9010,38 @@ def _e_PreChargeReqType(w, o):
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVTargetCurrent/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVTargetCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVTargetCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
+            if _c3_Unit is not None:
+                el = 'EVTargetCurrent/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVTargetCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVTargetCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9245,40 +9106,39 @@ def _d_PreChargeResType(r):
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
-            el = 'DC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 2) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -9299,78 +9159,76 @@ def _d_PreChargeResType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentVoltage/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVSEPresentVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -9380,7 +9238,7 @@ def _d_PreChargeResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.PreChargeResType)
+    _obj = _new(_K_din_msgbody_PreChargeResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -9428,25 +9286,24 @@ def _e_PreChargeResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 2:
-                if _c2_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_i4 << 2)
-                    n += 6
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i4 << 2)
+                n += 6
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -9464,40 +9321,38 @@ def _e_PreChargeResType(w, o):
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
+            if _c3_Unit is not None:
+                el = 'EVSEPresentVoltage/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPresentVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVSEPresentVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9544,7 +9399,7 @@ def _d_ServiceDetailReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ServiceDetailReqType)
+    _obj = _new(_K_din_msgbody_ServiceDetailReqType)
     _obj.ServiceID = f_ServiceID
     return _obj
 
@@ -9614,25 +9469,24 @@ def _d_ServiceDetailResType(r):
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'ServiceParameterList'
-                r.pos = r.end - q
-                f_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceDetailResType', r.end - q)
+        if ec == 0:
+            el = 'ServiceParameterList'
+            r.pos = r.end - q
+            f_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDetailResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ServiceDetailResType)
+    _obj = _new(_K_din_msgbody_ServiceDetailResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceID = f_ServiceID
     _obj.ServiceParameterList = f_ServiceParameterList
@@ -9663,21 +9517,20 @@ def _e_ServiceDetailResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 2:
-            if v_ServiceParameterList is not None:
-                el = 'ServiceParameterList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ServiceParameterList is not None:
+            el = 'ServiceParameterList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9748,7 +9601,7 @@ def _d_ServiceDiscoveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ServiceDiscoveryReqType)
+    _obj = _new(_K_din_msgbody_ServiceDiscoveryReqType)
     _obj.ServiceScope = f_ServiceScope
     _obj.ServiceCategory = f_ServiceCategory
     return _obj
@@ -9866,69 +9719,67 @@ def _d_ServiceDiscoveryResType(r):
         if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_c1_s = 1
-        if _c1_c1_s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ChargeService/ServiceTag/ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c1_c1_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                    if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ChargeService/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_c1_s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ChargeService/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_c1_s = 3
-            else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        if _c1_c1_s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ChargeService/ServiceTag/ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c1_c1_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                    if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ChargeService/ServiceTag/ServiceName'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                _c1_c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_c1_s = -1
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                _c1_c1_ServiceName = ''
             else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                r.pos = r.end - q
+                _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ChargeService/ServiceTag/ServiceCategory'
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_c1_s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ChargeService/ServiceTag/ServiceCategory'
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_c1_s = 3
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ChargeService/ServiceTag/ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                _c1_c1_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            _c1_c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_c1_s = -1
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        _c1_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
         _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
         _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
         _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
@@ -9948,31 +9799,30 @@ def _d_ServiceDiscoveryResType(r):
         else:
             el = 'ChargeService/EnergyTransferType'
             _c1_FreeService, _c1_EnergyTransferType = _t
-        f_ChargeService = _new(din_msgdatatypes.ServiceChargeType)
+        f_ChargeService = _new(_K_din_msgdatatypes_ServiceChargeType)
         f_ChargeService.ServiceTag = _c1_ServiceTag
         f_ChargeService.FreeService = _c1_FreeService
         f_ChargeService.EnergyTransferType = _c1_EnergyTransferType
         ec = (x & 3)
         s = 3
-        if s == 3:
-            if ec == 0:
-                el = 'ServiceList'
-                r.pos = r.end - q
-                f_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        if ec == 0:
+            el = 'ServiceList'
+            r.pos = r.end - q
+            f_ServiceList = c_din_msgdatatypes._d_ServiceTagListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDiscoveryResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ServiceDiscoveryResType)
+    _obj = _new(_K_din_msgbody_ServiceDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.PaymentOptions = f_PaymentOptions
     _obj.ChargeService = f_ChargeService
@@ -10027,51 +9877,49 @@ def _e_ServiceDiscoveryResType(w, o):
                 _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c2_c1_s == 1:
-                if _c2_c1_ServiceName is not None:
-                    el = 'ChargeService/ServiceTag/ServiceName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c2_c1_ServiceName)
-                    if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
-                    if _l < 126 and _c2_c1_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
-                    if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ChargeService/ServiceTag/ServiceCategory'
-                    _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
-                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c2_c1_i1 << 1)
-                    n += 6
-                    _c2_c1_s = 3
-                elif _c2_c1_ServiceCategory is not None:
-                    el = 'ChargeService/ServiceTag/ServiceCategory'
-                    _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
-                    if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
-                    n += 6
-                    _c2_c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if _c2_c1_s == 3:
-                if _c2_c1_ServiceScope is not None:
-                    el = 'ChargeService/ServiceTag/ServiceScope'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c2_c1_ServiceScope)
-                    if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
-                    if _l < 126 and _c2_c1_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c2_c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_c1_s = -1
+            if _c2_c1_ServiceName is not None:
+                el = 'ChargeService/ServiceTag/ServiceName'
+                v <<= 3
+                n += 3
+                _l = len(_c2_c1_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c2_c1_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
+                if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ChargeService/ServiceTag/ServiceCategory'
+                _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c2_c1_i1 << 1)
+                n += 6
+                _c2_c1_s = 3
+            elif _c2_c1_ServiceCategory is not None:
+                el = 'ChargeService/ServiceTag/ServiceCategory'
+                _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
+                n += 6
+                _c2_c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c2_c1_ServiceScope is not None:
+                el = 'ChargeService/ServiceTag/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c2_c1_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
+                if _l < 126 and _c2_c1_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c2_c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'ChargeService/FreeService'
@@ -10085,21 +9933,20 @@ def _e_ServiceDiscoveryResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 3:
-            if v_ServiceList is not None:
-                el = 'ServiceList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_din_msgdatatypes._e_ServiceTagListType(w, v_ServiceList)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ServiceList is not None:
+            el = 'ServiceList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_din_msgdatatypes._e_ServiceTagListType(w, v_ServiceList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10129,7 +9976,7 @@ def _d_ServicePaymentSelectionReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ServicePaymentSelectionReqType)
+    _obj = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
     _obj.SelectedPaymentOption = f_SelectedPaymentOption
     _obj.SelectedServiceList = f_SelectedServiceList
     return _obj
@@ -10180,7 +10027,7 @@ def _d_ServicePaymentSelectionResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.ServicePaymentSelectionResType)
+    _obj = _new(_K_din_msgbody_ServicePaymentSelectionResType)
     _obj.ResponseCode = f_ResponseCode
     return _obj
 
@@ -10235,7 +10082,7 @@ def _d_SessionSetupReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.SessionSetupReqType)
+    _obj = _new(_K_din_msgbody_SessionSetupReqType)
     _obj.EVCCID = f_EVCCID
     return _obj
 
@@ -10300,47 +10147,46 @@ def _d_SessionSetupResType(r):
         if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
-                el = 'DateTimeNow'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_DateTimeNow = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_DateTimeNow = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+            el = 'DateTimeNow'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_DateTimeNow = (V >> q) & 127
+                    f_DateTimeNow = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_DateTimeNow = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                if _neg: f_DateTimeNow = -f_DateTimeNow - 1
-                if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DateTimeNow = (V >> q) & 127
             else:
-                raise r.deviation('SessionSetupResType', r.end - q)
+                r.pos = r.end - q; f_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+            if _neg: f_DateTimeNow = -f_DateTimeNow - 1
+            if f_DateTimeNow < -9223372036854775808 or f_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', f_DateTimeNow, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SessionSetupResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.SessionSetupResType)
+    _obj = _new(_K_din_msgbody_SessionSetupResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
     _obj.DateTimeNow = f_DateTimeNow
@@ -10372,22 +10218,21 @@ def _e_SessionSetupResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 2:
-            if v_DateTimeNow is not None:
-                el = 'DateTimeNow'
-                if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 4) | (v_DateTimeNow < 0)
-                n += 4
-                _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_DateTimeNow is not None:
+            el = 'DateTimeNow'
+            if v_DateTimeNow < -9223372036854775808 or v_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {v_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 4) | (v_DateTimeNow < 0)
+            n += 4
+            _m = (-v_DateTimeNow - 1 if v_DateTimeNow < 0 else v_DateTimeNow)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10411,7 +10256,7 @@ def _d_SessionStopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.SessionStopResType)
+    _obj = _new(_K_din_msgbody_SessionStopResType)
     _obj.ResponseCode = f_ResponseCode
     return _obj
 
@@ -10447,7 +10292,7 @@ def _d_SessionStopType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.SessionStopType)
+    _obj = _new(_K_din_msgbody_SessionStopType)
     return _obj
 
 def _e_SessionStopType(w, o):
@@ -10488,36 +10333,35 @@ def _d_WeldingDetectionReqType(r):
         _c1_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVCabinConditioning'
+            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVRESSConditioning'
+            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 2) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 q -= 4
@@ -10558,7 +10402,7 @@ def _d_WeldingDetectionReqType(r):
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
-        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
@@ -10570,7 +10414,7 @@ def _d_WeldingDetectionReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.WeldingDetectionReqType)
+    _obj = _new(_K_din_msgbody_WeldingDetectionReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     return _obj
 
@@ -10599,28 +10443,27 @@ def _e_WeldingDetectionReqType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c1_s == 1:
-                if _c1_EVCabinConditioning is not None:
-                    el = 'DC_EVStatus/EVCabinConditioning'
-                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c1_s = 2
-                elif _c1_EVRESSConditioning is not None:
-                    el = 'DC_EVStatus/EVRESSConditioning'
-                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c1_s = 3
-                elif _c1_EVErrorCode is not None:
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
-                    n += 8
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_EVCabinConditioning is not None:
+                el = 'DC_EVStatus/EVCabinConditioning'
+                if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                n += 5
+                _c1_s = 2
+            elif _c1_EVRESSConditioning is not None:
+                el = 'DC_EVStatus/EVRESSConditioning'
+                if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                n += 5
+                _c1_s = 3
+            elif _c1_EVErrorCode is not None:
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                n += 8
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c1_s == 2:
                 if _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
@@ -10720,40 +10563,39 @@ def _d_WeldingDetectionResType(r):
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
-            el = 'DC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 2) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -10774,78 +10616,76 @@ def _d_WeldingDetectionResType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentVoltage/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVSEPresentVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPresentVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPresentVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -10855,7 +10695,7 @@ def _d_WeldingDetectionResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgbody.WeldingDetectionResType)
+    _obj = _new(_K_din_msgbody_WeldingDetectionResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -10903,25 +10743,24 @@ def _e_WeldingDetectionResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 2:
-                if _c2_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c2_i4 << 2)
-                    n += 6
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c2_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c2_i4 << 2)
+                n += 6
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -10939,40 +10778,38 @@ def _e_WeldingDetectionResType(w, o):
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEPresentVoltage/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEPresentVoltage/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
+            if _c3_Unit is not None:
+                el = 'EVSEPresentVoltage/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPresentVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVSEPresentVoltage/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1

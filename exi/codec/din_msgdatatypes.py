@@ -28,6 +28,49 @@ _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatat
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
 _I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
 _I_din_msgdatatypes_valueType = {v: i for i, v in enumerate(din_msgdatatypes.valueType)}
+_K_din_msgdatatypes_AC_EVChargeParameterType = din_msgdatatypes.AC_EVChargeParameterType
+_K_din_msgdatatypes_AC_EVSEChargeParameterType = din_msgdatatypes.AC_EVSEChargeParameterType
+_K_din_msgdatatypes_AC_EVSEStatusType = din_msgdatatypes.AC_EVSEStatusType
+_K_din_msgdatatypes_CertificateChainType = din_msgdatatypes.CertificateChainType
+_K_din_msgdatatypes_ChargingProfileType = din_msgdatatypes.ChargingProfileType
+_K_din_msgdatatypes_ConsumptionCostType = din_msgdatatypes.ConsumptionCostType
+_K_din_msgdatatypes_CostType = din_msgdatatypes.CostType
+_K_din_msgdatatypes_DC_EVChargeParameterType = din_msgdatatypes.DC_EVChargeParameterType
+_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType = din_msgdatatypes.DC_EVPowerDeliveryParameterType
+_K_din_msgdatatypes_DC_EVSEChargeParameterType = din_msgdatatypes.DC_EVSEChargeParameterType
+_K_din_msgdatatypes_DC_EVSEStatusType = din_msgdatatypes.DC_EVSEStatusType
+_K_din_msgdatatypes_DC_EVStatusType = din_msgdatatypes.DC_EVStatusType
+_K_din_msgdatatypes_EVChargeParameterType = din_msgdatatypes.EVChargeParameterType
+_K_din_msgdatatypes_EVPowerDeliveryParameterType = din_msgdatatypes.EVPowerDeliveryParameterType
+_K_din_msgdatatypes_EVSEChargeParameterType = din_msgdatatypes.EVSEChargeParameterType
+_K_din_msgdatatypes_EVSEStatusType = din_msgdatatypes.EVSEStatusType
+_K_din_msgdatatypes_EVStatusType = din_msgdatatypes.EVStatusType
+_K_din_msgdatatypes_EntryType = din_msgdatatypes.EntryType
+_K_din_msgdatatypes_IntervalType = din_msgdatatypes.IntervalType
+_K_din_msgdatatypes_ListOfRootCertificateIDsType = din_msgdatatypes.ListOfRootCertificateIDsType
+_K_din_msgdatatypes_MeterInfoType = din_msgdatatypes.MeterInfoType
+_K_din_msgdatatypes_NotificationType = din_msgdatatypes.NotificationType
+_K_din_msgdatatypes_PMaxScheduleEntryType = din_msgdatatypes.PMaxScheduleEntryType
+_K_din_msgdatatypes_PMaxScheduleType = din_msgdatatypes.PMaxScheduleType
+_K_din_msgdatatypes_ParameterSetType = din_msgdatatypes.ParameterSetType
+_K_din_msgdatatypes_ParameterType = din_msgdatatypes.ParameterType
+_K_din_msgdatatypes_PaymentOptionsType = din_msgdatatypes.PaymentOptionsType
+_K_din_msgdatatypes_PhysicalValueType = din_msgdatatypes.PhysicalValueType
+_K_din_msgdatatypes_ProfileEntryType = din_msgdatatypes.ProfileEntryType
+_K_din_msgdatatypes_RelativeTimeIntervalType = din_msgdatatypes.RelativeTimeIntervalType
+_K_din_msgdatatypes_SAScheduleListType = din_msgdatatypes.SAScheduleListType
+_K_din_msgdatatypes_SAScheduleTupleType = din_msgdatatypes.SAScheduleTupleType
+_K_din_msgdatatypes_SASchedulesType = din_msgdatatypes.SASchedulesType
+_K_din_msgdatatypes_SalesTariffEntryType = din_msgdatatypes.SalesTariffEntryType
+_K_din_msgdatatypes_SalesTariffType = din_msgdatatypes.SalesTariffType
+_K_din_msgdatatypes_SelectedServiceListType = din_msgdatatypes.SelectedServiceListType
+_K_din_msgdatatypes_SelectedServiceType = din_msgdatatypes.SelectedServiceType
+_K_din_msgdatatypes_ServiceChargeType = din_msgdatatypes.ServiceChargeType
+_K_din_msgdatatypes_ServiceParameterListType = din_msgdatatypes.ServiceParameterListType
+_K_din_msgdatatypes_ServiceTagListType = din_msgdatatypes.ServiceTagListType
+_K_din_msgdatatypes_ServiceTagType = din_msgdatatypes.ServiceTagType
+_K_din_msgdatatypes_ServiceType = din_msgdatatypes.ServiceType
+_K_din_msgdatatypes_SubCertificatesType = din_msgdatatypes.SubCertificatesType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__din_msgdatatypes_EVSESupportedEnergyTransferType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_din_msgdatatypes_EVSESupportedEnergyTransferType),))
 _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(9, ((7, 2, 'enum', _E_din_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_din_msgdatatypes_DC_EVSEStatusCodeType),))
@@ -82,78 +125,76 @@ def _d_AC_EVChargeParameterType(r):
         if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EAmount/Unit'
-                _c1_Unit = ((x >> 4) & 15)
-                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                el = 'EAmount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EAmount/Unit'
+            _c1_Unit = ((x >> 4) & 15)
+            if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
+            else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+            el = 'EAmount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EAmount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                _c1_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c1_s == 3:
-            _c1_s = -1
-        f_EAmount = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            _c1_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EAmount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            _c1_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c1_s = -1
+        f_EAmount = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EAmount.Multiplier = _c1_Multiplier
         f_EAmount.Unit = _c1_Unit
         f_EAmount.Value = _c1_Value
@@ -173,78 +214,76 @@ def _d_AC_EVChargeParameterType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaxVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVMaxVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaxVoltage/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVMaxVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaxVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaxVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMaxVoltage.Multiplier = _c2_Multiplier
         f_EVMaxVoltage.Unit = _c2_Unit
         f_EVMaxVoltage.Value = _c2_Value
@@ -264,78 +303,76 @@ def _d_AC_EVChargeParameterType(r):
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c3_s = 1
-        if _c3_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaxCurrent/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVMaxCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaxCurrent/Unit'
+            _c3_Unit = ((x >> 4) & 15)
+            if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+            else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'EVMaxCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaxCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c3_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c3_s == 3:
-            _c3_s = -1
-        f_EVMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaxCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c3_s = -1
+        f_EVMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMaxCurrent.Multiplier = _c3_Multiplier
         f_EVMaxCurrent.Unit = _c3_Unit
         f_EVMaxCurrent.Value = _c3_Value
@@ -355,78 +392,76 @@ def _d_AC_EVChargeParameterType(r):
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c4_s = 1
-        if _c4_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMinCurrent/Unit'
-                _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                el = 'EVMinCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMinCurrent/Unit'
+            _c4_Unit = ((x >> 4) & 15)
+            if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
+            else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+            el = 'EVMinCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMinCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c4_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c4_s == 3:
-            _c4_s = -1
-        f_EVMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            _c4_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMinCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            _c4_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c4_s = -1
+        f_EVMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMinCurrent.Multiplier = _c4_Multiplier
         f_EVMinCurrent.Unit = _c4_Unit
         f_EVMinCurrent.Value = _c4_Value
@@ -436,7 +471,7 @@ def _d_AC_EVChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.AC_EVChargeParameterType)
+    _obj = _new(_K_din_msgdatatypes_AC_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EAmount = f_EAmount
     _obj.EVMaxVoltage = f_EVMaxVoltage
@@ -480,40 +515,38 @@ def _e_AC_EVChargeParameterType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c1_s == 1:
-                if _c1_Unit is not None:
-                    el = 'EAmount/Unit'
-                    _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EAmount/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
-                    n += 11
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c1_s = 3
-                elif _c1_Value is not None:
-                    el = 'EAmount/Value'
-                    if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c1_Value < 0)
-                    n += 4
-                    _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c1_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
+            if _c1_Unit is not None:
+                el = 'EAmount/Unit'
+                _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EAmount/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
+                n += 11
+                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c1_s = 3
+            elif _c1_Value is not None:
+                el = 'EAmount/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c1_Value < 0)
+                n += 4
+                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxVoltage is not None): raise EncodeError('missing content: EVMaxVoltage')
             el = 'EVMaxVoltage'
@@ -531,40 +564,38 @@ def _e_AC_EVChargeParameterType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVMaxVoltage/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaxVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVMaxVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
+            if _c2_Unit is not None:
+                el = 'EVMaxVoltage/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaxVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVMaxVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
             el = 'EVMaxCurrent'
@@ -582,40 +613,38 @@ def _e_AC_EVChargeParameterType(w, o):
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVMaxCurrent/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaxCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVMaxCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
+            if _c3_Unit is not None:
+                el = 'EVMaxCurrent/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaxCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVMaxCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
             el = 'EVMinCurrent'
@@ -633,40 +662,38 @@ def _e_AC_EVChargeParameterType(w, o):
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c4_s == 1:
-                if _c4_Unit is not None:
-                    el = 'EVMinCurrent/Unit'
-                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMinCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 11
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 3
-                elif _c4_Value is not None:
-                    el = 'EVMinCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                    n += 4
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c4_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c4_s = -1
+            if _c4_Unit is not None:
+                el = 'EVMinCurrent/Unit'
+                _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMinCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 11
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            elif _c4_Value is not None:
+                el = 'EVMinCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                n += 4
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -729,7 +756,7 @@ def _d_AC_EVSEChargeParameterType(r):
         _c1_EVSENotification = ((x >> 3) & 3)
         if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
         else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-        f_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+        f_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
         f_AC_EVSEStatus.PowerSwitchClosed = _c1_PowerSwitchClosed
         f_AC_EVSEStatus.RCD = _c1_RCD
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -747,78 +774,76 @@ def _d_AC_EVSEChargeParameterType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaxVoltage/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEMaxVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaxVoltage/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVSEMaxVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaxVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVSEMaxVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaxVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVSEMaxVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMaxVoltage.Multiplier = _c2_Multiplier
         f_EVSEMaxVoltage.Unit = _c2_Unit
         f_EVSEMaxVoltage.Value = _c2_Value
@@ -838,78 +863,76 @@ def _d_AC_EVSEChargeParameterType(r):
         if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c3_s = 1
-        if _c3_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaxCurrent/Unit'
-                _c3_Unit = ((x >> 4) & 15)
-                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                el = 'EVSEMaxCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaxCurrent/Unit'
+            _c3_Unit = ((x >> 4) & 15)
+            if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+            else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+            el = 'EVSEMaxCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaxCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c3_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                _c3_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c3_s == 3:
-            _c3_s = -1
-        f_EVSEMaxCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaxCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            _c3_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c3_s = -1
+        f_EVSEMaxCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
         f_EVSEMaxCurrent.Value = _c3_Value
@@ -929,78 +952,76 @@ def _d_AC_EVSEChargeParameterType(r):
         if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c4_s = 1
-        if _c4_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMinCurrent/Unit'
-                _c4_Unit = ((x >> 4) & 15)
-                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                el = 'EVSEMinCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMinCurrent/Unit'
+            _c4_Unit = ((x >> 4) & 15)
+            if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
+            else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+            el = 'EVSEMinCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMinCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c4_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                _c4_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c4_s == 3:
-            _c4_s = -1
-        f_EVSEMinCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            _c4_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMinCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            _c4_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c4_s = -1
+        f_EVSEMinCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMinCurrent.Multiplier = _c4_Multiplier
         f_EVSEMinCurrent.Unit = _c4_Unit
         f_EVSEMinCurrent.Value = _c4_Value
@@ -1010,7 +1031,7 @@ def _d_AC_EVSEChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.AC_EVSEChargeParameterType)
+    _obj = _new(_K_din_msgdatatypes_AC_EVSEChargeParameterType)
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.EVSEMaxVoltage = f_EVSEMaxVoltage
     _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
@@ -1069,40 +1090,38 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVSEMaxVoltage/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaxVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVSEMaxVoltage/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
+            if _c2_Unit is not None:
+                el = 'EVSEMaxVoltage/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaxVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVSEMaxVoltage/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
             el = 'EVSEMaxCurrent'
@@ -1120,40 +1139,38 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 _c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c3_s == 1:
-                if _c3_Unit is not None:
-                    el = 'EVSEMaxCurrent/Unit'
-                    _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaxCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                    n += 11
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                elif _c3_Value is not None:
-                    el = 'EVSEMaxCurrent/Value'
-                    if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                    n += 4
-                    _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
+            if _c3_Unit is not None:
+                el = 'EVSEMaxCurrent/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaxCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVSEMaxCurrent/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMinCurrent is not None): raise EncodeError('missing content: EVSEMinCurrent')
             el = 'EVSEMinCurrent'
@@ -1171,40 +1188,38 @@ def _e_AC_EVSEChargeParameterType(w, o):
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c4_s == 1:
-                if _c4_Unit is not None:
-                    el = 'EVSEMinCurrent/Unit'
-                    _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                    if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMinCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                    n += 11
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 3
-                elif _c4_Value is not None:
-                    el = 'EVSEMinCurrent/Value'
-                    if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                    n += 4
-                    _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c4_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c4_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c4_s = -1
+            if _c4_Unit is not None:
+                el = 'EVSEMinCurrent/Unit'
+                _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMinCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 11
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            elif _c4_Value is not None:
+                el = 'EVSEMinCurrent/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                n += 4
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -1269,7 +1284,7 @@ def _d_AC_EVSEStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.AC_EVSEStatusType)
+    _obj = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
     _obj.PowerSwitchClosed = f_PowerSwitchClosed
     _obj.RCD = f_RCD
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
@@ -1346,25 +1361,24 @@ def _d_CertificateChainType(r):
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'SubCertificates'
-                r.pos = r.end - q
-                f_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
+        if ec == 0:
+            el = 'SubCertificates'
+            r.pos = r.end - q
+            f_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.CertificateChainType)
+    _obj = _new(_K_din_msgdatatypes_CertificateChainType)
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
     return _obj
@@ -1390,21 +1404,20 @@ def _e_CertificateChainType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
-        if s == 1:
-            if v_SubCertificates is not None:
-                el = 'SubCertificates'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SubCertificatesType(w, v_SubCertificates)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SubCertificates is not None:
+            el = 'SubCertificates'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SubCertificatesType(w, v_SubCertificates)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1496,7 +1509,7 @@ def _d_ChargingProfileType(r):
         if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
         if _neg: _c1_ChargingProfileEntryMaxPower = -_c1_ChargingProfileEntryMaxPower - 1
         if _c1_ChargingProfileEntryMaxPower < -32768 or _c1_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c1_ChargingProfileEntryMaxPower, r.at(r.end - q))
-        _v = _new(din_msgdatatypes.ProfileEntryType)
+        _v = _new(_K_din_msgdatatypes_ProfileEntryType)
         _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
         f_ProfileEntry.append(_v)
@@ -1505,70 +1518,69 @@ def _d_ChargingProfileType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
-                el = 'ProfileEntry/ChargingProfileEntryStart'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_ChargingProfileEntryStart = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_ChargingProfileEntryStart = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
+            el = 'ProfileEntry/ChargingProfileEntryStart'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_ChargingProfileEntryStart = (V >> q) & 127
+                    _c2_ChargingProfileEntryStart = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_ChargingProfileEntryStart = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
-                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
-                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_ChargingProfileEntryMaxPower = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_ChargingProfileEntryStart = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 14: raise r.deviation('ChargingProfileType', r.end - q)
+            if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
+            el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_ChargingProfileEntryMaxPower = (V >> q) & 127
+                    _c2_ChargingProfileEntryMaxPower = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_ChargingProfileEntryMaxPower = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
-                if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
-                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(r.end - q))
-                _v = _new(din_msgdatatypes.ProfileEntryType)
-                _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
-                _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
-                f_ProfileEntry.append(_v)
-                s = 3
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_ChargingProfileEntryMaxPower = (V >> q) & 127
             else:
-                raise r.deviation('ChargingProfileType', r.end - q)
+                r.pos = r.end - q; _c2_ChargingProfileEntryMaxPower = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
+            if _neg: _c2_ChargingProfileEntryMaxPower = -_c2_ChargingProfileEntryMaxPower - 1
+            if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c2_ChargingProfileEntryMaxPower, r.at(r.end - q))
+            _v = _new(_K_din_msgdatatypes_ProfileEntryType)
+            _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
+            _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
+            f_ProfileEntry.append(_v)
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ChargingProfileType', r.end - q)
         if s == 3:
             while True:
                 q -= 2
@@ -1627,7 +1639,7 @@ def _d_ChargingProfileType(r):
                     if (V >> q) & 3: raise r.deviation('ChargingProfileType', r.end - q)
                     if _neg: _c3_ChargingProfileEntryMaxPower = -_c3_ChargingProfileEntryMaxPower - 1
                     if _c3_ChargingProfileEntryMaxPower < -32768 or _c3_ChargingProfileEntryMaxPower > 32767: r.facet('ProfileEntryType/ChargingProfileEntryMaxPower', 'range [-32768, 32767]', _c3_ChargingProfileEntryMaxPower, r.at(r.end - q))
-                    _v = _new(din_msgdatatypes.ProfileEntryType)
+                    _v = _new(_K_din_msgdatatypes_ProfileEntryType)
                     _v.ChargingProfileEntryStart = _c3_ChargingProfileEntryStart
                     _v.ChargingProfileEntryMaxPower = _c3_ChargingProfileEntryMaxPower
                     f_ProfileEntry.append(_v)
@@ -1640,7 +1652,7 @@ def _d_ChargingProfileType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ChargingProfileType)
+    _obj = _new(_K_din_msgdatatypes_ChargingProfileType)
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.ProfileEntry = f_ProfileEntry
     return _obj
@@ -1694,38 +1706,37 @@ def _e_ChargingProfileType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
-        if s == 2:
-            if i_ProfileEntry < n_ProfileEntry:
-                el = 'ProfileEntry'
-                _o = v_ProfileEntry[i_ProfileEntry]
-                _c2_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
-                _c2_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
-                if not (_c2_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
-                el = 'ProfileEntry/ChargingProfileEntryStart'
-                if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                v <<= 4
-                n += 4
-                if _c2_ChargingProfileEntryStart < 128: v = (v << 9) | (_c2_ChargingProfileEntryStart << 1); n += 9
-                elif _c2_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c2_ChargingProfileEntryStart] << 1); n += 17
-                elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
-                if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
-                v = (v << 3) | (_c2_ChargingProfileEntryMaxPower < 0)
-                n += 3
-                _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                i_ProfileEntry += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
-                s = -1
+        if i_ProfileEntry < n_ProfileEntry:
+            el = 'ProfileEntry'
+            _o = v_ProfileEntry[i_ProfileEntry]
+            _c2_ChargingProfileEntryStart = _o.ChargingProfileEntryStart
+            _c2_ChargingProfileEntryMaxPower = _o.ChargingProfileEntryMaxPower
+            if not (_c2_ChargingProfileEntryStart is not None): raise EncodeError('missing content: ChargingProfileEntryStart')
+            el = 'ProfileEntry/ChargingProfileEntryStart'
+            if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
+            v <<= 4
+            n += 4
+            if _c2_ChargingProfileEntryStart < 128: v = (v << 9) | (_c2_ChargingProfileEntryStart << 1); n += 9
+            elif _c2_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c2_ChargingProfileEntryStart] << 1); n += 17
+            elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
+            if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+            el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+            if _c2_ChargingProfileEntryMaxPower < -32768 or _c2_ChargingProfileEntryMaxPower > 32767: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxPower!r} outside [-32768, 32767]')
+            v = (v << 3) | (_c2_ChargingProfileEntryMaxPower < 0)
+            n += 3
+            _m = (-_c2_ChargingProfileEntryMaxPower - 1 if _c2_ChargingProfileEntryMaxPower < 0 else _c2_ChargingProfileEntryMaxPower)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            i_ProfileEntry += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_SAScheduleTupleID is not None or i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
+            s = -1
         if s == 3:
             while True:
                 if i_ProfileEntry < n_ProfileEntry:
@@ -1801,72 +1812,70 @@ def _d_ConsumptionCostType(r):
         if f_startValue > 4294967295: r.facet('ConsumptionCostType/startValue', 'range [0, 4294967295]', f_startValue, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'Cost'
-                _c1_costKind = None
-                _c1_amount = None
-                _c1_amountMultiplier = None
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 103: raise r.deviation('CostType', r.end - q)
-                el = 'Cost/costKind'
-                _c1_costKind = ((x >> 3) & 3)
-                if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(r.end - q))
-                else: _c1_costKind = _E_din_msgdatatypes_costKindType[_c1_costKind]
-                el = 'Cost/amount'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_amount = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_amount = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_amount = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'Cost'
+            _c1_costKind = None
+            _c1_amount = None
+            _c1_amountMultiplier = None
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 103: raise r.deviation('CostType', r.end - q)
+            el = 'Cost/costKind'
+            _c1_costKind = ((x >> 3) & 3)
+            if _c1_costKind >= 3: _c1_costKind = r.enum_index('CostType/costKind', _c1_costKind, 3, r.at(r.end - q))
+            else: _c1_costKind = _E_din_msgdatatypes_costKindType[_c1_costKind]
+            el = 'Cost/amount'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_amount = (V >> q) & 127
+                    _c1_amount = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_amount = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('CostType', r.end - q)
-                if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_s = 2
-                if _c1_s == 2:
-                    if ec == 0:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 35: raise r.deviation('CostType', r.end - q)
-                        el = 'Cost/amountMultiplier'
-                        _c1_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c1_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c1_amountMultiplier, r.at(r.end - q))
-                        _c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_s = -1
-                    else:
-                        raise r.deviation('CostType', r.end - q)
-                _v = _new(din_msgdatatypes.CostType)
-                _v.costKind = _c1_costKind
-                _v.amount = _c1_amount
-                _v.amountMultiplier = _c1_amountMultiplier
-                f_Cost.append(_v)
-                s = 2
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_amount = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_amount = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CostType', r.end - q)
+            if _c1_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c1_amount, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_s = 2
+            if ec == 0:
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 35: raise r.deviation('CostType', r.end - q)
+                el = 'Cost/amountMultiplier'
+                _c1_amountMultiplier = ((x >> 2) & 7) + -3
+                if _c1_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c1_amountMultiplier, r.at(r.end - q))
+                _c1_s = -1
             elif ec == 1:
                 pass
-                s = -1
+                _c1_s = -1
             else:
-                raise r.deviation('ConsumptionCostType', r.end - q)
+                raise r.deviation('CostType', r.end - q)
+            _v = _new(_K_din_msgdatatypes_CostType)
+            _v.costKind = _c1_costKind
+            _v.amount = _c1_amount
+            _v.amountMultiplier = _c1_amountMultiplier
+            f_Cost.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -1911,22 +1920,21 @@ def _d_ConsumptionCostType(r):
                     if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
                     ec = (x & 3)
                     _c2_s = 2
-                    if _c2_s == 2:
-                        if ec == 0:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 35: raise r.deviation('CostType', r.end - q)
-                            el = 'Cost/amountMultiplier'
-                            _c2_amountMultiplier = ((x >> 2) & 7) + -3
-                            if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
-                            _c2_s = -1
-                        elif ec == 1:
-                            pass
-                            _c2_s = -1
-                        else:
-                            raise r.deviation('CostType', r.end - q)
-                    _v = _new(din_msgdatatypes.CostType)
+                    if ec == 0:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 35: raise r.deviation('CostType', r.end - q)
+                        el = 'Cost/amountMultiplier'
+                        _c2_amountMultiplier = ((x >> 2) & 7) + -3
+                        if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
+                        _c2_s = -1
+                    elif ec == 1:
+                        pass
+                        _c2_s = -1
+                    else:
+                        raise r.deviation('CostType', r.end - q)
+                    _v = _new(_K_din_msgdatatypes_CostType)
                     _v.costKind = _c2_costKind
                     _v.amount = _c2_amount
                     _v.amountMultiplier = _c2_amountMultiplier
@@ -1940,7 +1948,7 @@ def _d_ConsumptionCostType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ConsumptionCostType)
+    _obj = _new(_K_din_msgdatatypes_ConsumptionCostType)
     _obj.startValue = f_startValue
     _obj.Cost = f_Cost
     return _obj
@@ -1968,50 +1976,48 @@ def _e_ConsumptionCostType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of startValue')
-        if s == 1:
-            if i_Cost < n_Cost:
-                el = 'Cost'
-                v <<= 2
-                n += 2
-                _c1_o = v_Cost[i_Cost]
-                _c1_costKind = _c1_o.costKind
-                _c1_amount = _c1_o.amount
-                _c1_amountMultiplier = _c1_o.amountMultiplier
-                if _c1_costKind is not None:
-                    el = 'Cost/costKind'
-                    _c1_i1 = _I_din_msgdatatypes_costKindType.get(_c1_costKind)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_costKind!r} is not one of the enumeration costKindType')
-                    if not (_c1_amount is not None): raise EncodeError('missing content: amount')
-                    el = 'Cost/amount'
-                    if _c1_amount < 0 or _c1_amount > 4294967295: raise EncodeError(f'value {_c1_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_c1_i1 << 3)
-                    n += 7
-                    if _c1_amount < 128: v = (v << 9) | (_c1_amount << 1); n += 9
-                    elif _c1_amount < 16384: v = (v << 17) | (_V2[_c1_amount] << 1); n += 17
-                    elif _c1_amount < 2097152: v = (v << 25) | ((((_V2[_c1_amount & 16383] | 128) << 8) | (_c1_amount >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c1_amount); v = (w.v << 1); n = w.n + 1
-                    _c1_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of costKind')
-                if _c1_s == 2:
-                    if _c1_amountMultiplier is not None:
-                        el = 'Cost/amountMultiplier'
-                        if not -3 <= _c1_amountMultiplier <= 3: raise EncodeError(f'value {_c1_amountMultiplier!r} outside [-3, 3]')
-                        v = (v << 8) | ((_c1_amountMultiplier - -3) << 2)
-                        n += 8
-                        _c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_Cost += 1
-                s = 2
+        if i_Cost < n_Cost:
+            el = 'Cost'
+            v <<= 2
+            n += 2
+            _c1_o = v_Cost[i_Cost]
+            _c1_costKind = _c1_o.costKind
+            _c1_amount = _c1_o.amount
+            _c1_amountMultiplier = _c1_o.amountMultiplier
+            if _c1_costKind is not None:
+                el = 'Cost/costKind'
+                _c1_i1 = _I_din_msgdatatypes_costKindType.get(_c1_costKind)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_costKind!r} is not one of the enumeration costKindType')
+                if not (_c1_amount is not None): raise EncodeError('missing content: amount')
+                el = 'Cost/amount'
+                if _c1_amount < 0 or _c1_amount > 4294967295: raise EncodeError(f'value {_c1_amount!r} outside [0, 4294967295]')
+                v = (v << 7) | (_c1_i1 << 3)
+                n += 7
+                if _c1_amount < 128: v = (v << 9) | (_c1_amount << 1); n += 9
+                elif _c1_amount < 16384: v = (v << 17) | (_V2[_c1_amount] << 1); n += 17
+                elif _c1_amount < 2097152: v = (v << 25) | ((((_V2[_c1_amount & 16383] | 128) << 8) | (_c1_amount >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_amount); v = (w.v << 1); n = w.n + 1
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of costKind')
+            if _c1_amountMultiplier is not None:
+                el = 'Cost/amountMultiplier'
+                if not -3 <= _c1_amountMultiplier <= 3: raise EncodeError(f'value {_c1_amountMultiplier!r} outside [-3, 3]')
+                v = (v << 8) | ((_c1_amountMultiplier - -3) << 2)
+                n += 8
+                _c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
-                s = -1
+                _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_Cost += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_Cost < n_Cost:
@@ -2038,17 +2044,16 @@ def _e_ConsumptionCostType(w, o):
                         _c2_s = 2
                     else:
                         raise EncodeError('missing content: expected one of costKind')
-                    if _c2_s == 2:
-                        if _c2_amountMultiplier is not None:
-                            el = 'Cost/amountMultiplier'
-                            if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
-                            v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
-                            n += 8
-                            _c2_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c2_s = -1
+                    if _c2_amountMultiplier is not None:
+                        el = 'Cost/amountMultiplier'
+                        if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
+                        v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
+                        n += 8
+                        _c2_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_Cost += 1
                 elif True:
@@ -2105,25 +2110,24 @@ def _d_CostType(r):
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 35: raise r.deviation('CostType', r.end - q)
-                el = 'amountMultiplier'
-                f_amountMultiplier = ((x >> 2) & 7) + -3
-                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('CostType', r.end - q)
+        if ec == 0:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 35: raise r.deviation('CostType', r.end - q)
+            el = 'amountMultiplier'
+            f_amountMultiplier = ((x >> 2) & 7) + -3
+            if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CostType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.CostType)
+    _obj = _new(_K_din_msgdatatypes_CostType)
     _obj.costKind = f_costKind
     _obj.amount = f_amount
     _obj.amountMultiplier = f_amountMultiplier
@@ -2154,17 +2158,16 @@ def _e_CostType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
-        if s == 2:
-            if v_amountMultiplier is not None:
-                el = 'amountMultiplier'
-                if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                v = (v << 8) | ((v_amountMultiplier - -3) << 2)
-                n += 8
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_amountMultiplier is not None:
+            el = 'amountMultiplier'
+            if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
+            v = (v << 8) | ((v_amountMultiplier - -3) << 2)
+            n += 8
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2201,36 +2204,35 @@ def _d_DC_EVChargeParameterType(r):
         _c1_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVCabinConditioning'
+            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVRESSConditioning'
+            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 2) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 q -= 4
@@ -2271,7 +2273,7 @@ def _d_DC_EVChargeParameterType(r):
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
-        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
@@ -2293,78 +2295,76 @@ def _d_DC_EVChargeParameterType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumCurrentLimit/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumCurrentLimit/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVMaximumCurrentLimit.Unit = _c2_Unit
         f_EVMaximumCurrentLimit.Value = _c2_Value
@@ -2373,501 +2373,489 @@ def _d_DC_EVChargeParameterType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
+        if ec == 0:
+            el = 'EVMaximumPowerLimit'
+            _c3_Multiplier = None
+            _c3_Unit = None
+            _c3_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumPowerLimit/Multiplier'
+            _c3_Multiplier = ((x >> 3) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c3_s = 1
             if ec == 0:
-                el = 'EVMaximumPowerLimit'
-                _c3_Multiplier = None
-                _c3_Unit = None
-                _c3_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumPowerLimit/Multiplier'
-                _c3_Multiplier = ((x >> 3) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c3_s = 1
-                if _c3_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                        _c3_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                        _c3_s = 3
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumPowerLimit/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c3_s == 3:
-                    _c3_s = -1
-                f_EVMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c3_Unit
-                f_EVMaximumPowerLimit.Value = _c3_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'EVMaximumVoltageLimit'
-                _c4_Multiplier = None
-                _c4_Unit = None
-                _c4_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 3) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c4_s = 1
-                if _c4_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c4_s == 3:
-                    _c4_s = -1
-                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c4_Unit
-                f_EVMaximumVoltageLimit.Value = _c4_Value
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
-                s = 4
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _c3_s = 3
             elif ec == 1:
-                el = 'EVMaximumVoltageLimit'
-                _c5_Multiplier = None
-                _c5_Unit = None
-                _c5_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                _c5_Multiplier = ((x >> 3) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c5_s = 1
-                if _c5_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c5_s == 3:
-                    _c5_s = -1
-                f_EVMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c5_Unit
-                f_EVMaximumVoltageLimit.Value = _c5_Value
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
-                s = 4
-            else:
-                raise r.deviation('DC_EVChargeParameterType', r.end - q)
-        if s == 4:
-            if ec == 0:
-                el = 'EVEnergyCapacity'
-                _c6_Multiplier = None
-                _c6_Unit = None
-                _c6_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVEnergyCapacity/Multiplier'
-                _c6_Multiplier = ((x >> 3) & 7) + -3
-                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c6_s = 1
-                if _c6_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVEnergyCapacity/Unit'
-                        _c6_Unit = ((x >> 4) & 15)
-                        if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                        else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
-                        el = 'EVEnergyCapacity/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                        _c6_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVEnergyCapacity/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c6_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c6_Value = -_c6_Value - 1
-                        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                        _c6_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c6_s == 3:
-                    _c6_s = -1
-                f_EVEnergyCapacity = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVEnergyCapacity.Multiplier = _c6_Multiplier
-                f_EVEnergyCapacity.Unit = _c6_Unit
-                f_EVEnergyCapacity.Value = _c6_Value
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
-                s = 5
-            elif ec == 1:
-                el = 'EVEnergyRequest'
-                _c7_Multiplier = None
-                _c7_Unit = None
-                _c7_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVEnergyRequest/Multiplier'
-                _c7_Multiplier = ((x >> 3) & 7) + -3
-                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c7_s = 1
-                if _c7_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVEnergyRequest/Unit'
-                        _c7_Unit = ((x >> 4) & 15)
-                        if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                        else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
-                        el = 'EVEnergyRequest/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c7_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c7_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c7_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                        _c7_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVEnergyRequest/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c7_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c7_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c7_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c7_Value = -_c7_Value - 1
-                        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                        _c7_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c7_s == 3:
-                    _c7_s = -1
-                f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVEnergyRequest.Multiplier = _c7_Multiplier
-                f_EVEnergyRequest.Unit = _c7_Unit
-                f_EVEnergyRequest.Value = _c7_Value
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
-                ec = x
-                s = 6
-            elif ec == 2:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'FullSOC'
-                f_FullSOC = ((x >> 3) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-                ec = (x & 3)
-                s = 7
-            elif ec == 3:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
-                s = 8
-            elif ec == 4:
-                pass
-                s = -1
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _c3_s = 3
             else:
-                raise r.deviation('DC_EVChargeParameterType', r.end - q)
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c3_s = -1
+            f_EVMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVMaximumPowerLimit.Multiplier = _c3_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c3_Unit
+            f_EVMaximumPowerLimit.Value = _c3_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'EVMaximumVoltageLimit'
+            _c4_Multiplier = None
+            _c4_Unit = None
+            _c4_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumVoltageLimit/Multiplier'
+            _c4_Multiplier = ((x >> 3) & 7) + -3
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c4_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c4_s = -1
+            f_EVMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVMaximumVoltageLimit.Multiplier = _c4_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c4_Unit
+            f_EVMaximumVoltageLimit.Value = _c4_Value
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
+            s = 4
+        elif ec == 1:
+            el = 'EVMaximumVoltageLimit'
+            _c5_Multiplier = None
+            _c5_Unit = None
+            _c5_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVMaximumVoltageLimit/Multiplier'
+            _c5_Multiplier = ((x >> 3) & 7) + -3
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c5_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c5_Unit = ((x >> 4) & 15)
+                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
+                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c5_s = -1
+            f_EVMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c5_Unit
+            f_EVMaximumVoltageLimit.Value = _c5_Value
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
+            s = 4
+        else:
+            raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        if ec == 0:
+            el = 'EVEnergyCapacity'
+            _c6_Multiplier = None
+            _c6_Unit = None
+            _c6_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVEnergyCapacity/Multiplier'
+            _c6_Multiplier = ((x >> 3) & 7) + -3
+            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c6_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVEnergyCapacity/Unit'
+                _c6_Unit = ((x >> 4) & 15)
+                if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
+                else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+                el = 'EVEnergyCapacity/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c6_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                _c6_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVEnergyCapacity/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c6_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c6_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c6_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c6_Value = -_c6_Value - 1
+                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+                _c6_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c6_s = -1
+            f_EVEnergyCapacity = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVEnergyCapacity.Multiplier = _c6_Multiplier
+            f_EVEnergyCapacity.Unit = _c6_Unit
+            f_EVEnergyCapacity.Value = _c6_Value
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
+            s = 5
+        elif ec == 1:
+            el = 'EVEnergyRequest'
+            _c7_Multiplier = None
+            _c7_Unit = None
+            _c7_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVEnergyRequest/Multiplier'
+            _c7_Multiplier = ((x >> 3) & 7) + -3
+            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c7_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVEnergyRequest/Unit'
+                _c7_Unit = ((x >> 4) & 15)
+                if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
+                else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+                el = 'EVEnergyRequest/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c7_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                _c7_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVEnergyRequest/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c7_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c7_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c7_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c7_Value = -_c7_Value - 1
+                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+                _c7_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c7_s = -1
+            f_EVEnergyRequest = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVEnergyRequest.Multiplier = _c7_Multiplier
+            f_EVEnergyRequest.Unit = _c7_Unit
+            f_EVEnergyRequest.Value = _c7_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 6
+        elif ec == 2:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'FullSOC'
+            f_FullSOC = ((x >> 3) & 127)
+            if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+            ec = (x & 3)
+            s = 7
+        elif ec == 3:
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'BulkSOC'
+            f_BulkSOC = ((x >> 2) & 127)
+            if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
+            s = 8
+        elif ec == 4:
+            pass
+            s = -1
+        else:
+            raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 5:
             if ec == 0:
                 el = 'EVEnergyRequest'
@@ -2883,78 +2871,76 @@ def _d_DC_EVChargeParameterType(r):
                 if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
                 ec = (x & 3)
                 _c8_s = 1
-                if _c8_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVEnergyRequest/Unit'
-                        _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
-                        el = 'EVEnergyRequest/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if ec == 0:
+                    q -= 9
+                    if q < 0: V, q = r.slideq(q, 9)
+                    x = (V >> q) & 511
+                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVEnergyRequest/Unit'
+                    _c8_Unit = ((x >> 4) & 15)
+                    if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
+                    else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                    el = 'EVEnergyRequest/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c8_Value = (V >> q) & 127
+                            _c8_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c8_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVEnergyRequest/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c8_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c8_Value = (V >> q) & 127
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c8_s == 3:
-                    _c8_s = -1
-                f_EVEnergyRequest = _new(din_msgdatatypes.PhysicalValueType)
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    _c8_s = 3
+                elif ec == 1:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                    el = 'EVEnergyRequest/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c8_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c8_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c8_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                    if _neg: _c8_Value = -_c8_Value - 1
+                    if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                    _c8_s = 3
+                else:
+                    raise r.deviation('PhysicalValueType', r.end - q)
+                _c8_s = -1
+                f_EVEnergyRequest = _new(_K_din_msgdatatypes_PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c8_Multiplier
                 f_EVEnergyRequest.Unit = _c8_Unit
                 f_EVEnergyRequest.Value = _c8_Value
@@ -3032,7 +3018,7 @@ def _d_DC_EVChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.DC_EVChargeParameterType)
+    _obj = _new(_K_din_msgdatatypes_DC_EVChargeParameterType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVMaximumCurrentLimit = f_EVMaximumCurrentLimit
     _obj.EVMaximumPowerLimit = f_EVMaximumPowerLimit
@@ -3075,28 +3061,27 @@ def _e_DC_EVChargeParameterType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c1_s == 1:
-                if _c1_EVCabinConditioning is not None:
-                    el = 'DC_EVStatus/EVCabinConditioning'
-                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c1_s = 2
-                elif _c1_EVRESSConditioning is not None:
-                    el = 'DC_EVStatus/EVRESSConditioning'
-                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c1_s = 3
-                elif _c1_EVErrorCode is not None:
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
-                    n += 8
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_EVCabinConditioning is not None:
+                el = 'DC_EVStatus/EVCabinConditioning'
+                if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                n += 5
+                _c1_s = 2
+            elif _c1_EVRESSConditioning is not None:
+                el = 'DC_EVStatus/EVRESSConditioning'
+                if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                n += 5
+                _c1_s = 3
+            elif _c1_EVErrorCode is not None:
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                n += 8
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c1_s == 2:
                 if _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
@@ -3149,323 +3134,309 @@ def _e_DC_EVChargeParameterType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVMaximumCurrentLimit/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVMaximumCurrentLimit/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
+            if _c2_Unit is not None:
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVMaximumCurrentLimit/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
-        if s == 2:
-            if v_EVMaximumPowerLimit is not None:
-                el = 'EVMaximumPowerLimit'
-                v <<= 2
-                n += 2
-                _c3_o = v_EVMaximumPowerLimit
-                _c3_Multiplier = _c3_o.Multiplier
-                _c3_Unit = _c3_o.Unit
-                _c3_Value = _c3_o.Value
-                if _c3_Multiplier is not None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c3_s == 1:
-                    if _c3_Unit is not None:
-                        el = 'EVMaximumPowerLimit/Unit'
-                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                        n += 11
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 3
-                    elif _c3_Value is not None:
-                        el = 'EVMaximumPowerLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                        n += 4
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
-                el = 'EVMaximumVoltageLimit'
+        if v_EVMaximumPowerLimit is not None:
+            el = 'EVMaximumPowerLimit'
+            v <<= 2
+            n += 2
+            _c3_o = v_EVMaximumPowerLimit
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVMaximumPowerLimit/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_Unit is not None:
+                el = 'EVMaximumPowerLimit/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumPowerLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVMaximumPowerLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
                 v <<= 1
                 n += 1
-                _c4_o = v_EVMaximumVoltageLimit
-                _c4_Multiplier = _c4_o.Multiplier
-                _c4_Unit = _c4_o.Unit
-                _c4_Value = _c4_o.Value
-                if _c4_Multiplier is not None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_s == 1:
-                    if _c4_Unit is not None:
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                        n += 11
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_s = 3
-                    elif _c4_Value is not None:
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                        n += 4
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 4
-            elif v_EVMaximumVoltageLimit is not None:
-                el = 'EVMaximumVoltageLimit'
-                v = (v << 2) | 1
-                n += 2
-                _c5_o = v_EVMaximumVoltageLimit
-                _c5_Multiplier = _c5_o.Multiplier
-                _c5_Unit = _c5_o.Unit
-                _c5_Value = _c5_o.Value
-                if _c5_Multiplier is not None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
-                    n += 6
-                    _c5_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c5_s == 1:
-                    if _c5_Unit is not None:
-                        el = 'EVMaximumVoltageLimit/Unit'
-                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
-                        n += 11
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    elif _c5_Value is not None:
-                        el = 'EVMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
-                        n += 4
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c5_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c5_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 4
+                _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
+            el = 'EVMaximumVoltageLimit'
+            v <<= 1
+            n += 1
+            _c4_o = v_EVMaximumVoltageLimit
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_s = 1
             else:
-                raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
-        if s == 4:
-            if v_EVEnergyCapacity is not None:
-                el = 'EVEnergyCapacity'
-                v <<= 3
-                n += 3
-                _c6_o = v_EVEnergyCapacity
-                _c6_Multiplier = _c6_o.Multiplier
-                _c6_Unit = _c6_o.Unit
-                _c6_Value = _c6_o.Value
-                if _c6_Multiplier is not None:
-                    el = 'EVEnergyCapacity/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
-                    n += 6
-                    _c6_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c6_s == 1:
-                    if _c6_Unit is not None:
-                        el = 'EVEnergyCapacity/Unit'
-                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVEnergyCapacity/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
-                        n += 11
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    elif _c6_Value is not None:
-                        el = 'EVEnergyCapacity/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
-                        n += 4
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c6_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c6_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 5
-            elif v_EVEnergyRequest is not None:
-                el = 'EVEnergyRequest'
-                v = (v << 3) | 1
-                n += 3
-                _c7_o = v_EVEnergyRequest
-                _c7_Multiplier = _c7_o.Multiplier
-                _c7_Unit = _c7_o.Unit
-                _c7_Value = _c7_o.Value
-                if _c7_Multiplier is not None:
-                    el = 'EVEnergyRequest/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
-                    n += 6
-                    _c7_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c7_s == 1:
-                    if _c7_Unit is not None:
-                        el = 'EVEnergyRequest/Unit'
-                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVEnergyRequest/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
-                        n += 11
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    elif _c7_Value is not None:
-                        el = 'EVEnergyRequest/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
-                        n += 4
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c7_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c7_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 6
-            elif v_FullSOC is not None:
-                el = 'FullSOC'
-                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
-                n += 12
-                s = 7
-            elif v_BulkSOC is not None:
-                el = 'BulkSOC'
-                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
-                n += 12
-                s = 8
-            elif True:
-                v = (v << 3) | 4
-                n += 3
-                s = -1
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_Unit is not None:
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 11
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            elif _c4_Value is not None:
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                n += 4
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 4
+        elif v_EVMaximumVoltageLimit is not None:
+            el = 'EVMaximumVoltageLimit'
+            v = (v << 2) | 1
+            n += 2
+            _c5_o = v_EVMaximumVoltageLimit
+            _c5_Multiplier = _c5_o.Multiplier
+            _c5_Unit = _c5_o.Unit
+            _c5_Value = _c5_o.Value
+            if _c5_Multiplier is not None:
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                n += 6
+                _c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c5_Unit is not None:
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 11
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            elif _c5_Value is not None:
+                el = 'EVMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                n += 4
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c5_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
+        if v_EVEnergyCapacity is not None:
+            el = 'EVEnergyCapacity'
+            v <<= 3
+            n += 3
+            _c6_o = v_EVEnergyCapacity
+            _c6_Multiplier = _c6_o.Multiplier
+            _c6_Unit = _c6_o.Unit
+            _c6_Value = _c6_o.Value
+            if _c6_Multiplier is not None:
+                el = 'EVEnergyCapacity/Multiplier'
+                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                n += 6
+                _c6_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c6_Unit is not None:
+                el = 'EVEnergyCapacity/Unit'
+                _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVEnergyCapacity/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                n += 11
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c6_s = 3
+            elif _c6_Value is not None:
+                el = 'EVEnergyCapacity/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                n += 4
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c6_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c6_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 5
+        elif v_EVEnergyRequest is not None:
+            el = 'EVEnergyRequest'
+            v = (v << 3) | 1
+            n += 3
+            _c7_o = v_EVEnergyRequest
+            _c7_Multiplier = _c7_o.Multiplier
+            _c7_Unit = _c7_o.Unit
+            _c7_Value = _c7_o.Value
+            if _c7_Multiplier is not None:
+                el = 'EVEnergyRequest/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                n += 6
+                _c7_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c7_Unit is not None:
+                el = 'EVEnergyRequest/Unit'
+                _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVEnergyRequest/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 11
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c7_s = 3
+            elif _c7_Value is not None:
+                el = 'EVEnergyRequest/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                n += 4
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c7_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c7_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 6
+        elif v_FullSOC is not None:
+            el = 'FullSOC'
+            if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+            v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
+            n += 12
+            s = 7
+        elif v_BulkSOC is not None:
+            el = 'BulkSOC'
+            if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+            v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
+            n += 12
+            s = 8
+        elif True:
+            v = (v << 3) | 4
+            n += 3
+            s = -1
         if s == 5:
             if v_EVEnergyRequest is not None:
                 el = 'EVEnergyRequest'
@@ -3483,40 +3454,38 @@ def _e_DC_EVChargeParameterType(w, o):
                     _c8_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c8_s == 1:
-                    if _c8_Unit is not None:
-                        el = 'EVEnergyRequest/Unit'
-                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVEnergyRequest/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
-                        n += 11
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    elif _c8_Value is not None:
-                        el = 'EVEnergyRequest/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
-                        n += 4
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c8_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c8_s = -1
+                if _c8_Unit is not None:
+                    el = 'EVEnergyRequest/Unit'
+                    _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                    if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'EVEnergyRequest/Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                    n += 11
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c8_s = 3
+                elif _c8_Value is not None:
+                    el = 'EVEnergyRequest/Value'
+                    if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                    n += 4
+                    _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c8_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c8_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 s = 6
             elif v_FullSOC is not None:
@@ -3599,36 +3568,35 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         _c1_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVCabinConditioning'
-                _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                _c1_s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVRESSConditioning'
-                _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                _c1_s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'DC_EVStatus/EVErrorCode'
-                _c1_EVErrorCode = ((x >> 2) & 15)
-                if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
-                else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
-                _c1_s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVCabinConditioning'
+            _c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            _c1_s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVRESSConditioning'
+            _c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+            _c1_s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'DC_EVStatus/EVErrorCode'
+            _c1_EVErrorCode = ((x >> 2) & 15)
+            if _c1_EVErrorCode >= 12: _c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_EVErrorCode, 12, r.at(r.end - q))
+            else: _c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c1_EVErrorCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 q -= 4
@@ -3669,7 +3637,7 @@ def _d_DC_EVPowerDeliveryParameterType(r):
             _c1_EVRESSSOC = ((x >> 2) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
             _c1_s = -1
-        f_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVCabinConditioning = _c1_EVCabinConditioning
         f_DC_EVStatus.EVRESSConditioning = _c1_EVRESSConditioning
@@ -3680,38 +3648,36 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                if _t is None:
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 6) & 1) == 1
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 2) & 1) == 1
-                else:
-                    el = 'ChargingComplete'
-                    f_BulkChargingComplete, f_ChargingComplete = _t
-                s = 3
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        if ec == 0:
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+            if _t is None:
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 6) & 1) == 1
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 2) & 1) == 1
-                s = 3
             else:
-                raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-        if s == 3:
-            s = -1
+                el = 'ChargingComplete'
+                f_BulkChargingComplete, f_ChargingComplete = _t
+            s = 3
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            el = 'ChargingComplete'
+            f_ChargingComplete = ((x >> 2) & 1) == 1
+            s = 3
+        else:
+            raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.DC_EVPowerDeliveryParameterType)
+    _obj = _new(_K_din_msgdatatypes_DC_EVPowerDeliveryParameterType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.BulkChargingComplete = f_BulkChargingComplete
     _obj.ChargingComplete = f_ChargingComplete
@@ -3744,28 +3710,27 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c1_s == 1:
-                if _c1_EVCabinConditioning is not None:
-                    el = 'DC_EVStatus/EVCabinConditioning'
-                    if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c1_s = 2
-                elif _c1_EVRESSConditioning is not None:
-                    el = 'DC_EVStatus/EVRESSConditioning'
-                    if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c1_s = 3
-                elif _c1_EVErrorCode is not None:
-                    el = 'DC_EVStatus/EVErrorCode'
-                    _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
-                    n += 8
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c1_EVCabinConditioning is not None:
+                el = 'DC_EVStatus/EVCabinConditioning'
+                if _c1_EVCabinConditioning is not True and _c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c1_EVCabinConditioning << 1)
+                n += 5
+                _c1_s = 2
+            elif _c1_EVRESSConditioning is not None:
+                el = 'DC_EVStatus/EVRESSConditioning'
+                if _c1_EVRESSConditioning is not True and _c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c1_EVRESSConditioning << 1)
+                n += 5
+                _c1_s = 3
+            elif _c1_EVErrorCode is not None:
+                el = 'DC_EVStatus/EVErrorCode'
+                _c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c1_EVErrorCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c1_i1 << 1)
+                n += 8
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c1_s == 2:
                 if _c1_EVRESSConditioning is not None:
                     el = 'DC_EVStatus/EVRESSConditioning'
@@ -3805,29 +3770,27 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
-        if s == 1:
-            if v_BulkChargingComplete is not None:
-                el = 'BulkChargingComplete'
-                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                el = 'ChargingComplete'
-                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
-                n += 9
-                s = 3
-            elif v_ChargingComplete is not None:
-                el = 'ChargingComplete'
-                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
-                n += 5
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                s = -1
+        if v_BulkChargingComplete is not None:
+            el = 'BulkChargingComplete'
+            if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+            if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
+            n += 9
+            s = 3
+        elif v_ChargingComplete is not None:
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+            n += 5
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+        if True:
+            v <<= 1
+            n += 1
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3888,40 +3851,39 @@ def _d_DC_EVSEChargeParameterType(r):
             _c1_s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            el = 'DC_EVSEStatus/NotificationMaxDelay'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        el = 'DC_EVSEStatus/NotificationMaxDelay'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_NotificationMaxDelay = (V >> q) & 127
+                _c1_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_NotificationMaxDelay = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
-            el = 'DC_EVSEStatus/EVSENotification'
-            _c1_EVSENotification = ((x >> 2) & 3)
-            if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-            else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_NotificationMaxDelay = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if _c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c1_NotificationMaxDelay, r.at(r.end - q))
+        el = 'DC_EVSEStatus/EVSENotification'
+        _c1_EVSENotification = ((x >> 2) & 3)
+        if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+        else: _c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
         f_DC_EVSEStatus.EVSEStatusCode = _c1_EVSEStatusCode
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
@@ -3942,78 +3904,76 @@ def _d_DC_EVSEChargeParameterType(r):
         if _c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumCurrentLimit/Unit'
-                _c2_Unit = ((x >> 4) & 15)
-                if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
-                else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
-                el = 'EVSEMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaximumCurrentLimit/Unit'
+            _c2_Unit = ((x >> 4) & 15)
+            if _c2_Unit >= 10: _c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_Unit, 10, r.at(r.end - q))
+            else: _c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_Unit]
+            el = 'EVSEMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                _c2_s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if _c2_s == 3:
-            _c2_s = -1
-        f_EVSEMaximumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            _c2_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c2_s = -1
+        f_EVSEMaximumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
         f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
         f_EVSEMaximumCurrentLimit.Value = _c2_Value
@@ -4022,856 +3982,834 @@ def _d_DC_EVSEChargeParameterType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'EVSEMaximumPowerLimit'
-                _c3_Multiplier = None
-                _c3_Unit = None
-                _c3_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                _c3_Multiplier = ((x >> 3) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c3_s = 1
-                if _c3_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c3_Unit = ((x >> 4) & 15)
-                        if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
-                        else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                        _c3_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c3_Value = -_c3_Value - 1
-                        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                        _c3_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c3_s == 3:
-                    _c3_s = -1
-                f_EVSEMaximumPowerLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c3_Unit
-                f_EVSEMaximumPowerLimit.Value = _c3_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                el = 'EVSEMaximumVoltageLimit'
-                _c4_Multiplier = None
-                _c4_Unit = None
-                _c4_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c4_Multiplier = ((x >> 3) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c4_s = 1
-                if _c4_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c4_Unit = ((x >> 4) & 15)
-                        if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
-                        else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c4_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c4_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c4_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c4_Value = -_c4_Value - 1
-                        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                        _c4_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c4_s == 3:
-                    _c4_s = -1
-                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-                f_EVSEMaximumVoltageLimit.Value = _c4_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                s = 4
-            elif ec == 1:
-                el = 'EVSEMaximumVoltageLimit'
-                _c5_Multiplier = None
-                _c5_Unit = None
-                _c5_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEMaximumVoltageLimit/Multiplier'
-                _c5_Multiplier = ((x >> 3) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c5_s = 1
-                if _c5_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c5_Unit = ((x >> 4) & 15)
-                        if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
-                        else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c5_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c5_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c5_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c5_Value = -_c5_Value - 1
-                        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                        _c5_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c5_s == 3:
-                    _c5_s = -1
-                f_EVSEMaximumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
-                f_EVSEMaximumVoltageLimit.Unit = _c5_Unit
-                f_EVSEMaximumVoltageLimit.Value = _c5_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                s = 4
-            else:
-                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if s == 4:
-            el = 'EVSEMinimumCurrentLimit'
-            _c6_Multiplier = None
-            _c6_Unit = None
-            _c6_Value = None
+        if ec == 0:
+            el = 'EVSEMaximumPowerLimit'
+            _c3_Multiplier = None
+            _c3_Unit = None
+            _c3_Value = None
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-            el = 'EVSEMinimumCurrentLimit/Multiplier'
-            _c6_Multiplier = ((x >> 3) & 7) + -3
-            if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+            el = 'EVSEMaximumPowerLimit/Multiplier'
+            _c3_Multiplier = ((x >> 3) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
             ec = (x & 3)
-            _c6_s = 1
-            if _c6_s == 1:
-                if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                    el = 'EVSEMinimumCurrentLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 15)
-                    if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
-                    else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
-                    el = 'EVSEMinimumCurrentLimit/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c6_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c6_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            _c3_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c3_Unit = ((x >> 4) & 15)
+                if _c3_Unit >= 10: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 10, r.at(r.end - q))
+                else: _c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c6_Value = (V >> q) & 127
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                    _c6_s = 3
-                elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                    el = 'EVSEMinimumCurrentLimit/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c6_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c6_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c6_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c6_Value = -_c6_Value - 1
-                    if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                    _c6_s = 3
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('PhysicalValueType', r.end - q)
-            if _c6_s == 3:
-                _c6_s = -1
-            f_EVSEMinimumCurrentLimit = _new(din_msgdatatypes.PhysicalValueType)
-            f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
-            f_EVSEMinimumCurrentLimit.Unit = _c6_Unit
-            f_EVSEMinimumCurrentLimit.Value = _c6_Value
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _c3_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumPowerLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                _c3_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c3_s = -1
+            f_EVSEMaximumPowerLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
+            f_EVSEMaximumPowerLimit.Unit = _c3_Unit
+            f_EVSEMaximumPowerLimit.Value = _c3_Value
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-            el = 'EVSEMinimumVoltageLimit'
-            _c7_Multiplier = None
-            _c7_Unit = None
-            _c7_Value = None
+            el = 'EVSEMaximumVoltageLimit'
+            _c4_Multiplier = None
+            _c4_Unit = None
+            _c4_Value = None
             q -= 8
             if q < 0: V, q = r.slideq(q, 8)
             x = (V >> q) & 255
             if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-            el = 'EVSEMinimumVoltageLimit/Multiplier'
-            _c7_Multiplier = ((x >> 3) & 7) + -3
-            if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+            el = 'EVSEMaximumVoltageLimit/Multiplier'
+            _c4_Multiplier = ((x >> 3) & 7) + -3
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
             ec = (x & 3)
-            _c7_s = 1
-            if _c7_s == 1:
-                if ec == 0:
-                    q -= 9
-                    if q < 0: V, q = r.slideq(q, 9)
-                    x = (V >> q) & 511
-                    if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                    el = 'EVSEMinimumVoltageLimit/Unit'
-                    _c7_Unit = ((x >> 4) & 15)
-                    if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
-                    else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
-                    el = 'EVSEMinimumVoltageLimit/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c7_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c7_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            _c4_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c4_Unit = ((x >> 4) & 15)
+                if _c4_Unit >= 10: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 10, r.at(r.end - q))
+                else: _c4_Unit = _E_din_msgdatatypes_unitSymbolType[_c4_Unit]
+                el = 'EVSEMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c7_Value = (V >> q) & 127
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    _c7_s = 3
-                elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                    el = 'EVSEMinimumVoltageLimit/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c7_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c7_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c7_Value = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                    if _neg: _c7_Value = -_c7_Value - 1
-                    if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    _c7_s = 3
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('PhysicalValueType', r.end - q)
-            if _c7_s == 3:
-                _c7_s = -1
-            f_EVSEMinimumVoltageLimit = _new(din_msgdatatypes.PhysicalValueType)
-            f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
-            f_EVSEMinimumVoltageLimit.Unit = _c7_Unit
-            f_EVSEMinimumVoltageLimit.Value = _c7_Value
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c4_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c4_Value = -_c4_Value - 1
+                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+                _c4_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c4_s = -1
+            f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c4_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            s = 4
+        elif ec == 1:
+            el = 'EVSEMaximumVoltageLimit'
+            _c5_Multiplier = None
+            _c5_Unit = None
+            _c5_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMaximumVoltageLimit/Multiplier'
+            _c5_Multiplier = ((x >> 3) & 7) + -3
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c5_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c5_Unit = ((x >> 4) & 15)
+                if _c5_Unit >= 10: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 10, r.at(r.end - q))
+                else: _c5_Unit = _E_din_msgdatatypes_unitSymbolType[_c5_Unit]
+                el = 'EVSEMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEMaximumVoltageLimit/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c5_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c5_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c5_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c5_Value = -_c5_Value - 1
+                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+                _c5_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c5_s = -1
+            f_EVSEMaximumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumVoltageLimit.Multiplier = _c5_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c5_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c5_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            s = 4
+        else:
+            raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        el = 'EVSEMinimumCurrentLimit'
+        _c6_Multiplier = None
+        _c6_Unit = None
+        _c6_Value = None
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        el = 'EVSEMinimumCurrentLimit/Multiplier'
+        _c6_Multiplier = ((x >> 3) & 7) + -3
+        if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
+        _c6_s = 1
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMinimumCurrentLimit/Unit'
+            _c6_Unit = ((x >> 4) & 15)
+            if _c6_Unit >= 10: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 10, r.at(r.end - q))
+            else: _c6_Unit = _E_din_msgdatatypes_unitSymbolType[_c6_Unit]
+            el = 'EVSEMinimumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c6_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            _c6_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMinimumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c6_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            _c6_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c6_s = -1
+        f_EVSEMinimumCurrentLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+        f_EVSEMinimumCurrentLimit.Multiplier = _c6_Multiplier
+        f_EVSEMinimumCurrentLimit.Unit = _c6_Unit
+        f_EVSEMinimumCurrentLimit.Value = _c6_Value
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        el = 'EVSEMinimumVoltageLimit'
+        _c7_Multiplier = None
+        _c7_Unit = None
+        _c7_Value = None
+        q -= 8
+        if q < 0: V, q = r.slideq(q, 8)
+        x = (V >> q) & 255
+        if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+        el = 'EVSEMinimumVoltageLimit/Multiplier'
+        _c7_Multiplier = ((x >> 3) & 7) + -3
+        if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+        ec = (x & 3)
+        _c7_s = 1
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMinimumVoltageLimit/Unit'
+            _c7_Unit = ((x >> 4) & 15)
+            if _c7_Unit >= 10: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 10, r.at(r.end - q))
+            else: _c7_Unit = _E_din_msgdatatypes_unitSymbolType[_c7_Unit]
+            el = 'EVSEMinimumVoltageLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            _c7_s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEMinimumVoltageLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            _c7_s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        _c7_s = -1
+        f_EVSEMinimumVoltageLimit = _new(_K_din_msgdatatypes_PhysicalValueType)
+        f_EVSEMinimumVoltageLimit.Multiplier = _c7_Multiplier
+        f_EVSEMinimumVoltageLimit.Unit = _c7_Unit
+        f_EVSEMinimumVoltageLimit.Value = _c7_Value
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
+        s = 6
+        if ec == 0:
+            el = 'EVSECurrentRegulationTolerance'
+            _c8_Multiplier = None
+            _c8_Unit = None
+            _c8_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSECurrentRegulationTolerance/Multiplier'
+            _c8_Multiplier = ((x >> 3) & 7) + -3
+            if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c8_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSECurrentRegulationTolerance/Unit'
+                _c8_Unit = ((x >> 4) & 15)
+                if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
+                else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
+                el = 'EVSECurrentRegulationTolerance/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c8_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                _c8_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSECurrentRegulationTolerance/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c8_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c8_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c8_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c8_Value = -_c8_Value - 1
+                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+                _c8_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c8_s = -1
+            f_EVSECurrentRegulationTolerance = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
+            f_EVSECurrentRegulationTolerance.Unit = _c8_Unit
+            f_EVSECurrentRegulationTolerance.Value = _c8_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            el = 'EVSEPeakCurrentRipple'
+            _c9_Multiplier = None
+            _c9_Unit = None
+            _c9_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPeakCurrentRipple/Multiplier'
+            _c9_Multiplier = ((x >> 3) & 7) + -3
+            if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c9_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c9_Unit = ((x >> 4) & 15)
+                if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
+                else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
+                el = 'EVSEPeakCurrentRipple/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c9_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                _c9_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEPeakCurrentRipple/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c9_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c9_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c9_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c9_Value = -_c9_Value - 1
+                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+                _c9_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c9_s = -1
+            f_EVSEPeakCurrentRipple = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c9_Unit
+            f_EVSEPeakCurrentRipple.Value = _c9_Value
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
-            s = 6
-        if s == 6:
+            s = 8
+        elif ec == 1:
+            el = 'EVSEPeakCurrentRipple'
+            _c10_Multiplier = None
+            _c10_Unit = None
+            _c10_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEPeakCurrentRipple/Multiplier'
+            _c10_Multiplier = ((x >> 3) & 7) + -3
+            if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c10_s = 1
             if ec == 0:
-                el = 'EVSECurrentRegulationTolerance'
-                _c8_Multiplier = None
-                _c8_Unit = None
-                _c8_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSECurrentRegulationTolerance/Multiplier'
-                _c8_Multiplier = ((x >> 3) & 7) + -3
-                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c8_s = 1
-                if _c8_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSECurrentRegulationTolerance/Unit'
-                        _c8_Unit = ((x >> 4) & 15)
-                        if _c8_Unit >= 10: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 10, r.at(r.end - q))
-                        else: _c8_Unit = _E_din_msgdatatypes_unitSymbolType[_c8_Unit]
-                        el = 'EVSECurrentRegulationTolerance/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c8_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSECurrentRegulationTolerance/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c8_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c8_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c8_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c8_Value = -_c8_Value - 1
-                        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                        _c8_s = 3
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c10_Unit = ((x >> 4) & 15)
+                if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
+                else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
+                el = 'EVSEPeakCurrentRipple/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c10_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c8_s == 3:
-                    _c8_s = -1
-                f_EVSECurrentRegulationTolerance = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSECurrentRegulationTolerance.Multiplier = _c8_Multiplier
-                f_EVSECurrentRegulationTolerance.Unit = _c8_Unit
-                f_EVSECurrentRegulationTolerance.Value = _c8_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                el = 'EVSEPeakCurrentRipple'
-                _c9_Multiplier = None
-                _c9_Unit = None
-                _c9_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPeakCurrentRipple/Multiplier'
-                _c9_Multiplier = ((x >> 3) & 7) + -3
-                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c9_s = 1
-                if _c9_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEPeakCurrentRipple/Unit'
-                        _c9_Unit = ((x >> 4) & 15)
-                        if _c9_Unit >= 10: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 10, r.at(r.end - q))
-                        else: _c9_Unit = _E_din_msgdatatypes_unitSymbolType[_c9_Unit]
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c9_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                        _c9_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c9_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c9_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c9_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c9_Value = -_c9_Value - 1
-                        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                        _c9_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c9_s == 3:
-                    _c9_s = -1
-                f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
-                f_EVSEPeakCurrentRipple.Unit = _c9_Unit
-                f_EVSEPeakCurrentRipple.Value = _c9_Value
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                _c10_s = 3
+            elif ec == 1:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
-                ec = x
-                s = 8
-            elif ec == 1:
-                el = 'EVSEPeakCurrentRipple'
-                _c10_Multiplier = None
-                _c10_Unit = None
-                _c10_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEPeakCurrentRipple/Multiplier'
-                _c10_Multiplier = ((x >> 3) & 7) + -3
-                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c10_s = 1
-                if _c10_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEPeakCurrentRipple/Unit'
-                        _c10_Unit = ((x >> 4) & 15)
-                        if _c10_Unit >= 10: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 10, r.at(r.end - q))
-                        else: _c10_Unit = _E_din_msgdatatypes_unitSymbolType[_c10_Unit]
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c10_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c10_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c10_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                        _c10_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c10_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c10_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c10_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c10_Value = -_c10_Value - 1
-                        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                        _c10_s = 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEPeakCurrentRipple/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c10_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c10_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c10_s == 3:
-                    _c10_s = -1
-                f_EVSEPeakCurrentRipple = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
-                f_EVSEPeakCurrentRipple.Unit = _c10_Unit
-                f_EVSEPeakCurrentRipple.Value = _c10_Value
+                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c10_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c10_Value = -_c10_Value - 1
+                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+                _c10_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c10_s = -1
+            f_EVSEPeakCurrentRipple = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEPeakCurrentRipple.Multiplier = _c10_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c10_Unit
+            f_EVSEPeakCurrentRipple.Value = _c10_Value
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 8
+        else:
+            raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        if ec == 0:
+            el = 'EVSEEnergyToBeDelivered'
+            _c11_Multiplier = None
+            _c11_Unit = None
+            _c11_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'EVSEEnergyToBeDelivered/Multiplier'
+            _c11_Multiplier = ((x >> 3) & 7) + -3
+            if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c11_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEEnergyToBeDelivered/Unit'
+                _c11_Unit = ((x >> 4) & 15)
+                if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
+                else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
+                el = 'EVSEEnergyToBeDelivered/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c11_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c11_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                _c11_s = 3
+            elif ec == 1:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
-                ec = x
-                s = 8
-            else:
-                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if s == 8:
-            if ec == 0:
-                el = 'EVSEEnergyToBeDelivered'
-                _c11_Multiplier = None
-                _c11_Unit = None
-                _c11_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'EVSEEnergyToBeDelivered/Multiplier'
-                _c11_Multiplier = ((x >> 3) & 7) + -3
-                if _c11_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c11_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c11_s = 1
-                if _c11_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEEnergyToBeDelivered/Unit'
-                        _c11_Unit = ((x >> 4) & 15)
-                        if _c11_Unit >= 10: _c11_Unit = r.enum_index('PhysicalValueType/Unit', _c11_Unit, 10, r.at(r.end - q))
-                        else: _c11_Unit = _E_din_msgdatatypes_unitSymbolType[_c11_Unit]
-                        el = 'EVSEEnergyToBeDelivered/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c11_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c11_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c11_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                        _c11_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'EVSEEnergyToBeDelivered/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c11_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c11_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c11_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c11_Value = -_c11_Value - 1
-                        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                        _c11_s = 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'EVSEEnergyToBeDelivered/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c11_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c11_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c11_s == 3:
-                    _c11_s = -1
-                f_EVSEEnergyToBeDelivered = _new(din_msgdatatypes.PhysicalValueType)
-                f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
-                f_EVSEEnergyToBeDelivered.Unit = _c11_Unit
-                f_EVSEEnergyToBeDelivered.Value = _c11_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+                        r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c11_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c11_Value = -_c11_Value - 1
+                if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+                _c11_s = 3
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c11_s = -1
+            f_EVSEEnergyToBeDelivered = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_EVSEEnergyToBeDelivered.Multiplier = _c11_Multiplier
+            f_EVSEEnergyToBeDelivered.Unit = _c11_Unit
+            f_EVSEEnergyToBeDelivered.Value = _c11_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.DC_EVSEChargeParameterType)
+    _obj = _new(_K_din_msgdatatypes_DC_EVSEChargeParameterType)
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
     _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
@@ -4927,25 +4865,24 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c1_s == 2:
-                if _c1_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c1_NotificationMaxDelay < 128: v = (v << 9) | (_c1_NotificationMaxDelay << 1); n += 9
-                    elif _c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c1_NotificationMaxDelay] << 1); n += 17
-                    elif _c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c1_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
-                    if _c1_i4 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c1_i4 << 2)
-                    n += 6
-                    _c1_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c1_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c1_NotificationMaxDelay < 0 or _c1_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c1_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c1_NotificationMaxDelay < 128: v = (v << 9) | (_c1_NotificationMaxDelay << 1); n += 9
+                elif _c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c1_NotificationMaxDelay] << 1); n += 17
+                elif _c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c1_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c1_EVSENotification)
+                if _c1_i4 is None: raise EncodeError(f'{_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c1_i4 << 2)
+                n += 6
+                _c1_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
             el = 'EVSEMaximumCurrentLimit'
@@ -4963,525 +4900,501 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c2_s == 1:
-                if _c2_Unit is not None:
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                    n += 11
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                elif _c2_Value is not None:
-                    el = 'EVSEMaximumCurrentLimit/Value'
-                    if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                    n += 4
-                    _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
+            if _c2_Unit is not None:
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumCurrentLimit/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'EVSEMaximumCurrentLimit/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
-        if s == 2:
-            if v_EVSEMaximumPowerLimit is not None:
-                el = 'EVSEMaximumPowerLimit'
-                v <<= 2
-                n += 2
-                _c3_o = v_EVSEMaximumPowerLimit
-                _c3_Multiplier = _c3_o.Multiplier
-                _c3_Unit = _c3_o.Unit
-                _c3_Value = _c3_o.Value
-                if _c3_Multiplier is not None:
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c3_Multiplier - -3) << 1)
-                    n += 6
-                    _c3_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c3_s == 1:
-                    if _c3_Unit is not None:
-                        el = 'EVSEMaximumPowerLimit/Unit'
-                        _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                        if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
-                        n += 11
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 3
-                    elif _c3_Value is not None:
-                        el = 'EVSEMaximumPowerLimit/Value'
-                        if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c3_Value < 0)
-                        n += 4
-                        _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
-                el = 'EVSEMaximumVoltageLimit'
-                v <<= 1
-                n += 1
-                _c4_o = v_EVSEMaximumVoltageLimit
-                _c4_Multiplier = _c4_o.Multiplier
-                _c4_Unit = _c4_o.Unit
-                _c4_Value = _c4_o.Value
-                if _c4_Multiplier is not None:
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c4_Multiplier - -3) << 1)
-                    n += 6
-                    _c4_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c4_s == 1:
-                    if _c4_Unit is not None:
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                        if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
-                        n += 11
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_s = 3
-                    elif _c4_Value is not None:
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c4_Value < 0)
-                        n += 4
-                        _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 4
-            elif v_EVSEMaximumVoltageLimit is not None:
-                el = 'EVSEMaximumVoltageLimit'
-                v = (v << 2) | 1
-                n += 2
-                _c5_o = v_EVSEMaximumVoltageLimit
-                _c5_Multiplier = _c5_o.Multiplier
-                _c5_Unit = _c5_o.Unit
-                _c5_Value = _c5_o.Value
-                if _c5_Multiplier is not None:
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c5_Multiplier - -3) << 1)
-                    n += 6
-                    _c5_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c5_s == 1:
-                    if _c5_Unit is not None:
-                        el = 'EVSEMaximumVoltageLimit/Unit'
-                        _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                        if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
-                        n += 11
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    elif _c5_Value is not None:
-                        el = 'EVSEMaximumVoltageLimit/Value'
-                        if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c5_Value < 0)
-                        n += 4
-                        _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c5_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c5_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c5_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 4
+        if v_EVSEMaximumPowerLimit is not None:
+            el = 'EVSEMaximumPowerLimit'
+            v <<= 2
+            n += 2
+            _c3_o = v_EVSEMaximumPowerLimit
+            _c3_Multiplier = _c3_o.Multiplier
+            _c3_Unit = _c3_o.Unit
+            _c3_Value = _c3_o.Value
+            if _c3_Multiplier is not None:
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c3_Multiplier - -3) << 1)
+                n += 6
+                _c3_s = 1
             else:
-                raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
-        if s == 4:
-            if v_EVSEMinimumCurrentLimit is not None:
-                el = 'EVSEMinimumCurrentLimit'
-                v <<= 1
-                n += 1
-                _c6_o = v_EVSEMinimumCurrentLimit
-                _c6_Multiplier = _c6_o.Multiplier
-                _c6_Unit = _c6_o.Unit
-                _c6_Value = _c6_o.Value
-                if _c6_Multiplier is not None:
-                    el = 'EVSEMinimumCurrentLimit/Multiplier'
-                    if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c6_Multiplier - -3) << 1)
-                    n += 6
-                    _c6_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c6_s == 1:
-                    if _c6_Unit is not None:
-                        el = 'EVSEMinimumCurrentLimit/Unit'
-                        _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                        if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMinimumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
-                        n += 11
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    elif _c6_Value is not None:
-                        el = 'EVSEMinimumCurrentLimit/Value'
-                        if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c6_Value < 0)
-                        n += 4
-                        _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c6_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c6_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c6_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
-                el = 'EVSEMinimumVoltageLimit'
-                v <<= 1
-                n += 1
-                _c7_o = v_EVSEMinimumVoltageLimit
-                _c7_Multiplier = _c7_o.Multiplier
-                _c7_Unit = _c7_o.Unit
-                _c7_Value = _c7_o.Value
-                if _c7_Multiplier is not None:
-                    el = 'EVSEMinimumVoltageLimit/Multiplier'
-                    if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c7_Multiplier - -3) << 1)
-                    n += 6
-                    _c7_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c7_s == 1:
-                    if _c7_Unit is not None:
-                        el = 'EVSEMinimumVoltageLimit/Unit'
-                        _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                        if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEMinimumVoltageLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
-                        n += 11
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    elif _c7_Value is not None:
-                        el = 'EVSEMinimumVoltageLimit/Value'
-                        if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c7_Value < 0)
-                        n += 4
-                        _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c7_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c7_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c7_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 6
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c3_Unit is not None:
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c3_Unit)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c3_i1 << 4) | (_c3_Value < 0)
+                n += 11
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
+            elif _c3_Value is not None:
+                el = 'EVSEMaximumPowerLimit/Value'
+                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c3_Value < 0)
+                n += 4
+                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c3_s = 3
             else:
-                raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
-        if s == 6:
-            if v_EVSECurrentRegulationTolerance is not None:
-                el = 'EVSECurrentRegulationTolerance'
-                v <<= 2
-                n += 2
-                _c8_o = v_EVSECurrentRegulationTolerance
-                _c8_Multiplier = _c8_o.Multiplier
-                _c8_Unit = _c8_o.Unit
-                _c8_Value = _c8_o.Value
-                if _c8_Multiplier is not None:
-                    el = 'EVSECurrentRegulationTolerance/Multiplier'
-                    if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c8_Multiplier - -3) << 1)
-                    n += 6
-                    _c8_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c8_s == 1:
-                    if _c8_Unit is not None:
-                        el = 'EVSECurrentRegulationTolerance/Unit'
-                        _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                        if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSECurrentRegulationTolerance/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
-                        n += 11
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    elif _c8_Value is not None:
-                        el = 'EVSECurrentRegulationTolerance/Value'
-                        if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c8_Value < 0)
-                        n += 4
-                        _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c8_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c8_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c8_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
-                el = 'EVSEPeakCurrentRipple'
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
                 v <<= 1
                 n += 1
-                _c9_o = v_EVSEPeakCurrentRipple
-                _c9_Multiplier = _c9_o.Multiplier
-                _c9_Unit = _c9_o.Unit
-                _c9_Value = _c9_o.Value
-                if _c9_Multiplier is not None:
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c9_Multiplier - -3) << 1)
-                    n += 6
-                    _c9_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c9_s == 1:
-                    if _c9_Unit is not None:
-                        el = 'EVSEPeakCurrentRipple/Unit'
-                        _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                        if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
-                        n += 11
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c9_s = 3
-                    elif _c9_Value is not None:
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c9_Value < 0)
-                        n += 4
-                        _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c9_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c9_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c9_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 8
-            elif v_EVSEPeakCurrentRipple is not None:
-                el = 'EVSEPeakCurrentRipple'
-                v = (v << 2) | 1
-                n += 2
-                _c10_o = v_EVSEPeakCurrentRipple
-                _c10_Multiplier = _c10_o.Multiplier
-                _c10_Unit = _c10_o.Unit
-                _c10_Value = _c10_o.Value
-                if _c10_Multiplier is not None:
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c10_Multiplier - -3) << 1)
-                    n += 6
-                    _c10_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c10_s == 1:
-                    if _c10_Unit is not None:
-                        el = 'EVSEPeakCurrentRipple/Unit'
-                        _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                        if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
-                        n += 11
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c10_s = 3
-                    elif _c10_Value is not None:
-                        el = 'EVSEPeakCurrentRipple/Value'
-                        if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c10_Value < 0)
-                        n += 4
-                        _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c10_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c10_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c10_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 8
+                _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEMaximumVoltageLimit is not None): raise EncodeError('missing content: EVSEMaximumVoltageLimit')
+            el = 'EVSEMaximumVoltageLimit'
+            v <<= 1
+            n += 1
+            _c4_o = v_EVSEMaximumVoltageLimit
+            _c4_Multiplier = _c4_o.Multiplier
+            _c4_Unit = _c4_o.Unit
+            _c4_Value = _c4_o.Value
+            if _c4_Multiplier is not None:
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c4_Multiplier - -3) << 1)
+                n += 6
+                _c4_s = 1
             else:
-                raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-        if s == 8:
-            if v_EVSEEnergyToBeDelivered is not None:
-                el = 'EVSEEnergyToBeDelivered'
-                v <<= 2
-                n += 2
-                _c11_o = v_EVSEEnergyToBeDelivered
-                _c11_Multiplier = _c11_o.Multiplier
-                _c11_Unit = _c11_o.Unit
-                _c11_Value = _c11_o.Value
-                if _c11_Multiplier is not None:
-                    el = 'EVSEEnergyToBeDelivered/Multiplier'
-                    if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c11_Multiplier - -3) << 1)
-                    n += 6
-                    _c11_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c11_s == 1:
-                    if _c11_Unit is not None:
-                        el = 'EVSEEnergyToBeDelivered/Unit'
-                        _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
-                        if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'EVSEEnergyToBeDelivered/Value'
-                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
-                        n += 11
-                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c11_s = 3
-                    elif _c11_Value is not None:
-                        el = 'EVSEEnergyToBeDelivered/Value'
-                        if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c11_Value < 0)
-                        n += 4
-                        _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c11_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c11_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c11_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c4_Unit is not None:
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c4_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c4_Unit)
+                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c4_i1 << 4) | (_c4_Value < 0)
+                n += 11
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            elif _c4_Value is not None:
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c4_Value < 0)
+                n += 4
+                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c4_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
                 v <<= 1
                 n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+                _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 4
+        elif v_EVSEMaximumVoltageLimit is not None:
+            el = 'EVSEMaximumVoltageLimit'
+            v = (v << 2) | 1
+            n += 2
+            _c5_o = v_EVSEMaximumVoltageLimit
+            _c5_Multiplier = _c5_o.Multiplier
+            _c5_Unit = _c5_o.Unit
+            _c5_Value = _c5_o.Value
+            if _c5_Multiplier is not None:
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c5_Multiplier - -3) << 1)
+                n += 6
+                _c5_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c5_Unit is not None:
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c5_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c5_Unit)
+                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c5_i1 << 4) | (_c5_Value < 0)
+                n += 11
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            elif _c5_Value is not None:
+                el = 'EVSEMaximumVoltageLimit/Value'
+                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c5_Value < 0)
+                n += 4
+                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c5_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c5_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVSEMaximumPowerLimit, EVSEMaximumVoltageLimit')
+        if v_EVSEMinimumCurrentLimit is not None:
+            el = 'EVSEMinimumCurrentLimit'
+            v <<= 1
+            n += 1
+            _c6_o = v_EVSEMinimumCurrentLimit
+            _c6_Multiplier = _c6_o.Multiplier
+            _c6_Unit = _c6_o.Unit
+            _c6_Value = _c6_o.Value
+            if _c6_Multiplier is not None:
+                el = 'EVSEMinimumCurrentLimit/Multiplier'
+                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c6_Multiplier - -3) << 1)
+                n += 6
+                _c6_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c6_Unit is not None:
+                el = 'EVSEMinimumCurrentLimit/Unit'
+                _c6_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c6_Unit)
+                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMinimumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c6_i1 << 4) | (_c6_Value < 0)
+                n += 11
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c6_s = 3
+            elif _c6_Value is not None:
+                el = 'EVSEMinimumCurrentLimit/Value'
+                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c6_Value < 0)
+                n += 4
+                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c6_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c6_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEMinimumVoltageLimit is not None): raise EncodeError('missing content: EVSEMinimumVoltageLimit')
+            el = 'EVSEMinimumVoltageLimit'
+            v <<= 1
+            n += 1
+            _c7_o = v_EVSEMinimumVoltageLimit
+            _c7_Multiplier = _c7_o.Multiplier
+            _c7_Unit = _c7_o.Unit
+            _c7_Value = _c7_o.Value
+            if _c7_Multiplier is not None:
+                el = 'EVSEMinimumVoltageLimit/Multiplier'
+                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c7_Multiplier - -3) << 1)
+                n += 6
+                _c7_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c7_Unit is not None:
+                el = 'EVSEMinimumVoltageLimit/Unit'
+                _c7_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c7_Unit)
+                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEMinimumVoltageLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c7_i1 << 4) | (_c7_Value < 0)
+                n += 11
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c7_s = 3
+            elif _c7_Value is not None:
+                el = 'EVSEMinimumVoltageLimit/Value'
+                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c7_Value < 0)
+                n += 4
+                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c7_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c7_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of EVSEMinimumCurrentLimit')
+        if v_EVSECurrentRegulationTolerance is not None:
+            el = 'EVSECurrentRegulationTolerance'
+            v <<= 2
+            n += 2
+            _c8_o = v_EVSECurrentRegulationTolerance
+            _c8_Multiplier = _c8_o.Multiplier
+            _c8_Unit = _c8_o.Unit
+            _c8_Value = _c8_o.Value
+            if _c8_Multiplier is not None:
+                el = 'EVSECurrentRegulationTolerance/Multiplier'
+                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c8_Multiplier - -3) << 1)
+                n += 6
+                _c8_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c8_Unit is not None:
+                el = 'EVSECurrentRegulationTolerance/Unit'
+                _c8_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c8_Unit)
+                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSECurrentRegulationTolerance/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c8_i1 << 4) | (_c8_Value < 0)
+                n += 11
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c8_s = 3
+            elif _c8_Value is not None:
+                el = 'EVSECurrentRegulationTolerance/Value'
+                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c8_Value < 0)
+                n += 4
+                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c8_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c8_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
+            el = 'EVSEPeakCurrentRipple'
+            v <<= 1
+            n += 1
+            _c9_o = v_EVSEPeakCurrentRipple
+            _c9_Multiplier = _c9_o.Multiplier
+            _c9_Unit = _c9_o.Unit
+            _c9_Value = _c9_o.Value
+            if _c9_Multiplier is not None:
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c9_Multiplier - -3) << 1)
+                n += 6
+                _c9_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c9_Unit is not None:
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c9_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c9_Unit)
+                if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPeakCurrentRipple/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c9_i1 << 4) | (_c9_Value < 0)
+                n += 11
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c9_s = 3
+            elif _c9_Value is not None:
+                el = 'EVSEPeakCurrentRipple/Value'
+                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c9_Value < 0)
+                n += 4
+                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c9_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c9_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 8
+        elif v_EVSEPeakCurrentRipple is not None:
+            el = 'EVSEPeakCurrentRipple'
+            v = (v << 2) | 1
+            n += 2
+            _c10_o = v_EVSEPeakCurrentRipple
+            _c10_Multiplier = _c10_o.Multiplier
+            _c10_Unit = _c10_o.Unit
+            _c10_Value = _c10_o.Value
+            if _c10_Multiplier is not None:
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c10_Multiplier - -3) << 1)
+                n += 6
+                _c10_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c10_Unit is not None:
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c10_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c10_Unit)
+                if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEPeakCurrentRipple/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c10_i1 << 4) | (_c10_Value < 0)
+                n += 11
+                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c10_s = 3
+            elif _c10_Value is not None:
+                el = 'EVSEPeakCurrentRipple/Value'
+                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c10_Value < 0)
+                n += 4
+                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c10_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c10_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 8
+        else:
+            raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
+        if v_EVSEEnergyToBeDelivered is not None:
+            el = 'EVSEEnergyToBeDelivered'
+            v <<= 2
+            n += 2
+            _c11_o = v_EVSEEnergyToBeDelivered
+            _c11_Multiplier = _c11_o.Multiplier
+            _c11_Unit = _c11_o.Unit
+            _c11_Value = _c11_o.Value
+            if _c11_Multiplier is not None:
+                el = 'EVSEEnergyToBeDelivered/Multiplier'
+                if not -3 <= _c11_Multiplier <= 3: raise EncodeError(f'value {_c11_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c11_Multiplier - -3) << 1)
+                n += 6
+                _c11_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c11_Unit is not None:
+                el = 'EVSEEnergyToBeDelivered/Unit'
+                _c11_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c11_Unit)
+                if _c11_i1 is None: raise EncodeError(f'{_c11_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVSEEnergyToBeDelivered/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c11_i1 << 4) | (_c11_Value < 0)
+                n += 11
+                _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c11_s = 3
+            elif _c11_Value is not None:
+                el = 'EVSEEnergyToBeDelivered/Value'
+                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c11_Value < 0)
+                n += 4
+                _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c11_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c11_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5529,43 +5442,42 @@ def _d_DC_EVSEStatusType(r):
             s = 2
         else:
             raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            el = 'NotificationMaxDelay'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_NotificationMaxDelay = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_NotificationMaxDelay = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        el = 'NotificationMaxDelay'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                f_NotificationMaxDelay = (V >> q) & 127
+                f_NotificationMaxDelay = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                f_NotificationMaxDelay = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                f_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 7
-            if q < 0: V, q = r.slideq(q, 7)
-            x = (V >> q) & 127
-            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-            if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
-            el = 'EVSENotification'
-            f_EVSENotification = ((x >> 2) & 3)
-            if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
-            else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_NotificationMaxDelay = (V >> q) & 127
+        else:
+            r.pos = r.end - q; f_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 7
+        if q < 0: V, q = r.slideq(q, 7)
+        x = (V >> q) & 127
+        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if f_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', f_NotificationMaxDelay, r.at(r.end - q))
+        el = 'EVSENotification'
+        f_EVSENotification = ((x >> 2) & 3)
+        if f_EVSENotification >= 3: f_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', f_EVSENotification, 3, r.at(r.end - q))
+        else: f_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[f_EVSENotification]
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.DC_EVSEStatusType)
+    _obj = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
     _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
     _obj.EVSEStatusCode = f_EVSEStatusCode
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
@@ -5602,25 +5514,24 @@ def _e_DC_EVSEStatusType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-        if s == 2:
-            if v_NotificationMaxDelay is not None:
-                el = 'NotificationMaxDelay'
-                if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
-                v <<= 2
-                n += 2
-                if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
-                elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
-                elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSENotification'
-                _i4 = _I_din_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
-                if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_i4 << 2)
-                n += 6
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+        if v_NotificationMaxDelay is not None:
+            el = 'NotificationMaxDelay'
+            if v_NotificationMaxDelay < 0 or v_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {v_NotificationMaxDelay!r} outside [0, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_NotificationMaxDelay < 128: v = (v << 9) | (v_NotificationMaxDelay << 1); n += 9
+            elif v_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[v_NotificationMaxDelay] << 1); n += 17
+            elif v_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[v_NotificationMaxDelay & 16383] | 128) << 8) | (v_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (v_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSENotification'
+            _i4 = _I_din_msgdatatypes_EVSENotificationType.get(v_EVSENotification)
+            if _i4 is None: raise EncodeError(f'{v_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 6) | (_i4 << 2)
+            n += 6
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of NotificationMaxDelay')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5645,36 +5556,35 @@ def _d_DC_EVStatusType(r):
         f_EVReady = ((x >> 3) & 1) == 1
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'EVCabinConditioning'
-                f_EVCabinConditioning = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'EVRESSConditioning'
-                f_EVRESSConditioning = ((x >> 2) & 1) == 1
-                s = 3
-            elif ec == 2:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 2) & 15)
-                if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
-                else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
-                s = 4
-            else:
-                raise r.deviation('DC_EVStatusType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'EVCabinConditioning'
+            f_EVCabinConditioning = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'EVRESSConditioning'
+            f_EVRESSConditioning = ((x >> 2) & 1) == 1
+            s = 3
+        elif ec == 2:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+            el = 'EVErrorCode'
+            f_EVErrorCode = ((x >> 2) & 15)
+            if f_EVErrorCode >= 12: f_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', f_EVErrorCode, 12, r.at(r.end - q))
+            else: f_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[f_EVErrorCode]
+            s = 4
+        else:
+            raise r.deviation('DC_EVStatusType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 4
@@ -5718,7 +5628,7 @@ def _d_DC_EVStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.DC_EVStatusType)
+    _obj = _new(_K_din_msgdatatypes_DC_EVStatusType)
     _obj.EVReady = f_EVReady
     _obj.EVCabinConditioning = f_EVCabinConditioning
     _obj.EVRESSConditioning = f_EVRESSConditioning
@@ -5745,28 +5655,27 @@ def _e_DC_EVStatusType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVReady')
-        if s == 1:
-            if v_EVCabinConditioning is not None:
-                el = 'EVCabinConditioning'
-                if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
-                v = (v << 5) | (v_EVCabinConditioning << 1)
-                n += 5
-                s = 2
-            elif v_EVRESSConditioning is not None:
-                el = 'EVRESSConditioning'
-                if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
-                v = (v << 5) | (1 << 3) | (v_EVRESSConditioning << 1)
-                n += 5
-                s = 3
-            elif v_EVErrorCode is not None:
-                el = 'EVErrorCode'
-                _i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
-                if _i1 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                v = (v << 8) | (2 << 6) | (_i1 << 1)
-                n += 8
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+        if v_EVCabinConditioning is not None:
+            el = 'EVCabinConditioning'
+            if v_EVCabinConditioning is not True and v_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVCabinConditioning!r}')
+            v = (v << 5) | (v_EVCabinConditioning << 1)
+            n += 5
+            s = 2
+        elif v_EVRESSConditioning is not None:
+            el = 'EVRESSConditioning'
+            if v_EVRESSConditioning is not True and v_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {v_EVRESSConditioning!r}')
+            v = (v << 5) | (1 << 3) | (v_EVRESSConditioning << 1)
+            n += 5
+            s = 3
+        elif v_EVErrorCode is not None:
+            el = 'EVErrorCode'
+            _i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(v_EVErrorCode)
+            if _i1 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+            v = (v << 8) | (2 << 6) | (_i1 << 1)
+            n += 8
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
         if s == 2:
             if v_EVRESSConditioning is not None:
                 el = 'EVRESSConditioning'
@@ -5819,7 +5728,7 @@ def _d_EVChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.EVChargeParameterType)
+    _obj = _new(_K_din_msgdatatypes_EVChargeParameterType)
     return _obj
 
 def _e_EVChargeParameterType(w, o):
@@ -5848,7 +5757,7 @@ def _d_EVPowerDeliveryParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.EVPowerDeliveryParameterType)
+    _obj = _new(_K_din_msgdatatypes_EVPowerDeliveryParameterType)
     return _obj
 
 def _e_EVPowerDeliveryParameterType(w, o):
@@ -5877,7 +5786,7 @@ def _d_EVSEChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.EVSEChargeParameterType)
+    _obj = _new(_K_din_msgdatatypes_EVSEChargeParameterType)
     return _obj
 
 def _e_EVSEChargeParameterType(w, o):
@@ -5906,7 +5815,7 @@ def _d_EVSEStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.EVSEStatusType)
+    _obj = _new(_K_din_msgdatatypes_EVSEStatusType)
     return _obj
 
 def _e_EVSEStatusType(w, o):
@@ -5935,7 +5844,7 @@ def _d_EVStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.EVStatusType)
+    _obj = _new(_K_din_msgdatatypes_EVStatusType)
     return _obj
 
 def _e_EVStatusType(w, o):
@@ -5996,41 +5905,40 @@ def _d_EntryType(r):
             if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_duration = (V >> q) & 127
+                        _c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             q -= 1
@@ -6042,16 +5950,15 @@ def _d_EntryType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
-            f_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
             s = 1
         else:
             raise r.deviation('EntryType', r.end - q)
-        if s == 1:
-            s = -1
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.EntryType)
+    _obj = _new(_K_din_msgdatatypes_EntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     return _obj
@@ -6083,21 +5990,20 @@ def _e_EntryType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
-            if _c1_s == 1:
-                if _c1_duration is not None:
-                    el = 'RelativeTimeInterval/duration'
-                    if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
-                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
-                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_duration is not None:
+                el = 'RelativeTimeInterval/duration'
+                if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -6110,12 +6016,11 @@ def _e_EntryType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-        if s == 1:
-            if True:
-                v <<= 1
-                n += 1
-                if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
-                s = -1
+        if True:
+            v <<= 1
+            n += 1
+            if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6133,7 +6038,7 @@ def _d_IntervalType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.IntervalType)
+    _obj = _new(_K_din_msgdatatypes_IntervalType)
     return _obj
 
 def _e_IntervalType(w, o):
@@ -6182,33 +6087,32 @@ def _d_ListOfRootCertificateIDsType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'RootCertificateID'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RootCertificateID', r.end - q)
-                    _v = ''
-                else:
-                    r.pos = r.end - q
-                    _v = r.string('din_msgdatatypes:RootCertificateID')
-                    if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                f_RootCertificateID.append(_v)
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'RootCertificateID'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RootCertificateID', r.end - q)
+                _v = ''
             else:
-                raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                r.pos = r.end - q
+                _v = r.string('din_msgdatatypes:RootCertificateID')
+                if len(_v) > 40: r.facet('ListOfRootCertificateIDsType/_v', 'length [0, 40]', _v, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+            f_RootCertificateID.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -6243,7 +6147,7 @@ def _d_ListOfRootCertificateIDsType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ListOfRootCertificateIDsType)
+    _obj = _new(_K_din_msgdatatypes_ListOfRootCertificateIDsType)
     _obj.RootCertificateID = f_RootCertificateID
     return _obj
 
@@ -6272,26 +6176,25 @@ def _e_ListOfRootCertificateIDsType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RootCertificateID')
-        if s == 1:
-            if i_RootCertificateID < n_RootCertificateID:
-                el = 'RootCertificateID'
-                v <<= 3
-                n += 3
-                _l = len(v_RootCertificateID[i_RootCertificateID])
-                if _l > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
-                if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_RootCertificateID += 1
-                s = 2
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
-                s = -1
+        if i_RootCertificateID < n_RootCertificateID:
+            el = 'RootCertificateID'
+            v <<= 3
+            n += 3
+            _l = len(v_RootCertificateID[i_RootCertificateID])
+            if _l > 40: raise EncodeError(f'length {len(v_RootCertificateID[i_RootCertificateID])} outside [0, 40]')
+            if _l < 126 and v_RootCertificateID[i_RootCertificateID].isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_RootCertificateID[i_RootCertificateID].encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_RootCertificateID[i_RootCertificateID]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_RootCertificateID += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_RootCertificateID < n_RootCertificateID:
@@ -6351,194 +6254,191 @@ def _d_MeterInfoType(r):
         if x & 8: raise r.deviation('MeterInfoType', r.end - q)
         ec = (x & 7)
         s = 1
-        if s == 1:
+        if ec == 0:
+            el = 'MeterReading'
+            _c1_Multiplier = None
+            _c1_Unit = None
+            _c1_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'MeterReading/Multiplier'
+            _c1_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_s = 1
             if ec == 0:
-                el = 'MeterReading'
-                _c1_Multiplier = None
-                _c1_Unit = None
-                _c1_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'MeterReading/Multiplier'
-                _c1_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_s = 1
-                if _c1_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'MeterReading/Unit'
-                        _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                        el = 'MeterReading/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                        _c1_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'MeterReading/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                        _c1_s = 3
-                    else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_s == 3:
-                    _c1_s = -1
-                f_MeterReading = _new(din_msgdatatypes.PhysicalValueType)
-                f_MeterReading.Multiplier = _c1_Multiplier
-                f_MeterReading.Unit = _c1_Unit
-                f_MeterReading.Value = _c1_Value
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                ec = x
-                s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'SigMeterReading'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
-                    f_SigMeterReading = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
-                    if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
-                s = 3
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'MeterStatus'
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'MeterReading/Unit'
+                _c1_Unit = ((x >> 4) & 15)
+                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
+                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'MeterReading/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        f_MeterStatus = _y >> 16
+                        _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    f_MeterStatus = (V >> q) & 127
+                    _c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                _c1_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'MeterReading/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                _c1_s = 3
+            else:
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_s = -1
+            f_MeterReading = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_MeterReading.Multiplier = _c1_Multiplier
+            f_MeterReading.Unit = _c1_Unit
+            f_MeterReading.Value = _c1_Value
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            ec = x
+            s = 2
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'SigMeterReading'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
+                f_SigMeterReading = b''
+            else:
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
+                if _l > 32: r.facet('MeterInfoType/SigMeterReading', 'length [0, 32]', f_SigMeterReading, r.at(r.end - q))
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            ec = (x & 3)
+            s = 3
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'MeterStatus'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    f_MeterStatus = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_MeterStatus = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
-                s = 4
-            elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'TMeter'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_MeterStatus = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            if _neg: f_MeterStatus = -f_MeterStatus - 1
+            if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+            ec = (x & 3)
+            s = 4
+        elif ec == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'TMeter'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_TMeter = (V >> q) & 127
+                    f_TMeter = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_TMeter = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
-                s = 5
-            elif ec == 4:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_TMeter = (V >> q) & 127
             else:
-                raise r.deviation('MeterInfoType', r.end - q)
+                r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
+            if _neg: f_TMeter = -f_TMeter - 1
+            if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
+            s = 5
+        elif ec == 4:
+            pass
+            s = -1
+        else:
+            raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 1
@@ -6745,7 +6645,7 @@ def _d_MeterInfoType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.MeterInfoType)
+    _obj = _new(_K_din_msgdatatypes_MeterInfoType)
     _obj.MeterID = f_MeterID
     _obj.MeterReading = f_MeterReading
     _obj.SigMeterReading = f_SigMeterReading
@@ -6779,96 +6679,93 @@ def _e_MeterInfoType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of MeterID')
-        if s == 1:
-            if v_MeterReading is not None:
-                el = 'MeterReading'
-                v <<= 3
-                n += 3
-                _c1_o = v_MeterReading
-                _c1_Multiplier = _c1_o.Multiplier
-                _c1_Unit = _c1_o.Unit
-                _c1_Value = _c1_o.Value
-                if _c1_Multiplier is not None:
-                    el = 'MeterReading/Multiplier'
-                    if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c1_Multiplier - -3) << 1)
-                    n += 6
-                    _c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c1_s == 1:
-                    if _c1_Unit is not None:
-                        el = 'MeterReading/Unit'
-                        _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                        if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'MeterReading/Value'
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
-                        n += 11
-                        _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c1_s = 3
-                    elif _c1_Value is not None:
-                        el = 'MeterReading/Value'
-                        if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c1_Value < 0)
-                        n += 4
-                        _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c1_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c1_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 2
-            elif v_SigMeterReading is not None:
-                el = 'SigMeterReading'
-                v = (v << 4) | (1 << 1)
+        if v_MeterReading is not None:
+            el = 'MeterReading'
+            v <<= 3
+            n += 3
+            _c1_o = v_MeterReading
+            _c1_Multiplier = _c1_o.Multiplier
+            _c1_Unit = _c1_o.Unit
+            _c1_Value = _c1_o.Value
+            if _c1_Multiplier is not None:
+                el = 'MeterReading/Multiplier'
+                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c1_Multiplier - -3) << 1)
+                n += 6
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c1_Unit is not None:
+                el = 'MeterReading/Unit'
+                _c1_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c1_Unit)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'MeterReading/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c1_i1 << 4) | (_c1_Value < 0)
+                n += 11
+                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c1_s = 3
+            elif _c1_Value is not None:
+                el = 'MeterReading/Value'
+                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c1_Value < 0)
                 n += 4
-                _l = len(v_SigMeterReading)
-                if _l > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
                 v <<= 1
                 n += 1
-                s = 3
-            elif v_MeterStatus is not None:
-                el = 'MeterStatus'
-                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
-                n += 5
-                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 4
-            elif v_TMeter is not None:
-                el = 'TMeter'
-                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 5) | (3 << 2) | (v_TMeter < 0)
-                n += 5
-                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 5
-            elif True:
-                v = (v << 3) | 4
-                n += 3
-                s = -1
+                _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 2
+        elif v_SigMeterReading is not None:
+            el = 'SigMeterReading'
+            v = (v << 4) | (1 << 1)
+            n += 4
+            _l = len(v_SigMeterReading)
+            if _l > 32: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 32]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = 3
+        elif v_MeterStatus is not None:
+            el = 'MeterStatus'
+            if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+            n += 5
+            _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 4
+        elif v_TMeter is not None:
+            el = 'TMeter'
+            if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 5) | (3 << 2) | (v_TMeter < 0)
+            n += 5
+            _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 5
+        elif True:
+            v = (v << 3) | 4
+            n += 3
+            s = -1
         if s == 2:
             if v_SigMeterReading is not None:
                 el = 'SigMeterReading'
@@ -6978,36 +6875,35 @@ def _d_NotificationType(r):
         else: f_FaultCode = _E_din_msgdatatypes_faultCodeType[f_FaultCode]
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'FaultMsg'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                    f_FaultMsg = ''
-                else:
-                    r.pos = r.end - q
-                    f_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
-                    if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'FaultMsg'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
+                f_FaultMsg = ''
             else:
-                raise r.deviation('NotificationType', r.end - q)
+                r.pos = r.end - q
+                f_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('NotificationType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.NotificationType)
+    _obj = _new(_K_din_msgdatatypes_NotificationType)
     _obj.FaultCode = f_FaultCode
     _obj.FaultMsg = f_FaultMsg
     return _obj
@@ -7029,24 +6925,23 @@ def _e_NotificationType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of FaultCode')
-        if s == 1:
-            if v_FaultMsg is not None:
-                el = 'FaultMsg'
-                v <<= 3
-                n += 3
-                _l = len(v_FaultMsg)
-                if _l > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
-                if _l < 126 and v_FaultMsg.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_FaultMsg is not None:
+            el = 'FaultMsg'
+            v <<= 3
+            n += 3
+            _l = len(v_FaultMsg)
+            if _l > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
+            if _l < 126 and v_FaultMsg.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7097,41 +6992,40 @@ def _d_PMaxScheduleEntryType(r):
             if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_duration = (V >> q) & 127
+                        _c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             q -= 1
@@ -7143,45 +7037,44 @@ def _d_PMaxScheduleEntryType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
-            f_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
             s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if s == 1:
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            el = 'PMax'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_PMax = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_PMax = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    f_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        el = 'PMax'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                f_PMax = (V >> q) & 127
+                f_PMax = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                f_PMax = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                f_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            if _neg: f_PMax = -f_PMax - 1
-            if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(r.end - q))
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_PMax = (V >> q) & 127
+        else:
+            r.pos = r.end - q; f_PMax = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        if _neg: f_PMax = -f_PMax - 1
+        if f_PMax < -32768 or f_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', f_PMax, r.at(r.end - q))
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.PMaxScheduleEntryType)
+    _obj = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.PMax = f_PMax
@@ -7215,21 +7108,20 @@ def _e_PMaxScheduleEntryType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
-            if _c1_s == 1:
-                if _c1_duration is not None:
-                    el = 'RelativeTimeInterval/duration'
-                    if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
-                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
-                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_duration is not None:
+                el = 'RelativeTimeInterval/duration'
+                if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -7242,22 +7134,21 @@ def _e_PMaxScheduleEntryType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-        if s == 1:
-            if v_PMax is not None:
-                el = 'PMax'
-                if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
-                v = (v << 3) | (v_PMax < 0)
-                n += 3
-                _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_PMax = None
-                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of PMax')
+        if v_PMax is not None:
+            el = 'PMax'
+            if v_PMax < -32768 or v_PMax > 32767: raise EncodeError(f'value {v_PMax!r} outside [-32768, 32767]')
+            v = (v << 3) | (v_PMax < 0)
+            n += 3
+            _m = (-v_PMax - 1 if v_PMax < 0 else v_PMax)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_PMax = None
+            if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7340,41 +7231,40 @@ def _d_PMaxScheduleType(r):
             if _c1_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_c1_s = 1
-            if _c1_c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_c1_duration = (V >> q) & 127
+                        _c1_c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
-                    _c1_c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            _c1_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_c1_duration, r.at(r.end - q))
+                _c1_c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _c1_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
             _c1_RelativeTimeInterval.start = _c1_c1_start
             _c1_RelativeTimeInterval.duration = _c1_c1_duration
             q -= 1
@@ -7386,11 +7276,140 @@ def _d_PMaxScheduleType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
-            _c1_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            _c1_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
             _c1_s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if _c1_s == 1:
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        el = 'PMaxScheduleEntry/PMax'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c1_PMax = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_PMax = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_PMax = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        if _neg: _c1_PMax = -_c1_PMax - 1
+        if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(r.end - q))
+        _c1_s = -1
+        _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
+        _v.RelativeTimeInterval = _c1_RelativeTimeInterval
+        _v.TimeInterval = _c1_TimeInterval
+        _v.PMax = _c1_PMax
+        f_PMaxScheduleEntry.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
+        s = 2
+        if ec == 0:
+            el = 'PMaxScheduleEntry'
+            _c2_RelativeTimeInterval = None
+            _c2_TimeInterval = None
+            _c2_PMax = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                _c2_c1_start = None
+                _c2_c1_duration = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c1_start = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_start = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_start = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
+                ec = (x & 3)
+                _c2_c1_s = 1
+                if ec == 0:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c2_c1_duration = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c2_c1_duration = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_c1_duration = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
+                    _c2_c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c2_c1_s = -1
+                else:
+                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                _c2_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
+                _c2_RelativeTimeInterval.start = _c2_c1_start
+                _c2_RelativeTimeInterval.duration = _c2_c1_duration
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                _c2_s = 1
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                el = 'PMaxScheduleEntry/TimeInterval'
+                _c2_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
+                _c2_s = 1
+            else:
+                raise r.deviation('PMaxScheduleEntryType', r.end - q)
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
@@ -7401,170 +7420,37 @@ def _d_PMaxScheduleType(r):
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c1_PMax = _y >> 16
+                    _c2_PMax = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c1_PMax = _U2[_y >> 8]
+                    _c2_PMax = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c1_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c2_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c1_PMax = (V >> q) & 127
+                _c2_PMax = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c1_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            if _neg: _c1_PMax = -_c1_PMax - 1
-            if _c1_PMax < -32768 or _c1_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c1_PMax, r.at(r.end - q))
-            _c1_s = -1
-        _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
-        _v.RelativeTimeInterval = _c1_RelativeTimeInterval
-        _v.TimeInterval = _c1_TimeInterval
-        _v.PMax = _c1_PMax
-        f_PMaxScheduleEntry.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'PMaxScheduleEntry'
-                _c2_RelativeTimeInterval = None
-                _c2_TimeInterval = None
-                _c2_PMax = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                    _c2_c1_start = None
-                    _c2_c1_duration = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_c1_start = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_c1_start = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c2_c1_start = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c2_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c2_c1_start, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c2_c1_s = 1
-                    if _c2_c1_s == 1:
-                        if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c1_duration = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c1_duration = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                q -= 8
-                                _c2_c1_duration = (V >> q) & 127
-                            else:
-                                r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                            if _c2_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c2_c1_duration, r.at(r.end - q))
-                            _c2_c1_s = -1
-                        elif ec == 1:
-                            pass
-                            _c2_c1_s = -1
-                        else:
-                            raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    _c2_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
-                    _c2_RelativeTimeInterval.start = _c2_c1_start
-                    _c2_RelativeTimeInterval.duration = _c2_c1_duration
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    _c2_s = 1
-                elif ec == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    el = 'PMaxScheduleEntry/TimeInterval'
-                    _c2_TimeInterval = _new(din_msgdatatypes.IntervalType)
-                    _c2_s = 1
-                else:
-                    raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                if _c2_s == 1:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    el = 'PMaxScheduleEntry/PMax'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_PMax = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_PMax = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                        q -= 8
-                        _c2_PMax = (V >> q) & 127
-                    else:
-                        r.pos = r.end - q; _c2_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    if _neg: _c2_PMax = -_c2_PMax - 1
-                    if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
-                    _c2_s = -1
-                _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
-                _v.RelativeTimeInterval = _c2_RelativeTimeInterval
-                _v.TimeInterval = _c2_TimeInterval
-                _v.PMax = _c2_PMax
-                f_PMaxScheduleEntry.append(_v)
-                s = 3
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('PMaxScheduleType', r.end - q)
+            if _neg: _c2_PMax = -_c2_PMax - 1
+            if _c2_PMax < -32768 or _c2_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c2_PMax, r.at(r.end - q))
+            _c2_s = -1
+            _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
+            _v.RelativeTimeInterval = _c2_RelativeTimeInterval
+            _v.TimeInterval = _c2_TimeInterval
+            _v.PMax = _c2_PMax
+            f_PMaxScheduleEntry.append(_v)
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PMaxScheduleType', r.end - q)
         if s == 3:
             while True:
                 q -= 2
@@ -7611,41 +7497,40 @@ def _d_PMaxScheduleType(r):
                         if _c3_c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c3_c1_start, r.at(r.end - q))
                         ec = (x & 3)
                         _c3_c1_s = 1
-                        if _c3_c1_s == 1:
-                            if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c3_c1_duration = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c3_c1_duration = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c3_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c3_c1_duration = (V >> q) & 127
+                                    _c3_c1_duration = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c3_c1_duration = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c3_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                                if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
-                                _c3_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c3_c1_s = -1
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c3_c1_duration = (V >> q) & 127
                             else:
-                                raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        _c3_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                                r.pos = r.end - q; _c3_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                            if _c3_c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c3_c1_duration, r.at(r.end - q))
+                            _c3_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c3_c1_s = -1
+                        else:
+                            raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        _c3_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
                         _c3_RelativeTimeInterval.start = _c3_c1_start
                         _c3_RelativeTimeInterval.duration = _c3_c1_duration
                         q -= 1
@@ -7657,42 +7542,41 @@ def _d_PMaxScheduleType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
                         el = 'PMaxScheduleEntry/TimeInterval'
-                        _c3_TimeInterval = _new(din_msgdatatypes.IntervalType)
+                        _c3_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
                         _c3_s = 1
                     else:
                         raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    if _c3_s == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        el = 'PMaxScheduleEntry/PMax'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c3_PMax = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c3_PMax = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c3_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    el = 'PMaxScheduleEntry/PMax'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c3_PMax = (V >> q) & 127
+                            _c3_PMax = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c3_PMax = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c3_PMax = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        if _neg: _c3_PMax = -_c3_PMax - 1
-                        if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(r.end - q))
-                        _c3_s = -1
-                    _v = _new(din_msgdatatypes.PMaxScheduleEntryType)
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c3_PMax = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c3_PMax = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    if _neg: _c3_PMax = -_c3_PMax - 1
+                    if _c3_PMax < -32768 or _c3_PMax > 32767: r.facet('PMaxScheduleEntryType/PMax', 'range [-32768, 32767]', _c3_PMax, r.at(r.end - q))
+                    _c3_s = -1
+                    _v = _new(_K_din_msgdatatypes_PMaxScheduleEntryType)
                     _v.RelativeTimeInterval = _c3_RelativeTimeInterval
                     _v.TimeInterval = _c3_TimeInterval
                     _v.PMax = _c3_PMax
@@ -7706,7 +7590,7 @@ def _d_PMaxScheduleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.PMaxScheduleType)
+    _obj = _new(_K_din_msgdatatypes_PMaxScheduleType)
     _obj.PMaxScheduleID = f_PMaxScheduleID
     _obj.PMaxScheduleEntry = f_PMaxScheduleEntry
     return _obj
@@ -7759,21 +7643,20 @@ def _e_PMaxScheduleType(w, o):
                     _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
-                if _c1_c1_s == 1:
-                    if _c1_c1_duration is not None:
-                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                        if _c1_c1_duration < 0 or _c1_c1_duration > 4294967295: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        if _c1_c1_duration < 128: v = (v << 10) | (_c1_c1_duration << 2); n += 10
-                        elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
-                        elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
-                        _c1_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c1_c1_s = -1
+                if _c1_c1_duration is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if _c1_c1_duration < 0 or _c1_c1_duration > 4294967295: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c1_c1_duration < 128: v = (v << 10) | (_c1_c1_duration << 2); n += 10
+                    elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
+                    elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
+                    _c1_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_RelativeTimeInterval = None
                 _c1_s = 1
@@ -7786,106 +7669,102 @@ def _e_PMaxScheduleType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if _c1_s == 1:
-                if _c1_PMax is not None:
-                    el = 'PMaxScheduleEntry/PMax'
-                    if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
-                    v = (v << 3) | (_c1_PMax < 0)
-                    n += 3
-                    _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c1_PMax = None
-                    if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of PMax')
+            if _c1_PMax is not None:
+                el = 'PMaxScheduleEntry/PMax'
+                if _c1_PMax < -32768 or _c1_PMax > 32767: raise EncodeError(f'value {_c1_PMax!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c1_PMax < 0)
+                n += 3
+                _m = (-_c1_PMax - 1 if _c1_PMax < 0 else _c1_PMax)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c1_PMax = None
+                if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
+                _c1_s = -1
+            else:
+                raise EncodeError('missing content: expected one of PMax')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_PMaxScheduleEntry += 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of PMaxScheduleID')
-        if s == 2:
-            if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                el = 'PMaxScheduleEntry'
+        if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
+            el = 'PMaxScheduleEntry'
+            v <<= 2
+            n += 2
+            _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+            _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
+            _c2_TimeInterval = _c2_o.TimeInterval
+            _c2_PMax = _c2_o.PMax
+            if _c2_RelativeTimeInterval is not None:
+                el = 'PMaxScheduleEntry/RelativeTimeInterval'
                 v <<= 2
                 n += 2
-                _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
-                _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
-                _c2_TimeInterval = _c2_o.TimeInterval
-                _c2_PMax = _c2_o.PMax
-                if _c2_RelativeTimeInterval is not None:
-                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                _c2_c1_o = _c2_RelativeTimeInterval
+                _c2_c1_start = _c2_c1_o.start
+                _c2_c1_duration = _c2_c1_o.duration
+                if _c2_c1_start is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if _c2_c1_start < 0 or _c2_c1_start > 4294967295: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    _c2_c1_o = _c2_RelativeTimeInterval
-                    _c2_c1_start = _c2_c1_o.start
-                    _c2_c1_duration = _c2_c1_o.duration
-                    if _c2_c1_start is not None:
-                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-                        if _c2_c1_start < 0 or _c2_c1_start > 4294967295: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c2_c1_start < 128: v = (v << 9) | (_c2_c1_start << 1); n += 9
-                        elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
-                        elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
-                        _c2_c1_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of start')
-                    if _c2_c1_s == 1:
-                        if _c2_c1_duration is not None:
-                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                            if _c2_c1_duration < 0 or _c2_c1_duration > 4294967295: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 4294967295]')
-                            v <<= 3
-                            n += 3
-                            if _c2_c1_duration < 128: v = (v << 10) | (_c2_c1_duration << 2); n += 10
-                            elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
-                            elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
-                            _c2_c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c2_c1_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c2_RelativeTimeInterval = None
-                    _c2_s = 1
-                elif _c2_TimeInterval is not None:
-                    el = 'PMaxScheduleEntry/TimeInterval'
-                    _o = _c2_TimeInterval
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    _c2_TimeInterval = None
-                    _c2_s = 1
+                    if _c2_c1_start < 128: v = (v << 9) | (_c2_c1_start << 1); n += 9
+                    elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
+                    elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
+                    _c2_c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-                if _c2_s == 1:
-                    if _c2_PMax is not None:
-                        el = 'PMaxScheduleEntry/PMax'
-                        if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
-                        v = (v << 3) | (_c2_PMax < 0)
-                        n += 3
-                        _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        _c2_PMax = None
-                        if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
-                        _c2_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of PMax')
+                    raise EncodeError('missing content: expected one of start')
+                if _c2_c1_duration is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if _c2_c1_duration < 0 or _c2_c1_duration > 4294967295: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c2_c1_duration < 128: v = (v << 10) | (_c2_c1_duration << 2); n += 10
+                    elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
+                    elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
+                    _c2_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_PMaxScheduleEntry += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
-                s = -1
+                _c2_RelativeTimeInterval = None
+                _c2_s = 1
+            elif _c2_TimeInterval is not None:
+                el = 'PMaxScheduleEntry/TimeInterval'
+                _o = _c2_TimeInterval
+                v = (v << 3) | (1 << 1)
+                n += 3
+                _c2_TimeInterval = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+            if _c2_PMax is not None:
+                el = 'PMaxScheduleEntry/PMax'
+                if _c2_PMax < -32768 or _c2_PMax > 32767: raise EncodeError(f'value {_c2_PMax!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c2_PMax < 0)
+                n += 3
+                _m = (-_c2_PMax - 1 if _c2_PMax < 0 else _c2_PMax)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c2_PMax = None
+                if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of PMax')
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_PMaxScheduleEntry += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_PMaxScheduleID is not None or i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
+            s = -1
         if s == 3:
             while True:
                 if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
@@ -7915,21 +7794,20 @@ def _e_PMaxScheduleType(w, o):
                             _c3_c1_s = 1
                         else:
                             raise EncodeError('missing content: expected one of start')
-                        if _c3_c1_s == 1:
-                            if _c3_c1_duration is not None:
-                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                                if _c3_c1_duration < 0 or _c3_c1_duration > 4294967295: raise EncodeError(f'value {_c3_c1_duration!r} outside [0, 4294967295]')
-                                v <<= 3
-                                n += 3
-                                if _c3_c1_duration < 128: v = (v << 10) | (_c3_c1_duration << 2); n += 10
-                                elif _c3_c1_duration < 16384: v = (v << 18) | (_V2[_c3_c1_duration] << 2); n += 18
-                                elif _c3_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c3_c1_duration & 16383] | 128) << 8) | (_c3_c1_duration >> 14)) << 2); n += 26
-                                else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = (w.v << 2); n = w.n + 2
-                                _c3_c1_s = -1
-                            elif True:
-                                v = (v << 2) | 1
-                                n += 2
-                                _c3_c1_s = -1
+                        if _c3_c1_duration is not None:
+                            el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                            if _c3_c1_duration < 0 or _c3_c1_duration > 4294967295: raise EncodeError(f'value {_c3_c1_duration!r} outside [0, 4294967295]')
+                            v <<= 3
+                            n += 3
+                            if _c3_c1_duration < 128: v = (v << 10) | (_c3_c1_duration << 2); n += 10
+                            elif _c3_c1_duration < 16384: v = (v << 18) | (_V2[_c3_c1_duration] << 2); n += 18
+                            elif _c3_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c3_c1_duration & 16383] | 128) << 8) | (_c3_c1_duration >> 14)) << 2); n += 26
+                            else: w.v = v; w.n = n; w.uint(_c3_c1_duration); v = (w.v << 2); n = w.n + 2
+                            _c3_c1_s = -1
+                        elif True:
+                            v = (v << 2) | 1
+                            n += 2
+                            _c3_c1_s = -1
                         if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                         _c3_RelativeTimeInterval = None
                         _c3_s = 1
@@ -7942,22 +7820,21 @@ def _e_PMaxScheduleType(w, o):
                         _c3_s = 1
                     else:
                         raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-                    if _c3_s == 1:
-                        if _c3_PMax is not None:
-                            el = 'PMaxScheduleEntry/PMax'
-                            if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
-                            v = (v << 3) | (_c3_PMax < 0)
-                            n += 3
-                            _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
-                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                            _c3_PMax = None
-                            if _c3_RelativeTimeInterval is not None or _c3_TimeInterval is not None or _c3_PMax is not None: raise _leftover(_c3_o)
-                            _c3_s = -1
-                        else:
-                            raise EncodeError('missing content: expected one of PMax')
+                    if _c3_PMax is not None:
+                        el = 'PMaxScheduleEntry/PMax'
+                        if _c3_PMax < -32768 or _c3_PMax > 32767: raise EncodeError(f'value {_c3_PMax!r} outside [-32768, 32767]')
+                        v = (v << 3) | (_c3_PMax < 0)
+                        n += 3
+                        _m = (-_c3_PMax - 1 if _c3_PMax < 0 else _c3_PMax)
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                        _c3_PMax = None
+                        if _c3_RelativeTimeInterval is not None or _c3_TimeInterval is not None or _c3_PMax is not None: raise _leftover(_c3_o)
+                        _c3_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of PMax')
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_PMaxScheduleEntry += 1
                 elif True:
@@ -8018,19 +7895,18 @@ def _d_ParameterSetType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'Parameter'
-                r.pos = r.end - q
-                _v = _d_ParameterType(r)
-                V = r.v; q = r.end - r.pos
-                f_Parameter.append(_v)
-                s = 3
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ParameterSetType', r.end - q)
+        if ec == 0:
+            el = 'Parameter'
+            r.pos = r.end - q
+            _v = _d_ParameterType(r)
+            V = r.v; q = r.end - r.pos
+            f_Parameter.append(_v)
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ParameterSetType', r.end - q)
         if s == 3:
             while True:
                 q -= 2
@@ -8051,7 +7927,7 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ParameterSetType)
+    _obj = _new(_K_din_msgdatatypes_ParameterSetType)
     _obj.ParameterSetID = f_ParameterSetID
     _obj.Parameter = f_Parameter
     return _obj
@@ -8088,21 +7964,20 @@ def _e_ParameterSetType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ParameterSetID')
-        if s == 2:
-            if i_Parameter < n_Parameter:
-                el = 'Parameter'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ParameterType(w, v_Parameter[i_Parameter])
-                v = w.v; n = w.n
-                i_Parameter += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
-                s = -1
+        if i_Parameter < n_Parameter:
+            el = 'Parameter'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ParameterType(w, v_Parameter[i_Parameter])
+            v = w.v; n = w.n
+            i_Parameter += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
+            s = -1
         if s == 3:
             while True:
                 if i_Parameter < n_Parameter:
@@ -8155,203 +8030,200 @@ def _d_ParameterType(r):
         else: f_ValueType = _E_din_msgdatatypes_valueType[f_ValueType]
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ParameterType', r.end - q)
-                el = 'boolValue'
-                f_boolValue = ((x >> 2) & 1) == 1
-                s = -1
-            elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('ParameterType', r.end - q)
-                el = 'byteValue'
-                f_byteValue = ((x >> 2) & 255) + -128
-                s = -1
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('ParameterType', r.end - q)
-                el = 'shortValue'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_shortValue = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_shortValue = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ParameterType', r.end - q)
+            el = 'boolValue'
+            f_boolValue = ((x >> 2) & 1) == 1
+            s = -1
+        elif ec == 1:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('ParameterType', r.end - q)
+            el = 'byteValue'
+            f_byteValue = ((x >> 2) & 255) + -128
+            s = -1
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ParameterType', r.end - q)
+            el = 'shortValue'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_shortValue = (V >> q) & 127
+                    f_shortValue = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_shortValue = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                if _neg: f_shortValue = -f_shortValue - 1
-                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
-                s = -1
-            elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('ParameterType', r.end - q)
-                el = 'intValue'
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_shortValue = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            if _neg: f_shortValue = -f_shortValue - 1
+            if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
+            s = -1
+        elif ec == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ParameterType', r.end - q)
+            el = 'intValue'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    f_intValue = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_intValue = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_intValue = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            if _neg: f_intValue = -f_intValue - 1
+            if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
+            s = -1
+        elif ec == 4:
+            el = 'physicalValue'
+            _c1_Multiplier = None
+            _c1_Unit = None
+            _c1_Value = None
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'physicalValue/Multiplier'
+            _c1_Multiplier = ((x >> 3) & 7) + -3
+            if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+            ec = (x & 3)
+            _c1_s = 1
+            if ec == 0:
+                q -= 9
+                if q < 0: V, q = r.slideq(q, 9)
+                x = (V >> q) & 511
+                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'physicalValue/Unit'
+                _c1_Unit = ((x >> 4) & 15)
+                if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
+                else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
+                el = 'physicalValue/Value'
                 _neg = (x & 1)
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        f_intValue = _y >> 16
+                        _c1_Value = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        f_intValue = _U2[_y >> 8]
+                        _c1_Value = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    f_intValue = (V >> q) & 127
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                if _neg: f_intValue = -f_intValue - 1
-                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
-                s = -1
-            elif ec == 4:
-                el = 'physicalValue'
-                _c1_Multiplier = None
-                _c1_Unit = None
-                _c1_Value = None
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 196: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'physicalValue/Multiplier'
-                _c1_Multiplier = ((x >> 3) & 7) + -3
-                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-                ec = (x & 3)
-                _c1_s = 1
-                if _c1_s == 1:
-                    if ec == 0:
-                        q -= 9
-                        if q < 0: V, q = r.slideq(q, 9)
-                        x = (V >> q) & 511
-                        if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'physicalValue/Unit'
-                        _c1_Unit = ((x >> 4) & 15)
-                        if _c1_Unit >= 10: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 10, r.at(r.end - q))
-                        else: _c1_Unit = _E_din_msgdatatypes_unitSymbolType[_c1_Unit]
-                        el = 'physicalValue/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                        _c1_s = 3
-                    elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                        el = 'physicalValue/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c1_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                        if _neg: _c1_Value = -_c1_Value - 1
-                        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                        _c1_s = 3
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                _c1_s = 3
+            elif ec == 1:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                el = 'physicalValue/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        raise r.deviation('PhysicalValueType', r.end - q)
-                if _c1_s == 3:
-                    _c1_s = -1
-                f_physicalValue = _new(din_msgdatatypes.PhysicalValueType)
-                f_physicalValue.Multiplier = _c1_Multiplier
-                f_physicalValue.Unit = _c1_Unit
-                f_physicalValue.Value = _c1_Value
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
-                s = -1
-            elif ec == 5:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'stringValue'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
-                    f_stringValue = ''
+                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_Value = (V >> q) & 127
                 else:
-                    r.pos = r.end - q
-                    f_stringValue = r.string('din_msgdatatypes:stringValue')
-                    V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                s = -1
+                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                if _neg: _c1_Value = -_c1_Value - 1
+                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+                _c1_s = 3
             else:
-                raise r.deviation('ParameterType', r.end - q)
+                raise r.deviation('PhysicalValueType', r.end - q)
+            _c1_s = -1
+            f_physicalValue = _new(_K_din_msgdatatypes_PhysicalValueType)
+            f_physicalValue.Multiplier = _c1_Multiplier
+            f_physicalValue.Unit = _c1_Unit
+            f_physicalValue.Value = _c1_Value
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ParameterType', r.end - q)
+            s = -1
+        elif ec == 5:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'stringValue'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
+                f_stringValue = ''
+            else:
+                r.pos = r.end - q
+                f_stringValue = r.string('din_msgdatatypes:stringValue')
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            s = -1
+        else:
+            raise r.deviation('ParameterType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ParameterType)
+    _obj = _new(_K_din_msgdatatypes_ParameterType)
     _obj.Name = f_Name
     _obj.ValueType = f_ValueType
     _obj.boolValue = f_boolValue
@@ -8396,121 +8268,118 @@ def _e_ParameterType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Name')
-        if s == 2:
-            if v_boolValue is not None:
-                el = 'boolValue'
-                if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                v = (v << 7) | (v_boolValue << 2)
-                n += 7
-                v_boolValue = None
-                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_byteValue is not None:
-                el = 'byteValue'
-                if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
-                n += 14
-                v_byteValue = None
-                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_shortValue is not None:
-                el = 'shortValue'
-                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_shortValue < 0)
-                n += 5
-                _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_shortValue = None
-                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_intValue is not None:
-                el = 'intValue'
-                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                v = (v << 5) | (3 << 2) | (v_intValue < 0)
-                n += 5
-                _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_intValue = None
-                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_physicalValue is not None:
-                el = 'physicalValue'
-                v = (v << 3) | 4
-                n += 3
-                _c2_o = v_physicalValue
-                _c2_Multiplier = _c2_o.Multiplier
-                _c2_Unit = _c2_o.Unit
-                _c2_Value = _c2_o.Value
-                if _c2_Multiplier is not None:
-                    el = 'physicalValue/Multiplier'
-                    if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                    v = (v << 6) | ((_c2_Multiplier - -3) << 1)
-                    n += 6
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_s == 1:
-                    if _c2_Unit is not None:
-                        el = 'physicalValue/Unit'
-                        _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                        if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'physicalValue/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
-                        n += 11
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 3
-                    elif _c2_Value is not None:
-                        el = 'physicalValue/Value'
-                        if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+        if v_boolValue is not None:
+            el = 'boolValue'
+            if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+            v = (v << 7) | (v_boolValue << 2)
+            n += 7
+            v_boolValue = None
+            if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_byteValue is not None:
+            el = 'byteValue'
+            if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
+            v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
+            n += 14
+            v_byteValue = None
+            if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_shortValue is not None:
+            el = 'shortValue'
+            if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_shortValue < 0)
+            n += 5
+            _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_shortValue = None
+            if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_intValue is not None:
+            el = 'intValue'
+            if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
+            v = (v << 5) | (3 << 2) | (v_intValue < 0)
+            n += 5
+            _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_intValue = None
+            if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_physicalValue is not None:
+            el = 'physicalValue'
+            v = (v << 3) | 4
+            n += 3
+            _c2_o = v_physicalValue
+            _c2_Multiplier = _c2_o.Multiplier
+            _c2_Unit = _c2_o.Unit
+            _c2_Value = _c2_o.Value
+            if _c2_Multiplier is not None:
+                el = 'physicalValue/Multiplier'
+                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+                v = (v << 6) | ((_c2_Multiplier - -3) << 1)
+                n += 6
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of Multiplier')
+            if _c2_Unit is not None:
+                el = 'physicalValue/Unit'
+                _c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_Unit)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'physicalValue/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c2_i1 << 4) | (_c2_Value < 0)
+                n += 11
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            elif _c2_Value is not None:
+                el = 'physicalValue/Value'
+                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c2_Value < 0)
+                n += 4
+                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
                 v <<= 1
                 n += 1
-                v_physicalValue = None
-                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_stringValue is not None:
-                el = 'stringValue'
-                v = (v << 4) | (5 << 1)
-                n += 4
-                _l = len(v_stringValue)
-                if _l < 126 and v_stringValue.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                v_stringValue = None
-                if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_physicalValue = None
+            if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_stringValue is not None:
+            el = 'stringValue'
+            v = (v << 4) | (5 << 1)
+            n += 4
+            _l = len(v_stringValue)
+            if _l < 126 and v_stringValue.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_stringValue = None
+            if v_Name is not None or v_ValueType is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8535,21 +8404,20 @@ def _d_PaymentOptionsType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
-                el = 'PaymentOption'
-                _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-                f_PaymentOption.append(_v)
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('PaymentOptionsType', r.end - q)
+        if ec == 0:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 5: raise r.deviation('PaymentOptionsType', r.end - q)
+            el = 'PaymentOption'
+            _v = _E_din_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+            f_PaymentOption.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PaymentOptionsType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -8572,7 +8440,7 @@ def _d_PaymentOptionsType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.PaymentOptionsType)
+    _obj = _new(_K_din_msgdatatypes_PaymentOptionsType)
     _obj.PaymentOption = f_PaymentOption
     return _obj
 
@@ -8595,20 +8463,19 @@ def _e_PaymentOptionsType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PaymentOption')
-        if s == 1:
-            if i_PaymentOption < n_PaymentOption:
-                el = 'PaymentOption'
-                _i2 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                v = (v << 5) | (_i2 << 1)
-                n += 5
-                i_PaymentOption += 1
-                s = 2
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-                s = -1
+        if i_PaymentOption < n_PaymentOption:
+            el = 'PaymentOption'
+            _i2 = _I_din_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+            if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+            v = (v << 5) | (_i2 << 1)
+            n += 5
+            i_PaymentOption += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_PaymentOption < n_PaymentOption: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_PaymentOption < n_PaymentOption:
@@ -8647,81 +8514,79 @@ def _d_PhysicalValueType(r):
         if f_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', f_Multiplier, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'Unit'
-                f_Unit = ((x >> 4) & 15)
-                if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(r.end - q))
-                else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
-                el = 'Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'Unit'
+            f_Unit = ((x >> 4) & 15)
+            if f_Unit >= 10: f_Unit = r.enum_index('PhysicalValueType/Unit', f_Unit, 10, r.at(r.end - q))
+            else: f_Unit = _E_din_msgdatatypes_unitSymbolType[f_Unit]
+            el = 'Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_Value = (V >> q) & 127
+                    f_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: f_Value = -f_Value - 1
-                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
-                s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                el = 'Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    f_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                if _neg: f_Value = -f_Value - 1
-                if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
-                s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_Value = (V >> q) & 127
             else:
-                raise r.deviation('PhysicalValueType', r.end - q)
-        if s == 3:
-            s = -1
+                r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: f_Value = -f_Value - 1
+            if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
+            s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+            el = 'Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    f_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+            if _neg: f_Value = -f_Value - 1
+            if f_Value < -32768 or f_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', f_Value, r.at(r.end - q))
+            s = 3
+        else:
+            raise r.deviation('PhysicalValueType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.PhysicalValueType)
+    _obj = _new(_K_din_msgdatatypes_PhysicalValueType)
     _obj.Multiplier = f_Multiplier
     _obj.Unit = f_Unit
     _obj.Value = f_Value
@@ -8744,40 +8609,38 @@ def _e_PhysicalValueType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Multiplier')
-        if s == 1:
-            if v_Unit is not None:
-                el = 'Unit'
-                _i1 = _I_din_msgdatatypes_unitSymbolType.get(v_Unit)
-                if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (v_Value is not None): raise EncodeError('missing content: Value')
-                el = 'Value'
-                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                v = (v << 11) | (_i1 << 4) | (v_Value < 0)
-                n += 11
-                _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 3
-            elif v_Value is not None:
-                el = 'Value'
-                if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
-                v = (v << 4) | (1 << 2) | (v_Value < 0)
-                n += 4
-                _m = (-v_Value - 1 if v_Value < 0 else v_Value)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of Unit, Value')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                s = -1
+        if v_Unit is not None:
+            el = 'Unit'
+            _i1 = _I_din_msgdatatypes_unitSymbolType.get(v_Unit)
+            if _i1 is None: raise EncodeError(f'{v_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (v_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            v = (v << 11) | (_i1 << 4) | (v_Value < 0)
+            n += 11
+            _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 3
+        elif v_Value is not None:
+            el = 'Value'
+            if v_Value < -32768 or v_Value > 32767: raise EncodeError(f'value {v_Value!r} outside [-32768, 32767]')
+            v = (v << 4) | (1 << 2) | (v_Value < 0)
+            n += 4
+            _m = (-v_Value - 1 if v_Value < 0 else v_Value)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of Unit, Value')
+        if True:
+            v <<= 1
+            n += 1
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8846,7 +8709,7 @@ def _d_ProfileEntryType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ProfileEntryType)
+    _obj = _new(_K_din_msgdatatypes_ProfileEntryType)
     _obj.ChargingProfileEntryStart = f_ChargingProfileEntryStart
     _obj.ChargingProfileEntryMaxPower = f_ChargingProfileEntryMaxPower
     return _obj
@@ -8922,44 +8785,43 @@ def _d_RelativeTimeIntervalType(r):
         if f_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', f_start, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                el = 'duration'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_duration = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            el = 'duration'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_duration = (V >> q) & 127
+                    f_duration = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_duration = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_duration = (V >> q) & 127
             else:
-                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if f_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', f_duration, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('RelativeTimeIntervalType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.RelativeTimeIntervalType)
+    _obj = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
     _obj.start = f_start
     _obj.duration = f_duration
     return _obj
@@ -8984,21 +8846,20 @@ def _e_RelativeTimeIntervalType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of start')
-        if s == 1:
-            if v_duration is not None:
-                el = 'duration'
-                if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
-                v <<= 3
-                n += 3
-                if v_duration < 128: v = (v << 10) | (v_duration << 2); n += 10
-                elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
-                elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_duration is not None:
+            el = 'duration'
+            if v_duration < 0 or v_duration > 4294967295: raise EncodeError(f'value {v_duration!r} outside [0, 4294967295]')
+            v <<= 3
+            n += 3
+            if v_duration < 128: v = (v << 10) | (v_duration << 2); n += 10
+            elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
+            elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9056,22 +8917,21 @@ def _d_SAScheduleListType(r):
         x = (V >> q) & 3
         ec = x
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'SAScheduleTuple/SalesTariff'
-                r.pos = r.end - q
-                _c1_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('SAScheduleTupleType', r.end - q)
-        _v = _new(din_msgdatatypes.SAScheduleTupleType)
+        if ec == 0:
+            el = 'SAScheduleTuple/SalesTariff'
+            r.pos = r.end - q
+            _c1_SalesTariff = _d_SalesTariffType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('SAScheduleTupleType', r.end - q)
+        _v = _new(_K_din_msgdatatypes_SAScheduleTupleType)
         _v.SAScheduleTupleID = _c1_SAScheduleTupleID
         _v.PMaxSchedule = _c1_PMaxSchedule
         _v.SalesTariff = _c1_SalesTariff
@@ -9081,76 +8941,74 @@ def _d_SAScheduleListType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'SAScheduleTuple'
-                _c2_SAScheduleTupleID = None
-                _c2_PMaxSchedule = None
-                _c2_SalesTariff = None
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
-                el = 'SAScheduleTuple/SAScheduleTupleID'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_SAScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_SAScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'SAScheduleTuple'
+            _c2_SAScheduleTupleID = None
+            _c2_PMaxSchedule = None
+            _c2_SalesTariff = None
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 6: raise r.deviation('SAScheduleTupleType', r.end - q)
+            el = 'SAScheduleTuple/SAScheduleTupleID'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_SAScheduleTupleID = (V >> q) & 127
+                    _c2_SAScheduleTupleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_SAScheduleTupleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
-                if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
-                if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
-                el = 'SAScheduleTuple/PMaxSchedule'
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_SAScheduleTupleID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SAScheduleTupleType', r.end - q)
+            if _neg: _c2_SAScheduleTupleID = -_c2_SAScheduleTupleID - 1
+            if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_SAScheduleTupleID, r.at(r.end - q))
+            el = 'SAScheduleTuple/PMaxSchedule'
+            r.pos = r.end - q
+            _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_s = 2
+            if ec == 0:
+                el = 'SAScheduleTuple/SalesTariff'
                 r.pos = r.end - q
-                _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+                _c2_SalesTariff = _d_SalesTariffType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c2_s = 2
-                if _c2_s == 2:
-                    if ec == 0:
-                        el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = r.end - q
-                        _c2_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                        _c2_s = -1
-                    elif ec == 1:
-                        pass
-                        _c2_s = -1
-                    else:
-                        raise r.deviation('SAScheduleTupleType', r.end - q)
-                _v = _new(din_msgdatatypes.SAScheduleTupleType)
-                _v.SAScheduleTupleID = _c2_SAScheduleTupleID
-                _v.PMaxSchedule = _c2_PMaxSchedule
-                _v.SalesTariff = _c2_SalesTariff
-                f_SAScheduleTuple.append(_v)
-                s = 2
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+                _c2_s = -1
             elif ec == 1:
                 pass
-                s = -1
+                _c2_s = -1
             else:
-                raise r.deviation('SAScheduleListType', r.end - q)
+                raise r.deviation('SAScheduleTupleType', r.end - q)
+            _v = _new(_K_din_msgdatatypes_SAScheduleTupleType)
+            _v.SAScheduleTupleID = _c2_SAScheduleTupleID
+            _v.PMaxSchedule = _c2_PMaxSchedule
+            _v.SalesTariff = _c2_SalesTariff
+            f_SAScheduleTuple.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -9199,22 +9057,21 @@ def _d_SAScheduleListType(r):
                     x = (V >> q) & 3
                     ec = x
                     _c3_s = 2
-                    if _c3_s == 2:
-                        if ec == 0:
-                            el = 'SAScheduleTuple/SalesTariff'
-                            r.pos = r.end - q
-                            _c3_SalesTariff = _d_SalesTariffType(r)
-                            V = r.v; q = r.end - r.pos
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                            _c3_s = -1
-                        elif ec == 1:
-                            pass
-                            _c3_s = -1
-                        else:
-                            raise r.deviation('SAScheduleTupleType', r.end - q)
-                    _v = _new(din_msgdatatypes.SAScheduleTupleType)
+                    if ec == 0:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        r.pos = r.end - q
+                        _c3_SalesTariff = _d_SalesTariffType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+                        _c3_s = -1
+                    elif ec == 1:
+                        pass
+                        _c3_s = -1
+                    else:
+                        raise r.deviation('SAScheduleTupleType', r.end - q)
+                    _v = _new(_K_din_msgdatatypes_SAScheduleTupleType)
                     _v.SAScheduleTupleID = _c3_SAScheduleTupleID
                     _v.PMaxSchedule = _c3_PMaxSchedule
                     _v.SalesTariff = _c3_SalesTariff
@@ -9228,7 +9085,7 @@ def _d_SAScheduleListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SAScheduleListType)
+    _obj = _new(_K_din_msgdatatypes_SAScheduleListType)
     _obj.SAScheduleTuple = f_SAScheduleTuple
     return _obj
 
@@ -9269,78 +9126,75 @@ def _e_SAScheduleListType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if _c1_s == 2:
-                if _c1_SalesTariff is not None:
-                    el = 'SAScheduleTuple/SalesTariff'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SalesTariffType(w, _c1_SalesTariff)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_SalesTariff is not None:
+                el = 'SAScheduleTuple/SalesTariff'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffType(w, _c1_SalesTariff)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of SAScheduleTuple')
-        if s == 1:
-            if i_SAScheduleTuple < n_SAScheduleTuple:
-                el = 'SAScheduleTuple'
+        if i_SAScheduleTuple < n_SAScheduleTuple:
+            el = 'SAScheduleTuple'
+            v <<= 2
+            n += 2
+            _c2_o = v_SAScheduleTuple[i_SAScheduleTuple]
+            _c2_SAScheduleTupleID = _c2_o.SAScheduleTupleID
+            _c2_PMaxSchedule = _c2_o.PMaxSchedule
+            _c2_SalesTariff = _c2_o.SalesTariff
+            if _c2_SAScheduleTupleID is not None:
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c2_SAScheduleTupleID < 0)
+                n += 3
+                _m = (-_c2_SAScheduleTupleID - 1 if _c2_SAScheduleTupleID < 0 else _c2_SAScheduleTupleID)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                el = 'SAScheduleTuple/PMaxSchedule'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                _e_PMaxScheduleType(w, _c2_PMaxSchedule)
+                v = w.v; n = w.n
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID')
+            if _c2_SalesTariff is not None:
+                el = 'SAScheduleTuple/SalesTariff'
                 v <<= 2
                 n += 2
-                _c2_o = v_SAScheduleTuple[i_SAScheduleTuple]
-                _c2_SAScheduleTupleID = _c2_o.SAScheduleTupleID
-                _c2_PMaxSchedule = _c2_o.PMaxSchedule
-                _c2_SalesTariff = _c2_o.SalesTariff
-                if _c2_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTuple/SAScheduleTupleID'
-                    if _c2_SAScheduleTupleID < -32768 or _c2_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 3) | (_c2_SAScheduleTupleID < 0)
-                    n += 3
-                    _m = (-_c2_SAScheduleTupleID - 1 if _c2_SAScheduleTupleID < 0 else _c2_SAScheduleTupleID)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
-                    el = 'SAScheduleTuple/PMaxSchedule'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleType(w, _c2_PMaxSchedule)
-                    v = w.v; n = w.n
-                    _c2_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-                if _c2_s == 2:
-                    if _c2_SalesTariff is not None:
-                        el = 'SAScheduleTuple/SalesTariff'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SalesTariffType(w, _c2_SalesTariff)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_SAScheduleTuple += 1
-                s = 2
+                w.v = v; w.n = n
+                _e_SalesTariffType(w, _c2_SalesTariff)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
-                s = -1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SAScheduleTuple += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_SAScheduleTuple < n_SAScheduleTuple:
@@ -9371,21 +9225,20 @@ def _e_SAScheduleListType(w, o):
                         _c3_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SAScheduleTupleID')
-                    if _c3_s == 2:
-                        if _c3_SalesTariff is not None:
-                            el = 'SAScheduleTuple/SalesTariff'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_SalesTariffType(w, _c3_SalesTariff)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c3_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c3_s = -1
+                    if _c3_SalesTariff is not None:
+                        el = 'SAScheduleTuple/SalesTariff'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_SalesTariffType(w, _c3_SalesTariff)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SAScheduleTuple += 1
                 elif True:
@@ -9446,25 +9299,24 @@ def _d_SAScheduleTupleType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'SalesTariff'
-                r.pos = r.end - q
-                f_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SAScheduleTupleType', r.end - q)
+        if ec == 0:
+            el = 'SalesTariff'
+            r.pos = r.end - q
+            f_SalesTariff = _d_SalesTariffType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SAScheduleTupleType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SAScheduleTupleType)
+    _obj = _new(_K_din_msgdatatypes_SAScheduleTupleType)
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.PMaxSchedule = f_PMaxSchedule
     _obj.SalesTariff = f_SalesTariff
@@ -9499,21 +9351,20 @@ def _e_SAScheduleTupleType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
-        if s == 2:
-            if v_SalesTariff is not None:
-                el = 'SalesTariff'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SalesTariffType(w, v_SalesTariff)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SalesTariff is not None:
+            el = 'SalesTariff'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SalesTariffType(w, v_SalesTariff)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9531,7 +9382,7 @@ def _d_SASchedulesType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SASchedulesType)
+    _obj = _new(_K_din_msgdatatypes_SASchedulesType)
     return _obj
 
 def _e_SASchedulesType(w, o):
@@ -9594,41 +9445,40 @@ def _d_SalesTariffEntryType(r):
             if _c1_start > 4294967295: r.facet('RelativeTimeIntervalType/start', 'range [0, 4294967295]', _c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_duration = (V >> q) & 127
+                        _c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            f_RelativeTimeInterval = _new(din_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_duration > 4294967295: r.facet('RelativeTimeIntervalType/duration', 'range [0, 4294967295]', _c1_duration, r.at(r.end - q))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            f_RelativeTimeInterval = _new(_K_din_msgdatatypes_RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             q -= 1
@@ -9640,32 +9490,30 @@ def _d_SalesTariffEntryType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
-            f_TimeInterval = _new(din_msgdatatypes.IntervalType)
+            f_TimeInterval = _new(_K_din_msgdatatypes_IntervalType)
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
-        if s == 1:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
-            el = 'EPriceLevel'
-            f_EPriceLevel = ((x >> 3) & 255)
-            ec = (x & 3)
-            s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'ConsumptionCost'
-                r.pos = r.end - q
-                _v = _d_ConsumptionCostType(r)
-                V = r.v; q = r.end - r.pos
-                f_ConsumptionCost.append(_v)
-                s = 3
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SalesTariffEntryType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
+        el = 'EPriceLevel'
+        f_EPriceLevel = ((x >> 3) & 255)
+        ec = (x & 3)
+        s = 2
+        if ec == 0:
+            el = 'ConsumptionCost'
+            r.pos = r.end - q
+            _v = _d_ConsumptionCostType(r)
+            V = r.v; q = r.end - r.pos
+            f_ConsumptionCost.append(_v)
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 3:
             while True:
                 q -= 2
@@ -9686,7 +9534,7 @@ def _d_SalesTariffEntryType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SalesTariffEntryType)
+    _obj = _new(_K_din_msgdatatypes_SalesTariffEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.EPriceLevel = f_EPriceLevel
@@ -9724,21 +9572,20 @@ def _e_SalesTariffEntryType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
-            if _c1_s == 1:
-                if _c1_duration is not None:
-                    el = 'RelativeTimeInterval/duration'
-                    if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
-                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
-                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_duration is not None:
+                el = 'RelativeTimeInterval/duration'
+                if _c1_duration < 0 or _c1_duration > 4294967295: raise EncodeError(f'value {_c1_duration!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -9751,31 +9598,29 @@ def _e_SalesTariffEntryType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-        if s == 1:
-            if v_EPriceLevel is not None:
-                el = 'EPriceLevel'
-                if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                v = (v << 11) | (v_EPriceLevel << 1)
-                n += 11
-                v_EPriceLevel = None
-                s = 2
-            else:
-                raise EncodeError('missing content: expected one of EPriceLevel')
-        if s == 2:
-            if i_ConsumptionCost < n_ConsumptionCost:
-                el = 'ConsumptionCost'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                v = w.v; n = w.n
-                i_ConsumptionCost += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                s = -1
+        if v_EPriceLevel is not None:
+            el = 'EPriceLevel'
+            if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
+            v = (v << 11) | (v_EPriceLevel << 1)
+            n += 11
+            v_EPriceLevel = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of EPriceLevel')
+        if i_ConsumptionCost < n_ConsumptionCost:
+            el = 'ConsumptionCost'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+            v = w.v; n = w.n
+            i_ConsumptionCost += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+            s = -1
         if s == 3:
             while True:
                 if i_ConsumptionCost < n_ConsumptionCost:
@@ -9847,64 +9692,61 @@ def _d_SalesTariffType(r):
         if f_SalesTariffID < -32768 or f_SalesTariffID > 32767: r.facet('SalesTariffType/SalesTariffID', 'range [-32768, 32767]', f_SalesTariffID, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'SalesTariffDescription'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
-                    f_SalesTariffDescription = ''
-                else:
-                    r.pos = r.end - q
-                    f_SalesTariffDescription = r.string('din_msgdatatypes:SalesTariffDescription')
-                    if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 7171: raise r.deviation('SalesTariffType', r.end - q)
-                el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 2) & 255)
-                s = 4
-            elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
-                el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 2) & 255)
-                s = 4
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'SalesTariffDescription'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
+                f_SalesTariffDescription = ''
             else:
-                raise r.deviation('SalesTariffType', r.end - q)
-        if s == 4:
+                r.pos = r.end - q
+                f_SalesTariffDescription = r.string('din_msgdatatypes:SalesTariffDescription')
+                if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 7171: raise r.deviation('SalesTariffType', r.end - q)
+            el = 'NumEPriceLevels'
+            f_NumEPriceLevels = ((x >> 2) & 255)
+            s = 4
+        elif ec == 1:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
+            el = 'NumEPriceLevels'
+            f_NumEPriceLevels = ((x >> 2) & 255)
+            s = 4
+        else:
+            raise r.deviation('SalesTariffType', r.end - q)
+        el = 'SalesTariffEntry'
+        r.pos = r.end - q
+        _v = _d_SalesTariffEntryType(r)
+        V = r.v; q = r.end - r.pos
+        f_SalesTariffEntry.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
+        s = 5
+        if ec == 0:
             el = 'SalesTariffEntry'
             r.pos = r.end - q
             _v = _d_SalesTariffEntryType(r)
             V = r.v; q = r.end - r.pos
             f_SalesTariffEntry.append(_v)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            s = 5
-        if s == 5:
-            if ec == 0:
-                el = 'SalesTariffEntry'
-                r.pos = r.end - q
-                _v = _d_SalesTariffEntryType(r)
-                V = r.v; q = r.end - r.pos
-                f_SalesTariffEntry.append(_v)
-                s = 6
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SalesTariffType', r.end - q)
+            s = 6
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SalesTariffType', r.end - q)
         if s == 6:
             while True:
                 q -= 2
@@ -9925,7 +9767,7 @@ def _d_SalesTariffType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SalesTariffType)
+    _obj = _new(_K_din_msgdatatypes_SalesTariffType)
     _obj.Id = f_Id
     _obj.SalesTariffID = f_SalesTariffID
     _obj.SalesTariffDescription = f_SalesTariffDescription
@@ -9970,61 +9812,58 @@ def _e_SalesTariffType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id')
-        if s == 2:
-            if v_SalesTariffDescription is not None:
-                el = 'SalesTariffDescription'
-                v <<= 3
-                n += 3
-                _l = len(v_SalesTariffDescription)
-                if _l > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
-                if _l < 126 and v_SalesTariffDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
-                if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
-                el = 'NumEPriceLevels'
-                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                v = (v << 12) | (v_NumEPriceLevels << 1)
-                n += 12
-                v_SalesTariffDescription = None
-                v_NumEPriceLevels = None
-                s = 4
-            elif v_NumEPriceLevels is not None:
-                el = 'NumEPriceLevels'
-                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
-                n += 12
-                v_NumEPriceLevels = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels')
-        if s == 4:
-            if i_SalesTariffEntry < n_SalesTariffEntry:
-                el = 'SalesTariffEntry'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                v = w.v; n = w.n
-                i_SalesTariffEntry += 1
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of SalesTariffEntry')
-        if s == 5:
-            if i_SalesTariffEntry < n_SalesTariffEntry:
-                el = 'SalesTariffEntry'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                v = w.v; n = w.n
-                i_SalesTariffEntry += 1
-                s = 6
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
-                s = -1
+        if v_SalesTariffDescription is not None:
+            el = 'SalesTariffDescription'
+            v <<= 3
+            n += 3
+            _l = len(v_SalesTariffDescription)
+            if _l > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
+            if _l < 126 and v_SalesTariffDescription.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
+            if not (v_NumEPriceLevels is not None): raise EncodeError('missing content: NumEPriceLevels')
+            el = 'NumEPriceLevels'
+            if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+            v = (v << 12) | (v_NumEPriceLevels << 1)
+            n += 12
+            v_SalesTariffDescription = None
+            v_NumEPriceLevels = None
+            s = 4
+        elif v_NumEPriceLevels is not None:
+            el = 'NumEPriceLevels'
+            if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+            v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
+            n += 12
+            v_NumEPriceLevels = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels')
+        if i_SalesTariffEntry < n_SalesTariffEntry:
+            el = 'SalesTariffEntry'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+            v = w.v; n = w.n
+            i_SalesTariffEntry += 1
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of SalesTariffEntry')
+        if i_SalesTariffEntry < n_SalesTariffEntry:
+            el = 'SalesTariffEntry'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+            v = w.v; n = w.n
+            i_SalesTariffEntry += 1
+            s = 6
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Id is not None or v_SalesTariffID is not None or v_SalesTariffDescription is not None or v_NumEPriceLevels is not None or i_SalesTariffEntry < n_SalesTariffEntry: raise _leftover(o)
+            s = -1
         if s == 6:
             while True:
                 if i_SalesTariffEntry < n_SalesTariffEntry:
@@ -10088,7 +9927,84 @@ def _d_SelectedServiceListType(r):
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
+            el = 'SelectedService/ParameterSetID'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_ParameterSetID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_ParameterSetID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_ParameterSetID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+            if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
+            if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('SelectedServiceType', r.end - q)
+        _v = _new(_K_din_msgdatatypes_SelectedServiceType)
+        _v.ServiceID = _c1_ServiceID
+        _v.ParameterSetID = _c1_ParameterSetID
+        f_SelectedService.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
+        s = 1
+        if ec == 0:
+            el = 'SelectedService'
+            _c2_ServiceID = None
+            _c2_ParameterSetID = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+            el = 'SelectedService/ServiceID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_ServiceID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_ServiceID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_ServiceID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
+            if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_s = 1
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
@@ -10100,121 +10016,41 @@ def _d_SelectedServiceListType(r):
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c1_ParameterSetID = _y >> 16
+                        _c2_ParameterSetID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c1_ParameterSetID = _U2[_y >> 8]
+                        _c2_ParameterSetID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c1_ParameterSetID = (V >> q) & 127
+                    _c2_ParameterSetID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
-                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
-                _c1_s = -1
+                if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+                if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
+                _c2_s = -1
             elif ec == 1:
                 pass
-                _c1_s = -1
+                _c2_s = -1
             else:
                 raise r.deviation('SelectedServiceType', r.end - q)
-        _v = _new(din_msgdatatypes.SelectedServiceType)
-        _v.ServiceID = _c1_ServiceID
-        _v.ParameterSetID = _c1_ParameterSetID
-        f_SelectedService.append(_v)
-        q -= 2
-        if q < 0: V, q = r.slideq(q, 2)
-        x = (V >> q) & 3
-        ec = x
-        s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'SelectedService'
-                _c2_ServiceID = None
-                _c2_ParameterSetID = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                el = 'SelectedService/ServiceID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_ServiceID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_ServiceID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_ServiceID = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
-                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_s = 1
-                if _c2_s == 1:
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
-                        el = 'SelectedService/ParameterSetID'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_ParameterSetID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_ParameterSetID = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_ParameterSetID = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                        if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
-                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
-                        _c2_s = -1
-                    elif ec == 1:
-                        pass
-                        _c2_s = -1
-                    else:
-                        raise r.deviation('SelectedServiceType', r.end - q)
-                _v = _new(din_msgdatatypes.SelectedServiceType)
-                _v.ServiceID = _c2_ServiceID
-                _v.ParameterSetID = _c2_ParameterSetID
-                f_SelectedService.append(_v)
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SelectedServiceListType', r.end - q)
+            _v = _new(_K_din_msgdatatypes_SelectedServiceType)
+            _v.ServiceID = _c2_ServiceID
+            _v.ParameterSetID = _c2_ParameterSetID
+            f_SelectedService.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SelectedServiceListType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -10253,44 +10089,43 @@ def _d_SelectedServiceListType(r):
                     if _c3_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c3_ServiceID, r.at(r.end - q))
                     ec = (x & 3)
                     _c3_s = 1
-                    if _c3_s == 1:
-                        if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
-                            el = 'SelectedService/ParameterSetID'
-                            _neg = (x & 1)
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c3_ParameterSetID = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c3_ParameterSetID = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    if ec == 0:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
+                        el = 'SelectedService/ParameterSetID'
+                        _neg = (x & 1)
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c3_ParameterSetID = (V >> q) & 127
+                                _c3_ParameterSetID = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c3_ParameterSetID = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c3_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                            if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
-                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
-                            _c3_s = -1
-                        elif ec == 1:
-                            pass
-                            _c3_s = -1
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_ParameterSetID = (V >> q) & 127
                         else:
-                            raise r.deviation('SelectedServiceType', r.end - q)
-                    _v = _new(din_msgdatatypes.SelectedServiceType)
+                            r.pos = r.end - q; _c3_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+                        if _neg: _c3_ParameterSetID = -_c3_ParameterSetID - 1
+                        if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c3_ParameterSetID, r.at(r.end - q))
+                        _c3_s = -1
+                    elif ec == 1:
+                        pass
+                        _c3_s = -1
+                    else:
+                        raise r.deviation('SelectedServiceType', r.end - q)
+                    _v = _new(_K_din_msgdatatypes_SelectedServiceType)
                     _v.ServiceID = _c3_ServiceID
                     _v.ParameterSetID = _c3_ParameterSetID
                     f_SelectedService.append(_v)
@@ -10303,7 +10138,7 @@ def _d_SelectedServiceListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SelectedServiceListType)
+    _obj = _new(_K_din_msgdatatypes_SelectedServiceListType)
     _obj.SelectedService = f_SelectedService
     return _obj
 
@@ -10335,71 +10170,68 @@ def _e_SelectedServiceListType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c1_s == 1:
-                if _c1_ParameterSetID is not None:
-                    el = 'SelectedService/ParameterSetID'
-                    if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c1_ParameterSetID < 0)
-                    n += 4
-                    _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_ParameterSetID is not None:
+                el = 'SelectedService/ParameterSetID'
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c1_ParameterSetID < 0)
+                n += 4
+                _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedService')
-        if s == 1:
-            if i_SelectedService < n_SelectedService:
-                el = 'SelectedService'
+        if i_SelectedService < n_SelectedService:
+            el = 'SelectedService'
+            v <<= 2
+            n += 2
+            _c2_o = v_SelectedService[i_SelectedService]
+            _c2_ServiceID = _c2_o.ServiceID
+            _c2_ParameterSetID = _c2_o.ParameterSetID
+            if _c2_ServiceID is not None:
+                el = 'SelectedService/ServiceID'
+                if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                 v <<= 2
                 n += 2
-                _c2_o = v_SelectedService[i_SelectedService]
-                _c2_ServiceID = _c2_o.ServiceID
-                _c2_ParameterSetID = _c2_o.ParameterSetID
-                if _c2_ServiceID is not None:
-                    el = 'SelectedService/ServiceID'
-                    if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
-                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
-                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-                if _c2_s == 1:
-                    if _c2_ParameterSetID is not None:
-                        el = 'SelectedService/ParameterSetID'
-                        if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c2_ParameterSetID < 0)
-                        n += 4
-                        _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        _c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_SelectedService += 1
-                s = 2
+                if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c2_ParameterSetID is not None:
+                el = 'SelectedService/ParameterSetID'
+                if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c2_ParameterSetID < 0)
+                n += 4
+                _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if i_SelectedService < n_SelectedService: raise _leftover(o)
-                s = -1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SelectedService += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_SelectedService < n_SelectedService: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_SelectedService < n_SelectedService:
@@ -10421,22 +10253,21 @@ def _e_SelectedServiceListType(w, o):
                         _c3_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
-                    if _c3_s == 1:
-                        if _c3_ParameterSetID is not None:
-                            el = 'SelectedService/ParameterSetID'
-                            if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: raise EncodeError(f'value {_c3_ParameterSetID!r} outside [-32768, 32767]')
-                            v = (v << 4) | (_c3_ParameterSetID < 0)
-                            n += 4
-                            _m = (-_c3_ParameterSetID - 1 if _c3_ParameterSetID < 0 else _c3_ParameterSetID)
-                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                            _c3_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c3_s = -1
+                    if _c3_ParameterSetID is not None:
+                        el = 'SelectedService/ParameterSetID'
+                        if _c3_ParameterSetID < -32768 or _c3_ParameterSetID > 32767: raise EncodeError(f'value {_c3_ParameterSetID!r} outside [-32768, 32767]')
+                        v = (v << 4) | (_c3_ParameterSetID < 0)
+                        n += 4
+                        _m = (-_c3_ParameterSetID - 1 if _c3_ParameterSetID < 0 else _c3_ParameterSetID)
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                        _c3_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c3_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_SelectedService += 1
                 elif True:
@@ -10487,47 +10318,46 @@ def _d_SelectedServiceType(r):
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
-                el = 'ParameterSetID'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ParameterSetID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ParameterSetID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
+            el = 'ParameterSetID'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_ParameterSetID = (V >> q) & 127
+                    f_ParameterSetID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_ParameterSetID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_ParameterSetID = (V >> q) & 127
             else:
-                raise r.deviation('SelectedServiceType', r.end - q)
+                r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+            if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+            if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SelectedServiceType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SelectedServiceType)
+    _obj = _new(_K_din_msgdatatypes_SelectedServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ParameterSetID = f_ParameterSetID
     return _obj
@@ -10552,22 +10382,21 @@ def _e_SelectedServiceType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
-        if s == 1:
-            if v_ParameterSetID is not None:
-                el = 'ParameterSetID'
-                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                v = (v << 4) | (v_ParameterSetID < 0)
-                n += 4
-                _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ParameterSetID is not None:
+            el = 'ParameterSetID'
+            if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
+            v = (v << 4) | (v_ParameterSetID < 0)
+            n += 4
+            _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10619,69 +10448,67 @@ def _d_ServiceChargeType(r):
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceTag/ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c1_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                    if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        if _c1_s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceTag/ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c1_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                    if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceTag/ServiceName'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                _c1_ServiceName = ''
             else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                r.pos = r.end - q
+                _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ServiceTag/ServiceCategory'
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ServiceTag/ServiceCategory'
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceTag/ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                _c1_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        f_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
         f_ServiceTag.ServiceID = _c1_ServiceID
         f_ServiceTag.ServiceName = _c1_ServiceName
         f_ServiceTag.ServiceCategory = _c1_ServiceCategory
@@ -10704,7 +10531,7 @@ def _d_ServiceChargeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ServiceChargeType)
+    _obj = _new(_K_din_msgdatatypes_ServiceChargeType)
     _obj.ServiceTag = f_ServiceTag
     _obj.FreeService = f_FreeService
     _obj.EnergyTransferType = f_EnergyTransferType
@@ -10740,51 +10567,49 @@ def _e_ServiceChargeType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c1_s == 1:
-                if _c1_ServiceName is not None:
-                    el = 'ServiceTag/ServiceName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_ServiceName)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
-                    if _l < 126 and _c1_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
-                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ServiceTag/ServiceCategory'
-                    _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c1_i1 << 1)
-                    n += 6
-                    _c1_s = 3
-                elif _c1_ServiceCategory is not None:
-                    el = 'ServiceTag/ServiceCategory'
-                    _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
-                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
-                    n += 6
-                    _c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if _c1_s == 3:
-                if _c1_ServiceScope is not None:
-                    el = 'ServiceTag/ServiceScope'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_ServiceScope)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
-                    if _l < 126 and _c1_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_ServiceName is not None:
+                el = 'ServiceTag/ServiceName'
+                v <<= 3
+                n += 3
+                _l = len(_c1_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c1_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ServiceTag/ServiceCategory'
+                _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c1_i1 << 1)
+                n += 6
+                _c1_s = 3
+            elif _c1_ServiceCategory is not None:
+                el = 'ServiceTag/ServiceCategory'
+                _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                n += 6
+                _c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_ServiceScope is not None:
+                el = 'ServiceTag/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c1_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
+                if _l < 126 and _c1_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
@@ -10826,19 +10651,18 @@ def _d_ServiceParameterListType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'ParameterSet'
-                r.pos = r.end - q
-                _v = _d_ParameterSetType(r)
-                V = r.v; q = r.end - r.pos
-                f_ParameterSet.append(_v)
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceParameterListType', r.end - q)
+        if ec == 0:
+            el = 'ParameterSet'
+            r.pos = r.end - q
+            _v = _d_ParameterSetType(r)
+            V = r.v; q = r.end - r.pos
+            f_ParameterSet.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceParameterListType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -10859,7 +10683,7 @@ def _d_ServiceParameterListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ServiceParameterListType)
+    _obj = _new(_K_din_msgdatatypes_ServiceParameterListType)
     _obj.ParameterSet = f_ParameterSet
     return _obj
 
@@ -10883,21 +10707,20 @@ def _e_ServiceParameterListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ParameterSet')
-        if s == 1:
-            if i_ParameterSet < n_ParameterSet:
-                el = 'ParameterSet'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
-                v = w.v; n = w.n
-                i_ParameterSet += 1
-                s = 2
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_ParameterSet < n_ParameterSet: raise _leftover(o)
-                s = -1
+        if i_ParameterSet < n_ParameterSet:
+            el = 'ParameterSet'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+            v = w.v; n = w.n
+            i_ParameterSet += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_ParameterSet < n_ParameterSet: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_ParameterSet < n_ParameterSet:
@@ -10963,69 +10786,67 @@ def _d_ServiceTagListType(r):
         if _c1_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_c1_s = 1
-        if _c1_c1_s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Service/ServiceTag/ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c1_c1_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                    if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'Service/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_c1_s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'Service/ServiceTag/ServiceCategory'
-                _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_c1_s = 3
-            else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        if _c1_c1_s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Service/ServiceTag/ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c1_c1_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                    if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Service/ServiceTag/ServiceName'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                _c1_c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_c1_s = -1
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                _c1_c1_ServiceName = ''
             else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        _c1_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                r.pos = r.end - q
+                _c1_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                if len(_c1_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_c1_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'Service/ServiceTag/ServiceCategory'
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_c1_s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'Service/ServiceTag/ServiceCategory'
+            _c1_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_c1_s = 3
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Service/ServiceTag/ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                _c1_c1_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                _c1_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                if len(_c1_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_c1_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            _c1_c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_c1_s = -1
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        _c1_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
         _c1_ServiceTag.ServiceID = _c1_c1_ServiceID
         _c1_ServiceTag.ServiceName = _c1_c1_ServiceName
         _c1_ServiceTag.ServiceCategory = _c1_c1_ServiceCategory
@@ -11036,7 +10857,7 @@ def _d_ServiceTagListType(r):
         if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
         el = 'Service/FreeService'
         _c1_FreeService = ((x >> 2) & 1) == 1
-        _v = _new(din_msgdatatypes.ServiceType)
+        _v = _new(_K_din_msgdatatypes_ServiceType)
         _v.ServiceTag = _c1_ServiceTag
         _v.FreeService = _c1_FreeService
         f_Service.append(_v)
@@ -11045,128 +10866,125 @@ def _d_ServiceTagListType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceTagListType', r.end - q)
+            el = 'Service/ServiceTag'
+            _c2_c1_ServiceID = None
+            _c2_c1_ServiceName = None
+            _c2_c1_ServiceCategory = None
+            _c2_c1_ServiceScope = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'Service/ServiceTag/ServiceID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_c1_ServiceID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_ServiceID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_ServiceID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('ServiceTagType', r.end - q)
+            if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_c1_s = 1
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceTagListType', r.end - q)
-                el = 'Service/ServiceTag'
-                _c2_c1_ServiceID = None
-                _c2_c1_ServiceName = None
-                _c2_c1_ServiceCategory = None
-                _c2_c1_ServiceScope = None
+                x = (V >> q) & 1
+                el = 'Service/ServiceTag/ServiceName'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                    _c2_c1_ServiceName = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                    if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
+                _c2_c1_s = 3
+            elif ec == 1:
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                ec = (x & 3)
+                _c2_c1_s = 3
+            else:
+                raise r.deviation('ServiceTagType', r.end - q)
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'Service/ServiceTag/ServiceScope'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                    _c2_c1_ServiceScope = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                    if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'Service/ServiceTag/ServiceID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_ServiceID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_ServiceID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_c1_ServiceID = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c2_c1_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('ServiceTagType', r.end - q)
-                if _c2_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c2_c1_ServiceID, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_c1_s = 1
-                if _c2_c1_s == 1:
-                    if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'Service/ServiceTag/ServiceName'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                            _c2_c1_ServiceName = ''
-                        else:
-                            r.pos = r.end - q
-                            _c2_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                            if len(_c2_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c2_c1_ServiceName, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                        el = 'Service/ServiceTag/ServiceCategory'
-                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                        ec = (x & 3)
-                        _c2_c1_s = 3
-                    elif ec == 1:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                        el = 'Service/ServiceTag/ServiceCategory'
-                        _c2_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                        ec = (x & 3)
-                        _c2_c1_s = 3
-                    else:
-                        raise r.deviation('ServiceTagType', r.end - q)
-                if _c2_c1_s == 3:
-                    if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'Service/ServiceTag/ServiceScope'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                            _c2_c1_ServiceScope = ''
-                        else:
-                            r.pos = r.end - q
-                            _c2_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                            if len(_c2_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c2_c1_ServiceScope, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                        _c2_c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c2_c1_s = -1
-                    else:
-                        raise r.deviation('ServiceTagType', r.end - q)
-                _c2_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
-                _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
-                _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
-                _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
-                _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
-                el = 'Service/FreeService'
-                _c2_FreeService = ((x >> 2) & 1) == 1
-                _v = _new(din_msgdatatypes.ServiceType)
-                _v.ServiceTag = _c2_ServiceTag
-                _v.FreeService = _c2_FreeService
-                f_Service.append(_v)
-                s = 2
+                _c2_c1_s = -1
             elif ec == 1:
                 pass
-                s = -1
+                _c2_c1_s = -1
             else:
-                raise r.deviation('ServiceTagListType', r.end - q)
+                raise r.deviation('ServiceTagType', r.end - q)
+            _c2_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
+            _c2_ServiceTag.ServiceID = _c2_c1_ServiceID
+            _c2_ServiceTag.ServiceName = _c2_c1_ServiceName
+            _c2_ServiceTag.ServiceCategory = _c2_c1_ServiceCategory
+            _c2_ServiceTag.ServiceScope = _c2_c1_ServiceScope
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
+            el = 'Service/FreeService'
+            _c2_FreeService = ((x >> 2) & 1) == 1
+            _v = _new(_K_din_msgdatatypes_ServiceType)
+            _v.ServiceTag = _c2_ServiceTag
+            _v.FreeService = _c2_FreeService
+            f_Service.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceTagListType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -11210,69 +11028,67 @@ def _d_ServiceTagListType(r):
                     if _c3_c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c3_c1_ServiceID, r.at(r.end - q))
                     ec = (x & 3)
                     _c3_c1_s = 1
-                    if _c3_c1_s == 1:
-                        if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
-                            el = 'Service/ServiceTag/ServiceName'
-                            _esc = x
-                            if _esc:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                                _c3_c1_ServiceName = ''
-                            else:
-                                r.pos = r.end - q
-                                _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                                if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
-                                V = r.v; q = r.end - r.pos
-                            q -= 8
-                            if q < 0: V, q = r.slideq(q, 8)
-                            x = (V >> q) & 255
-                            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                            el = 'Service/ServiceTag/ServiceCategory'
-                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                            ec = (x & 3)
-                            _c3_c1_s = 3
-                        elif ec == 1:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                            el = 'Service/ServiceTag/ServiceCategory'
-                            _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                            ec = (x & 3)
-                            _c3_c1_s = 3
-                        else:
-                            raise r.deviation('ServiceTagType', r.end - q)
-                    if _c3_c1_s == 3:
-                        if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
-                            el = 'Service/ServiceTag/ServiceScope'
-                            _esc = x
-                            if _esc:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                                _c3_c1_ServiceScope = ''
-                            else:
-                                r.pos = r.end - q
-                                _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                                if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
-                                V = r.v; q = r.end - r.pos
+                    if ec == 0:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        x = (V >> q) & 1
+                        el = 'Service/ServiceTag/ServiceName'
+                        _esc = x
+                        if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                            _c3_c1_s = -1
-                        elif ec == 1:
-                            pass
-                            _c3_c1_s = -1
+                            if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                            _c3_c1_ServiceName = ''
                         else:
-                            raise r.deviation('ServiceTagType', r.end - q)
-                    _c3_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                            r.pos = r.end - q
+                            _c3_c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                            if len(_c3_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c3_c1_ServiceName, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                        q -= 8
+                        if q < 0: V, q = r.slideq(q, 8)
+                        x = (V >> q) & 255
+                        if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                        ec = (x & 3)
+                        _c3_c1_s = 3
+                    elif ec == 1:
+                        q -= 6
+                        if q < 0: V, q = r.slideq(q, 6)
+                        x = (V >> q) & 63
+                        if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c3_c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                        ec = (x & 3)
+                        _c3_c1_s = 3
+                    else:
+                        raise r.deviation('ServiceTagType', r.end - q)
+                    if ec == 0:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        x = (V >> q) & 1
+                        el = 'Service/ServiceTag/ServiceScope'
+                        _esc = x
+                        if _esc:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                            _c3_c1_ServiceScope = ''
+                        else:
+                            r.pos = r.end - q
+                            _c3_c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                            if len(_c3_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c3_c1_ServiceScope, r.at(r.pos))
+                            V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+                        _c3_c1_s = -1
+                    elif ec == 1:
+                        pass
+                        _c3_c1_s = -1
+                    else:
+                        raise r.deviation('ServiceTagType', r.end - q)
+                    _c3_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
                     _c3_ServiceTag.ServiceID = _c3_c1_ServiceID
                     _c3_ServiceTag.ServiceName = _c3_c1_ServiceName
                     _c3_ServiceTag.ServiceCategory = _c3_c1_ServiceCategory
@@ -11283,7 +11099,7 @@ def _d_ServiceTagListType(r):
                     if x & 27: raise r.deviation('ServiceTagListType', r.end - q)
                     el = 'Service/FreeService'
                     _c3_FreeService = ((x >> 2) & 1) == 1
-                    _v = _new(din_msgdatatypes.ServiceType)
+                    _v = _new(_K_din_msgdatatypes_ServiceType)
                     _v.ServiceTag = _c3_ServiceTag
                     _v.FreeService = _c3_FreeService
                     f_Service.append(_v)
@@ -11296,7 +11112,7 @@ def _d_ServiceTagListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ServiceTagListType)
+    _obj = _new(_K_din_msgdatatypes_ServiceTagListType)
     _obj.Service = f_Service
     return _obj
 
@@ -11335,51 +11151,49 @@ def _e_ServiceTagListType(w, o):
                 _c1_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c1_c1_s == 1:
-                if _c1_c1_ServiceName is not None:
-                    el = 'Service/ServiceTag/ServiceName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_c1_ServiceName)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_c1_ServiceName)} outside [0, 32]')
-                    if _l < 126 and _c1_c1_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_c1_ServiceName); v = w.v; n = w.n
-                    if not (_c1_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'Service/ServiceTag/ServiceCategory'
-                    _c1_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
-                    if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c1_c1_i1 << 1)
-                    n += 6
-                    _c1_c1_s = 3
-                elif _c1_c1_ServiceCategory is not None:
-                    el = 'Service/ServiceTag/ServiceCategory'
-                    _c1_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
-                    if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c1_c1_i2 << 1)
-                    n += 6
-                    _c1_c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if _c1_c1_s == 3:
-                if _c1_c1_ServiceScope is not None:
-                    el = 'Service/ServiceTag/ServiceScope'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_c1_ServiceScope)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_c1_ServiceScope)} outside [0, 32]')
-                    if _l < 126 and _c1_c1_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_c1_ServiceScope); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_c1_s = -1
+            if _c1_c1_ServiceName is not None:
+                el = 'Service/ServiceTag/ServiceName'
+                v <<= 3
+                n += 3
+                _l = len(_c1_c1_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c1_c1_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c1_c1_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_c1_ServiceName); v = w.v; n = w.n
+                if not (_c1_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c1_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
+                if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c1_c1_i1 << 1)
+                n += 6
+                _c1_c1_s = 3
+            elif _c1_c1_ServiceCategory is not None:
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c1_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_c1_ServiceCategory)
+                if _c1_c1_i2 is None: raise EncodeError(f'{_c1_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c1_c1_i2 << 1)
+                n += 6
+                _c1_c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_c1_ServiceScope is not None:
+                el = 'Service/ServiceTag/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c1_c1_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c1_c1_ServiceScope)} outside [0, 32]')
+                if _l < 126 and _c1_c1_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_c1_ServiceScope); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c1_c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'Service/FreeService'
@@ -11390,91 +11204,88 @@ def _e_ServiceTagListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Service')
-        if s == 1:
-            if i_Service < n_Service:
-                el = 'Service'
-                _o = v_Service[i_Service]
-                _c2_ServiceTag = _o.ServiceTag
-                _c2_FreeService = _o.FreeService
-                if not (_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
-                el = 'Service/ServiceTag'
+        if i_Service < n_Service:
+            el = 'Service'
+            _o = v_Service[i_Service]
+            _c2_ServiceTag = _o.ServiceTag
+            _c2_FreeService = _o.FreeService
+            if not (_c2_ServiceTag is not None): raise EncodeError('missing content: ServiceTag')
+            el = 'Service/ServiceTag'
+            v <<= 3
+            n += 3
+            _c2_c1_o = _c2_ServiceTag
+            _c2_c1_ServiceID = _c2_c1_o.ServiceID
+            _c2_c1_ServiceName = _c2_c1_o.ServiceName
+            _c2_c1_ServiceCategory = _c2_c1_o.ServiceCategory
+            _c2_c1_ServiceScope = _c2_c1_o.ServiceScope
+            if _c2_c1_ServiceID is not None:
+                el = 'Service/ServiceTag/ServiceID'
+                if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_c1_ServiceID < 128: v = (v << 9) | (_c2_c1_ServiceID << 1); n += 9
+                elif _c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c1_ServiceID] << 1); n += 17
+                elif _c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
+                _c2_c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of ServiceID')
+            if _c2_c1_ServiceName is not None:
+                el = 'Service/ServiceTag/ServiceName'
                 v <<= 3
                 n += 3
-                _c2_c1_o = _c2_ServiceTag
-                _c2_c1_ServiceID = _c2_c1_o.ServiceID
-                _c2_c1_ServiceName = _c2_c1_o.ServiceName
-                _c2_c1_ServiceCategory = _c2_c1_o.ServiceCategory
-                _c2_c1_ServiceScope = _c2_c1_o.ServiceScope
-                if _c2_c1_ServiceID is not None:
-                    el = 'Service/ServiceTag/ServiceID'
-                    if _c2_c1_ServiceID < 0 or _c2_c1_ServiceID > 65535: raise EncodeError(f'value {_c2_c1_ServiceID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if _c2_c1_ServiceID < 128: v = (v << 9) | (_c2_c1_ServiceID << 1); n += 9
-                    elif _c2_c1_ServiceID < 16384: v = (v << 17) | (_V2[_c2_c1_ServiceID] << 1); n += 17
-                    elif _c2_c1_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_c1_ServiceID & 16383] | 128) << 8) | (_c2_c1_ServiceID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_c1_ServiceID); v = (w.v << 1); n = w.n + 1
-                    _c2_c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of ServiceID')
-                if _c2_c1_s == 1:
-                    if _c2_c1_ServiceName is not None:
-                        el = 'Service/ServiceTag/ServiceName'
-                        v <<= 3
-                        n += 3
-                        _l = len(_c2_c1_ServiceName)
-                        if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
-                        if _l < 126 and _c2_c1_ServiceName.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
-                        if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                        el = 'Service/ServiceTag/ServiceCategory'
-                        _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
-                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                        v = (v << 6) | (_c2_c1_i1 << 1)
-                        n += 6
-                        _c2_c1_s = 3
-                    elif _c2_c1_ServiceCategory is not None:
-                        el = 'Service/ServiceTag/ServiceCategory'
-                        _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
-                        if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                        v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
-                        n += 6
-                        _c2_c1_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-                if _c2_c1_s == 3:
-                    if _c2_c1_ServiceScope is not None:
-                        el = 'Service/ServiceTag/ServiceScope'
-                        v <<= 3
-                        n += 3
-                        _l = len(_c2_c1_ServiceScope)
-                        if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
-                        if _l < 126 and _c2_c1_ServiceScope.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c2_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
-                el = 'Service/FreeService'
-                if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                v = (v << 5) | (_c2_FreeService << 2)
-                n += 5
-                i_Service += 1
-                s = 2
+                _l = len(_c2_c1_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c2_c1_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c1_ServiceName); v = w.v; n = w.n
+                if not (_c2_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c2_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c2_c1_i1 << 1)
+                n += 6
+                _c2_c1_s = 3
+            elif _c2_c1_ServiceCategory is not None:
+                el = 'Service/ServiceTag/ServiceCategory'
+                _c2_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c2_c1_ServiceCategory)
+                if _c2_c1_i2 is None: raise EncodeError(f'{_c2_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c2_c1_i2 << 1)
+                n += 6
+                _c2_c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c2_c1_ServiceScope is not None:
+                el = 'Service/ServiceTag/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c2_c1_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c2_c1_ServiceScope)} outside [0, 32]')
+                if _l < 126 and _c2_c1_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_c1_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_c1_ServiceScope); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c2_c1_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if i_Service < n_Service: raise _leftover(o)
-                s = -1
+                _c2_c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'Service/FreeService'
+            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+            v = (v << 5) | (_c2_FreeService << 2)
+            n += 5
+            i_Service += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_Service < n_Service: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_Service < n_Service:
@@ -11503,51 +11314,49 @@ def _e_ServiceTagListType(w, o):
                         _c3_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of ServiceID')
-                    if _c3_c1_s == 1:
-                        if _c3_c1_ServiceName is not None:
-                            el = 'Service/ServiceTag/ServiceName'
-                            v <<= 3
-                            n += 3
-                            _l = len(_c3_c1_ServiceName)
-                            if _l > 32: raise EncodeError(f'length {len(_c3_c1_ServiceName)} outside [0, 32]')
-                            if _l < 126 and _c3_c1_ServiceName.isascii():
-                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceName.encode(), 'big')
-                                n += (_l + 1) << 3
-                            else: w.v = v; w.n = n; w.string(_c3_c1_ServiceName); v = w.v; n = w.n
-                            if not (_c3_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                            el = 'Service/ServiceTag/ServiceCategory'
-                            _c3_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
-                            if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                            v = (v << 6) | (_c3_c1_i1 << 1)
-                            n += 6
-                            _c3_c1_s = 3
-                        elif _c3_c1_ServiceCategory is not None:
-                            el = 'Service/ServiceTag/ServiceCategory'
-                            _c3_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
-                            if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                            v = (v << 6) | (1 << 4) | (_c3_c1_i2 << 1)
-                            n += 6
-                            _c3_c1_s = 3
-                        else:
-                            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-                    if _c3_c1_s == 3:
-                        if _c3_c1_ServiceScope is not None:
-                            el = 'Service/ServiceTag/ServiceScope'
-                            v <<= 3
-                            n += 3
-                            _l = len(_c3_c1_ServiceScope)
-                            if _l > 32: raise EncodeError(f'length {len(_c3_c1_ServiceScope)} outside [0, 32]')
-                            if _l < 126 and _c3_c1_ServiceScope.isascii():
-                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceScope.encode(), 'big')
-                                n += (_l + 1) << 3
-                            else: w.v = v; w.n = n; w.string(_c3_c1_ServiceScope); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
-                            _c3_c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c3_c1_s = -1
+                    if _c3_c1_ServiceName is not None:
+                        el = 'Service/ServiceTag/ServiceName'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c3_c1_ServiceName)
+                        if _l > 32: raise EncodeError(f'length {len(_c3_c1_ServiceName)} outside [0, 32]')
+                        if _l < 126 and _c3_c1_ServiceName.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceName.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c3_c1_ServiceName); v = w.v; n = w.n
+                        if not (_c3_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c3_c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
+                        if _c3_c1_i1 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (_c3_c1_i1 << 1)
+                        n += 6
+                        _c3_c1_s = 3
+                    elif _c3_c1_ServiceCategory is not None:
+                        el = 'Service/ServiceTag/ServiceCategory'
+                        _c3_c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c3_c1_ServiceCategory)
+                        if _c3_c1_i2 is None: raise EncodeError(f'{_c3_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                        v = (v << 6) | (1 << 4) | (_c3_c1_i2 << 1)
+                        n += 6
+                        _c3_c1_s = 3
+                    else:
+                        raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                    if _c3_c1_ServiceScope is not None:
+                        el = 'Service/ServiceTag/ServiceScope'
+                        v <<= 3
+                        n += 3
+                        _l = len(_c3_c1_ServiceScope)
+                        if _l > 32: raise EncodeError(f'length {len(_c3_c1_ServiceScope)} outside [0, 32]')
+                        if _l < 126 and _c3_c1_ServiceScope.isascii():
+                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c3_c1_ServiceScope.encode(), 'big')
+                            n += (_l + 1) << 3
+                        else: w.v = v; w.n = n; w.string(_c3_c1_ServiceScope); v = w.v; n = w.n
+                        v <<= 2
+                        n += 2
+                        _c3_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c3_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (_c3_FreeService is not None): raise EncodeError('missing content: FreeService')
                     el = 'Service/FreeService'
@@ -11605,72 +11414,70 @@ def _d_ServiceTagType(r):
         if f_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    f_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    f_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                    if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ServiceCategory'
-                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ServiceCategory'
-                f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                s = 3
-            else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        if s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    f_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    f_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                    if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceName'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                f_ServiceName = ''
             else:
-                raise r.deviation('ServiceTagType', r.end - q)
+                r.pos = r.end - q
+                f_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                if len(f_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            s = 3
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                f_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                f_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                if len(f_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', f_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ServiceTagType)
+    _obj = _new(_K_din_msgdatatypes_ServiceTagType)
     _obj.ServiceID = f_ServiceID
     _obj.ServiceName = f_ServiceName
     _obj.ServiceCategory = f_ServiceCategory
@@ -11699,51 +11506,49 @@ def _e_ServiceTagType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
-        if s == 1:
-            if v_ServiceName is not None:
-                el = 'ServiceName'
-                v <<= 3
-                n += 3
-                _l = len(v_ServiceName)
-                if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                if _l < 126 and v_ServiceName.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
-                if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                el = 'ServiceCategory'
-                _i1 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (_i1 << 1)
-                n += 6
-                s = 3
-            elif v_ServiceCategory is not None:
-                el = 'ServiceCategory'
-                _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_i2 << 1)
-                n += 6
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-        if s == 3:
-            if v_ServiceScope is not None:
-                el = 'ServiceScope'
-                v <<= 3
-                n += 3
-                _l = len(v_ServiceScope)
-                if _l > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
-                if _l < 126 and v_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ServiceName is not None:
+            el = 'ServiceName'
+            v <<= 3
+            n += 3
+            _l = len(v_ServiceName)
+            if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
+            if _l < 126 and v_ServiceName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
+            if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+            el = 'ServiceCategory'
+            _i1 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (_i1 << 1)
+            n += 6
+            s = 3
+        elif v_ServiceCategory is not None:
+            el = 'ServiceCategory'
+            _i2 = _I_din_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (1 << 4) | (_i2 << 1)
+            n += 6
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+        if v_ServiceScope is not None:
+            el = 'ServiceScope'
+            v <<= 3
+            n += 3
+            _l = len(v_ServiceScope)
+            if _l > 32: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 32]')
+            if _l < 126 and v_ServiceScope.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11794,69 +11599,67 @@ def _d_ServiceType(r):
         if _c1_ServiceID > 65535: r.facet('ServiceTagType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceTag/ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c1_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
-                    if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceTagType', r.end - q)
-                el = 'ServiceTag/ServiceCategory'
-                _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        if _c1_s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceTag/ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c1_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
-                    if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceTag/ServiceName'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                _c1_ServiceName = ''
             else:
-                raise r.deviation('ServiceTagType', r.end - q)
-        f_ServiceTag = _new(din_msgdatatypes.ServiceTagType)
+                r.pos = r.end - q
+                _c1_ServiceName = r.string('din_msgdatatypes:ServiceName')
+                if len(_c1_ServiceName) > 32: r.facet('ServiceTagType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ServiceTag/ServiceCategory'
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceTagType', r.end - q)
+            el = 'ServiceTag/ServiceCategory'
+            _c1_ServiceCategory = _E_din_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceTag/ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                _c1_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                _c1_ServiceScope = r.string('din_msgdatatypes:ServiceScope')
+                if len(_c1_ServiceScope) > 32: r.facet('ServiceTagType/ServiceScope', 'length [0, 32]', _c1_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ServiceTagType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('ServiceTagType', r.end - q)
+        f_ServiceTag = _new(_K_din_msgdatatypes_ServiceTagType)
         f_ServiceTag.ServiceID = _c1_ServiceID
         f_ServiceTag.ServiceName = _c1_ServiceName
         f_ServiceTag.ServiceCategory = _c1_ServiceCategory
@@ -11870,7 +11673,7 @@ def _d_ServiceType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.ServiceType)
+    _obj = _new(_K_din_msgdatatypes_ServiceType)
     _obj.ServiceTag = f_ServiceTag
     _obj.FreeService = f_FreeService
     return _obj
@@ -11904,51 +11707,49 @@ def _e_ServiceType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c1_s == 1:
-                if _c1_ServiceName is not None:
-                    el = 'ServiceTag/ServiceName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_ServiceName)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
-                    if _l < 126 and _c1_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
-                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ServiceTag/ServiceCategory'
-                    _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c1_i1 << 1)
-                    n += 6
-                    _c1_s = 3
-                elif _c1_ServiceCategory is not None:
-                    el = 'ServiceTag/ServiceCategory'
-                    _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
-                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
-                    n += 6
-                    _c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if _c1_s == 3:
-                if _c1_ServiceScope is not None:
-                    el = 'ServiceTag/ServiceScope'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_ServiceScope)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
-                    if _l < 126 and _c1_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_ServiceName is not None:
+                el = 'ServiceTag/ServiceName'
+                v <<= 3
+                n += 3
+                _l = len(_c1_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c1_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ServiceTag/ServiceCategory'
+                _c1_i1 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c1_i1 << 1)
+                n += 6
+                _c1_s = 3
+            elif _c1_ServiceCategory is not None:
+                el = 'ServiceTag/ServiceCategory'
+                _c1_i2 = _I_din_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                n += 6
+                _c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_ServiceScope is not None:
+                el = 'ServiceTag/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c1_ServiceScope)
+                if _l > 32: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 32]')
+                if _l < 126 and _c1_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
             el = 'FreeService'
@@ -11996,35 +11797,34 @@ def _d_SubCertificatesType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Certificate'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                    _v = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
-                f_Certificate.append(_v)
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Certificate'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
+                _v = b''
             else:
-                raise r.deviation('SubCertificatesType', r.end - q)
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                if _l > 1200: r.facet('SubCertificatesType/_v', 'length [0, 1200]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+            f_Certificate.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -12061,7 +11861,7 @@ def _d_SubCertificatesType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdatatypes.SubCertificatesType)
+    _obj = _new(_K_din_msgdatatypes_SubCertificatesType)
     _obj.Certificate = f_Certificate
     return _obj
 
@@ -12088,24 +11888,23 @@ def _e_SubCertificatesType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
-        if s == 1:
-            if i_Certificate < n_Certificate:
-                el = 'Certificate'
-                v <<= 3
-                n += 3
-                _l = len(v_Certificate[i_Certificate])
-                if _l > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_Certificate += 1
-                s = 2
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_Certificate < n_Certificate: raise _leftover(o)
-                s = -1
+        if i_Certificate < n_Certificate:
+            el = 'Certificate'
+            v <<= 3
+            n += 3
+            _l = len(v_Certificate[i_Certificate])
+            if _l > 1200: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1200]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_Certificate += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_Certificate < n_Certificate: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_Certificate < n_Certificate:

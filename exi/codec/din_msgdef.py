@@ -37,6 +37,41 @@ _I_din_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(din_msgdatat
 _I_din_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(din_msgdatatypes.responseCodeType)}
 _I_din_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(din_msgdatatypes.serviceCategoryType)}
 _I_din_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(din_msgdatatypes.unitSymbolType)}
+_K_din_msgbody_CableCheckReqType = din_msgbody.CableCheckReqType
+_K_din_msgbody_CableCheckResType = din_msgbody.CableCheckResType
+_K_din_msgbody_CertificateInstallationReqType = din_msgbody.CertificateInstallationReqType
+_K_din_msgbody_CertificateInstallationResType = din_msgbody.CertificateInstallationResType
+_K_din_msgbody_CertificateUpdateResType = din_msgbody.CertificateUpdateResType
+_K_din_msgbody_ChargingStatusReqType = din_msgbody.ChargingStatusReqType
+_K_din_msgbody_ContractAuthenticationReqType = din_msgbody.ContractAuthenticationReqType
+_K_din_msgbody_ContractAuthenticationResType = din_msgbody.ContractAuthenticationResType
+_K_din_msgbody_MeteringReceiptReqType = din_msgbody.MeteringReceiptReqType
+_K_din_msgbody_MeteringReceiptResType = din_msgbody.MeteringReceiptResType
+_K_din_msgbody_PaymentDetailsReqType = din_msgbody.PaymentDetailsReqType
+_K_din_msgbody_PaymentDetailsResType = din_msgbody.PaymentDetailsResType
+_K_din_msgbody_PreChargeReqType = din_msgbody.PreChargeReqType
+_K_din_msgbody_PreChargeResType = din_msgbody.PreChargeResType
+_K_din_msgbody_ServiceDetailReqType = din_msgbody.ServiceDetailReqType
+_K_din_msgbody_ServiceDetailResType = din_msgbody.ServiceDetailResType
+_K_din_msgbody_ServiceDiscoveryReqType = din_msgbody.ServiceDiscoveryReqType
+_K_din_msgbody_ServicePaymentSelectionReqType = din_msgbody.ServicePaymentSelectionReqType
+_K_din_msgbody_ServicePaymentSelectionResType = din_msgbody.ServicePaymentSelectionResType
+_K_din_msgbody_SessionSetupReqType = din_msgbody.SessionSetupReqType
+_K_din_msgbody_SessionSetupResType = din_msgbody.SessionSetupResType
+_K_din_msgbody_SessionStopResType = din_msgbody.SessionStopResType
+_K_din_msgbody_SessionStopType = din_msgbody.SessionStopType
+_K_din_msgbody_WeldingDetectionReqType = din_msgbody.WeldingDetectionReqType
+_K_din_msgbody_WeldingDetectionResType = din_msgbody.WeldingDetectionResType
+_K_din_msgdatatypes_AC_EVSEStatusType = din_msgdatatypes.AC_EVSEStatusType
+_K_din_msgdatatypes_CertificateChainType = din_msgdatatypes.CertificateChainType
+_K_din_msgdatatypes_DC_EVSEStatusType = din_msgdatatypes.DC_EVSEStatusType
+_K_din_msgdatatypes_DC_EVStatusType = din_msgdatatypes.DC_EVStatusType
+_K_din_msgdatatypes_NotificationType = din_msgdatatypes.NotificationType
+_K_din_msgdatatypes_PhysicalValueType = din_msgdatatypes.PhysicalValueType
+_K_din_msgdef_BodyBaseType = din_msgdef.BodyBaseType
+_K_din_msgdef_BodyType = din_msgdef.BodyType
+_K_din_msgdef_V2G_Message = din_msgdef.V2G_Message
+_K_din_msgheader_MessageHeaderType = din_msgheader.MessageHeaderType
 _T_din_msgdatatypes_isolationLevelType__z1__z1__z1__din_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(9, ((7, 2, 'enum', _E_din_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_din_msgdatatypes_DC_EVSEStatusCodeType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__din_msgdatatypes_EVSEProcessingType = _fields_table(9, ((4, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'enum', _E_din_msgdatatypes_EVSEProcessingType),))
 _T_din_msgdatatypes_responseCodeType__z1__z1__z1__z1__b = _fields_table(10, ((5, 5, 'enum', _E_din_msgdatatypes_responseCodeType), (0, 1, 'bool', None),))
@@ -53,7 +88,7 @@ def _d_BodyBaseType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdef.BodyBaseType)
+    _obj = _new(_K_din_msgdef_BodyBaseType)
     return _obj
 
 def _e_BodyBaseType(w, o):
@@ -90,7 +125,7 @@ def _d_BodyType(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'BodyElement'
                         _cf = 'BodyElement'
-                        _cv = _new(din_msgdef.BodyBaseType)
+                        _cv = _new(_K_din_msgdef_BodyBaseType)
                         s = 1
                     elif ec == 1:
                         q -= 1
@@ -112,36 +147,35 @@ def _d_BodyType(r):
                         _c2_c1_EVReady = ((x >> 3) & 1) == 1
                         ec = (x & 3)
                         _c2_c1_s = 1
-                        if _c2_c1_s == 1:
-                            if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                                _c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                                ec = (x & 3)
-                                _c2_c1_s = 2
-                            elif ec == 1:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c2_c1_s = 3
-                            elif ec == 2:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
-                                _c2_c1_s = 4
-                            else:
-                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                            _c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                            ec = (x & 3)
+                            _c2_c1_s = 2
+                        elif ec == 1:
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                            _c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c2_c1_s = 3
+                        elif ec == 2:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c1_EVErrorCode >= 12: _c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c1_EVErrorCode]
+                            _c2_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c1_s == 2:
                             if ec == 0:
                                 q -= 4
@@ -182,7 +216,7 @@ def _d_BodyType(r):
                             _c2_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c1_s = -1
-                        _c2_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                         _c2_DC_EVStatus.EVReady = _c2_c1_EVReady
                         _c2_DC_EVStatus.EVCabinConditioning = _c2_c1_EVCabinConditioning
                         _c2_DC_EVStatus.EVRESSConditioning = _c2_c1_EVRESSConditioning
@@ -191,7 +225,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.CableCheckReqType)
+                        _cv = _new(_K_din_msgbody_CableCheckReqType)
                         _cv.DC_EVStatus = _c2_DC_EVStatus
                         s = 1
                     elif ec == 2:
@@ -242,40 +276,39 @@ def _d_BodyType(r):
                             _c3_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c3_c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c3_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c3_c1_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c3_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c3_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c3_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
-                            _c3_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c3_c1_EVSENotification]
-                            _c3_c1_s = -1
-                        _c3_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c3_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c3_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
+                        _c3_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c3_c1_EVSENotification >= 3: _c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c3_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c3_c1_EVSENotification]
+                        _c3_c1_s = -1
+                        _c3_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c3_DC_EVSEStatus.EVSEIsolationStatus = _c3_c1_EVSEIsolationStatus
                         _c3_DC_EVSEStatus.EVSEStatusCode = _c3_c1_EVSEStatusCode
                         _c3_DC_EVSEStatus.NotificationMaxDelay = _c3_c1_NotificationMaxDelay
@@ -286,7 +319,7 @@ def _d_BodyType(r):
                         if x & 55: raise r.deviation('BodyType', r.end - q)
                         el = 'CableCheckRes/EVSEProcessing'
                         _c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
-                        _cv = _new(din_msgbody.CableCheckResType)
+                        _cv = _new(_K_din_msgbody_CableCheckResType)
                         _cv.ResponseCode = _c3_ResponseCode
                         _cv.DC_EVSEStatus = _c3_DC_EVSEStatus
                         _cv.EVSEProcessing = _c3_EVSEProcessing
@@ -352,34 +385,33 @@ def _d_BodyType(r):
                             _c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
-                        if _c4_s == 2:
-                            el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                            r.pos = r.end - q
-                            _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                            V = r.v; q = r.end - r.pos
+                        el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                        r.pos = r.end - q
+                        _c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                        el = 'CertificateInstallationReq/DHParams'
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            el = 'CertificateInstallationReq/DHParams'
-                            _esc = (x & 1)
-                            if _esc:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
-                                _c4_DHParams = b''
+                            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
+                            _c4_DHParams = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                    q -= 8 + (_l << 3)
-                                    _c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                                else:
-                                    r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_DHParams)
-                                if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            _c4_s = -1
-                        _cv = _new(din_msgbody.CertificateInstallationReqType)
+                                r.pos = r.end - q; _c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_DHParams)
+                            if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c4_DHParams, r.at(r.end - q))
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                        _c4_s = -1
+                        _cv = _new(_K_din_msgbody_CertificateInstallationReqType)
                         _cv.Id = _c4_Id
                         _cv.OEMProvisioningCert = _c4_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c4_ListOfRootCertificateIDs
@@ -436,22 +468,21 @@ def _d_BodyType(r):
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
                         _c5_c1_s = 1
-                        if _c5_c1_s == 1:
-                            if ec == 0:
-                                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c5_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c5_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c5_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c5_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c5_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
                         _c5_ContractSignatureCertChain.Certificate = _c5_c1_Certificate
                         _c5_ContractSignatureCertChain.SubCertificates = _c5_c1_SubCertificates
                         q -= 2
@@ -509,7 +540,7 @@ def _d_BodyType(r):
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.CertificateInstallationResType)
+                        _cv = _new(_K_din_msgbody_CertificateInstallationResType)
                         _cv.Id = _c5_Id
                         _cv.ResponseCode = _c5_ResponseCode
                         _cv.ContractSignatureCertChain = _c5_ContractSignatureCertChain
@@ -572,22 +603,21 @@ def _d_BodyType(r):
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
                         _c6_c1_s = 1
-                        if _c6_c1_s == 1:
-                            if ec == 0:
-                                el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c6_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c6_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c6_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c6_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c6_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
                         _c6_ContractSignatureCertChain.Certificate = _c6_c1_Certificate
                         _c6_ContractSignatureCertChain.SubCertificates = _c6_c1_SubCertificates
                         q -= 2
@@ -671,7 +701,7 @@ def _d_BodyType(r):
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c6_RetryCounter = -_c6_RetryCounter - 1
                         if _c6_RetryCounter < -32768 or _c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c6_RetryCounter, r.at(r.end - q))
-                        _cv = _new(din_msgbody.CertificateUpdateResType)
+                        _cv = _new(_K_din_msgbody_CertificateUpdateResType)
                         _cv.Id = _c6_Id
                         _cv.ResponseCode = _c6_ResponseCode
                         _cv.ContractSignatureCertChain = _c6_ContractSignatureCertChain
@@ -710,7 +740,7 @@ def _d_BodyType(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
-                        _cv = _new(din_msgbody.ChargingStatusReqType)
+                        _cv = _new(_K_din_msgbody_ChargingStatusReqType)
                         s = 1
                     elif ec == 10:
                         el = 'ChargingStatusRes'
@@ -791,7 +821,7 @@ def _d_BodyType(r):
                                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c8_s == 2:
                             _c8_s = -1
-                        _cv = _new(din_msgbody.ContractAuthenticationReqType)
+                        _cv = _new(_K_din_msgbody_ContractAuthenticationReqType)
                         _cv.Id = _c8_Id
                         _cv.GenChallenge = _c8_GenChallenge
                         q -= 1
@@ -816,7 +846,7 @@ def _d_BodyType(r):
                         else:
                             el = 'ContractAuthenticationRes/EVSEProcessing'
                             _c9_ResponseCode, _c9_EVSEProcessing = _t
-                        _cv = _new(din_msgbody.ContractAuthenticationResType)
+                        _cv = _new(_K_din_msgbody_ContractAuthenticationResType)
                         _cv.ResponseCode = _c9_ResponseCode
                         _cv.EVSEProcessing = _c9_EVSEProcessing
                         s = 1
@@ -908,59 +938,57 @@ def _d_BodyType(r):
                             _c10_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c10_s == 2:
-                            if ec == 0:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                el = 'MeteringReceiptReq/SAScheduleTupleID'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c10_SAScheduleTupleID = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c10_SAScheduleTupleID = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            el = 'MeteringReceiptReq/SAScheduleTupleID'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c10_SAScheduleTupleID = (V >> q) & 127
+                                    _c10_SAScheduleTupleID = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c10_SAScheduleTupleID = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
-                                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(r.end - q))
-                                el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c10_s = 4
-                            elif ec == 1:
-                                el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c10_s = 4
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c10_SAScheduleTupleID = (V >> q) & 127
                             else:
-                                raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c10_s == 4:
-                            _c10_s = -1
-                        _cv = _new(din_msgbody.MeteringReceiptReqType)
+                                r.pos = r.end - q; _c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            if _neg: _c10_SAScheduleTupleID = -_c10_SAScheduleTupleID - 1
+                            if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c10_SAScheduleTupleID, r.at(r.end - q))
+                            el = 'MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c10_s = 4
+                        elif ec == 1:
+                            el = 'MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c10_s = 4
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        _c10_s = -1
+                        _cv = _new(_K_din_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c10_Id
                         _cv.SessionID = _c10_SessionID
                         _cv.SAScheduleTupleID = _c10_SAScheduleTupleID
@@ -1017,12 +1045,12 @@ def _d_BodyType(r):
                         _c11_c1_EVSENotification = ((x >> 4) & 3)
                         if _c11_c1_EVSENotification >= 3: _c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c11_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c11_c1_EVSENotification]
-                        _c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                        _c11_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
                         _c11_AC_EVSEStatus.PowerSwitchClosed = _c11_c1_PowerSwitchClosed
                         _c11_AC_EVSEStatus.RCD = _c11_c1_RCD
                         _c11_AC_EVSEStatus.NotificationMaxDelay = _c11_c1_NotificationMaxDelay
                         _c11_AC_EVSEStatus.EVSENotification = _c11_c1_EVSENotification
-                        _cv = _new(din_msgbody.MeteringReceiptResType)
+                        _cv = _new(_K_din_msgbody_MeteringReceiptResType)
                         _cv.ResponseCode = _c11_ResponseCode
                         _cv.AC_EVSEStatus = _c11_AC_EVSEStatus
                         s = 1
@@ -1075,28 +1103,27 @@ def _d_BodyType(r):
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
                         _c12_c1_s = 1
-                        if _c12_c1_s == 1:
-                            if ec == 0:
-                                el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c12_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c12_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c12_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c12_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c12_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
                         _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
                         _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PaymentDetailsReqType)
+                        _cv = _new(_K_din_msgbody_PaymentDetailsReqType)
                         _cv.ContractID = _c12_ContractID
                         _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
                         s = 1
@@ -1156,7 +1183,7 @@ def _d_BodyType(r):
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_DateTimeNow = -_c13_DateTimeNow - 1
                         if _c13_DateTimeNow < -9223372036854775808 or _c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c13_DateTimeNow, r.at(r.end - q))
-                        _cv = _new(din_msgbody.PaymentDetailsResType)
+                        _cv = _new(_K_din_msgbody_PaymentDetailsResType)
                         _cv.ResponseCode = _c13_ResponseCode
                         _cv.GenChallenge = _c13_GenChallenge
                         _cv.DateTimeNow = _c13_DateTimeNow
@@ -1201,36 +1228,35 @@ def _d_BodyType(r):
                         _c14_c1_EVReady = ((x >> 3) & 1) == 1
                         ec = (x & 3)
                         _c14_c1_s = 1
-                        if _c14_c1_s == 1:
-                            if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                                _c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                                ec = (x & 3)
-                                _c14_c1_s = 2
-                            elif ec == 1:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c14_c1_s = 3
-                            elif ec == 2:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c14_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
-                                _c14_c1_s = 4
-                            else:
-                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                            _c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                            ec = (x & 3)
+                            _c14_c1_s = 2
+                        elif ec == 1:
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                            _c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c14_c1_s = 3
+                        elif ec == 2:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c14_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c14_c1_EVErrorCode >= 12: _c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c14_c1_EVErrorCode]
+                            _c14_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c14_c1_s == 2:
                             if ec == 0:
                                 q -= 4
@@ -1271,7 +1297,7 @@ def _d_BodyType(r):
                             _c14_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c14_c1_EVRESSSOC, r.at(r.end - q))
                             _c14_c1_s = -1
-                        _c14_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c14_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                         _c14_DC_EVStatus.EVReady = _c14_c1_EVReady
                         _c14_DC_EVStatus.EVCabinConditioning = _c14_c1_EVCabinConditioning
                         _c14_DC_EVStatus.EVRESSConditioning = _c14_c1_EVRESSConditioning
@@ -1293,78 +1319,76 @@ def _d_BodyType(r):
                         if _c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c2_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c14_c2_s = 1
-                        if _c14_c2_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetVoltage/Unit'
-                                _c14_c2_Unit = ((x >> 4) & 15)
-                                if _c14_c2_Unit >= 10: _c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c2_Unit, 10, r.at(r.end - q))
-                                else: _c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c2_Unit]
-                                el = 'PreChargeReq/EVTargetVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c14_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c14_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'PreChargeReq/EVTargetVoltage/Unit'
+                            _c14_c2_Unit = ((x >> 4) & 15)
+                            if _c14_c2_Unit >= 10: _c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c2_Unit, 10, r.at(r.end - q))
+                            else: _c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c2_Unit]
+                            el = 'PreChargeReq/EVTargetVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c14_c2_Value = (V >> q) & 127
+                                    _c14_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c14_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c14_c2_Value = -_c14_c2_Value - 1
-                                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
-                                _c14_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c14_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c14_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c14_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c14_c2_Value = -_c14_c2_Value - 1
-                                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
-                                _c14_c2_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c14_c2_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c14_c2_s == 3:
-                            _c14_c2_s = -1
-                        _c14_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c14_c2_Value = -_c14_c2_Value - 1
+                            if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
+                            _c14_c2_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'PreChargeReq/EVTargetVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c14_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c14_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c14_c2_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c14_c2_Value = -_c14_c2_Value - 1
+                            if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c2_Value, r.at(r.end - q))
+                            _c14_c2_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c14_c2_s = -1
+                        _c14_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c14_EVTargetVoltage.Multiplier = _c14_c2_Multiplier
                         _c14_EVTargetVoltage.Unit = _c14_c2_Unit
                         _c14_EVTargetVoltage.Value = _c14_c2_Value
@@ -1384,85 +1408,83 @@ def _d_BodyType(r):
                         if _c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c14_c3_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c14_c3_s = 1
-                        if _c14_c3_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetCurrent/Unit'
-                                _c14_c3_Unit = ((x >> 4) & 15)
-                                if _c14_c3_Unit >= 10: _c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c3_Unit, 10, r.at(r.end - q))
-                                else: _c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c3_Unit]
-                                el = 'PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c14_c3_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c14_c3_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'PreChargeReq/EVTargetCurrent/Unit'
+                            _c14_c3_Unit = ((x >> 4) & 15)
+                            if _c14_c3_Unit >= 10: _c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c14_c3_Unit, 10, r.at(r.end - q))
+                            else: _c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c14_c3_Unit]
+                            el = 'PreChargeReq/EVTargetCurrent/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c14_c3_Value = (V >> q) & 127
+                                    _c14_c3_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c14_c3_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c14_c3_Value = -_c14_c3_Value - 1
-                                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
-                                _c14_c3_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c14_c3_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c14_c3_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c14_c3_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c14_c3_Value = -_c14_c3_Value - 1
-                                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
-                                _c14_c3_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c14_c3_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c14_c3_s == 3:
-                            _c14_c3_s = -1
-                        _c14_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c14_c3_Value = -_c14_c3_Value - 1
+                            if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
+                            _c14_c3_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'PreChargeReq/EVTargetCurrent/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c14_c3_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c14_c3_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c14_c3_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c14_c3_Value = -_c14_c3_Value - 1
+                            if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_c3_Value, r.at(r.end - q))
+                            _c14_c3_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c14_c3_s = -1
+                        _c14_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c14_EVTargetCurrent.Multiplier = _c14_c3_Multiplier
                         _c14_EVTargetCurrent.Unit = _c14_c3_Unit
                         _c14_EVTargetCurrent.Value = _c14_c3_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PreChargeReqType)
+                        _cv = _new(_K_din_msgbody_PreChargeReqType)
                         _cv.DC_EVStatus = _c14_DC_EVStatus
                         _cv.EVTargetVoltage = _c14_EVTargetVoltage
                         _cv.EVTargetCurrent = _c14_EVTargetCurrent
@@ -1518,40 +1540,39 @@ def _d_BodyType(r):
                             _c15_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c15_c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c15_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c15_c1_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c15_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c15_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c15_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                            _c15_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c15_c1_EVSENotification >= 3: _c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c15_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c15_c1_EVSENotification]
-                            _c15_c1_s = -1
-                        _c15_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c15_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c15_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                        _c15_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c15_c1_EVSENotification >= 3: _c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c15_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c15_c1_EVSENotification]
+                        _c15_c1_s = -1
+                        _c15_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c15_DC_EVSEStatus.EVSEIsolationStatus = _c15_c1_EVSEIsolationStatus
                         _c15_DC_EVSEStatus.EVSEStatusCode = _c15_c1_EVSEStatusCode
                         _c15_DC_EVSEStatus.NotificationMaxDelay = _c15_c1_NotificationMaxDelay
@@ -1572,85 +1593,83 @@ def _d_BodyType(r):
                         if _c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c15_c2_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c15_c2_s = 1
-                        if _c15_c2_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                                _c15_c2_Unit = ((x >> 4) & 15)
-                                if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
-                                else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
-                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c15_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c15_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                            _c15_c2_Unit = ((x >> 4) & 15)
+                            if _c15_c2_Unit >= 10: _c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c15_c2_Unit, 10, r.at(r.end - q))
+                            else: _c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c15_c2_Unit]
+                            el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c15_c2_Value = (V >> q) & 127
+                                    _c15_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c15_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
-                                _c15_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c15_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c15_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c15_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c15_c2_Value = -_c15_c2_Value - 1
-                                if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
-                                _c15_c2_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c15_c2_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c15_c2_s == 3:
-                            _c15_c2_s = -1
-                        _c15_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                            if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
+                            _c15_c2_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c15_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c15_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c15_c2_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c15_c2_Value = -_c15_c2_Value - 1
+                            if _c15_c2_Value < -32768 or _c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c15_c2_Value, r.at(r.end - q))
+                            _c15_c2_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c15_c2_s = -1
+                        _c15_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c15_EVSEPresentVoltage.Multiplier = _c15_c2_Multiplier
                         _c15_EVSEPresentVoltage.Unit = _c15_c2_Unit
                         _c15_EVSEPresentVoltage.Value = _c15_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PreChargeResType)
+                        _cv = _new(_K_din_msgbody_PreChargeResType)
                         _cv.ResponseCode = _c15_ResponseCode
                         _cv.DC_EVSEStatus = _c15_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c15_EVSEPresentVoltage
@@ -1684,7 +1703,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c16_ServiceID, r.at(r.end - q))
-                        _cv = _new(din_msgbody.ServiceDetailReqType)
+                        _cv = _new(_K_din_msgbody_ServiceDetailReqType)
                         _cv.ServiceID = _c16_ServiceID
                         s = 1
                     elif ec == 24:
@@ -1727,22 +1746,21 @@ def _d_BodyType(r):
                         if _c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c17_ServiceID, r.at(r.end - q))
                         ec = (x & 3)
                         _c17_s = 2
-                        if _c17_s == 2:
-                            if ec == 0:
-                                el = 'ServiceDetailRes/ServiceParameterList'
-                                r.pos = r.end - q
-                                _c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                                _c17_s = -1
-                            elif ec == 1:
-                                pass
-                                _c17_s = -1
-                            else:
-                                raise r.deviation('ServiceDetailResType', r.end - q)
-                        _cv = _new(din_msgbody.ServiceDetailResType)
+                        if ec == 0:
+                            el = 'ServiceDetailRes/ServiceParameterList'
+                            r.pos = r.end - q
+                            _c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                            _c17_s = -1
+                        elif ec == 1:
+                            pass
+                            _c17_s = -1
+                        else:
+                            raise r.deviation('ServiceDetailResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_ServiceDetailResType)
                         _cv.ResponseCode = _c17_ResponseCode
                         _cv.ServiceID = _c17_ServiceID
                         _cv.ServiceParameterList = _c17_ServiceParameterList
@@ -1809,7 +1827,7 @@ def _d_BodyType(r):
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c18_s == 2:
                             _c18_s = -1
-                        _cv = _new(din_msgbody.ServiceDiscoveryReqType)
+                        _cv = _new(_K_din_msgbody_ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c18_ServiceScope
                         _cv.ServiceCategory = _c18_ServiceCategory
                         q -= 1
@@ -1846,7 +1864,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
+                        _cv = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
                         _cv.SelectedPaymentOption = _c19_SelectedPaymentOption
                         _cv.SelectedServiceList = _c19_SelectedServiceList
                         s = 1
@@ -1861,7 +1879,7 @@ def _d_BodyType(r):
                         _c20_ResponseCode = ((x >> 3) & 31)
                         if _c20_ResponseCode >= 23: _c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c20_ResponseCode, 23, r.at(r.end - q))
                         else: _c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c20_ResponseCode]
-                        _cv = _new(din_msgbody.ServicePaymentSelectionResType)
+                        _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
                         _cv.ResponseCode = _c20_ResponseCode
                         s = 1
                     elif ec == 29:
@@ -1888,7 +1906,7 @@ def _d_BodyType(r):
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.SessionSetupReqType)
+                        _cv = _new(_K_din_msgbody_SessionSetupReqType)
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
                     elif ec == 30:
@@ -1925,44 +1943,43 @@ def _d_BodyType(r):
                         if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
                         ec = (x & 3)
                         _c22_s = 2
-                        if _c22_s == 2:
-                            if ec == 0:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
-                                el = 'SessionSetupRes/DateTimeNow'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c22_DateTimeNow = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c22_DateTimeNow = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+                            el = 'SessionSetupRes/DateTimeNow'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c22_DateTimeNow = (V >> q) & 127
+                                    _c22_DateTimeNow = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c22_DateTimeNow = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                                if _neg: _c22_DateTimeNow = -_c22_DateTimeNow - 1
-                                if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c22_DateTimeNow, r.at(r.end - q))
-                                _c22_s = -1
-                            elif ec == 1:
-                                pass
-                                _c22_s = -1
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c22_DateTimeNow = (V >> q) & 127
                             else:
-                                raise r.deviation('SessionSetupResType', r.end - q)
-                        _cv = _new(din_msgbody.SessionSetupResType)
+                                r.pos = r.end - q; _c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                            if _neg: _c22_DateTimeNow = -_c22_DateTimeNow - 1
+                            if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c22_DateTimeNow, r.at(r.end - q))
+                            _c22_s = -1
+                        elif ec == 1:
+                            pass
+                            _c22_s = -1
+                        else:
+                            raise r.deviation('SessionSetupResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_SessionSetupResType)
                         _cv.ResponseCode = _c22_ResponseCode
                         _cv.EVSEID = _c22_EVSEID
                         _cv.DateTimeNow = _c22_DateTimeNow
@@ -1979,7 +1996,7 @@ def _d_BodyType(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'SessionStopReq'
                         _cf = 'SessionStopReq'
-                        _cv = _new(din_msgbody.SessionStopType)
+                        _cv = _new(_K_din_msgbody_SessionStopType)
                         s = 1
                     elif ec == 32:
                         q -= 10
@@ -1992,7 +2009,7 @@ def _d_BodyType(r):
                         _c24_ResponseCode = ((x >> 3) & 31)
                         if _c24_ResponseCode >= 23: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 23, r.at(r.end - q))
                         else: _c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c24_ResponseCode]
-                        _cv = _new(din_msgbody.SessionStopResType)
+                        _cv = _new(_K_din_msgbody_SessionStopResType)
                         _cv.ResponseCode = _c24_ResponseCode
                         s = 1
                     elif ec == 33:
@@ -2015,36 +2032,35 @@ def _d_BodyType(r):
                         _c25_c1_EVReady = ((x >> 3) & 1) == 1
                         ec = (x & 3)
                         _c25_c1_s = 1
-                        if _c25_c1_s == 1:
-                            if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                                _c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                                ec = (x & 3)
-                                _c25_c1_s = 2
-                            elif ec == 1:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c25_c1_s = 3
-                            elif ec == 2:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c25_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
-                                _c25_c1_s = 4
-                            else:
-                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                            _c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                            ec = (x & 3)
+                            _c25_c1_s = 2
+                        elif ec == 1:
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                            _c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c25_c1_s = 3
+                        elif ec == 2:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c25_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c25_c1_EVErrorCode >= 12: _c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c25_c1_EVErrorCode]
+                            _c25_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c25_c1_s == 2:
                             if ec == 0:
                                 q -= 4
@@ -2085,7 +2101,7 @@ def _d_BodyType(r):
                             _c25_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
                             _c25_c1_s = -1
-                        _c25_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c25_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                         _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
                         _c25_DC_EVStatus.EVCabinConditioning = _c25_c1_EVCabinConditioning
                         _c25_DC_EVStatus.EVRESSConditioning = _c25_c1_EVRESSConditioning
@@ -2094,7 +2110,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.WeldingDetectionReqType)
+                        _cv = _new(_K_din_msgbody_WeldingDetectionReqType)
                         _cv.DC_EVStatus = _c25_DC_EVStatus
                         s = 1
                     elif ec == 34:
@@ -2145,40 +2161,39 @@ def _d_BodyType(r):
                             _c26_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c26_c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c26_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c26_c1_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c26_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c26_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                            _c26_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
-                            _c26_c1_s = -1
-                        _c26_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c26_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                        _c26_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c26_c1_EVSENotification >= 3: _c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c26_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
+                        _c26_c1_s = -1
+                        _c26_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c26_DC_EVSEStatus.EVSEIsolationStatus = _c26_c1_EVSEIsolationStatus
                         _c26_DC_EVSEStatus.EVSEStatusCode = _c26_c1_EVSEStatusCode
                         _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
@@ -2199,85 +2214,83 @@ def _d_BodyType(r):
                         if _c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c26_c2_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c26_c2_s = 1
-                        if _c26_c2_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                                _c26_c2_Unit = ((x >> 4) & 15)
-                                if _c26_c2_Unit >= 10: _c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c26_c2_Unit, 10, r.at(r.end - q))
-                                else: _c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c26_c2_Unit]
-                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c26_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c26_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                            _c26_c2_Unit = ((x >> 4) & 15)
+                            if _c26_c2_Unit >= 10: _c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c26_c2_Unit, 10, r.at(r.end - q))
+                            else: _c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c26_c2_Unit]
+                            el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c26_c2_Value = (V >> q) & 127
+                                    _c26_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c26_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c26_c2_Value = -_c26_c2_Value - 1
-                                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
-                                _c26_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c26_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c26_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c26_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c26_c2_Value = -_c26_c2_Value - 1
-                                if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
-                                _c26_c2_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c26_c2_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c26_c2_s == 3:
-                            _c26_c2_s = -1
-                        _c26_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                            if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
+                            _c26_c2_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c26_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c26_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c26_c2_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c26_c2_Value = -_c26_c2_Value - 1
+                            if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
+                            _c26_c2_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c26_c2_s = -1
+                        _c26_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
                         _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
                         _c26_EVSEPresentVoltage.Value = _c26_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.WeldingDetectionResType)
+                        _cv = _new(_K_din_msgbody_WeldingDetectionResType)
                         _cv.ResponseCode = _c26_ResponseCode
                         _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c26_EVSEPresentVoltage
@@ -2292,7 +2305,7 @@ def _d_BodyType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdef.BodyType)
+    _obj = _new(_K_din_msgdef_BodyType)
     _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.ContractAuthenticationReq = _obj.ContractAuthenticationRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.ServicePaymentSelectionReq = _obj.ServicePaymentSelectionRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
     if _cf is not None: setattr(_obj, _cf, _cv)
     return _obj
@@ -2331,28 +2344,27 @@ def _e_BodyType(w, o):
                 _c2_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c2_c1_s == 1:
-                if _c2_c1_EVCabinConditioning is not None:
-                    el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                    if _c2_c1_EVCabinConditioning is not True and _c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c2_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c2_c1_s = 2
-                elif _c2_c1_EVRESSConditioning is not None:
-                    el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                    if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c2_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c2_c1_s = 3
-                elif _c2_c1_EVErrorCode is not None:
-                    el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
-                    _c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
-                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c2_c1_i1 << 1)
-                    n += 8
-                    _c2_c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c2_c1_EVCabinConditioning is not None:
+                el = 'CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                if _c2_c1_EVCabinConditioning is not True and _c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c2_c1_EVCabinConditioning << 1)
+                n += 5
+                _c2_c1_s = 2
+            elif _c2_c1_EVRESSConditioning is not None:
+                el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                if _c2_c1_EVRESSConditioning is not True and _c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c2_c1_EVRESSConditioning << 1)
+                n += 5
+                _c2_c1_s = 3
+            elif _c2_c1_EVErrorCode is not None:
+                el = 'CableCheckReq/DC_EVStatus/EVErrorCode'
+                _c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c2_c1_i1 << 1)
+                n += 8
+                _c2_c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c2_c1_s == 2:
                 if _c2_c1_EVRESSConditioning is not None:
                     el = 'CableCheckReq/DC_EVStatus/EVRESSConditioning'
@@ -2431,25 +2443,24 @@ def _e_BodyType(w, o):
                 _c3_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c3_c2_s == 2:
-                if _c3_c2_NotificationMaxDelay is not None:
-                    el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c3_c2_NotificationMaxDelay < 0 or _c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c3_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c3_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c3_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
-                    _c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_c2_EVSENotification)
-                    if _c3_c2_i4 is None: raise EncodeError(f'{_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c3_c2_i4 << 2)
-                    n += 6
-                    _c3_c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c3_c2_NotificationMaxDelay is not None:
+                el = 'CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c3_c2_NotificationMaxDelay < 0 or _c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c3_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c3_c2_NotificationMaxDelay << 1); n += 9
+                elif _c3_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c3_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'CableCheckRes/DC_EVSEStatus/EVSENotification'
+                _c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c3_c2_EVSENotification)
+                if _c3_c2_i4 is None: raise EncodeError(f'{_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c3_c2_i4 << 2)
+                n += 6
+                _c3_c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c3_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'CableCheckRes/EVSEProcessing'
@@ -2500,27 +2511,26 @@ def _e_BodyType(w, o):
                 _c4_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
-            if _c4_s == 2:
-                if _c4_ListOfRootCertificateIDs is not None:
-                    el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c4_ListOfRootCertificateIDs)
-                    v = w.v; n = w.n
-                    if not (_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
-                    el = 'CertificateInstallationReq/DHParams'
-                    v <<= 2
-                    n += 2
-                    _l = len(_c4_DHParams)
-                    if _l > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
-                    v <<= 2
-                    n += 2
-                    _c4_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+            if _c4_ListOfRootCertificateIDs is not None:
+                el = 'CertificateInstallationReq/ListOfRootCertificateIDs'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c4_ListOfRootCertificateIDs)
+                v = w.v; n = w.n
+                if not (_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
+                el = 'CertificateInstallationReq/DHParams'
+                v <<= 2
+                n += 2
+                _l = len(_c4_DHParams)
+                if _l > 256: raise EncodeError(f'length {len(_c4_DHParams)} outside [0, 256]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_DHParams, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_DHParams); v = w.v; n = w.n
+                v <<= 2
+                n += 2
+                _c4_s = -1
+            else:
+                raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2567,21 +2577,20 @@ def _e_BodyType(w, o):
                 _c5_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c5_c2_s == 1:
-                if _c5_c2_SubCertificates is not None:
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c5_c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c5_c2_s = -1
+            if _c5_c2_SubCertificates is not None:
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c5_c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c5_c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c5_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -2665,21 +2674,20 @@ def _e_BodyType(w, o):
                 _c6_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c6_c2_s == 1:
-                if _c6_c2_SubCertificates is not None:
-                    el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c6_c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c6_c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c6_c2_s = -1
+            if _c6_c2_SubCertificates is not None:
+                el = 'CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c6_c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c6_c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c6_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
@@ -2891,40 +2899,38 @@ def _e_BodyType(w, o):
                 _c10_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, SessionID')
-            if _c10_s == 2:
-                if _c10_SAScheduleTupleID is not None:
-                    el = 'MeteringReceiptReq/SAScheduleTupleID'
-                    if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c10_SAScheduleTupleID < 0)
-                    n += 4
-                    _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                    el = 'MeteringReceiptReq/MeterInfo'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
-                    v = w.v; n = w.n
-                    _c10_s = 4
-                elif _c10_MeterInfo is not None:
-                    el = 'MeteringReceiptReq/MeterInfo'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
-                    v = w.v; n = w.n
-                    _c10_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-            if _c10_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c10_s = -1
+            if _c10_SAScheduleTupleID is not None:
+                el = 'MeteringReceiptReq/SAScheduleTupleID'
+                if _c10_SAScheduleTupleID < -32768 or _c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c10_SAScheduleTupleID < 0)
+                n += 4
+                _m = (-_c10_SAScheduleTupleID - 1 if _c10_SAScheduleTupleID < 0 else _c10_SAScheduleTupleID)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                if not (_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                el = 'MeteringReceiptReq/MeterInfo'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
+                v = w.v; n = w.n
+                _c10_s = 4
+            elif _c10_MeterInfo is not None:
+                el = 'MeteringReceiptReq/MeterInfo'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_MeterInfoType(w, _c10_MeterInfo)
+                v = w.v; n = w.n
+                _c10_s = 4
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+            if True:
+                v <<= 1
+                n += 1
+                _c10_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3002,21 +3008,20 @@ def _e_BodyType(w, o):
                 _c12_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c12_c1_s == 1:
-                if _c12_c1_SubCertificates is not None:
-                    el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c12_c1_s = -1
+            if _c12_c1_SubCertificates is not None:
+                el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c12_c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3095,28 +3100,27 @@ def _e_BodyType(w, o):
                 _c14_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c14_c1_s == 1:
-                if _c14_c1_EVCabinConditioning is not None:
-                    el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                    if _c14_c1_EVCabinConditioning is not True and _c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c14_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c14_c1_s = 2
-                elif _c14_c1_EVRESSConditioning is not None:
-                    el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                    if _c14_c1_EVRESSConditioning is not True and _c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c14_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c14_c1_s = 3
-                elif _c14_c1_EVErrorCode is not None:
-                    el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
-                    _c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
-                    if _c14_c1_i1 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c14_c1_i1 << 1)
-                    n += 8
-                    _c14_c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c14_c1_EVCabinConditioning is not None:
+                el = 'PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                if _c14_c1_EVCabinConditioning is not True and _c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c14_c1_EVCabinConditioning << 1)
+                n += 5
+                _c14_c1_s = 2
+            elif _c14_c1_EVRESSConditioning is not None:
+                el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                if _c14_c1_EVRESSConditioning is not True and _c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c14_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c14_c1_EVRESSConditioning << 1)
+                n += 5
+                _c14_c1_s = 3
+            elif _c14_c1_EVErrorCode is not None:
+                el = 'PreChargeReq/DC_EVStatus/EVErrorCode'
+                _c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c14_c1_EVErrorCode)
+                if _c14_c1_i1 is None: raise EncodeError(f'{_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c14_c1_i1 << 1)
+                n += 8
+                _c14_c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c14_c1_s == 2:
                 if _c14_c1_EVRESSConditioning is not None:
                     el = 'PreChargeReq/DC_EVStatus/EVRESSConditioning'
@@ -3169,40 +3173,38 @@ def _e_BodyType(w, o):
                 _c14_c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c14_c2_s == 1:
-                if _c14_c2_Unit is not None:
-                    el = 'PreChargeReq/EVTargetVoltage/Unit'
-                    _c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c2_Unit)
-                    if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
-                    n += 11
-                    _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c14_c2_s = 3
-                elif _c14_c2_Value is not None:
-                    el = 'PreChargeReq/EVTargetVoltage/Value'
-                    if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c14_c2_Value < 0)
-                    n += 4
-                    _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c14_c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c14_c2_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c14_c2_s = -1
+            if _c14_c2_Unit is not None:
+                el = 'PreChargeReq/EVTargetVoltage/Unit'
+                _c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c2_Unit)
+                if _c14_c2_i1 is None: raise EncodeError(f'{_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c14_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'PreChargeReq/EVTargetVoltage/Value'
+                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c14_c2_i1 << 4) | (_c14_c2_Value < 0)
+                n += 11
+                _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c14_c2_s = 3
+            elif _c14_c2_Value is not None:
+                el = 'PreChargeReq/EVTargetVoltage/Value'
+                if _c14_c2_Value < -32768 or _c14_c2_Value > 32767: raise EncodeError(f'value {_c14_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c14_c2_Value < 0)
+                n += 4
+                _m = (-_c14_c2_Value - 1 if _c14_c2_Value < 0 else _c14_c2_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c14_c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c14_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
             el = 'PreChargeReq/EVTargetCurrent'
@@ -3220,40 +3222,38 @@ def _e_BodyType(w, o):
                 _c14_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c14_c3_s == 1:
-                if _c14_c3_Unit is not None:
-                    el = 'PreChargeReq/EVTargetCurrent/Unit'
-                    _c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c3_Unit)
-                    if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c14_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
-                    if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
-                    n += 11
-                    _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c14_c3_s = 3
-                elif _c14_c3_Value is not None:
-                    el = 'PreChargeReq/EVTargetCurrent/Value'
-                    if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c14_c3_Value < 0)
-                    n += 4
-                    _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c14_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c14_c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c14_c3_s = -1
+            if _c14_c3_Unit is not None:
+                el = 'PreChargeReq/EVTargetCurrent/Unit'
+                _c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c14_c3_Unit)
+                if _c14_c3_i1 is None: raise EncodeError(f'{_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c14_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'PreChargeReq/EVTargetCurrent/Value'
+                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c14_c3_i1 << 4) | (_c14_c3_Value < 0)
+                n += 11
+                _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c14_c3_s = 3
+            elif _c14_c3_Value is not None:
+                el = 'PreChargeReq/EVTargetCurrent/Value'
+                if _c14_c3_Value < -32768 or _c14_c3_Value > 32767: raise EncodeError(f'value {_c14_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c14_c3_Value < 0)
+                n += 4
+                _m = (-_c14_c3_Value - 1 if _c14_c3_Value < 0 else _c14_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c14_c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c14_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3297,25 +3297,24 @@ def _e_BodyType(w, o):
                 _c15_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c15_c2_s == 2:
-                if _c15_c2_NotificationMaxDelay is not None:
-                    el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c15_c2_NotificationMaxDelay < 0 or _c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c15_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c15_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
-                    _c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c15_c2_EVSENotification)
-                    if _c15_c2_i4 is None: raise EncodeError(f'{_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c15_c2_i4 << 2)
-                    n += 6
-                    _c15_c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c15_c2_NotificationMaxDelay is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c15_c2_NotificationMaxDelay < 0 or _c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c15_c2_NotificationMaxDelay << 1); n += 9
+                elif _c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c15_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSENotification'
+                _c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c15_c2_EVSENotification)
+                if _c15_c2_i4 is None: raise EncodeError(f'{_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c15_c2_i4 << 2)
+                n += 6
+                _c15_c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'PreChargeRes/EVSEPresentVoltage'
@@ -3333,40 +3332,38 @@ def _e_BodyType(w, o):
                 _c15_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c15_c3_s == 1:
-                if _c15_c3_Unit is not None:
-                    el = 'PreChargeRes/EVSEPresentVoltage/Unit'
-                    _c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
-                    if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
-                    n += 11
-                    _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c15_c3_s = 3
-                elif _c15_c3_Value is not None:
-                    el = 'PreChargeRes/EVSEPresentVoltage/Value'
-                    if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
-                    n += 4
-                    _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c15_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c15_c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c15_c3_s = -1
+            if _c15_c3_Unit is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Unit'
+                _c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c15_c3_Unit)
+                if _c15_c3_i1 is None: raise EncodeError(f'{_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c15_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c15_c3_i1 << 4) | (_c15_c3_Value < 0)
+                n += 11
+                _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c15_c3_s = 3
+            elif _c15_c3_Value is not None:
+                el = 'PreChargeRes/EVSEPresentVoltage/Value'
+                if _c15_c3_Value < -32768 or _c15_c3_Value > 32767: raise EncodeError(f'value {_c15_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c15_c3_Value < 0)
+                n += 4
+                _m = (-_c15_c3_Value - 1 if _c15_c3_Value < 0 else _c15_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c15_c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c15_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3409,21 +3406,20 @@ def _e_BodyType(w, o):
                 _c17_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c17_s == 2:
-                if _c17_ServiceParameterList is not None:
-                    el = 'ServiceDetailRes/ServiceParameterList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c17_ServiceParameterList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c17_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c17_s = -1
+            if _c17_ServiceParameterList is not None:
+                el = 'ServiceDetailRes/ServiceParameterList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_din_msgdatatypes._e_ServiceParameterListType(w, _c17_ServiceParameterList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c17_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c17_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3560,22 +3556,21 @@ def _e_BodyType(w, o):
                 _c22_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c22_s == 2:
-                if _c22_DateTimeNow is not None:
-                    el = 'SessionSetupRes/DateTimeNow'
-                    if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c22_DateTimeNow < 0)
-                    n += 4
-                    _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c22_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c22_s = -1
+            if _c22_DateTimeNow is not None:
+                el = 'SessionSetupRes/DateTimeNow'
+                if _c22_DateTimeNow < -9223372036854775808 or _c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c22_DateTimeNow < 0)
+                n += 4
+                _m = (-_c22_DateTimeNow - 1 if _c22_DateTimeNow < 0 else _c22_DateTimeNow)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c22_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c22_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3619,28 +3614,27 @@ def _e_BodyType(w, o):
                 _c25_c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of EVReady')
-            if _c25_c1_s == 1:
-                if _c25_c1_EVCabinConditioning is not None:
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                    if _c25_c1_EVCabinConditioning is not True and _c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVCabinConditioning!r}')
-                    v = (v << 5) | (_c25_c1_EVCabinConditioning << 1)
-                    n += 5
-                    _c25_c1_s = 2
-                elif _c25_c1_EVRESSConditioning is not None:
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                    if _c25_c1_EVRESSConditioning is not True and _c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVRESSConditioning!r}')
-                    v = (v << 5) | (1 << 3) | (_c25_c1_EVRESSConditioning << 1)
-                    n += 5
-                    _c25_c1_s = 3
-                elif _c25_c1_EVErrorCode is not None:
-                    el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                    _c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
-                    if _c25_c1_i1 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    v = (v << 8) | (2 << 6) | (_c25_c1_i1 << 1)
-                    n += 8
-                    _c25_c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+            if _c25_c1_EVCabinConditioning is not None:
+                el = 'WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                if _c25_c1_EVCabinConditioning is not True and _c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVCabinConditioning!r}')
+                v = (v << 5) | (_c25_c1_EVCabinConditioning << 1)
+                n += 5
+                _c25_c1_s = 2
+            elif _c25_c1_EVRESSConditioning is not None:
+                el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                if _c25_c1_EVRESSConditioning is not True and _c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c25_c1_EVRESSConditioning!r}')
+                v = (v << 5) | (1 << 3) | (_c25_c1_EVRESSConditioning << 1)
+                n += 5
+                _c25_c1_s = 3
+            elif _c25_c1_EVErrorCode is not None:
+                el = 'WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                _c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c25_c1_EVErrorCode)
+                if _c25_c1_i1 is None: raise EncodeError(f'{_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                v = (v << 8) | (2 << 6) | (_c25_c1_i1 << 1)
+                n += 8
+                _c25_c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
             if _c25_c1_s == 2:
                 if _c25_c1_EVRESSConditioning is not None:
                     el = 'WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
@@ -3719,25 +3713,24 @@ def _e_BodyType(w, o):
                 _c26_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c26_c2_s == 2:
-                if _c26_c2_NotificationMaxDelay is not None:
-                    el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                    if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c26_c2_NotificationMaxDelay << 1); n += 9
-                    elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c26_c2_NotificationMaxDelay] << 1); n += 17
-                    elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                    _c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
-                    if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 6) | (_c26_c2_i4 << 2)
-                    n += 6
-                    _c26_c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c26_c2_NotificationMaxDelay is not None:
+                el = 'WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                if _c26_c2_NotificationMaxDelay < 0 or _c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c26_c2_NotificationMaxDelay << 1); n += 9
+                elif _c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c26_c2_NotificationMaxDelay] << 1); n += 17
+                elif _c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                if not (_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                _c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c26_c2_EVSENotification)
+                if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 6) | (_c26_c2_i4 << 2)
+                n += 6
+                _c26_c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
@@ -3755,40 +3748,38 @@ def _e_BodyType(w, o):
                 _c26_c3_s = 1
             else:
                 raise EncodeError('missing content: expected one of Multiplier')
-            if _c26_c3_s == 1:
-                if _c26_c3_Unit is not None:
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                    _c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c26_c3_Unit)
-                    if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 11) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
-                    n += 11
-                    _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c26_c3_s = 3
-                elif _c26_c3_Value is not None:
-                    el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
-                    if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 4) | (1 << 2) | (_c26_c3_Value < 0)
-                    n += 4
-                    _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    _c26_c3_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of Unit, Value')
-            if _c26_c3_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c26_c3_s = -1
+            if _c26_c3_Unit is not None:
+                el = 'WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                _c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c26_c3_Unit)
+                if _c26_c3_i1 is None: raise EncodeError(f'{_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 11) | (_c26_c3_i1 << 4) | (_c26_c3_Value < 0)
+                n += 11
+                _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c26_c3_s = 3
+            elif _c26_c3_Value is not None:
+                el = 'WeldingDetectionRes/EVSEPresentVoltage/Value'
+                if _c26_c3_Value < -32768 or _c26_c3_Value > 32767: raise EncodeError(f'value {_c26_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 4) | (1 << 2) | (_c26_c3_Value < 0)
+                n += 4
+                _m = (-_c26_c3_Value - 1 if _c26_c3_Value < 0 else _c26_c3_Value)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                _c26_c3_s = 3
+            else:
+                raise EncodeError('missing content: expected one of Unit, Value')
+            if True:
+                v <<= 1
+                n += 1
+                _c26_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3839,69 +3830,67 @@ def _d_V2G_Message(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
+        if ec == 0:
+            el = 'Header/Notification'
+            _c1_c1_FaultCode = None
+            _c1_c1_FaultMsg = None
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 100: raise r.deviation('NotificationType', r.end - q)
+            el = 'Header/Notification/FaultCode'
+            _c1_c1_FaultCode = ((x >> 3) & 3)
+            if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
+            else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+            ec = (x & 3)
+            _c1_c1_s = 1
             if ec == 0:
-                el = 'Header/Notification'
-                _c1_c1_FaultCode = None
-                _c1_c1_FaultMsg = None
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('NotificationType', r.end - q)
-                el = 'Header/Notification/FaultCode'
-                _c1_c1_FaultCode = ((x >> 3) & 3)
-                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
-                else: _c1_c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
-                ec = (x & 3)
-                _c1_c1_s = 1
-                if _c1_c1_s == 1:
-                    if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'Header/Notification/FaultMsg'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                            _c1_c1_FaultMsg = ''
-                        else:
-                            r.pos = r.end - q
-                            _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
-                            if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                        _c1_c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_c1_s = -1
-                    else:
-                        raise r.deviation('NotificationType', r.end - q)
-                _c1_Notification = _new(din_msgdatatypes.NotificationType)
-                _c1_Notification.FaultCode = _c1_c1_FaultCode
-                _c1_Notification.FaultMsg = _c1_c1_FaultMsg
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c1_s = 2
-            elif ec == 1:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = 3
-            elif ec == 2:
+                x = (V >> q) & 1
+                el = 'Header/Notification/FaultMsg'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
+                    _c1_c1_FaultMsg = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                    if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
+                _c1_c1_s = -1
+            elif ec == 1:
                 pass
-                _c1_s = -1
+                _c1_c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', r.end - q)
+                raise r.deviation('NotificationType', r.end - q)
+            _c1_Notification = _new(_K_din_msgdatatypes_NotificationType)
+            _c1_Notification.FaultCode = _c1_c1_FaultCode
+            _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c1_s = 2
+        elif ec == 1:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = 3
+        elif ec == 2:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 el = 'Header/Signature'
@@ -3919,7 +3908,7 @@ def _d_V2G_Message(r):
                 raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 3:
             _c1_s = -1
-        f_Header = _new(din_msgheader.MessageHeaderType)
+        f_Header = _new(_K_din_msgheader_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.Notification = _c1_Notification
         f_Header.Signature = _c1_Signature
@@ -3941,7 +3930,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/BodyElement'
                         _cf = 'BodyElement'
-                        _cv = _new(din_msgdef.BodyBaseType)
+                        _cv = _new(_K_din_msgdef_BodyBaseType)
                         _c2_s = 1
                     elif ec == 1:
                         q -= 1
@@ -3963,36 +3952,35 @@ def _d_V2G_Message(r):
                         _c2_c2_c1_EVReady = ((x >> 3) & 1) == 1
                         ec = (x & 3)
                         _c2_c2_c1_s = 1
-                        if _c2_c2_c1_s == 1:
-                            if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                                _c2_c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                                ec = (x & 3)
-                                _c2_c2_c1_s = 2
-                            elif ec == 1:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c2_c2_c1_s = 3
-                            elif ec == 2:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                                _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
-                                _c2_c2_c1_s = 4
-                            else:
-                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                            _c2_c2_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                            ec = (x & 3)
+                            _c2_c2_c1_s = 2
+                        elif ec == 1:
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                            _c2_c2_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c2_c2_c1_s = 3
+                        elif ec == 2:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                            _c2_c2_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c2_c1_EVErrorCode >= 12: _c2_c2_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c2_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c2_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c2_c1_EVErrorCode]
+                            _c2_c2_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c2_c1_s == 2:
                             if ec == 0:
                                 q -= 4
@@ -4033,7 +4021,7 @@ def _d_V2G_Message(r):
                             _c2_c2_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c2_c2_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c2_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c2_c1_s = -1
-                        _c2_c2_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_c2_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                         _c2_c2_DC_EVStatus.EVReady = _c2_c2_c1_EVReady
                         _c2_c2_DC_EVStatus.EVCabinConditioning = _c2_c2_c1_EVCabinConditioning
                         _c2_c2_DC_EVStatus.EVRESSConditioning = _c2_c2_c1_EVRESSConditioning
@@ -4042,7 +4030,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.CableCheckReqType)
+                        _cv = _new(_K_din_msgbody_CableCheckReqType)
                         _cv.DC_EVStatus = _c2_c2_DC_EVStatus
                         _c2_s = 1
                     elif ec == 2:
@@ -4093,40 +4081,39 @@ def _d_V2G_Message(r):
                             _c2_c3_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c3_c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c3_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c2_c3_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c2_c3_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c3_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
-                            _c2_c3_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c2_c3_c1_EVSENotification >= 3: _c2_c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c3_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c2_c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c3_c1_EVSENotification]
-                            _c2_c3_c1_s = -1
-                        _c2_c3_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c3_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c3_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c3_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c3_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c3_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c2_c3_c1_EVSENotification >= 3: _c2_c3_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c3_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c3_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c3_c1_EVSENotification]
+                        _c2_c3_c1_s = -1
+                        _c2_c3_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c2_c3_DC_EVSEStatus.EVSEIsolationStatus = _c2_c3_c1_EVSEIsolationStatus
                         _c2_c3_DC_EVSEStatus.EVSEStatusCode = _c2_c3_c1_EVSEStatusCode
                         _c2_c3_DC_EVSEStatus.NotificationMaxDelay = _c2_c3_c1_NotificationMaxDelay
@@ -4137,7 +4124,7 @@ def _d_V2G_Message(r):
                         if x & 55: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/CableCheckRes/EVSEProcessing'
                         _c2_c3_EVSEProcessing = _E_din_msgdatatypes_EVSEProcessingType[((x >> 3) & 1)]
-                        _cv = _new(din_msgbody.CableCheckResType)
+                        _cv = _new(_K_din_msgbody_CableCheckResType)
                         _cv.ResponseCode = _c2_c3_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c3_DC_EVSEStatus
                         _cv.EVSEProcessing = _c2_c3_EVSEProcessing
@@ -4203,34 +4190,33 @@ def _d_V2G_Message(r):
                             _c2_c4_s = 2
                         else:
                             raise r.deviation('CertificateInstallationReqType', r.end - q)
-                        if _c2_c4_s == 2:
-                            el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
-                            r.pos = r.end - q
-                            _c2_c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
-                            V = r.v; q = r.end - r.pos
+                        el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
+                        r.pos = r.end - q
+                        _c2_c4_ListOfRootCertificateIDs = c_din_msgdatatypes._d_ListOfRootCertificateIDsType(r)
+                        V = r.v; q = r.end - r.pos
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        x = (V >> q) & 3
+                        if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                        el = 'Body/CertificateInstallationReq/DHParams'
+                        _esc = (x & 1)
+                        if _esc:
                             q -= 2
                             if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            if x & 2: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            el = 'Body/CertificateInstallationReq/DHParams'
-                            _esc = (x & 1)
-                            if _esc:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
-                                _c2_c4_DHParams = b''
+                            if (V >> q) & 3: raise r.deviation('DHParams', r.end - q)
+                            _c2_c4_DHParams = b''
+                        else:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                             else:
-                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                    q -= 8 + (_l << 3)
-                                    _c2_c4_DHParams = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                                else:
-                                    r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_DHParams)
-                                if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                            _c2_c4_s = -1
-                        _cv = _new(din_msgbody.CertificateInstallationReqType)
+                                r.pos = r.end - q; _c2_c4_DHParams = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c4_DHParams)
+                            if _l > 256: r.facet('CertificateInstallationReqType/DHParams', 'length [0, 256]', _c2_c4_DHParams, r.at(r.end - q))
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('CertificateInstallationReqType', r.end - q)
+                        _c2_c4_s = -1
+                        _cv = _new(_K_din_msgbody_CertificateInstallationReqType)
                         _cv.Id = _c2_c4_Id
                         _cv.OEMProvisioningCert = _c2_c4_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c2_c4_ListOfRootCertificateIDs
@@ -4287,22 +4273,21 @@ def _d_V2G_Message(r):
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
                         _c2_c5_c1_s = 1
-                        if _c2_c5_c1_s == 1:
-                            if ec == 0:
-                                el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c5_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c5_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c5_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c5_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c5_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c5_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c5_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
                         _c2_c5_ContractSignatureCertChain.Certificate = _c2_c5_c1_Certificate
                         _c2_c5_ContractSignatureCertChain.SubCertificates = _c2_c5_c1_SubCertificates
                         q -= 2
@@ -4360,7 +4345,7 @@ def _d_V2G_Message(r):
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.CertificateInstallationResType)
+                        _cv = _new(_K_din_msgbody_CertificateInstallationResType)
                         _cv.Id = _c2_c5_Id
                         _cv.ResponseCode = _c2_c5_ResponseCode
                         _cv.ContractSignatureCertChain = _c2_c5_ContractSignatureCertChain
@@ -4423,22 +4408,21 @@ def _d_V2G_Message(r):
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
                         _c2_c6_c1_s = 1
-                        if _c2_c6_c1_s == 1:
-                            if ec == 0:
-                                el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c6_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c6_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c6_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c6_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c6_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c6_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c6_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
                         _c2_c6_ContractSignatureCertChain.Certificate = _c2_c6_c1_Certificate
                         _c2_c6_ContractSignatureCertChain.SubCertificates = _c2_c6_c1_SubCertificates
                         q -= 2
@@ -4522,7 +4506,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c6_RetryCounter = -_c2_c6_RetryCounter - 1
                         if _c2_c6_RetryCounter < -32768 or _c2_c6_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', _c2_c6_RetryCounter, r.at(r.end - q))
-                        _cv = _new(din_msgbody.CertificateUpdateResType)
+                        _cv = _new(_K_din_msgbody_CertificateUpdateResType)
                         _cv.Id = _c2_c6_Id
                         _cv.ResponseCode = _c2_c6_ResponseCode
                         _cv.ContractSignatureCertChain = _c2_c6_ContractSignatureCertChain
@@ -4561,7 +4545,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
-                        _cv = _new(din_msgbody.ChargingStatusReqType)
+                        _cv = _new(_K_din_msgbody_ChargingStatusReqType)
                         _c2_s = 1
                     elif ec == 10:
                         el = 'Body/ChargingStatusRes'
@@ -4642,7 +4626,7 @@ def _d_V2G_Message(r):
                                 raise r.deviation('ContractAuthenticationReqType', r.end - q)
                         if _c2_c8_s == 2:
                             _c2_c8_s = -1
-                        _cv = _new(din_msgbody.ContractAuthenticationReqType)
+                        _cv = _new(_K_din_msgbody_ContractAuthenticationReqType)
                         _cv.Id = _c2_c8_Id
                         _cv.GenChallenge = _c2_c8_GenChallenge
                         q -= 1
@@ -4667,7 +4651,7 @@ def _d_V2G_Message(r):
                         else:
                             el = 'Body/ContractAuthenticationRes/EVSEProcessing'
                             _c2_c9_ResponseCode, _c2_c9_EVSEProcessing = _t
-                        _cv = _new(din_msgbody.ContractAuthenticationResType)
+                        _cv = _new(_K_din_msgbody_ContractAuthenticationResType)
                         _cv.ResponseCode = _c2_c9_ResponseCode
                         _cv.EVSEProcessing = _c2_c9_EVSEProcessing
                         _c2_s = 1
@@ -4759,59 +4743,57 @@ def _d_V2G_Message(r):
                             _c2_c10_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c2_c10_s == 2:
-                            if ec == 0:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c10_SAScheduleTupleID = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c10_SAScheduleTupleID = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c10_SAScheduleTupleID = (V >> q) & 127
+                                    _c2_c10_SAScheduleTupleID = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c10_SAScheduleTupleID = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c10_SAScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                if _neg: _c2_c10_SAScheduleTupleID = -_c2_c10_SAScheduleTupleID - 1
-                                if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_c10_SAScheduleTupleID, r.at(r.end - q))
-                                el = 'Body/MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c2_c10_s = 4
-                            elif ec == 1:
-                                el = 'Body/MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c2_c10_s = 4
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c10_SAScheduleTupleID = (V >> q) & 127
                             else:
-                                raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c2_c10_s == 4:
-                            _c2_c10_s = -1
-                        _cv = _new(din_msgbody.MeteringReceiptReqType)
+                                r.pos = r.end - q; _c2_c10_SAScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            if _neg: _c2_c10_SAScheduleTupleID = -_c2_c10_SAScheduleTupleID - 1
+                            if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'range [-32768, 32767]', _c2_c10_SAScheduleTupleID, r.at(r.end - q))
+                            el = 'Body/MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c2_c10_s = 4
+                        elif ec == 1:
+                            el = 'Body/MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c2_c10_MeterInfo = c_din_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c2_c10_s = 4
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        _c2_c10_s = -1
+                        _cv = _new(_K_din_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c2_c10_Id
                         _cv.SessionID = _c2_c10_SessionID
                         _cv.SAScheduleTupleID = _c2_c10_SAScheduleTupleID
@@ -4868,12 +4850,12 @@ def _d_V2G_Message(r):
                         _c2_c11_c1_EVSENotification = ((x >> 4) & 3)
                         if _c2_c11_c1_EVSENotification >= 3: _c2_c11_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c11_c1_EVSENotification, 3, r.at(r.end - q))
                         else: _c2_c11_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c11_c1_EVSENotification]
-                        _c2_c11_AC_EVSEStatus = _new(din_msgdatatypes.AC_EVSEStatusType)
+                        _c2_c11_AC_EVSEStatus = _new(_K_din_msgdatatypes_AC_EVSEStatusType)
                         _c2_c11_AC_EVSEStatus.PowerSwitchClosed = _c2_c11_c1_PowerSwitchClosed
                         _c2_c11_AC_EVSEStatus.RCD = _c2_c11_c1_RCD
                         _c2_c11_AC_EVSEStatus.NotificationMaxDelay = _c2_c11_c1_NotificationMaxDelay
                         _c2_c11_AC_EVSEStatus.EVSENotification = _c2_c11_c1_EVSENotification
-                        _cv = _new(din_msgbody.MeteringReceiptResType)
+                        _cv = _new(_K_din_msgbody_MeteringReceiptResType)
                         _cv.ResponseCode = _c2_c11_ResponseCode
                         _cv.AC_EVSEStatus = _c2_c11_AC_EVSEStatus
                         _c2_s = 1
@@ -4926,28 +4908,27 @@ def _d_V2G_Message(r):
                         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
                         ec = (x & 3)
                         _c2_c12_c1_s = 1
-                        if _c2_c12_c1_s == 1:
-                            if ec == 0:
-                                el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c12_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c12_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c12_ContractSignatureCertChain = _new(din_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c12_c1_SubCertificates = c_din_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c12_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c12_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c12_ContractSignatureCertChain = _new(_K_din_msgdatatypes_CertificateChainType)
                         _c2_c12_ContractSignatureCertChain.Certificate = _c2_c12_c1_Certificate
                         _c2_c12_ContractSignatureCertChain.SubCertificates = _c2_c12_c1_SubCertificates
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PaymentDetailsReqType)
+                        _cv = _new(_K_din_msgbody_PaymentDetailsReqType)
                         _cv.ContractID = _c2_c12_ContractID
                         _cv.ContractSignatureCertChain = _c2_c12_ContractSignatureCertChain
                         _c2_s = 1
@@ -5007,7 +4988,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c13_DateTimeNow = -_c2_c13_DateTimeNow - 1
                         if _c2_c13_DateTimeNow < -9223372036854775808 or _c2_c13_DateTimeNow > 9223372036854775807: r.facet('PaymentDetailsResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c13_DateTimeNow, r.at(r.end - q))
-                        _cv = _new(din_msgbody.PaymentDetailsResType)
+                        _cv = _new(_K_din_msgbody_PaymentDetailsResType)
                         _cv.ResponseCode = _c2_c13_ResponseCode
                         _cv.GenChallenge = _c2_c13_GenChallenge
                         _cv.DateTimeNow = _c2_c13_DateTimeNow
@@ -5052,36 +5033,35 @@ def _d_V2G_Message(r):
                         _c2_c14_c1_EVReady = ((x >> 3) & 1) == 1
                         ec = (x & 3)
                         _c2_c14_c1_s = 1
-                        if _c2_c14_c1_s == 1:
-                            if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                                _c2_c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                                ec = (x & 3)
-                                _c2_c14_c1_s = 2
-                            elif ec == 1:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c2_c14_c1_s = 3
-                            elif ec == 2:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                                _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
-                                _c2_c14_c1_s = 4
-                            else:
-                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                            _c2_c14_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                            ec = (x & 3)
+                            _c2_c14_c1_s = 2
+                        elif ec == 1:
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                            _c2_c14_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c2_c14_c1_s = 3
+                        elif ec == 2:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                            _c2_c14_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c14_c1_EVErrorCode >= 12: _c2_c14_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c14_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c14_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c14_c1_EVErrorCode]
+                            _c2_c14_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c14_c1_s == 2:
                             if ec == 0:
                                 q -= 4
@@ -5122,7 +5102,7 @@ def _d_V2G_Message(r):
                             _c2_c14_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c2_c14_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c14_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c14_c1_s = -1
-                        _c2_c14_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_c14_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                         _c2_c14_DC_EVStatus.EVReady = _c2_c14_c1_EVReady
                         _c2_c14_DC_EVStatus.EVCabinConditioning = _c2_c14_c1_EVCabinConditioning
                         _c2_c14_DC_EVStatus.EVRESSConditioning = _c2_c14_c1_EVRESSConditioning
@@ -5144,78 +5124,76 @@ def _d_V2G_Message(r):
                         if _c2_c14_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c14_c2_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c2_c14_c2_s = 1
-                        if _c2_c14_c2_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
-                                _c2_c14_c2_Unit = ((x >> 4) & 15)
-                                if _c2_c14_c2_Unit >= 10: _c2_c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c2_Unit, 10, r.at(r.end - q))
-                                else: _c2_c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c2_Unit]
-                                el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c14_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c14_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                            _c2_c14_c2_Unit = ((x >> 4) & 15)
+                            if _c2_c14_c2_Unit >= 10: _c2_c14_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c14_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c2_Unit]
+                            el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c14_c2_Value = (V >> q) & 127
+                                    _c2_c14_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c14_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
-                                if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
-                                _c2_c14_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c14_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c14_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c2_c14_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
-                                if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
-                                _c2_c14_c2_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c14_c2_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c2_c14_c2_s == 3:
-                            _c2_c14_c2_s = -1
-                        _c2_c14_EVTargetVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
+                            if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
+                            _c2_c14_c2_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c14_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c14_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c14_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c14_c2_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c14_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c14_c2_Value = -_c2_c14_c2_Value - 1
+                            if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c2_Value, r.at(r.end - q))
+                            _c2_c14_c2_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c2_c14_c2_s = -1
+                        _c2_c14_EVTargetVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c2_c14_EVTargetVoltage.Multiplier = _c2_c14_c2_Multiplier
                         _c2_c14_EVTargetVoltage.Unit = _c2_c14_c2_Unit
                         _c2_c14_EVTargetVoltage.Value = _c2_c14_c2_Value
@@ -5235,85 +5213,83 @@ def _d_V2G_Message(r):
                         if _c2_c14_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c14_c3_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c2_c14_c3_s = 1
-                        if _c2_c14_c3_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
-                                _c2_c14_c3_Unit = ((x >> 4) & 15)
-                                if _c2_c14_c3_Unit >= 10: _c2_c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c3_Unit, 10, r.at(r.end - q))
-                                else: _c2_c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c3_Unit]
-                                el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c14_c3_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c14_c3_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                            _c2_c14_c3_Unit = ((x >> 4) & 15)
+                            if _c2_c14_c3_Unit >= 10: _c2_c14_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c14_c3_Unit, 10, r.at(r.end - q))
+                            else: _c2_c14_c3_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c14_c3_Unit]
+                            el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c14_c3_Value = (V >> q) & 127
+                                    _c2_c14_c3_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c14_c3_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
-                                if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
-                                _c2_c14_c3_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c14_c3_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c14_c3_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c2_c14_c3_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
-                                if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
-                                _c2_c14_c3_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c14_c3_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c2_c14_c3_s == 3:
-                            _c2_c14_c3_s = -1
-                        _c2_c14_EVTargetCurrent = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
+                            if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
+                            _c2_c14_c3_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c14_c3_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c14_c3_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c14_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c14_c3_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c14_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c14_c3_Value = -_c2_c14_c3_Value - 1
+                            if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c14_c3_Value, r.at(r.end - q))
+                            _c2_c14_c3_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c2_c14_c3_s = -1
+                        _c2_c14_EVTargetCurrent = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c2_c14_EVTargetCurrent.Multiplier = _c2_c14_c3_Multiplier
                         _c2_c14_EVTargetCurrent.Unit = _c2_c14_c3_Unit
                         _c2_c14_EVTargetCurrent.Value = _c2_c14_c3_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PreChargeReqType)
+                        _cv = _new(_K_din_msgbody_PreChargeReqType)
                         _cv.DC_EVStatus = _c2_c14_DC_EVStatus
                         _cv.EVTargetVoltage = _c2_c14_EVTargetVoltage
                         _cv.EVTargetCurrent = _c2_c14_EVTargetCurrent
@@ -5369,40 +5345,39 @@ def _d_V2G_Message(r):
                             _c2_c15_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c15_c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c15_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c2_c15_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c2_c15_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c15_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c2_c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c15_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                            _c2_c15_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c2_c15_c1_EVSENotification >= 3: _c2_c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c15_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c2_c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c15_c1_EVSENotification]
-                            _c2_c15_c1_s = -1
-                        _c2_c15_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c15_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c15_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c15_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c15_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c15_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c2_c15_c1_EVSENotification >= 3: _c2_c15_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c15_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c15_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c15_c1_EVSENotification]
+                        _c2_c15_c1_s = -1
+                        _c2_c15_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c2_c15_DC_EVSEStatus.EVSEIsolationStatus = _c2_c15_c1_EVSEIsolationStatus
                         _c2_c15_DC_EVSEStatus.EVSEStatusCode = _c2_c15_c1_EVSEStatusCode
                         _c2_c15_DC_EVSEStatus.NotificationMaxDelay = _c2_c15_c1_NotificationMaxDelay
@@ -5423,85 +5398,83 @@ def _d_V2G_Message(r):
                         if _c2_c15_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c15_c2_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c2_c15_c2_s = 1
-                        if _c2_c15_c2_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
-                                _c2_c15_c2_Unit = ((x >> 4) & 15)
-                                if _c2_c15_c2_Unit >= 10: _c2_c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c2_Unit, 10, r.at(r.end - q))
-                                else: _c2_c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c2_Unit]
-                                el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c15_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c15_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                            _c2_c15_c2_Unit = ((x >> 4) & 15)
+                            if _c2_c15_c2_Unit >= 10: _c2_c15_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c15_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c15_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c15_c2_Unit]
+                            el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c15_c2_Value = (V >> q) & 127
+                                    _c2_c15_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c15_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
-                                if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
-                                _c2_c15_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c15_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c15_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c2_c15_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
-                                if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
-                                _c2_c15_c2_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c15_c2_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c2_c15_c2_s == 3:
-                            _c2_c15_c2_s = -1
-                        _c2_c15_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
+                            if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
+                            _c2_c15_c2_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c15_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c15_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c15_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c15_c2_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c15_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c15_c2_Value = -_c2_c15_c2_Value - 1
+                            if _c2_c15_c2_Value < -32768 or _c2_c15_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c15_c2_Value, r.at(r.end - q))
+                            _c2_c15_c2_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c2_c15_c2_s = -1
+                        _c2_c15_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c2_c15_EVSEPresentVoltage.Multiplier = _c2_c15_c2_Multiplier
                         _c2_c15_EVSEPresentVoltage.Unit = _c2_c15_c2_Unit
                         _c2_c15_EVSEPresentVoltage.Value = _c2_c15_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.PreChargeResType)
+                        _cv = _new(_K_din_msgbody_PreChargeResType)
                         _cv.ResponseCode = _c2_c15_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c15_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c2_c15_EVSEPresentVoltage
@@ -5535,7 +5508,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _c2_c16_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c2_c16_ServiceID, r.at(r.end - q))
-                        _cv = _new(din_msgbody.ServiceDetailReqType)
+                        _cv = _new(_K_din_msgbody_ServiceDetailReqType)
                         _cv.ServiceID = _c2_c16_ServiceID
                         _c2_s = 1
                     elif ec == 24:
@@ -5578,22 +5551,21 @@ def _d_V2G_Message(r):
                         if _c2_c17_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c17_ServiceID, r.at(r.end - q))
                         ec = (x & 3)
                         _c2_c17_s = 2
-                        if _c2_c17_s == 2:
-                            if ec == 0:
-                                el = 'Body/ServiceDetailRes/ServiceParameterList'
-                                r.pos = r.end - q
-                                _c2_c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                                _c2_c17_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c17_s = -1
-                            else:
-                                raise r.deviation('ServiceDetailResType', r.end - q)
-                        _cv = _new(din_msgbody.ServiceDetailResType)
+                        if ec == 0:
+                            el = 'Body/ServiceDetailRes/ServiceParameterList'
+                            r.pos = r.end - q
+                            _c2_c17_ServiceParameterList = c_din_msgdatatypes._d_ServiceParameterListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                            _c2_c17_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c17_s = -1
+                        else:
+                            raise r.deviation('ServiceDetailResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_ServiceDetailResType)
                         _cv.ResponseCode = _c2_c17_ResponseCode
                         _cv.ServiceID = _c2_c17_ServiceID
                         _cv.ServiceParameterList = _c2_c17_ServiceParameterList
@@ -5660,7 +5632,7 @@ def _d_V2G_Message(r):
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c2_c18_s == 2:
                             _c2_c18_s = -1
-                        _cv = _new(din_msgbody.ServiceDiscoveryReqType)
+                        _cv = _new(_K_din_msgbody_ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c2_c18_ServiceScope
                         _cv.ServiceCategory = _c2_c18_ServiceCategory
                         q -= 1
@@ -5697,7 +5669,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.ServicePaymentSelectionReqType)
+                        _cv = _new(_K_din_msgbody_ServicePaymentSelectionReqType)
                         _cv.SelectedPaymentOption = _c2_c19_SelectedPaymentOption
                         _cv.SelectedServiceList = _c2_c19_SelectedServiceList
                         _c2_s = 1
@@ -5712,7 +5684,7 @@ def _d_V2G_Message(r):
                         _c2_c20_ResponseCode = ((x >> 3) & 31)
                         if _c2_c20_ResponseCode >= 23: _c2_c20_ResponseCode = r.enum_index('ServicePaymentSelectionResType/ResponseCode', _c2_c20_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c20_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c20_ResponseCode]
-                        _cv = _new(din_msgbody.ServicePaymentSelectionResType)
+                        _cv = _new(_K_din_msgbody_ServicePaymentSelectionResType)
                         _cv.ResponseCode = _c2_c20_ResponseCode
                         _c2_s = 1
                     elif ec == 29:
@@ -5739,7 +5711,7 @@ def _d_V2G_Message(r):
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.SessionSetupReqType)
+                        _cv = _new(_K_din_msgbody_SessionSetupReqType)
                         _cv.EVCCID = _c2_c21_EVCCID
                         _c2_s = 1
                     elif ec == 30:
@@ -5776,44 +5748,43 @@ def _d_V2G_Message(r):
                         if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
                         ec = (x & 3)
                         _c2_c22_s = 2
-                        if _c2_c22_s == 2:
-                            if ec == 0:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
-                                el = 'Body/SessionSetupRes/DateTimeNow'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c22_DateTimeNow = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c22_DateTimeNow = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+                            el = 'Body/SessionSetupRes/DateTimeNow'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c22_DateTimeNow = (V >> q) & 127
+                                    _c2_c22_DateTimeNow = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c22_DateTimeNow = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c22_DateTimeNow = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                                if _neg: _c2_c22_DateTimeNow = -_c2_c22_DateTimeNow - 1
-                                if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_DateTimeNow, r.at(r.end - q))
-                                _c2_c22_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c22_s = -1
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c22_DateTimeNow = (V >> q) & 127
                             else:
-                                raise r.deviation('SessionSetupResType', r.end - q)
-                        _cv = _new(din_msgbody.SessionSetupResType)
+                                r.pos = r.end - q; _c2_c22_DateTimeNow = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                            if _neg: _c2_c22_DateTimeNow = -_c2_c22_DateTimeNow - 1
+                            if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: r.facet('SessionSetupResType/DateTimeNow', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_DateTimeNow, r.at(r.end - q))
+                            _c2_c22_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c22_s = -1
+                        else:
+                            raise r.deviation('SessionSetupResType', r.end - q)
+                        _cv = _new(_K_din_msgbody_SessionSetupResType)
                         _cv.ResponseCode = _c2_c22_ResponseCode
                         _cv.EVSEID = _c2_c22_EVSEID
                         _cv.DateTimeNow = _c2_c22_DateTimeNow
@@ -5830,7 +5801,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/SessionStopReq'
                         _cf = 'SessionStopReq'
-                        _cv = _new(din_msgbody.SessionStopType)
+                        _cv = _new(_K_din_msgbody_SessionStopType)
                         _c2_s = 1
                     elif ec == 32:
                         q -= 10
@@ -5843,7 +5814,7 @@ def _d_V2G_Message(r):
                         _c2_c24_ResponseCode = ((x >> 3) & 31)
                         if _c2_c24_ResponseCode >= 23: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 23, r.at(r.end - q))
                         else: _c2_c24_ResponseCode = _E_din_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
-                        _cv = _new(din_msgbody.SessionStopResType)
+                        _cv = _new(_K_din_msgbody_SessionStopResType)
                         _cv.ResponseCode = _c2_c24_ResponseCode
                         _c2_s = 1
                     elif ec == 33:
@@ -5866,36 +5837,35 @@ def _d_V2G_Message(r):
                         _c2_c25_c1_EVReady = ((x >> 3) & 1) == 1
                         ec = (x & 3)
                         _c2_c25_c1_s = 1
-                        if _c2_c25_c1_s == 1:
-                            if ec == 0:
-                                q -= 5
-                                if q < 0: V, q = r.slideq(q, 5)
-                                x = (V >> q) & 31
-                                if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                                _c2_c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
-                                ec = (x & 3)
-                                _c2_c25_c1_s = 2
-                            elif ec == 1:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                                _c2_c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
-                                _c2_c25_c1_s = 3
-                            elif ec == 2:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
-                                el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                                _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
-                                if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
-                                else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
-                                _c2_c25_c1_s = 4
-                            else:
-                                raise r.deviation('DC_EVStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 5
+                            if q < 0: V, q = r.slideq(q, 5)
+                            x = (V >> q) & 31
+                            if x & 20: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                            _c2_c25_c1_EVCabinConditioning = ((x >> 3) & 1) == 1
+                            ec = (x & 3)
+                            _c2_c25_c1_s = 2
+                        elif ec == 1:
+                            q -= 4
+                            if q < 0: V, q = r.slideq(q, 4)
+                            x = (V >> q) & 15
+                            if x & 11: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                            _c2_c25_c1_EVRESSConditioning = ((x >> 2) & 1) == 1
+                            _c2_c25_c1_s = 3
+                        elif ec == 2:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                            _c2_c25_c1_EVErrorCode = ((x >> 2) & 15)
+                            if _c2_c25_c1_EVErrorCode >= 12: _c2_c25_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c2_c25_c1_EVErrorCode, 12, r.at(r.end - q))
+                            else: _c2_c25_c1_EVErrorCode = _E_din_msgdatatypes_DC_EVErrorCodeType[_c2_c25_c1_EVErrorCode]
+                            _c2_c25_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVStatusType', r.end - q)
                         if _c2_c25_c1_s == 2:
                             if ec == 0:
                                 q -= 4
@@ -5936,7 +5906,7 @@ def _d_V2G_Message(r):
                             _c2_c25_c1_EVRESSSOC = ((x >> 2) & 127)
                             if _c2_c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c25_c1_EVRESSSOC, r.at(r.end - q))
                             _c2_c25_c1_s = -1
-                        _c2_c25_DC_EVStatus = _new(din_msgdatatypes.DC_EVStatusType)
+                        _c2_c25_DC_EVStatus = _new(_K_din_msgdatatypes_DC_EVStatusType)
                         _c2_c25_DC_EVStatus.EVReady = _c2_c25_c1_EVReady
                         _c2_c25_DC_EVStatus.EVCabinConditioning = _c2_c25_c1_EVCabinConditioning
                         _c2_c25_DC_EVStatus.EVRESSConditioning = _c2_c25_c1_EVRESSConditioning
@@ -5945,7 +5915,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.WeldingDetectionReqType)
+                        _cv = _new(_K_din_msgbody_WeldingDetectionReqType)
                         _cv.DC_EVStatus = _c2_c25_DC_EVStatus
                         _c2_s = 1
                     elif ec == 34:
@@ -5996,40 +5966,39 @@ def _d_V2G_Message(r):
                             _c2_c26_c1_s = 2
                         else:
                             raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c26_c1_s == 2:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_c26_c1_NotificationMaxDelay = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
                                 q -= 8
-                                _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
+                                _c2_c26_c1_NotificationMaxDelay = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c26_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                             else:
                                 r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 7
-                            if q < 0: V, q = r.slideq(q, 7)
-                            x = (V >> q) & 127
-                            if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                            if _c2_c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
-                            el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                            _c2_c26_c1_EVSENotification = ((x >> 2) & 3)
-                            if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
-                            else: _c2_c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
-                            _c2_c26_c1_s = -1
-                        _c2_c26_DC_EVSEStatus = _new(din_msgdatatypes.DC_EVSEStatusType)
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c26_c1_NotificationMaxDelay = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c26_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                        q -= 7
+                        if q < 0: V, q = r.slideq(q, 7)
+                        x = (V >> q) & 127
+                        if x & 115: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if _c2_c26_c1_NotificationMaxDelay > 4294967295: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 4294967295]', _c2_c26_c1_NotificationMaxDelay, r.at(r.end - q))
+                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                        _c2_c26_c1_EVSENotification = ((x >> 2) & 3)
+                        if _c2_c26_c1_EVSENotification >= 3: _c2_c26_c1_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_c26_c1_EVSENotification, 3, r.at(r.end - q))
+                        else: _c2_c26_c1_EVSENotification = _E_din_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
+                        _c2_c26_c1_s = -1
+                        _c2_c26_DC_EVSEStatus = _new(_K_din_msgdatatypes_DC_EVSEStatusType)
                         _c2_c26_DC_EVSEStatus.EVSEIsolationStatus = _c2_c26_c1_EVSEIsolationStatus
                         _c2_c26_DC_EVSEStatus.EVSEStatusCode = _c2_c26_c1_EVSEStatusCode
                         _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
@@ -6050,85 +6019,83 @@ def _d_V2G_Message(r):
                         if _c2_c26_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c26_c2_Multiplier, r.at(r.end - q))
                         ec = (x & 3)
                         _c2_c26_c2_s = 1
-                        if _c2_c26_c2_s == 1:
-                            if ec == 0:
-                                q -= 9
-                                if q < 0: V, q = r.slideq(q, 9)
-                                x = (V >> q) & 511
-                                if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                                _c2_c26_c2_Unit = ((x >> 4) & 15)
-                                if _c2_c26_c2_Unit >= 10: _c2_c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c26_c2_Unit, 10, r.at(r.end - q))
-                                else: _c2_c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c26_c2_Unit]
-                                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c26_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c26_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 9
+                            if q < 0: V, q = r.slideq(q, 9)
+                            x = (V >> q) & 511
+                            if x & 270: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                            _c2_c26_c2_Unit = ((x >> 4) & 15)
+                            if _c2_c26_c2_Unit >= 10: _c2_c26_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c26_c2_Unit, 10, r.at(r.end - q))
+                            else: _c2_c26_c2_Unit = _E_din_msgdatatypes_unitSymbolType[_c2_c26_c2_Unit]
+                            el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c26_c2_Value = (V >> q) & 127
+                                    _c2_c26_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c26_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
-                                if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
-                                _c2_c26_c2_s = 3
-                            elif ec == 1:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
-                                el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c26_c2_Value = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c26_c2_Value = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c2_c26_c2_Value = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
-                                if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
-                                if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
-                                _c2_c26_c2_s = 3
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c26_c2_Value = (V >> q) & 127
                             else:
-                                raise r.deviation('PhysicalValueType', r.end - q)
-                        if _c2_c26_c2_s == 3:
-                            _c2_c26_c2_s = -1
-                        _c2_c26_EVSEPresentVoltage = _new(din_msgdatatypes.PhysicalValueType)
+                                r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
+                            if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
+                            _c2_c26_c2_s = 3
+                        elif ec == 1:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('PhysicalValueType', r.end - q)
+                            el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
+                                    q -= 8
+                                    _c2_c26_c2_Value = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c26_c2_Value = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c26_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                                else:
+                                    r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c26_c2_Value = (V >> q) & 127
+                            else:
+                                r.pos = r.end - q; _c2_c26_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('PhysicalValueType', r.end - q)
+                            if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
+                            if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
+                            _c2_c26_c2_s = 3
+                        else:
+                            raise r.deviation('PhysicalValueType', r.end - q)
+                        _c2_c26_c2_s = -1
+                        _c2_c26_EVSEPresentVoltage = _new(_K_din_msgdatatypes_PhysicalValueType)
                         _c2_c26_EVSEPresentVoltage.Multiplier = _c2_c26_c2_Multiplier
                         _c2_c26_EVSEPresentVoltage.Unit = _c2_c26_c2_Unit
                         _c2_c26_EVSEPresentVoltage.Value = _c2_c26_c2_Value
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(din_msgbody.WeldingDetectionResType)
+                        _cv = _new(_K_din_msgbody_WeldingDetectionResType)
                         _cv.ResponseCode = _c2_c26_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c26_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c2_c26_EVSEPresentVoltage
@@ -6140,7 +6107,7 @@ def _d_V2G_Message(r):
                         raise r.deviation('BodyType', r.end - q)
         if _c2_s == 1:
             _c2_s = -1
-        f_Body = _new(din_msgdef.BodyType)
+        f_Body = _new(_K_din_msgdef_BodyType)
         f_Body.BodyElement = f_Body.CableCheckReq = f_Body.CableCheckRes = f_Body.CertificateInstallationReq = f_Body.CertificateInstallationRes = f_Body.CertificateUpdateReq = f_Body.CertificateUpdateRes = f_Body.ChargeParameterDiscoveryReq = f_Body.ChargeParameterDiscoveryRes = f_Body.ChargingStatusReq = f_Body.ChargingStatusRes = f_Body.ContractAuthenticationReq = f_Body.ContractAuthenticationRes = f_Body.CurrentDemandReq = f_Body.CurrentDemandRes = f_Body.MeteringReceiptReq = f_Body.MeteringReceiptRes = f_Body.PaymentDetailsReq = f_Body.PaymentDetailsRes = f_Body.PowerDeliveryReq = f_Body.PowerDeliveryRes = f_Body.PreChargeReq = f_Body.PreChargeRes = f_Body.ServiceDetailReq = f_Body.ServiceDetailRes = f_Body.ServiceDiscoveryReq = f_Body.ServiceDiscoveryRes = f_Body.ServicePaymentSelectionReq = f_Body.ServicePaymentSelectionRes = f_Body.SessionSetupReq = f_Body.SessionSetupRes = f_Body.SessionStopReq = f_Body.SessionStopRes = f_Body.WeldingDetectionReq = f_Body.WeldingDetectionRes = None
         if _cf is not None: setattr(f_Body, _cf, _cv)
         q -= 1
@@ -6149,7 +6116,7 @@ def _d_V2G_Message(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgdef.V2G_Message)
+    _obj = _new(_K_din_msgdef_V2G_Message)
     _obj.Header = f_Header
     _obj.Body = f_Body
     return _obj
@@ -6183,55 +6150,53 @@ def _e_V2G_Message(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 1:
-                if _c1_Notification is not None:
-                    el = 'Header/Notification'
+            if _c1_Notification is not None:
+                el = 'Header/Notification'
+                v <<= 2
+                n += 2
+                _c1_c1_o = _c1_Notification
+                _c1_c1_FaultCode = _c1_c1_o.FaultCode
+                _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
+                if _c1_c1_FaultCode is not None:
+                    el = 'Header/Notification/FaultCode'
+                    _c1_c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
+                    if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                    v = (v << 5) | (_c1_c1_i1 << 1)
+                    n += 5
+                    _c1_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of FaultCode')
+                if _c1_c1_FaultMsg is not None:
+                    el = 'Header/Notification/FaultMsg'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c1_c1_FaultMsg)
+                    if _l > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
+                    if _l < 126 and _c1_c1_FaultMsg.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_c1_o = _c1_Notification
-                    _c1_c1_FaultCode = _c1_c1_o.FaultCode
-                    _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
-                    if _c1_c1_FaultCode is not None:
-                        el = 'Header/Notification/FaultCode'
-                        _c1_c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
-                        if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
-                        v = (v << 5) | (_c1_c1_i1 << 1)
-                        n += 5
-                        _c1_c1_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of FaultCode')
-                    if _c1_c1_s == 1:
-                        if _c1_c1_FaultMsg is not None:
-                            el = 'Header/Notification/FaultMsg'
-                            v <<= 3
-                            n += 3
-                            _l = len(_c1_c1_FaultMsg)
-                            if _l > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
-                            if _l < 126 and _c1_c1_FaultMsg.isascii():
-                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
-                                n += (_l + 1) << 3
-                            else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
-                            _c1_c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c1_c1_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c1_s = 2
-                elif _c1_Signature is not None:
-                    el = 'Header/Signature'
+                    _c1_c1_s = -1
+                elif True:
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    _c1_s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    _c1_s = -1
+                    _c1_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c1_s = 2
+            elif _c1_Signature is not None:
+                el = 'Header/Signature'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                _c1_s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                _c1_s = -1
             if _c1_s == 2:
                 if _c1_Signature is not None:
                     el = 'Header/Signature'
@@ -6284,28 +6249,27 @@ def _e_V2G_Message(w, o):
                     _c2_c2_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
-                if _c2_c2_c1_s == 1:
-                    if _c2_c2_c1_EVCabinConditioning is not None:
-                        el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
-                        if _c2_c2_c1_EVCabinConditioning is not True and _c2_c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVCabinConditioning!r}')
-                        v = (v << 5) | (_c2_c2_c1_EVCabinConditioning << 1)
-                        n += 5
-                        _c2_c2_c1_s = 2
-                    elif _c2_c2_c1_EVRESSConditioning is not None:
-                        el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
-                        if _c2_c2_c1_EVRESSConditioning is not True and _c2_c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVRESSConditioning!r}')
-                        v = (v << 5) | (1 << 3) | (_c2_c2_c1_EVRESSConditioning << 1)
-                        n += 5
-                        _c2_c2_c1_s = 3
-                    elif _c2_c2_c1_EVErrorCode is not None:
-                        el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
-                        _c2_c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c2_c1_EVErrorCode)
-                        if _c2_c2_c1_i1 is None: raise EncodeError(f'{_c2_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 8) | (2 << 6) | (_c2_c2_c1_i1 << 1)
-                        n += 8
-                        _c2_c2_c1_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c2_c2_c1_EVCabinConditioning is not None:
+                    el = 'Body/CableCheckReq/DC_EVStatus/EVCabinConditioning'
+                    if _c2_c2_c1_EVCabinConditioning is not True and _c2_c2_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c2_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c2_c2_c1_s = 2
+                elif _c2_c2_c1_EVRESSConditioning is not None:
+                    el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c2_c1_EVRESSConditioning is not True and _c2_c2_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c2_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c2_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c2_c1_s = 3
+                elif _c2_c2_c1_EVErrorCode is not None:
+                    el = 'Body/CableCheckReq/DC_EVStatus/EVErrorCode'
+                    _c2_c2_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c2_c1_EVErrorCode)
+                    if _c2_c2_c1_i1 is None: raise EncodeError(f'{_c2_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c2_c1_i1 << 1)
+                    n += 8
+                    _c2_c2_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
                 if _c2_c2_c1_s == 2:
                     if _c2_c2_c1_EVRESSConditioning is not None:
                         el = 'Body/CableCheckReq/DC_EVStatus/EVRESSConditioning'
@@ -6384,25 +6348,24 @@ def _e_V2G_Message(w, o):
                     _c2_c3_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c3_c2_s == 2:
-                    if _c2_c3_c2_NotificationMaxDelay is not None:
-                        el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if _c2_c3_c2_NotificationMaxDelay < 0 or _c2_c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c2_c3_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c3_c2_NotificationMaxDelay << 1); n += 9
-                        elif _c2_c3_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c3_c2_NotificationMaxDelay] << 1); n += 17
-                        elif _c2_c3_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c3_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_c3_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                        if not (_c2_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c3_c2_EVSENotification)
-                        if _c2_c3_c2_i4 is None: raise EncodeError(f'{_c2_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 6) | (_c2_c3_c2_i4 << 2)
-                        n += 6
-                        _c2_c3_c2_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c2_c3_c2_NotificationMaxDelay is not None:
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c3_c2_NotificationMaxDelay < 0 or _c2_c3_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c3_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c3_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c3_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c3_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c3_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c3_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c3_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c3_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c3_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c3_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c3_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c3_c2_EVSENotification)
+                    if _c2_c3_c2_i4 is None: raise EncodeError(f'{_c2_c3_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c3_c2_i4 << 2)
+                    n += 6
+                    _c2_c3_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c3_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                 el = 'Body/CableCheckRes/EVSEProcessing'
@@ -6453,27 +6416,26 @@ def _e_V2G_Message(w, o):
                     _c2_c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, OEMProvisioningCert')
-                if _c2_c4_s == 2:
-                    if _c2_c4_ListOfRootCertificateIDs is not None:
-                        el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
-                        v <<= 1
-                        n += 1
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c2_c4_ListOfRootCertificateIDs)
-                        v = w.v; n = w.n
-                        if not (_c2_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
-                        el = 'Body/CertificateInstallationReq/DHParams'
-                        v <<= 2
-                        n += 2
-                        _l = len(_c2_c4_DHParams)
-                        if _l > 256: raise EncodeError(f'length {len(_c2_c4_DHParams)} outside [0, 256]')
-                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_DHParams, 'big'); n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.binary(_c2_c4_DHParams); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c2_c4_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
+                if _c2_c4_ListOfRootCertificateIDs is not None:
+                    el = 'Body/CertificateInstallationReq/ListOfRootCertificateIDs'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ListOfRootCertificateIDsType(w, _c2_c4_ListOfRootCertificateIDs)
+                    v = w.v; n = w.n
+                    if not (_c2_c4_DHParams is not None): raise EncodeError('missing content: DHParams')
+                    el = 'Body/CertificateInstallationReq/DHParams'
+                    v <<= 2
+                    n += 2
+                    _l = len(_c2_c4_DHParams)
+                    if _l > 256: raise EncodeError(f'length {len(_c2_c4_DHParams)} outside [0, 256]')
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c4_DHParams, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c4_DHParams); v = w.v; n = w.n
+                    v <<= 2
+                    n += 2
+                    _c2_c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of ListOfRootCertificateIDs')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -6520,21 +6482,20 @@ def _e_V2G_Message(w, o):
                     _c2_c5_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
-                if _c2_c5_c2_s == 1:
-                    if _c2_c5_c2_SubCertificates is not None:
-                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c5_c2_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c5_c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c5_c2_s = -1
+                if _c2_c5_c2_SubCertificates is not None:
+                    el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c5_c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c5_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c5_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c5_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                 el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -6618,21 +6579,20 @@ def _e_V2G_Message(w, o):
                     _c2_c6_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
-                if _c2_c6_c2_s == 1:
-                    if _c2_c6_c2_SubCertificates is not None:
-                        el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c6_c2_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c6_c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c6_c2_s = -1
+                if _c2_c6_c2_SubCertificates is not None:
+                    el = 'Body/CertificateUpdateRes/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c6_c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c6_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c6_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c6_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                 el = 'Body/CertificateUpdateRes/ContractSignatureEncryptedPrivateKey'
@@ -6844,40 +6804,38 @@ def _e_V2G_Message(w, o):
                     _c2_c10_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SessionID')
-                if _c2_c10_s == 2:
-                    if _c2_c10_SAScheduleTupleID is not None:
-                        el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
-                        if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
-                        v = (v << 4) | (_c2_c10_SAScheduleTupleID < 0)
-                        n += 4
-                        _m = (-_c2_c10_SAScheduleTupleID - 1 if _c2_c10_SAScheduleTupleID < 0 else _c2_c10_SAScheduleTupleID)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        if not (_c2_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                        el = 'Body/MeteringReceiptReq/MeterInfo'
-                        v <<= 1
-                        n += 1
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
-                        v = w.v; n = w.n
-                        _c2_c10_s = 4
-                    elif _c2_c10_MeterInfo is not None:
-                        el = 'Body/MeteringReceiptReq/MeterInfo'
-                        v = (v << 2) | 1
-                        n += 2
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
-                        v = w.v; n = w.n
-                        _c2_c10_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-                if _c2_c10_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c10_s = -1
+                if _c2_c10_SAScheduleTupleID is not None:
+                    el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                    if _c2_c10_SAScheduleTupleID < -32768 or _c2_c10_SAScheduleTupleID > 32767: raise EncodeError(f'value {_c2_c10_SAScheduleTupleID!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c2_c10_SAScheduleTupleID < 0)
+                    n += 4
+                    _m = (-_c2_c10_SAScheduleTupleID - 1 if _c2_c10_SAScheduleTupleID < 0 else _c2_c10_SAScheduleTupleID)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c10_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                    el = 'Body/MeteringReceiptReq/MeterInfo'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
+                    v = w.v; n = w.n
+                    _c2_c10_s = 4
+                elif _c2_c10_MeterInfo is not None:
+                    el = 'Body/MeteringReceiptReq/MeterInfo'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_MeterInfoType(w, _c2_c10_MeterInfo)
+                    v = w.v; n = w.n
+                    _c2_c10_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_c10_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -6955,21 +6913,20 @@ def _e_V2G_Message(w, o):
                     _c2_c12_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Certificate')
-                if _c2_c12_c1_s == 1:
-                    if _c2_c12_c1_SubCertificates is not None:
-                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c12_c1_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c12_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c12_c1_s = -1
+                if _c2_c12_c1_SubCertificates is not None:
+                    el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_SubCertificatesType(w, _c2_c12_c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c12_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c12_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7048,28 +7005,27 @@ def _e_V2G_Message(w, o):
                     _c2_c14_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
-                if _c2_c14_c1_s == 1:
-                    if _c2_c14_c1_EVCabinConditioning is not None:
-                        el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
-                        if _c2_c14_c1_EVCabinConditioning is not True and _c2_c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVCabinConditioning!r}')
-                        v = (v << 5) | (_c2_c14_c1_EVCabinConditioning << 1)
-                        n += 5
-                        _c2_c14_c1_s = 2
-                    elif _c2_c14_c1_EVRESSConditioning is not None:
-                        el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
-                        if _c2_c14_c1_EVRESSConditioning is not True and _c2_c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVRESSConditioning!r}')
-                        v = (v << 5) | (1 << 3) | (_c2_c14_c1_EVRESSConditioning << 1)
-                        n += 5
-                        _c2_c14_c1_s = 3
-                    elif _c2_c14_c1_EVErrorCode is not None:
-                        el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
-                        _c2_c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
-                        if _c2_c14_c1_i1 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 8) | (2 << 6) | (_c2_c14_c1_i1 << 1)
-                        n += 8
-                        _c2_c14_c1_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c2_c14_c1_EVCabinConditioning is not None:
+                    el = 'Body/PreChargeReq/DC_EVStatus/EVCabinConditioning'
+                    if _c2_c14_c1_EVCabinConditioning is not True and _c2_c14_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c14_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c2_c14_c1_s = 2
+                elif _c2_c14_c1_EVRESSConditioning is not None:
+                    el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c14_c1_EVRESSConditioning is not True and _c2_c14_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c14_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c14_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c14_c1_s = 3
+                elif _c2_c14_c1_EVErrorCode is not None:
+                    el = 'Body/PreChargeReq/DC_EVStatus/EVErrorCode'
+                    _c2_c14_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c14_c1_EVErrorCode)
+                    if _c2_c14_c1_i1 is None: raise EncodeError(f'{_c2_c14_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c14_c1_i1 << 1)
+                    n += 8
+                    _c2_c14_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
                 if _c2_c14_c1_s == 2:
                     if _c2_c14_c1_EVRESSConditioning is not None:
                         el = 'Body/PreChargeReq/DC_EVStatus/EVRESSConditioning'
@@ -7122,40 +7078,38 @@ def _e_V2G_Message(w, o):
                     _c2_c14_c2_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c14_c2_s == 1:
-                    if _c2_c14_c2_Unit is not None:
-                        el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
-                        _c2_c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c2_Unit)
-                        if _c2_c14_c2_i1 is None: raise EncodeError(f'{_c2_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c14_c2_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                        if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c14_c2_i1 << 4) | (_c2_c14_c2_Value < 0)
-                        n += 11
-                        _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c14_c2_s = 3
-                    elif _c2_c14_c2_Value is not None:
-                        el = 'Body/PreChargeReq/EVTargetVoltage/Value'
-                        if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c14_c2_Value < 0)
-                        n += 4
-                        _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c14_c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c14_c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c14_c2_s = -1
+                if _c2_c14_c2_Unit is not None:
+                    el = 'Body/PreChargeReq/EVTargetVoltage/Unit'
+                    _c2_c14_c2_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c2_Unit)
+                    if _c2_c14_c2_i1 is None: raise EncodeError(f'{_c2_c14_c2_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c14_c2_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                    if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c14_c2_i1 << 4) | (_c2_c14_c2_Value < 0)
+                    n += 11
+                    _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c14_c2_s = 3
+                elif _c2_c14_c2_Value is not None:
+                    el = 'Body/PreChargeReq/EVTargetVoltage/Value'
+                    if _c2_c14_c2_Value < -32768 or _c2_c14_c2_Value > 32767: raise EncodeError(f'value {_c2_c14_c2_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c14_c2_Value < 0)
+                    n += 4
+                    _m = (-_c2_c14_c2_Value - 1 if _c2_c14_c2_Value < 0 else _c2_c14_c2_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c14_c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_c14_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c14_EVTargetCurrent is not None): raise EncodeError('missing content: EVTargetCurrent')
                 el = 'Body/PreChargeReq/EVTargetCurrent'
@@ -7173,40 +7127,38 @@ def _e_V2G_Message(w, o):
                     _c2_c14_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c14_c3_s == 1:
-                    if _c2_c14_c3_Unit is not None:
-                        el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
-                        _c2_c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c3_Unit)
-                        if _c2_c14_c3_i1 is None: raise EncodeError(f'{_c2_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c14_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                        if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c14_c3_i1 << 4) | (_c2_c14_c3_Value < 0)
-                        n += 11
-                        _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c14_c3_s = 3
-                    elif _c2_c14_c3_Value is not None:
-                        el = 'Body/PreChargeReq/EVTargetCurrent/Value'
-                        if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c14_c3_Value < 0)
-                        n += 4
-                        _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c14_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c14_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c14_c3_s = -1
+                if _c2_c14_c3_Unit is not None:
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Unit'
+                    _c2_c14_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c14_c3_Unit)
+                    if _c2_c14_c3_i1 is None: raise EncodeError(f'{_c2_c14_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c14_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                    if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c14_c3_i1 << 4) | (_c2_c14_c3_Value < 0)
+                    n += 11
+                    _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c14_c3_s = 3
+                elif _c2_c14_c3_Value is not None:
+                    el = 'Body/PreChargeReq/EVTargetCurrent/Value'
+                    if _c2_c14_c3_Value < -32768 or _c2_c14_c3_Value > 32767: raise EncodeError(f'value {_c2_c14_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c14_c3_Value < 0)
+                    n += 4
+                    _m = (-_c2_c14_c3_Value - 1 if _c2_c14_c3_Value < 0 else _c2_c14_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c14_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_c14_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7250,25 +7202,24 @@ def _e_V2G_Message(w, o):
                     _c2_c15_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c15_c2_s == 2:
-                    if _c2_c15_c2_NotificationMaxDelay is not None:
-                        el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if _c2_c15_c2_NotificationMaxDelay < 0 or _c2_c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c2_c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c15_c2_NotificationMaxDelay << 1); n += 9
-                        elif _c2_c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c15_c2_NotificationMaxDelay] << 1); n += 17
-                        elif _c2_c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                        if not (_c2_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c15_c2_EVSENotification)
-                        if _c2_c15_c2_i4 is None: raise EncodeError(f'{_c2_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 6) | (_c2_c15_c2_i4 << 2)
-                        n += 6
-                        _c2_c15_c2_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c2_c15_c2_NotificationMaxDelay is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c15_c2_NotificationMaxDelay < 0 or _c2_c15_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c15_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c15_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c15_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c15_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c15_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c15_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c15_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c15_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c15_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c15_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c15_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c15_c2_EVSENotification)
+                    if _c2_c15_c2_i4 is None: raise EncodeError(f'{_c2_c15_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c15_c2_i4 << 2)
+                    n += 6
+                    _c2_c15_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c15_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/PreChargeRes/EVSEPresentVoltage'
@@ -7286,40 +7237,38 @@ def _e_V2G_Message(w, o):
                     _c2_c15_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c15_c3_s == 1:
-                    if _c2_c15_c3_Unit is not None:
-                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
-                        _c2_c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c15_c3_Unit)
-                        if _c2_c15_c3_i1 is None: raise EncodeError(f'{_c2_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c15_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
-                        if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c15_c3_i1 << 4) | (_c2_c15_c3_Value < 0)
-                        n += 11
-                        _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c15_c3_s = 3
-                    elif _c2_c15_c3_Value is not None:
-                        el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
-                        if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c15_c3_Value < 0)
-                        n += 4
-                        _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c15_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c15_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c15_c3_s = -1
+                if _c2_c15_c3_Unit is not None:
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Unit'
+                    _c2_c15_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c15_c3_Unit)
+                    if _c2_c15_c3_i1 is None: raise EncodeError(f'{_c2_c15_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c15_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c15_c3_i1 << 4) | (_c2_c15_c3_Value < 0)
+                    n += 11
+                    _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c15_c3_s = 3
+                elif _c2_c15_c3_Value is not None:
+                    el = 'Body/PreChargeRes/EVSEPresentVoltage/Value'
+                    if _c2_c15_c3_Value < -32768 or _c2_c15_c3_Value > 32767: raise EncodeError(f'value {_c2_c15_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c15_c3_Value < 0)
+                    n += 4
+                    _m = (-_c2_c15_c3_Value - 1 if _c2_c15_c3_Value < 0 else _c2_c15_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c15_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_c15_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -7362,21 +7311,20 @@ def _e_V2G_Message(w, o):
                     _c2_c17_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c17_s == 2:
-                    if _c2_c17_ServiceParameterList is not None:
-                        el = 'Body/ServiceDetailRes/ServiceParameterList'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_din_msgdatatypes._e_ServiceParameterListType(w, _c2_c17_ServiceParameterList)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c17_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c17_s = -1
+                if _c2_c17_ServiceParameterList is not None:
+                    el = 'Body/ServiceDetailRes/ServiceParameterList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_din_msgdatatypes._e_ServiceParameterListType(w, _c2_c17_ServiceParameterList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c17_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c17_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7513,22 +7461,21 @@ def _e_V2G_Message(w, o):
                     _c2_c22_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c22_s == 2:
-                    if _c2_c22_DateTimeNow is not None:
-                        el = 'Body/SessionSetupRes/DateTimeNow'
-                        if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
-                        v = (v << 4) | (_c2_c22_DateTimeNow < 0)
-                        n += 4
-                        _m = (-_c2_c22_DateTimeNow - 1 if _c2_c22_DateTimeNow < 0 else _c2_c22_DateTimeNow)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        _c2_c22_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c22_s = -1
+                if _c2_c22_DateTimeNow is not None:
+                    el = 'Body/SessionSetupRes/DateTimeNow'
+                    if _c2_c22_DateTimeNow < -9223372036854775808 or _c2_c22_DateTimeNow > 9223372036854775807: raise EncodeError(f'value {_c2_c22_DateTimeNow!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c2_c22_DateTimeNow < 0)
+                    n += 4
+                    _m = (-_c2_c22_DateTimeNow - 1 if _c2_c22_DateTimeNow < 0 else _c2_c22_DateTimeNow)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    _c2_c22_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c22_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -7572,28 +7519,27 @@ def _e_V2G_Message(w, o):
                     _c2_c25_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of EVReady')
-                if _c2_c25_c1_s == 1:
-                    if _c2_c25_c1_EVCabinConditioning is not None:
-                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
-                        if _c2_c25_c1_EVCabinConditioning is not True and _c2_c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVCabinConditioning!r}')
-                        v = (v << 5) | (_c2_c25_c1_EVCabinConditioning << 1)
-                        n += 5
-                        _c2_c25_c1_s = 2
-                    elif _c2_c25_c1_EVRESSConditioning is not None:
-                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
-                        if _c2_c25_c1_EVRESSConditioning is not True and _c2_c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVRESSConditioning!r}')
-                        v = (v << 5) | (1 << 3) | (_c2_c25_c1_EVRESSConditioning << 1)
-                        n += 5
-                        _c2_c25_c1_s = 3
-                    elif _c2_c25_c1_EVErrorCode is not None:
-                        el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
-                        _c2_c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
-                        if _c2_c25_c1_i1 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                        v = (v << 8) | (2 << 6) | (_c2_c25_c1_i1 << 1)
-                        n += 8
-                        _c2_c25_c1_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
+                if _c2_c25_c1_EVCabinConditioning is not None:
+                    el = 'Body/WeldingDetectionReq/DC_EVStatus/EVCabinConditioning'
+                    if _c2_c25_c1_EVCabinConditioning is not True and _c2_c25_c1_EVCabinConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVCabinConditioning!r}')
+                    v = (v << 5) | (_c2_c25_c1_EVCabinConditioning << 1)
+                    n += 5
+                    _c2_c25_c1_s = 2
+                elif _c2_c25_c1_EVRESSConditioning is not None:
+                    el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
+                    if _c2_c25_c1_EVRESSConditioning is not True and _c2_c25_c1_EVRESSConditioning is not False: raise EncodeError(f'expected a bool, got {_c2_c25_c1_EVRESSConditioning!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_c25_c1_EVRESSConditioning << 1)
+                    n += 5
+                    _c2_c25_c1_s = 3
+                elif _c2_c25_c1_EVErrorCode is not None:
+                    el = 'Body/WeldingDetectionReq/DC_EVStatus/EVErrorCode'
+                    _c2_c25_c1_i1 = _I_din_msgdatatypes_DC_EVErrorCodeType.get(_c2_c25_c1_EVErrorCode)
+                    if _c2_c25_c1_i1 is None: raise EncodeError(f'{_c2_c25_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                    v = (v << 8) | (2 << 6) | (_c2_c25_c1_i1 << 1)
+                    n += 8
+                    _c2_c25_c1_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVCabinConditioning, EVRESSConditioning, EVErrorCode')
                 if _c2_c25_c1_s == 2:
                     if _c2_c25_c1_EVRESSConditioning is not None:
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSConditioning'
@@ -7672,25 +7618,24 @@ def _e_V2G_Message(w, o):
                     _c2_c26_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c26_c2_s == 2:
-                    if _c2_c26_c2_NotificationMaxDelay is not None:
-                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
-                        if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c26_c2_NotificationMaxDelay << 1); n += 9
-                        elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c26_c2_NotificationMaxDelay] << 1); n += 17
-                        elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                        if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
-                        _c2_c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
-                        if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                        v = (v << 6) | (_c2_c26_c2_i4 << 2)
-                        n += 6
-                        _c2_c26_c2_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of NotificationMaxDelay')
+                if _c2_c26_c2_NotificationMaxDelay is not None:
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/NotificationMaxDelay'
+                    if _c2_c26_c2_NotificationMaxDelay < 0 or _c2_c26_c2_NotificationMaxDelay > 4294967295: raise EncodeError(f'value {_c2_c26_c2_NotificationMaxDelay!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c2_c26_c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_c26_c2_NotificationMaxDelay << 1); n += 9
+                    elif _c2_c26_c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_c26_c2_NotificationMaxDelay] << 1); n += 17
+                    elif _c2_c26_c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_c26_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_c26_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_c26_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_c26_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSENotification'
+                    _c2_c26_c2_i4 = _I_din_msgdatatypes_EVSENotificationType.get(_c2_c26_c2_EVSENotification)
+                    if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                    v = (v << 6) | (_c2_c26_c2_i4 << 2)
+                    n += 6
+                    _c2_c26_c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'
@@ -7708,40 +7653,38 @@ def _e_V2G_Message(w, o):
                     _c2_c26_c3_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Multiplier')
-                if _c2_c26_c3_s == 1:
-                    if _c2_c26_c3_Unit is not None:
-                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
-                        _c2_c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c26_c3_Unit)
-                        if _c2_c26_c3_i1 is None: raise EncodeError(f'{_c2_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c26_c3_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                        if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 11) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
-                        n += 11
-                        _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c26_c3_s = 3
-                    elif _c2_c26_c3_Value is not None:
-                        el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
-                        if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
-                        v = (v << 4) | (1 << 2) | (_c2_c26_c3_Value < 0)
-                        n += 4
-                        _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
-                        if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                        elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                        elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                        _c2_c26_c3_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of Unit, Value')
-                if _c2_c26_c3_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c26_c3_s = -1
+                if _c2_c26_c3_Unit is not None:
+                    el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Unit'
+                    _c2_c26_c3_i1 = _I_din_msgdatatypes_unitSymbolType.get(_c2_c26_c3_Unit)
+                    if _c2_c26_c3_i1 is None: raise EncodeError(f'{_c2_c26_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c26_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 11) | (_c2_c26_c3_i1 << 4) | (_c2_c26_c3_Value < 0)
+                    n += 11
+                    _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c26_c3_s = 3
+                elif _c2_c26_c3_Value is not None:
+                    el = 'Body/WeldingDetectionRes/EVSEPresentVoltage/Value'
+                    if _c2_c26_c3_Value < -32768 or _c2_c26_c3_Value > 32767: raise EncodeError(f'value {_c2_c26_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 4) | (1 << 2) | (_c2_c26_c3_Value < 0)
+                    n += 4
+                    _m = (-_c2_c26_c3_Value - 1 if _c2_c26_c3_Value < 0 else _c2_c26_c3_Value)
+                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                    _c2_c26_c3_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of Unit, Value')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_c26_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2

@@ -9,6 +9,8 @@ from exi.codec import xmldsig as c_xmldsig
 _new = object.__new__
 _E_din_msgdatatypes_faultCodeType = tuple(din_msgdatatypes.faultCodeType)
 _I_din_msgdatatypes_faultCodeType = {v: i for i, v in enumerate(din_msgdatatypes.faultCodeType)}
+_K_din_msgdatatypes_NotificationType = din_msgdatatypes.NotificationType
+_K_din_msgheader_MessageHeaderType = din_msgheader.MessageHeaderType
 
 def _d_MessageHeaderType(r):
     # {urn:din:70121:2012:MsgHeader}MessageHeaderType
@@ -43,69 +45,67 @@ def _d_MessageHeaderType(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         ec = (x & 3)
         s = 1
-        if s == 1:
+        if ec == 0:
+            el = 'Notification'
+            _c1_FaultCode = None
+            _c1_FaultMsg = None
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 100: raise r.deviation('NotificationType', r.end - q)
+            el = 'Notification/FaultCode'
+            _c1_FaultCode = ((x >> 3) & 3)
+            if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(r.end - q))
+            else: _c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_FaultCode]
+            ec = (x & 3)
+            _c1_s = 1
             if ec == 0:
-                el = 'Notification'
-                _c1_FaultCode = None
-                _c1_FaultMsg = None
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('NotificationType', r.end - q)
-                el = 'Notification/FaultCode'
-                _c1_FaultCode = ((x >> 3) & 3)
-                if _c1_FaultCode >= 3: _c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_FaultCode, 3, r.at(r.end - q))
-                else: _c1_FaultCode = _E_din_msgdatatypes_faultCodeType[_c1_FaultCode]
-                ec = (x & 3)
-                _c1_s = 1
-                if _c1_s == 1:
-                    if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'Notification/FaultMsg'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                            _c1_FaultMsg = ''
-                        else:
-                            r.pos = r.end - q
-                            _c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
-                            if len(_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_FaultMsg, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                        _c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_s = -1
-                    else:
-                        raise r.deviation('NotificationType', r.end - q)
-                f_Notification = _new(din_msgdatatypes.NotificationType)
-                f_Notification.FaultCode = _c1_FaultCode
-                f_Notification.FaultMsg = _c1_FaultMsg
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 2
-            elif ec == 1:
-                el = 'Signature'
-                r.pos = r.end - q
-                f_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                s = 3
-            elif ec == 2:
+                x = (V >> q) & 1
+                el = 'Notification/FaultMsg'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
+                    _c1_FaultMsg = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_FaultMsg = r.string('din_msgdatatypes:FaultMsg')
+                    if len(_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_FaultMsg, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
+                _c1_s = -1
+            elif ec == 1:
                 pass
-                s = -1
+                _c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', r.end - q)
+                raise r.deviation('NotificationType', r.end - q)
+            f_Notification = _new(_K_din_msgdatatypes_NotificationType)
+            f_Notification.FaultCode = _c1_FaultCode
+            f_Notification.FaultMsg = _c1_FaultMsg
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 2
+        elif ec == 1:
+            el = 'Signature'
+            r.pos = r.end - q
+            f_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            s = 3
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
         if s == 2:
             if ec == 0:
                 el = 'Signature'
@@ -126,7 +126,7 @@ def _d_MessageHeaderType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(din_msgheader.MessageHeaderType)
+    _obj = _new(_K_din_msgheader_MessageHeaderType)
     _obj.SessionID = f_SessionID
     _obj.Notification = f_Notification
     _obj.Signature = f_Signature
@@ -154,55 +154,53 @@ def _e_MessageHeaderType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of SessionID')
-        if s == 1:
-            if v_Notification is not None:
-                el = 'Notification'
+        if v_Notification is not None:
+            el = 'Notification'
+            v <<= 2
+            n += 2
+            _c1_o = v_Notification
+            _c1_FaultCode = _c1_o.FaultCode
+            _c1_FaultMsg = _c1_o.FaultMsg
+            if _c1_FaultCode is not None:
+                el = 'Notification/FaultCode'
+                _c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_FaultCode)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                v = (v << 5) | (_c1_i1 << 1)
+                n += 5
+                _c1_s = 1
+            else:
+                raise EncodeError('missing content: expected one of FaultCode')
+            if _c1_FaultMsg is not None:
+                el = 'Notification/FaultMsg'
+                v <<= 3
+                n += 3
+                _l = len(_c1_FaultMsg)
+                if _l > 64: raise EncodeError(f'length {len(_c1_FaultMsg)} outside [0, 64]')
+                if _l < 126 and _c1_FaultMsg.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_FaultMsg.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_FaultMsg); v = w.v; n = w.n
                 v <<= 2
                 n += 2
-                _c1_o = v_Notification
-                _c1_FaultCode = _c1_o.FaultCode
-                _c1_FaultMsg = _c1_o.FaultMsg
-                if _c1_FaultCode is not None:
-                    el = 'Notification/FaultCode'
-                    _c1_i1 = _I_din_msgdatatypes_faultCodeType.get(_c1_FaultCode)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_FaultCode!r} is not one of the enumeration faultCodeType')
-                    v = (v << 5) | (_c1_i1 << 1)
-                    n += 5
-                    _c1_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of FaultCode')
-                if _c1_s == 1:
-                    if _c1_FaultMsg is not None:
-                        el = 'Notification/FaultMsg'
-                        v <<= 3
-                        n += 3
-                        _l = len(_c1_FaultMsg)
-                        if _l > 64: raise EncodeError(f'length {len(_c1_FaultMsg)} outside [0, 64]')
-                        if _l < 126 and _c1_FaultMsg.isascii():
-                            v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_FaultMsg.encode(), 'big')
-                            n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.string(_c1_FaultMsg); v = w.v; n = w.n
-                        v <<= 2
-                        n += 2
-                        _c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                s = 2
-            elif v_Signature is not None:
-                el = 'Signature'
+                _c1_s = -1
+            elif True:
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                c_xmldsig._e_SignatureType(w, v_Signature)
-                v = w.v; n = w.n
-                s = 3
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                s = -1
+                _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            s = 2
+        elif v_Signature is not None:
+            el = 'Signature'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_xmldsig._e_SignatureType(w, v_Signature)
+            v = w.v; n = w.n
+            s = 3
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            s = -1
         if s == 2:
             if v_Signature is not None:
                 el = 'Signature'

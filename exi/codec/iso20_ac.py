@@ -13,6 +13,27 @@ _E_iso20_commontypes_evseNotificationType = tuple(iso20_commontypes.evseNotifica
 _E_iso20_commontypes_responseCodeType = tuple(iso20_commontypes.responseCodeType)
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_K_iso20_ac_AC_CPDReqEnergyTransferModeType = iso20_ac.AC_CPDReqEnergyTransferModeType
+_K_iso20_ac_AC_CPDResEnergyTransferModeType = iso20_ac.AC_CPDResEnergyTransferModeType
+_K_iso20_ac_AC_ChargeLoopReqType = iso20_ac.AC_ChargeLoopReqType
+_K_iso20_ac_AC_ChargeLoopResType = iso20_ac.AC_ChargeLoopResType
+_K_iso20_ac_AC_ChargeParameterDiscoveryReqType = iso20_ac.AC_ChargeParameterDiscoveryReqType
+_K_iso20_ac_AC_ChargeParameterDiscoveryResType = iso20_ac.AC_ChargeParameterDiscoveryResType
+_K_iso20_ac_BPT_AC_CPDReqEnergyTransferModeType = iso20_ac.BPT_AC_CPDReqEnergyTransferModeType
+_K_iso20_ac_BPT_AC_CPDResEnergyTransferModeType = iso20_ac.BPT_AC_CPDResEnergyTransferModeType
+_K_iso20_ac_BPT_Dynamic_AC_CLReqControlModeType = iso20_ac.BPT_Dynamic_AC_CLReqControlModeType
+_K_iso20_ac_BPT_Dynamic_AC_CLResControlModeType = iso20_ac.BPT_Dynamic_AC_CLResControlModeType
+_K_iso20_ac_BPT_Scheduled_AC_CLReqControlModeType = iso20_ac.BPT_Scheduled_AC_CLReqControlModeType
+_K_iso20_ac_BPT_Scheduled_AC_CLResControlModeType = iso20_ac.BPT_Scheduled_AC_CLResControlModeType
+_K_iso20_ac_Dynamic_AC_CLReqControlModeType = iso20_ac.Dynamic_AC_CLReqControlModeType
+_K_iso20_ac_Dynamic_AC_CLResControlModeType = iso20_ac.Dynamic_AC_CLResControlModeType
+_K_iso20_ac_Scheduled_AC_CLReqControlModeType = iso20_ac.Scheduled_AC_CLReqControlModeType
+_K_iso20_ac_Scheduled_AC_CLResControlModeType = iso20_ac.Scheduled_AC_CLResControlModeType
+_K_iso20_commontypes_CLReqControlModeType = iso20_commontypes.CLReqControlModeType
+_K_iso20_commontypes_CLResControlModeType = iso20_commontypes.CLResControlModeType
+_K_iso20_commontypes_EVSEStatusType = iso20_commontypes.EVSEStatusType
+_K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
+_K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
 
 def _d_AC_CPDReqEnergyTransferModeType(r):
     # {urn:iso:std:iso:15118:-20:AC}AC_CPDReqEnergyTransferModeType
@@ -58,126 +79,125 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
         if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMaximumChargePower_L2/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMaximumChargePower_L2/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L2/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L2.Exponent = _c2_Exponent
-                f_EVMaximumChargePower_L2.Value = _c2_Value
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMaximumChargePower_L3/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L2.Exponent = _c2_Exponent
+            f_EVMaximumChargePower_L2.Value = _c2_Value
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMaximumChargePower_L3/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L3.Exponent = _c3_Exponent
-                f_EVMaximumChargePower_L3.Value = _c3_Value
-                s = 3
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMinimumChargePower/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L3.Exponent = _c3_Exponent
+            f_EVMaximumChargePower_L3.Value = _c3_Value
+            s = 3
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMinimumChargePower/Exponent'
+            _c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumChargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c4_Exponent
-                f_EVMinimumChargePower.Value = _c4_Value
-                ec = (x & 3)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMinimumChargePower.Exponent = _c4_Exponent
+            f_EVMinimumChargePower.Value = _c4_Value
+            ec = (x & 3)
+            s = 4
+        else:
+            raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 14
@@ -211,7 +231,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c5_Exponent
                 f_EVMaximumChargePower_L3.Value = _c5_Value
                 s = 3
@@ -248,7 +268,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c6_Exponent
                 f_EVMinimumChargePower.Value = _c6_Value
                 ec = (x & 3)
@@ -288,7 +308,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
             if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c7_Exponent
             f_EVMinimumChargePower.Value = _c7_Value
             ec = (x & 3)
@@ -327,7 +347,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -364,7 +384,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c9_Exponent
                 f_EVMinimumChargePower_L3.Value = _c9_Value
                 s = 6
@@ -406,7 +426,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c10_Exponent
                 f_EVMinimumChargePower_L3.Value = _c10_Value
                 s = 6
@@ -420,7 +440,7 @@ def _d_AC_CPDReqEnergyTransferModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.AC_CPDReqEnergyTransferModeType)
+    _obj = _new(_K_iso20_ac_AC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
     _obj.EVMaximumChargePower_L2 = f_EVMaximumChargePower_L2
     _obj.EVMaximumChargePower_L3 = f_EVMaximumChargePower_L3
@@ -462,66 +482,65 @@ def _e_AC_CPDReqEnergyTransferModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
-        if s == 1:
-            if v_EVMaximumChargePower_L2 is not None:
-                el = 'EVMaximumChargePower_L2'
-                _o = v_EVMaximumChargePower_L2
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L2/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L2/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 2
-            elif v_EVMaximumChargePower_L3 is not None:
-                el = 'EVMaximumChargePower_L3'
-                _o = v_EVMaximumChargePower_L3
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L3/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L3/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            elif v_EVMinimumChargePower is not None:
-                el = 'EVMinimumChargePower'
-                _o = v_EVMinimumChargePower
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumChargePower/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumChargePower/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 16
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
+        if v_EVMaximumChargePower_L2 is not None:
+            el = 'EVMaximumChargePower_L2'
+            _o = v_EVMaximumChargePower_L2
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L2/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L2/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 2
+        elif v_EVMaximumChargePower_L3 is not None:
+            el = 'EVMaximumChargePower_L3'
+            _o = v_EVMaximumChargePower_L3
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L3/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L3/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        elif v_EVMinimumChargePower is not None:
+            el = 'EVMinimumChargePower'
+            _o = v_EVMinimumChargePower
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumChargePower/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumChargePower/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 16
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
         if s == 2:
             if v_EVMaximumChargePower_L3 is not None:
                 el = 'EVMaximumChargePower_L3'
@@ -712,126 +731,125 @@ def _d_AC_CPDResEnergyTransferModeType(r):
         if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMaximumChargePower_L2/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargePower_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMaximumChargePower_L2/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumChargePower_L2/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMaximumChargePower_L2.Exponent = _c2_Exponent
-                f_EVSEMaximumChargePower_L2.Value = _c2_Value
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMaximumChargePower_L3/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargePower_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_EVSEMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumChargePower_L2.Exponent = _c2_Exponent
+            f_EVSEMaximumChargePower_L2.Value = _c2_Value
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMaximumChargePower_L3/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumChargePower_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMaximumChargePower_L3.Exponent = _c3_Exponent
-                f_EVSEMaximumChargePower_L3.Value = _c3_Value
-                s = 3
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMinimumChargePower/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumChargePower_L3.Exponent = _c3_Exponent
+            f_EVSEMaximumChargePower_L3.Value = _c3_Value
+            s = 3
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMinimumChargePower/Exponent'
+            _c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMinimumChargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMinimumChargePower.Exponent = _c4_Exponent
-                f_EVSEMinimumChargePower.Value = _c4_Value
-                ec = (x & 3)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMinimumChargePower.Exponent = _c4_Exponent
+            f_EVSEMinimumChargePower.Value = _c4_Value
+            ec = (x & 3)
+            s = 4
+        else:
+            raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 14
@@ -865,7 +883,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower_L3.Exponent = _c5_Exponent
                 f_EVSEMaximumChargePower_L3.Value = _c5_Value
                 s = 3
@@ -902,7 +920,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumChargePower.Value = _c6_Value
                 ec = (x & 3)
@@ -942,7 +960,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c7_Exponent
             f_EVSEMinimumChargePower.Value = _c7_Value
             ec = (x & 3)
@@ -981,7 +999,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVSEMinimumChargePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -1018,7 +1036,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c9_Value
                 s = 6
@@ -1055,7 +1073,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c10_Exponent
                 f_EVSENominalFrequency.Value = _c10_Value
                 ec = (x & 7)
@@ -1095,7 +1113,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c11_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c11_Value
                 s = 6
@@ -1132,7 +1150,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c12_Exponent
                 f_EVSENominalFrequency.Value = _c12_Value
                 ec = (x & 7)
@@ -1172,7 +1190,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
             if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c13_Value = -_c13_Value - 1
             if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-            f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
+            f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSENominalFrequency.Exponent = _c13_Exponent
             f_EVSENominalFrequency.Value = _c13_Value
             ec = (x & 7)
@@ -1211,7 +1229,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_MaximumPowerAsymmetry = _new(iso20_commontypes.RationalNumberType)
+                f_MaximumPowerAsymmetry = _new(_K_iso20_commontypes_RationalNumberType)
                 f_MaximumPowerAsymmetry.Exponent = _c14_Exponent
                 f_MaximumPowerAsymmetry.Value = _c14_Value
                 ec = (x & 7)
@@ -1249,7 +1267,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c15_Exponent
                 f_EVSEPowerRampLimitation.Value = _c15_Value
                 ec = (x & 7)
@@ -1287,7 +1305,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c16_Exponent
                 f_EVSEPresentActivePower.Value = _c16_Value
                 ec = (x & 3)
@@ -1325,7 +1343,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c17_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c17_Value
                 ec = (x & 3)
@@ -1362,7 +1380,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c18_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c18_Value
                 s = 12
@@ -1405,7 +1423,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c19_Exponent
                 f_EVSEPowerRampLimitation.Value = _c19_Value
                 ec = (x & 7)
@@ -1443,7 +1461,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c20_Exponent
                 f_EVSEPresentActivePower.Value = _c20_Value
                 ec = (x & 3)
@@ -1481,7 +1499,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c21_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c21_Value
                 ec = (x & 3)
@@ -1518,7 +1536,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c22_Value
                 s = 12
@@ -1561,7 +1579,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower.Value = _c23_Value
                 ec = (x & 3)
@@ -1599,7 +1617,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c24_Value
                 ec = (x & 3)
@@ -1636,7 +1654,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c25_Value
                 s = 12
@@ -1679,7 +1697,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c26_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c26_Value
                 ec = (x & 3)
@@ -1716,7 +1734,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c27_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c27_Value
                 s = 12
@@ -1758,7 +1776,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c28_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c28_Value
                 s = 12
@@ -1772,7 +1790,7 @@ def _d_AC_CPDResEnergyTransferModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.AC_CPDResEnergyTransferModeType)
+    _obj = _new(_K_iso20_ac_AC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMaximumChargePower_L2 = f_EVSEMaximumChargePower_L2
     _obj.EVSEMaximumChargePower_L3 = f_EVSEMaximumChargePower_L3
@@ -1826,66 +1844,65 @@ def _e_AC_CPDResEnergyTransferModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
-        if s == 1:
-            if v_EVSEMaximumChargePower_L2 is not None:
-                el = 'EVSEMaximumChargePower_L2'
-                _o = v_EVSEMaximumChargePower_L2
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumChargePower_L2/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumChargePower_L2/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 2
-            elif v_EVSEMaximumChargePower_L3 is not None:
-                el = 'EVSEMaximumChargePower_L3'
-                _o = v_EVSEMaximumChargePower_L3
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumChargePower_L3/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumChargePower_L3/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            elif v_EVSEMinimumChargePower is not None:
-                el = 'EVSEMinimumChargePower'
-                _o = v_EVSEMinimumChargePower
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMinimumChargePower/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMinimumChargePower/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 16
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
+        if v_EVSEMaximumChargePower_L2 is not None:
+            el = 'EVSEMaximumChargePower_L2'
+            _o = v_EVSEMaximumChargePower_L2
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumChargePower_L2/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumChargePower_L2/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 2
+        elif v_EVSEMaximumChargePower_L3 is not None:
+            el = 'EVSEMaximumChargePower_L3'
+            _o = v_EVSEMaximumChargePower_L3
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumChargePower_L3/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumChargePower_L3/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        elif v_EVSEMinimumChargePower is not None:
+            el = 'EVSEMinimumChargePower'
+            _o = v_EVSEMinimumChargePower
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMinimumChargePower/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMinimumChargePower/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 16
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
         if s == 2:
             if v_EVSEMaximumChargePower_L3 is not None:
                 el = 'EVSEMaximumChargePower_L3'
@@ -2452,22 +2469,21 @@ def _d_AC_ChargeLoopReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -2476,83 +2492,80 @@ def _d_AC_ChargeLoopReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'DisplayParameters'
-                r.pos = r.end - q
-                f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 104: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 4) & 1) == 1
-                ec = (x & 7)
-                s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 40: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 4) & 1) == 1
-                ec = (x & 7)
-                s = 3
-            else:
-                raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-        if s == 3:
-            if ec == 0:
-                el = 'BPT_Dynamic_AC_CLReqControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_AC_CLReqControlMode = _d_BPT_Dynamic_AC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                s = 4
-            elif ec == 1:
-                el = 'BPT_Scheduled_AC_CLReqControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_AC_CLReqControlMode = _d_BPT_Scheduled_AC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                s = 4
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                el = 'CLReqControlMode'
-                f_CLReqControlMode = _new(iso20_commontypes.CLReqControlModeType)
-                s = 4
-            elif ec == 3:
-                el = 'Dynamic_AC_CLReqControlMode'
-                r.pos = r.end - q
-                f_Dynamic_AC_CLReqControlMode = _d_Dynamic_AC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                s = 4
-            elif ec == 4:
-                el = 'Scheduled_AC_CLReqControlMode'
-                r.pos = r.end - q
-                f_Scheduled_AC_CLReqControlMode = _d_Scheduled_AC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-                s = 4
-            else:
-                raise r.deviation('AC_ChargeLoopReqType', r.end - q)
-        if s == 4:
-            s = -1
+        if ec == 0:
+            el = 'DisplayParameters'
+            r.pos = r.end - q
+            f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 104: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 4) & 1) == 1
+            ec = (x & 7)
+            s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 40: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 4) & 1) == 1
+            ec = (x & 7)
+            s = 3
+        else:
+            raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+        if ec == 0:
+            el = 'BPT_Dynamic_AC_CLReqControlMode'
+            r.pos = r.end - q
+            f_BPT_Dynamic_AC_CLReqControlMode = _d_BPT_Dynamic_AC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            s = 4
+        elif ec == 1:
+            el = 'BPT_Scheduled_AC_CLReqControlMode'
+            r.pos = r.end - q
+            f_BPT_Scheduled_AC_CLReqControlMode = _d_BPT_Scheduled_AC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            s = 4
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            el = 'CLReqControlMode'
+            f_CLReqControlMode = _new(_K_iso20_commontypes_CLReqControlModeType)
+            s = 4
+        elif ec == 3:
+            el = 'Dynamic_AC_CLReqControlMode'
+            r.pos = r.end - q
+            f_Dynamic_AC_CLReqControlMode = _d_Dynamic_AC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            s = 4
+        elif ec == 4:
+            el = 'Scheduled_AC_CLReqControlMode'
+            r.pos = r.end - q
+            f_Scheduled_AC_CLReqControlMode = _d_Scheduled_AC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+            s = 4
+        else:
+            raise r.deviation('AC_ChargeLoopReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.AC_ChargeLoopReqType)
+    _obj = _new(_K_iso20_ac_AC_ChargeLoopReqType)
     _obj.Header = f_Header
     _obj.DisplayParameters = f_DisplayParameters
     _obj.MeterInfoRequested = f_MeterInfoRequested
@@ -2605,103 +2618,99 @@ def _e_AC_ChargeLoopReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_DisplayParameters is not None:
-                el = 'DisplayParameters'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_DisplayParametersType(w, v_DisplayParameters)
-                v = w.v; n = w.n
-                if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 4) | (v_MeterInfoRequested << 1)
-                n += 4
-                v_DisplayParameters = None
-                v_MeterInfoRequested = None
-                s = 3
-            elif v_MeterInfoRequested is not None:
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
-                n += 5
-                v_MeterInfoRequested = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-        if s == 3:
-            if v_BPT_Dynamic_AC_CLReqControlMode is not None:
-                el = 'BPT_Dynamic_AC_CLReqControlMode'
-                v <<= 3
-                n += 3
-                w.v = v; w.n = n
-                _e_BPT_Dynamic_AC_CLReqControlModeType(w, v_BPT_Dynamic_AC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_BPT_Dynamic_AC_CLReqControlMode = None
-                s = 4
-            elif v_BPT_Scheduled_AC_CLReqControlMode is not None:
-                el = 'BPT_Scheduled_AC_CLReqControlMode'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                _e_BPT_Scheduled_AC_CLReqControlModeType(w, v_BPT_Scheduled_AC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_BPT_Scheduled_AC_CLReqControlMode = None
-                s = 4
-            elif v_CLReqControlMode is not None:
-                el = 'CLReqControlMode'
-                _o = v_CLReqControlMode
-                v = (v << 4) | (2 << 1)
-                n += 4
-                v_CLReqControlMode = None
-                s = 4
-            elif v_Dynamic_AC_CLReqControlMode is not None:
-                el = 'Dynamic_AC_CLReqControlMode'
-                v = (v << 3) | 3
-                n += 3
-                w.v = v; w.n = n
-                _e_Dynamic_AC_CLReqControlModeType(w, v_Dynamic_AC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_Dynamic_AC_CLReqControlMode = None
-                s = 4
-            elif v_Scheduled_AC_CLReqControlMode is not None:
-                el = 'Scheduled_AC_CLReqControlMode'
-                v = (v << 3) | 4
-                n += 3
-                w.v = v; w.n = n
-                _e_Scheduled_AC_CLReqControlModeType(w, v_Scheduled_AC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_Scheduled_AC_CLReqControlMode = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of BPT_Dynamic_AC_CLReqControlMode, BPT_Scheduled_AC_CLReqControlMode, CLReqControlMode, Dynamic_AC_CLReqControlMode, Scheduled_AC_CLReqControlMode')
-        if s == 4:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_BPT_Dynamic_AC_CLReqControlMode is not None or v_BPT_Scheduled_AC_CLReqControlMode is not None or v_CLReqControlMode is not None or v_Dynamic_AC_CLReqControlMode is not None or v_Scheduled_AC_CLReqControlMode is not None: raise _leftover(o)
-                s = -1
+        if v_DisplayParameters is not None:
+            el = 'DisplayParameters'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_DisplayParametersType(w, v_DisplayParameters)
+            v = w.v; n = w.n
+            if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 4) | (v_MeterInfoRequested << 1)
+            n += 4
+            v_DisplayParameters = None
+            v_MeterInfoRequested = None
+            s = 3
+        elif v_MeterInfoRequested is not None:
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
+            n += 5
+            v_MeterInfoRequested = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
+        if v_BPT_Dynamic_AC_CLReqControlMode is not None:
+            el = 'BPT_Dynamic_AC_CLReqControlMode'
+            v <<= 3
+            n += 3
+            w.v = v; w.n = n
+            _e_BPT_Dynamic_AC_CLReqControlModeType(w, v_BPT_Dynamic_AC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_BPT_Dynamic_AC_CLReqControlMode = None
+            s = 4
+        elif v_BPT_Scheduled_AC_CLReqControlMode is not None:
+            el = 'BPT_Scheduled_AC_CLReqControlMode'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            _e_BPT_Scheduled_AC_CLReqControlModeType(w, v_BPT_Scheduled_AC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_BPT_Scheduled_AC_CLReqControlMode = None
+            s = 4
+        elif v_CLReqControlMode is not None:
+            el = 'CLReqControlMode'
+            _o = v_CLReqControlMode
+            v = (v << 4) | (2 << 1)
+            n += 4
+            v_CLReqControlMode = None
+            s = 4
+        elif v_Dynamic_AC_CLReqControlMode is not None:
+            el = 'Dynamic_AC_CLReqControlMode'
+            v = (v << 3) | 3
+            n += 3
+            w.v = v; w.n = n
+            _e_Dynamic_AC_CLReqControlModeType(w, v_Dynamic_AC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_Dynamic_AC_CLReqControlMode = None
+            s = 4
+        elif v_Scheduled_AC_CLReqControlMode is not None:
+            el = 'Scheduled_AC_CLReqControlMode'
+            v = (v << 3) | 4
+            n += 3
+            w.v = v; w.n = n
+            _e_Scheduled_AC_CLReqControlModeType(w, v_Scheduled_AC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_Scheduled_AC_CLReqControlMode = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of BPT_Dynamic_AC_CLReqControlMode, BPT_Scheduled_AC_CLReqControlMode, CLReqControlMode, Dynamic_AC_CLReqControlMode, Scheduled_AC_CLReqControlMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_BPT_Dynamic_AC_CLReqControlMode is not None or v_BPT_Scheduled_AC_CLReqControlMode is not None or v_CLReqControlMode is not None or v_Dynamic_AC_CLReqControlMode is not None or v_Scheduled_AC_CLReqControlMode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2770,22 +2779,21 @@ def _d_AC_ChargeLoopResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -2799,151 +2807,150 @@ def _d_AC_ChargeLoopResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 15)
         s = 2
-        if s == 2:
-            if ec < 4:
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    el = 'EVSEStatus/NotificationMaxDelay'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_NotificationMaxDelay = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_NotificationMaxDelay = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec < 4:
+            if ec == 0:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                el = 'EVSEStatus/NotificationMaxDelay'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_NotificationMaxDelay = (V >> q) & 127
+                        _c2_NotificationMaxDelay = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_NotificationMaxDelay = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 12
-                    if q < 0: V, q = r.slideq(q, 12)
-                    x = (V >> q) & 4095
-                    if x & 3632: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                    el = 'EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 6) & 7)
-                    if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-                    else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
-                    f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
-                    f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                    f_EVSEStatus.EVSENotification = _c2_EVSENotification
-                    ec = (x & 15)
-                    s = 3
-                elif ec == 1:
-                    el = 'MeterInfo'
-                    r.pos = r.end - q
-                    f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
-                    s = 4
-                elif ec == 2:
-                    el = 'Receipt'
-                    r.pos = r.end - q
-                    f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    ec = x
-                    s = 5
-                elif ec == 3:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    el = 'EVSETargetFrequency/Exponent'
-                    _c3_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVSETargetFrequency/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_NotificationMaxDelay = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 12
+                if q < 0: V, q = r.slideq(q, 12)
+                x = (V >> q) & 4095
+                if x & 3632: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+                el = 'EVSEStatus/EVSENotification'
+                _c2_EVSENotification = ((x >> 6) & 7)
+                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
+                else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+                f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
+                f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+                f_EVSEStatus.EVSENotification = _c2_EVSENotification
+                ec = (x & 15)
+                s = 3
+            elif ec == 1:
+                el = 'MeterInfo'
+                r.pos = r.end - q
+                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
+                s = 4
+            elif ec == 2:
+                el = 'Receipt'
+                r.pos = r.end - q
+                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                ec = x
+                s = 5
+            elif ec == 3:
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                el = 'EVSETargetFrequency/Exponent'
+                _c3_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVSETargetFrequency/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_Value = (V >> q) & 127
+                        _c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    if _neg: _c3_Value = -_c3_Value - 1
-                    if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                    f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
-                    f_EVSETargetFrequency.Exponent = _c3_Exponent
-                    f_EVSETargetFrequency.Value = _c3_Value
-                    ec = (x & 7)
-                    s = 6
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                if _neg: _c3_Value = -_c3_Value - 1
+                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+                f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
+                f_EVSETargetFrequency.Exponent = _c3_Exponent
+                f_EVSETargetFrequency.Value = _c3_Value
+                ec = (x & 7)
+                s = 6
             else:
-                if ec == 4:
-                    el = 'BPT_Dynamic_AC_CLResControlMode'
-                    r.pos = r.end - q
-                    f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    s = 7
-                elif ec == 5:
-                    el = 'BPT_Scheduled_AC_CLResControlMode'
-                    r.pos = r.end - q
-                    f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    s = 7
-                elif ec == 6:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    el = 'CLResControlMode'
-                    f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
-                    s = 7
-                elif ec == 7:
-                    el = 'Dynamic_AC_CLResControlMode'
-                    r.pos = r.end - q
-                    f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    s = 7
-                elif ec == 8:
-                    el = 'Scheduled_AC_CLResControlMode'
-                    r.pos = r.end - q
-                    f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
-                    V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
-                    s = 7
-                else:
-                    raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                raise r.deviation('AC_ChargeLoopResType', r.end - q)
+        else:
+            if ec == 4:
+                el = 'BPT_Dynamic_AC_CLResControlMode'
+                r.pos = r.end - q
+                f_BPT_Dynamic_AC_CLResControlMode = _d_BPT_Dynamic_AC_CLResControlModeType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 5:
+                el = 'BPT_Scheduled_AC_CLResControlMode'
+                r.pos = r.end - q
+                f_BPT_Scheduled_AC_CLResControlMode = _d_BPT_Scheduled_AC_CLResControlModeType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 6:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                el = 'CLResControlMode'
+                f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
+                s = 7
+            elif ec == 7:
+                el = 'Dynamic_AC_CLResControlMode'
+                r.pos = r.end - q
+                f_Dynamic_AC_CLResControlMode = _d_Dynamic_AC_CLResControlModeType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            elif ec == 8:
+                el = 'Scheduled_AC_CLResControlMode'
+                r.pos = r.end - q
+                f_Scheduled_AC_CLResControlMode = _d_Scheduled_AC_CLResControlModeType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('AC_ChargeLoopResType', r.end - q)
+                s = 7
+            else:
+                raise r.deviation('AC_ChargeLoopResType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'MeterInfo'
@@ -2998,7 +3005,7 @@ def _d_AC_ChargeLoopResType(r):
                 if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c5_Exponent
                 f_EVSETargetFrequency.Value = _c5_Value
                 ec = (x & 7)
@@ -3026,7 +3033,7 @@ def _d_AC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
-                f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
+                f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
                 s = 7
             elif ec == 6:
                 el = 'Dynamic_AC_CLResControlMode'
@@ -3092,7 +3099,7 @@ def _d_AC_ChargeLoopResType(r):
                 if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c7_Exponent
                 f_EVSETargetFrequency.Value = _c7_Value
                 ec = (x & 7)
@@ -3120,7 +3127,7 @@ def _d_AC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
-                f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
+                f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
                 s = 7
             elif ec == 5:
                 el = 'Dynamic_AC_CLResControlMode'
@@ -3176,7 +3183,7 @@ def _d_AC_ChargeLoopResType(r):
                 if x & 24: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSETargetFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetFrequency.Exponent = _c9_Exponent
                 f_EVSETargetFrequency.Value = _c9_Value
                 ec = (x & 7)
@@ -3204,7 +3211,7 @@ def _d_AC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
-                f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
+                f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
                 s = 7
             elif ec == 4:
                 el = 'Dynamic_AC_CLResControlMode'
@@ -3250,7 +3257,7 @@ def _d_AC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('AC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
-                f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
+                f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
                 s = 7
             elif ec == 3:
                 el = 'Dynamic_AC_CLResControlMode'
@@ -3277,7 +3284,7 @@ def _d_AC_ChargeLoopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.AC_ChargeLoopResType)
+    _obj = _new(_K_iso20_ac_AC_ChargeLoopResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEStatus = f_EVSEStatus
@@ -3336,21 +3343,20 @@ def _e_AC_ChargeLoopResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -3363,112 +3369,111 @@ def _e_AC_ChargeLoopResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 6
-                n += 6
-                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 7) | (_c3_i1 << 2)
-                n += 7
-                v_EVSEStatus = None
-                s = 3
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 4) | 1
-                n += 4
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                v_MeterInfo = None
-                s = 4
-            elif v_Receipt is not None:
-                el = 'Receipt'
-                v = (v << 4) | 2
-                n += 4
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
-                v = w.v; n = w.n
-                v_Receipt = None
-                s = 5
-            elif v_EVSETargetFrequency is not None:
-                el = 'EVSETargetFrequency'
-                _o = v_EVSETargetFrequency
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSETargetFrequency/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSETargetFrequency/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 18
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSETargetFrequency = None
-                s = 6
-            elif v_BPT_Dynamic_AC_CLResControlMode is not None:
-                el = 'BPT_Dynamic_AC_CLResControlMode'
-                v = (v << 4) | 4
-                n += 4
-                w.v = v; w.n = n
-                _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
-                v = w.v; n = w.n
-                v_BPT_Dynamic_AC_CLResControlMode = None
-                s = 7
-            elif v_BPT_Scheduled_AC_CLResControlMode is not None:
-                el = 'BPT_Scheduled_AC_CLResControlMode'
-                v = (v << 4) | 5
-                n += 4
-                w.v = v; w.n = n
-                _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
-                v = w.v; n = w.n
-                v_BPT_Scheduled_AC_CLResControlMode = None
-                s = 7
-            elif v_CLResControlMode is not None:
-                el = 'CLResControlMode'
-                _o = v_CLResControlMode
-                v = (v << 5) | (6 << 1)
-                n += 5
-                v_CLResControlMode = None
-                s = 7
-            elif v_Dynamic_AC_CLResControlMode is not None:
-                el = 'Dynamic_AC_CLResControlMode'
-                v = (v << 4) | 7
-                n += 4
-                w.v = v; w.n = n
-                _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
-                v = w.v; n = w.n
-                v_Dynamic_AC_CLResControlMode = None
-                s = 7
-            elif v_Scheduled_AC_CLResControlMode is not None:
-                el = 'Scheduled_AC_CLResControlMode'
-                v = (v << 4) | 8
-                n += 4
-                w.v = v; w.n = n
-                _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
-                v = w.v; n = w.n
-                v_Scheduled_AC_CLResControlMode = None
-                s = 7
-            else:
-                raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVSETargetFrequency, BPT_Dynamic_AC_CLResControlMode, BPT_Scheduled_AC_CLResControlMode, CLResControlMode, Dynamic_AC_CLResControlMode, Scheduled_AC_CLResControlMode')
+        if v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 6
+            n += 6
+            if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+            elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 7) | (_c3_i1 << 2)
+            n += 7
+            v_EVSEStatus = None
+            s = 3
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 4) | 1
+            n += 4
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            v_MeterInfo = None
+            s = 4
+        elif v_Receipt is not None:
+            el = 'Receipt'
+            v = (v << 4) | 2
+            n += 4
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
+            v = w.v; n = w.n
+            v_Receipt = None
+            s = 5
+        elif v_EVSETargetFrequency is not None:
+            el = 'EVSETargetFrequency'
+            _o = v_EVSETargetFrequency
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSETargetFrequency/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSETargetFrequency/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 18
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSETargetFrequency = None
+            s = 6
+        elif v_BPT_Dynamic_AC_CLResControlMode is not None:
+            el = 'BPT_Dynamic_AC_CLResControlMode'
+            v = (v << 4) | 4
+            n += 4
+            w.v = v; w.n = n
+            _e_BPT_Dynamic_AC_CLResControlModeType(w, v_BPT_Dynamic_AC_CLResControlMode)
+            v = w.v; n = w.n
+            v_BPT_Dynamic_AC_CLResControlMode = None
+            s = 7
+        elif v_BPT_Scheduled_AC_CLResControlMode is not None:
+            el = 'BPT_Scheduled_AC_CLResControlMode'
+            v = (v << 4) | 5
+            n += 4
+            w.v = v; w.n = n
+            _e_BPT_Scheduled_AC_CLResControlModeType(w, v_BPT_Scheduled_AC_CLResControlMode)
+            v = w.v; n = w.n
+            v_BPT_Scheduled_AC_CLResControlMode = None
+            s = 7
+        elif v_CLResControlMode is not None:
+            el = 'CLResControlMode'
+            _o = v_CLResControlMode
+            v = (v << 5) | (6 << 1)
+            n += 5
+            v_CLResControlMode = None
+            s = 7
+        elif v_Dynamic_AC_CLResControlMode is not None:
+            el = 'Dynamic_AC_CLResControlMode'
+            v = (v << 4) | 7
+            n += 4
+            w.v = v; w.n = n
+            _e_Dynamic_AC_CLResControlModeType(w, v_Dynamic_AC_CLResControlMode)
+            v = w.v; n = w.n
+            v_Dynamic_AC_CLResControlMode = None
+            s = 7
+        elif v_Scheduled_AC_CLResControlMode is not None:
+            el = 'Scheduled_AC_CLResControlMode'
+            v = (v << 4) | 8
+            n += 4
+            w.v = v; w.n = n
+            _e_Scheduled_AC_CLResControlModeType(w, v_Scheduled_AC_CLResControlMode)
+            v = w.v; n = w.n
+            v_Scheduled_AC_CLResControlMode = None
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVSETargetFrequency, BPT_Dynamic_AC_CLResControlMode, BPT_Scheduled_AC_CLResControlMode, CLResControlMode, Dynamic_AC_CLResControlMode, Scheduled_AC_CLResControlMode')
         if s == 3:
             if v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -3806,22 +3811,21 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -3830,33 +3834,31 @@ def _d_AC_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'AC_CPDReqEnergyTransferMode'
-                r.pos = r.end - q
-                f_AC_CPDReqEnergyTransferMode = _d_AC_CPDReqEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
-                s = 2
-            elif ec == 1:
-                el = 'BPT_AC_CPDReqEnergyTransferMode'
-                r.pos = r.end - q
-                f_BPT_AC_CPDReqEnergyTransferMode = _d_BPT_AC_CPDReqEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
-                s = 2
-            else:
-                raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
-        if s == 2:
-            s = -1
+        if ec == 0:
+            el = 'AC_CPDReqEnergyTransferMode'
+            r.pos = r.end - q
+            f_AC_CPDReqEnergyTransferMode = _d_AC_CPDReqEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
+            s = 2
+        elif ec == 1:
+            el = 'BPT_AC_CPDReqEnergyTransferMode'
+            r.pos = r.end - q
+            f_BPT_AC_CPDReqEnergyTransferMode = _d_BPT_AC_CPDReqEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
+            s = 2
+        else:
+            raise r.deviation('AC_ChargeParameterDiscoveryReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.AC_ChargeParameterDiscoveryReqType)
+    _obj = _new(_K_iso20_ac_AC_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
     _obj.AC_CPDReqEnergyTransferMode = f_AC_CPDReqEnergyTransferMode
     _obj.BPT_AC_CPDReqEnergyTransferMode = f_BPT_AC_CPDReqEnergyTransferMode
@@ -3899,53 +3901,50 @@ def _e_AC_ChargeParameterDiscoveryReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_AC_CPDReqEnergyTransferMode is not None:
-                el = 'AC_CPDReqEnergyTransferMode'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_AC_CPDReqEnergyTransferModeType(w, v_AC_CPDReqEnergyTransferMode)
-                v = w.v; n = w.n
-                v_AC_CPDReqEnergyTransferMode = None
-                s = 2
-            elif v_BPT_AC_CPDReqEnergyTransferMode is not None:
-                el = 'BPT_AC_CPDReqEnergyTransferMode'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_BPT_AC_CPDReqEnergyTransferModeType(w, v_BPT_AC_CPDReqEnergyTransferMode)
-                v = w.v; n = w.n
-                v_BPT_AC_CPDReqEnergyTransferMode = None
-                s = 2
-            else:
-                raise EncodeError('missing content: expected one of AC_CPDReqEnergyTransferMode, BPT_AC_CPDReqEnergyTransferMode')
-        if s == 2:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_AC_CPDReqEnergyTransferMode is not None or v_BPT_AC_CPDReqEnergyTransferMode is not None: raise _leftover(o)
-                s = -1
+        if v_AC_CPDReqEnergyTransferMode is not None:
+            el = 'AC_CPDReqEnergyTransferMode'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_AC_CPDReqEnergyTransferModeType(w, v_AC_CPDReqEnergyTransferMode)
+            v = w.v; n = w.n
+            v_AC_CPDReqEnergyTransferMode = None
+            s = 2
+        elif v_BPT_AC_CPDReqEnergyTransferMode is not None:
+            el = 'BPT_AC_CPDReqEnergyTransferMode'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_BPT_AC_CPDReqEnergyTransferModeType(w, v_BPT_AC_CPDReqEnergyTransferMode)
+            v = w.v; n = w.n
+            v_BPT_AC_CPDReqEnergyTransferMode = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of AC_CPDReqEnergyTransferMode, BPT_AC_CPDReqEnergyTransferMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_AC_CPDReqEnergyTransferMode is not None or v_BPT_AC_CPDReqEnergyTransferMode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4007,22 +4006,21 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -4036,33 +4034,31 @@ def _d_AC_ChargeParameterDiscoveryResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'AC_CPDResEnergyTransferMode'
-                r.pos = r.end - q
-                f_AC_CPDResEnergyTransferMode = _d_AC_CPDResEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
-                s = 3
-            elif ec == 1:
-                el = 'BPT_AC_CPDResEnergyTransferMode'
-                r.pos = r.end - q
-                f_BPT_AC_CPDResEnergyTransferMode = _d_BPT_AC_CPDResEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
-                s = 3
-            else:
-                raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
-        if s == 3:
-            s = -1
+        if ec == 0:
+            el = 'AC_CPDResEnergyTransferMode'
+            r.pos = r.end - q
+            f_AC_CPDResEnergyTransferMode = _d_AC_CPDResEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
+            s = 3
+        elif ec == 1:
+            el = 'BPT_AC_CPDResEnergyTransferMode'
+            r.pos = r.end - q
+            f_BPT_AC_CPDResEnergyTransferMode = _d_BPT_AC_CPDResEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
+            s = 3
+        else:
+            raise r.deviation('AC_ChargeParameterDiscoveryResType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.AC_ChargeParameterDiscoveryResType)
+    _obj = _new(_K_iso20_ac_AC_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_CPDResEnergyTransferMode = f_AC_CPDResEnergyTransferMode
@@ -4107,21 +4103,20 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -4134,33 +4129,31 @@ def _e_AC_ChargeParameterDiscoveryResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_AC_CPDResEnergyTransferMode is not None:
-                el = 'AC_CPDResEnergyTransferMode'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_AC_CPDResEnergyTransferModeType(w, v_AC_CPDResEnergyTransferMode)
-                v = w.v; n = w.n
-                v_AC_CPDResEnergyTransferMode = None
-                s = 3
-            elif v_BPT_AC_CPDResEnergyTransferMode is not None:
-                el = 'BPT_AC_CPDResEnergyTransferMode'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_BPT_AC_CPDResEnergyTransferModeType(w, v_BPT_AC_CPDResEnergyTransferMode)
-                v = w.v; n = w.n
-                v_BPT_AC_CPDResEnergyTransferMode = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of AC_CPDResEnergyTransferMode, BPT_AC_CPDResEnergyTransferMode')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_ResponseCode is not None or v_AC_CPDResEnergyTransferMode is not None or v_BPT_AC_CPDResEnergyTransferMode is not None: raise _leftover(o)
-                s = -1
+        if v_AC_CPDResEnergyTransferMode is not None:
+            el = 'AC_CPDResEnergyTransferMode'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_AC_CPDResEnergyTransferModeType(w, v_AC_CPDResEnergyTransferMode)
+            v = w.v; n = w.n
+            v_AC_CPDResEnergyTransferMode = None
+            s = 3
+        elif v_BPT_AC_CPDResEnergyTransferMode is not None:
+            el = 'BPT_AC_CPDResEnergyTransferMode'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_BPT_AC_CPDResEnergyTransferModeType(w, v_BPT_AC_CPDResEnergyTransferMode)
+            v = w.v; n = w.n
+            v_BPT_AC_CPDResEnergyTransferMode = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of AC_CPDResEnergyTransferMode, BPT_AC_CPDResEnergyTransferMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_ResponseCode is not None or v_AC_CPDResEnergyTransferMode is not None or v_BPT_AC_CPDResEnergyTransferMode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4216,126 +4209,125 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
         if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMaximumChargePower_L2/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMaximumChargePower_L2/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L2/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L2.Exponent = _c2_Exponent
-                f_EVMaximumChargePower_L2.Value = _c2_Value
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMaximumChargePower_L3/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L2.Exponent = _c2_Exponent
+            f_EVMaximumChargePower_L2.Value = _c2_Value
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMaximumChargePower_L3/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L3.Exponent = _c3_Exponent
-                f_EVMaximumChargePower_L3.Value = _c3_Value
-                s = 3
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMinimumChargePower/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L3.Exponent = _c3_Exponent
+            f_EVMaximumChargePower_L3.Value = _c3_Value
+            s = 3
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'EVMinimumChargePower/Exponent'
+            _c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumChargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c4_Exponent
-                f_EVMinimumChargePower.Value = _c4_Value
-                ec = (x & 3)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMinimumChargePower.Exponent = _c4_Exponent
+            f_EVMinimumChargePower.Value = _c4_Value
+            ec = (x & 3)
+            s = 4
+        else:
+            raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 14
@@ -4369,7 +4361,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c5_Exponent
                 f_EVMaximumChargePower_L3.Value = _c5_Value
                 s = 3
@@ -4406,7 +4398,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c6_Exponent
                 f_EVMinimumChargePower.Value = _c6_Value
                 ec = (x & 3)
@@ -4446,7 +4438,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c7_Exponent
             f_EVMinimumChargePower.Value = _c7_Value
             ec = (x & 3)
@@ -4485,7 +4477,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -4522,7 +4514,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c9_Exponent
                 f_EVMinimumChargePower_L3.Value = _c9_Value
                 s = 6
@@ -4559,7 +4551,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c10_Exponent
                 f_EVMaximumDischargePower.Value = _c10_Value
                 ec = (x & 3)
@@ -4599,7 +4591,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c11_Exponent
                 f_EVMinimumChargePower_L3.Value = _c11_Value
                 s = 6
@@ -4636,7 +4628,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVMaximumDischargePower.Value = _c12_Value
                 ec = (x & 3)
@@ -4676,7 +4668,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c13_Value = -_c13_Value - 1
             if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-            f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c13_Exponent
             f_EVMaximumDischargePower.Value = _c13_Value
             ec = (x & 3)
@@ -4715,7 +4707,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c14_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c14_Value
                 ec = (x & 3)
@@ -4752,7 +4744,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c15_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c15_Value
                 s = 9
@@ -4789,7 +4781,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c16_Exponent
                 f_EVMinimumDischargePower.Value = _c16_Value
                 ec = (x & 3)
@@ -4829,7 +4821,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c17_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c17_Value
                 s = 9
@@ -4866,7 +4858,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c18_Exponent
                 f_EVMinimumDischargePower.Value = _c18_Value
                 ec = (x & 3)
@@ -4906,7 +4898,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
             if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
             if _neg: _c19_Value = -_c19_Value - 1
             if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-            f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c19_Exponent
             f_EVMinimumDischargePower.Value = _c19_Value
             ec = (x & 3)
@@ -4945,7 +4937,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c20_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c20_Value
                 ec = (x & 3)
@@ -4982,7 +4974,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c21_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c21_Value
                 s = 12
@@ -5024,7 +5016,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDReqEnergyTransferModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c22_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c22_Value
                 s = 12
@@ -5038,7 +5030,7 @@ def _d_BPT_AC_CPDReqEnergyTransferModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.BPT_AC_CPDReqEnergyTransferModeType)
+    _obj = _new(_K_iso20_ac_BPT_AC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
     _obj.EVMaximumChargePower_L2 = f_EVMaximumChargePower_L2
     _obj.EVMaximumChargePower_L3 = f_EVMaximumChargePower_L3
@@ -5093,69 +5085,68 @@ def _e_BPT_AC_CPDReqEnergyTransferModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
-        if s == 1:
-            if v_EVMaximumChargePower_L2 is not None:
-                el = 'EVMaximumChargePower_L2'
-                _o = v_EVMaximumChargePower_L2
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L2/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L2/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower_L2 = None
-                s = 2
-            elif v_EVMaximumChargePower_L3 is not None:
-                el = 'EVMaximumChargePower_L3'
-                _o = v_EVMaximumChargePower_L3
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L3/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L3/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower_L3 = None
-                s = 3
-            elif v_EVMinimumChargePower is not None:
-                el = 'EVMinimumChargePower'
-                _o = v_EVMinimumChargePower
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumChargePower/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumChargePower/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 16
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumChargePower = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
+        if v_EVMaximumChargePower_L2 is not None:
+            el = 'EVMaximumChargePower_L2'
+            _o = v_EVMaximumChargePower_L2
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L2/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L2/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower_L2 = None
+            s = 2
+        elif v_EVMaximumChargePower_L3 is not None:
+            el = 'EVMaximumChargePower_L3'
+            _o = v_EVMaximumChargePower_L3
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L3/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L3/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower_L3 = None
+            s = 3
+        elif v_EVMinimumChargePower is not None:
+            el = 'EVMinimumChargePower'
+            _o = v_EVMinimumChargePower
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumChargePower/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumChargePower/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 16
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargePower = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
         if s == 2:
             if v_EVMaximumChargePower_L3 is not None:
                 el = 'EVMaximumChargePower_L3'
@@ -5619,126 +5610,125 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
         if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMaximumChargePower_L2/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargePower_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMaximumChargePower_L2/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumChargePower_L2/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMaximumChargePower_L2.Exponent = _c2_Exponent
-                f_EVSEMaximumChargePower_L2.Value = _c2_Value
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMaximumChargePower_L3/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumChargePower_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_EVSEMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumChargePower_L2.Exponent = _c2_Exponent
+            f_EVSEMaximumChargePower_L2.Value = _c2_Value
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMaximumChargePower_L3/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumChargePower_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMaximumChargePower_L3.Exponent = _c3_Exponent
-                f_EVSEMaximumChargePower_L3.Value = _c3_Value
-                s = 3
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMinimumChargePower/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumChargePower_L3.Exponent = _c3_Exponent
+            f_EVSEMaximumChargePower_L3.Value = _c3_Value
+            s = 3
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMinimumChargePower/Exponent'
+            _c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMinimumChargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMinimumChargePower.Exponent = _c4_Exponent
-                f_EVSEMinimumChargePower.Value = _c4_Value
-                ec = (x & 3)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMinimumChargePower.Exponent = _c4_Exponent
+            f_EVSEMinimumChargePower.Value = _c4_Value
+            ec = (x & 3)
+            s = 4
+        else:
+            raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 14
@@ -5772,7 +5762,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower_L3.Exponent = _c5_Exponent
                 f_EVSEMaximumChargePower_L3.Value = _c5_Value
                 s = 3
@@ -5809,7 +5799,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumChargePower.Value = _c6_Value
                 ec = (x & 3)
@@ -5849,7 +5839,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c7_Exponent
             f_EVSEMinimumChargePower.Value = _c7_Value
             ec = (x & 3)
@@ -5888,7 +5878,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVSEMinimumChargePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -5925,7 +5915,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c9_Value
                 s = 6
@@ -5962,7 +5952,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c10_Exponent
                 f_EVSENominalFrequency.Value = _c10_Value
                 ec = (x & 7)
@@ -6002,7 +5992,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower_L3.Exponent = _c11_Exponent
                 f_EVSEMinimumChargePower_L3.Value = _c11_Value
                 s = 6
@@ -6039,7 +6029,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSENominalFrequency.Exponent = _c12_Exponent
                 f_EVSENominalFrequency.Value = _c12_Value
                 ec = (x & 7)
@@ -6079,7 +6069,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c13_Value = -_c13_Value - 1
             if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-            f_EVSENominalFrequency = _new(iso20_commontypes.RationalNumberType)
+            f_EVSENominalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSENominalFrequency.Exponent = _c13_Exponent
             f_EVSENominalFrequency.Value = _c13_Value
             ec = (x & 7)
@@ -6118,7 +6108,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_MaximumPowerAsymmetry = _new(iso20_commontypes.RationalNumberType)
+                f_MaximumPowerAsymmetry = _new(_K_iso20_commontypes_RationalNumberType)
                 f_MaximumPowerAsymmetry.Exponent = _c14_Exponent
                 f_MaximumPowerAsymmetry.Value = _c14_Value
                 ec = (x & 7)
@@ -6156,7 +6146,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c15_Exponent
                 f_EVSEPowerRampLimitation.Value = _c15_Value
                 ec = (x & 7)
@@ -6194,7 +6184,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c16_Exponent
                 f_EVSEPresentActivePower.Value = _c16_Value
                 ec = (x & 3)
@@ -6232,7 +6222,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c17_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c17_Value
                 ec = (x & 3)
@@ -6269,7 +6259,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c18_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c18_Value
                 s = 12
@@ -6306,7 +6296,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMaximumDischargePower.Value = _c19_Value
                 ec = (x & 3)
@@ -6347,7 +6337,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 24: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPowerRampLimitation.Exponent = _c20_Exponent
                 f_EVSEPowerRampLimitation.Value = _c20_Value
                 ec = (x & 7)
@@ -6385,7 +6375,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c21_Exponent
                 f_EVSEPresentActivePower.Value = _c21_Value
                 ec = (x & 3)
@@ -6423,7 +6413,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c22_Value
                 ec = (x & 3)
@@ -6460,7 +6450,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c23_Value
                 s = 12
@@ -6497,7 +6487,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMaximumDischargePower.Value = _c24_Value
                 ec = (x & 3)
@@ -6538,7 +6528,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower.Value = _c25_Value
                 ec = (x & 3)
@@ -6576,7 +6566,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c26_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c26_Value
                 ec = (x & 3)
@@ -6613,7 +6603,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c27_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c27_Value
                 s = 12
@@ -6650,7 +6640,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMaximumDischargePower.Value = _c28_Value
                 ec = (x & 3)
@@ -6691,7 +6681,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c29_Value
                 ec = (x & 3)
@@ -6728,7 +6718,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c30_Value
                 s = 12
@@ -6765,7 +6755,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMaximumDischargePower.Value = _c31_Value
                 ec = (x & 3)
@@ -6805,7 +6795,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c32_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c32_Value
                 s = 12
@@ -6842,7 +6832,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c33_Exponent
                 f_EVSEMaximumDischargePower.Value = _c33_Value
                 ec = (x & 3)
@@ -6882,7 +6872,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c34_Value = -_c34_Value - 1
             if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-            f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c34_Exponent
             f_EVSEMaximumDischargePower.Value = _c34_Value
             ec = (x & 3)
@@ -6921,7 +6911,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower_L2.Exponent = _c35_Exponent
                 f_EVSEMaximumDischargePower_L2.Value = _c35_Value
                 ec = (x & 3)
@@ -6958,7 +6948,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower_L3.Exponent = _c36_Exponent
                 f_EVSEMaximumDischargePower_L3.Value = _c36_Value
                 s = 15
@@ -6995,7 +6985,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c37_Exponent
                 f_EVSEMinimumDischargePower.Value = _c37_Value
                 ec = (x & 3)
@@ -7035,7 +7025,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower_L3.Exponent = _c38_Exponent
                 f_EVSEMaximumDischargePower_L3.Value = _c38_Value
                 s = 15
@@ -7072,7 +7062,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c39_Exponent
                 f_EVSEMinimumDischargePower.Value = _c39_Value
                 ec = (x & 3)
@@ -7112,7 +7102,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
             if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
             if _neg: _c40_Value = -_c40_Value - 1
             if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-            f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c40_Exponent
             f_EVSEMinimumDischargePower.Value = _c40_Value
             ec = (x & 3)
@@ -7151,7 +7141,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if x & 12: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower_L2.Exponent = _c41_Exponent
                 f_EVSEMinimumDischargePower_L2.Value = _c41_Value
                 ec = (x & 3)
@@ -7188,7 +7178,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower_L3.Exponent = _c42_Exponent
                 f_EVSEMinimumDischargePower_L3.Value = _c42_Value
                 s = 18
@@ -7230,7 +7220,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_AC_CPDResEnergyTransferModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower_L3.Exponent = _c43_Exponent
                 f_EVSEMinimumDischargePower_L3.Value = _c43_Value
                 s = 18
@@ -7244,7 +7234,7 @@ def _d_BPT_AC_CPDResEnergyTransferModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.BPT_AC_CPDResEnergyTransferModeType)
+    _obj = _new(_K_iso20_ac_BPT_AC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMaximumChargePower_L2 = f_EVSEMaximumChargePower_L2
     _obj.EVSEMaximumChargePower_L3 = f_EVSEMaximumChargePower_L3
@@ -7311,69 +7301,68 @@ def _e_BPT_AC_CPDResEnergyTransferModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
-        if s == 1:
-            if v_EVSEMaximumChargePower_L2 is not None:
-                el = 'EVSEMaximumChargePower_L2'
-                _o = v_EVSEMaximumChargePower_L2
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumChargePower_L2/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumChargePower_L2/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMaximumChargePower_L2 = None
-                s = 2
-            elif v_EVSEMaximumChargePower_L3 is not None:
-                el = 'EVSEMaximumChargePower_L3'
-                _o = v_EVSEMaximumChargePower_L3
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumChargePower_L3/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumChargePower_L3/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMaximumChargePower_L3 = None
-                s = 3
-            elif v_EVSEMinimumChargePower is not None:
-                el = 'EVSEMinimumChargePower'
-                _o = v_EVSEMinimumChargePower
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMinimumChargePower/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMinimumChargePower/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 16
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMinimumChargePower = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
+        if v_EVSEMaximumChargePower_L2 is not None:
+            el = 'EVSEMaximumChargePower_L2'
+            _o = v_EVSEMaximumChargePower_L2
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumChargePower_L2/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumChargePower_L2/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumChargePower_L2 = None
+            s = 2
+        elif v_EVSEMaximumChargePower_L3 is not None:
+            el = 'EVSEMaximumChargePower_L3'
+            _o = v_EVSEMaximumChargePower_L3
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumChargePower_L3/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumChargePower_L3/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumChargePower_L3 = None
+            s = 3
+        elif v_EVSEMinimumChargePower is not None:
+            el = 'EVSEMinimumChargePower'
+            _o = v_EVSEMinimumChargePower
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMinimumChargePower/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMinimumChargePower/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 16
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMinimumChargePower = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVSEMaximumChargePower_L2, EVSEMaximumChargePower_L3, EVSEMinimumChargePower')
         if s == 2:
             if v_EVSEMaximumChargePower_L3 is not None:
                 el = 'EVSEMaximumChargePower_L3'
@@ -8307,7 +8296,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
@@ -8343,227 +8332,225 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
             raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-        if s == 2:
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+        el = 'EVMaximumEnergyRequest/Exponent'
+        _c3_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
+        f_EVMaximumEnergyRequest.Value = _c3_Value
+        el = 'EVMinimumEnergyRequest/Exponent'
+        _c4_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c4_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
+        f_EVMinimumEnergyRequest.Value = _c4_Value
+        el = 'EVMaximumChargePower/Exponent'
+        _c5_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c5_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+        if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargePower.Exponent = _c5_Exponent
+        f_EVMaximumChargePower.Value = _c5_Value
+        ec = (x & 3)
+        s = 5
+        if ec == 0:
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-            el = 'EVMaximumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumEnergyRequest/Value'
+            el = 'EVMaximumChargePower_L2/Exponent'
+            _c6_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMaximumEnergyRequest.Value = _c3_Value
-            el = 'EVMinimumEnergyRequest/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c4_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-            f_EVMinimumEnergyRequest.Value = _c4_Value
-            el = 'EVMaximumChargePower/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumChargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c5_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumChargePower.Exponent = _c5_Exponent
-            f_EVMaximumChargePower.Value = _c5_Value
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L2.Exponent = _c6_Exponent
+            f_EVMaximumChargePower_L2.Value = _c6_Value
             ec = (x & 3)
-            s = 5
-        if s == 5:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-                el = 'EVMaximumChargePower_L2/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            s = 6
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            el = 'EVMaximumChargePower_L3/Exponent'
+            _c7_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c6_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L2.Exponent = _c6_Exponent
-                f_EVMaximumChargePower_L2.Value = _c6_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-                el = 'EVMaximumChargePower_L3/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L3.Exponent = _c7_Exponent
-                f_EVMaximumChargePower_L3.Value = _c7_Value
-                s = 7
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-                el = 'EVMinimumChargePower/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L3.Exponent = _c7_Exponent
+            f_EVMaximumChargePower_L3.Value = _c7_Value
+            s = 7
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            el = 'EVMinimumChargePower/Exponent'
+            _c8_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumChargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c8_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c8_Exponent
-                f_EVMinimumChargePower.Value = _c8_Value
-                ec = (x & 3)
-                s = 8
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
             else:
-                raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMinimumChargePower.Exponent = _c8_Exponent
+            f_EVMinimumChargePower.Value = _c8_Value
+            ec = (x & 3)
+            s = 8
+        else:
+            raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 6:
             if ec == 0:
                 q -= 14
@@ -8597,7 +8584,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c9_Exponent
                 f_EVMaximumChargePower_L3.Value = _c9_Value
                 s = 7
@@ -8634,7 +8621,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c10_Exponent
                 f_EVMinimumChargePower.Value = _c10_Value
                 ec = (x & 3)
@@ -8674,7 +8661,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c11_Exponent
             f_EVMinimumChargePower.Value = _c11_Value
             ec = (x & 3)
@@ -8713,7 +8700,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c12_Exponent
                 f_EVMinimumChargePower_L2.Value = _c12_Value
                 ec = (x & 3)
@@ -8750,7 +8737,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c13_Exponent
                 f_EVMinimumChargePower_L3.Value = _c13_Value
                 s = 10
@@ -8787,7 +8774,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c14_Exponent
                 f_EVPresentActivePower.Value = _c14_Value
                 ec = (x & 3)
@@ -8827,7 +8814,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c15_Exponent
                 f_EVMinimumChargePower_L3.Value = _c15_Value
                 s = 10
@@ -8864,7 +8851,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c16_Exponent
                 f_EVPresentActivePower.Value = _c16_Value
                 ec = (x & 3)
@@ -8904,7 +8891,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c17_Value = -_c17_Value - 1
             if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-            f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c17_Exponent
             f_EVPresentActivePower.Value = _c17_Value
             ec = (x & 3)
@@ -8943,7 +8930,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c18_Exponent
                 f_EVPresentActivePower_L2.Value = _c18_Value
                 ec = (x & 3)
@@ -8980,7 +8967,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c19_Exponent
                 f_EVPresentActivePower_L3.Value = _c19_Value
                 s = 13
@@ -9017,7 +9004,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c20_Exponent
                 f_EVPresentReactivePower.Value = _c20_Value
                 ec = (x & 3)
@@ -9057,7 +9044,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c21_Exponent
                 f_EVPresentActivePower_L3.Value = _c21_Value
                 s = 13
@@ -9094,7 +9081,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c22_Exponent
                 f_EVPresentReactivePower.Value = _c22_Value
                 ec = (x & 3)
@@ -9134,7 +9121,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c23_Value = -_c23_Value - 1
             if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-            f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentReactivePower.Exponent = _c23_Exponent
             f_EVPresentReactivePower.Value = _c23_Value
             ec = (x & 3)
@@ -9173,7 +9160,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c24_Exponent
                 f_EVPresentReactivePower_L2.Value = _c24_Value
                 ec = (x & 3)
@@ -9210,7 +9197,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c25_Exponent
                 f_EVPresentReactivePower_L3.Value = _c25_Value
                 s = 16
@@ -9247,7 +9234,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c26_Exponent
                 f_EVMaximumDischargePower.Value = _c26_Value
                 ec = (x & 3)
@@ -9287,7 +9274,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c27_Exponent
                 f_EVPresentReactivePower_L3.Value = _c27_Value
                 s = 16
@@ -9324,7 +9311,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c28_Exponent
                 f_EVMaximumDischargePower.Value = _c28_Value
                 ec = (x & 3)
@@ -9364,7 +9351,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c29_Value = -_c29_Value - 1
             if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-            f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumDischargePower.Exponent = _c29_Exponent
             f_EVMaximumDischargePower.Value = _c29_Value
             ec = (x & 3)
@@ -9403,7 +9390,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c30_Value
                 ec = (x & 3)
@@ -9440,7 +9427,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c31_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c31_Value
                 s = 19
@@ -9477,7 +9464,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c32_Exponent
                 f_EVMinimumDischargePower.Value = _c32_Value
                 ec = (x & 7)
@@ -9517,7 +9504,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c33_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c33_Value
                 s = 19
@@ -9554,7 +9541,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c34_Exponent
                 f_EVMinimumDischargePower.Value = _c34_Value
                 ec = (x & 7)
@@ -9594,7 +9581,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
             if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c35_Value = -_c35_Value - 1
             if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-            f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumDischargePower.Exponent = _c35_Exponent
             f_EVMinimumDischargePower.Value = _c35_Value
             ec = (x & 7)
@@ -9633,7 +9620,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c36_Value
                 ec = (x & 7)
@@ -9671,7 +9658,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c37_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c37_Value
                 ec = (x & 3)
@@ -9709,7 +9696,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c38_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c38_Value
                 ec = (x & 3)
@@ -9746,7 +9733,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c39_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c39_Value
                 s = 24
@@ -9789,7 +9776,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c40_Value
                 ec = (x & 3)
@@ -9827,7 +9814,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c41_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c41_Value
                 ec = (x & 3)
@@ -9864,7 +9851,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c42_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c42_Value
                 s = 24
@@ -9907,7 +9894,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c43_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c43_Value
                 ec = (x & 3)
@@ -9944,7 +9931,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c44_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c44_Value
                 s = 24
@@ -9986,7 +9973,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c45_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c45_Value
                 s = 24
@@ -10000,7 +9987,7 @@ def _d_BPT_Dynamic_AC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.BPT_Dynamic_AC_CLReqControlModeType)
+    _obj = _new(_K_iso20_ac_BPT_Dynamic_AC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
@@ -10109,130 +10096,128 @@ def _e_BPT_Dynamic_AC_CLReqControlModeType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-        if s == 2:
-            if v_EVMaximumEnergyRequest is not None:
-                el = 'EVMaximumEnergyRequest'
-                _o = v_EVMaximumEnergyRequest
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumEnergyRequest/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 15
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumEnergyRequest = None
-                if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
-                el = 'EVMinimumEnergyRequest'
-                _o = v_EVMinimumEnergyRequest
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumEnergyRequest/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 15
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumEnergyRequest = None
-                if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
-                el = 'EVMaximumChargePower'
-                _o = v_EVMaximumChargePower
-                _c5_Exponent = _o.Exponent
-                _c5_Value = _o.Value
-                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower/Exponent'
-                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 15
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-        if s == 5:
-            if v_EVMaximumChargePower_L2 is not None:
-                el = 'EVMaximumChargePower_L2'
-                _o = v_EVMaximumChargePower_L2
-                _c6_Exponent = _o.Exponent
-                _c6_Value = _o.Value
-                if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L2/Exponent'
-                if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
-                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L2/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                n += 16
-                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower_L2 = None
-                s = 6
-            elif v_EVMaximumChargePower_L3 is not None:
-                el = 'EVMaximumChargePower_L3'
-                _o = v_EVMaximumChargePower_L3
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L3/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L3/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 16
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower_L3 = None
-                s = 7
-            elif v_EVMinimumChargePower is not None:
-                el = 'EVMinimumChargePower'
-                _o = v_EVMinimumChargePower
-                _c8_Exponent = _o.Exponent
-                _c8_Value = _o.Value
-                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumChargePower/Exponent'
-                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumChargePower/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 16
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumChargePower = None
-                s = 8
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
+        if v_EVMaximumEnergyRequest is not None:
+            el = 'EVMaximumEnergyRequest'
+            _o = v_EVMaximumEnergyRequest
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumEnergyRequest/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumEnergyRequest = None
+            if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
+            el = 'EVMinimumEnergyRequest'
+            _o = v_EVMinimumEnergyRequest
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumEnergyRequest/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumEnergyRequest/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumEnergyRequest = None
+            if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
+            el = 'EVMaximumChargePower'
+            _o = v_EVMaximumChargePower
+            _c5_Exponent = _o.Exponent
+            _c5_Value = _o.Value
+            if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower/Exponent'
+            if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        if v_EVMaximumChargePower_L2 is not None:
+            el = 'EVMaximumChargePower_L2'
+            _o = v_EVMaximumChargePower_L2
+            _c6_Exponent = _o.Exponent
+            _c6_Value = _o.Value
+            if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L2/Exponent'
+            if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L2/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 16
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower_L2 = None
+            s = 6
+        elif v_EVMaximumChargePower_L3 is not None:
+            el = 'EVMaximumChargePower_L3'
+            _o = v_EVMaximumChargePower_L3
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L3/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L3/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 16
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower_L3 = None
+            s = 7
+        elif v_EVMinimumChargePower is not None:
+            el = 'EVMinimumChargePower'
+            _o = v_EVMinimumChargePower
+            _c8_Exponent = _o.Exponent
+            _c8_Value = _o.Value
+            if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumChargePower/Exponent'
+            if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumChargePower/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+            n += 16
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargePower = None
+            s = 8
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
         if s == 6:
             if v_EVMaximumChargePower_L3 is not None:
                 el = 'EVMaximumChargePower_L3'
@@ -11183,7 +11168,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c1_Exponent
             f_EVSETargetActivePower.Value = _c1_Value
             ec = (x & 15)
@@ -11272,7 +11257,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c2_Exponent
                 f_EVSETargetActivePower.Value = _c2_Value
                 ec = (x & 15)
@@ -11351,7 +11336,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c3_Exponent
                 f_EVSETargetActivePower.Value = _c3_Value
                 ec = (x & 15)
@@ -11420,7 +11405,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c4_Exponent
                 f_EVSETargetActivePower.Value = _c4_Value
                 ec = (x & 15)
@@ -11460,7 +11445,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
             if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c5_Exponent
             f_EVSETargetActivePower.Value = _c5_Value
             ec = (x & 15)
@@ -11500,7 +11485,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
                     if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c6_Exponent
                     f_EVSETargetActivePower_L2.Value = _c6_Value
                     ec = (x & 15)
@@ -11538,7 +11523,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
                     if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c7_Exponent
                     f_EVSETargetActivePower_L3.Value = _c7_Value
                     ec = (x & 7)
@@ -11576,7 +11561,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c8_Value = -_c8_Value - 1
                     if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c8_Exponent
                     f_EVSETargetReactivePower.Value = _c8_Value
                     ec = (x & 7)
@@ -11614,7 +11599,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c9_Value = -_c9_Value - 1
                     if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c9_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c9_Value
                     ec = (x & 7)
@@ -11655,7 +11640,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c10_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c10_Value
                     ec = (x & 7)
@@ -11693,7 +11678,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c11_Exponent
                     f_EVSEPresentActivePower.Value = _c11_Value
                     ec = (x & 3)
@@ -11731,7 +11716,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c12_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c12_Value
                     ec = (x & 3)
@@ -11768,7 +11753,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L3.Exponent = _c13_Exponent
                     f_EVSEPresentActivePower_L3.Value = _c13_Value
                     s = 13
@@ -11811,7 +11796,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c14_Exponent
                 f_EVSETargetActivePower_L3.Value = _c14_Value
                 ec = (x & 7)
@@ -11849,7 +11834,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c15_Exponent
                 f_EVSETargetReactivePower.Value = _c15_Value
                 ec = (x & 7)
@@ -11887,7 +11872,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c16_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c16_Value
                 ec = (x & 7)
@@ -11925,7 +11910,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c17_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c17_Value
                 ec = (x & 7)
@@ -11963,7 +11948,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c18_Exponent
                 f_EVSEPresentActivePower.Value = _c18_Value
                 ec = (x & 3)
@@ -12001,7 +11986,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c19_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c19_Value
                 ec = (x & 3)
@@ -12038,7 +12023,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c20_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c20_Value
                 s = 13
@@ -12081,7 +12066,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower.Value = _c21_Value
                 ec = (x & 7)
@@ -12119,7 +12104,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c22_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c22_Value
                 ec = (x & 7)
@@ -12157,7 +12142,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c23_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c23_Value
                 ec = (x & 7)
@@ -12195,7 +12180,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower.Value = _c24_Value
                 ec = (x & 3)
@@ -12233,7 +12218,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c25_Value
                 ec = (x & 3)
@@ -12270,7 +12255,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c26_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c26_Value
                 s = 13
@@ -12313,7 +12298,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c27_Value
                 ec = (x & 7)
@@ -12351,7 +12336,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c28_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c28_Value
                 ec = (x & 7)
@@ -12389,7 +12374,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower.Value = _c29_Value
                 ec = (x & 3)
@@ -12427,7 +12412,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c30_Value
                 ec = (x & 3)
@@ -12464,7 +12449,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c31_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c31_Value
                 s = 13
@@ -12507,7 +12492,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
                 ec = (x & 7)
@@ -12545,7 +12530,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
                 ec = (x & 3)
@@ -12583,7 +12568,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
                 ec = (x & 3)
@@ -12620,7 +12605,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c35_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c35_Value
                 s = 13
@@ -12663,7 +12648,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c36_Exponent
                 f_EVSEPresentActivePower.Value = _c36_Value
                 ec = (x & 3)
@@ -12701,7 +12686,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c37_Value
                 ec = (x & 3)
@@ -12738,7 +12723,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c38_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c38_Value
                 s = 13
@@ -12781,7 +12766,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c39_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c39_Value
                 ec = (x & 3)
@@ -12818,7 +12803,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c40_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c40_Value
                 s = 13
@@ -12860,7 +12845,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c41_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c41_Value
                 s = 13
@@ -12874,7 +12859,7 @@ def _d_BPT_Dynamic_AC_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.BPT_Dynamic_AC_CLResControlModeType)
+    _obj = _new(_K_iso20_ac_BPT_Dynamic_AC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -13956,7 +13941,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
                 ec = (x & 15)
@@ -13994,7 +13979,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
                 f_EVMaximumEnergyRequest.Value = _c2_Value
                 ec = (x & 15)
@@ -14032,7 +14017,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
                 f_EVMinimumEnergyRequest.Value = _c3_Value
                 ec = (x & 7)
@@ -14070,7 +14055,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c4_Exponent
                 f_EVMaximumChargePower.Value = _c4_Value
                 ec = (x & 7)
@@ -14108,7 +14093,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c5_Exponent
                 f_EVMaximumChargePower_L2.Value = _c5_Value
                 ec = (x & 7)
@@ -14149,7 +14134,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c6_Exponent
                 f_EVMaximumChargePower_L3.Value = _c6_Value
                 ec = (x & 7)
@@ -14187,7 +14172,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c7_Exponent
                 f_EVMinimumChargePower.Value = _c7_Value
                 ec = (x & 3)
@@ -14225,7 +14210,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -14262,7 +14247,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c9_Exponent
                 f_EVMinimumChargePower_L3.Value = _c9_Value
                 s = 9
@@ -14299,7 +14284,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c10_Exponent
                 f_EVPresentActivePower.Value = _c10_Value
                 ec = (x & 15)
@@ -14341,7 +14326,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumEnergyRequest.Exponent = _c11_Exponent
                     f_EVMaximumEnergyRequest.Value = _c11_Value
                     ec = (x & 15)
@@ -14379,7 +14364,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                     f_EVMinimumEnergyRequest.Value = _c12_Value
                     ec = (x & 7)
@@ -14417,7 +14402,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c13_Exponent
                     f_EVMaximumChargePower.Value = _c13_Value
                     ec = (x & 7)
@@ -14455,7 +14440,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L2.Exponent = _c14_Exponent
                     f_EVMaximumChargePower_L2.Value = _c14_Value
                     ec = (x & 7)
@@ -14496,7 +14481,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L3.Exponent = _c15_Exponent
                     f_EVMaximumChargePower_L3.Value = _c15_Value
                     ec = (x & 7)
@@ -14534,7 +14519,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c16_Exponent
                     f_EVMinimumChargePower.Value = _c16_Value
                     ec = (x & 3)
@@ -14572,7 +14557,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L2.Exponent = _c17_Exponent
                     f_EVMinimumChargePower_L2.Value = _c17_Value
                     ec = (x & 3)
@@ -14609,7 +14594,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L3.Exponent = _c18_Exponent
                     f_EVMinimumChargePower_L3.Value = _c18_Value
                     s = 9
@@ -14646,7 +14631,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                    f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower.Exponent = _c19_Exponent
                     f_EVPresentActivePower.Value = _c19_Value
                     ec = (x & 15)
@@ -14687,7 +14672,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c20_Exponent
                 f_EVMinimumEnergyRequest.Value = _c20_Value
                 ec = (x & 7)
@@ -14725,7 +14710,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c21_Exponent
                 f_EVMaximumChargePower.Value = _c21_Value
                 ec = (x & 7)
@@ -14763,7 +14748,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c22_Exponent
                 f_EVMaximumChargePower_L2.Value = _c22_Value
                 ec = (x & 7)
@@ -14801,7 +14786,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c23_Exponent
                 f_EVMaximumChargePower_L3.Value = _c23_Value
                 ec = (x & 7)
@@ -14839,7 +14824,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c24_Exponent
                 f_EVMinimumChargePower.Value = _c24_Value
                 ec = (x & 3)
@@ -14877,7 +14862,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c25_Exponent
                 f_EVMinimumChargePower_L2.Value = _c25_Value
                 ec = (x & 3)
@@ -14914,7 +14899,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c26_Exponent
                 f_EVMinimumChargePower_L3.Value = _c26_Value
                 s = 9
@@ -14951,7 +14936,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c27_Exponent
                 f_EVPresentActivePower.Value = _c27_Value
                 ec = (x & 15)
@@ -14992,7 +14977,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c28_Exponent
                 f_EVMaximumChargePower.Value = _c28_Value
                 ec = (x & 7)
@@ -15030,7 +15015,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c29_Exponent
                 f_EVMaximumChargePower_L2.Value = _c29_Value
                 ec = (x & 7)
@@ -15068,7 +15053,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c30_Exponent
                 f_EVMaximumChargePower_L3.Value = _c30_Value
                 ec = (x & 7)
@@ -15106,7 +15091,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c31_Exponent
                 f_EVMinimumChargePower.Value = _c31_Value
                 ec = (x & 3)
@@ -15144,7 +15129,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c32_Exponent
                 f_EVMinimumChargePower_L2.Value = _c32_Value
                 ec = (x & 3)
@@ -15181,7 +15166,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c33_Exponent
                 f_EVMinimumChargePower_L3.Value = _c33_Value
                 s = 9
@@ -15218,7 +15203,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c34_Exponent
                 f_EVPresentActivePower.Value = _c34_Value
                 ec = (x & 15)
@@ -15259,7 +15244,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c35_Exponent
                 f_EVMaximumChargePower_L2.Value = _c35_Value
                 ec = (x & 7)
@@ -15297,7 +15282,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c36_Exponent
                 f_EVMaximumChargePower_L3.Value = _c36_Value
                 ec = (x & 7)
@@ -15335,7 +15320,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c37_Exponent
                 f_EVMinimumChargePower.Value = _c37_Value
                 ec = (x & 3)
@@ -15373,7 +15358,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c38_Exponent
                 f_EVMinimumChargePower_L2.Value = _c38_Value
                 ec = (x & 3)
@@ -15410,7 +15395,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c39_Exponent
                 f_EVMinimumChargePower_L3.Value = _c39_Value
                 s = 9
@@ -15447,7 +15432,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c40_Exponent
                 f_EVPresentActivePower.Value = _c40_Value
                 ec = (x & 15)
@@ -15488,7 +15473,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c41_Exponent
                 f_EVMaximumChargePower_L3.Value = _c41_Value
                 ec = (x & 7)
@@ -15526,7 +15511,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c42_Exponent
                 f_EVMinimumChargePower.Value = _c42_Value
                 ec = (x & 3)
@@ -15564,7 +15549,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c43_Exponent
                 f_EVMinimumChargePower_L2.Value = _c43_Value
                 ec = (x & 3)
@@ -15601,7 +15586,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c44_Exponent
                 f_EVMinimumChargePower_L3.Value = _c44_Value
                 s = 9
@@ -15638,7 +15623,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c45_Exponent
                 f_EVPresentActivePower.Value = _c45_Value
                 ec = (x & 15)
@@ -15679,7 +15664,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c46_Exponent
                 f_EVMinimumChargePower.Value = _c46_Value
                 ec = (x & 3)
@@ -15717,7 +15702,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c47_Exponent
                 f_EVMinimumChargePower_L2.Value = _c47_Value
                 ec = (x & 3)
@@ -15754,7 +15739,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c48_Value = -_c48_Value - 1
                 if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c48_Exponent
                 f_EVMinimumChargePower_L3.Value = _c48_Value
                 s = 9
@@ -15791,7 +15776,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c49_Value = -_c49_Value - 1
                 if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c49_Exponent
                 f_EVPresentActivePower.Value = _c49_Value
                 ec = (x & 15)
@@ -15832,7 +15817,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c50_Value = -_c50_Value - 1
                 if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c50_Exponent
                 f_EVMinimumChargePower_L2.Value = _c50_Value
                 ec = (x & 3)
@@ -15869,7 +15854,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c51_Value = -_c51_Value - 1
                 if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c51_Exponent
                 f_EVMinimumChargePower_L3.Value = _c51_Value
                 s = 9
@@ -15906,7 +15891,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c52_Value = -_c52_Value - 1
                 if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c52_Exponent
                 f_EVPresentActivePower.Value = _c52_Value
                 ec = (x & 15)
@@ -15946,7 +15931,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c53_Value = -_c53_Value - 1
                 if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c53_Exponent
                 f_EVMinimumChargePower_L3.Value = _c53_Value
                 s = 9
@@ -15983,7 +15968,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c54_Value = -_c54_Value - 1
                 if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c54_Exponent
                 f_EVPresentActivePower.Value = _c54_Value
                 ec = (x & 15)
@@ -16023,7 +16008,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
             if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
             if _neg: _c55_Value = -_c55_Value - 1
             if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(r.end - q))
-            f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c55_Exponent
             f_EVPresentActivePower.Value = _c55_Value
             ec = (x & 15)
@@ -16063,7 +16048,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c56_Value = -_c56_Value - 1
                     if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(r.end - q))
-                    f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower_L2.Exponent = _c56_Exponent
                     f_EVPresentActivePower_L2.Value = _c56_Value
                     ec = (x & 15)
@@ -16101,7 +16086,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c57_Value = -_c57_Value - 1
                     if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(r.end - q))
-                    f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower_L3.Exponent = _c57_Exponent
                     f_EVPresentActivePower_L3.Value = _c57_Value
                     ec = (x & 15)
@@ -16139,7 +16124,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c58_Value = -_c58_Value - 1
                     if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c58_Exponent
                     f_EVPresentReactivePower.Value = _c58_Value
                     ec = (x & 15)
@@ -16177,7 +16162,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c59_Value = -_c59_Value - 1
                     if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c59_Exponent
                     f_EVPresentReactivePower_L2.Value = _c59_Value
                     ec = (x & 15)
@@ -16215,7 +16200,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c60_Value = -_c60_Value - 1
                     if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c60_Exponent
                     f_EVPresentReactivePower_L3.Value = _c60_Value
                     ec = (x & 7)
@@ -16253,7 +16238,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c61_Value = -_c61_Value - 1
                     if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c61_Exponent
                     f_EVMaximumDischargePower.Value = _c61_Value
                     ec = (x & 7)
@@ -16294,7 +16279,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c62_Value = -_c62_Value - 1
                     if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c62_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c62_Value
                     ec = (x & 7)
@@ -16332,7 +16317,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c63_Value = -_c63_Value - 1
                     if _c63_Value < -32768 or _c63_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c63_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c63_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c63_Value
                     ec = (x & 7)
@@ -16370,7 +16355,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c64_Value = -_c64_Value - 1
                     if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c64_Exponent
                     f_EVMinimumDischargePower.Value = _c64_Value
                     ec = (x & 3)
@@ -16408,7 +16393,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c65_Value = -_c65_Value - 1
                     if _c65_Value < -32768 or _c65_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c65_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c65_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c65_Value
                     ec = (x & 3)
@@ -16445,7 +16430,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c66_Value = -_c66_Value - 1
                     if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L3.Exponent = _c66_Exponent
                     f_EVMinimumDischargePower_L3.Value = _c66_Value
                     s = 21
@@ -16489,7 +16474,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c67_Value = -_c67_Value - 1
                     if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(r.end - q))
-                    f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower_L3.Exponent = _c67_Exponent
                     f_EVPresentActivePower_L3.Value = _c67_Value
                     ec = (x & 15)
@@ -16527,7 +16512,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c68_Value = -_c68_Value - 1
                     if _c68_Value < -32768 or _c68_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c68_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c68_Exponent
                     f_EVPresentReactivePower.Value = _c68_Value
                     ec = (x & 15)
@@ -16565,7 +16550,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c69_Value = -_c69_Value - 1
                     if _c69_Value < -32768 or _c69_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c69_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c69_Exponent
                     f_EVPresentReactivePower_L2.Value = _c69_Value
                     ec = (x & 15)
@@ -16603,7 +16588,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c70_Value = -_c70_Value - 1
                     if _c70_Value < -32768 or _c70_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c70_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c70_Exponent
                     f_EVPresentReactivePower_L3.Value = _c70_Value
                     ec = (x & 7)
@@ -16641,7 +16626,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c71_Value = -_c71_Value - 1
                     if _c71_Value < -32768 or _c71_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c71_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c71_Exponent
                     f_EVMaximumDischargePower.Value = _c71_Value
                     ec = (x & 7)
@@ -16682,7 +16667,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c72_Value = -_c72_Value - 1
                     if _c72_Value < -32768 or _c72_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c72_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c72_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c72_Value
                     ec = (x & 7)
@@ -16720,7 +16705,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c73_Value = -_c73_Value - 1
                     if _c73_Value < -32768 or _c73_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c73_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c73_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c73_Value
                     ec = (x & 7)
@@ -16758,7 +16743,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c74_Value = -_c74_Value - 1
                     if _c74_Value < -32768 or _c74_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c74_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c74_Exponent
                     f_EVMinimumDischargePower.Value = _c74_Value
                     ec = (x & 3)
@@ -16796,7 +16781,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c75_Value = -_c75_Value - 1
                     if _c75_Value < -32768 or _c75_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c75_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c75_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c75_Value
                     ec = (x & 3)
@@ -16833,7 +16818,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c76_Value = -_c76_Value - 1
                     if _c76_Value < -32768 or _c76_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c76_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L3.Exponent = _c76_Exponent
                     f_EVMinimumDischargePower_L3.Value = _c76_Value
                     s = 21
@@ -16877,7 +16862,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c77_Value = -_c77_Value - 1
                     if _c77_Value < -32768 or _c77_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c77_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower.Exponent = _c77_Exponent
                     f_EVPresentReactivePower.Value = _c77_Value
                     ec = (x & 15)
@@ -16915,7 +16900,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c78_Value = -_c78_Value - 1
                     if _c78_Value < -32768 or _c78_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c78_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c78_Exponent
                     f_EVPresentReactivePower_L2.Value = _c78_Value
                     ec = (x & 15)
@@ -16953,7 +16938,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c79_Value = -_c79_Value - 1
                     if _c79_Value < -32768 or _c79_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c79_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c79_Exponent
                     f_EVPresentReactivePower_L3.Value = _c79_Value
                     ec = (x & 7)
@@ -16991,7 +16976,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c80_Value = -_c80_Value - 1
                     if _c80_Value < -32768 or _c80_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c80_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c80_Exponent
                     f_EVMaximumDischargePower.Value = _c80_Value
                     ec = (x & 7)
@@ -17029,7 +17014,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c81_Value = -_c81_Value - 1
                     if _c81_Value < -32768 or _c81_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c81_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c81_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c81_Value
                     ec = (x & 7)
@@ -17070,7 +17055,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c82_Value = -_c82_Value - 1
                     if _c82_Value < -32768 or _c82_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c82_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c82_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c82_Value
                     ec = (x & 7)
@@ -17108,7 +17093,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c83_Value = -_c83_Value - 1
                     if _c83_Value < -32768 or _c83_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c83_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c83_Exponent
                     f_EVMinimumDischargePower.Value = _c83_Value
                     ec = (x & 3)
@@ -17146,7 +17131,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c84_Value = -_c84_Value - 1
                     if _c84_Value < -32768 or _c84_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c84_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c84_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c84_Value
                     ec = (x & 3)
@@ -17183,7 +17168,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c85_Value = -_c85_Value - 1
                     if _c85_Value < -32768 or _c85_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c85_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L3.Exponent = _c85_Exponent
                     f_EVMinimumDischargePower_L3.Value = _c85_Value
                     s = 21
@@ -17227,7 +17212,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c86_Value = -_c86_Value - 1
                     if _c86_Value < -32768 or _c86_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c86_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L2.Exponent = _c86_Exponent
                     f_EVPresentReactivePower_L2.Value = _c86_Value
                     ec = (x & 15)
@@ -17265,7 +17250,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c87_Value = -_c87_Value - 1
                     if _c87_Value < -32768 or _c87_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c87_Value, r.at(r.end - q))
-                    f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentReactivePower_L3.Exponent = _c87_Exponent
                     f_EVPresentReactivePower_L3.Value = _c87_Value
                     ec = (x & 7)
@@ -17303,7 +17288,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c88_Value = -_c88_Value - 1
                     if _c88_Value < -32768 or _c88_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c88_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c88_Exponent
                     f_EVMaximumDischargePower.Value = _c88_Value
                     ec = (x & 7)
@@ -17341,7 +17326,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c89_Value = -_c89_Value - 1
                     if _c89_Value < -32768 or _c89_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c89_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L2.Exponent = _c89_Exponent
                     f_EVMaximumDischargePower_L2.Value = _c89_Value
                     ec = (x & 7)
@@ -17382,7 +17367,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c90_Value = -_c90_Value - 1
                     if _c90_Value < -32768 or _c90_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c90_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower_L3.Exponent = _c90_Exponent
                     f_EVMaximumDischargePower_L3.Value = _c90_Value
                     ec = (x & 7)
@@ -17420,7 +17405,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c91_Value = -_c91_Value - 1
                     if _c91_Value < -32768 or _c91_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c91_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c91_Exponent
                     f_EVMinimumDischargePower.Value = _c91_Value
                     ec = (x & 3)
@@ -17458,7 +17443,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c92_Value = -_c92_Value - 1
                     if _c92_Value < -32768 or _c92_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c92_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L2.Exponent = _c92_Exponent
                     f_EVMinimumDischargePower_L2.Value = _c92_Value
                     ec = (x & 3)
@@ -17495,7 +17480,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c93_Value = -_c93_Value - 1
                     if _c93_Value < -32768 or _c93_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c93_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower_L3.Exponent = _c93_Exponent
                     f_EVMinimumDischargePower_L3.Value = _c93_Value
                     s = 21
@@ -17538,7 +17523,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c94_Value = -_c94_Value - 1
                 if _c94_Value < -32768 or _c94_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c94_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c94_Exponent
                 f_EVPresentReactivePower_L3.Value = _c94_Value
                 ec = (x & 7)
@@ -17576,7 +17561,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c95_Value = -_c95_Value - 1
                 if _c95_Value < -32768 or _c95_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c95_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c95_Exponent
                 f_EVMaximumDischargePower.Value = _c95_Value
                 ec = (x & 7)
@@ -17614,7 +17599,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c96_Value = -_c96_Value - 1
                 if _c96_Value < -32768 or _c96_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c96_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c96_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c96_Value
                 ec = (x & 7)
@@ -17652,7 +17637,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c97_Value = -_c97_Value - 1
                 if _c97_Value < -32768 or _c97_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c97_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c97_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c97_Value
                 ec = (x & 7)
@@ -17690,7 +17675,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c98_Value = -_c98_Value - 1
                 if _c98_Value < -32768 or _c98_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c98_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c98_Exponent
                 f_EVMinimumDischargePower.Value = _c98_Value
                 ec = (x & 3)
@@ -17728,7 +17713,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c99_Value = -_c99_Value - 1
                 if _c99_Value < -32768 or _c99_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c99_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c99_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c99_Value
                 ec = (x & 3)
@@ -17765,7 +17750,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c100_Value = -_c100_Value - 1
                 if _c100_Value < -32768 or _c100_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c100_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c100_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c100_Value
                 s = 21
@@ -17808,7 +17793,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c101_Value = -_c101_Value - 1
                 if _c101_Value < -32768 or _c101_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c101_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c101_Exponent
                 f_EVMaximumDischargePower.Value = _c101_Value
                 ec = (x & 7)
@@ -17846,7 +17831,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c102_Value = -_c102_Value - 1
                 if _c102_Value < -32768 or _c102_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c102_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c102_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c102_Value
                 ec = (x & 7)
@@ -17884,7 +17869,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c103_Value = -_c103_Value - 1
                 if _c103_Value < -32768 or _c103_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c103_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c103_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c103_Value
                 ec = (x & 7)
@@ -17922,7 +17907,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c104_Value = -_c104_Value - 1
                 if _c104_Value < -32768 or _c104_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c104_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c104_Exponent
                 f_EVMinimumDischargePower.Value = _c104_Value
                 ec = (x & 3)
@@ -17960,7 +17945,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c105_Value = -_c105_Value - 1
                 if _c105_Value < -32768 or _c105_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c105_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c105_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c105_Value
                 ec = (x & 3)
@@ -17997,7 +17982,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c106_Value = -_c106_Value - 1
                 if _c106_Value < -32768 or _c106_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c106_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c106_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c106_Value
                 s = 21
@@ -18040,7 +18025,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c107_Value = -_c107_Value - 1
                 if _c107_Value < -32768 or _c107_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c107_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L2.Exponent = _c107_Exponent
                 f_EVMaximumDischargePower_L2.Value = _c107_Value
                 ec = (x & 7)
@@ -18078,7 +18063,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c108_Value = -_c108_Value - 1
                 if _c108_Value < -32768 or _c108_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c108_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c108_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c108_Value
                 ec = (x & 7)
@@ -18116,7 +18101,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c109_Value = -_c109_Value - 1
                 if _c109_Value < -32768 or _c109_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c109_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c109_Exponent
                 f_EVMinimumDischargePower.Value = _c109_Value
                 ec = (x & 3)
@@ -18154,7 +18139,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c110_Value = -_c110_Value - 1
                 if _c110_Value < -32768 or _c110_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c110_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c110_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c110_Value
                 ec = (x & 3)
@@ -18191,7 +18176,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c111_Value = -_c111_Value - 1
                 if _c111_Value < -32768 or _c111_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c111_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c111_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c111_Value
                 s = 21
@@ -18234,7 +18219,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c112_Value = -_c112_Value - 1
                 if _c112_Value < -32768 or _c112_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c112_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower_L3.Exponent = _c112_Exponent
                 f_EVMaximumDischargePower_L3.Value = _c112_Value
                 ec = (x & 7)
@@ -18272,7 +18257,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c113_Value = -_c113_Value - 1
                 if _c113_Value < -32768 or _c113_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c113_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c113_Exponent
                 f_EVMinimumDischargePower.Value = _c113_Value
                 ec = (x & 3)
@@ -18310,7 +18295,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c114_Value = -_c114_Value - 1
                 if _c114_Value < -32768 or _c114_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c114_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c114_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c114_Value
                 ec = (x & 3)
@@ -18347,7 +18332,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c115_Value = -_c115_Value - 1
                 if _c115_Value < -32768 or _c115_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c115_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c115_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c115_Value
                 s = 21
@@ -18390,7 +18375,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c116_Value = -_c116_Value - 1
                 if _c116_Value < -32768 or _c116_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c116_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c116_Exponent
                 f_EVMinimumDischargePower.Value = _c116_Value
                 ec = (x & 3)
@@ -18428,7 +18413,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c117_Value = -_c117_Value - 1
                 if _c117_Value < -32768 or _c117_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c117_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c117_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c117_Value
                 ec = (x & 3)
@@ -18465,7 +18450,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c118_Value = -_c118_Value - 1
                 if _c118_Value < -32768 or _c118_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c118_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c118_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c118_Value
                 s = 21
@@ -18508,7 +18493,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c119_Value = -_c119_Value - 1
                 if _c119_Value < -32768 or _c119_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c119_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L2.Exponent = _c119_Exponent
                 f_EVMinimumDischargePower_L2.Value = _c119_Value
                 ec = (x & 3)
@@ -18545,7 +18530,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c120_Value = -_c120_Value - 1
                 if _c120_Value < -32768 or _c120_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c120_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c120_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c120_Value
                 s = 21
@@ -18587,7 +18572,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c121_Value = -_c121_Value - 1
                 if _c121_Value < -32768 or _c121_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c121_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower_L3.Exponent = _c121_Exponent
                 f_EVMinimumDischargePower_L3.Value = _c121_Value
                 s = 21
@@ -18601,7 +18586,7 @@ def _d_BPT_Scheduled_AC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.BPT_Scheduled_AC_CLReqControlModeType)
+    _obj = _new(_K_iso20_ac_BPT_Scheduled_AC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
@@ -21230,7 +21215,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c1_Exponent
                 f_EVSETargetActivePower.Value = _c1_Value
                 ec = (x & 15)
@@ -21268,7 +21253,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L2.Exponent = _c2_Exponent
                 f_EVSETargetActivePower_L2.Value = _c2_Value
                 ec = (x & 15)
@@ -21306,7 +21291,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c3_Exponent
                 f_EVSETargetActivePower_L3.Value = _c3_Value
                 ec = (x & 7)
@@ -21344,7 +21329,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c4_Exponent
                 f_EVSETargetReactivePower.Value = _c4_Value
                 ec = (x & 7)
@@ -21382,7 +21367,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c5_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c5_Value
                 ec = (x & 7)
@@ -21423,7 +21408,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c6_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c6_Value
                 ec = (x & 7)
@@ -21461,7 +21446,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c7_Exponent
                 f_EVSEPresentActivePower.Value = _c7_Value
                 ec = (x & 3)
@@ -21499,7 +21484,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c8_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -21536,7 +21521,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c9_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c9_Value
                 s = 9
@@ -21580,7 +21565,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c10_Exponent
                     f_EVSETargetActivePower_L2.Value = _c10_Value
                     ec = (x & 15)
@@ -21618,7 +21603,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c11_Exponent
                     f_EVSETargetActivePower_L3.Value = _c11_Value
                     ec = (x & 7)
@@ -21656,7 +21641,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c12_Exponent
                     f_EVSETargetReactivePower.Value = _c12_Value
                     ec = (x & 7)
@@ -21694,7 +21679,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c13_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c13_Value
                     ec = (x & 7)
@@ -21735,7 +21720,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c14_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c14_Value
                     ec = (x & 7)
@@ -21773,7 +21758,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c15_Exponent
                     f_EVSEPresentActivePower.Value = _c15_Value
                     ec = (x & 3)
@@ -21811,7 +21796,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c16_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c16_Value
                     ec = (x & 3)
@@ -21848,7 +21833,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L3.Exponent = _c17_Exponent
                     f_EVSEPresentActivePower_L3.Value = _c17_Value
                     s = 9
@@ -21891,7 +21876,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c18_Exponent
                 f_EVSETargetActivePower_L3.Value = _c18_Value
                 ec = (x & 7)
@@ -21929,7 +21914,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c19_Exponent
                 f_EVSETargetReactivePower.Value = _c19_Value
                 ec = (x & 7)
@@ -21967,7 +21952,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c20_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c20_Value
                 ec = (x & 7)
@@ -22005,7 +21990,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c21_Value
                 ec = (x & 7)
@@ -22043,7 +22028,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower.Value = _c22_Value
                 ec = (x & 3)
@@ -22081,7 +22066,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c23_Value
                 ec = (x & 3)
@@ -22118,7 +22103,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c24_Value
                 s = 9
@@ -22161,7 +22146,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c25_Exponent
                 f_EVSETargetReactivePower.Value = _c25_Value
                 ec = (x & 7)
@@ -22199,7 +22184,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c26_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c26_Value
                 ec = (x & 7)
@@ -22237,7 +22222,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c27_Value
                 ec = (x & 7)
@@ -22275,7 +22260,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c28_Exponent
                 f_EVSEPresentActivePower.Value = _c28_Value
                 ec = (x & 3)
@@ -22313,7 +22298,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c29_Value
                 ec = (x & 3)
@@ -22350,7 +22335,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c30_Value
                 s = 9
@@ -22393,7 +22378,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c31_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c31_Value
                 ec = (x & 7)
@@ -22431,7 +22416,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
                 ec = (x & 7)
@@ -22469,7 +22454,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
                 ec = (x & 3)
@@ -22507,7 +22492,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
                 ec = (x & 3)
@@ -22544,7 +22529,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c35_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c35_Value
                 s = 9
@@ -22587,7 +22572,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c36_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c36_Value
                 ec = (x & 7)
@@ -22625,7 +22610,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower.Value = _c37_Value
                 ec = (x & 3)
@@ -22663,7 +22648,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c38_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c38_Value
                 ec = (x & 3)
@@ -22700,7 +22685,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c39_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c39_Value
                 s = 9
@@ -22743,7 +22728,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c40_Exponent
                 f_EVSEPresentActivePower.Value = _c40_Value
                 ec = (x & 3)
@@ -22781,7 +22766,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c41_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c41_Value
                 ec = (x & 3)
@@ -22818,7 +22803,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c42_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c42_Value
                 s = 9
@@ -22861,7 +22846,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c43_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c43_Value
                 ec = (x & 3)
@@ -22898,7 +22883,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c44_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c44_Value
                 s = 9
@@ -22940,7 +22925,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c45_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c45_Value
                 s = 9
@@ -22954,7 +22939,7 @@ def _d_BPT_Scheduled_AC_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.BPT_Scheduled_AC_CLResControlModeType)
+    _obj = _new(_K_iso20_ac_BPT_Scheduled_AC_CLResControlModeType)
     _obj.EVSETargetActivePower = f_EVSETargetActivePower
     _obj.EVSETargetActivePower_L2 = f_EVSETargetActivePower_L2
     _obj.EVSETargetActivePower_L3 = f_EVSETargetActivePower_L3
@@ -23970,7 +23955,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
@@ -24006,227 +23991,225 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
             raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-        if s == 2:
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+        el = 'EVMaximumEnergyRequest/Exponent'
+        _c3_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
+        f_EVMaximumEnergyRequest.Value = _c3_Value
+        el = 'EVMinimumEnergyRequest/Exponent'
+        _c4_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c4_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
+        f_EVMinimumEnergyRequest.Value = _c4_Value
+        el = 'EVMaximumChargePower/Exponent'
+        _c5_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c5_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+        if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargePower.Exponent = _c5_Exponent
+        f_EVMaximumChargePower.Value = _c5_Value
+        ec = (x & 3)
+        s = 5
+        if ec == 0:
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-            el = 'EVMaximumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumEnergyRequest/Value'
+            el = 'EVMaximumChargePower_L2/Exponent'
+            _c6_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L2/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c6_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c6_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c6_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMaximumEnergyRequest.Value = _c3_Value
-            el = 'EVMinimumEnergyRequest/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c4_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-            f_EVMinimumEnergyRequest.Value = _c4_Value
-            el = 'EVMaximumChargePower/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumChargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c5_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumChargePower.Exponent = _c5_Exponent
-            f_EVMaximumChargePower.Value = _c5_Value
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L2.Exponent = _c6_Exponent
+            f_EVMaximumChargePower_L2.Value = _c6_Value
             ec = (x & 3)
-            s = 5
-        if s == 5:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-                el = 'EVMaximumChargePower_L2/Exponent'
-                _c6_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            s = 6
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            el = 'EVMaximumChargePower_L3/Exponent'
+            _c7_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumChargePower_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c6_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L2.Exponent = _c6_Exponent
-                f_EVMaximumChargePower_L2.Value = _c6_Value
-                ec = (x & 3)
-                s = 6
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-                el = 'EVMaximumChargePower_L3/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumChargePower_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumChargePower_L3.Exponent = _c7_Exponent
-                f_EVMaximumChargePower_L3.Value = _c7_Value
-                s = 7
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-                el = 'EVMinimumChargePower/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumChargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumChargePower_L3.Exponent = _c7_Exponent
+            f_EVMaximumChargePower_L3.Value = _c7_Value
+            s = 7
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            el = 'EVMinimumChargePower/Exponent'
+            _c8_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumChargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c8_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVMinimumChargePower.Exponent = _c8_Exponent
-                f_EVMinimumChargePower.Value = _c8_Value
-                ec = (x & 3)
-                s = 8
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
             else:
-                raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMinimumChargePower.Exponent = _c8_Exponent
+            f_EVMinimumChargePower.Value = _c8_Value
+            ec = (x & 3)
+            s = 8
+        else:
+            raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
         if s == 6:
             if ec == 0:
                 q -= 14
@@ -24260,7 +24243,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c9_Exponent
                 f_EVMaximumChargePower_L3.Value = _c9_Value
                 s = 7
@@ -24297,7 +24280,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c10_Exponent
                 f_EVMinimumChargePower.Value = _c10_Value
                 ec = (x & 3)
@@ -24337,7 +24320,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumChargePower.Exponent = _c11_Exponent
             f_EVMinimumChargePower.Value = _c11_Value
             ec = (x & 3)
@@ -24376,7 +24359,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c12_Exponent
                 f_EVMinimumChargePower_L2.Value = _c12_Value
                 ec = (x & 3)
@@ -24413,7 +24396,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c13_Exponent
                 f_EVMinimumChargePower_L3.Value = _c13_Value
                 s = 10
@@ -24450,7 +24433,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c14_Exponent
                 f_EVPresentActivePower.Value = _c14_Value
                 ec = (x & 3)
@@ -24490,7 +24473,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c15_Exponent
                 f_EVMinimumChargePower_L3.Value = _c15_Value
                 s = 10
@@ -24527,7 +24510,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c16_Exponent
                 f_EVPresentActivePower.Value = _c16_Value
                 ec = (x & 3)
@@ -24567,7 +24550,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c17_Value = -_c17_Value - 1
             if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-            f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c17_Exponent
             f_EVPresentActivePower.Value = _c17_Value
             ec = (x & 3)
@@ -24606,7 +24589,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c18_Exponent
                 f_EVPresentActivePower_L2.Value = _c18_Value
                 ec = (x & 3)
@@ -24643,7 +24626,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c19_Exponent
                 f_EVPresentActivePower_L3.Value = _c19_Value
                 s = 13
@@ -24680,7 +24663,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c20_Exponent
                 f_EVPresentReactivePower.Value = _c20_Value
                 ec = (x & 3)
@@ -24720,7 +24703,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c21_Exponent
                 f_EVPresentActivePower_L3.Value = _c21_Value
                 s = 13
@@ -24757,7 +24740,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c22_Exponent
                 f_EVPresentReactivePower.Value = _c22_Value
                 ec = (x & 3)
@@ -24797,7 +24780,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
             if _neg: _c23_Value = -_c23_Value - 1
             if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-            f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentReactivePower.Exponent = _c23_Exponent
             f_EVPresentReactivePower.Value = _c23_Value
             ec = (x & 3)
@@ -24836,7 +24819,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c24_Exponent
                 f_EVPresentReactivePower_L2.Value = _c24_Value
                 ec = (x & 3)
@@ -24873,7 +24856,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c25_Exponent
                 f_EVPresentReactivePower_L3.Value = _c25_Value
                 s = 16
@@ -24915,7 +24898,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c26_Exponent
                 f_EVPresentReactivePower_L3.Value = _c26_Value
                 s = 16
@@ -24929,7 +24912,7 @@ def _d_Dynamic_AC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.Dynamic_AC_CLReqControlModeType)
+    _obj = _new(_K_iso20_ac_Dynamic_AC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
@@ -25022,130 +25005,128 @@ def _e_Dynamic_AC_CLReqControlModeType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-        if s == 2:
-            if v_EVMaximumEnergyRequest is not None:
-                el = 'EVMaximumEnergyRequest'
-                _o = v_EVMaximumEnergyRequest
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumEnergyRequest/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 15
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumEnergyRequest = None
-                if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
-                el = 'EVMinimumEnergyRequest'
-                _o = v_EVMinimumEnergyRequest
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumEnergyRequest/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 15
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumEnergyRequest = None
-                if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
-                el = 'EVMaximumChargePower'
-                _o = v_EVMaximumChargePower
-                _c5_Exponent = _o.Exponent
-                _c5_Value = _o.Value
-                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower/Exponent'
-                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 15
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-        if s == 5:
-            if v_EVMaximumChargePower_L2 is not None:
-                el = 'EVMaximumChargePower_L2'
-                _o = v_EVMaximumChargePower_L2
-                _c6_Exponent = _o.Exponent
-                _c6_Value = _o.Value
-                if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L2/Exponent'
-                if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
-                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L2/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                n += 16
-                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower_L2 = None
-                s = 6
-            elif v_EVMaximumChargePower_L3 is not None:
-                el = 'EVMaximumChargePower_L3'
-                _o = v_EVMaximumChargePower_L3
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower_L3/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower_L3/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 16
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower_L3 = None
-                s = 7
-            elif v_EVMinimumChargePower is not None:
-                el = 'EVMinimumChargePower'
-                _o = v_EVMinimumChargePower
-                _c8_Exponent = _o.Exponent
-                _c8_Value = _o.Value
-                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumChargePower/Exponent'
-                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumChargePower/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 16
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumChargePower = None
-                s = 8
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
+        if v_EVMaximumEnergyRequest is not None:
+            el = 'EVMaximumEnergyRequest'
+            _o = v_EVMaximumEnergyRequest
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumEnergyRequest/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumEnergyRequest = None
+            if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
+            el = 'EVMinimumEnergyRequest'
+            _o = v_EVMinimumEnergyRequest
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumEnergyRequest/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumEnergyRequest/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumEnergyRequest = None
+            if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
+            el = 'EVMaximumChargePower'
+            _o = v_EVMaximumChargePower
+            _c5_Exponent = _o.Exponent
+            _c5_Value = _o.Value
+            if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower/Exponent'
+            if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        if v_EVMaximumChargePower_L2 is not None:
+            el = 'EVMaximumChargePower_L2'
+            _o = v_EVMaximumChargePower_L2
+            _c6_Exponent = _o.Exponent
+            _c6_Value = _o.Value
+            if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L2/Exponent'
+            if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L2/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 16
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower_L2 = None
+            s = 6
+        elif v_EVMaximumChargePower_L3 is not None:
+            el = 'EVMaximumChargePower_L3'
+            _o = v_EVMaximumChargePower_L3
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower_L3/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower_L3/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 16
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower_L3 = None
+            s = 7
+        elif v_EVMinimumChargePower is not None:
+            el = 'EVMinimumChargePower'
+            _o = v_EVMinimumChargePower
+            _c8_Exponent = _o.Exponent
+            _c8_Value = _o.Value
+            if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumChargePower/Exponent'
+            if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumChargePower/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+            n += 16
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargePower = None
+            s = 8
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumChargePower_L2, EVMaximumChargePower_L3, EVMinimumChargePower')
         if s == 6:
             if v_EVMaximumChargePower_L3 is not None:
                 el = 'EVMaximumChargePower_L3'
@@ -25686,7 +25667,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c1_Exponent
             f_EVSETargetActivePower.Value = _c1_Value
             ec = (x & 15)
@@ -25775,7 +25756,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c2_Exponent
                 f_EVSETargetActivePower.Value = _c2_Value
                 ec = (x & 15)
@@ -25854,7 +25835,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c3_Exponent
                 f_EVSETargetActivePower.Value = _c3_Value
                 ec = (x & 15)
@@ -25923,7 +25904,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c4_Exponent
                 f_EVSETargetActivePower.Value = _c4_Value
                 ec = (x & 15)
@@ -25963,7 +25944,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
             if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSETargetActivePower.Exponent = _c5_Exponent
             f_EVSETargetActivePower.Value = _c5_Value
             ec = (x & 15)
@@ -26003,7 +25984,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 48: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c6_Value = -_c6_Value - 1
                     if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c6_Exponent
                     f_EVSETargetActivePower_L2.Value = _c6_Value
                     ec = (x & 15)
@@ -26041,7 +26022,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c7_Value = -_c7_Value - 1
                     if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c7_Exponent
                     f_EVSETargetActivePower_L3.Value = _c7_Value
                     ec = (x & 7)
@@ -26079,7 +26060,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c8_Value = -_c8_Value - 1
                     if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c8_Exponent
                     f_EVSETargetReactivePower.Value = _c8_Value
                     ec = (x & 7)
@@ -26117,7 +26098,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c9_Value = -_c9_Value - 1
                     if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c9_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c9_Value
                     ec = (x & 7)
@@ -26158,7 +26139,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c10_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c10_Value
                     ec = (x & 7)
@@ -26196,7 +26177,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c11_Exponent
                     f_EVSEPresentActivePower.Value = _c11_Value
                     ec = (x & 3)
@@ -26234,7 +26215,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c12_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c12_Value
                     ec = (x & 3)
@@ -26271,7 +26252,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L3.Exponent = _c13_Exponent
                     f_EVSEPresentActivePower_L3.Value = _c13_Value
                     s = 13
@@ -26314,7 +26295,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c14_Exponent
                 f_EVSETargetActivePower_L3.Value = _c14_Value
                 ec = (x & 7)
@@ -26352,7 +26333,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c15_Exponent
                 f_EVSETargetReactivePower.Value = _c15_Value
                 ec = (x & 7)
@@ -26390,7 +26371,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c16_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c16_Value
                 ec = (x & 7)
@@ -26428,7 +26409,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c17_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c17_Value
                 ec = (x & 7)
@@ -26466,7 +26447,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c18_Exponent
                 f_EVSEPresentActivePower.Value = _c18_Value
                 ec = (x & 3)
@@ -26504,7 +26485,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c19_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c19_Value
                 ec = (x & 3)
@@ -26541,7 +26522,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c20_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c20_Value
                 s = 13
@@ -26584,7 +26565,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower.Value = _c21_Value
                 ec = (x & 7)
@@ -26622,7 +26603,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c22_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c22_Value
                 ec = (x & 7)
@@ -26660,7 +26641,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c23_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c23_Value
                 ec = (x & 7)
@@ -26698,7 +26679,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower.Value = _c24_Value
                 ec = (x & 3)
@@ -26736,7 +26717,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c25_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c25_Value
                 ec = (x & 3)
@@ -26773,7 +26754,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c26_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c26_Value
                 s = 13
@@ -26816,7 +26797,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c27_Value
                 ec = (x & 7)
@@ -26854,7 +26835,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c28_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c28_Value
                 ec = (x & 7)
@@ -26892,7 +26873,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower.Value = _c29_Value
                 ec = (x & 3)
@@ -26930,7 +26911,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c30_Value
                 ec = (x & 3)
@@ -26967,7 +26948,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c31_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c31_Value
                 s = 13
@@ -27010,7 +26991,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
                 ec = (x & 7)
@@ -27048,7 +27029,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
                 ec = (x & 3)
@@ -27086,7 +27067,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
                 ec = (x & 3)
@@ -27123,7 +27104,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c35_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c35_Value
                 s = 13
@@ -27166,7 +27147,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c36_Exponent
                 f_EVSEPresentActivePower.Value = _c36_Value
                 ec = (x & 3)
@@ -27204,7 +27185,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c37_Value
                 ec = (x & 3)
@@ -27241,7 +27222,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c38_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c38_Value
                 s = 13
@@ -27284,7 +27265,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c39_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c39_Value
                 ec = (x & 3)
@@ -27321,7 +27302,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c40_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c40_Value
                 s = 13
@@ -27363,7 +27344,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c41_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c41_Value
                 s = 13
@@ -27377,7 +27358,7 @@ def _d_Dynamic_AC_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.Dynamic_AC_CLResControlModeType)
+    _obj = _new(_K_iso20_ac_Dynamic_AC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -28453,7 +28434,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c1_Exponent
                 f_EVTargetEnergyRequest.Value = _c1_Value
                 ec = (x & 15)
@@ -28491,7 +28472,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 48: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
                 f_EVMaximumEnergyRequest.Value = _c2_Value
                 ec = (x & 15)
@@ -28529,7 +28510,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
                 f_EVMinimumEnergyRequest.Value = _c3_Value
                 ec = (x & 7)
@@ -28567,7 +28548,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c4_Exponent
                 f_EVMaximumChargePower.Value = _c4_Value
                 ec = (x & 7)
@@ -28605,7 +28586,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c5_Exponent
                 f_EVMaximumChargePower_L2.Value = _c5_Value
                 ec = (x & 7)
@@ -28646,7 +28627,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c6_Exponent
                 f_EVMaximumChargePower_L3.Value = _c6_Value
                 ec = (x & 7)
@@ -28684,7 +28665,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c7_Exponent
                 f_EVMinimumChargePower.Value = _c7_Value
                 ec = (x & 3)
@@ -28722,7 +28703,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c8_Exponent
                 f_EVMinimumChargePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -28759,7 +28740,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c9_Exponent
                 f_EVMinimumChargePower_L3.Value = _c9_Value
                 s = 9
@@ -28796,7 +28777,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c10_Exponent
                 f_EVPresentActivePower.Value = _c10_Value
                 ec = (x & 7)
@@ -28838,7 +28819,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumEnergyRequest.Exponent = _c11_Exponent
                     f_EVMaximumEnergyRequest.Value = _c11_Value
                     ec = (x & 15)
@@ -28876,7 +28857,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                     f_EVMinimumEnergyRequest.Value = _c12_Value
                     ec = (x & 7)
@@ -28914,7 +28895,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c13_Exponent
                     f_EVMaximumChargePower.Value = _c13_Value
                     ec = (x & 7)
@@ -28952,7 +28933,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L2.Exponent = _c14_Exponent
                     f_EVMaximumChargePower_L2.Value = _c14_Value
                     ec = (x & 7)
@@ -28993,7 +28974,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower_L3.Exponent = _c15_Exponent
                     f_EVMaximumChargePower_L3.Value = _c15_Value
                     ec = (x & 7)
@@ -29031,7 +29012,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c16_Exponent
                     f_EVMinimumChargePower.Value = _c16_Value
                     ec = (x & 3)
@@ -29069,7 +29050,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L2.Exponent = _c17_Exponent
                     f_EVMinimumChargePower_L2.Value = _c17_Value
                     ec = (x & 3)
@@ -29106,7 +29087,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower_L3.Exponent = _c18_Exponent
                     f_EVMinimumChargePower_L3.Value = _c18_Value
                     s = 9
@@ -29143,7 +29124,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                    f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVPresentActivePower.Exponent = _c19_Exponent
                     f_EVPresentActivePower.Value = _c19_Value
                     ec = (x & 7)
@@ -29184,7 +29165,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c20_Exponent
                 f_EVMinimumEnergyRequest.Value = _c20_Value
                 ec = (x & 7)
@@ -29222,7 +29203,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c21_Exponent
                 f_EVMaximumChargePower.Value = _c21_Value
                 ec = (x & 7)
@@ -29260,7 +29241,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c22_Exponent
                 f_EVMaximumChargePower_L2.Value = _c22_Value
                 ec = (x & 7)
@@ -29298,7 +29279,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c23_Exponent
                 f_EVMaximumChargePower_L3.Value = _c23_Value
                 ec = (x & 7)
@@ -29336,7 +29317,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c24_Exponent
                 f_EVMinimumChargePower.Value = _c24_Value
                 ec = (x & 3)
@@ -29374,7 +29355,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c25_Exponent
                 f_EVMinimumChargePower_L2.Value = _c25_Value
                 ec = (x & 3)
@@ -29411,7 +29392,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c26_Exponent
                 f_EVMinimumChargePower_L3.Value = _c26_Value
                 s = 9
@@ -29448,7 +29429,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c27_Exponent
                 f_EVPresentActivePower.Value = _c27_Value
                 ec = (x & 7)
@@ -29489,7 +29470,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c28_Exponent
                 f_EVMaximumChargePower.Value = _c28_Value
                 ec = (x & 7)
@@ -29527,7 +29508,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c29_Exponent
                 f_EVMaximumChargePower_L2.Value = _c29_Value
                 ec = (x & 7)
@@ -29565,7 +29546,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c30_Exponent
                 f_EVMaximumChargePower_L3.Value = _c30_Value
                 ec = (x & 7)
@@ -29603,7 +29584,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c31_Exponent
                 f_EVMinimumChargePower.Value = _c31_Value
                 ec = (x & 3)
@@ -29641,7 +29622,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c32_Exponent
                 f_EVMinimumChargePower_L2.Value = _c32_Value
                 ec = (x & 3)
@@ -29678,7 +29659,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c33_Exponent
                 f_EVMinimumChargePower_L3.Value = _c33_Value
                 s = 9
@@ -29715,7 +29696,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c34_Exponent
                 f_EVPresentActivePower.Value = _c34_Value
                 ec = (x & 7)
@@ -29756,7 +29737,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L2.Exponent = _c35_Exponent
                 f_EVMaximumChargePower_L2.Value = _c35_Value
                 ec = (x & 7)
@@ -29794,7 +29775,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c36_Exponent
                 f_EVMaximumChargePower_L3.Value = _c36_Value
                 ec = (x & 7)
@@ -29832,7 +29813,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c37_Exponent
                 f_EVMinimumChargePower.Value = _c37_Value
                 ec = (x & 3)
@@ -29870,7 +29851,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c38_Exponent
                 f_EVMinimumChargePower_L2.Value = _c38_Value
                 ec = (x & 3)
@@ -29907,7 +29888,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c39_Exponent
                 f_EVMinimumChargePower_L3.Value = _c39_Value
                 s = 9
@@ -29944,7 +29925,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c40_Exponent
                 f_EVPresentActivePower.Value = _c40_Value
                 ec = (x & 7)
@@ -29985,7 +29966,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVMaximumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower_L3.Exponent = _c41_Exponent
                 f_EVMaximumChargePower_L3.Value = _c41_Value
                 ec = (x & 7)
@@ -30023,7 +30004,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c42_Exponent
                 f_EVMinimumChargePower.Value = _c42_Value
                 ec = (x & 3)
@@ -30061,7 +30042,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c43_Exponent
                 f_EVMinimumChargePower_L2.Value = _c43_Value
                 ec = (x & 3)
@@ -30098,7 +30079,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c44_Exponent
                 f_EVMinimumChargePower_L3.Value = _c44_Value
                 s = 9
@@ -30135,7 +30116,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c45_Exponent
                 f_EVPresentActivePower.Value = _c45_Value
                 ec = (x & 7)
@@ -30176,7 +30157,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c46_Exponent
                 f_EVMinimumChargePower.Value = _c46_Value
                 ec = (x & 3)
@@ -30214,7 +30195,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c47_Exponent
                 f_EVMinimumChargePower_L2.Value = _c47_Value
                 ec = (x & 3)
@@ -30251,7 +30232,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c48_Value = -_c48_Value - 1
                 if _c48_Value < -32768 or _c48_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c48_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c48_Exponent
                 f_EVMinimumChargePower_L3.Value = _c48_Value
                 s = 9
@@ -30288,7 +30269,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c49_Value = -_c49_Value - 1
                 if _c49_Value < -32768 or _c49_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c49_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c49_Exponent
                 f_EVPresentActivePower.Value = _c49_Value
                 ec = (x & 7)
@@ -30329,7 +30310,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c50_Value = -_c50_Value - 1
                 if _c50_Value < -32768 or _c50_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c50_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L2.Exponent = _c50_Exponent
                 f_EVMinimumChargePower_L2.Value = _c50_Value
                 ec = (x & 3)
@@ -30366,7 +30347,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c51_Value = -_c51_Value - 1
                 if _c51_Value < -32768 or _c51_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c51_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c51_Exponent
                 f_EVMinimumChargePower_L3.Value = _c51_Value
                 s = 9
@@ -30403,7 +30384,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c52_Value = -_c52_Value - 1
                 if _c52_Value < -32768 or _c52_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c52_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c52_Exponent
                 f_EVPresentActivePower.Value = _c52_Value
                 ec = (x & 7)
@@ -30443,7 +30424,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c53_Value = -_c53_Value - 1
                 if _c53_Value < -32768 or _c53_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c53_Value, r.at(r.end - q))
-                f_EVMinimumChargePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower_L3.Exponent = _c53_Exponent
                 f_EVMinimumChargePower_L3.Value = _c53_Value
                 s = 9
@@ -30480,7 +30461,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c54_Value = -_c54_Value - 1
                 if _c54_Value < -32768 or _c54_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c54_Value, r.at(r.end - q))
-                f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower.Exponent = _c54_Exponent
                 f_EVPresentActivePower.Value = _c54_Value
                 ec = (x & 7)
@@ -30520,7 +30501,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
             if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
             if _neg: _c55_Value = -_c55_Value - 1
             if _c55_Value < -32768 or _c55_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c55_Value, r.at(r.end - q))
-            f_EVPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPresentActivePower.Exponent = _c55_Exponent
             f_EVPresentActivePower.Value = _c55_Value
             ec = (x & 7)
@@ -30559,7 +30540,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c56_Value = -_c56_Value - 1
                 if _c56_Value < -32768 or _c56_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c56_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L2.Exponent = _c56_Exponent
                 f_EVPresentActivePower_L2.Value = _c56_Value
                 ec = (x & 7)
@@ -30597,7 +30578,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c57_Value = -_c57_Value - 1
                 if _c57_Value < -32768 or _c57_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c57_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c57_Exponent
                 f_EVPresentActivePower_L3.Value = _c57_Value
                 ec = (x & 7)
@@ -30635,7 +30616,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c58_Value = -_c58_Value - 1
                 if _c58_Value < -32768 or _c58_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c58_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c58_Exponent
                 f_EVPresentReactivePower.Value = _c58_Value
                 ec = (x & 3)
@@ -30673,7 +30654,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c59_Value = -_c59_Value - 1
                 if _c59_Value < -32768 or _c59_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c59_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c59_Exponent
                 f_EVPresentReactivePower_L2.Value = _c59_Value
                 ec = (x & 3)
@@ -30710,7 +30691,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c60_Value = -_c60_Value - 1
                 if _c60_Value < -32768 or _c60_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c60_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c60_Exponent
                 f_EVPresentReactivePower_L3.Value = _c60_Value
                 s = 15
@@ -30753,7 +30734,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c61_Value = -_c61_Value - 1
                 if _c61_Value < -32768 or _c61_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c61_Value, r.at(r.end - q))
-                f_EVPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentActivePower_L3.Exponent = _c61_Exponent
                 f_EVPresentActivePower_L3.Value = _c61_Value
                 ec = (x & 7)
@@ -30791,7 +30772,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c62_Value = -_c62_Value - 1
                 if _c62_Value < -32768 or _c62_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c62_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c62_Exponent
                 f_EVPresentReactivePower.Value = _c62_Value
                 ec = (x & 3)
@@ -30829,7 +30810,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c63_Value = -_c63_Value - 1
                 if _c63_Value < -32768 or _c63_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c63_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c63_Exponent
                 f_EVPresentReactivePower_L2.Value = _c63_Value
                 ec = (x & 3)
@@ -30866,7 +30847,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c64_Value = -_c64_Value - 1
                 if _c64_Value < -32768 or _c64_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c64_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c64_Exponent
                 f_EVPresentReactivePower_L3.Value = _c64_Value
                 s = 15
@@ -30909,7 +30890,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c65_Value = -_c65_Value - 1
                 if _c65_Value < -32768 or _c65_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c65_Value, r.at(r.end - q))
-                f_EVPresentReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower.Exponent = _c65_Exponent
                 f_EVPresentReactivePower.Value = _c65_Value
                 ec = (x & 3)
@@ -30947,7 +30928,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c66_Value = -_c66_Value - 1
                 if _c66_Value < -32768 or _c66_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c66_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c66_Exponent
                 f_EVPresentReactivePower_L2.Value = _c66_Value
                 ec = (x & 3)
@@ -30984,7 +30965,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c67_Value = -_c67_Value - 1
                 if _c67_Value < -32768 or _c67_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c67_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c67_Exponent
                 f_EVPresentReactivePower_L3.Value = _c67_Value
                 s = 15
@@ -31027,7 +31008,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c68_Value = -_c68_Value - 1
                 if _c68_Value < -32768 or _c68_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c68_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L2.Exponent = _c68_Exponent
                 f_EVPresentReactivePower_L2.Value = _c68_Value
                 ec = (x & 3)
@@ -31064,7 +31045,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c69_Value = -_c69_Value - 1
                 if _c69_Value < -32768 or _c69_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c69_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c69_Exponent
                 f_EVPresentReactivePower_L3.Value = _c69_Value
                 s = 15
@@ -31106,7 +31087,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLReqControlModeType', r.end - q)
                 if _neg: _c70_Value = -_c70_Value - 1
                 if _c70_Value < -32768 or _c70_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c70_Value, r.at(r.end - q))
-                f_EVPresentReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVPresentReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPresentReactivePower_L3.Exponent = _c70_Exponent
                 f_EVPresentReactivePower_L3.Value = _c70_Value
                 s = 15
@@ -31120,7 +31101,7 @@ def _d_Scheduled_AC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.Scheduled_AC_CLReqControlModeType)
+    _obj = _new(_K_iso20_ac_Scheduled_AC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
@@ -32681,7 +32662,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVSETargetActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower.Exponent = _c1_Exponent
                 f_EVSETargetActivePower.Value = _c1_Value
                 ec = (x & 15)
@@ -32719,7 +32700,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L2.Exponent = _c2_Exponent
                 f_EVSETargetActivePower_L2.Value = _c2_Value
                 ec = (x & 15)
@@ -32757,7 +32738,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c3_Exponent
                 f_EVSETargetActivePower_L3.Value = _c3_Value
                 ec = (x & 7)
@@ -32795,7 +32776,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c4_Exponent
                 f_EVSETargetReactivePower.Value = _c4_Value
                 ec = (x & 7)
@@ -32833,7 +32814,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c5_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c5_Value
                 ec = (x & 7)
@@ -32874,7 +32855,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c6_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c6_Value
                 ec = (x & 7)
@@ -32912,7 +32893,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c7_Exponent
                 f_EVSEPresentActivePower.Value = _c7_Value
                 ec = (x & 3)
@@ -32950,7 +32931,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c8_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c8_Value
                 ec = (x & 3)
@@ -32987,7 +32968,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c9_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c9_Value
                 s = 9
@@ -33031,7 +33012,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 48: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c10_Value = -_c10_Value - 1
                     if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L2.Exponent = _c10_Exponent
                     f_EVSETargetActivePower_L2.Value = _c10_Value
                     ec = (x & 15)
@@ -33069,7 +33050,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c11_Value = -_c11_Value - 1
                     if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                    f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetActivePower_L3.Exponent = _c11_Exponent
                     f_EVSETargetActivePower_L3.Value = _c11_Value
                     ec = (x & 7)
@@ -33107,7 +33088,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower.Exponent = _c12_Exponent
                     f_EVSETargetReactivePower.Value = _c12_Value
                     ec = (x & 7)
@@ -33145,7 +33126,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L2.Exponent = _c13_Exponent
                     f_EVSETargetReactivePower_L2.Value = _c13_Value
                     ec = (x & 7)
@@ -33186,7 +33167,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSETargetReactivePower_L3.Exponent = _c14_Exponent
                     f_EVSETargetReactivePower_L3.Value = _c14_Value
                     ec = (x & 7)
@@ -33224,7 +33205,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower.Exponent = _c15_Exponent
                     f_EVSEPresentActivePower.Value = _c15_Value
                     ec = (x & 3)
@@ -33262,7 +33243,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L2.Exponent = _c16_Exponent
                     f_EVSEPresentActivePower_L2.Value = _c16_Value
                     ec = (x & 3)
@@ -33299,7 +33280,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                    f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                    f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVSEPresentActivePower_L3.Exponent = _c17_Exponent
                     f_EVSEPresentActivePower_L3.Value = _c17_Value
                     s = 9
@@ -33342,7 +33323,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSETargetActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetActivePower_L3.Exponent = _c18_Exponent
                 f_EVSETargetActivePower_L3.Value = _c18_Value
                 ec = (x & 7)
@@ -33380,7 +33361,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c19_Exponent
                 f_EVSETargetReactivePower.Value = _c19_Value
                 ec = (x & 7)
@@ -33418,7 +33399,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c20_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c20_Value
                 ec = (x & 7)
@@ -33456,7 +33437,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c21_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c21_Value
                 ec = (x & 7)
@@ -33494,7 +33475,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c22_Exponent
                 f_EVSEPresentActivePower.Value = _c22_Value
                 ec = (x & 3)
@@ -33532,7 +33513,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c23_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c23_Value
                 ec = (x & 3)
@@ -33569,7 +33550,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c24_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c24_Value
                 s = 9
@@ -33612,7 +33593,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower.Exponent = _c25_Exponent
                 f_EVSETargetReactivePower.Value = _c25_Value
                 ec = (x & 7)
@@ -33650,7 +33631,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c26_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c26_Value
                 ec = (x & 7)
@@ -33688,7 +33669,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c27_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c27_Value
                 ec = (x & 7)
@@ -33726,7 +33707,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c28_Exponent
                 f_EVSEPresentActivePower.Value = _c28_Value
                 ec = (x & 3)
@@ -33764,7 +33745,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c29_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c29_Value
                 ec = (x & 3)
@@ -33801,7 +33782,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c30_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c30_Value
                 s = 9
@@ -33844,7 +33825,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L2.Exponent = _c31_Exponent
                 f_EVSETargetReactivePower_L2.Value = _c31_Value
                 ec = (x & 7)
@@ -33882,7 +33863,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c32_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c32_Value
                 ec = (x & 7)
@@ -33920,7 +33901,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c33_Exponent
                 f_EVSEPresentActivePower.Value = _c33_Value
                 ec = (x & 3)
@@ -33958,7 +33939,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c34_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c34_Value
                 ec = (x & 3)
@@ -33995,7 +33976,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c35_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c35_Value
                 s = 9
@@ -34038,7 +34019,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVSETargetReactivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSETargetReactivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSETargetReactivePower_L3.Exponent = _c36_Exponent
                 f_EVSETargetReactivePower_L3.Value = _c36_Value
                 ec = (x & 7)
@@ -34076,7 +34057,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c37_Exponent
                 f_EVSEPresentActivePower.Value = _c37_Value
                 ec = (x & 3)
@@ -34114,7 +34095,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c38_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c38_Value
                 ec = (x & 3)
@@ -34151,7 +34132,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c39_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c39_Value
                 s = 9
@@ -34194,7 +34175,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower.Exponent = _c40_Exponent
                 f_EVSEPresentActivePower.Value = _c40_Value
                 ec = (x & 3)
@@ -34232,7 +34213,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c41_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c41_Value
                 ec = (x & 3)
@@ -34269,7 +34250,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c42_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c42_Value
                 s = 9
@@ -34312,7 +34293,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L2 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L2 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L2.Exponent = _c43_Exponent
                 f_EVSEPresentActivePower_L2.Value = _c43_Value
                 ec = (x & 3)
@@ -34349,7 +34330,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c44_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c44_Value
                 s = 9
@@ -34391,7 +34372,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_AC_CLResControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
-                f_EVSEPresentActivePower_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentActivePower_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentActivePower_L3.Exponent = _c45_Exponent
                 f_EVSEPresentActivePower_L3.Value = _c45_Value
                 s = 9
@@ -34405,7 +34386,7 @@ def _d_Scheduled_AC_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_ac.Scheduled_AC_CLResControlModeType)
+    _obj = _new(_K_iso20_ac_Scheduled_AC_CLResControlModeType)
     _obj.EVSETargetActivePower = f_EVSETargetActivePower
     _obj.EVSETargetActivePower_L2 = f_EVSETargetActivePower_L2
     _obj.EVSETargetActivePower_L3 = f_EVSETargetActivePower_L3

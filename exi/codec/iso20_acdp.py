@@ -25,6 +25,15 @@ _I_iso20_acdp_mechanicalChargingDeviceStatusType = {v: i for i, v in enumerate(i
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_processingType = {v: i for i, v in enumerate(iso20_commontypes.processingType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_K_iso20_acdp_ACDP_ConnectReqType = iso20_acdp.ACDP_ConnectReqType
+_K_iso20_acdp_ACDP_ConnectResType = iso20_acdp.ACDP_ConnectResType
+_K_iso20_acdp_ACDP_SystemStatusReqType = iso20_acdp.ACDP_SystemStatusReqType
+_K_iso20_acdp_ACDP_SystemStatusResType = iso20_acdp.ACDP_SystemStatusResType
+_K_iso20_acdp_ACDP_VehiclePositioningReqType = iso20_acdp.ACDP_VehiclePositioningReqType
+_K_iso20_acdp_ACDP_VehiclePositioningResType = iso20_acdp.ACDP_VehiclePositioningResType
+_K_iso20_acdp_EVTechnicalStatusType = iso20_acdp.EVTechnicalStatusType
+_K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
+_K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_iso20_acdp_isolationStatusType__z1__z1__z1__b__z1__z1__z1__b = _fields_table(10, ((8, 2, 'enum', _E_iso20_acdp_isolationStatusType), (4, 1, 'bool', None), (0, 1, 'bool', None),))
@@ -86,22 +95,21 @@ def _d_ACDP_ConnectReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -114,7 +122,7 @@ def _d_ACDP_ConnectReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.ACDP_ConnectReqType)
+    _obj = _new(_K_iso20_acdp_ACDP_ConnectReqType)
     _obj.Header = f_Header
     _obj.EVElectricalChargingDeviceStatus = f_EVElectricalChargingDeviceStatus
     return _obj
@@ -155,21 +163,20 @@ def _e_ACDP_ConnectReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVElectricalChargingDeviceStatus is not None): raise EncodeError('missing content: EVElectricalChargingDeviceStatus')
             el = 'EVElectricalChargingDeviceStatus'
@@ -244,22 +251,21 @@ def _d_ACDP_ConnectResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -289,7 +295,7 @@ def _d_ACDP_ConnectResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.ACDP_ConnectResType)
+    _obj = _new(_K_iso20_acdp_ACDP_ConnectResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -336,21 +342,20 @@ def _e_ACDP_ConnectResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -437,22 +442,21 @@ def _d_ACDP_SystemStatusReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -469,7 +473,7 @@ def _d_ACDP_SystemStatusReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.ACDP_SystemStatusReqType)
+    _obj = _new(_K_iso20_acdp_ACDP_SystemStatusReqType)
     _obj.Header = f_Header
     _obj.EVTechnicalStatus = f_EVTechnicalStatus
     return _obj
@@ -510,21 +514,20 @@ def _e_ACDP_SystemStatusReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVTechnicalStatus is not None): raise EncodeError('missing content: EVTechnicalStatus')
             el = 'EVTechnicalStatus'
@@ -608,22 +611,21 @@ def _d_ACDP_SystemStatusResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -673,7 +675,7 @@ def _d_ACDP_SystemStatusResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.ACDP_SystemStatusResType)
+    _obj = _new(_K_iso20_acdp_ACDP_SystemStatusResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEMechanicalChargingDeviceStatus = f_EVSEMechanicalChargingDeviceStatus
@@ -732,21 +734,20 @@ def _e_ACDP_SystemStatusResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -857,22 +858,21 @@ def _d_ACDP_VehiclePositioningReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -892,7 +892,7 @@ def _d_ACDP_VehiclePositioningReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.ACDP_VehiclePositioningReqType)
+    _obj = _new(_K_iso20_acdp_ACDP_VehiclePositioningReqType)
     _obj.Header = f_Header
     _obj.EVMobilityStatus = f_EVMobilityStatus
     _obj.EVPositioningSupport = f_EVPositioningSupport
@@ -935,21 +935,20 @@ def _e_ACDP_VehiclePositioningReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVMobilityStatus is not None): raise EncodeError('missing content: EVMobilityStatus')
             el = 'EVMobilityStatus'
@@ -1031,22 +1030,21 @@ def _d_ACDP_VehiclePositioningResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1178,7 +1176,7 @@ def _d_ACDP_VehiclePositioningResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.ACDP_VehiclePositioningResType)
+    _obj = _new(_K_iso20_acdp_ACDP_VehiclePositioningResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -1233,21 +1231,20 @@ def _e_ACDP_VehiclePositioningResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1351,99 +1348,98 @@ def _d_EVTechnicalStatusType(r):
             f_EVReadyToCharge, f_EVImmobilizationRequest = _t
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 40: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                el = 'EVImmobilized'
-                f_EVImmobilized = ((x >> 4) & 1) == 1
-                ec = (x & 7)
-                s = 3
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                el = 'EVWLANStrength/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVWLANStrength/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 40: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            el = 'EVImmobilized'
+            f_EVImmobilized = ((x >> 4) & 1) == 1
+            ec = (x & 7)
+            s = 3
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            el = 'EVWLANStrength/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVWLANStrength/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
-                f_EVWLANStrength.Exponent = _c1_Exponent
-                f_EVWLANStrength.Value = _c1_Value
-                ec = (x & 7)
-                s = 4
-            elif ec == 2:
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                el = 'EVCPStatus'
-                f_EVCPStatus = ((x >> 4) & 7)
-                if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
-                else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
-                ec = (x & 7)
-                s = 5
-            elif ec == 3:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                el = 'EVSOC'
-                f_EVSOC = ((x >> 3) & 127)
-                if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
-                ec = (x & 3)
-                s = 6
-            elif ec == 4:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                el = 'EVErrorCode'
-                f_EVErrorCode = ((x >> 3) & 15)
-                if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
-                else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
-                ec = (x & 3)
-                s = 7
-            elif ec == 5:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
-                el = 'EVTimeout'
-                f_EVTimeout = ((x >> 2) & 1) == 1
-                s = 8
-            elif ec == 6:
-                pass
-                s = -1
+                _c1_Value = (V >> q) & 127
             else:
-                raise r.deviation('EVTechnicalStatusType', r.end - q)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_EVWLANStrength = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVWLANStrength.Exponent = _c1_Exponent
+            f_EVWLANStrength.Value = _c1_Value
+            ec = (x & 7)
+            s = 4
+        elif ec == 2:
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 136: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            el = 'EVCPStatus'
+            f_EVCPStatus = ((x >> 4) & 7)
+            if f_EVCPStatus >= 5: f_EVCPStatus = r.enum_index('EVTechnicalStatusType/EVCPStatus', f_EVCPStatus, 5, r.at(r.end - q))
+            else: f_EVCPStatus = _E_iso20_acdp_cpStatusType[f_EVCPStatus]
+            ec = (x & 7)
+            s = 5
+        elif ec == 3:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            el = 'EVSOC'
+            f_EVSOC = ((x >> 3) & 127)
+            if f_EVSOC > 100: r.facet('EVTechnicalStatusType/EVSOC', 'maxInclusive 100', f_EVSOC, r.at(r.end - q))
+            ec = (x & 3)
+            s = 6
+        elif ec == 4:
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 132: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            el = 'EVErrorCode'
+            f_EVErrorCode = ((x >> 3) & 15)
+            if f_EVErrorCode >= 10: f_EVErrorCode = r.enum_index('EVTechnicalStatusType/EVErrorCode', f_EVErrorCode, 10, r.at(r.end - q))
+            else: f_EVErrorCode = _E_iso20_acdp_errorCodeType[f_EVErrorCode]
+            ec = (x & 3)
+            s = 7
+        elif ec == 5:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('EVTechnicalStatusType', r.end - q)
+            el = 'EVTimeout'
+            f_EVTimeout = ((x >> 2) & 1) == 1
+            s = 8
+        elif ec == 6:
+            pass
+            s = -1
+        else:
+            raise r.deviation('EVTechnicalStatusType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 14
@@ -1478,7 +1474,7 @@ def _d_EVTechnicalStatusType(r):
                 if x & 24: raise r.deviation('EVTechnicalStatusType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVWLANStrength = _new(iso20_commontypes.RationalNumberType)
+                f_EVWLANStrength = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVWLANStrength.Exponent = _c2_Exponent
                 f_EVWLANStrength.Value = _c2_Value
                 ec = (x & 7)
@@ -1653,7 +1649,7 @@ def _d_EVTechnicalStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_acdp.EVTechnicalStatusType)
+    _obj = _new(_K_iso20_acdp_EVTechnicalStatusType)
     _obj.EVReadyToCharge = f_EVReadyToCharge
     _obj.EVImmobilizationRequest = f_EVImmobilizationRequest
     _obj.EVImmobilized = f_EVImmobilized
@@ -1689,62 +1685,61 @@ def _e_EVTechnicalStatusType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of EVReadyToCharge')
-        if s == 2:
-            if v_EVImmobilized is not None:
-                el = 'EVImmobilized'
-                if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
-                v = (v << 6) | (v_EVImmobilized << 1)
-                n += 6
-                s = 3
-            elif v_EVWLANStrength is not None:
-                el = 'EVWLANStrength'
-                _o = v_EVWLANStrength
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVWLANStrength/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVWLANStrength/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 17
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            elif v_EVCPStatus is not None:
-                el = 'EVCPStatus'
-                _i2 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
-                if _i2 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
-                v = (v << 8) | (2 << 5) | (_i2 << 1)
-                n += 8
-                s = 5
-            elif v_EVSOC is not None:
-                el = 'EVSOC'
-                if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
-                v = (v << 12) | (3 << 9) | (v_EVSOC << 1)
-                n += 12
-                s = 6
-            elif v_EVErrorCode is not None:
-                el = 'EVErrorCode'
-                _i3 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
-                if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
-                v = (v << 9) | (4 << 6) | (_i3 << 1)
-                n += 9
-                s = 7
-            elif v_EVTimeout is not None:
-                el = 'EVTimeout'
-                if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
-                v = (v << 6) | (5 << 3) | (v_EVTimeout << 1)
-                n += 6
-                s = 8
-            elif True:
-                v = (v << 3) | 6
-                n += 3
-                s = -1
+        if v_EVImmobilized is not None:
+            el = 'EVImmobilized'
+            if v_EVImmobilized is not True and v_EVImmobilized is not False: raise EncodeError(f'expected a bool, got {v_EVImmobilized!r}')
+            v = (v << 6) | (v_EVImmobilized << 1)
+            n += 6
+            s = 3
+        elif v_EVWLANStrength is not None:
+            el = 'EVWLANStrength'
+            _o = v_EVWLANStrength
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVWLANStrength/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVWLANStrength/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 17
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        elif v_EVCPStatus is not None:
+            el = 'EVCPStatus'
+            _i2 = _I_iso20_acdp_cpStatusType.get(v_EVCPStatus)
+            if _i2 is None: raise EncodeError(f'{v_EVCPStatus!r} is not one of the enumeration cpStatusType')
+            v = (v << 8) | (2 << 5) | (_i2 << 1)
+            n += 8
+            s = 5
+        elif v_EVSOC is not None:
+            el = 'EVSOC'
+            if not 0 <= v_EVSOC <= 100: raise EncodeError(f'value {v_EVSOC!r} outside [0, 100]')
+            v = (v << 12) | (3 << 9) | (v_EVSOC << 1)
+            n += 12
+            s = 6
+        elif v_EVErrorCode is not None:
+            el = 'EVErrorCode'
+            _i3 = _I_iso20_acdp_errorCodeType.get(v_EVErrorCode)
+            if _i3 is None: raise EncodeError(f'{v_EVErrorCode!r} is not one of the enumeration errorCodeType')
+            v = (v << 9) | (4 << 6) | (_i3 << 1)
+            n += 9
+            s = 7
+        elif v_EVTimeout is not None:
+            el = 'EVTimeout'
+            if v_EVTimeout is not True and v_EVTimeout is not False: raise EncodeError(f'expected a bool, got {v_EVTimeout!r}')
+            v = (v << 6) | (5 << 3) | (v_EVTimeout << 1)
+            n += 6
+            s = 8
+        elif True:
+            v = (v << 3) | 6
+            n += 3
+            s = -1
         if s == 3:
             if v_EVWLANStrength is not None:
                 el = 'EVWLANStrength'

@@ -35,6 +35,93 @@ _I_iso20_commonmessages_powerToleranceAcceptanceType = {v: i for i, v in enumera
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_processingType = {v: i for i, v in enumerate(iso20_commontypes.processingType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_K_iso20_commonmessages_AbsolutePriceScheduleType = iso20_commonmessages.AbsolutePriceScheduleType
+_K_iso20_commonmessages_AdditionalServiceListType = iso20_commonmessages.AdditionalServiceListType
+_K_iso20_commonmessages_AdditionalServiceType = iso20_commonmessages.AdditionalServiceType
+_K_iso20_commonmessages_AuthorizationReqType = iso20_commonmessages.AuthorizationReqType
+_K_iso20_commonmessages_AuthorizationResType = iso20_commonmessages.AuthorizationResType
+_K_iso20_commonmessages_AuthorizationSetupReqType = iso20_commonmessages.AuthorizationSetupReqType
+_K_iso20_commonmessages_AuthorizationSetupResType = iso20_commonmessages.AuthorizationSetupResType
+_K_iso20_commonmessages_CertificateChainType = iso20_commonmessages.CertificateChainType
+_K_iso20_commonmessages_CertificateInstallationReqType = iso20_commonmessages.CertificateInstallationReqType
+_K_iso20_commonmessages_CertificateInstallationResType = iso20_commonmessages.CertificateInstallationResType
+_K_iso20_commonmessages_ChargingScheduleType = iso20_commonmessages.ChargingScheduleType
+_K_iso20_commonmessages_ContractCertificateChainType = iso20_commonmessages.ContractCertificateChainType
+_K_iso20_commonmessages_Dynamic_EVPPTControlModeType = iso20_commonmessages.Dynamic_EVPPTControlModeType
+_K_iso20_commonmessages_Dynamic_SEReqControlModeType = iso20_commonmessages.Dynamic_SEReqControlModeType
+_K_iso20_commonmessages_Dynamic_SEResControlModeType = iso20_commonmessages.Dynamic_SEResControlModeType
+_K_iso20_commonmessages_Dynamic_SMDTControlModeType = iso20_commonmessages.Dynamic_SMDTControlModeType
+_K_iso20_commonmessages_EIM_AReqAuthorizationModeType = iso20_commonmessages.EIM_AReqAuthorizationModeType
+_K_iso20_commonmessages_EIM_ASResAuthorizationModeType = iso20_commonmessages.EIM_ASResAuthorizationModeType
+_K_iso20_commonmessages_EMAIDListType = iso20_commonmessages.EMAIDListType
+_K_iso20_commonmessages_EVAbsolutePriceScheduleType = iso20_commonmessages.EVAbsolutePriceScheduleType
+_K_iso20_commonmessages_EVEnergyOfferType = iso20_commonmessages.EVEnergyOfferType
+_K_iso20_commonmessages_EVPowerProfileEntryListType = iso20_commonmessages.EVPowerProfileEntryListType
+_K_iso20_commonmessages_EVPowerProfileType = iso20_commonmessages.EVPowerProfileType
+_K_iso20_commonmessages_EVPowerScheduleEntryListType = iso20_commonmessages.EVPowerScheduleEntryListType
+_K_iso20_commonmessages_EVPowerScheduleEntryType = iso20_commonmessages.EVPowerScheduleEntryType
+_K_iso20_commonmessages_EVPowerScheduleType = iso20_commonmessages.EVPowerScheduleType
+_K_iso20_commonmessages_EVPriceRuleStackListType = iso20_commonmessages.EVPriceRuleStackListType
+_K_iso20_commonmessages_EVPriceRuleStackType = iso20_commonmessages.EVPriceRuleStackType
+_K_iso20_commonmessages_EVPriceRuleType = iso20_commonmessages.EVPriceRuleType
+_K_iso20_commonmessages_MeteringConfirmationReqType = iso20_commonmessages.MeteringConfirmationReqType
+_K_iso20_commonmessages_MeteringConfirmationResType = iso20_commonmessages.MeteringConfirmationResType
+_K_iso20_commonmessages_OverstayRuleListType = iso20_commonmessages.OverstayRuleListType
+_K_iso20_commonmessages_OverstayRuleType = iso20_commonmessages.OverstayRuleType
+_K_iso20_commonmessages_ParameterSetType = iso20_commonmessages.ParameterSetType
+_K_iso20_commonmessages_ParameterType = iso20_commonmessages.ParameterType
+_K_iso20_commonmessages_PnC_AReqAuthorizationModeType = iso20_commonmessages.PnC_AReqAuthorizationModeType
+_K_iso20_commonmessages_PnC_ASResAuthorizationModeType = iso20_commonmessages.PnC_ASResAuthorizationModeType
+_K_iso20_commonmessages_PowerDeliveryReqType = iso20_commonmessages.PowerDeliveryReqType
+_K_iso20_commonmessages_PowerDeliveryResType = iso20_commonmessages.PowerDeliveryResType
+_K_iso20_commonmessages_PowerScheduleEntryListType = iso20_commonmessages.PowerScheduleEntryListType
+_K_iso20_commonmessages_PowerScheduleEntryType = iso20_commonmessages.PowerScheduleEntryType
+_K_iso20_commonmessages_PowerScheduleType = iso20_commonmessages.PowerScheduleType
+_K_iso20_commonmessages_PriceLevelScheduleEntryListType = iso20_commonmessages.PriceLevelScheduleEntryListType
+_K_iso20_commonmessages_PriceLevelScheduleEntryType = iso20_commonmessages.PriceLevelScheduleEntryType
+_K_iso20_commonmessages_PriceLevelScheduleType = iso20_commonmessages.PriceLevelScheduleType
+_K_iso20_commonmessages_PriceRuleStackListType = iso20_commonmessages.PriceRuleStackListType
+_K_iso20_commonmessages_PriceRuleStackType = iso20_commonmessages.PriceRuleStackType
+_K_iso20_commonmessages_PriceRuleType = iso20_commonmessages.PriceRuleType
+_K_iso20_commonmessages_PriceScheduleType = iso20_commonmessages.PriceScheduleType
+_K_iso20_commonmessages_ScheduleExchangeReqType = iso20_commonmessages.ScheduleExchangeReqType
+_K_iso20_commonmessages_ScheduleExchangeResType = iso20_commonmessages.ScheduleExchangeResType
+_K_iso20_commonmessages_ScheduleTupleType = iso20_commonmessages.ScheduleTupleType
+_K_iso20_commonmessages_Scheduled_EVPPTControlModeType = iso20_commonmessages.Scheduled_EVPPTControlModeType
+_K_iso20_commonmessages_Scheduled_SEReqControlModeType = iso20_commonmessages.Scheduled_SEReqControlModeType
+_K_iso20_commonmessages_Scheduled_SEResControlModeType = iso20_commonmessages.Scheduled_SEResControlModeType
+_K_iso20_commonmessages_Scheduled_SMDTControlModeType = iso20_commonmessages.Scheduled_SMDTControlModeType
+_K_iso20_commonmessages_SelectedServiceListType = iso20_commonmessages.SelectedServiceListType
+_K_iso20_commonmessages_SelectedServiceType = iso20_commonmessages.SelectedServiceType
+_K_iso20_commonmessages_ServiceDetailReqType = iso20_commonmessages.ServiceDetailReqType
+_K_iso20_commonmessages_ServiceDetailResType = iso20_commonmessages.ServiceDetailResType
+_K_iso20_commonmessages_ServiceDiscoveryReqType = iso20_commonmessages.ServiceDiscoveryReqType
+_K_iso20_commonmessages_ServiceDiscoveryResType = iso20_commonmessages.ServiceDiscoveryResType
+_K_iso20_commonmessages_ServiceIDListType = iso20_commonmessages.ServiceIDListType
+_K_iso20_commonmessages_ServiceListType = iso20_commonmessages.ServiceListType
+_K_iso20_commonmessages_ServiceParameterListType = iso20_commonmessages.ServiceParameterListType
+_K_iso20_commonmessages_ServiceSelectionReqType = iso20_commonmessages.ServiceSelectionReqType
+_K_iso20_commonmessages_ServiceSelectionResType = iso20_commonmessages.ServiceSelectionResType
+_K_iso20_commonmessages_ServiceType = iso20_commonmessages.ServiceType
+_K_iso20_commonmessages_SessionSetupReqType = iso20_commonmessages.SessionSetupReqType
+_K_iso20_commonmessages_SessionSetupResType = iso20_commonmessages.SessionSetupResType
+_K_iso20_commonmessages_SessionStopReqType = iso20_commonmessages.SessionStopReqType
+_K_iso20_commonmessages_SessionStopResType = iso20_commonmessages.SessionStopResType
+_K_iso20_commonmessages_SignedCertificateChainType = iso20_commonmessages.SignedCertificateChainType
+_K_iso20_commonmessages_SignedInstallationDataType = iso20_commonmessages.SignedInstallationDataType
+_K_iso20_commonmessages_SignedMeteringDataType = iso20_commonmessages.SignedMeteringDataType
+_K_iso20_commonmessages_SubCertificatesType = iso20_commonmessages.SubCertificatesType
+_K_iso20_commonmessages_SupportedProvidersListType = iso20_commonmessages.SupportedProvidersListType
+_K_iso20_commonmessages_TargetPositionType = iso20_commonmessages.TargetPositionType
+_K_iso20_commonmessages_TaxRuleListType = iso20_commonmessages.TaxRuleListType
+_K_iso20_commonmessages_TaxRuleType = iso20_commonmessages.TaxRuleType
+_K_iso20_commonmessages_VehicleCheckInReqType = iso20_commonmessages.VehicleCheckInReqType
+_K_iso20_commonmessages_VehicleCheckInResType = iso20_commonmessages.VehicleCheckInResType
+_K_iso20_commonmessages_VehicleCheckOutReqType = iso20_commonmessages.VehicleCheckOutReqType
+_K_iso20_commonmessages_VehicleCheckOutResType = iso20_commonmessages.VehicleCheckOutResType
+_K_iso20_commontypes_EVSEStatusType = iso20_commontypes.EVSEStatusType
+_K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
+_K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_iso20_commonmessages_evCheckInStatusType__z1__z1__z1__iso20_commonmessages_parkingMethodType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commonmessages_evCheckInStatusType), (0, 2, 'enum', _E_iso20_commonmessages_parkingMethodType),))
@@ -127,231 +214,227 @@ def _d_AbsolutePriceScheduleType(r):
             s = 2
         else:
             raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-        if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            el = 'PriceScheduleID'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_PriceScheduleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_PriceScheduleID = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        el = 'PriceScheduleID'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                f_PriceScheduleID = (V >> q) & 127
+                f_PriceScheduleID = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                f_PriceScheduleID = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('AbsolutePriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-            ec = (x & 3)
-            s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'PriceScheduleDescription'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
-                    f_PriceScheduleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
-                    if len(f_PriceScheduleDescription) > 160: r.facet('AbsolutePriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                el = 'Currency'
-                _esc = (x & 1)
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
-                    f_Currency = ''
-                else:
-                    r.pos = r.end - q
-                    f_Currency = r.string('iso20_commonmessages:Currency')
-                    if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                s = 5
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Currency'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
-                    f_Currency = ''
-                else:
-                    r.pos = r.end - q
-                    f_Currency = r.string('iso20_commonmessages:Currency')
-                    if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                s = 5
-            else:
-                raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-        if s == 5:
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_PriceScheduleID = (V >> q) & 127
+        else:
+            r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('AbsolutePriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
+        ec = (x & 3)
+        s = 3
+        if ec == 0:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
             x = (V >> q) & 1
-            el = 'Language'
+            el = 'PriceScheduleDescription'
             _esc = x
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Language', r.end - q)
-                f_Language = ''
+                if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                f_PriceScheduleDescription = ''
             else:
                 r.pos = r.end - q
-                f_Language = r.string('iso20_commonmessages:Language')
-                if len(f_Language) > 3: r.facet('AbsolutePriceScheduleType/Language', 'length [0, 3]', f_Language, r.at(r.pos))
+                f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                if len(f_PriceScheduleDescription) > 160: r.facet('AbsolutePriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             x = (V >> q) & 7
             if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            el = 'PriceAlgorithm'
+            el = 'Currency'
             _esc = (x & 1)
             if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
-                f_PriceAlgorithm = ''
+                if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
+                f_Currency = ''
             else:
                 r.pos = r.end - q
-                f_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
-                if len(f_PriceAlgorithm) > 255: r.facet('AbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
+                f_Currency = r.string('iso20_commonmessages:Currency')
+                if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
                 V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            s = 5
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Currency'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Currency', r.end - q)
+                f_Currency = ''
+            else:
+                r.pos = r.end - q
+                f_Currency = r.string('iso20_commonmessages:Currency')
+                if len(f_Currency) > 3: r.facet('AbsolutePriceScheduleType/Currency', 'length [0, 3]', f_Currency, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            s = 5
+        else:
+            raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        x = (V >> q) & 1
+        el = 'Language'
+        _esc = x
+        if _esc:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Language', r.end - q)
+            f_Language = ''
+        else:
+            r.pos = r.end - q
+            f_Language = r.string('iso20_commonmessages:Language')
+            if len(f_Language) > 3: r.facet('AbsolutePriceScheduleType/Language', 'length [0, 3]', f_Language, r.at(r.pos))
+            V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 6: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        el = 'PriceAlgorithm'
+        _esc = (x & 1)
+        if _esc:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceAlgorithm', r.end - q)
+            f_PriceAlgorithm = ''
+        else:
+            r.pos = r.end - q
+            f_PriceAlgorithm = r.string('iso20_commonmessages:PriceAlgorithm')
+            if len(f_PriceAlgorithm) > 255: r.facet('AbsolutePriceScheduleType/PriceAlgorithm', 'length [0, 255]', f_PriceAlgorithm, r.at(r.pos))
+            V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 8: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+        ec = (x & 7)
+        s = 7
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            el = 'MinimumCost/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'MinimumCost/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
-            if x & 8: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-            ec = (x & 7)
-            s = 7
-        if s == 7:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                el = 'MinimumCost/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'MinimumCost/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_MinimumCost = _new(_K_iso20_commontypes_RationalNumberType)
+            f_MinimumCost.Exponent = _c1_Exponent
+            f_MinimumCost.Value = _c1_Value
+            ec = (x & 3)
+            s = 8
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            el = 'MaximumCost/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'MaximumCost/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_MinimumCost = _new(iso20_commontypes.RationalNumberType)
-                f_MinimumCost.Exponent = _c1_Exponent
-                f_MinimumCost.Value = _c1_Value
-                ec = (x & 3)
-                s = 8
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                el = 'MaximumCost/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'MaximumCost/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
-                f_MaximumCost.Exponent = _c2_Exponent
-                f_MaximumCost.Value = _c2_Value
-                ec = (x & 3)
-                s = 9
-            elif ec == 2:
-                el = 'TaxRules'
-                r.pos = r.end - q
-                f_TaxRules = _d_TaxRuleListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
-                s = 10
-            elif ec == 3:
-                el = 'PriceRuleStacks'
-                r.pos = r.end - q
-                f_PriceRuleStacks = _d_PriceRuleStackListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 11
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_MaximumCost = _new(_K_iso20_commontypes_RationalNumberType)
+            f_MaximumCost.Exponent = _c2_Exponent
+            f_MaximumCost.Value = _c2_Value
+            ec = (x & 3)
+            s = 9
+        elif ec == 2:
+            el = 'TaxRules'
+            r.pos = r.end - q
+            f_TaxRules = _d_TaxRuleListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
+            s = 10
+        elif ec == 3:
+            el = 'PriceRuleStacks'
+            r.pos = r.end - q
+            f_PriceRuleStacks = _d_PriceRuleStackListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 11
+        else:
+            raise r.deviation('AbsolutePriceScheduleType', r.end - q)
         if s == 8:
             if ec == 0:
                 q -= 14
@@ -386,7 +469,7 @@ def _d_AbsolutePriceScheduleType(r):
                 if x & 12: raise r.deviation('AbsolutePriceScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_MaximumCost = _new(iso20_commontypes.RationalNumberType)
+                f_MaximumCost = _new(_K_iso20_commontypes_RationalNumberType)
                 f_MaximumCost.Exponent = _c3_Exponent
                 f_MaximumCost.Value = _c3_Value
                 ec = (x & 3)
@@ -489,7 +572,7 @@ def _d_AbsolutePriceScheduleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AbsolutePriceScheduleType)
+    _obj = _new(_K_iso20_commonmessages_AbsolutePriceScheduleType)
     _obj.Id = f_Id
     _obj.TimeAnchor = f_TimeAnchor
     _obj.PriceScheduleID = f_PriceScheduleID
@@ -558,151 +641,147 @@ def _e_AbsolutePriceScheduleType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, TimeAnchor')
-        if s == 2:
-            if v_PriceScheduleID is not None:
-                el = 'PriceScheduleID'
-                if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
-                v <<= 2
-                n += 2
-                if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
-                elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
-                elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
-                v_PriceScheduleID = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of PriceScheduleID')
-        if s == 3:
-            if v_PriceScheduleDescription is not None:
-                el = 'PriceScheduleDescription'
-                v <<= 3
-                n += 3
-                _l = len(v_PriceScheduleDescription)
-                if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
-                if _l < 126 and v_PriceScheduleDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
-                if not (v_Currency is not None): raise EncodeError('missing content: Currency')
-                el = 'Currency'
-                v <<= 3
-                n += 3
-                v_PriceScheduleDescription = None
-                _l = len(v_Currency)
-                if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-                if _l < 126 and v_Currency.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_Currency = None
-                s = 5
-            elif v_Currency is not None:
-                el = 'Currency'
-                v = (v << 3) | (1 << 1)
-                n += 3
-                _l = len(v_Currency)
-                if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
-                if _l < 126 and v_Currency.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_Currency = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of PriceScheduleDescription, Currency')
-        if s == 5:
-            if v_Language is not None:
-                el = 'Language'
-                v <<= 2
-                n += 2
-                _l = len(v_Language)
-                if _l > 3: raise EncodeError(f'length {len(v_Language)} outside [0, 3]')
-                if _l < 126 and v_Language.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Language.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_Language); v = w.v; n = w.n
-                if not (v_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
-                el = 'PriceAlgorithm'
-                v <<= 3
-                n += 3
-                v_Language = None
-                _l = len(v_PriceAlgorithm)
-                if _l > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
-                if _l < 126 and v_PriceAlgorithm.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceAlgorithm.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_PriceAlgorithm); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_PriceAlgorithm = None
-                s = 7
-            else:
-                raise EncodeError('missing content: expected one of Language')
-        if s == 7:
-            if v_MinimumCost is not None:
-                el = 'MinimumCost'
-                _o = v_MinimumCost
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'MinimumCost/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'MinimumCost/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 17
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_MinimumCost = None
-                s = 8
-            elif v_MaximumCost is not None:
-                el = 'MaximumCost'
-                _o = v_MaximumCost
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'MaximumCost/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'MaximumCost/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 17
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_MaximumCost = None
-                s = 9
-            elif v_TaxRules is not None:
-                el = 'TaxRules'
-                v = (v << 3) | 2
-                n += 3
-                w.v = v; w.n = n
-                _e_TaxRuleListType(w, v_TaxRules)
-                v = w.v; n = w.n
-                v_TaxRules = None
-                s = 10
-            elif v_PriceRuleStacks is not None:
-                el = 'PriceRuleStacks'
-                v = (v << 3) | 3
-                n += 3
-                w.v = v; w.n = n
-                _e_PriceRuleStackListType(w, v_PriceRuleStacks)
-                v = w.v; n = w.n
-                v_PriceRuleStacks = None
-                s = 11
-            else:
-                raise EncodeError('missing content: expected one of MinimumCost, MaximumCost, TaxRules, PriceRuleStacks')
+        if v_PriceScheduleID is not None:
+            el = 'PriceScheduleID'
+            if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
+            elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
+            elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+            v_PriceScheduleID = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of PriceScheduleID')
+        if v_PriceScheduleDescription is not None:
+            el = 'PriceScheduleDescription'
+            v <<= 3
+            n += 3
+            _l = len(v_PriceScheduleDescription)
+            if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
+            if _l < 126 and v_PriceScheduleDescription.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
+            if not (v_Currency is not None): raise EncodeError('missing content: Currency')
+            el = 'Currency'
+            v <<= 3
+            n += 3
+            v_PriceScheduleDescription = None
+            _l = len(v_Currency)
+            if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
+            if _l < 126 and v_Currency.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Currency = None
+            s = 5
+        elif v_Currency is not None:
+            el = 'Currency'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            _l = len(v_Currency)
+            if _l > 3: raise EncodeError(f'length {len(v_Currency)} outside [0, 3]')
+            if _l < 126 and v_Currency.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Currency.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Currency); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Currency = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of PriceScheduleDescription, Currency')
+        if v_Language is not None:
+            el = 'Language'
+            v <<= 2
+            n += 2
+            _l = len(v_Language)
+            if _l > 3: raise EncodeError(f'length {len(v_Language)} outside [0, 3]')
+            if _l < 126 and v_Language.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_Language.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_Language); v = w.v; n = w.n
+            if not (v_PriceAlgorithm is not None): raise EncodeError('missing content: PriceAlgorithm')
+            el = 'PriceAlgorithm'
+            v <<= 3
+            n += 3
+            v_Language = None
+            _l = len(v_PriceAlgorithm)
+            if _l > 255: raise EncodeError(f'length {len(v_PriceAlgorithm)} outside [0, 255]')
+            if _l < 126 and v_PriceAlgorithm.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceAlgorithm.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_PriceAlgorithm); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PriceAlgorithm = None
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of Language')
+        if v_MinimumCost is not None:
+            el = 'MinimumCost'
+            _o = v_MinimumCost
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'MinimumCost/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'MinimumCost/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 17
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_MinimumCost = None
+            s = 8
+        elif v_MaximumCost is not None:
+            el = 'MaximumCost'
+            _o = v_MaximumCost
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'MaximumCost/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'MaximumCost/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 17
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_MaximumCost = None
+            s = 9
+        elif v_TaxRules is not None:
+            el = 'TaxRules'
+            v = (v << 3) | 2
+            n += 3
+            w.v = v; w.n = n
+            _e_TaxRuleListType(w, v_TaxRules)
+            v = w.v; n = w.n
+            v_TaxRules = None
+            s = 10
+        elif v_PriceRuleStacks is not None:
+            el = 'PriceRuleStacks'
+            v = (v << 3) | 3
+            n += 3
+            w.v = v; w.n = n
+            _e_PriceRuleStackListType(w, v_PriceRuleStacks)
+            v = w.v; n = w.n
+            v_PriceRuleStacks = None
+            s = 11
+        else:
+            raise EncodeError('missing content: expected one of MinimumCost, MaximumCost, TaxRules, PriceRuleStacks')
         if s == 8:
             if v_MaximumCost is not None:
                 el = 'MaximumCost'
@@ -881,85 +960,84 @@ def _d_AdditionalServiceListType(r):
         if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-        _c1_ServiceFee = _new(iso20_commontypes.RationalNumberType)
+        _c1_ServiceFee = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_ServiceFee.Exponent = _c1_c1_Exponent
         _c1_ServiceFee.Value = _c1_c1_Value
-        _v = _new(iso20_commonmessages.AdditionalServiceType)
+        _v = _new(_K_iso20_commonmessages_AdditionalServiceType)
         _v.ServiceName = _c1_ServiceName
         _v.ServiceFee = _c1_ServiceFee
         f_AdditionalService.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('AdditionalServiceListType', r.end - q)
+                el = 'AdditionalService/ServiceName'
+                _esc = (x & 1)
+                if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('AdditionalServiceListType', r.end - q)
-                    el = 'AdditionalService/ServiceName'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                        _c2_ServiceName = ''
-                    else:
-                        r.pos = r.end - q
-                        _c2_ServiceName = r.string('iso20_commonmessages:ServiceName')
-                        if len(_c2_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c2_ServiceName, r.at(r.pos))
-                        V = r.v; q = r.end - r.pos
-                    q -= 16
-                    if q < 0: V, q = r.slideq(q, 16)
-                    x = (V >> q) & 65535
-                    if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
-                    el = 'AdditionalService/ServiceFee/Exponent'
-                    _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'AdditionalService/ServiceFee/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                    _c2_ServiceName = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_ServiceName = r.string('iso20_commonmessages:ServiceName')
+                    if len(_c2_ServiceName) > 80: r.facet('AdditionalServiceType/ServiceName', 'length [0, 80]', _c2_ServiceName, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('AdditionalServiceListType', r.end - q)
+                el = 'AdditionalService/ServiceFee/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'AdditionalService/ServiceFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = (V >> q) & 127
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
-                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                    _c2_ServiceFee = _new(iso20_commontypes.RationalNumberType)
-                    _c2_ServiceFee.Exponent = _c2_c1_Exponent
-                    _c2_ServiceFee.Value = _c2_c1_Value
-                    _v = _new(iso20_commonmessages.AdditionalServiceType)
-                    _v.ServiceName = _c2_ServiceName
-                    _v.ServiceFee = _c2_ServiceFee
-                    f_AdditionalService.append(_v)
-                    _k += 1
-                    if _k == 4:
-                        s = 5
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('AdditionalServiceListType', r.end - q)
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('AdditionalServiceListType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_ServiceFee = _new(_K_iso20_commontypes_RationalNumberType)
+                _c2_ServiceFee.Exponent = _c2_c1_Exponent
+                _c2_ServiceFee.Value = _c2_c1_Value
+                _v = _new(_K_iso20_commonmessages_AdditionalServiceType)
+                _v.ServiceName = _c2_ServiceName
+                _v.ServiceFee = _c2_ServiceFee
+                f_AdditionalService.append(_v)
+                _k += 1
+                if _k == 4:
+                    s = 5
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('AdditionalServiceListType', r.end - q)
         if s == 5:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -968,7 +1046,7 @@ def _d_AdditionalServiceListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AdditionalServiceListType)
+    _obj = _new(_K_iso20_commonmessages_AdditionalServiceListType)
     _obj.AdditionalService = f_AdditionalService
     return _obj
 
@@ -1018,53 +1096,52 @@ def _e_AdditionalServiceListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of AdditionalService')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_AdditionalService < n_AdditionalService:
-                    el = 'AdditionalService'
-                    _o = v_AdditionalService[i_AdditionalService]
-                    _c2_ServiceName = _o.ServiceName
-                    _c2_ServiceFee = _o.ServiceFee
-                    if not (_c2_ServiceName is not None): raise EncodeError('missing content: ServiceName')
-                    el = 'AdditionalService/ServiceName'
-                    v <<= 4
-                    n += 4
-                    _l = len(_c2_ServiceName)
-                    if _l > 80: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 80]')
-                    if _l < 126 and _c2_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
-                    if not (_c2_ServiceFee is not None): raise EncodeError('missing content: ServiceFee')
-                    el = 'AdditionalService/ServiceFee'
-                    _o = _c2_ServiceFee
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'AdditionalService/ServiceFee/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'AdditionalService/ServiceFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 16
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                    i_AdditionalService += 1
-                    _k += 1
-                    if _k == 4:
-                        s = 5
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_AdditionalService < n_AdditionalService: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_AdditionalService < n_AdditionalService:
+                el = 'AdditionalService'
+                _o = v_AdditionalService[i_AdditionalService]
+                _c2_ServiceName = _o.ServiceName
+                _c2_ServiceFee = _o.ServiceFee
+                if not (_c2_ServiceName is not None): raise EncodeError('missing content: ServiceName')
+                el = 'AdditionalService/ServiceName'
+                v <<= 4
+                n += 4
+                _l = len(_c2_ServiceName)
+                if _l > 80: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 80]')
+                if _l < 126 and _c2_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
+                if not (_c2_ServiceFee is not None): raise EncodeError('missing content: ServiceFee')
+                el = 'AdditionalService/ServiceFee'
+                _o = _c2_ServiceFee
+                _c2_c1_Exponent = _o.Exponent
+                _c2_c1_Value = _o.Value
+                if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'AdditionalService/ServiceFee/Exponent'
+                if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'AdditionalService/ServiceFee/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                n += 16
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+                i_AdditionalService += 1
+                _k += 1
+                if _k == 4:
+                    s = 5
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_AdditionalService < n_AdditionalService: raise _leftover(o)
+                s = -1
+                break
         if s == 5:
             if True:
                 v <<= 1
@@ -1131,13 +1208,13 @@ def _d_AdditionalServiceType(r):
         if (V >> q) & 7: raise r.deviation('AdditionalServiceType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_ServiceFee = _new(iso20_commontypes.RationalNumberType)
+        f_ServiceFee = _new(_K_iso20_commontypes_RationalNumberType)
         f_ServiceFee.Exponent = _c1_Exponent
         f_ServiceFee.Value = _c1_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AdditionalServiceType)
+    _obj = _new(_K_iso20_commonmessages_AdditionalServiceType)
     _obj.ServiceName = f_ServiceName
     _obj.ServiceFee = f_ServiceFee
     return _obj
@@ -1241,22 +1318,21 @@ def _d_AuthorizationReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1268,74 +1344,73 @@ def _d_AuthorizationReqType(r):
         f_SelectedAuthorizationService = _E_iso20_commonmessages_authorizationType[((x >> 3) & 1)]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+            el = 'EIM_AReqAuthorizationMode'
+            f_EIM_AReqAuthorizationMode = _new(_K_iso20_commonmessages_EIM_AReqAuthorizationModeType)
+            s = -1
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
+            el = 'PnC_AReqAuthorizationMode/@Id'
+            r.pos = r.end - q
+            _c3_Id = r.string('iso20_commonmessages:Id')
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+            el = 'PnC_AReqAuthorizationMode/GenChallenge'
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
+            if _l < 16 or _l > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 14: raise r.deviation('AuthorizationReqType', r.end - q)
+            el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
+            _esc = (x & 1)
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
-                el = 'EIM_AReqAuthorizationMode'
-                f_EIM_AReqAuthorizationMode = _new(iso20_commonmessages.EIM_AReqAuthorizationModeType)
-                s = -1
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AuthorizationReqType', r.end - q)
-                el = 'PnC_AReqAuthorizationMode/@Id'
-                r.pos = r.end - q
-                _c3_Id = r.string('iso20_commonmessages:Id')
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
-                el = 'PnC_AReqAuthorizationMode/GenChallenge'
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
+                _c3_c1_Certificate = b''
+            else:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
-                    _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    _c3_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
                 else:
-                    r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
-                if _l < 16 or _l > 16: r.facet('PnC_AReqAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 14: raise r.deviation('AuthorizationReqType', r.end - q)
-                el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
-                _esc = (x & 1)
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                    _c3_c1_Certificate = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _c3_c1_Certificate = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _c3_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_c1_Certificate)
-                    if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_c1_Certificate, r.at(r.end - q))
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
-                el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
-                r.pos = r.end - q
-                _c3_c1_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('AuthorizationReqType', r.end - q)
-                _c3_ContractCertificateChain = _new(iso20_commonmessages.ContractCertificateChainType)
-                _c3_ContractCertificateChain.Certificate = _c3_c1_Certificate
-                _c3_ContractCertificateChain.SubCertificates = _c3_c1_SubCertificates
-                f_PnC_AReqAuthorizationMode = _new(iso20_commonmessages.PnC_AReqAuthorizationModeType)
-                f_PnC_AReqAuthorizationMode.Id = _c3_Id
-                f_PnC_AReqAuthorizationMode.GenChallenge = _c3_GenChallenge
-                f_PnC_AReqAuthorizationMode.ContractCertificateChain = _c3_ContractCertificateChain
-                s = -1
-            else:
-                raise r.deviation('AuthorizationReqType', r.end - q)
+                    r.pos = r.end - q; _c3_c1_Certificate = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_c1_Certificate)
+                if _l > 1600: r.facet('ContractCertificateChainType/Certificate', 'length [0, 1600]', _c3_c1_Certificate, r.at(r.end - q))
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AuthorizationReqType', r.end - q)
+            el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
+            r.pos = r.end - q
+            _c3_c1_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('AuthorizationReqType', r.end - q)
+            _c3_ContractCertificateChain = _new(_K_iso20_commonmessages_ContractCertificateChainType)
+            _c3_ContractCertificateChain.Certificate = _c3_c1_Certificate
+            _c3_ContractCertificateChain.SubCertificates = _c3_c1_SubCertificates
+            f_PnC_AReqAuthorizationMode = _new(_K_iso20_commonmessages_PnC_AReqAuthorizationModeType)
+            f_PnC_AReqAuthorizationMode.Id = _c3_Id
+            f_PnC_AReqAuthorizationMode.GenChallenge = _c3_GenChallenge
+            f_PnC_AReqAuthorizationMode.ContractCertificateChain = _c3_ContractCertificateChain
+            s = -1
+        else:
+            raise r.deviation('AuthorizationReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AuthorizationReqType)
+    _obj = _new(_K_iso20_commonmessages_AuthorizationReqType)
     _obj.Header = f_Header
     _obj.SelectedAuthorizationService = f_SelectedAuthorizationService
     _obj.EIM_AReqAuthorizationMode = f_EIM_AReqAuthorizationMode
@@ -1380,21 +1455,20 @@ def _e_AuthorizationReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SelectedAuthorizationService is not None): raise EncodeError('missing content: SelectedAuthorizationService')
             el = 'SelectedAuthorizationService'
@@ -1407,65 +1481,64 @@ def _e_AuthorizationReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EIM_AReqAuthorizationMode is not None:
-                el = 'EIM_AReqAuthorizationMode'
-                _o = v_EIM_AReqAuthorizationMode
-                v <<= 4
-                n += 4
-                v_EIM_AReqAuthorizationMode = None
-                if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
-                s = -1
-            elif v_PnC_AReqAuthorizationMode is not None:
-                el = 'PnC_AReqAuthorizationMode'
-                _o = v_PnC_AReqAuthorizationMode
-                _c4_Id = _o.Id
-                _c4_GenChallenge = _o.GenChallenge
-                _c4_ContractCertificateChain = _o.ContractCertificateChain
-                if not (_c4_Id is not None): raise EncodeError('missing content: Id')
-                el = 'PnC_AReqAuthorizationMode/@Id'
-                v = (v << 3) | (1 << 1)
-                n += 3
-                _l = len(_c4_Id)
-                if _l < 126 and _c4_Id.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
-                if not (_c4_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
-                el = 'PnC_AReqAuthorizationMode/GenChallenge'
-                v <<= 2
-                n += 2
-                _l = len(_c4_GenChallenge)
-                if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c4_GenChallenge)} outside [16, 16]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_GenChallenge, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c4_GenChallenge); v = w.v; n = w.n
-                if not (_c4_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
-                el = 'PnC_AReqAuthorizationMode/ContractCertificateChain'
-                _o = _c4_ContractCertificateChain
-                _c4_c1_Certificate = _o.Certificate
-                _c4_c1_SubCertificates = _o.SubCertificates
-                if not (_c4_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
-                el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
-                v <<= 4
-                n += 4
-                _l = len(_c4_c1_Certificate)
-                if _l > 1600: raise EncodeError(f'length {len(_c4_c1_Certificate)} outside [0, 1600]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_c1_Certificate, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(_c4_c1_Certificate); v = w.v; n = w.n
-                if not (_c4_c1_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
-                el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SubCertificatesType(w, _c4_c1_SubCertificates)
-                v = w.v; n = w.n
-                v <<= 3
-                n += 3
-                v_PnC_AReqAuthorizationMode = None
-                if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of EIM_AReqAuthorizationMode, PnC_AReqAuthorizationMode')
+        if v_EIM_AReqAuthorizationMode is not None:
+            el = 'EIM_AReqAuthorizationMode'
+            _o = v_EIM_AReqAuthorizationMode
+            v <<= 4
+            n += 4
+            v_EIM_AReqAuthorizationMode = None
+            if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
+            s = -1
+        elif v_PnC_AReqAuthorizationMode is not None:
+            el = 'PnC_AReqAuthorizationMode'
+            _o = v_PnC_AReqAuthorizationMode
+            _c4_Id = _o.Id
+            _c4_GenChallenge = _o.GenChallenge
+            _c4_ContractCertificateChain = _o.ContractCertificateChain
+            if not (_c4_Id is not None): raise EncodeError('missing content: Id')
+            el = 'PnC_AReqAuthorizationMode/@Id'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            _l = len(_c4_Id)
+            if _l < 126 and _c4_Id.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c4_Id.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(_c4_Id); v = w.v; n = w.n
+            if not (_c4_GenChallenge is not None): raise EncodeError('missing content: GenChallenge')
+            el = 'PnC_AReqAuthorizationMode/GenChallenge'
+            v <<= 2
+            n += 2
+            _l = len(_c4_GenChallenge)
+            if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c4_GenChallenge)} outside [16, 16]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_GenChallenge, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c4_GenChallenge); v = w.v; n = w.n
+            if not (_c4_ContractCertificateChain is not None): raise EncodeError('missing content: ContractCertificateChain')
+            el = 'PnC_AReqAuthorizationMode/ContractCertificateChain'
+            _o = _c4_ContractCertificateChain
+            _c4_c1_Certificate = _o.Certificate
+            _c4_c1_SubCertificates = _o.SubCertificates
+            if not (_c4_c1_Certificate is not None): raise EncodeError('missing content: Certificate')
+            el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/Certificate'
+            v <<= 4
+            n += 4
+            _l = len(_c4_c1_Certificate)
+            if _l > 1600: raise EncodeError(f'length {len(_c4_c1_Certificate)} outside [0, 1600]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_c1_Certificate, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(_c4_c1_Certificate); v = w.v; n = w.n
+            if not (_c4_c1_SubCertificates is not None): raise EncodeError('missing content: SubCertificates')
+            el = 'PnC_AReqAuthorizationMode/ContractCertificateChain/SubCertificates'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SubCertificatesType(w, _c4_c1_SubCertificates)
+            v = w.v; n = w.n
+            v <<= 3
+            n += 3
+            v_PnC_AReqAuthorizationMode = None
+            if v_Header is not None or v_SelectedAuthorizationService is not None or v_EIM_AReqAuthorizationMode is not None or v_PnC_AReqAuthorizationMode is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EIM_AReqAuthorizationMode, PnC_AReqAuthorizationMode')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1526,22 +1599,21 @@ def _d_AuthorizationResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1560,7 +1632,7 @@ def _d_AuthorizationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AuthorizationResType)
+    _obj = _new(_K_iso20_commonmessages_AuthorizationResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -1603,21 +1675,20 @@ def _e_AuthorizationResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1693,22 +1764,21 @@ def _d_AuthorizationSetupReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1718,7 +1788,7 @@ def _d_AuthorizationSetupReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AuthorizationSetupReqType)
+    _obj = _new(_K_iso20_commonmessages_AuthorizationSetupReqType)
     _obj.Header = f_Header
     return _obj
 
@@ -1757,21 +1827,20 @@ def _e_AuthorizationSetupReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -1840,22 +1909,21 @@ def _d_AuthorizationSetupResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1880,90 +1948,87 @@ def _d_AuthorizationSetupResType(r):
         x = (V >> q) & 3
         ec = x
         s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('AuthorizationSetupResType', r.end - q)
-                el = 'AuthorizationServices'
-                _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
-                f_AuthorizationServices.append(_v)
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 52: raise r.deviation('AuthorizationSetupResType', r.end - q)
-                el = 'CertificateInstallationService'
-                f_CertificateInstallationService = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                s = 5
-            elif ec == 1:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('AuthorizationSetupResType', r.end - q)
-                el = 'CertificateInstallationService'
-                f_CertificateInstallationService = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                s = 5
+        if ec == 0:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 5: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            el = 'AuthorizationServices'
+            _v = _E_iso20_commonmessages_authorizationType[((x >> 1) & 1)]
+            f_AuthorizationServices.append(_v)
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 52: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            el = 'CertificateInstallationService'
+            f_CertificateInstallationService = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            s = 5
+        elif ec == 1:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            el = 'CertificateInstallationService'
+            f_CertificateInstallationService = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            s = 5
+        else:
+            raise r.deviation('AuthorizationSetupResType', r.end - q)
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            el = 'EIM_ASResAuthorizationMode'
+            f_EIM_ASResAuthorizationMode = _new(_K_iso20_commonmessages_EIM_ASResAuthorizationModeType)
+            s = -1
+        elif ec == 1:
+            el = 'PnC_ASResAuthorizationMode'
+            _c3_GenChallenge = None
+            _c3_SupportedProviders = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+            el = 'PnC_ASResAuthorizationMode/GenChallenge'
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                raise r.deviation('AuthorizationSetupResType', r.end - q)
-        if s == 5:
+                r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
+            if _l < 16 or _l > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+            ec = (x & 3)
+            _c3_s = 1
             if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('AuthorizationSetupResType', r.end - q)
-                el = 'EIM_ASResAuthorizationMode'
-                f_EIM_ASResAuthorizationMode = _new(iso20_commonmessages.EIM_ASResAuthorizationModeType)
-                s = -1
-            elif ec == 1:
-                el = 'PnC_ASResAuthorizationMode'
-                _c3_GenChallenge = None
-                _c3_SupportedProviders = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-                el = 'PnC_ASResAuthorizationMode/GenChallenge'
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    _c3_GenChallenge = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; _c3_GenChallenge = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_GenChallenge)
-                if _l < 16 or _l > 16: r.facet('PnC_ASResAuthorizationModeType/GenChallenge', 'length [16, 16]', _c3_GenChallenge, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-                ec = (x & 3)
-                _c3_s = 1
-                if _c3_s == 1:
-                    if ec == 0:
-                        el = 'PnC_ASResAuthorizationMode/SupportedProviders'
-                        r.pos = r.end - q
-                        _c3_SupportedProviders = _d_SupportedProvidersListType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-                        _c3_s = -1
-                    elif ec == 1:
-                        pass
-                        _c3_s = -1
-                    else:
-                        raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-                f_PnC_ASResAuthorizationMode = _new(iso20_commonmessages.PnC_ASResAuthorizationModeType)
-                f_PnC_ASResAuthorizationMode.GenChallenge = _c3_GenChallenge
-                f_PnC_ASResAuthorizationMode.SupportedProviders = _c3_SupportedProviders
+                el = 'PnC_ASResAuthorizationMode/SupportedProviders'
+                r.pos = r.end - q
+                _c3_SupportedProviders = _d_SupportedProvidersListType(r)
+                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('AuthorizationSetupResType', r.end - q)
-                s = -1
+                if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+                _c3_s = -1
+            elif ec == 1:
+                pass
+                _c3_s = -1
             else:
-                raise r.deviation('AuthorizationSetupResType', r.end - q)
+                raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+            f_PnC_ASResAuthorizationMode = _new(_K_iso20_commonmessages_PnC_ASResAuthorizationModeType)
+            f_PnC_ASResAuthorizationMode.GenChallenge = _c3_GenChallenge
+            f_PnC_ASResAuthorizationMode.SupportedProviders = _c3_SupportedProviders
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('AuthorizationSetupResType', r.end - q)
+            s = -1
+        else:
+            raise r.deviation('AuthorizationSetupResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.AuthorizationSetupResType)
+    _obj = _new(_K_iso20_commonmessages_AuthorizationSetupResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.AuthorizationServices = f_AuthorizationServices
@@ -2014,21 +2079,20 @@ def _e_AuthorizationSetupResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -2046,82 +2110,79 @@ def _e_AuthorizationSetupResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 3:
-            if i_AuthorizationServices < n_AuthorizationServices:
-                el = 'AuthorizationServices'
-                _i4 = _I_iso20_commonmessages_authorizationType.get(v_AuthorizationServices[i_AuthorizationServices])
-                if _i4 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
-                v = (v << 5) | (_i4 << 1)
-                n += 5
-                i_AuthorizationServices += 1
-                if not (v_CertificateInstallationService is not None): raise EncodeError('missing content: CertificateInstallationService')
-                el = 'CertificateInstallationService'
-                if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
-                v = (v << 4) | (v_CertificateInstallationService << 1)
-                n += 4
-                v_CertificateInstallationService = None
-                s = 5
-            elif v_CertificateInstallationService is not None:
-                el = 'CertificateInstallationService'
-                if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
-                v = (v << 5) | (1 << 3) | (v_CertificateInstallationService << 1)
-                n += 5
-                v_CertificateInstallationService = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of AuthorizationServices, CertificateInstallationService')
-        if s == 5:
-            if v_EIM_ASResAuthorizationMode is not None:
-                el = 'EIM_ASResAuthorizationMode'
-                _o = v_EIM_ASResAuthorizationMode
-                v <<= 4
-                n += 4
-                v_EIM_ASResAuthorizationMode = None
-                if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
-                s = -1
-            elif v_PnC_ASResAuthorizationMode is not None:
-                el = 'PnC_ASResAuthorizationMode'
-                v = (v << 2) | 1
+        if i_AuthorizationServices < n_AuthorizationServices:
+            el = 'AuthorizationServices'
+            _i4 = _I_iso20_commonmessages_authorizationType.get(v_AuthorizationServices[i_AuthorizationServices])
+            if _i4 is None: raise EncodeError(f'{v_AuthorizationServices[i_AuthorizationServices]!r} is not one of the enumeration authorizationType')
+            v = (v << 5) | (_i4 << 1)
+            n += 5
+            i_AuthorizationServices += 1
+            if not (v_CertificateInstallationService is not None): raise EncodeError('missing content: CertificateInstallationService')
+            el = 'CertificateInstallationService'
+            if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
+            v = (v << 4) | (v_CertificateInstallationService << 1)
+            n += 4
+            v_CertificateInstallationService = None
+            s = 5
+        elif v_CertificateInstallationService is not None:
+            el = 'CertificateInstallationService'
+            if v_CertificateInstallationService is not True and v_CertificateInstallationService is not False: raise EncodeError(f'expected a bool, got {v_CertificateInstallationService!r}')
+            v = (v << 5) | (1 << 3) | (v_CertificateInstallationService << 1)
+            n += 5
+            v_CertificateInstallationService = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of AuthorizationServices, CertificateInstallationService')
+        if v_EIM_ASResAuthorizationMode is not None:
+            el = 'EIM_ASResAuthorizationMode'
+            _o = v_EIM_ASResAuthorizationMode
+            v <<= 4
+            n += 4
+            v_EIM_ASResAuthorizationMode = None
+            if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
+            s = -1
+        elif v_PnC_ASResAuthorizationMode is not None:
+            el = 'PnC_ASResAuthorizationMode'
+            v = (v << 2) | 1
+            n += 2
+            _c6_o = v_PnC_ASResAuthorizationMode
+            _c6_GenChallenge = _c6_o.GenChallenge
+            _c6_SupportedProviders = _c6_o.SupportedProviders
+            if _c6_GenChallenge is not None:
+                el = 'PnC_ASResAuthorizationMode/GenChallenge'
+                v <<= 2
                 n += 2
-                _c6_o = v_PnC_ASResAuthorizationMode
-                _c6_GenChallenge = _c6_o.GenChallenge
-                _c6_SupportedProviders = _c6_o.SupportedProviders
-                if _c6_GenChallenge is not None:
-                    el = 'PnC_ASResAuthorizationMode/GenChallenge'
-                    v <<= 2
-                    n += 2
-                    _l = len(_c6_GenChallenge)
-                    if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c6_GenChallenge)} outside [16, 16]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_GenChallenge, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c6_GenChallenge); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c6_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of GenChallenge')
-                if _c6_s == 1:
-                    if _c6_SupportedProviders is not None:
-                        el = 'PnC_ASResAuthorizationMode/SupportedProviders'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SupportedProvidersListType(w, _c6_SupportedProviders)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c6_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c6_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _l = len(_c6_GenChallenge)
+                if _l < 16 or _l > 16: raise EncodeError(f'length {len(_c6_GenChallenge)} outside [16, 16]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c6_GenChallenge, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c6_GenChallenge); v = w.v; n = w.n
                 v <<= 1
                 n += 1
-                v_PnC_ASResAuthorizationMode = None
-                if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
-                s = -1
+                _c6_s = 1
             else:
-                raise EncodeError('missing content: expected one of EIM_ASResAuthorizationMode, PnC_ASResAuthorizationMode')
+                raise EncodeError('missing content: expected one of GenChallenge')
+            if _c6_SupportedProviders is not None:
+                el = 'PnC_ASResAuthorizationMode/SupportedProviders'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SupportedProvidersListType(w, _c6_SupportedProviders)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c6_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c6_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PnC_ASResAuthorizationMode = None
+            if v_Header is not None or v_ResponseCode is not None or i_AuthorizationServices < n_AuthorizationServices or v_CertificateInstallationService is not None or v_EIM_ASResAuthorizationMode is not None or v_PnC_ASResAuthorizationMode is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EIM_ASResAuthorizationMode, PnC_ASResAuthorizationMode')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2159,25 +2220,24 @@ def _d_CertificateChainType(r):
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'SubCertificates'
-                r.pos = r.end - q
-                f_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
+        if ec == 0:
+            el = 'SubCertificates'
+            r.pos = r.end - q
+            f_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.CertificateChainType)
+    _obj = _new(_K_iso20_commonmessages_CertificateChainType)
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
     return _obj
@@ -2203,21 +2263,20 @@ def _e_CertificateChainType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
-        if s == 1:
-            if v_SubCertificates is not None:
-                el = 'SubCertificates'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SubCertificatesType(w, v_SubCertificates)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SubCertificates is not None:
+            el = 'SubCertificates'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SubCertificatesType(w, v_SubCertificates)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2280,22 +2339,21 @@ def _d_CertificateInstallationReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -2337,22 +2395,21 @@ def _d_CertificateInstallationReqType(r):
         if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
         ec = (x & 3)
         _c2_s = 2
-        if _c2_s == 2:
-            if ec == 0:
-                el = 'OEMProvisioningCertificateChain/SubCertificates'
-                r.pos = r.end - q
-                _c2_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
-                _c2_s = -1
-            elif ec == 1:
-                pass
-                _c2_s = -1
-            else:
-                raise r.deviation('SignedCertificateChainType', r.end - q)
-        f_OEMProvisioningCertificateChain = _new(iso20_commonmessages.SignedCertificateChainType)
+        if ec == 0:
+            el = 'OEMProvisioningCertificateChain/SubCertificates'
+            r.pos = r.end - q
+            _c2_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
+            _c2_s = -1
+        elif ec == 1:
+            pass
+            _c2_s = -1
+        else:
+            raise r.deviation('SignedCertificateChainType', r.end - q)
+        f_OEMProvisioningCertificateChain = _new(_K_iso20_commonmessages_SignedCertificateChainType)
         f_OEMProvisioningCertificateChain.Id = _c2_Id
         f_OEMProvisioningCertificateChain.Certificate = _c2_Certificate
         f_OEMProvisioningCertificateChain.SubCertificates = _c2_SubCertificates
@@ -2371,25 +2428,24 @@ def _d_CertificateInstallationReqType(r):
         f_MaximumContractCertificateChains = ((x >> 3) & 255)
         ec = (x & 3)
         s = 4
-        if s == 4:
-            if ec == 0:
-                el = 'PrioritizedEMAIDs'
-                r.pos = r.end - q
-                f_PrioritizedEMAIDs = _d_EMAIDListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('CertificateInstallationReqType', r.end - q)
+        if ec == 0:
+            el = 'PrioritizedEMAIDs'
+            r.pos = r.end - q
+            f_PrioritizedEMAIDs = _d_EMAIDListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateInstallationReqType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CertificateInstallationReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.CertificateInstallationReqType)
+    _obj = _new(_K_iso20_commonmessages_CertificateInstallationReqType)
     _obj.Header = f_Header
     _obj.OEMProvisioningCertificateChain = f_OEMProvisioningCertificateChain
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
@@ -2436,21 +2492,20 @@ def _e_CertificateInstallationReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_OEMProvisioningCertificateChain is not None): raise EncodeError('missing content: OEMProvisioningCertificateChain')
             el = 'OEMProvisioningCertificateChain'
@@ -2483,21 +2538,20 @@ def _e_CertificateInstallationReqType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c2_s == 2:
-                if _c2_SubCertificates is not None:
-                    el = 'OEMProvisioningCertificateChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SubCertificatesType(w, _c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_SubCertificates is not None:
+                el = 'OEMProvisioningCertificateChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SubCertificatesType(w, _c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ListOfRootCertificateIDs is not None): raise EncodeError('missing content: ListOfRootCertificateIDs')
             el = 'ListOfRootCertificateIDs'
@@ -2517,24 +2571,23 @@ def _e_CertificateInstallationReqType(w, o):
             s = 4
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 4:
-            if v_PrioritizedEMAIDs is not None:
-                el = 'PrioritizedEMAIDs'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_EMAIDListType(w, v_PrioritizedEMAIDs)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_PrioritizedEMAIDs = None
-                if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
-                s = -1
+        if v_PrioritizedEMAIDs is not None:
+            el = 'PrioritizedEMAIDs'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_EMAIDListType(w, v_PrioritizedEMAIDs)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PrioritizedEMAIDs = None
+            if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Header is not None or v_OEMProvisioningCertificateChain is not None or v_ListOfRootCertificateIDs is not None or v_MaximumContractCertificateChains is not None or v_PrioritizedEMAIDs is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2598,22 +2651,21 @@ def _d_CertificateInstallationResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -2656,22 +2708,21 @@ def _d_CertificateInstallationResType(r):
         if x & 4: raise r.deviation('CertificateChainType', r.end - q)
         ec = (x & 3)
         _c2_s = 1
-        if _c2_s == 1:
-            if ec == 0:
-                el = 'CPSCertificateChain/SubCertificates'
-                r.pos = r.end - q
-                _c2_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c2_s = -1
-            elif ec == 1:
-                pass
-                _c2_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_CPSCertificateChain = _new(iso20_commonmessages.CertificateChainType)
+        if ec == 0:
+            el = 'CPSCertificateChain/SubCertificates'
+            r.pos = r.end - q
+            _c2_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c2_s = -1
+        elif ec == 1:
+            pass
+            _c2_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_CPSCertificateChain = _new(_K_iso20_commonmessages_CertificateChainType)
         f_CPSCertificateChain.Certificate = _c2_Certificate
         f_CPSCertificateChain.SubCertificates = _c2_SubCertificates
         q -= 1
@@ -2690,7 +2741,7 @@ def _d_CertificateInstallationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.CertificateInstallationResType)
+    _obj = _new(_K_iso20_commonmessages_CertificateInstallationResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -2739,21 +2790,20 @@ def _e_CertificateInstallationResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -2786,21 +2836,20 @@ def _e_CertificateInstallationResType(w, o):
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Certificate')
-            if _c4_s == 1:
-                if _c4_SubCertificates is not None:
-                    el = 'CPSCertificateChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SubCertificatesType(w, _c4_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c4_s = -1
+            if _c4_SubCertificates is not None:
+                el = 'CPSCertificateChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SubCertificatesType(w, _c4_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c4_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SignedInstallationData is not None): raise EncodeError('missing content: SignedInstallationData')
             el = 'SignedInstallationData'
@@ -2846,34 +2895,33 @@ def _d_ChargingScheduleType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'AbsolutePriceSchedule'
-                r.pos = r.end - q
-                f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                s = -1
-            elif ec == 1:
-                el = 'PriceLevelSchedule'
-                r.pos = r.end - q
-                f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                s = -1
-            elif ec == 2:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ChargingScheduleType', r.end - q)
+        if ec == 0:
+            el = 'AbsolutePriceSchedule'
+            r.pos = r.end - q
+            f_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            s = -1
+        elif ec == 1:
+            el = 'PriceLevelSchedule'
+            r.pos = r.end - q
+            f_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            s = -1
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ChargingScheduleType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ChargingScheduleType)
+    _obj = _new(_K_iso20_commonmessages_ChargingScheduleType)
     _obj.PowerSchedule = f_PowerSchedule
     _obj.AbsolutePriceSchedule = f_AbsolutePriceSchedule
     _obj.PriceLevelSchedule = f_PriceLevelSchedule
@@ -2899,36 +2947,35 @@ def _e_ChargingScheduleType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PowerSchedule')
-        if s == 1:
-            if v_AbsolutePriceSchedule is not None:
-                el = 'AbsolutePriceSchedule'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_AbsolutePriceSchedule = None
-                if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-                s = -1
-            elif v_PriceLevelSchedule is not None:
-                el = 'PriceLevelSchedule'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_PriceLevelSchedule = None
-                if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
-                s = -1
+        if v_AbsolutePriceSchedule is not None:
+            el = 'AbsolutePriceSchedule'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_AbsolutePriceScheduleType(w, v_AbsolutePriceSchedule)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_AbsolutePriceSchedule = None
+            if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
+            s = -1
+        elif v_PriceLevelSchedule is not None:
+            el = 'PriceLevelSchedule'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_PriceLevelScheduleType(w, v_PriceLevelSchedule)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PriceLevelSchedule = None
+            if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_PowerSchedule is not None or v_AbsolutePriceSchedule is not None or v_PriceLevelSchedule is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2973,7 +3020,7 @@ def _d_ContractCertificateChainType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ContractCertificateChainType)
+    _obj = _new(_K_iso20_commonmessages_ContractCertificateChainType)
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
     return _obj
@@ -3022,7 +3069,7 @@ def _d_Dynamic_EVPPTControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Dynamic_EVPPTControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
     return _obj
 
 def _e_Dynamic_EVPPTControlModeType(w, o):
@@ -3082,64 +3129,63 @@ def _d_Dynamic_SEReqControlModeType(r):
         if f_DepartureTime > 4294967295: r.facet('Dynamic_SEReqControlModeType/DepartureTime', 'range [0, 4294967295]', f_DepartureTime, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                el = 'MinimumSOC'
-                f_MinimumSOC = ((x >> 3) & 127)
-                if f_MinimumSOC > 100: r.facet('Dynamic_SEReqControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 515: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                el = 'TargetSOC'
-                f_TargetSOC = ((x >> 2) & 127)
-                if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                s = 3
-            elif ec == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                el = 'EVTargetEnergyRequest/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVTargetEnergyRequest/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            el = 'MinimumSOC'
+            f_MinimumSOC = ((x >> 3) & 127)
+            if f_MinimumSOC > 100: r.facet('Dynamic_SEReqControlModeType/MinimumSOC', 'maxInclusive 100', f_MinimumSOC, r.at(r.end - q))
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            el = 'TargetSOC'
+            f_TargetSOC = ((x >> 2) & 127)
+            if f_TargetSOC > 100: r.facet('Dynamic_SEReqControlModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            s = 3
+        elif ec == 2:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            el = 'EVTargetEnergyRequest/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVTargetEnergyRequest/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-                f_EVTargetEnergyRequest.Exponent = _c1_Exponent
-                f_EVTargetEnergyRequest.Value = _c1_Value
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
             else:
-                raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVTargetEnergyRequest.Exponent = _c1_Exponent
+            f_EVTargetEnergyRequest.Value = _c1_Value
+            s = 4
+        else:
+            raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 10
@@ -3182,7 +3228,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c2_Exponent
                 f_EVTargetEnergyRequest.Value = _c2_Value
                 s = 4
@@ -3220,7 +3266,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c3_Exponent
             f_EVTargetEnergyRequest.Value = _c3_Value
             s = 4
@@ -3257,7 +3303,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             if x & 126990: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
             f_EVMaximumEnergyRequest.Value = _c4_Value
             el = 'EVMinimumEnergyRequest/Exponent'
@@ -3288,7 +3334,7 @@ def _d_Dynamic_SEReqControlModeType(r):
             if x & 12: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
             f_EVMinimumEnergyRequest.Value = _c5_Value
             ec = (x & 3)
@@ -3327,7 +3373,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 if x & 12: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumV2XEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumV2XEnergyRequest.Value = _c6_Value
                 ec = (x & 3)
@@ -3364,7 +3410,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c7_Value
                 s = 8
@@ -3406,7 +3452,7 @@ def _d_Dynamic_SEReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_SEReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c8_Value
                 s = 8
@@ -3420,7 +3466,7 @@ def _d_Dynamic_SEReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Dynamic_SEReqControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Dynamic_SEReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -3457,40 +3503,39 @@ def _e_Dynamic_SEReqControlModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of DepartureTime')
-        if s == 1:
-            if v_MinimumSOC is not None:
-                el = 'MinimumSOC'
-                if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
-                v = (v << 11) | (v_MinimumSOC << 1)
-                n += 11
-                s = 2
-            elif v_TargetSOC is not None:
-                el = 'TargetSOC'
-                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                v = (v << 11) | (1 << 9) | (v_TargetSOC << 1)
-                n += 11
-                s = 3
-            elif v_EVTargetEnergyRequest is not None:
-                el = 'EVTargetEnergyRequest'
-                _o = v_EVTargetEnergyRequest
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVTargetEnergyRequest/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVTargetEnergyRequest/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (2 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 16
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, EVTargetEnergyRequest')
+        if v_MinimumSOC is not None:
+            el = 'MinimumSOC'
+            if not 0 <= v_MinimumSOC <= 100: raise EncodeError(f'value {v_MinimumSOC!r} outside [0, 100]')
+            v = (v << 11) | (v_MinimumSOC << 1)
+            n += 11
+            s = 2
+        elif v_TargetSOC is not None:
+            el = 'TargetSOC'
+            if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+            v = (v << 11) | (1 << 9) | (v_TargetSOC << 1)
+            n += 11
+            s = 3
+        elif v_EVTargetEnergyRequest is not None:
+            el = 'EVTargetEnergyRequest'
+            _o = v_EVTargetEnergyRequest
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVTargetEnergyRequest/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVTargetEnergyRequest/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (2 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 16
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of MinimumSOC, TargetSOC, EVTargetEnergyRequest')
         if s == 2:
             if v_TargetSOC is not None:
                 el = 'TargetSOC'
@@ -3854,7 +3899,7 @@ def _d_Dynamic_SEResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Dynamic_SEResControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Dynamic_SEResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -4043,7 +4088,7 @@ def _d_Dynamic_SMDTControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
     return _obj
 
 def _e_Dynamic_SMDTControlModeType(w, o):
@@ -4072,7 +4117,7 @@ def _d_EIM_AReqAuthorizationModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EIM_AReqAuthorizationModeType)
+    _obj = _new(_K_iso20_commonmessages_EIM_AReqAuthorizationModeType)
     return _obj
 
 def _e_EIM_AReqAuthorizationModeType(w, o):
@@ -4101,7 +4146,7 @@ def _d_EIM_ASResAuthorizationModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EIM_ASResAuthorizationModeType)
+    _obj = _new(_K_iso20_commonmessages_EIM_ASResAuthorizationModeType)
     return _obj
 
 def _e_EIM_ASResAuthorizationModeType(w, o):
@@ -4146,42 +4191,41 @@ def _d_EMAIDListType(r):
         if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
         f_EMAID.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'EMAID'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('EMAID', r.end - q)
-                        _v = ''
-                    else:
-                        r.pos = r.end - q
-                        _v = r.string('iso20_commonmessages:EMAID')
-                        if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
-                        V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
-                    f_EMAID.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'EMAID'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('EMAID', r.end - q)
+                    _v = ''
                 else:
-                    raise r.deviation('EMAIDListType', r.end - q)
+                    r.pos = r.end - q
+                    _v = r.string('iso20_commonmessages:EMAID')
+                    if len(_v) > 255: r.facet('EMAIDListType/_v', 'length [0, 255]', _v, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('EMAIDListType', r.end - q)
+                f_EMAID.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('EMAIDListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4190,7 +4234,7 @@ def _d_EMAIDListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EMAIDListType)
+    _obj = _new(_K_iso20_commonmessages_EMAIDListType)
     _obj.EMAID = f_EMAID
     return _obj
 
@@ -4219,32 +4263,31 @@ def _e_EMAIDListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EMAID')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_EMAID < n_EMAID:
-                    el = 'EMAID'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_EMAID[i_EMAID])
-                    if _l > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
-                    if _l < 126 and v_EMAID[i_EMAID].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EMAID[i_EMAID].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_EMAID[i_EMAID]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_EMAID += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_EMAID < n_EMAID: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_EMAID < n_EMAID:
+                el = 'EMAID'
+                v <<= 3
+                n += 3
+                _l = len(v_EMAID[i_EMAID])
+                if _l > 255: raise EncodeError(f'length {len(v_EMAID[i_EMAID])} outside [0, 255]')
+                if _l < 126 and v_EMAID[i_EMAID].isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EMAID[i_EMAID].encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_EMAID[i_EMAID]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_EMAID += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_EMAID < n_EMAID: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -4334,7 +4377,7 @@ def _d_EVAbsolutePriceScheduleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+    _obj = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.Currency = f_Currency
     _obj.PriceAlgorithm = f_PriceAlgorithm
@@ -4437,7 +4480,7 @@ def _d_EVEnergyOfferType(r):
         q -= 4
         if q < 0: V, q = r.slideq(q, 4)
         if (V >> q) & 15: raise r.deviation('EVEnergyOfferType', r.end - q)
-        f_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
+        f_EVPowerSchedule = _new(_K_iso20_commonmessages_EVPowerScheduleType)
         f_EVPowerSchedule.TimeAnchor = _c1_TimeAnchor
         f_EVPowerSchedule.EVPowerScheduleEntries = _c1_EVPowerScheduleEntries
         el = 'EVAbsolutePriceSchedule/TimeAnchor'
@@ -4502,7 +4545,7 @@ def _d_EVEnergyOfferType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('EVEnergyOfferType', r.end - q)
-        f_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+        f_EVAbsolutePriceSchedule = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
         f_EVAbsolutePriceSchedule.TimeAnchor = _c2_TimeAnchor
         f_EVAbsolutePriceSchedule.Currency = _c2_Currency
         f_EVAbsolutePriceSchedule.PriceAlgorithm = _c2_PriceAlgorithm
@@ -4510,7 +4553,7 @@ def _d_EVEnergyOfferType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVEnergyOfferType)
+    _obj = _new(_K_iso20_commonmessages_EVEnergyOfferType)
     _obj.EVPowerSchedule = f_EVPowerSchedule
     _obj.EVAbsolutePriceSchedule = f_EVAbsolutePriceSchedule
     return _obj
@@ -4612,28 +4655,27 @@ def _d_EVPowerProfileEntryListType(r):
         V = r.v; q = r.end - r.pos
         f_EVPowerProfileEntry.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'EVPowerProfileEntry'
-                    r.pos = r.end - q
-                    _v = _d_PowerScheduleEntryType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_EVPowerProfileEntry.append(_v)
-                    _k += 1
-                    if _k == 2047:
-                        s = 2048
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'EVPowerProfileEntry'
+                r.pos = r.end - q
+                _v = _d_PowerScheduleEntryType(r)
+                V = r.v; q = r.end - r.pos
+                f_EVPowerProfileEntry.append(_v)
+                _k += 1
+                if _k == 2047:
+                    s = 2048
                     break
-                else:
-                    raise r.deviation('EVPowerProfileEntryListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('EVPowerProfileEntryListType', r.end - q)
         if s == 2048:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4642,7 +4684,7 @@ def _d_EVPowerProfileEntryListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPowerProfileEntryListType)
+    _obj = _new(_K_iso20_commonmessages_EVPowerProfileEntryListType)
     _obj.EVPowerProfileEntry = f_EVPowerProfileEntry
     return _obj
 
@@ -4666,27 +4708,26 @@ def _e_EVPowerProfileEntryListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVPowerProfileEntry')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_EVPowerProfileEntry < n_EVPowerProfileEntry:
-                    el = 'EVPowerProfileEntry'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PowerScheduleEntryType(w, v_EVPowerProfileEntry[i_EVPowerProfileEntry])
-                    v = w.v; n = w.n
-                    i_EVPowerProfileEntry += 1
-                    _k += 1
-                    if _k == 2047:
-                        s = 2048
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_EVPowerProfileEntry < n_EVPowerProfileEntry: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_EVPowerProfileEntry < n_EVPowerProfileEntry:
+                el = 'EVPowerProfileEntry'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_PowerScheduleEntryType(w, v_EVPowerProfileEntry[i_EVPowerProfileEntry])
+                v = w.v; n = w.n
+                i_EVPowerProfileEntry += 1
+                _k += 1
+                if _k == 2047:
+                    s = 2048
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_EVPowerProfileEntry < n_EVPowerProfileEntry: raise _leftover(o)
+                s = -1
+                break
         if s == 2048:
             if True:
                 v <<= 1
@@ -4737,90 +4778,87 @@ def _d_EVPowerProfileType(r):
         if f_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
-                el = 'Dynamic_EVPPTControlMode'
-                f_Dynamic_EVPPTControlMode = _new(iso20_commonmessages.Dynamic_EVPPTControlModeType)
-                el = 'EVPowerProfileEntries'
-                r.pos = r.end - q
-                f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                s = 4
-            elif ec == 1:
-                el = 'Scheduled_EVPPTControlMode'
-                _c2_SelectedScheduleTupleID = None
-                _c2_PowerToleranceAcceptance = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_SelectedScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_SelectedScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
+            el = 'Dynamic_EVPPTControlMode'
+            f_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
+            el = 'EVPowerProfileEntries'
+            r.pos = r.end - q
+            f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+            s = 4
+        elif ec == 1:
+            el = 'Scheduled_EVPPTControlMode'
+            _c2_SelectedScheduleTupleID = None
+            _c2_PowerToleranceAcceptance = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+            el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_SelectedScheduleTupleID = (V >> q) & 127
+                    _c2_SelectedScheduleTupleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_SelectedScheduleTupleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
-                ec = (x & 3)
-                _c2_s = 1
-                if _c2_s == 1:
-                    if ec == 0:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                        el = 'Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                        _c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
-                        _c2_s = -1
-                    elif ec == 1:
-                        pass
-                        _c2_s = -1
-                    else:
-                        raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                f_Scheduled_EVPPTControlMode = _new(iso20_commonmessages.Scheduled_EVPPTControlModeType)
-                f_Scheduled_EVPPTControlMode.SelectedScheduleTupleID = _c2_SelectedScheduleTupleID
-                f_Scheduled_EVPPTControlMode.PowerToleranceAcceptance = _c2_PowerToleranceAcceptance
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                el = 'EVPowerProfileEntries'
-                r.pos = r.end - q
-                f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_SelectedScheduleTupleID = (V >> q) & 127
             else:
-                raise r.deviation('EVPowerProfileType', r.end - q)
-        if s == 4:
-            s = -1
+                r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+            if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_s = 1
+            if ec == 0:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                el = 'Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
+                _c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
+                _c2_s = -1
+            elif ec == 1:
+                pass
+                _c2_s = -1
+            else:
+                raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+            f_Scheduled_EVPPTControlMode = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
+            f_Scheduled_EVPPTControlMode.SelectedScheduleTupleID = _c2_SelectedScheduleTupleID
+            f_Scheduled_EVPPTControlMode.PowerToleranceAcceptance = _c2_PowerToleranceAcceptance
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+            el = 'EVPowerProfileEntries'
+            r.pos = r.end - q
+            f_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+            s = 4
+        else:
+            raise r.deviation('EVPowerProfileType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPowerProfileType)
+    _obj = _new(_K_iso20_commonmessages_EVPowerProfileType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.Dynamic_EVPPTControlMode = f_Dynamic_EVPPTControlMode
     _obj.Scheduled_EVPPTControlMode = f_Scheduled_EVPPTControlMode
@@ -4850,70 +4888,67 @@ def _e_EVPowerProfileType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
-        if s == 1:
-            if v_Dynamic_EVPPTControlMode is not None:
-                el = 'Dynamic_EVPPTControlMode'
-                _o = v_Dynamic_EVPPTControlMode
-                if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
-                el = 'EVPowerProfileEntries'
-                v <<= 4
-                n += 4
-                v_Dynamic_EVPPTControlMode = None
-                w.v = v; w.n = n
-                _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
-                v = w.v; n = w.n
-                v_EVPowerProfileEntries = None
-                s = 4
-            elif v_Scheduled_EVPPTControlMode is not None:
-                el = 'Scheduled_EVPPTControlMode'
+        if v_Dynamic_EVPPTControlMode is not None:
+            el = 'Dynamic_EVPPTControlMode'
+            _o = v_Dynamic_EVPPTControlMode
+            if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
+            el = 'EVPowerProfileEntries'
+            v <<= 4
+            n += 4
+            v_Dynamic_EVPPTControlMode = None
+            w.v = v; w.n = n
+            _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
+            v = w.v; n = w.n
+            v_EVPowerProfileEntries = None
+            s = 4
+        elif v_Scheduled_EVPPTControlMode is not None:
+            el = 'Scheduled_EVPPTControlMode'
+            v = (v << 2) | 1
+            n += 2
+            _c2_o = v_Scheduled_EVPPTControlMode
+            _c2_SelectedScheduleTupleID = _c2_o.SelectedScheduleTupleID
+            _c2_PowerToleranceAcceptance = _c2_o.PowerToleranceAcceptance
+            if _c2_SelectedScheduleTupleID is not None:
+                el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
+                if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_SelectedScheduleTupleID < 128: v = (v << 9) | (_c2_SelectedScheduleTupleID << 1); n += 9
+                elif _c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_SelectedScheduleTupleID] << 1); n += 17
+                elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
+            if _c2_PowerToleranceAcceptance is not None:
+                el = 'Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
+                _c2_i1 = _I_iso20_commonmessages_powerToleranceAcceptanceType.get(_c2_PowerToleranceAcceptance)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
+                v = (v << 6) | (_c2_i1 << 2)
+                n += 6
+                _c2_s = -1
+            elif True:
                 v = (v << 2) | 1
                 n += 2
-                _c2_o = v_Scheduled_EVPPTControlMode
-                _c2_SelectedScheduleTupleID = _c2_o.SelectedScheduleTupleID
-                _c2_PowerToleranceAcceptance = _c2_o.PowerToleranceAcceptance
-                if _c2_SelectedScheduleTupleID is not None:
-                    el = 'Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
-                    if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_SelectedScheduleTupleID < 128: v = (v << 9) | (_c2_SelectedScheduleTupleID << 1); n += 9
-                    elif _c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_SelectedScheduleTupleID] << 1); n += 17
-                    elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
-                if _c2_s == 1:
-                    if _c2_PowerToleranceAcceptance is not None:
-                        el = 'Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                        _c2_i1 = _I_iso20_commonmessages_powerToleranceAcceptanceType.get(_c2_PowerToleranceAcceptance)
-                        if _c2_i1 is None: raise EncodeError(f'{_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
-                        v = (v << 6) | (_c2_i1 << 2)
-                        n += 6
-                        _c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
-                el = 'EVPowerProfileEntries'
-                v <<= 1
-                n += 1
-                v_Scheduled_EVPPTControlMode = None
-                w.v = v; w.n = n
-                _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
-                v = w.v; n = w.n
-                v_EVPowerProfileEntries = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
-        if s == 4:
-            if True:
-                v <<= 1
-                n += 1
-                if v_TimeAnchor is not None or v_Dynamic_EVPPTControlMode is not None or v_Scheduled_EVPPTControlMode is not None or v_EVPowerProfileEntries is not None: raise _leftover(o)
-                s = -1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if not (v_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
+            el = 'EVPowerProfileEntries'
+            v <<= 1
+            n += 1
+            v_Scheduled_EVPPTControlMode = None
+            w.v = v; w.n = n
+            _e_EVPowerProfileEntryListType(w, v_EVPowerProfileEntries)
+            v = w.v; n = w.n
+            v_EVPowerProfileEntries = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_TimeAnchor is not None or v_Dynamic_EVPPTControlMode is not None or v_Scheduled_EVPPTControlMode is not None or v_EVPowerProfileEntries is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4980,92 +5015,91 @@ def _d_EVPowerScheduleEntryListType(r):
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-        _c1_Power = _new(iso20_commontypes.RationalNumberType)
+        _c1_Power = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_Power.Exponent = _c1_c1_Exponent
         _c1_Power.Value = _c1_c1_Value
-        _v = _new(iso20_commonmessages.EVPowerScheduleEntryType)
+        _v = _new(_K_iso20_commonmessages_EVPowerScheduleEntryType)
         _v.Duration = _c1_Duration
         _v.Power = _c1_Power
         f_EVPowerScheduleEntry.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                    el = 'EVPowerScheduleEntry/Duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_Duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_Duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                el = 'EVPowerScheduleEntry/Duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_Duration = (V >> q) & 127
+                        _c2_Duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_Duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 16
-                    if q < 0: V, q = r.slideq(q, 16)
-                    x = (V >> q) & 65535
-                    if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                    if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
-                    el = 'EVPowerScheduleEntry/Power/Exponent'
-                    _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVPowerScheduleEntry/Power/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Duration = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 16
+                if q < 0: V, q = r.slideq(q, 16)
+                x = (V >> q) & 65535
+                if x & 61454: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                if _c2_Duration > 4294967295: r.facet('EVPowerScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
+                el = 'EVPowerScheduleEntry/Power/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVPowerScheduleEntry/Power/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = (V >> q) & 127
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
-                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                    _c2_Power = _new(iso20_commontypes.RationalNumberType)
-                    _c2_Power.Exponent = _c2_c1_Exponent
-                    _c2_Power.Value = _c2_c1_Value
-                    _v = _new(iso20_commonmessages.EVPowerScheduleEntryType)
-                    _v.Duration = _c2_Duration
-                    _v.Power = _c2_Power
-                    f_EVPowerScheduleEntry.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_Power = _new(_K_iso20_commontypes_RationalNumberType)
+                _c2_Power.Exponent = _c2_c1_Exponent
+                _c2_Power.Value = _c2_c1_Value
+                _v = _new(_K_iso20_commonmessages_EVPowerScheduleEntryType)
+                _v.Duration = _c2_Duration
+                _v.Power = _c2_Power
+                f_EVPowerScheduleEntry.append(_v)
+                _k += 1
+                if _k == 1023:
+                    s = 1024
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('EVPowerScheduleEntryListType', r.end - q)
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5074,7 +5108,7 @@ def _d_EVPowerScheduleEntryListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPowerScheduleEntryListType)
+    _obj = _new(_K_iso20_commonmessages_EVPowerScheduleEntryListType)
     _obj.EVPowerScheduleEntry = f_EVPowerScheduleEntry
     return _obj
 
@@ -5123,52 +5157,51 @@ def _e_EVPowerScheduleEntryListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVPowerScheduleEntry')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry:
-                    el = 'EVPowerScheduleEntry'
-                    _o = v_EVPowerScheduleEntry[i_EVPowerScheduleEntry]
-                    _c2_Duration = _o.Duration
-                    _c2_Power = _o.Power
-                    if not (_c2_Duration is not None): raise EncodeError('missing content: Duration')
-                    el = 'EVPowerScheduleEntry/Duration'
-                    if _c2_Duration < 0 or _c2_Duration > 4294967295: raise EncodeError(f'value {_c2_Duration!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if _c2_Duration < 128: v = (v << 9) | (_c2_Duration << 1); n += 9
-                    elif _c2_Duration < 16384: v = (v << 17) | (_V2[_c2_Duration] << 1); n += 17
-                    elif _c2_Duration < 2097152: v = (v << 25) | ((((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_Duration); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_Power is not None): raise EncodeError('missing content: Power')
-                    el = 'EVPowerScheduleEntry/Power'
-                    _o = _c2_Power
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVPowerScheduleEntry/Power/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVPowerScheduleEntry/Power/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 15
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                    i_EVPowerScheduleEntry += 1
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry:
+                el = 'EVPowerScheduleEntry'
+                _o = v_EVPowerScheduleEntry[i_EVPowerScheduleEntry]
+                _c2_Duration = _o.Duration
+                _c2_Power = _o.Power
+                if not (_c2_Duration is not None): raise EncodeError('missing content: Duration')
+                el = 'EVPowerScheduleEntry/Duration'
+                if _c2_Duration < 0 or _c2_Duration > 4294967295: raise EncodeError(f'value {_c2_Duration!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if _c2_Duration < 128: v = (v << 9) | (_c2_Duration << 1); n += 9
+                elif _c2_Duration < 16384: v = (v << 17) | (_V2[_c2_Duration] << 1); n += 17
+                elif _c2_Duration < 2097152: v = (v << 25) | ((((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_Duration); v = (w.v << 1); n = w.n + 1
+                if not (_c2_Power is not None): raise EncodeError('missing content: Power')
+                el = 'EVPowerScheduleEntry/Power'
+                _o = _c2_Power
+                _c2_c1_Exponent = _o.Exponent
+                _c2_c1_Value = _o.Value
+                if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVPowerScheduleEntry/Power/Exponent'
+                if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVPowerScheduleEntry/Power/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                n += 15
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+                i_EVPowerScheduleEntry += 1
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_EVPowerScheduleEntry < n_EVPowerScheduleEntry: raise _leftover(o)
+                s = -1
+                break
         if s == 1024:
             if True:
                 v <<= 1
@@ -5242,13 +5275,13 @@ def _d_EVPowerScheduleEntryType(r):
         if (V >> q) & 7: raise r.deviation('EVPowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_Power = _new(iso20_commontypes.RationalNumberType)
+        f_Power = _new(_K_iso20_commontypes_RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPowerScheduleEntryType)
+    _obj = _new(_K_iso20_commonmessages_EVPowerScheduleEntryType)
     _obj.Duration = f_Duration
     _obj.Power = f_Power
     return _obj
@@ -5339,7 +5372,7 @@ def _d_EVPowerScheduleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPowerScheduleType)
+    _obj = _new(_K_iso20_commonmessages_EVPowerScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.EVPowerScheduleEntries = f_EVPowerScheduleEntries
     return _obj
@@ -5393,28 +5426,27 @@ def _d_EVPriceRuleStackListType(r):
         V = r.v; q = r.end - r.pos
         f_EVPriceRuleStack.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'EVPriceRuleStack'
-                    r.pos = r.end - q
-                    _v = _d_EVPriceRuleStackType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_EVPriceRuleStack.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'EVPriceRuleStack'
+                r.pos = r.end - q
+                _v = _d_EVPriceRuleStackType(r)
+                V = r.v; q = r.end - r.pos
+                f_EVPriceRuleStack.append(_v)
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
-                else:
-                    raise r.deviation('EVPriceRuleStackListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('EVPriceRuleStackListType', r.end - q)
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5423,7 +5455,7 @@ def _d_EVPriceRuleStackListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPriceRuleStackListType)
+    _obj = _new(_K_iso20_commonmessages_EVPriceRuleStackListType)
     _obj.EVPriceRuleStack = f_EVPriceRuleStack
     return _obj
 
@@ -5447,27 +5479,26 @@ def _e_EVPriceRuleStackListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EVPriceRuleStack')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_EVPriceRuleStack < n_EVPriceRuleStack:
-                    el = 'EVPriceRuleStack'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_EVPriceRuleStackType(w, v_EVPriceRuleStack[i_EVPriceRuleStack])
-                    v = w.v; n = w.n
-                    i_EVPriceRuleStack += 1
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_EVPriceRuleStack < n_EVPriceRuleStack: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_EVPriceRuleStack < n_EVPriceRuleStack:
+                el = 'EVPriceRuleStack'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_EVPriceRuleStackType(w, v_EVPriceRuleStack[i_EVPriceRuleStack])
+                v = w.v; n = w.n
+                i_EVPriceRuleStack += 1
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_EVPriceRuleStack < n_EVPriceRuleStack: raise _leftover(o)
+                s = -1
+                break
         if s == 1024:
             if True:
                 v <<= 1
@@ -5542,7 +5573,7 @@ def _d_EVPriceRuleStackType(r):
         if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-        _c1_EnergyFee = _new(iso20_commontypes.RationalNumberType)
+        _c1_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_EnergyFee.Exponent = _c1_c1_Exponent
         _c1_EnergyFee.Value = _c1_c1_Value
         el = 'EVPriceRule/PowerRangeStart/Exponent'
@@ -5572,100 +5603,99 @@ def _d_EVPriceRuleStackType(r):
         if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
         if _neg: _c1_c2_Value = -_c1_c2_Value - 1
         if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-        _c1_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
+        _c1_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_PowerRangeStart.Exponent = _c1_c2_Exponent
         _c1_PowerRangeStart.Value = _c1_c2_Value
-        _v = _new(iso20_commonmessages.EVPriceRuleType)
+        _v = _new(_K_iso20_commonmessages_EVPriceRuleType)
         _v.EnergyFee = _c1_EnergyFee
         _v.PowerRangeStart = _c1_PowerRangeStart
         f_EVPriceRule.append(_v)
         s = 2
-        if s == 2:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 15
-                    if q < 0: V, q = r.slideq(q, 15)
-                    x = (V >> q) & 32767
-                    if x & 28686: raise r.deviation('EVPriceRuleStackType', r.end - q)
-                    el = 'EVPriceRule/EnergyFee/Exponent'
-                    _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVPriceRule/EnergyFee/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 28686: raise r.deviation('EVPriceRuleStackType', r.end - q)
+                el = 'EVPriceRule/EnergyFee/Exponent'
+                _c2_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVPriceRule/EnergyFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = (V >> q) & 127
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 17
-                    if q < 0: V, q = r.slideq(q, 17)
-                    x = (V >> q) & 131071
-                    if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
-                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                    _c2_EnergyFee = _new(iso20_commontypes.RationalNumberType)
-                    _c2_EnergyFee.Exponent = _c2_c1_Exponent
-                    _c2_EnergyFee.Value = _c2_c1_Value
-                    el = 'EVPriceRule/PowerRangeStart/Exponent'
-                    _c2_c2_Exponent = ((x >> 4) & 255) + -128
-                    el = 'EVPriceRule/PowerRangeStart/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_c2_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_c2_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 126990: raise r.deviation('EVPriceRuleStackType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
+                _c2_EnergyFee.Exponent = _c2_c1_Exponent
+                _c2_EnergyFee.Value = _c2_c1_Value
+                el = 'EVPriceRule/PowerRangeStart/Exponent'
+                _c2_c2_Exponent = ((x >> 4) & 255) + -128
+                el = 'EVPriceRule/PowerRangeStart/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_c2_Value = (V >> q) & 127
+                        _c2_c2_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c2_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
-                    if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                    _c2_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
-                    _c2_PowerRangeStart.Exponent = _c2_c2_Exponent
-                    _c2_PowerRangeStart.Value = _c2_c2_Value
-                    _v = _new(iso20_commonmessages.EVPriceRuleType)
-                    _v.EnergyFee = _c2_EnergyFee
-                    _v.PowerRangeStart = _c2_PowerRangeStart
-                    f_EVPriceRule.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 9
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c2_Value = (V >> q) & 127
                 else:
-                    raise r.deviation('EVPriceRuleStackType', r.end - q)
+                    r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('EVPriceRuleStackType', r.end - q)
+                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
+                _c2_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
+                _c2_PowerRangeStart.Exponent = _c2_c2_Exponent
+                _c2_PowerRangeStart.Value = _c2_c2_Value
+                _v = _new(_K_iso20_commonmessages_EVPriceRuleType)
+                _v.EnergyFee = _c2_EnergyFee
+                _v.PowerRangeStart = _c2_PowerRangeStart
+                f_EVPriceRule.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 9
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('EVPriceRuleStackType', r.end - q)
         if s == 9:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5674,7 +5704,7 @@ def _d_EVPriceRuleStackType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPriceRuleStackType)
+    _obj = _new(_K_iso20_commonmessages_EVPriceRuleStackType)
     _obj.Duration = f_Duration
     _obj.EVPriceRule = f_EVPriceRule
     return _obj
@@ -5744,61 +5774,60 @@ def _e_EVPriceRuleStackType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Duration')
-        if s == 2:
-            _k = 0
-            while True:
-                if i_EVPriceRule < n_EVPriceRule:
-                    el = 'EVPriceRule'
-                    _o = v_EVPriceRule[i_EVPriceRule]
-                    _c2_EnergyFee = _o.EnergyFee
-                    _c2_PowerRangeStart = _o.PowerRangeStart
-                    if not (_c2_EnergyFee is not None): raise EncodeError('missing content: EnergyFee')
-                    el = 'EVPriceRule/EnergyFee'
-                    _o = _c2_EnergyFee
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVPriceRule/EnergyFee/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVPriceRule/EnergyFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 17) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 17
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    if not (_c2_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
-                    el = 'EVPriceRule/PowerRangeStart'
-                    _o = _c2_PowerRangeStart
-                    _c2_c2_Exponent = _o.Exponent
-                    _c2_c2_Value = _o.Value
-                    if not (_c2_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'EVPriceRule/PowerRangeStart/Exponent'
-                    if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'EVPriceRule/PowerRangeStart/Value'
-                    if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                    v = (v << 15) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
-                    n += 15
-                    _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                    i_EVPriceRule += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 9
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Duration is not None or i_EVPriceRule < n_EVPriceRule: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_EVPriceRule < n_EVPriceRule:
+                el = 'EVPriceRule'
+                _o = v_EVPriceRule[i_EVPriceRule]
+                _c2_EnergyFee = _o.EnergyFee
+                _c2_PowerRangeStart = _o.PowerRangeStart
+                if not (_c2_EnergyFee is not None): raise EncodeError('missing content: EnergyFee')
+                el = 'EVPriceRule/EnergyFee'
+                _o = _c2_EnergyFee
+                _c2_c1_Exponent = _o.Exponent
+                _c2_c1_Value = _o.Value
+                if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVPriceRule/EnergyFee/Exponent'
+                if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVPriceRule/EnergyFee/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 17) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                n += 17
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                if not (_c2_PowerRangeStart is not None): raise EncodeError('missing content: PowerRangeStart')
+                el = 'EVPriceRule/PowerRangeStart'
+                _o = _c2_PowerRangeStart
+                _c2_c2_Exponent = _o.Exponent
+                _c2_c2_Value = _o.Value
+                if not (_c2_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'EVPriceRule/PowerRangeStart/Exponent'
+                if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
+                if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
+                el = 'EVPriceRule/PowerRangeStart/Value'
+                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+                v = (v << 15) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
+                n += 15
+                _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+                i_EVPriceRule += 1
+                _k += 1
+                if _k == 7:
+                    s = 9
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Duration is not None or i_EVPriceRule < n_EVPriceRule: raise _leftover(o)
+                s = -1
+                break
         if s == 9:
             if True:
                 v <<= 1
@@ -5850,7 +5879,7 @@ def _d_EVPriceRuleType(r):
         if x & 126990: raise r.deviation('EVPriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
+        f_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
         el = 'PowerRangeStart/Exponent'
@@ -5880,13 +5909,13 @@ def _d_EVPriceRuleType(r):
         if (V >> q) & 7: raise r.deviation('EVPriceRuleType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
+        f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
         f_PowerRangeStart.Exponent = _c2_Exponent
         f_PowerRangeStart.Value = _c2_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.EVPriceRuleType)
+    _obj = _new(_K_iso20_commonmessages_EVPriceRuleType)
     _obj.EnergyFee = f_EnergyFee
     _obj.PowerRangeStart = f_PowerRangeStart
     return _obj
@@ -5996,22 +6025,21 @@ def _d_MeteringConfirmationReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -6054,63 +6082,62 @@ def _d_MeteringConfirmationReqType(r):
         x = (V >> q) & 3
         ec = x
         _c2_s = 3
-        if _c2_s == 3:
-            if ec == 0:
-                el = 'SignedMeteringData/Receipt'
-                r.pos = r.end - q
-                _c2_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c2_s = 4
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
-                el = 'SignedMeteringData/Dynamic_SMDTControlMode'
-                _c2_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
-                _c2_s = 5
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
-                el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c2_SelectedScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'SignedMeteringData/Receipt'
+            r.pos = r.end - q
+            _c2_Receipt = c_iso20_commontypes._d_ReceiptType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_s = 4
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            el = 'SignedMeteringData/Dynamic_SMDTControlMode'
+            _c2_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
+            _c2_s = 5
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
+                    _c2_c2_SelectedScheduleTupleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
-                if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
-                _c2_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
-                _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
-                _c2_s = 6
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
             else:
-                raise r.deviation('SignedMeteringDataType', r.end - q)
+                r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
+            if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
+            _c2_Scheduled_SMDTControlMode = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
+            _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
+            _c2_s = 6
+        else:
+            raise r.deviation('SignedMeteringDataType', r.end - q)
         if _c2_s == 4:
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'SignedMeteringData/Dynamic_SMDTControlMode'
-                _c2_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
+                _c2_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
                 _c2_s = 5
             elif ec == 1:
                 q -= 2
@@ -6139,7 +6166,7 @@ def _d_MeteringConfirmationReqType(r):
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
                 if _c2_c4_SelectedScheduleTupleID < 1 or _c2_c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c4_SelectedScheduleTupleID, r.at(r.end - q))
-                _c2_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
+                _c2_Scheduled_SMDTControlMode = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
                 _c2_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_c4_SelectedScheduleTupleID
                 _c2_s = 6
             else:
@@ -6148,7 +6175,7 @@ def _d_MeteringConfirmationReqType(r):
             _c2_s = -1
         if _c2_s == 6:
             _c2_s = -1
-        f_SignedMeteringData = _new(iso20_commonmessages.SignedMeteringDataType)
+        f_SignedMeteringData = _new(_K_iso20_commonmessages_SignedMeteringDataType)
         f_SignedMeteringData.Id = _c2_Id
         f_SignedMeteringData.SessionID = _c2_SessionID
         f_SignedMeteringData.MeterInfo = _c2_MeterInfo
@@ -6161,7 +6188,7 @@ def _d_MeteringConfirmationReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.MeteringConfirmationReqType)
+    _obj = _new(_K_iso20_commonmessages_MeteringConfirmationReqType)
     _obj.Header = f_Header
     _obj.SignedMeteringData = f_SignedMeteringData
     return _obj
@@ -6202,21 +6229,20 @@ def _e_MeteringConfirmationReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SignedMeteringData is not None): raise EncodeError('missing content: SignedMeteringData')
             el = 'SignedMeteringData'
@@ -6260,40 +6286,39 @@ def _e_MeteringConfirmationReqType(w, o):
                 _c2_s = 3
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c2_s == 3:
-                if _c2_Receipt is not None:
-                    el = 'SignedMeteringData/Receipt'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso20_commontypes._e_ReceiptType(w, _c2_Receipt)
-                    v = w.v; n = w.n
-                    _c2_Receipt = None
-                    _c2_s = 4
-                elif _c2_Dynamic_SMDTControlMode is not None:
-                    el = 'SignedMeteringData/Dynamic_SMDTControlMode'
-                    _o = _c2_Dynamic_SMDTControlMode
-                    v = (v << 3) | (1 << 1)
-                    n += 3
-                    _c2_Dynamic_SMDTControlMode = None
-                    _c2_s = 5
-                elif _c2_Scheduled_SMDTControlMode is not None:
-                    el = 'SignedMeteringData/Scheduled_SMDTControlMode'
-                    _o = _c2_Scheduled_SMDTControlMode
-                    _c2_c2_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
-                    if not (_c2_c2_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
-                    el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
-                    if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
-                    v = (v << 4) | (2 << 2)
-                    n += 4
-                    if _c2_c2_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_c2_SelectedScheduleTupleID << 2); n += 10
-                    elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_c2_SelectedScheduleTupleID] << 2); n += 18
-                    elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c2_SelectedScheduleTupleID >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c2_c2_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
-                    _c2_Scheduled_SMDTControlMode = None
-                    _c2_s = 6
-                else:
-                    raise EncodeError('missing content: expected one of Receipt, Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
+            if _c2_Receipt is not None:
+                el = 'SignedMeteringData/Receipt'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso20_commontypes._e_ReceiptType(w, _c2_Receipt)
+                v = w.v; n = w.n
+                _c2_Receipt = None
+                _c2_s = 4
+            elif _c2_Dynamic_SMDTControlMode is not None:
+                el = 'SignedMeteringData/Dynamic_SMDTControlMode'
+                _o = _c2_Dynamic_SMDTControlMode
+                v = (v << 3) | (1 << 1)
+                n += 3
+                _c2_Dynamic_SMDTControlMode = None
+                _c2_s = 5
+            elif _c2_Scheduled_SMDTControlMode is not None:
+                el = 'SignedMeteringData/Scheduled_SMDTControlMode'
+                _o = _c2_Scheduled_SMDTControlMode
+                _c2_c2_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
+                if not (_c2_c2_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
+                el = 'SignedMeteringData/Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+                if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+                v = (v << 4) | (2 << 2)
+                n += 4
+                if _c2_c2_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_c2_SelectedScheduleTupleID << 2); n += 10
+                elif _c2_c2_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_c2_SelectedScheduleTupleID] << 2); n += 18
+                elif _c2_c2_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_c2_SelectedScheduleTupleID >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c2_c2_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
+                _c2_Scheduled_SMDTControlMode = None
+                _c2_s = 6
+            else:
+                raise EncodeError('missing content: expected one of Receipt, Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
             if _c2_s == 4:
                 if _c2_Dynamic_SMDTControlMode is not None:
                     el = 'SignedMeteringData/Dynamic_SMDTControlMode'
@@ -6397,22 +6422,21 @@ def _d_MeteringConfirmationResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -6427,7 +6451,7 @@ def _d_MeteringConfirmationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.MeteringConfirmationResType)
+    _obj = _new(_K_iso20_commonmessages_MeteringConfirmationResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     return _obj
@@ -6468,21 +6492,20 @@ def _e_MeteringConfirmationResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -6574,7 +6597,7 @@ def _d_OverstayRuleListType(r):
             if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
+            f_OverstayPowerThreshold = _new(_K_iso20_commontypes_RationalNumberType)
             f_OverstayPowerThreshold.Exponent = _c1_Exponent
             f_OverstayPowerThreshold.Value = _c1_Value
             s = 2
@@ -6660,66 +6683,65 @@ def _d_OverstayRuleListType(r):
                 _c2_s = 2
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
-            if _c2_s == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/OverstayFee/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayRule/OverstayFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+            el = 'OverstayRule/OverstayFee/Exponent'
+            _c2_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'OverstayRule/OverstayFee/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c1_Value = (V >> q) & 127
+                    _c2_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                _c2_OverstayFee.Exponent = _c2_c1_Exponent
-                _c2_OverstayFee.Value = _c2_c1_Value
-                el = 'OverstayRule/OverstayFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_OverstayFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+            if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+            _c2_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+            _c2_OverstayFee.Exponent = _c2_c1_Exponent
+            _c2_OverstayFee.Value = _c2_c1_Value
+            el = 'OverstayRule/OverstayFeePeriod'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_OverstayFeePeriod = (V >> q) & 127
+                    _c2_OverstayFeePeriod = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_OverstayFeePeriod = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
-                _c2_s = -1
-            _v = _new(iso20_commonmessages.OverstayRuleType)
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_OverstayFeePeriod = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+            if _c2_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c2_OverstayFeePeriod, r.at(r.end - q))
+            _c2_s = -1
+            _v = _new(_K_iso20_commonmessages_OverstayRuleType)
             _v.OverstayRuleDescription = _c2_OverstayRuleDescription
             _v.StartTime = _c2_StartTime
             _v.OverstayFee = _c2_OverstayFee
@@ -6761,7 +6783,7 @@ def _d_OverstayRuleListType(r):
                 if (V >> q) & 7: raise r.deviation('OverstayRuleListType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_OverstayPowerThreshold = _new(iso20_commontypes.RationalNumberType)
+                f_OverstayPowerThreshold = _new(_K_iso20_commontypes_RationalNumberType)
                 f_OverstayPowerThreshold.Exponent = _c3_Exponent
                 f_OverstayPowerThreshold.Value = _c3_Value
                 s = 2
@@ -6847,66 +6869,65 @@ def _d_OverstayRuleListType(r):
                     _c4_s = 2
                 else:
                     raise r.deviation('OverstayRuleType', r.end - q)
-                if _c4_s == 2:
-                    q -= 14
-                    if q < 0: V, q = r.slideq(q, 14)
-                    x = (V >> q) & 16383
-                    if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                    el = 'OverstayRule/OverstayFee/Exponent'
-                    _c4_c1_Exponent = ((x >> 4) & 255) + -128
-                    el = 'OverstayRule/OverstayFee/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 14
+                if q < 0: V, q = r.slideq(q, 14)
+                x = (V >> q) & 16383
+                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+                el = 'OverstayRule/OverstayFee/Exponent'
+                _c4_c1_Exponent = ((x >> 4) & 255) + -128
+                el = 'OverstayRule/OverstayFee/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c4_c1_Value = (V >> q) & 127
+                        _c4_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
-                    _c4_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                    _c4_OverstayFee.Exponent = _c4_c1_Exponent
-                    _c4_OverstayFee.Value = _c4_c1_Value
-                    el = 'OverstayRule/OverstayFeePeriod'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c4_OverstayFeePeriod = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c4_OverstayFeePeriod = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c4_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
+                _c4_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+                _c4_OverstayFee.Exponent = _c4_c1_Exponent
+                _c4_OverstayFee.Value = _c4_c1_Value
+                el = 'OverstayRule/OverstayFeePeriod'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c4_OverstayFeePeriod = (V >> q) & 127
+                        _c4_OverstayFeePeriod = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c4_OverstayFeePeriod = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c4_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
-                    _c4_s = -1
-                _v = _new(iso20_commonmessages.OverstayRuleType)
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c4_OverstayFeePeriod = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c4_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                if _c4_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c4_OverstayFeePeriod, r.at(r.end - q))
+                _c4_s = -1
+                _v = _new(_K_iso20_commonmessages_OverstayRuleType)
                 _v.OverstayRuleDescription = _c4_OverstayRuleDescription
                 _v.StartTime = _c4_StartTime
                 _v.OverstayFee = _c4_OverstayFee
@@ -6997,66 +7018,65 @@ def _d_OverstayRuleListType(r):
                 _c5_s = 2
             else:
                 raise r.deviation('OverstayRuleType', r.end - q)
-            if _c5_s == 2:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                el = 'OverstayRule/OverstayFee/Exponent'
-                _c5_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayRule/OverstayFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+            el = 'OverstayRule/OverstayFee/Exponent'
+            _c5_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'OverstayRule/OverstayFee/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_c1_Value = (V >> q) & 127
+                    _c5_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-                _c5_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                _c5_OverstayFee.Exponent = _c5_c1_Exponent
-                _c5_OverstayFee.Value = _c5_c1_Value
-                el = 'OverstayRule/OverstayFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_OverstayFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_OverstayFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+            if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
+            _c5_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+            _c5_OverstayFee.Exponent = _c5_c1_Exponent
+            _c5_OverstayFee.Value = _c5_c1_Value
+            el = 'OverstayRule/OverstayFeePeriod'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_OverstayFeePeriod = (V >> q) & 127
+                    _c5_OverstayFeePeriod = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_OverstayFeePeriod = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
-                _c5_s = -1
-            _v = _new(iso20_commonmessages.OverstayRuleType)
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_OverstayFeePeriod = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+            if _c5_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c5_OverstayFeePeriod, r.at(r.end - q))
+            _c5_s = -1
+            _v = _new(_K_iso20_commonmessages_OverstayRuleType)
             _v.OverstayRuleDescription = _c5_OverstayRuleDescription
             _v.StartTime = _c5_StartTime
             _v.OverstayFee = _c5_OverstayFee
@@ -7151,66 +7171,65 @@ def _d_OverstayRuleListType(r):
                         _c6_s = 2
                     else:
                         raise r.deviation('OverstayRuleType', r.end - q)
-                    if _c6_s == 2:
-                        q -= 14
-                        if q < 0: V, q = r.slideq(q, 14)
-                        x = (V >> q) & 16383
-                        if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        _c6_c1_Exponent = ((x >> 4) & 255) + -128
-                        el = 'OverstayRule/OverstayFee/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_c1_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_c1_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 14
+                    if q < 0: V, q = r.slideq(q, 14)
+                    x = (V >> q) & 16383
+                    if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    _c6_c1_Exponent = ((x >> 4) & 255) + -128
+                    el = 'OverstayRule/OverstayFee/Value'
+                    _neg = (x & 1)
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c6_c1_Value = (V >> q) & 127
+                            _c6_c1_Value = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c6_c1_Value = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c6_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _neg: _c6_c1_Value = -_c6_c1_Value - 1
-                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                        _c6_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-                        _c6_OverstayFee.Exponent = _c6_c1_Exponent
-                        _c6_OverstayFee.Value = _c6_c1_Value
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c6_OverstayFeePeriod = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c6_OverstayFeePeriod = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c6_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_c1_Value = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c6_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _neg: _c6_c1_Value = -_c6_c1_Value - 1
+                    if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
+                    _c6_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+                    _c6_OverstayFee.Exponent = _c6_c1_Exponent
+                    _c6_OverstayFee.Value = _c6_c1_Value
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
                             q -= 8
-                            _c6_OverstayFeePeriod = (V >> q) & 127
+                            _c6_OverstayFeePeriod = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c6_OverstayFeePeriod = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c6_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
                             r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-                        if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
-                        _c6_s = -1
-                    _v = _new(iso20_commonmessages.OverstayRuleType)
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c6_OverstayFeePeriod = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c6_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+                    if _c6_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', _c6_OverstayFeePeriod, r.at(r.end - q))
+                    _c6_s = -1
+                    _v = _new(_K_iso20_commonmessages_OverstayRuleType)
                     _v.OverstayRuleDescription = _c6_OverstayRuleDescription
                     _v.StartTime = _c6_StartTime
                     _v.OverstayFee = _c6_OverstayFee
@@ -7234,7 +7253,7 @@ def _d_OverstayRuleListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.OverstayRuleListType)
+    _obj = _new(_K_iso20_commonmessages_OverstayRuleListType)
     _obj.OverstayTimeThreshold = f_OverstayTimeThreshold
     _obj.OverstayPowerThreshold = f_OverstayPowerThreshold
     _obj.OverstayRule = f_OverstayRule
@@ -7323,37 +7342,36 @@ def _e_OverstayRuleListType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-            if _c2_s == 2:
-                if _c2_OverstayFee is not None:
-                    el = 'OverstayRule/OverstayFee'
-                    _o = _c2_OverstayFee
-                    _c2_c1_Exponent = _o.Exponent
-                    _c2_c1_Value = _o.Value
-                    if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                    el = 'OverstayRule/OverstayFee/Exponent'
-                    if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'OverstayRule/OverstayFee/Value'
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                    v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                    n += 15
-                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                    el = 'OverstayRule/OverstayFeePeriod'
-                    if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_OverstayFeePeriod < 128: v = (v << 10) | (_c2_OverstayFeePeriod << 2); n += 10
-                    elif _c2_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c2_OverstayFeePeriod] << 2); n += 18
-                    elif _c2_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c2_OverstayFeePeriod & 16383] | 128) << 8) | (_c2_OverstayFeePeriod >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of OverstayFee')
+            if _c2_OverstayFee is not None:
+                el = 'OverstayRule/OverstayFee'
+                _o = _c2_OverstayFee
+                _c2_c1_Exponent = _o.Exponent
+                _c2_c1_Value = _o.Value
+                if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                el = 'OverstayRule/OverstayFee/Exponent'
+                if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                el = 'OverstayRule/OverstayFee/Value'
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                v = (v << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+                n += 15
+                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                if not (_c2_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                el = 'OverstayRule/OverstayFeePeriod'
+                if _c2_OverstayFeePeriod < 0 or _c2_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c2_OverstayFeePeriod!r} outside [0, 4294967295]')
+                v <<= 2
+                n += 2
+                if _c2_OverstayFeePeriod < 128: v = (v << 10) | (_c2_OverstayFeePeriod << 2); n += 10
+                elif _c2_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c2_OverstayFeePeriod] << 2); n += 18
+                elif _c2_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c2_OverstayFeePeriod & 16383] | 128) << 8) | (_c2_OverstayFeePeriod >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c2_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of OverstayFee')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_OverstayRule += 1
             s = 3
@@ -7421,37 +7439,36 @@ def _e_OverstayRuleListType(w, o):
                     _c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                if _c4_s == 2:
-                    if _c4_OverstayFee is not None:
-                        el = 'OverstayRule/OverstayFee'
-                        _o = _c4_OverstayFee
-                        _c4_c1_Exponent = _o.Exponent
-                        _c4_c1_Value = _o.Value
-                        if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'OverstayRule/OverstayFee/Value'
-                        if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
-                        n += 15
-                        _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c4_OverstayFeePeriod < 128: v = (v << 10) | (_c4_OverstayFeePeriod << 2); n += 10
-                        elif _c4_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c4_OverstayFeePeriod] << 2); n += 18
-                        elif _c4_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c4_OverstayFeePeriod & 16383] | 128) << 8) | (_c4_OverstayFeePeriod >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                        _c4_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayFee')
+                if _c4_OverstayFee is not None:
+                    el = 'OverstayRule/OverstayFee'
+                    _o = _c4_OverstayFee
+                    _c4_c1_Exponent = _o.Exponent
+                    _c4_c1_Value = _o.Value
+                    if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
+                    if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'OverstayRule/OverstayFee/Value'
+                    if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
+                    n += 15
+                    _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    if not (_c4_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if _c4_OverstayFeePeriod < 0 or _c4_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c4_OverstayFeePeriod!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c4_OverstayFeePeriod < 128: v = (v << 10) | (_c4_OverstayFeePeriod << 2); n += 10
+                    elif _c4_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c4_OverstayFeePeriod] << 2); n += 18
+                    elif _c4_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c4_OverstayFeePeriod & 16383] | 128) << 8) | (_c4_OverstayFeePeriod >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c4_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                    _c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of OverstayFee')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
@@ -7499,37 +7516,36 @@ def _e_OverstayRuleListType(w, o):
                     _c5_s = 2
                 else:
                     raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                if _c5_s == 2:
-                    if _c5_OverstayFee is not None:
-                        el = 'OverstayRule/OverstayFee'
-                        _o = _c5_OverstayFee
-                        _c5_c1_Exponent = _o.Exponent
-                        _c5_c1_Value = _o.Value
-                        if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                        el = 'OverstayRule/OverstayFee/Exponent'
-                        if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
-                        if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'OverstayRule/OverstayFee/Value'
-                        if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
-                        n += 15
-                        _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                        el = 'OverstayRule/OverstayFeePeriod'
-                        if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c5_OverstayFeePeriod < 128: v = (v << 10) | (_c5_OverstayFeePeriod << 2); n += 10
-                        elif _c5_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c5_OverstayFeePeriod] << 2); n += 18
-                        elif _c5_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c5_OverstayFeePeriod & 16383] | 128) << 8) | (_c5_OverstayFeePeriod >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                        _c5_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of OverstayFee')
+                if _c5_OverstayFee is not None:
+                    el = 'OverstayRule/OverstayFee'
+                    _o = _c5_OverstayFee
+                    _c5_c1_Exponent = _o.Exponent
+                    _c5_c1_Value = _o.Value
+                    if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                    el = 'OverstayRule/OverstayFee/Exponent'
+                    if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
+                    if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'OverstayRule/OverstayFee/Value'
+                    if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+                    n += 15
+                    _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    if not (_c5_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                    el = 'OverstayRule/OverstayFeePeriod'
+                    if _c5_OverstayFeePeriod < 0 or _c5_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c5_OverstayFeePeriod!r} outside [0, 4294967295]')
+                    v <<= 2
+                    n += 2
+                    if _c5_OverstayFeePeriod < 128: v = (v << 10) | (_c5_OverstayFeePeriod << 2); n += 10
+                    elif _c5_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c5_OverstayFeePeriod] << 2); n += 18
+                    elif _c5_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c5_OverstayFeePeriod & 16383] | 128) << 8) | (_c5_OverstayFeePeriod >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c5_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                    _c5_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of OverstayFee')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_OverstayRule += 1
                 s = 3
@@ -7579,37 +7595,36 @@ def _e_OverstayRuleListType(w, o):
                         _c6_s = 2
                     else:
                         raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-                    if _c6_s == 2:
-                        if _c6_OverstayFee is not None:
-                            el = 'OverstayRule/OverstayFee'
-                            _o = _c6_OverstayFee
-                            _c6_c1_Exponent = _o.Exponent
-                            _c6_c1_Value = _o.Value
-                            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                            el = 'OverstayRule/OverstayFee/Exponent'
-                            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
-                            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
-                            el = 'OverstayRule/OverstayFee/Value'
-                            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                            v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
-                            n += 15
-                            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                            if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                            el = 'OverstayRule/OverstayFeePeriod'
-                            if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
-                            v <<= 2
-                            n += 2
-                            if _c6_OverstayFeePeriod < 128: v = (v << 10) | (_c6_OverstayFeePeriod << 2); n += 10
-                            elif _c6_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c6_OverstayFeePeriod] << 2); n += 18
-                            elif _c6_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c6_OverstayFeePeriod & 16383] | 128) << 8) | (_c6_OverstayFeePeriod >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                            _c6_s = -1
-                        else:
-                            raise EncodeError('missing content: expected one of OverstayFee')
+                    if _c6_OverstayFee is not None:
+                        el = 'OverstayRule/OverstayFee'
+                        _o = _c6_OverstayFee
+                        _c6_c1_Exponent = _o.Exponent
+                        _c6_c1_Value = _o.Value
+                        if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+                        el = 'OverstayRule/OverstayFee/Exponent'
+                        if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
+                        if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
+                        el = 'OverstayRule/OverstayFee/Value'
+                        if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+                        v = (v << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
+                        n += 15
+                        _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
+                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                        if not (_c6_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+                        el = 'OverstayRule/OverstayFeePeriod'
+                        if _c6_OverstayFeePeriod < 0 or _c6_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {_c6_OverstayFeePeriod!r} outside [0, 4294967295]')
+                        v <<= 2
+                        n += 2
+                        if _c6_OverstayFeePeriod < 128: v = (v << 10) | (_c6_OverstayFeePeriod << 2); n += 10
+                        elif _c6_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[_c6_OverstayFeePeriod] << 2); n += 18
+                        elif _c6_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[_c6_OverstayFeePeriod & 16383] | 128) << 8) | (_c6_OverstayFeePeriod >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c6_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+                        _c6_s = -1
+                    else:
+                        raise EncodeError('missing content: expected one of OverstayFee')
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     i_OverstayRule += 1
                     _k += 1
@@ -7719,69 +7734,68 @@ def _d_OverstayRuleType(r):
             s = 2
         else:
             raise r.deviation('OverstayRuleType', r.end - q)
-        if s == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
-            el = 'OverstayFee/Exponent'
-            _c1_Exponent = ((x >> 4) & 255) + -128
-            el = 'OverstayFee/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('OverstayRuleType', r.end - q)
+        el = 'OverstayFee/Exponent'
+        _c1_Exponent = ((x >> 4) & 255) + -128
+        el = 'OverstayFee/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_Value = (V >> q) & 127
+                _c1_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 4
-            if q < 0: V, q = r.slideq(q, 4)
-            if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
-            if _neg: _c1_Value = -_c1_Value - 1
-            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_OverstayFee = _new(iso20_commontypes.RationalNumberType)
-            f_OverstayFee.Exponent = _c1_Exponent
-            f_OverstayFee.Value = _c1_Value
-            el = 'OverstayFeePeriod'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_OverstayFeePeriod = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_OverstayFeePeriod = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    f_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        if (V >> q) & 15: raise r.deviation('OverstayRuleType', r.end - q)
+        if _neg: _c1_Value = -_c1_Value - 1
+        if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+        f_OverstayFee = _new(_K_iso20_commontypes_RationalNumberType)
+        f_OverstayFee.Exponent = _c1_Exponent
+        f_OverstayFee.Value = _c1_Value
+        el = 'OverstayFeePeriod'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                f_OverstayFeePeriod = (V >> q) & 127
+                f_OverstayFeePeriod = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                f_OverstayFeePeriod = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                f_OverstayFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
-            if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_OverstayFeePeriod = (V >> q) & 127
+        else:
+            r.pos = r.end - q; f_OverstayFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        if (V >> q) & 3: raise r.deviation('OverstayRuleType', r.end - q)
+        if f_OverstayFeePeriod > 4294967295: r.facet('OverstayRuleType/OverstayFeePeriod', 'range [0, 4294967295]', f_OverstayFeePeriod, r.at(r.end - q))
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.OverstayRuleType)
+    _obj = _new(_K_iso20_commonmessages_OverstayRuleType)
     _obj.OverstayRuleDescription = f_OverstayRuleDescription
     _obj.StartTime = f_StartTime
     _obj.OverstayFee = f_OverstayFee
@@ -7830,37 +7844,36 @@ def _e_OverstayRuleType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of OverstayRuleDescription, StartTime')
-        if s == 2:
-            if v_OverstayFee is not None:
-                el = 'OverstayFee'
-                _o = v_OverstayFee
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'OverstayFee/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'OverstayFee/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 15
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
-                el = 'OverstayFeePeriod'
-                if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
-                v <<= 2
-                n += 2
-                if v_OverstayFeePeriod < 128: v = (v << 10) | (v_OverstayFeePeriod << 2); n += 10
-                elif v_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[v_OverstayFeePeriod] << 2); n += 18
-                elif v_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[v_OverstayFeePeriod & 16383] | 128) << 8) | (v_OverstayFeePeriod >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of OverstayFee')
+        if v_OverstayFee is not None:
+            el = 'OverstayFee'
+            _o = v_OverstayFee
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'OverstayFee/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'OverstayFee/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 15
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (v_OverstayFeePeriod is not None): raise EncodeError('missing content: OverstayFeePeriod')
+            el = 'OverstayFeePeriod'
+            if v_OverstayFeePeriod < 0 or v_OverstayFeePeriod > 4294967295: raise EncodeError(f'value {v_OverstayFeePeriod!r} outside [0, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_OverstayFeePeriod < 128: v = (v << 10) | (v_OverstayFeePeriod << 2); n += 10
+            elif v_OverstayFeePeriod < 16384: v = (v << 18) | (_V2[v_OverstayFeePeriod] << 2); n += 18
+            elif v_OverstayFeePeriod < 2097152: v = (v << 26) | ((((_V2[v_OverstayFeePeriod & 16383] | 128) << 8) | (v_OverstayFeePeriod >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_OverstayFeePeriod); v = (w.v << 2); n = w.n + 2
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of OverstayFee')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7906,28 +7919,27 @@ def _d_ParameterSetType(r):
         V = r.v; q = r.end - r.pos
         f_Parameter.append(_v)
         s = 2
-        if s == 2:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'Parameter'
-                    r.pos = r.end - q
-                    _v = _d_ParameterType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_Parameter.append(_v)
-                    _k += 1
-                    if _k == 31:
-                        s = 33
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'Parameter'
+                r.pos = r.end - q
+                _v = _d_ParameterType(r)
+                V = r.v; q = r.end - r.pos
+                f_Parameter.append(_v)
+                _k += 1
+                if _k == 31:
+                    s = 33
                     break
-                else:
-                    raise r.deviation('ParameterSetType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ParameterSetType', r.end - q)
         if s == 33:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -7936,7 +7948,7 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ParameterSetType)
+    _obj = _new(_K_iso20_commonmessages_ParameterSetType)
     _obj.ParameterSetID = f_ParameterSetID
     _obj.Parameter = f_Parameter
     return _obj
@@ -7972,27 +7984,26 @@ def _e_ParameterSetType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ParameterSetID')
-        if s == 2:
-            _k = 0
-            while True:
-                if i_Parameter < n_Parameter:
-                    el = 'Parameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ParameterType(w, v_Parameter[i_Parameter])
-                    v = w.v; n = w.n
-                    i_Parameter += 1
-                    _k += 1
-                    if _k == 31:
-                        s = 33
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_Parameter < n_Parameter:
+                el = 'Parameter'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ParameterType(w, v_Parameter[i_Parameter])
+                v = w.v; n = w.n
+                i_Parameter += 1
+                _k += 1
+                if _k == 31:
+                    s = 33
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
+                s = -1
+                break
         if s == 33:
             if True:
                 v <<= 1
@@ -8030,147 +8041,146 @@ def _d_ParameterType(r):
         x = (V >> q) & 7
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ParameterType', r.end - q)
-                el = 'boolValue'
-                f_boolValue = ((x >> 2) & 1) == 1
-                s = -1
-            elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('ParameterType', r.end - q)
-                el = 'byteValue'
-                f_byteValue = ((x >> 2) & 255) + -128
-                s = -1
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('ParameterType', r.end - q)
-                el = 'shortValue'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_shortValue = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_shortValue = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ParameterType', r.end - q)
+            el = 'boolValue'
+            f_boolValue = ((x >> 2) & 1) == 1
+            s = -1
+        elif ec == 1:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('ParameterType', r.end - q)
+            el = 'byteValue'
+            f_byteValue = ((x >> 2) & 255) + -128
+            s = -1
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ParameterType', r.end - q)
+            el = 'shortValue'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_shortValue = (V >> q) & 127
+                    f_shortValue = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_shortValue = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                if _neg: f_shortValue = -f_shortValue - 1
-                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
-                s = -1
-            elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('ParameterType', r.end - q)
-                el = 'intValue'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_intValue = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_intValue = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_shortValue = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            if _neg: f_shortValue = -f_shortValue - 1
+            if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
+            s = -1
+        elif ec == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ParameterType', r.end - q)
+            el = 'intValue'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_intValue = (V >> q) & 127
+                    f_intValue = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_intValue = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                if _neg: f_intValue = -f_intValue - 1
-                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
-                s = -1
-            elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('ParameterType', r.end - q)
-                el = 'rationalNumber/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'rationalNumber/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_intValue = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            if _neg: f_intValue = -f_intValue - 1
+            if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
+            s = -1
+        elif ec == 4:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('ParameterType', r.end - q)
+            el = 'rationalNumber/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'rationalNumber/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_rationalNumber = _new(iso20_commontypes.RationalNumberType)
-                f_rationalNumber.Exponent = _c1_Exponent
-                f_rationalNumber.Value = _c1_Value
-                s = -1
-            elif ec == 5:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'finiteString'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('finiteString', r.end - q)
-                    f_finiteString = ''
-                else:
-                    r.pos = r.end - q
-                    f_finiteString = r.string('iso20_commonmessages:finiteString')
-                    if len(f_finiteString) > 80: r.facet('ParameterType/finiteString', 'length [0, 80]', f_finiteString, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_rationalNumber = _new(_K_iso20_commontypes_RationalNumberType)
+            f_rationalNumber.Exponent = _c1_Exponent
+            f_rationalNumber.Value = _c1_Value
+            s = -1
+        elif ec == 5:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'finiteString'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                s = -1
+                if (V >> q) & 3: raise r.deviation('finiteString', r.end - q)
+                f_finiteString = ''
             else:
-                raise r.deviation('ParameterType', r.end - q)
+                r.pos = r.end - q
+                f_finiteString = r.string('iso20_commonmessages:finiteString')
+                if len(f_finiteString) > 80: r.facet('ParameterType/finiteString', 'length [0, 80]', f_finiteString, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            s = -1
+        else:
+            raise r.deviation('ParameterType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ParameterType)
+    _obj = _new(_K_iso20_commonmessages_ParameterType)
     _obj.Name = f_Name
     _obj.boolValue = f_boolValue
     _obj.byteValue = f_byteValue
@@ -8207,87 +8217,86 @@ def _e_ParameterType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Name')
-        if s == 1:
-            if v_boolValue is not None:
-                el = 'boolValue'
-                if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                v = (v << 7) | (v_boolValue << 2)
-                n += 7
-                v_boolValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                s = -1
-            elif v_byteValue is not None:
-                el = 'byteValue'
-                if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
-                n += 14
-                v_byteValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                s = -1
-            elif v_shortValue is not None:
-                el = 'shortValue'
-                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_shortValue < 0)
-                n += 5
-                _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_shortValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                s = -1
-            elif v_intValue is not None:
-                el = 'intValue'
-                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                v = (v << 5) | (3 << 2) | (v_intValue < 0)
-                n += 5
-                _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_intValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                s = -1
-            elif v_rationalNumber is not None:
-                el = 'rationalNumber'
-                _o = v_rationalNumber
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'rationalNumber/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'rationalNumber/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 17
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_rationalNumber = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                s = -1
-            elif v_finiteString is not None:
-                el = 'finiteString'
-                v = (v << 4) | (5 << 1)
-                n += 4
-                _l = len(v_finiteString)
-                if _l > 80: raise EncodeError(f'length {len(v_finiteString)} outside [0, 80]')
-                if _l < 126 and v_finiteString.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_finiteString.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_finiteString); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                v_finiteString = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, rationalNumber, finiteString')
+        if v_boolValue is not None:
+            el = 'boolValue'
+            if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+            v = (v << 7) | (v_boolValue << 2)
+            n += 7
+            v_boolValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+            s = -1
+        elif v_byteValue is not None:
+            el = 'byteValue'
+            if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
+            v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
+            n += 14
+            v_byteValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+            s = -1
+        elif v_shortValue is not None:
+            el = 'shortValue'
+            if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_shortValue < 0)
+            n += 5
+            _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_shortValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+            s = -1
+        elif v_intValue is not None:
+            el = 'intValue'
+            if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
+            v = (v << 5) | (3 << 2) | (v_intValue < 0)
+            n += 5
+            _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_intValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+            s = -1
+        elif v_rationalNumber is not None:
+            el = 'rationalNumber'
+            _o = v_rationalNumber
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'rationalNumber/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'rationalNumber/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (4 << 14) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 17
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_rationalNumber = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+            s = -1
+        elif v_finiteString is not None:
+            el = 'finiteString'
+            v = (v << 4) | (5 << 1)
+            n += 4
+            _l = len(v_finiteString)
+            if _l > 80: raise EncodeError(f'length {len(v_finiteString)} outside [0, 80]')
+            if _l < 126 and v_finiteString.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_finiteString.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_finiteString); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_finiteString = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_rationalNumber is not None or v_finiteString is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, rationalNumber, finiteString')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8347,13 +8356,13 @@ def _d_PnC_AReqAuthorizationModeType(r):
         q -= 2
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('PnC_AReqAuthorizationModeType', r.end - q)
-        f_ContractCertificateChain = _new(iso20_commonmessages.ContractCertificateChainType)
+        f_ContractCertificateChain = _new(_K_iso20_commonmessages_ContractCertificateChainType)
         f_ContractCertificateChain.Certificate = _c1_Certificate
         f_ContractCertificateChain.SubCertificates = _c1_SubCertificates
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PnC_AReqAuthorizationModeType)
+    _obj = _new(_K_iso20_commonmessages_PnC_AReqAuthorizationModeType)
     _obj.Id = f_Id
     _obj.GenChallenge = f_GenChallenge
     _obj.ContractCertificateChain = f_ContractCertificateChain
@@ -8438,25 +8447,24 @@ def _d_PnC_ASResAuthorizationModeType(r):
         if x & 4: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'SupportedProviders'
-                r.pos = r.end - q
-                f_SupportedProviders = _d_SupportedProvidersListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+        if ec == 0:
+            el = 'SupportedProviders'
+            r.pos = r.end - q
+            f_SupportedProviders = _d_SupportedProvidersListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PnC_ASResAuthorizationModeType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PnC_ASResAuthorizationModeType)
+    _obj = _new(_K_iso20_commonmessages_PnC_ASResAuthorizationModeType)
     _obj.GenChallenge = f_GenChallenge
     _obj.SupportedProviders = f_SupportedProviders
     return _obj
@@ -8482,21 +8490,20 @@ def _e_PnC_ASResAuthorizationModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of GenChallenge')
-        if s == 1:
-            if v_SupportedProviders is not None:
-                el = 'SupportedProviders'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SupportedProvidersListType(w, v_SupportedProviders)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SupportedProviders is not None:
+            el = 'SupportedProviders'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SupportedProvidersListType(w, v_SupportedProviders)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8559,22 +8566,21 @@ def _d_PowerDeliveryReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -8595,145 +8601,141 @@ def _d_PowerDeliveryReqType(r):
             f_EVProcessing, f_ChargeProgress = _t
         ec = (x & 3)
         s = 3
-        if s == 3:
+        if ec == 0:
+            el = 'EVPowerProfile'
+            _c2_TimeAnchor = None
+            _c2_Dynamic_EVPPTControlMode = None
+            _c2_Scheduled_EVPPTControlMode = None
+            _c2_EVPowerProfileEntries = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
+            el = 'EVPowerProfile/TimeAnchor'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c2_TimeAnchor = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_TimeAnchor = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_TimeAnchor = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('EVPowerProfileType', r.end - q)
+            if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
+            ec = (x & 3)
+            _c2_s = 1
             if ec == 0:
-                el = 'EVPowerProfile'
-                _c2_TimeAnchor = None
-                _c2_Dynamic_EVPPTControlMode = None
-                _c2_Scheduled_EVPPTControlMode = None
-                _c2_EVPowerProfileEntries = None
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
-                el = 'EVPowerProfile/TimeAnchor'
+                el = 'EVPowerProfile/Dynamic_EVPPTControlMode'
+                _c2_Dynamic_EVPPTControlMode = _new(_K_iso20_commonmessages_Dynamic_EVPPTControlModeType)
+                el = 'EVPowerProfile/EVPowerProfileEntries'
+                r.pos = r.end - q
+                _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+                _c2_s = 4
+            elif ec == 1:
+                el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
+                _c2_c2_SelectedScheduleTupleID = None
+                _c2_c2_PowerToleranceAcceptance = None
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
                 if q >= 24:
                     _y = (V >> (q - 24)) & 16777215
                     if _y < 8388608:
                         q -= 8
-                        _c2_TimeAnchor = _y >> 16
+                        _c2_c2_SelectedScheduleTupleID = _y >> 16
                     elif not _y & 32768:
                         q -= 16
-                        _c2_TimeAnchor = _U2[_y >> 8]
+                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
                     elif not _y & 128:
                         q -= 24
-                        _c2_TimeAnchor = _U2[_y >> 8] | ((_y & 127) << 14)
+                        _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
-                        r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                        r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                     q -= 8
-                    _c2_TimeAnchor = (V >> q) & 127
+                    _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
                 else:
-                    r.pos = r.end - q; _c2_TimeAnchor = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 x = (V >> q) & 7
-                if x & 4: raise r.deviation('EVPowerProfileType', r.end - q)
-                if _c2_TimeAnchor > 18446744073709551615: r.facet('EVPowerProfileType/TimeAnchor', 'range [0, 18446744073709551615]', _c2_TimeAnchor, r.at(r.end - q))
+                if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
                 ec = (x & 3)
-                _c2_s = 1
-                if _c2_s == 1:
-                    if ec == 0:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('EVPowerProfileType', r.end - q)
-                        el = 'EVPowerProfile/Dynamic_EVPPTControlMode'
-                        _c2_Dynamic_EVPPTControlMode = _new(iso20_commonmessages.Dynamic_EVPPTControlModeType)
-                        el = 'EVPowerProfile/EVPowerProfileEntries'
-                        r.pos = r.end - q
-                        _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                        _c2_s = 4
-                    elif ec == 1:
-                        el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
-                        _c2_c2_SelectedScheduleTupleID = None
-                        _c2_c2_PowerToleranceAcceptance = None
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                        el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c2_SelectedScheduleTupleID = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c2_SelectedScheduleTupleID = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                        if _c2_c2_SelectedScheduleTupleID < 1 or _c2_c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_c2_SelectedScheduleTupleID, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c2_s = 1
-                        if _c2_c2_s == 1:
-                            if ec == 0:
-                                q -= 4
-                                if q < 0: V, q = r.slideq(q, 4)
-                                x = (V >> q) & 15
-                                if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                                el = 'EVPowerProfile/Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                                _c2_c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
-                                _c2_c2_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c2_s = -1
-                            else:
-                                raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                        _c2_Scheduled_EVPPTControlMode = _new(iso20_commonmessages.Scheduled_EVPPTControlModeType)
-                        _c2_Scheduled_EVPPTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
-                        _c2_Scheduled_EVPPTControlMode.PowerToleranceAcceptance = _c2_c2_PowerToleranceAcceptance
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                        el = 'EVPowerProfile/EVPowerProfileEntries'
-                        r.pos = r.end - q
-                        _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
-                        _c2_s = 4
-                    else:
-                        raise r.deviation('EVPowerProfileType', r.end - q)
-                if _c2_s == 4:
-                    _c2_s = -1
-                f_EVPowerProfile = _new(iso20_commonmessages.EVPowerProfileType)
-                f_EVPowerProfile.TimeAnchor = _c2_TimeAnchor
-                f_EVPowerProfile.Dynamic_EVPPTControlMode = _c2_Dynamic_EVPPTControlMode
-                f_EVPowerProfile.Scheduled_EVPPTControlMode = _c2_Scheduled_EVPPTControlMode
-                f_EVPowerProfile.EVPowerProfileEntries = _c2_EVPowerProfileEntries
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                el = 'BPT_ChannelSelection'
-                f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
-                s = 5
-            elif ec == 2:
-                pass
-                s = -1
+                _c2_c2_s = 1
+                if ec == 0:
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                    el = 'EVPowerProfile/Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
+                    _c2_c2_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
+                    _c2_c2_s = -1
+                elif ec == 1:
+                    pass
+                    _c2_c2_s = -1
+                else:
+                    raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+                _c2_Scheduled_EVPPTControlMode = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
+                _c2_Scheduled_EVPPTControlMode.SelectedScheduleTupleID = _c2_c2_SelectedScheduleTupleID
+                _c2_Scheduled_EVPPTControlMode.PowerToleranceAcceptance = _c2_c2_PowerToleranceAcceptance
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+                el = 'EVPowerProfile/EVPowerProfileEntries'
+                r.pos = r.end - q
+                _c2_EVPowerProfileEntries = _d_EVPowerProfileEntryListType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('EVPowerProfileType', r.end - q)
+                _c2_s = 4
             else:
-                raise r.deviation('PowerDeliveryReqType', r.end - q)
+                raise r.deviation('EVPowerProfileType', r.end - q)
+            _c2_s = -1
+            f_EVPowerProfile = _new(_K_iso20_commonmessages_EVPowerProfileType)
+            f_EVPowerProfile.TimeAnchor = _c2_TimeAnchor
+            f_EVPowerProfile.Dynamic_EVPPTControlMode = _c2_Dynamic_EVPPTControlMode
+            f_EVPowerProfile.Scheduled_EVPPTControlMode = _c2_Scheduled_EVPPTControlMode
+            f_EVPowerProfile.EVPowerProfileEntries = _c2_EVPowerProfileEntries
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            el = 'BPT_ChannelSelection'
+            f_BPT_ChannelSelection = _E_iso20_commonmessages_channelSelectionType[((x >> 2) & 1)]
+            s = 5
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 4:
             if ec == 0:
                 q -= 4
@@ -8753,7 +8755,7 @@ def _d_PowerDeliveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PowerDeliveryReqType)
+    _obj = _new(_K_iso20_commonmessages_PowerDeliveryReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.ChargeProgress = f_ChargeProgress
@@ -8800,21 +8802,20 @@ def _e_PowerDeliveryReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -8832,109 +8833,105 @@ def _e_PowerDeliveryReqType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 3:
-            if v_EVPowerProfile is not None:
-                el = 'EVPowerProfile'
+        if v_EVPowerProfile is not None:
+            el = 'EVPowerProfile'
+            v <<= 2
+            n += 2
+            _c4_o = v_EVPowerProfile
+            _c4_TimeAnchor = _c4_o.TimeAnchor
+            _c4_Dynamic_EVPPTControlMode = _c4_o.Dynamic_EVPPTControlMode
+            _c4_Scheduled_EVPPTControlMode = _c4_o.Scheduled_EVPPTControlMode
+            _c4_EVPowerProfileEntries = _c4_o.EVPowerProfileEntries
+            if _c4_TimeAnchor is not None:
+                el = 'EVPowerProfile/TimeAnchor'
+                if _c4_TimeAnchor < 0 or _c4_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_TimeAnchor!r} outside [0, 18446744073709551615]')
                 v <<= 2
                 n += 2
-                _c4_o = v_EVPowerProfile
-                _c4_TimeAnchor = _c4_o.TimeAnchor
-                _c4_Dynamic_EVPPTControlMode = _c4_o.Dynamic_EVPPTControlMode
-                _c4_Scheduled_EVPPTControlMode = _c4_o.Scheduled_EVPPTControlMode
-                _c4_EVPowerProfileEntries = _c4_o.EVPowerProfileEntries
-                if _c4_TimeAnchor is not None:
-                    el = 'EVPowerProfile/TimeAnchor'
-                    if _c4_TimeAnchor < 0 or _c4_TimeAnchor > 18446744073709551615: raise EncodeError(f'value {_c4_TimeAnchor!r} outside [0, 18446744073709551615]')
+                if _c4_TimeAnchor < 128: v = (v << 9) | (_c4_TimeAnchor << 1); n += 9
+                elif _c4_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_TimeAnchor] << 1); n += 17
+                elif _c4_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = (w.v << 1); n = w.n + 1
+                _c4_TimeAnchor = None
+                _c4_s = 1
+            else:
+                raise EncodeError('missing content: expected one of TimeAnchor')
+            if _c4_Dynamic_EVPPTControlMode is not None:
+                el = 'EVPowerProfile/Dynamic_EVPPTControlMode'
+                _o = _c4_Dynamic_EVPPTControlMode
+                if not (_c4_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
+                el = 'EVPowerProfile/EVPowerProfileEntries'
+                v <<= 4
+                n += 4
+                _c4_Dynamic_EVPPTControlMode = None
+                w.v = v; w.n = n
+                _e_EVPowerProfileEntryListType(w, _c4_EVPowerProfileEntries)
+                v = w.v; n = w.n
+                _c4_EVPowerProfileEntries = None
+                _c4_s = 4
+            elif _c4_Scheduled_EVPPTControlMode is not None:
+                el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
+                v = (v << 2) | 1
+                n += 2
+                _c4_c2_o = _c4_Scheduled_EVPPTControlMode
+                _c4_c2_SelectedScheduleTupleID = _c4_c2_o.SelectedScheduleTupleID
+                _c4_c2_PowerToleranceAcceptance = _c4_c2_o.PowerToleranceAcceptance
+                if _c4_c2_SelectedScheduleTupleID is not None:
+                    el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
+                    if _c4_c2_SelectedScheduleTupleID < 1 or _c4_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c4_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
                     v <<= 2
                     n += 2
-                    if _c4_TimeAnchor < 128: v = (v << 9) | (_c4_TimeAnchor << 1); n += 9
-                    elif _c4_TimeAnchor < 16384: v = (v << 17) | (_V2[_c4_TimeAnchor] << 1); n += 17
-                    elif _c4_TimeAnchor < 2097152: v = (v << 25) | ((((_V2[_c4_TimeAnchor & 16383] | 128) << 8) | (_c4_TimeAnchor >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c4_TimeAnchor); v = (w.v << 1); n = w.n + 1
-                    _c4_TimeAnchor = None
-                    _c4_s = 1
+                    if _c4_c2_SelectedScheduleTupleID < 128: v = (v << 9) | (_c4_c2_SelectedScheduleTupleID << 1); n += 9
+                    elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c4_c2_SelectedScheduleTupleID] << 1); n += 17
+                    elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c4_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
+                    _c4_c2_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of TimeAnchor')
-                if _c4_s == 1:
-                    if _c4_Dynamic_EVPPTControlMode is not None:
-                        el = 'EVPowerProfile/Dynamic_EVPPTControlMode'
-                        _o = _c4_Dynamic_EVPPTControlMode
-                        if not (_c4_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
-                        el = 'EVPowerProfile/EVPowerProfileEntries'
-                        v <<= 4
-                        n += 4
-                        _c4_Dynamic_EVPPTControlMode = None
-                        w.v = v; w.n = n
-                        _e_EVPowerProfileEntryListType(w, _c4_EVPowerProfileEntries)
-                        v = w.v; n = w.n
-                        _c4_EVPowerProfileEntries = None
-                        _c4_s = 4
-                    elif _c4_Scheduled_EVPPTControlMode is not None:
-                        el = 'EVPowerProfile/Scheduled_EVPPTControlMode'
-                        v = (v << 2) | 1
-                        n += 2
-                        _c4_c2_o = _c4_Scheduled_EVPPTControlMode
-                        _c4_c2_SelectedScheduleTupleID = _c4_c2_o.SelectedScheduleTupleID
-                        _c4_c2_PowerToleranceAcceptance = _c4_c2_o.PowerToleranceAcceptance
-                        if _c4_c2_SelectedScheduleTupleID is not None:
-                            el = 'EVPowerProfile/Scheduled_EVPPTControlMode/SelectedScheduleTupleID'
-                            if _c4_c2_SelectedScheduleTupleID < 1 or _c4_c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c4_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
-                            v <<= 2
-                            n += 2
-                            if _c4_c2_SelectedScheduleTupleID < 128: v = (v << 9) | (_c4_c2_SelectedScheduleTupleID << 1); n += 9
-                            elif _c4_c2_SelectedScheduleTupleID < 16384: v = (v << 17) | (_V2[_c4_c2_SelectedScheduleTupleID] << 1); n += 17
-                            elif _c4_c2_SelectedScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c4_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c4_c2_SelectedScheduleTupleID >> 14)) << 1); n += 25
-                            else: w.v = v; w.n = n; w.uint(_c4_c2_SelectedScheduleTupleID); v = (w.v << 1); n = w.n + 1
-                            _c4_c2_s = 1
-                        else:
-                            raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
-                        if _c4_c2_s == 1:
-                            if _c4_c2_PowerToleranceAcceptance is not None:
-                                el = 'EVPowerProfile/Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
-                                _c4_c2_i1 = _I_iso20_commonmessages_powerToleranceAcceptanceType.get(_c4_c2_PowerToleranceAcceptance)
-                                if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
-                                v = (v << 6) | (_c4_c2_i1 << 2)
-                                n += 6
-                                _c4_c2_s = -1
-                            elif True:
-                                v = (v << 2) | 1
-                                n += 2
-                                _c4_c2_s = -1
-                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                        if not (_c4_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
-                        el = 'EVPowerProfile/EVPowerProfileEntries'
-                        v <<= 1
-                        n += 1
-                        _c4_Scheduled_EVPPTControlMode = None
-                        w.v = v; w.n = n
-                        _e_EVPowerProfileEntryListType(w, _c4_EVPowerProfileEntries)
-                        v = w.v; n = w.n
-                        _c4_EVPowerProfileEntries = None
-                        _c4_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
-                if _c4_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c4_TimeAnchor is not None or _c4_Dynamic_EVPPTControlMode is not None or _c4_Scheduled_EVPPTControlMode is not None or _c4_EVPowerProfileEntries is not None: raise _leftover(_c4_o)
-                        _c4_s = -1
+                    raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
+                if _c4_c2_PowerToleranceAcceptance is not None:
+                    el = 'EVPowerProfile/Scheduled_EVPPTControlMode/PowerToleranceAcceptance'
+                    _c4_c2_i1 = _I_iso20_commonmessages_powerToleranceAcceptanceType.get(_c4_c2_PowerToleranceAcceptance)
+                    if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
+                    v = (v << 6) | (_c4_c2_i1 << 2)
+                    n += 6
+                    _c4_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c4_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVPowerProfile = None
-                s = 4
-            elif v_BPT_ChannelSelection is not None:
-                el = 'BPT_ChannelSelection'
-                _i5 = _I_iso20_commonmessages_channelSelectionType.get(v_BPT_ChannelSelection)
-                if _i5 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
-                v = (v << 5) | (1 << 3) | (_i5 << 1)
-                n += 5
-                v_BPT_ChannelSelection = None
-                s = 5
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if v_Header is not None or v_EVProcessing is not None or v_ChargeProgress is not None or v_EVPowerProfile is not None or v_BPT_ChannelSelection is not None: raise _leftover(o)
-                s = -1
+                if not (_c4_EVPowerProfileEntries is not None): raise EncodeError('missing content: EVPowerProfileEntries')
+                el = 'EVPowerProfile/EVPowerProfileEntries'
+                v <<= 1
+                n += 1
+                _c4_Scheduled_EVPPTControlMode = None
+                w.v = v; w.n = n
+                _e_EVPowerProfileEntryListType(w, _c4_EVPowerProfileEntries)
+                v = w.v; n = w.n
+                _c4_EVPowerProfileEntries = None
+                _c4_s = 4
+            else:
+                raise EncodeError('missing content: expected one of Dynamic_EVPPTControlMode, Scheduled_EVPPTControlMode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c4_TimeAnchor is not None or _c4_Dynamic_EVPPTControlMode is not None or _c4_Scheduled_EVPPTControlMode is not None or _c4_EVPowerProfileEntries is not None: raise _leftover(_c4_o)
+                _c4_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_EVPowerProfile = None
+            s = 4
+        elif v_BPT_ChannelSelection is not None:
+            el = 'BPT_ChannelSelection'
+            _i5 = _I_iso20_commonmessages_channelSelectionType.get(v_BPT_ChannelSelection)
+            if _i5 is None: raise EncodeError(f'{v_BPT_ChannelSelection!r} is not one of the enumeration channelSelectionType')
+            v = (v << 5) | (1 << 3) | (_i5 << 1)
+            n += 5
+            v_BPT_ChannelSelection = None
+            s = 5
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_Header is not None or v_EVProcessing is not None or v_ChargeProgress is not None or v_EVPowerProfile is not None or v_BPT_ChannelSelection is not None: raise _leftover(o)
+            s = -1
         if s == 4:
             if v_BPT_ChannelSelection is not None:
                 el = 'BPT_ChannelSelection'
@@ -9015,22 +9012,21 @@ def _d_PowerDeliveryResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -9044,52 +9040,51 @@ def _d_PowerDeliveryResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 9
-                if q < 0: V, q = r.slideq(q, 9)
-                x = (V >> q) & 511
-                if x & 455: raise r.deviation('PowerDeliveryResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 3) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
-                f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
-                f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_EVSEStatus.EVSENotification = _c2_EVSENotification
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
             else:
-                raise r.deviation('PowerDeliveryResType', r.end - q)
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 9
+            if q < 0: V, q = r.slideq(q, 9)
+            x = (V >> q) & 511
+            if x & 455: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 3) & 7)
+            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
+            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c2_EVSENotification
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PowerDeliveryResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PowerDeliveryResType)
+    _obj = _new(_K_iso20_commonmessages_PowerDeliveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEStatus = f_EVSEStatus
@@ -9132,21 +9127,20 @@ def _e_PowerDeliveryResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -9159,35 +9153,34 @@ def _e_PowerDeliveryResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 4
-                n += 4
-                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 8) | (_c3_i1 << 3)
-                n += 8
-                v_EVSEStatus = None
-                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
-                s = -1
+        if v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 4
+            n += 4
+            if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+            elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 8) | (_c3_i1 << 3)
+            n += 8
+            v_EVSEStatus = None
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9209,28 +9202,27 @@ def _d_PowerScheduleEntryListType(r):
         V = r.v; q = r.end - r.pos
         f_PowerScheduleEntry.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'PowerScheduleEntry'
-                    r.pos = r.end - q
-                    _v = _d_PowerScheduleEntryType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_PowerScheduleEntry.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'PowerScheduleEntry'
+                r.pos = r.end - q
+                _v = _d_PowerScheduleEntryType(r)
+                V = r.v; q = r.end - r.pos
+                f_PowerScheduleEntry.append(_v)
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
-                else:
-                    raise r.deviation('PowerScheduleEntryListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('PowerScheduleEntryListType', r.end - q)
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9239,7 +9231,7 @@ def _d_PowerScheduleEntryListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PowerScheduleEntryListType)
+    _obj = _new(_K_iso20_commonmessages_PowerScheduleEntryListType)
     _obj.PowerScheduleEntry = f_PowerScheduleEntry
     return _obj
 
@@ -9263,27 +9255,26 @@ def _e_PowerScheduleEntryListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PowerScheduleEntry')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_PowerScheduleEntry < n_PowerScheduleEntry:
-                    el = 'PowerScheduleEntry'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PowerScheduleEntryType(w, v_PowerScheduleEntry[i_PowerScheduleEntry])
-                    v = w.v; n = w.n
-                    i_PowerScheduleEntry += 1
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_PowerScheduleEntry < n_PowerScheduleEntry: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_PowerScheduleEntry < n_PowerScheduleEntry:
+                el = 'PowerScheduleEntry'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_PowerScheduleEntryType(w, v_PowerScheduleEntry[i_PowerScheduleEntry])
+                v = w.v; n = w.n
+                i_PowerScheduleEntry += 1
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_PowerScheduleEntry < n_PowerScheduleEntry: raise _leftover(o)
+                s = -1
+                break
         if s == 1024:
             if True:
                 v <<= 1
@@ -9360,91 +9351,90 @@ def _d_PowerScheduleEntryType(r):
         if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_Power = _new(iso20_commontypes.RationalNumberType)
+        f_Power = _new(_K_iso20_commontypes_RationalNumberType)
         f_Power.Exponent = _c1_Exponent
         f_Power.Value = _c1_Value
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
-                el = 'Power_L2/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'Power_L2/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
+            el = 'Power_L2/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'Power_L2/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_Power_L2 = _new(iso20_commontypes.RationalNumberType)
-                f_Power_L2.Exponent = _c2_Exponent
-                f_Power_L2.Value = _c2_Value
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
-                el = 'Power_L3/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'Power_L3/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('PowerScheduleEntryType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_Power_L2 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_Power_L2.Exponent = _c2_Exponent
+            f_Power_L2.Value = _c2_Value
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PowerScheduleEntryType', r.end - q)
+            el = 'Power_L3/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'Power_L3/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('PowerScheduleEntryType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
-                f_Power_L3.Exponent = _c3_Exponent
-                f_Power_L3.Value = _c3_Value
-                s = 4
-            elif ec == 2:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('PowerScheduleEntryType', r.end - q)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('PowerScheduleEntryType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_Power_L3 = _new(_K_iso20_commontypes_RationalNumberType)
+            f_Power_L3.Exponent = _c3_Exponent
+            f_Power_L3.Value = _c3_Value
+            s = 4
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PowerScheduleEntryType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 14
@@ -9478,7 +9468,7 @@ def _d_PowerScheduleEntryType(r):
                 if (V >> q) & 7: raise r.deviation('PowerScheduleEntryType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_Power_L3 = _new(iso20_commontypes.RationalNumberType)
+                f_Power_L3 = _new(_K_iso20_commontypes_RationalNumberType)
                 f_Power_L3.Exponent = _c4_Exponent
                 f_Power_L3.Value = _c4_Value
                 s = 4
@@ -9492,7 +9482,7 @@ def _d_PowerScheduleEntryType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PowerScheduleEntryType)
+    _obj = _new(_K_iso20_commonmessages_PowerScheduleEntryType)
     _obj.Duration = f_Duration
     _obj.Power = f_Power
     _obj.Power_L2 = f_Power_L2
@@ -9539,49 +9529,48 @@ def _e_PowerScheduleEntryType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Duration')
-        if s == 2:
-            if v_Power_L2 is not None:
-                el = 'Power_L2'
-                _o = v_Power_L2
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'Power_L2/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'Power_L2/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            elif v_Power_L3 is not None:
-                el = 'Power_L3'
-                _o = v_Power_L3
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'Power_L3/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'Power_L3/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                s = -1
+        if v_Power_L2 is not None:
+            el = 'Power_L2'
+            _o = v_Power_L2
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Power_L2/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Power_L2/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        elif v_Power_L3 is not None:
+            el = 'Power_L3'
+            _o = v_Power_L3
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'Power_L3/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'Power_L3/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            s = -1
         if s == 3:
             if v_Power_L3 is not None:
                 el = 'Power_L3'
@@ -9655,92 +9644,91 @@ def _d_PowerScheduleType(r):
         if f_TimeAnchor > 18446744073709551615: r.facet('PowerScheduleType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
-                el = 'AvailableEnergy/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'AvailableEnergy/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
+            el = 'AvailableEnergy/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'AvailableEnergy/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('PowerScheduleType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_AvailableEnergy = _new(iso20_commontypes.RationalNumberType)
-                f_AvailableEnergy.Exponent = _c1_Exponent
-                f_AvailableEnergy.Value = _c1_Value
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
-                el = 'PowerTolerance/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'PowerTolerance/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('PowerScheduleType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_AvailableEnergy = _new(_K_iso20_commontypes_RationalNumberType)
+            f_AvailableEnergy.Exponent = _c1_Exponent
+            f_AvailableEnergy.Value = _c1_Value
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PowerScheduleType', r.end - q)
+            el = 'PowerTolerance/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'PowerTolerance/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('PowerScheduleType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
-                f_PowerTolerance.Exponent = _c2_Exponent
-                f_PowerTolerance.Value = _c2_Value
-                s = 3
-            elif ec == 2:
-                el = 'PowerScheduleEntries'
-                r.pos = r.end - q
-                f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
             else:
-                raise r.deviation('PowerScheduleType', r.end - q)
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('PowerScheduleType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_PowerTolerance = _new(_K_iso20_commontypes_RationalNumberType)
+            f_PowerTolerance.Exponent = _c2_Exponent
+            f_PowerTolerance.Value = _c2_Value
+            s = 3
+        elif ec == 2:
+            el = 'PowerScheduleEntries'
+            r.pos = r.end - q
+            f_PowerScheduleEntries = _d_PowerScheduleEntryListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerScheduleType', r.end - q)
+            s = 4
+        else:
+            raise r.deviation('PowerScheduleType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 14
@@ -9774,7 +9762,7 @@ def _d_PowerScheduleType(r):
                 if (V >> q) & 7: raise r.deviation('PowerScheduleType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_PowerTolerance = _new(iso20_commontypes.RationalNumberType)
+                f_PowerTolerance = _new(_K_iso20_commontypes_RationalNumberType)
                 f_PowerTolerance.Exponent = _c3_Exponent
                 f_PowerTolerance.Value = _c3_Value
                 s = 3
@@ -9803,7 +9791,7 @@ def _d_PowerScheduleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PowerScheduleType)
+    _obj = _new(_K_iso20_commonmessages_PowerScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.AvailableEnergy = f_AvailableEnergy
     _obj.PowerTolerance = f_PowerTolerance
@@ -9832,55 +9820,54 @@ def _e_PowerScheduleType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
-        if s == 1:
-            if v_AvailableEnergy is not None:
-                el = 'AvailableEnergy'
-                _o = v_AvailableEnergy
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'AvailableEnergy/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'AvailableEnergy/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 16
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 2
-            elif v_PowerTolerance is not None:
-                el = 'PowerTolerance'
-                _o = v_PowerTolerance
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'PowerTolerance/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'PowerTolerance/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            elif v_PowerScheduleEntries is not None:
-                el = 'PowerScheduleEntries'
-                v = (v << 2) | 2
-                n += 2
-                w.v = v; w.n = n
-                _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
-                v = w.v; n = w.n
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of AvailableEnergy, PowerTolerance, PowerScheduleEntries')
+        if v_AvailableEnergy is not None:
+            el = 'AvailableEnergy'
+            _o = v_AvailableEnergy
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'AvailableEnergy/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'AvailableEnergy/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 16
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 2
+        elif v_PowerTolerance is not None:
+            el = 'PowerTolerance'
+            _o = v_PowerTolerance
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'PowerTolerance/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PowerTolerance/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        elif v_PowerScheduleEntries is not None:
+            el = 'PowerScheduleEntries'
+            v = (v << 2) | 2
+            n += 2
+            w.v = v; w.n = n
+            _e_PowerScheduleEntryListType(w, v_PowerScheduleEntries)
+            v = w.v; n = w.n
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of AvailableEnergy, PowerTolerance, PowerScheduleEntries')
         if s == 2:
             if v_PowerTolerance is not None:
                 el = 'PowerTolerance'
@@ -9968,61 +9955,60 @@ def _d_PriceLevelScheduleEntryListType(r):
         if _c1_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c1_Duration, r.at(r.end - q))
         el = 'PriceLevelScheduleEntry/PriceLevel'
         _c1_PriceLevel = ((x >> 2) & 255)
-        _v = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
+        _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
         _v.Duration = _c1_Duration
         _v.PriceLevel = _c1_PriceLevel
         f_PriceLevelScheduleEntry.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-                    el = 'PriceLevelScheduleEntry/Duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_Duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_Duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+                el = 'PriceLevelScheduleEntry/Duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_Duration = (V >> q) & 127
+                        _c2_Duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_Duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_Duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 13
-                    if q < 0: V, q = r.slideq(q, 13)
-                    x = (V >> q) & 8191
-                    if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
-                    if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
-                    el = 'PriceLevelScheduleEntry/PriceLevel'
-                    _c2_PriceLevel = ((x >> 2) & 255)
-                    _v = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
-                    _v.Duration = _c2_Duration
-                    _v.PriceLevel = _c2_PriceLevel
-                    f_PriceLevelScheduleEntry.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_Duration = (V >> q) & 127
                 else:
-                    raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+                    r.pos = r.end - q; _c2_Duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 7171: raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
+                if _c2_Duration > 4294967295: r.facet('PriceLevelScheduleEntryType/Duration', 'range [0, 4294967295]', _c2_Duration, r.at(r.end - q))
+                el = 'PriceLevelScheduleEntry/PriceLevel'
+                _c2_PriceLevel = ((x >> 2) & 255)
+                _v = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
+                _v.Duration = _c2_Duration
+                _v.PriceLevel = _c2_PriceLevel
+                f_PriceLevelScheduleEntry.append(_v)
+                _k += 1
+                if _k == 1023:
+                    s = 1024
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('PriceLevelScheduleEntryListType', r.end - q)
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10031,7 +10017,7 @@ def _d_PriceLevelScheduleEntryListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceLevelScheduleEntryListType)
+    _obj = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryListType)
     _obj.PriceLevelScheduleEntry = f_PriceLevelScheduleEntry
     return _obj
 
@@ -10067,39 +10053,38 @@ def _e_PriceLevelScheduleEntryListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PriceLevelScheduleEntry')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry:
-                    el = 'PriceLevelScheduleEntry'
-                    _o = v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry]
-                    _c2_Duration = _o.Duration
-                    _c2_PriceLevel = _o.PriceLevel
-                    if not (_c2_Duration is not None): raise EncodeError('missing content: Duration')
-                    el = 'PriceLevelScheduleEntry/Duration'
-                    if _c2_Duration < 0 or _c2_Duration > 4294967295: raise EncodeError(f'value {_c2_Duration!r} outside [0, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if _c2_Duration < 128: v = (v << 9) | (_c2_Duration << 1); n += 9
-                    elif _c2_Duration < 16384: v = (v << 17) | (_V2[_c2_Duration] << 1); n += 17
-                    elif _c2_Duration < 2097152: v = (v << 25) | ((((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_Duration); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
-                    el = 'PriceLevelScheduleEntry/PriceLevel'
-                    if not 0 <= _c2_PriceLevel <= 255: raise EncodeError(f'value {_c2_PriceLevel!r} outside [0, 255]')
-                    v = (v << 12) | (_c2_PriceLevel << 2)
-                    n += 12
-                    i_PriceLevelScheduleEntry += 1
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry:
+                el = 'PriceLevelScheduleEntry'
+                _o = v_PriceLevelScheduleEntry[i_PriceLevelScheduleEntry]
+                _c2_Duration = _o.Duration
+                _c2_PriceLevel = _o.PriceLevel
+                if not (_c2_Duration is not None): raise EncodeError('missing content: Duration')
+                el = 'PriceLevelScheduleEntry/Duration'
+                if _c2_Duration < 0 or _c2_Duration > 4294967295: raise EncodeError(f'value {_c2_Duration!r} outside [0, 4294967295]')
+                v <<= 4
+                n += 4
+                if _c2_Duration < 128: v = (v << 9) | (_c2_Duration << 1); n += 9
+                elif _c2_Duration < 16384: v = (v << 17) | (_V2[_c2_Duration] << 1); n += 17
+                elif _c2_Duration < 2097152: v = (v << 25) | ((((_V2[_c2_Duration & 16383] | 128) << 8) | (_c2_Duration >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_Duration); v = (w.v << 1); n = w.n + 1
+                if not (_c2_PriceLevel is not None): raise EncodeError('missing content: PriceLevel')
+                el = 'PriceLevelScheduleEntry/PriceLevel'
+                if not 0 <= _c2_PriceLevel <= 255: raise EncodeError(f'value {_c2_PriceLevel!r} outside [0, 255]')
+                v = (v << 12) | (_c2_PriceLevel << 2)
+                n += 12
+                i_PriceLevelScheduleEntry += 1
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_PriceLevelScheduleEntry < n_PriceLevelScheduleEntry: raise _leftover(o)
+                s = -1
+                break
         if s == 1024:
             if True:
                 v <<= 1
@@ -10151,7 +10136,7 @@ def _d_PriceLevelScheduleEntryType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceLevelScheduleEntryType)
+    _obj = _new(_K_iso20_commonmessages_PriceLevelScheduleEntryType)
     _obj.Duration = f_Duration
     _obj.PriceLevel = f_PriceLevel
     return _obj
@@ -10262,83 +10247,80 @@ def _d_PriceLevelScheduleType(r):
             s = 2
         else:
             raise r.deviation('PriceLevelScheduleType', r.end - q)
-        if s == 2:
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            el = 'PriceScheduleID'
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    f_PriceScheduleID = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    f_PriceScheduleID = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+        el = 'PriceScheduleID'
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                f_PriceScheduleID = (V >> q) & 127
+                f_PriceScheduleID = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                f_PriceScheduleID = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                f_PriceScheduleID = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            x = (V >> q) & 7
-            if x & 4: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
-            ec = (x & 3)
-            s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'PriceScheduleDescription'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
-                    f_PriceScheduleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
-                    if len(f_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                el = 'NumberOfPriceLevels'
-                f_NumberOfPriceLevels = ((x >> 2) & 255)
-                s = 5
-            elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
-                el = 'NumberOfPriceLevels'
-                f_NumberOfPriceLevels = ((x >> 2) & 255)
-                s = 5
-            else:
-                raise r.deviation('PriceLevelScheduleType', r.end - q)
-        if s == 5:
-            el = 'PriceLevelScheduleEntries'
-            r.pos = r.end - q
-            f_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
-            V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            f_PriceScheduleID = (V >> q) & 127
+        else:
+            r.pos = r.end - q; f_PriceScheduleID = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        x = (V >> q) & 7
+        if x & 4: raise r.deviation('PriceLevelScheduleType', r.end - q)
+        if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceLevelScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
+        ec = (x & 3)
+        s = 3
+        if ec == 0:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
-            s = -1
+            x = (V >> q) & 1
+            el = 'PriceScheduleDescription'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                f_PriceScheduleDescription = ''
+            else:
+                r.pos = r.end - q
+                f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                if len(f_PriceScheduleDescription) > 160: r.facet('PriceLevelScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 7171: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            el = 'NumberOfPriceLevels'
+            f_NumberOfPriceLevels = ((x >> 2) & 255)
+            s = 5
+        elif ec == 1:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('PriceLevelScheduleType', r.end - q)
+            el = 'NumberOfPriceLevels'
+            f_NumberOfPriceLevels = ((x >> 2) & 255)
+            s = 5
+        else:
+            raise r.deviation('PriceLevelScheduleType', r.end - q)
+        el = 'PriceLevelScheduleEntries'
+        r.pos = r.end - q
+        f_PriceLevelScheduleEntries = _d_PriceLevelScheduleEntryListType(r)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('PriceLevelScheduleType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceLevelScheduleType)
+    _obj = _new(_K_iso20_commonmessages_PriceLevelScheduleType)
     _obj.Id = f_Id
     _obj.TimeAnchor = f_TimeAnchor
     _obj.PriceScheduleID = f_PriceScheduleID
@@ -10393,63 +10375,60 @@ def _e_PriceLevelScheduleType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, TimeAnchor')
-        if s == 2:
-            if v_PriceScheduleID is not None:
-                el = 'PriceScheduleID'
-                if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
-                v <<= 2
-                n += 2
-                if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
-                elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
-                elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
-                v_PriceScheduleID = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of PriceScheduleID')
-        if s == 3:
-            if v_PriceScheduleDescription is not None:
-                el = 'PriceScheduleDescription'
-                v <<= 3
-                n += 3
-                _l = len(v_PriceScheduleDescription)
-                if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
-                if _l < 126 and v_PriceScheduleDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
-                if not (v_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
-                el = 'NumberOfPriceLevels'
-                if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
-                v = (v << 12) | (v_NumberOfPriceLevels << 1)
-                n += 12
-                v_PriceScheduleDescription = None
-                v_NumberOfPriceLevels = None
-                s = 5
-            elif v_NumberOfPriceLevels is not None:
-                el = 'NumberOfPriceLevels'
-                if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
-                v = (v << 12) | (1 << 10) | (v_NumberOfPriceLevels << 1)
-                n += 12
-                v_NumberOfPriceLevels = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
-        if s == 5:
-            if v_PriceLevelScheduleEntries is not None:
-                el = 'PriceLevelScheduleEntries'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                _e_PriceLevelScheduleEntryListType(w, v_PriceLevelScheduleEntries)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_PriceLevelScheduleEntries = None
-                if v_Id is not None or v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None or v_NumberOfPriceLevels is not None or v_PriceLevelScheduleEntries is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
+        if v_PriceScheduleID is not None:
+            el = 'PriceScheduleID'
+            if v_PriceScheduleID < 1 or v_PriceScheduleID > 4294967295: raise EncodeError(f'value {v_PriceScheduleID!r} outside [1, 4294967295]')
+            v <<= 2
+            n += 2
+            if v_PriceScheduleID < 128: v = (v << 9) | (v_PriceScheduleID << 1); n += 9
+            elif v_PriceScheduleID < 16384: v = (v << 17) | (_V2[v_PriceScheduleID] << 1); n += 17
+            elif v_PriceScheduleID < 2097152: v = (v << 25) | ((((_V2[v_PriceScheduleID & 16383] | 128) << 8) | (v_PriceScheduleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_PriceScheduleID); v = (w.v << 1); n = w.n + 1
+            v_PriceScheduleID = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of PriceScheduleID')
+        if v_PriceScheduleDescription is not None:
+            el = 'PriceScheduleDescription'
+            v <<= 3
+            n += 3
+            _l = len(v_PriceScheduleDescription)
+            if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
+            if _l < 126 and v_PriceScheduleDescription.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
+            if not (v_NumberOfPriceLevels is not None): raise EncodeError('missing content: NumberOfPriceLevels')
+            el = 'NumberOfPriceLevels'
+            if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
+            v = (v << 12) | (v_NumberOfPriceLevels << 1)
+            n += 12
+            v_PriceScheduleDescription = None
+            v_NumberOfPriceLevels = None
+            s = 5
+        elif v_NumberOfPriceLevels is not None:
+            el = 'NumberOfPriceLevels'
+            if not 0 <= v_NumberOfPriceLevels <= 255: raise EncodeError(f'value {v_NumberOfPriceLevels!r} outside [0, 255]')
+            v = (v << 12) | (1 << 10) | (v_NumberOfPriceLevels << 1)
+            n += 12
+            v_NumberOfPriceLevels = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of PriceScheduleDescription, NumberOfPriceLevels')
+        if v_PriceLevelScheduleEntries is not None:
+            el = 'PriceLevelScheduleEntries'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_PriceLevelScheduleEntryListType(w, v_PriceLevelScheduleEntries)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_PriceLevelScheduleEntries = None
+            if v_Id is not None or v_TimeAnchor is not None or v_PriceScheduleID is not None or v_PriceScheduleDescription is not None or v_NumberOfPriceLevels is not None or v_PriceLevelScheduleEntries is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of PriceLevelScheduleEntries')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10471,28 +10450,27 @@ def _d_PriceRuleStackListType(r):
         V = r.v; q = r.end - r.pos
         f_PriceRuleStack.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'PriceRuleStack'
-                    r.pos = r.end - q
-                    _v = _d_PriceRuleStackType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_PriceRuleStack.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'PriceRuleStack'
+                r.pos = r.end - q
+                _v = _d_PriceRuleStackType(r)
+                V = r.v; q = r.end - r.pos
+                f_PriceRuleStack.append(_v)
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
-                else:
-                    raise r.deviation('PriceRuleStackListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('PriceRuleStackListType', r.end - q)
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10501,7 +10479,7 @@ def _d_PriceRuleStackListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceRuleStackListType)
+    _obj = _new(_K_iso20_commonmessages_PriceRuleStackListType)
     _obj.PriceRuleStack = f_PriceRuleStack
     return _obj
 
@@ -10525,27 +10503,26 @@ def _e_PriceRuleStackListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PriceRuleStack')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_PriceRuleStack < n_PriceRuleStack:
-                    el = 'PriceRuleStack'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceRuleStackType(w, v_PriceRuleStack[i_PriceRuleStack])
-                    v = w.v; n = w.n
-                    i_PriceRuleStack += 1
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_PriceRuleStack < n_PriceRuleStack: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_PriceRuleStack < n_PriceRuleStack:
+                el = 'PriceRuleStack'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_PriceRuleStackType(w, v_PriceRuleStack[i_PriceRuleStack])
+                v = w.v; n = w.n
+                i_PriceRuleStack += 1
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_PriceRuleStack < n_PriceRuleStack: raise _leftover(o)
+                s = -1
+                break
         if s == 1024:
             if True:
                 v <<= 1
@@ -10597,28 +10574,27 @@ def _d_PriceRuleStackType(r):
         V = r.v; q = r.end - r.pos
         f_PriceRule.append(_v)
         s = 2
-        if s == 2:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'PriceRule'
-                    r.pos = r.end - q
-                    _v = _d_PriceRuleType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_PriceRule.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 9
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'PriceRule'
+                r.pos = r.end - q
+                _v = _d_PriceRuleType(r)
+                V = r.v; q = r.end - r.pos
+                f_PriceRule.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 9
                     break
-                else:
-                    raise r.deviation('PriceRuleStackType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('PriceRuleStackType', r.end - q)
         if s == 9:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10627,7 +10603,7 @@ def _d_PriceRuleStackType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceRuleStackType)
+    _obj = _new(_K_iso20_commonmessages_PriceRuleStackType)
     _obj.Duration = f_Duration
     _obj.PriceRule = f_PriceRule
     return _obj
@@ -10663,27 +10639,26 @@ def _e_PriceRuleStackType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Duration')
-        if s == 2:
-            _k = 0
-            while True:
-                if i_PriceRule < n_PriceRule:
-                    el = 'PriceRule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceRuleType(w, v_PriceRule[i_PriceRule])
-                    v = w.v; n = w.n
-                    i_PriceRule += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 9
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Duration is not None or i_PriceRule < n_PriceRule: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_PriceRule < n_PriceRule:
+                el = 'PriceRule'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_PriceRuleType(w, v_PriceRule[i_PriceRule])
+                v = w.v; n = w.n
+                i_PriceRule += 1
+                _k += 1
+                if _k == 7:
+                    s = 9
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Duration is not None or i_PriceRule < n_PriceRule: raise _leftover(o)
+                s = -1
+                break
         if s == 9:
             if True:
                 v <<= 1
@@ -10739,156 +10714,155 @@ def _d_PriceRuleType(r):
         if x & 24: raise r.deviation('PriceRuleType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EnergyFee = _new(iso20_commontypes.RationalNumberType)
+        f_EnergyFee = _new(_K_iso20_commontypes_RationalNumberType)
         f_EnergyFee.Exponent = _c1_Exponent
         f_EnergyFee.Value = _c1_Value
         ec = (x & 7)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
-                el = 'ParkingFee/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'ParkingFee/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
+            el = 'ParkingFee/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'ParkingFee/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('PriceRuleType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_ParkingFee = _new(iso20_commontypes.RationalNumberType)
-                f_ParkingFee.Exponent = _c2_Exponent
-                f_ParkingFee.Value = _c2_Value
-                ec = (x & 7)
-                s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                el = 'ParkingFeePeriod'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ParkingFeePeriod = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ParkingFeePeriod = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_ParkingFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('PriceRuleType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_ParkingFee = _new(_K_iso20_commontypes_RationalNumberType)
+            f_ParkingFee.Exponent = _c2_Exponent
+            f_ParkingFee.Value = _c2_Value
+            ec = (x & 7)
+            s = 2
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+            el = 'ParkingFeePeriod'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_ParkingFeePeriod = (V >> q) & 127
+                    f_ParkingFeePeriod = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_ParkingFeePeriod = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_ParkingFeePeriod = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
-                if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
-                ec = (x & 3)
-                s = 3
-            elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
-                el = 'CarbonDioxideEmission'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_CarbonDioxideEmission = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_CarbonDioxideEmission = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_ParkingFeePeriod = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_ParkingFeePeriod = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+            if f_ParkingFeePeriod > 4294967295: r.facet('PriceRuleType/ParkingFeePeriod', 'range [0, 4294967295]', f_ParkingFeePeriod, r.at(r.end - q))
+            ec = (x & 3)
+            s = 3
+        elif ec == 2:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PriceRuleType', r.end - q)
+            el = 'CarbonDioxideEmission'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_CarbonDioxideEmission = (V >> q) & 127
+                    f_CarbonDioxideEmission = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_CarbonDioxideEmission = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_CarbonDioxideEmission = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('PriceRuleType', r.end - q)
-                if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
-                ec = (x & 3)
-                s = 4
-            elif ec == 3:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
-                el = 'RenewableGenerationPercentage'
-                f_RenewableGenerationPercentage = ((x >> 2) & 255)
-                s = 5
-            elif ec == 4:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
-                el = 'PowerRangeStart/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'PowerRangeStart/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_CarbonDioxideEmission = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_CarbonDioxideEmission = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('PriceRuleType', r.end - q)
+            if f_CarbonDioxideEmission > 65535: r.facet('PriceRuleType/CarbonDioxideEmission', 'range [0, 65535]', f_CarbonDioxideEmission, r.at(r.end - q))
+            ec = (x & 3)
+            s = 4
+        elif ec == 3:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('PriceRuleType', r.end - q)
+            el = 'RenewableGenerationPercentage'
+            f_RenewableGenerationPercentage = ((x >> 2) & 255)
+            s = 5
+        elif ec == 4:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('PriceRuleType', r.end - q)
+            el = 'PowerRangeStart/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'PowerRangeStart/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
-                f_PowerRangeStart.Exponent = _c3_Exponent
-                f_PowerRangeStart.Value = _c3_Value
-                s = 6
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('PriceRuleType', r.end - q)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
+            f_PowerRangeStart.Exponent = _c3_Exponent
+            f_PowerRangeStart.Value = _c3_Value
+            s = 6
+        else:
+            raise r.deviation('PriceRuleType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 1
@@ -10990,7 +10964,7 @@ def _d_PriceRuleType(r):
                 if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
+                f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
                 f_PowerRangeStart.Exponent = _c4_Exponent
                 f_PowerRangeStart.Value = _c4_Value
                 s = 6
@@ -11067,7 +11041,7 @@ def _d_PriceRuleType(r):
                 if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
+                f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
                 f_PowerRangeStart.Exponent = _c5_Exponent
                 f_PowerRangeStart.Value = _c5_Value
                 s = 6
@@ -11114,7 +11088,7 @@ def _d_PriceRuleType(r):
                 if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
+                f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
                 f_PowerRangeStart.Exponent = _c6_Exponent
                 f_PowerRangeStart.Value = _c6_Value
                 s = 6
@@ -11152,7 +11126,7 @@ def _d_PriceRuleType(r):
             if (V >> q) & 7: raise r.deviation('PriceRuleType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_PowerRangeStart = _new(iso20_commontypes.RationalNumberType)
+            f_PowerRangeStart = _new(_K_iso20_commontypes_RationalNumberType)
             f_PowerRangeStart.Exponent = _c7_Exponent
             f_PowerRangeStart.Value = _c7_Value
             s = 6
@@ -11161,7 +11135,7 @@ def _d_PriceRuleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceRuleType)
+    _obj = _new(_K_iso20_commonmessages_PriceRuleType)
     _obj.EnergyFee = f_EnergyFee
     _obj.ParkingFee = f_ParkingFee
     _obj.ParkingFeePeriod = f_ParkingFeePeriod
@@ -11203,73 +11177,72 @@ def _e_PriceRuleType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EnergyFee')
-        if s == 1:
-            if v_ParkingFee is not None:
-                el = 'ParkingFee'
-                _o = v_ParkingFee
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'ParkingFee/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'ParkingFee/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 17
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 2
-            elif v_ParkingFeePeriod is not None:
-                el = 'ParkingFeePeriod'
-                if v_ParkingFeePeriod < 0 or v_ParkingFeePeriod > 4294967295: raise EncodeError(f'value {v_ParkingFeePeriod!r} outside [0, 4294967295]')
-                v = (v << 4) | (1 << 1)
-                n += 4
-                if v_ParkingFeePeriod < 128: v = (v << 9) | (v_ParkingFeePeriod << 1); n += 9
-                elif v_ParkingFeePeriod < 16384: v = (v << 17) | (_V2[v_ParkingFeePeriod] << 1); n += 17
-                elif v_ParkingFeePeriod < 2097152: v = (v << 25) | ((((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = (w.v << 1); n = w.n + 1
-                s = 3
-            elif v_CarbonDioxideEmission is not None:
-                el = 'CarbonDioxideEmission'
-                if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
-                v = (v << 4) | (2 << 1)
-                n += 4
-                if v_CarbonDioxideEmission < 128: v = (v << 9) | (v_CarbonDioxideEmission << 1); n += 9
-                elif v_CarbonDioxideEmission < 16384: v = (v << 17) | (_V2[v_CarbonDioxideEmission] << 1); n += 17
-                elif v_CarbonDioxideEmission < 2097152: v = (v << 25) | ((((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = (w.v << 1); n = w.n + 1
-                s = 4
-            elif v_RenewableGenerationPercentage is not None:
-                el = 'RenewableGenerationPercentage'
-                if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
-                v = (v << 13) | (3 << 10) | (v_RenewableGenerationPercentage << 1)
-                n += 13
-                s = 5
-            elif v_PowerRangeStart is not None:
-                el = 'PowerRangeStart'
-                _o = v_PowerRangeStart
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'PowerRangeStart/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'PowerRangeStart/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (4 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 17
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 6
-            else:
-                raise EncodeError('missing content: expected one of ParkingFee, ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
+        if v_ParkingFee is not None:
+            el = 'ParkingFee'
+            _o = v_ParkingFee
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'ParkingFee/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'ParkingFee/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 17
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 2
+        elif v_ParkingFeePeriod is not None:
+            el = 'ParkingFeePeriod'
+            if v_ParkingFeePeriod < 0 or v_ParkingFeePeriod > 4294967295: raise EncodeError(f'value {v_ParkingFeePeriod!r} outside [0, 4294967295]')
+            v = (v << 4) | (1 << 1)
+            n += 4
+            if v_ParkingFeePeriod < 128: v = (v << 9) | (v_ParkingFeePeriod << 1); n += 9
+            elif v_ParkingFeePeriod < 16384: v = (v << 17) | (_V2[v_ParkingFeePeriod] << 1); n += 17
+            elif v_ParkingFeePeriod < 2097152: v = (v << 25) | ((((_V2[v_ParkingFeePeriod & 16383] | 128) << 8) | (v_ParkingFeePeriod >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ParkingFeePeriod); v = (w.v << 1); n = w.n + 1
+            s = 3
+        elif v_CarbonDioxideEmission is not None:
+            el = 'CarbonDioxideEmission'
+            if v_CarbonDioxideEmission < 0 or v_CarbonDioxideEmission > 65535: raise EncodeError(f'value {v_CarbonDioxideEmission!r} outside [0, 65535]')
+            v = (v << 4) | (2 << 1)
+            n += 4
+            if v_CarbonDioxideEmission < 128: v = (v << 9) | (v_CarbonDioxideEmission << 1); n += 9
+            elif v_CarbonDioxideEmission < 16384: v = (v << 17) | (_V2[v_CarbonDioxideEmission] << 1); n += 17
+            elif v_CarbonDioxideEmission < 2097152: v = (v << 25) | ((((_V2[v_CarbonDioxideEmission & 16383] | 128) << 8) | (v_CarbonDioxideEmission >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_CarbonDioxideEmission); v = (w.v << 1); n = w.n + 1
+            s = 4
+        elif v_RenewableGenerationPercentage is not None:
+            el = 'RenewableGenerationPercentage'
+            if not 0 <= v_RenewableGenerationPercentage <= 255: raise EncodeError(f'value {v_RenewableGenerationPercentage!r} outside [0, 255]')
+            v = (v << 13) | (3 << 10) | (v_RenewableGenerationPercentage << 1)
+            n += 13
+            s = 5
+        elif v_PowerRangeStart is not None:
+            el = 'PowerRangeStart'
+            _o = v_PowerRangeStart
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'PowerRangeStart/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PowerRangeStart/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (4 << 14) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 17
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of ParkingFee, ParkingFeePeriod, CarbonDioxideEmission, RenewableGenerationPercentage, PowerRangeStart')
         if s == 2:
             if v_ParkingFeePeriod is not None:
                 el = 'ParkingFeePeriod'
@@ -11477,36 +11450,35 @@ def _d_PriceScheduleType(r):
         if f_PriceScheduleID < 1 or f_PriceScheduleID > 4294967295: r.facet('PriceScheduleType/PriceScheduleID', 'range [1, 4294967295]', f_PriceScheduleID, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'PriceScheduleDescription'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
-                    f_PriceScheduleDescription = ''
-                else:
-                    r.pos = r.end - q
-                    f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
-                    if len(f_PriceScheduleDescription) > 160: r.facet('PriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'PriceScheduleDescription'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PriceScheduleType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('PriceScheduleDescription', r.end - q)
+                f_PriceScheduleDescription = ''
             else:
-                raise r.deviation('PriceScheduleType', r.end - q)
+                r.pos = r.end - q
+                f_PriceScheduleDescription = r.string('iso20_commonmessages:PriceScheduleDescription')
+                if len(f_PriceScheduleDescription) > 160: r.facet('PriceScheduleType/PriceScheduleDescription', 'length [0, 160]', f_PriceScheduleDescription, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PriceScheduleType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PriceScheduleType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.PriceScheduleType)
+    _obj = _new(_K_iso20_commonmessages_PriceScheduleType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.PriceScheduleID = f_PriceScheduleID
     _obj.PriceScheduleDescription = f_PriceScheduleDescription
@@ -11542,24 +11514,23 @@ def _e_PriceScheduleType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
-        if s == 2:
-            if v_PriceScheduleDescription is not None:
-                el = 'PriceScheduleDescription'
-                v <<= 3
-                n += 3
-                _l = len(v_PriceScheduleDescription)
-                if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
-                if _l < 126 and v_PriceScheduleDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_PriceScheduleDescription is not None:
+            el = 'PriceScheduleDescription'
+            v <<= 3
+            n += 3
+            _l = len(v_PriceScheduleDescription)
+            if _l > 160: raise EncodeError(f'length {len(v_PriceScheduleDescription)} outside [0, 160]')
+            if _l < 126 and v_PriceScheduleDescription.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_PriceScheduleDescription.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_PriceScheduleDescription); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11621,22 +11592,21 @@ def _d_ScheduleExchangeReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -11649,31 +11619,30 @@ def _d_ScheduleExchangeReqType(r):
         if f_MaximumSupportingPoints > 1024: r.facet('ScheduleExchangeReqType/MaximumSupportingPoints', 'maxInclusive 1024', f_MaximumSupportingPoints, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'Dynamic_SEReqControlMode'
-                r.pos = r.end - q
-                f_Dynamic_SEReqControlMode = _d_Dynamic_SEReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
-                s = -1
-            elif ec == 1:
-                el = 'Scheduled_SEReqControlMode'
-                r.pos = r.end - q
-                f_Scheduled_SEReqControlMode = _d_Scheduled_SEReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
-                s = -1
-            else:
-                raise r.deviation('ScheduleExchangeReqType', r.end - q)
+        if ec == 0:
+            el = 'Dynamic_SEReqControlMode'
+            r.pos = r.end - q
+            f_Dynamic_SEReqControlMode = _d_Dynamic_SEReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
+            s = -1
+        elif ec == 1:
+            el = 'Scheduled_SEReqControlMode'
+            r.pos = r.end - q
+            f_Scheduled_SEReqControlMode = _d_Scheduled_SEReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ScheduleExchangeReqType', r.end - q)
+            s = -1
+        else:
+            raise r.deviation('ScheduleExchangeReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ScheduleExchangeReqType)
+    _obj = _new(_K_iso20_commonmessages_ScheduleExchangeReqType)
     _obj.Header = f_Header
     _obj.MaximumSupportingPoints = f_MaximumSupportingPoints
     _obj.Dynamic_SEReqControlMode = f_Dynamic_SEReqControlMode
@@ -11718,21 +11687,20 @@ def _e_ScheduleExchangeReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_MaximumSupportingPoints is not None): raise EncodeError('missing content: MaximumSupportingPoints')
             el = 'MaximumSupportingPoints'
@@ -11744,33 +11712,32 @@ def _e_ScheduleExchangeReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_Dynamic_SEReqControlMode is not None:
-                el = 'Dynamic_SEReqControlMode'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_Dynamic_SEReqControlModeType(w, v_Dynamic_SEReqControlMode)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_Dynamic_SEReqControlMode = None
-                if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
-                s = -1
-            elif v_Scheduled_SEReqControlMode is not None:
-                el = 'Scheduled_SEReqControlMode'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_Scheduled_SEReqControlModeType(w, v_Scheduled_SEReqControlMode)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_Scheduled_SEReqControlMode = None
-                if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of Dynamic_SEReqControlMode, Scheduled_SEReqControlMode')
+        if v_Dynamic_SEReqControlMode is not None:
+            el = 'Dynamic_SEReqControlMode'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_Dynamic_SEReqControlModeType(w, v_Dynamic_SEReqControlMode)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Dynamic_SEReqControlMode = None
+            if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
+            s = -1
+        elif v_Scheduled_SEReqControlMode is not None:
+            el = 'Scheduled_SEReqControlMode'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_Scheduled_SEReqControlModeType(w, v_Scheduled_SEReqControlMode)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_Scheduled_SEReqControlMode = None
+            if v_Header is not None or v_MaximumSupportingPoints is not None or v_Dynamic_SEReqControlMode is not None or v_Scheduled_SEReqControlMode is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of Dynamic_SEReqControlMode, Scheduled_SEReqControlMode')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11834,22 +11801,21 @@ def _d_ScheduleExchangeResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -11867,36 +11833,35 @@ def _d_ScheduleExchangeResType(r):
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         ec = (x & 3)
         s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('ScheduleExchangeResType', r.end - q)
-                el = 'GoToPause'
-                f_GoToPause = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                s = 4
-            elif ec == 1:
-                el = 'Dynamic_SEResControlMode'
-                r.pos = r.end - q
-                f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
-                s = 5
-            elif ec == 2:
-                el = 'Scheduled_SEResControlMode'
-                r.pos = r.end - q
-                f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
-                s = 6
-            else:
-                raise r.deviation('ScheduleExchangeResType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('ScheduleExchangeResType', r.end - q)
+            el = 'GoToPause'
+            f_GoToPause = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            s = 4
+        elif ec == 1:
+            el = 'Dynamic_SEResControlMode'
+            r.pos = r.end - q
+            f_Dynamic_SEResControlMode = _d_Dynamic_SEResControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
+            s = 5
+        elif ec == 2:
+            el = 'Scheduled_SEResControlMode'
+            r.pos = r.end - q
+            f_Scheduled_SEResControlMode = _d_Scheduled_SEResControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ScheduleExchangeResType', r.end - q)
+            s = 6
+        else:
+            raise r.deviation('ScheduleExchangeResType', r.end - q)
         if s == 4:
             if ec == 0:
                 el = 'Dynamic_SEResControlMode'
@@ -11925,7 +11890,7 @@ def _d_ScheduleExchangeResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ScheduleExchangeResType)
+    _obj = _new(_K_iso20_commonmessages_ScheduleExchangeResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -11974,21 +11939,20 @@ def _e_ScheduleExchangeResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -12006,34 +11970,33 @@ def _e_ScheduleExchangeResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 3:
-            if v_GoToPause is not None:
-                el = 'GoToPause'
-                if v_GoToPause is not True and v_GoToPause is not False: raise EncodeError(f'expected a bool, got {v_GoToPause!r}')
-                v = (v << 5) | (v_GoToPause << 1)
-                n += 5
-                v_GoToPause = None
-                s = 4
-            elif v_Dynamic_SEResControlMode is not None:
-                el = 'Dynamic_SEResControlMode'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_Dynamic_SEResControlModeType(w, v_Dynamic_SEResControlMode)
-                v = w.v; n = w.n
-                v_Dynamic_SEResControlMode = None
-                s = 5
-            elif v_Scheduled_SEResControlMode is not None:
-                el = 'Scheduled_SEResControlMode'
-                v = (v << 2) | 2
-                n += 2
-                w.v = v; w.n = n
-                _e_Scheduled_SEResControlModeType(w, v_Scheduled_SEResControlMode)
-                v = w.v; n = w.n
-                v_Scheduled_SEResControlMode = None
-                s = 6
-            else:
-                raise EncodeError('missing content: expected one of GoToPause, Dynamic_SEResControlMode, Scheduled_SEResControlMode')
+        if v_GoToPause is not None:
+            el = 'GoToPause'
+            if v_GoToPause is not True and v_GoToPause is not False: raise EncodeError(f'expected a bool, got {v_GoToPause!r}')
+            v = (v << 5) | (v_GoToPause << 1)
+            n += 5
+            v_GoToPause = None
+            s = 4
+        elif v_Dynamic_SEResControlMode is not None:
+            el = 'Dynamic_SEResControlMode'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_Dynamic_SEResControlModeType(w, v_Dynamic_SEResControlMode)
+            v = w.v; n = w.n
+            v_Dynamic_SEResControlMode = None
+            s = 5
+        elif v_Scheduled_SEResControlMode is not None:
+            el = 'Scheduled_SEResControlMode'
+            v = (v << 2) | 2
+            n += 2
+            w.v = v; w.n = n
+            _e_Scheduled_SEResControlModeType(w, v_Scheduled_SEResControlMode)
+            v = w.v; n = w.n
+            v_Scheduled_SEResControlMode = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of GoToPause, Dynamic_SEResControlMode, Scheduled_SEResControlMode')
         if s == 4:
             if v_Dynamic_SEResControlMode is not None:
                 el = 'Dynamic_SEResControlMode'
@@ -12123,31 +12086,30 @@ def _d_ScheduleTupleType(r):
         x = (V >> q) & 3
         ec = x
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                el = 'ChargingSchedule/AbsolutePriceSchedule'
-                r.pos = r.end - q
-                _c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                el = 'ChargingSchedule/PriceLevelSchedule'
-                r.pos = r.end - q
-                _c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_s = -1
-            elif ec == 2:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('ChargingScheduleType', r.end - q)
-        f_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+        if ec == 0:
+            el = 'ChargingSchedule/AbsolutePriceSchedule'
+            r.pos = r.end - q
+            _c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            el = 'ChargingSchedule/PriceLevelSchedule'
+            r.pos = r.end - q
+            _c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            _c1_s = -1
+        elif ec == 2:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('ChargingScheduleType', r.end - q)
+        f_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
         f_ChargingSchedule.PowerSchedule = _c1_PowerSchedule
         f_ChargingSchedule.AbsolutePriceSchedule = _c1_AbsolutePriceSchedule
         f_ChargingSchedule.PriceLevelSchedule = _c1_PriceLevelSchedule
@@ -12156,65 +12118,63 @@ def _d_ScheduleTupleType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
+        if ec == 0:
+            el = 'DischargingSchedule'
+            _c2_PowerSchedule = None
+            _c2_AbsolutePriceSchedule = None
+            _c2_PriceLevelSchedule = None
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            el = 'DischargingSchedule/PowerSchedule'
+            r.pos = r.end - q
+            _c2_PowerSchedule = _d_PowerScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_s = 1
             if ec == 0:
-                el = 'DischargingSchedule'
-                _c2_PowerSchedule = None
-                _c2_AbsolutePriceSchedule = None
-                _c2_PriceLevelSchedule = None
+                el = 'DischargingSchedule/AbsolutePriceSchedule'
+                r.pos = r.end - q
+                _c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                el = 'DischargingSchedule/PowerSchedule'
+                _c2_s = -1
+            elif ec == 1:
+                el = 'DischargingSchedule/PriceLevelSchedule'
                 r.pos = r.end - q
-                _c2_PowerSchedule = _d_PowerScheduleType(r)
+                _c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c2_s = 1
-                if _c2_s == 1:
-                    if ec == 0:
-                        el = 'DischargingSchedule/AbsolutePriceSchedule'
-                        r.pos = r.end - q
-                        _c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c2_s = -1
-                    elif ec == 1:
-                        el = 'DischargingSchedule/PriceLevelSchedule'
-                        r.pos = r.end - q
-                        _c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c2_s = -1
-                    elif ec == 2:
-                        pass
-                        _c2_s = -1
-                    else:
-                        raise r.deviation('ChargingScheduleType', r.end - q)
-                f_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
-                f_DischargingSchedule.PowerSchedule = _c2_PowerSchedule
-                f_DischargingSchedule.AbsolutePriceSchedule = _c2_AbsolutePriceSchedule
-                f_DischargingSchedule.PriceLevelSchedule = _c2_PriceLevelSchedule
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-                s = -1
-            elif ec == 1:
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                _c2_s = -1
+            elif ec == 2:
                 pass
-                s = -1
+                _c2_s = -1
             else:
-                raise r.deviation('ScheduleTupleType', r.end - q)
+                raise r.deviation('ChargingScheduleType', r.end - q)
+            f_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
+            f_DischargingSchedule.PowerSchedule = _c2_PowerSchedule
+            f_DischargingSchedule.AbsolutePriceSchedule = _c2_AbsolutePriceSchedule
+            f_DischargingSchedule.PriceLevelSchedule = _c2_PriceLevelSchedule
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ScheduleTupleType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ScheduleTupleType)
+    _obj = _new(_K_iso20_commonmessages_ScheduleTupleType)
     _obj.ScheduleTupleID = f_ScheduleTupleID
     _obj.ChargingSchedule = f_ChargingSchedule
     _obj.DischargingSchedule = f_DischargingSchedule
@@ -12257,98 +12217,95 @@ def _e_ScheduleTupleType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of PowerSchedule')
-            if _c1_s == 1:
-                if _c1_AbsolutePriceSchedule is not None:
-                    el = 'ChargingSchedule/AbsolutePriceSchedule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AbsolutePriceScheduleType(w, _c1_AbsolutePriceSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_AbsolutePriceSchedule = None
-                    if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-                elif _c1_PriceLevelSchedule is not None:
-                    el = 'ChargingSchedule/PriceLevelSchedule'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_PriceLevelScheduleType(w, _c1_PriceLevelSchedule)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_PriceLevelSchedule = None
-                    if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
+            if _c1_AbsolutePriceSchedule is not None:
+                el = 'ChargingSchedule/AbsolutePriceSchedule'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_AbsolutePriceScheduleType(w, _c1_AbsolutePriceSchedule)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_AbsolutePriceSchedule = None
+                if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
+                _c1_s = -1
+            elif _c1_PriceLevelSchedule is not None:
+                el = 'ChargingSchedule/PriceLevelSchedule'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                _e_PriceLevelScheduleType(w, _c1_PriceLevelSchedule)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_PriceLevelSchedule = None
+                if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if _c1_PowerSchedule is not None or _c1_AbsolutePriceSchedule is not None or _c1_PriceLevelSchedule is not None: raise _leftover(_c1_o)
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 2
         else:
             raise EncodeError('missing content: expected one of ScheduleTupleID')
-        if s == 2:
-            if v_DischargingSchedule is not None:
-                el = 'DischargingSchedule'
-                v <<= 2
-                n += 2
-                _c2_o = v_DischargingSchedule
-                _c2_PowerSchedule = _c2_o.PowerSchedule
-                _c2_AbsolutePriceSchedule = _c2_o.AbsolutePriceSchedule
-                _c2_PriceLevelSchedule = _c2_o.PriceLevelSchedule
-                if _c2_PowerSchedule is not None:
-                    el = 'DischargingSchedule/PowerSchedule'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    _e_PowerScheduleType(w, _c2_PowerSchedule)
-                    v = w.v; n = w.n
-                    _c2_PowerSchedule = None
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of PowerSchedule')
-                if _c2_s == 1:
-                    if _c2_AbsolutePriceSchedule is not None:
-                        el = 'DischargingSchedule/AbsolutePriceSchedule'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_AbsolutePriceScheduleType(w, _c2_AbsolutePriceSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_AbsolutePriceSchedule = None
-                        if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
-                        _c2_s = -1
-                    elif _c2_PriceLevelSchedule is not None:
-                        el = 'DischargingSchedule/PriceLevelSchedule'
-                        v = (v << 2) | 1
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PriceLevelScheduleType(w, _c2_PriceLevelSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_PriceLevelSchedule = None
-                        if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
-                        _c2_s = -1
-                    elif True:
-                        v = (v << 2) | 2
-                        n += 2
-                        if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+        if v_DischargingSchedule is not None:
+            el = 'DischargingSchedule'
+            v <<= 2
+            n += 2
+            _c2_o = v_DischargingSchedule
+            _c2_PowerSchedule = _c2_o.PowerSchedule
+            _c2_AbsolutePriceSchedule = _c2_o.AbsolutePriceSchedule
+            _c2_PriceLevelSchedule = _c2_o.PriceLevelSchedule
+            if _c2_PowerSchedule is not None:
+                el = 'DischargingSchedule/PowerSchedule'
                 v <<= 1
                 n += 1
-                s = -1
-            elif True:
+                w.v = v; w.n = n
+                _e_PowerScheduleType(w, _c2_PowerSchedule)
+                v = w.v; n = w.n
+                _c2_PowerSchedule = None
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of PowerSchedule')
+            if _c2_AbsolutePriceSchedule is not None:
+                el = 'DischargingSchedule/AbsolutePriceSchedule'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_AbsolutePriceScheduleType(w, _c2_AbsolutePriceSchedule)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_AbsolutePriceSchedule = None
+                if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
+                _c2_s = -1
+            elif _c2_PriceLevelSchedule is not None:
+                el = 'DischargingSchedule/PriceLevelSchedule'
                 v = (v << 2) | 1
                 n += 2
-                s = -1
+                w.v = v; w.n = n
+                _e_PriceLevelScheduleType(w, _c2_PriceLevelSchedule)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_PriceLevelSchedule = None
+                if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                if _c2_PowerSchedule is not None or _c2_AbsolutePriceSchedule is not None or _c2_PriceLevelSchedule is not None: raise _leftover(_c2_o)
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -12391,24 +12348,23 @@ def _d_Scheduled_EVPPTControlModeType(r):
         if f_SelectedScheduleTupleID < 1 or f_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_EVPPTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', f_SelectedScheduleTupleID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
-                el = 'PowerToleranceAcceptance'
-                f_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+        if ec == 0:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
+            el = 'PowerToleranceAcceptance'
+            f_PowerToleranceAcceptance = _E_iso20_commonmessages_powerToleranceAcceptanceType[((x >> 2) & 1)]
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('Scheduled_EVPPTControlModeType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Scheduled_EVPPTControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Scheduled_EVPPTControlModeType)
     _obj.SelectedScheduleTupleID = f_SelectedScheduleTupleID
     _obj.PowerToleranceAcceptance = f_PowerToleranceAcceptance
     return _obj
@@ -12433,18 +12389,17 @@ def _e_Scheduled_EVPPTControlModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedScheduleTupleID')
-        if s == 1:
-            if v_PowerToleranceAcceptance is not None:
-                el = 'PowerToleranceAcceptance'
-                _i1 = _I_iso20_commonmessages_powerToleranceAcceptanceType.get(v_PowerToleranceAcceptance)
-                if _i1 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
-                v = (v << 6) | (_i1 << 2)
-                n += 6
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_PowerToleranceAcceptance is not None:
+            el = 'PowerToleranceAcceptance'
+            _i1 = _I_iso20_commonmessages_powerToleranceAcceptanceType.get(v_PowerToleranceAcceptance)
+            if _i1 is None: raise EncodeError(f'{v_PowerToleranceAcceptance!r} is not one of the enumeration powerToleranceAcceptanceType')
+            v = (v << 6) | (_i1 << 2)
+            n += 6
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -12527,7 +12482,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             if x & 24: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             ec = (x & 7)
@@ -12565,7 +12520,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             ec = (x & 3)
@@ -12603,7 +12558,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
             ec = (x & 3)
@@ -12642,7 +12597,7 @@ def _d_Scheduled_SEReqControlModeType(r):
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            _c4_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
+            _c4_EVPowerSchedule = _new(_K_iso20_commonmessages_EVPowerScheduleType)
             _c4_EVPowerSchedule.TimeAnchor = _c4_c1_TimeAnchor
             _c4_EVPowerSchedule.EVPowerScheduleEntries = _c4_c1_EVPowerScheduleEntries
             el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
@@ -12707,12 +12662,12 @@ def _d_Scheduled_SEReqControlModeType(r):
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-            _c4_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+            _c4_EVAbsolutePriceSchedule = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
             _c4_EVAbsolutePriceSchedule.TimeAnchor = _c4_c2_TimeAnchor
             _c4_EVAbsolutePriceSchedule.Currency = _c4_c2_Currency
             _c4_EVAbsolutePriceSchedule.PriceAlgorithm = _c4_c2_PriceAlgorithm
             _c4_EVAbsolutePriceSchedule.EVPriceRuleStacks = _c4_c2_EVPriceRuleStacks
-            f_EVEnergyOffer = _new(iso20_commonmessages.EVEnergyOfferType)
+            f_EVEnergyOffer = _new(_K_iso20_commonmessages_EVEnergyOfferType)
             f_EVEnergyOffer.EVPowerSchedule = _c4_EVPowerSchedule
             f_EVEnergyOffer.EVAbsolutePriceSchedule = _c4_EVAbsolutePriceSchedule
             s = 5
@@ -12755,7 +12710,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetEnergyRequest.Exponent = _c5_Exponent
                 f_EVTargetEnergyRequest.Value = _c5_Value
                 ec = (x & 7)
@@ -12793,7 +12748,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMaximumEnergyRequest.Value = _c6_Value
                 ec = (x & 3)
@@ -12831,7 +12786,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c7_Exponent
                 f_EVMinimumEnergyRequest.Value = _c7_Value
                 ec = (x & 3)
@@ -12870,7 +12825,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c8_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
+                _c8_EVPowerSchedule = _new(_K_iso20_commonmessages_EVPowerScheduleType)
                 _c8_EVPowerSchedule.TimeAnchor = _c8_c1_TimeAnchor
                 _c8_EVPowerSchedule.EVPowerScheduleEntries = _c8_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
@@ -12935,12 +12890,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c8_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+                _c8_EVAbsolutePriceSchedule = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
                 _c8_EVAbsolutePriceSchedule.TimeAnchor = _c8_c2_TimeAnchor
                 _c8_EVAbsolutePriceSchedule.Currency = _c8_c2_Currency
                 _c8_EVAbsolutePriceSchedule.PriceAlgorithm = _c8_c2_PriceAlgorithm
                 _c8_EVAbsolutePriceSchedule.EVPriceRuleStacks = _c8_c2_EVPriceRuleStacks
-                f_EVEnergyOffer = _new(iso20_commonmessages.EVEnergyOfferType)
+                f_EVEnergyOffer = _new(_K_iso20_commonmessages_EVEnergyOfferType)
                 f_EVEnergyOffer.EVPowerSchedule = _c8_EVPowerSchedule
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c8_EVAbsolutePriceSchedule
                 s = 5
@@ -12983,7 +12938,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c9_Exponent
                 f_EVMaximumEnergyRequest.Value = _c9_Value
                 ec = (x & 3)
@@ -13021,7 +12976,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c10_Exponent
                 f_EVMinimumEnergyRequest.Value = _c10_Value
                 ec = (x & 3)
@@ -13060,7 +13015,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c11_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
+                _c11_EVPowerSchedule = _new(_K_iso20_commonmessages_EVPowerScheduleType)
                 _c11_EVPowerSchedule.TimeAnchor = _c11_c1_TimeAnchor
                 _c11_EVPowerSchedule.EVPowerScheduleEntries = _c11_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
@@ -13125,12 +13080,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c11_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+                _c11_EVAbsolutePriceSchedule = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
                 _c11_EVAbsolutePriceSchedule.TimeAnchor = _c11_c2_TimeAnchor
                 _c11_EVAbsolutePriceSchedule.Currency = _c11_c2_Currency
                 _c11_EVAbsolutePriceSchedule.PriceAlgorithm = _c11_c2_PriceAlgorithm
                 _c11_EVAbsolutePriceSchedule.EVPriceRuleStacks = _c11_c2_EVPriceRuleStacks
-                f_EVEnergyOffer = _new(iso20_commonmessages.EVEnergyOfferType)
+                f_EVEnergyOffer = _new(_K_iso20_commonmessages_EVEnergyOfferType)
                 f_EVEnergyOffer.EVPowerSchedule = _c11_EVPowerSchedule
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c11_EVAbsolutePriceSchedule
                 s = 5
@@ -13173,7 +13128,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c12_Exponent
                 f_EVMinimumEnergyRequest.Value = _c12_Value
                 ec = (x & 3)
@@ -13212,7 +13167,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c13_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
+                _c13_EVPowerSchedule = _new(_K_iso20_commonmessages_EVPowerScheduleType)
                 _c13_EVPowerSchedule.TimeAnchor = _c13_c1_TimeAnchor
                 _c13_EVPowerSchedule.EVPowerScheduleEntries = _c13_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
@@ -13277,12 +13232,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c13_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+                _c13_EVAbsolutePriceSchedule = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
                 _c13_EVAbsolutePriceSchedule.TimeAnchor = _c13_c2_TimeAnchor
                 _c13_EVAbsolutePriceSchedule.Currency = _c13_c2_Currency
                 _c13_EVAbsolutePriceSchedule.PriceAlgorithm = _c13_c2_PriceAlgorithm
                 _c13_EVAbsolutePriceSchedule.EVPriceRuleStacks = _c13_c2_EVPriceRuleStacks
-                f_EVEnergyOffer = _new(iso20_commonmessages.EVEnergyOfferType)
+                f_EVEnergyOffer = _new(_K_iso20_commonmessages_EVEnergyOfferType)
                 f_EVEnergyOffer.EVPowerSchedule = _c13_EVPowerSchedule
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c13_EVAbsolutePriceSchedule
                 s = 5
@@ -13326,7 +13281,7 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 4
                 if q < 0: V, q = r.slideq(q, 4)
                 if (V >> q) & 15: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c14_EVPowerSchedule = _new(iso20_commonmessages.EVPowerScheduleType)
+                _c14_EVPowerSchedule = _new(_K_iso20_commonmessages_EVPowerScheduleType)
                 _c14_EVPowerSchedule.TimeAnchor = _c14_c1_TimeAnchor
                 _c14_EVPowerSchedule.EVPowerScheduleEntries = _c14_c1_EVPowerScheduleEntries
                 el = 'EVEnergyOffer/EVAbsolutePriceSchedule/TimeAnchor'
@@ -13391,12 +13346,12 @@ def _d_Scheduled_SEReqControlModeType(r):
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('Scheduled_SEReqControlModeType', r.end - q)
-                _c14_EVAbsolutePriceSchedule = _new(iso20_commonmessages.EVAbsolutePriceScheduleType)
+                _c14_EVAbsolutePriceSchedule = _new(_K_iso20_commonmessages_EVAbsolutePriceScheduleType)
                 _c14_EVAbsolutePriceSchedule.TimeAnchor = _c14_c2_TimeAnchor
                 _c14_EVAbsolutePriceSchedule.Currency = _c14_c2_Currency
                 _c14_EVAbsolutePriceSchedule.PriceAlgorithm = _c14_c2_PriceAlgorithm
                 _c14_EVAbsolutePriceSchedule.EVPriceRuleStacks = _c14_c2_EVPriceRuleStacks
-                f_EVEnergyOffer = _new(iso20_commonmessages.EVEnergyOfferType)
+                f_EVEnergyOffer = _new(_K_iso20_commonmessages_EVEnergyOfferType)
                 f_EVEnergyOffer.EVPowerSchedule = _c14_EVPowerSchedule
                 f_EVEnergyOffer.EVAbsolutePriceSchedule = _c14_EVAbsolutePriceSchedule
                 s = 5
@@ -13410,7 +13365,7 @@ def _d_Scheduled_SEReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Scheduled_SEReqControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Scheduled_SEReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
@@ -14060,31 +14015,30 @@ def _d_Scheduled_SEResControlModeType(r):
         x = (V >> q) & 3
         ec = x
         _c1_c1_s = 1
-        if _c1_c1_s == 1:
-            if ec == 0:
-                el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                r.pos = r.end - q
-                _c1_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_c1_s = -1
-            elif ec == 1:
-                el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                r.pos = r.end - q
-                _c1_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_c1_s = -1
-            elif ec == 2:
-                pass
-                _c1_c1_s = -1
-            else:
-                raise r.deviation('ChargingScheduleType', r.end - q)
-        _c1_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+        if ec == 0:
+            el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+            r.pos = r.end - q
+            _c1_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            _c1_c1_s = -1
+        elif ec == 1:
+            el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+            r.pos = r.end - q
+            _c1_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            _c1_c1_s = -1
+        elif ec == 2:
+            pass
+            _c1_c1_s = -1
+        else:
+            raise r.deviation('ChargingScheduleType', r.end - q)
+        _c1_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
         _c1_ChargingSchedule.PowerSchedule = _c1_c1_PowerSchedule
         _c1_ChargingSchedule.AbsolutePriceSchedule = _c1_c1_AbsolutePriceSchedule
         _c1_ChargingSchedule.PriceLevelSchedule = _c1_c1_PriceLevelSchedule
@@ -14093,62 +14047,60 @@ def _d_Scheduled_SEResControlModeType(r):
         x = (V >> q) & 3
         ec = x
         _c1_s = 2
-        if _c1_s == 2:
+        if ec == 0:
+            el = 'ScheduleTuple/DischargingSchedule'
+            _c1_c2_PowerSchedule = None
+            _c1_c2_AbsolutePriceSchedule = None
+            _c1_c2_PriceLevelSchedule = None
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+            r.pos = r.end - q
+            _c1_c2_PowerSchedule = _d_PowerScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c1_c2_s = 1
             if ec == 0:
-                el = 'ScheduleTuple/DischargingSchedule'
-                _c1_c2_PowerSchedule = None
-                _c1_c2_AbsolutePriceSchedule = None
-                _c1_c2_PriceLevelSchedule = None
+                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                r.pos = r.end - q
+                _c1_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                _c1_c2_s = -1
+            elif ec == 1:
+                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
                 r.pos = r.end - q
-                _c1_c2_PowerSchedule = _d_PowerScheduleType(r)
+                _c1_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c1_c2_s = 1
-                if _c1_c2_s == 1:
-                    if ec == 0:
-                        el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                        r.pos = r.end - q
-                        _c1_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c1_c2_s = -1
-                    elif ec == 1:
-                        el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                        r.pos = r.end - q
-                        _c1_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c1_c2_s = -1
-                    elif ec == 2:
-                        pass
-                        _c1_c2_s = -1
-                    else:
-                        raise r.deviation('ChargingScheduleType', r.end - q)
-                _c1_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
-                _c1_DischargingSchedule.PowerSchedule = _c1_c2_PowerSchedule
-                _c1_DischargingSchedule.AbsolutePriceSchedule = _c1_c2_AbsolutePriceSchedule
-                _c1_DischargingSchedule.PriceLevelSchedule = _c1_c2_PriceLevelSchedule
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                _c1_c2_s = -1
+            elif ec == 2:
                 pass
-                _c1_s = -1
+                _c1_c2_s = -1
             else:
-                raise r.deviation('ScheduleTupleType', r.end - q)
-        _v = _new(iso20_commonmessages.ScheduleTupleType)
+                raise r.deviation('ChargingScheduleType', r.end - q)
+            _c1_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
+            _c1_DischargingSchedule.PowerSchedule = _c1_c2_PowerSchedule
+            _c1_DischargingSchedule.AbsolutePriceSchedule = _c1_c2_AbsolutePriceSchedule
+            _c1_DischargingSchedule.PriceLevelSchedule = _c1_c2_PriceLevelSchedule
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('ScheduleTupleType', r.end - q)
+        _v = _new(_K_iso20_commonmessages_ScheduleTupleType)
         _v.ScheduleTupleID = _c1_ScheduleTupleID
         _v.ChargingSchedule = _c1_ChargingSchedule
         _v.DischargingSchedule = _c1_DischargingSchedule
@@ -14158,157 +14110,153 @@ def _d_Scheduled_SEResControlModeType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'ScheduleTuple'
-                _c2_ScheduleTupleID = None
-                _c2_ChargingSchedule = None
-                _c2_DischargingSchedule = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
-                el = 'ScheduleTuple/ScheduleTupleID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_ScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_ScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'ScheduleTuple'
+            _c2_ScheduleTupleID = None
+            _c2_ChargingSchedule = None
+            _c2_DischargingSchedule = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+            el = 'ScheduleTuple/ScheduleTupleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_ScheduleTupleID = (V >> q) & 127
+                    _c2_ScheduleTupleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_ScheduleTupleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_ScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
-                if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c2_ScheduleTupleID, r.at(r.end - q))
-                el = 'ScheduleTuple/ChargingSchedule'
-                _c2_c1_PowerSchedule = None
-                _c2_c1_AbsolutePriceSchedule = None
-                _c2_c1_PriceLevelSchedule = None
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_ScheduleTupleID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_ScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ScheduleTupleType', r.end - q)
+            if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: r.facet('ScheduleTupleType/ScheduleTupleID', 'range [1, 4294967295]', _c2_ScheduleTupleID, r.at(r.end - q))
+            el = 'ScheduleTuple/ChargingSchedule'
+            _c2_c1_PowerSchedule = None
+            _c2_c1_AbsolutePriceSchedule = None
+            _c2_c1_PriceLevelSchedule = None
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+            el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
+            r.pos = r.end - q
+            _c2_c1_PowerSchedule = _d_PowerScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_c1_s = 1
+            if ec == 0:
+                el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                r.pos = r.end - q
+                _c2_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
+                _c2_c1_s = -1
+            elif ec == 1:
+                el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
                 r.pos = r.end - q
-                _c2_c1_PowerSchedule = _d_PowerScheduleType(r)
+                _c2_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                _c2_c1_s = -1
+            elif ec == 2:
+                pass
+                _c2_c1_s = -1
+            else:
+                raise r.deviation('ChargingScheduleType', r.end - q)
+            _c2_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
+            _c2_ChargingSchedule.PowerSchedule = _c2_c1_PowerSchedule
+            _c2_ChargingSchedule.AbsolutePriceSchedule = _c2_c1_AbsolutePriceSchedule
+            _c2_ChargingSchedule.PriceLevelSchedule = _c2_c1_PriceLevelSchedule
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_s = 2
+            if ec == 0:
+                el = 'ScheduleTuple/DischargingSchedule'
+                _c2_c2_PowerSchedule = None
+                _c2_c2_AbsolutePriceSchedule = None
+                _c2_c2_PriceLevelSchedule = None
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                r.pos = r.end - q
+                _c2_c2_PowerSchedule = _d_PowerScheduleType(r)
                 V = r.v; q = r.end - r.pos
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 x = (V >> q) & 3
                 ec = x
-                _c2_c1_s = 1
-                if _c2_c1_s == 1:
-                    if ec == 0:
-                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                        r.pos = r.end - q
-                        _c2_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c2_c1_s = -1
-                    elif ec == 1:
-                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                        r.pos = r.end - q
-                        _c2_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c2_c1_s = -1
-                    elif ec == 2:
-                        pass
-                        _c2_c1_s = -1
-                    else:
-                        raise r.deviation('ChargingScheduleType', r.end - q)
-                _c2_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
-                _c2_ChargingSchedule.PowerSchedule = _c2_c1_PowerSchedule
-                _c2_ChargingSchedule.AbsolutePriceSchedule = _c2_c1_AbsolutePriceSchedule
-                _c2_ChargingSchedule.PriceLevelSchedule = _c2_c1_PriceLevelSchedule
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c2_s = 2
-                if _c2_s == 2:
-                    if ec == 0:
-                        el = 'ScheduleTuple/DischargingSchedule'
-                        _c2_c2_PowerSchedule = None
-                        _c2_c2_AbsolutePriceSchedule = None
-                        _c2_c2_PriceLevelSchedule = None
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                        r.pos = r.end - q
-                        _c2_c2_PowerSchedule = _d_PowerScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
-                        _c2_c2_s = 1
-                        if _c2_c2_s == 1:
-                            if ec == 0:
-                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                                r.pos = r.end - q
-                                _c2_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                                _c2_c2_s = -1
-                            elif ec == 1:
-                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                                r.pos = r.end - q
-                                _c2_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                                _c2_c2_s = -1
-                            elif ec == 2:
-                                pass
-                                _c2_c2_s = -1
-                            else:
-                                raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c2_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
-                        _c2_DischargingSchedule.PowerSchedule = _c2_c2_PowerSchedule
-                        _c2_DischargingSchedule.AbsolutePriceSchedule = _c2_c2_AbsolutePriceSchedule
-                        _c2_DischargingSchedule.PriceLevelSchedule = _c2_c2_PriceLevelSchedule
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-                        _c2_s = -1
-                    elif ec == 1:
-                        pass
-                        _c2_s = -1
-                    else:
-                        raise r.deviation('ScheduleTupleType', r.end - q)
-                _v = _new(iso20_commonmessages.ScheduleTupleType)
-                _v.ScheduleTupleID = _c2_ScheduleTupleID
-                _v.ChargingSchedule = _c2_ChargingSchedule
-                _v.DischargingSchedule = _c2_DischargingSchedule
-                f_ScheduleTuple.append(_v)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 2
+                _c2_c2_s = 1
+                if ec == 0:
+                    el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                    r.pos = r.end - q
+                    _c2_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                    _c2_c2_s = -1
+                elif ec == 1:
+                    el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                    r.pos = r.end - q
+                    _c2_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                    _c2_c2_s = -1
+                elif ec == 2:
+                    pass
+                    _c2_c2_s = -1
+                else:
+                    raise r.deviation('ChargingScheduleType', r.end - q)
+                _c2_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
+                _c2_DischargingSchedule.PowerSchedule = _c2_c2_PowerSchedule
+                _c2_DischargingSchedule.AbsolutePriceSchedule = _c2_c2_AbsolutePriceSchedule
+                _c2_DischargingSchedule.PriceLevelSchedule = _c2_c2_PriceLevelSchedule
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+                _c2_s = -1
             elif ec == 1:
                 pass
-                s = -1
+                _c2_s = -1
             else:
-                raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
+                raise r.deviation('ScheduleTupleType', r.end - q)
+            _v = _new(_K_iso20_commonmessages_ScheduleTupleType)
+            _v.ScheduleTupleID = _c2_ScheduleTupleID
+            _v.ChargingSchedule = _c2_ChargingSchedule
+            _v.DischargingSchedule = _c2_DischargingSchedule
+            f_ScheduleTuple.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('Scheduled_SEResControlModeType', r.end - q)
         if s == 2:
             if ec == 0:
                 el = 'ScheduleTuple'
@@ -14357,31 +14305,30 @@ def _d_Scheduled_SEResControlModeType(r):
                 x = (V >> q) & 3
                 ec = x
                 _c3_c1_s = 1
-                if _c3_c1_s == 1:
-                    if ec == 0:
-                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                        r.pos = r.end - q
-                        _c3_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c3_c1_s = -1
-                    elif ec == 1:
-                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                        r.pos = r.end - q
-                        _c3_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c3_c1_s = -1
-                    elif ec == 2:
-                        pass
-                        _c3_c1_s = -1
-                    else:
-                        raise r.deviation('ChargingScheduleType', r.end - q)
-                _c3_ChargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
+                if ec == 0:
+                    el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                    r.pos = r.end - q
+                    _c3_c1_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                    _c3_c1_s = -1
+                elif ec == 1:
+                    el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                    r.pos = r.end - q
+                    _c3_c1_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                    _c3_c1_s = -1
+                elif ec == 2:
+                    pass
+                    _c3_c1_s = -1
+                else:
+                    raise r.deviation('ChargingScheduleType', r.end - q)
+                _c3_ChargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
                 _c3_ChargingSchedule.PowerSchedule = _c3_c1_PowerSchedule
                 _c3_ChargingSchedule.AbsolutePriceSchedule = _c3_c1_AbsolutePriceSchedule
                 _c3_ChargingSchedule.PriceLevelSchedule = _c3_c1_PriceLevelSchedule
@@ -14390,62 +14337,60 @@ def _d_Scheduled_SEResControlModeType(r):
                 x = (V >> q) & 3
                 ec = x
                 _c3_s = 2
-                if _c3_s == 2:
+                if ec == 0:
+                    el = 'ScheduleTuple/DischargingSchedule'
+                    _c3_c2_PowerSchedule = None
+                    _c3_c2_AbsolutePriceSchedule = None
+                    _c3_c2_PriceLevelSchedule = None
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                    el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                    r.pos = r.end - q
+                    _c3_c2_PowerSchedule = _d_PowerScheduleType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    x = (V >> q) & 3
+                    ec = x
+                    _c3_c2_s = 1
                     if ec == 0:
-                        el = 'ScheduleTuple/DischargingSchedule'
-                        _c3_c2_PowerSchedule = None
-                        _c3_c2_AbsolutePriceSchedule = None
-                        _c3_c2_PriceLevelSchedule = None
+                        el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                        r.pos = r.end - q
+                        _c3_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
+                        V = r.v; q = r.end - r.pos
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
                         if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                        _c3_c2_s = -1
+                    elif ec == 1:
+                        el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
                         r.pos = r.end - q
-                        _c3_c2_PowerSchedule = _d_PowerScheduleType(r)
+                        _c3_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
                         V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        x = (V >> q) & 3
-                        ec = x
-                        _c3_c2_s = 1
-                        if _c3_c2_s == 1:
-                            if ec == 0:
-                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                                r.pos = r.end - q
-                                _c3_c2_AbsolutePriceSchedule = _d_AbsolutePriceScheduleType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                                _c3_c2_s = -1
-                            elif ec == 1:
-                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                                r.pos = r.end - q
-                                _c3_c2_PriceLevelSchedule = _d_PriceLevelScheduleType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
-                                _c3_c2_s = -1
-                            elif ec == 2:
-                                pass
-                                _c3_c2_s = -1
-                            else:
-                                raise r.deviation('ChargingScheduleType', r.end - q)
-                        _c3_DischargingSchedule = _new(iso20_commonmessages.ChargingScheduleType)
-                        _c3_DischargingSchedule.PowerSchedule = _c3_c2_PowerSchedule
-                        _c3_DischargingSchedule.AbsolutePriceSchedule = _c3_c2_AbsolutePriceSchedule
-                        _c3_DischargingSchedule.PriceLevelSchedule = _c3_c2_PriceLevelSchedule
                         q -= 1
                         if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
-                        _c3_s = -1
-                    elif ec == 1:
+                        if (V >> q) & 1: raise r.deviation('ChargingScheduleType', r.end - q)
+                        _c3_c2_s = -1
+                    elif ec == 2:
                         pass
-                        _c3_s = -1
+                        _c3_c2_s = -1
                     else:
-                        raise r.deviation('ScheduleTupleType', r.end - q)
-                _v = _new(iso20_commonmessages.ScheduleTupleType)
+                        raise r.deviation('ChargingScheduleType', r.end - q)
+                    _c3_DischargingSchedule = _new(_K_iso20_commonmessages_ChargingScheduleType)
+                    _c3_DischargingSchedule.PowerSchedule = _c3_c2_PowerSchedule
+                    _c3_DischargingSchedule.AbsolutePriceSchedule = _c3_c2_AbsolutePriceSchedule
+                    _c3_DischargingSchedule.PriceLevelSchedule = _c3_c2_PriceLevelSchedule
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('ScheduleTupleType', r.end - q)
+                    _c3_s = -1
+                elif ec == 1:
+                    pass
+                    _c3_s = -1
+                else:
+                    raise r.deviation('ScheduleTupleType', r.end - q)
+                _v = _new(_K_iso20_commonmessages_ScheduleTupleType)
                 _v.ScheduleTupleID = _c3_ScheduleTupleID
                 _v.ChargingSchedule = _c3_ChargingSchedule
                 _v.DischargingSchedule = _c3_DischargingSchedule
@@ -14462,7 +14407,7 @@ def _d_Scheduled_SEResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Scheduled_SEResControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Scheduled_SEResControlModeType)
     _obj.ScheduleTuple = f_ScheduleTuple
     return _obj
 
@@ -14511,240 +14456,233 @@ def _e_Scheduled_SEResControlModeType(w, o):
                     _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of PowerSchedule')
-                if _c1_c1_s == 1:
-                    if _c1_c1_AbsolutePriceSchedule is not None:
-                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_AbsolutePriceScheduleType(w, _c1_c1_AbsolutePriceSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c1_c1_AbsolutePriceSchedule = None
-                        if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
-                        _c1_c1_s = -1
-                    elif _c1_c1_PriceLevelSchedule is not None:
-                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                        v = (v << 2) | 1
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_PriceLevelScheduleType(w, _c1_c1_PriceLevelSchedule)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c1_c1_PriceLevelSchedule = None
-                        if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
-                        _c1_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 2
-                        n += 2
-                        if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
-                        _c1_c1_s = -1
+                if _c1_c1_AbsolutePriceSchedule is not None:
+                    el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_AbsolutePriceScheduleType(w, _c1_c1_AbsolutePriceSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c1_AbsolutePriceSchedule = None
+                    if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
+                elif _c1_c1_PriceLevelSchedule is not None:
+                    el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleType(w, _c1_c1_PriceLevelSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c1_PriceLevelSchedule = None
+                    if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c1_c1_PowerSchedule is not None or _c1_c1_AbsolutePriceSchedule is not None or _c1_c1_PriceLevelSchedule is not None: raise _leftover(_c1_c1_o)
+                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of ScheduleTupleID')
-            if _c1_s == 2:
-                if _c1_DischargingSchedule is not None:
-                    el = 'ScheduleTuple/DischargingSchedule'
-                    v <<= 2
-                    n += 2
-                    _c1_c2_o = _c1_DischargingSchedule
-                    _c1_c2_PowerSchedule = _c1_c2_o.PowerSchedule
-                    _c1_c2_AbsolutePriceSchedule = _c1_c2_o.AbsolutePriceSchedule
-                    _c1_c2_PriceLevelSchedule = _c1_c2_o.PriceLevelSchedule
-                    if _c1_c2_PowerSchedule is not None:
-                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                        v <<= 1
-                        n += 1
-                        w.v = v; w.n = n
-                        _e_PowerScheduleType(w, _c1_c2_PowerSchedule)
-                        v = w.v; n = w.n
-                        _c1_c2_PowerSchedule = None
-                        _c1_c2_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of PowerSchedule')
-                    if _c1_c2_s == 1:
-                        if _c1_c2_AbsolutePriceSchedule is not None:
-                            el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_AbsolutePriceScheduleType(w, _c1_c2_AbsolutePriceSchedule)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c1_c2_AbsolutePriceSchedule = None
-                            if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
-                            _c1_c2_s = -1
-                        elif _c1_c2_PriceLevelSchedule is not None:
-                            el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                            v = (v << 2) | 1
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_PriceLevelScheduleType(w, _c1_c2_PriceLevelSchedule)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c1_c2_PriceLevelSchedule = None
-                            if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
-                            _c1_c2_s = -1
-                        elif True:
-                            v = (v << 2) | 2
-                            n += 2
-                            if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
-                            _c1_c2_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            if _c1_DischargingSchedule is not None:
+                el = 'ScheduleTuple/DischargingSchedule'
+                v <<= 2
+                n += 2
+                _c1_c2_o = _c1_DischargingSchedule
+                _c1_c2_PowerSchedule = _c1_c2_o.PowerSchedule
+                _c1_c2_AbsolutePriceSchedule = _c1_c2_o.AbsolutePriceSchedule
+                _c1_c2_PriceLevelSchedule = _c1_c2_o.PriceLevelSchedule
+                if _c1_c2_PowerSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
                     v <<= 1
                     n += 1
-                    _c1_s = -1
-                elif True:
+                    w.v = v; w.n = n
+                    _e_PowerScheduleType(w, _c1_c2_PowerSchedule)
+                    v = w.v; n = w.n
+                    _c1_c2_PowerSchedule = None
+                    _c1_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of PowerSchedule')
+                if _c1_c2_AbsolutePriceSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_AbsolutePriceScheduleType(w, _c1_c2_AbsolutePriceSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c2_AbsolutePriceSchedule = None
+                    if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
+                    _c1_c2_s = -1
+                elif _c1_c2_PriceLevelSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
                     v = (v << 2) | 1
                     n += 2
-                    _c1_s = -1
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleType(w, _c1_c2_PriceLevelSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c1_c2_PriceLevelSchedule = None
+                    if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
+                    _c1_c2_s = -1
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c1_c2_PowerSchedule is not None or _c1_c2_AbsolutePriceSchedule is not None or _c1_c2_PriceLevelSchedule is not None: raise _leftover(_c1_c2_o)
+                    _c1_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ScheduleTuple += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of ScheduleTuple')
-        if s == 1:
-            if i_ScheduleTuple < n_ScheduleTuple:
-                el = 'ScheduleTuple'
+        if i_ScheduleTuple < n_ScheduleTuple:
+            el = 'ScheduleTuple'
+            v <<= 2
+            n += 2
+            _c2_o = v_ScheduleTuple[i_ScheduleTuple]
+            _c2_ScheduleTupleID = _c2_o.ScheduleTupleID
+            _c2_ChargingSchedule = _c2_o.ChargingSchedule
+            _c2_DischargingSchedule = _c2_o.DischargingSchedule
+            if _c2_ScheduleTupleID is not None:
+                el = 'ScheduleTuple/ScheduleTupleID'
+                if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_ScheduleTupleID!r} outside [1, 4294967295]')
                 v <<= 2
                 n += 2
-                _c2_o = v_ScheduleTuple[i_ScheduleTuple]
-                _c2_ScheduleTupleID = _c2_o.ScheduleTupleID
-                _c2_ChargingSchedule = _c2_o.ChargingSchedule
-                _c2_DischargingSchedule = _c2_o.DischargingSchedule
-                if _c2_ScheduleTupleID is not None:
-                    el = 'ScheduleTuple/ScheduleTupleID'
-                    if _c2_ScheduleTupleID < 1 or _c2_ScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_ScheduleTupleID!r} outside [1, 4294967295]')
-                    v <<= 2
-                    n += 2
-                    if _c2_ScheduleTupleID < 128: v = (v << 9) | (_c2_ScheduleTupleID << 1); n += 9
-                    elif _c2_ScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_ScheduleTupleID] << 1); n += 17
-                    elif _c2_ScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_ScheduleTupleID & 16383] | 128) << 8) | (_c2_ScheduleTupleID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_ScheduleTupleID); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
-                    el = 'ScheduleTuple/ChargingSchedule'
+                if _c2_ScheduleTupleID < 128: v = (v << 9) | (_c2_ScheduleTupleID << 1); n += 9
+                elif _c2_ScheduleTupleID < 16384: v = (v << 17) | (_V2[_c2_ScheduleTupleID] << 1); n += 17
+                elif _c2_ScheduleTupleID < 2097152: v = (v << 25) | ((((_V2[_c2_ScheduleTupleID & 16383] | 128) << 8) | (_c2_ScheduleTupleID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_ScheduleTupleID); v = (w.v << 1); n = w.n + 1
+                if not (_c2_ChargingSchedule is not None): raise EncodeError('missing content: ChargingSchedule')
+                el = 'ScheduleTuple/ChargingSchedule'
+                v <<= 1
+                n += 1
+                _c2_c1_o = _c2_ChargingSchedule
+                _c2_c1_PowerSchedule = _c2_c1_o.PowerSchedule
+                _c2_c1_AbsolutePriceSchedule = _c2_c1_o.AbsolutePriceSchedule
+                _c2_c1_PriceLevelSchedule = _c2_c1_o.PriceLevelSchedule
+                if _c2_c1_PowerSchedule is not None:
+                    el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
                     v <<= 1
                     n += 1
-                    _c2_c1_o = _c2_ChargingSchedule
-                    _c2_c1_PowerSchedule = _c2_c1_o.PowerSchedule
-                    _c2_c1_AbsolutePriceSchedule = _c2_c1_o.AbsolutePriceSchedule
-                    _c2_c1_PriceLevelSchedule = _c2_c1_o.PriceLevelSchedule
-                    if _c2_c1_PowerSchedule is not None:
-                        el = 'ScheduleTuple/ChargingSchedule/PowerSchedule'
-                        v <<= 1
-                        n += 1
-                        w.v = v; w.n = n
-                        _e_PowerScheduleType(w, _c2_c1_PowerSchedule)
-                        v = w.v; n = w.n
-                        _c2_c1_PowerSchedule = None
-                        _c2_c1_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of PowerSchedule')
-                    if _c2_c1_s == 1:
-                        if _c2_c1_AbsolutePriceSchedule is not None:
-                            el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_AbsolutePriceScheduleType(w, _c2_c1_AbsolutePriceSchedule)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c2_c1_AbsolutePriceSchedule = None
-                            if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
-                            _c2_c1_s = -1
-                        elif _c2_c1_PriceLevelSchedule is not None:
-                            el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                            v = (v << 2) | 1
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_PriceLevelScheduleType(w, _c2_c1_PriceLevelSchedule)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c2_c1_PriceLevelSchedule = None
-                            if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
-                            _c2_c1_s = -1
-                        elif True:
-                            v = (v << 2) | 2
-                            n += 2
-                            if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
-                            _c2_c1_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c2_s = 2
+                    w.v = v; w.n = n
+                    _e_PowerScheduleType(w, _c2_c1_PowerSchedule)
+                    v = w.v; n = w.n
+                    _c2_c1_PowerSchedule = None
+                    _c2_c1_s = 1
                 else:
-                    raise EncodeError('missing content: expected one of ScheduleTupleID')
-                if _c2_s == 2:
-                    if _c2_DischargingSchedule is not None:
-                        el = 'ScheduleTuple/DischargingSchedule'
-                        v <<= 2
-                        n += 2
-                        _c2_c2_o = _c2_DischargingSchedule
-                        _c2_c2_PowerSchedule = _c2_c2_o.PowerSchedule
-                        _c2_c2_AbsolutePriceSchedule = _c2_c2_o.AbsolutePriceSchedule
-                        _c2_c2_PriceLevelSchedule = _c2_c2_o.PriceLevelSchedule
-                        if _c2_c2_PowerSchedule is not None:
-                            el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                            v <<= 1
-                            n += 1
-                            w.v = v; w.n = n
-                            _e_PowerScheduleType(w, _c2_c2_PowerSchedule)
-                            v = w.v; n = w.n
-                            _c2_c2_PowerSchedule = None
-                            _c2_c2_s = 1
-                        else:
-                            raise EncodeError('missing content: expected one of PowerSchedule')
-                        if _c2_c2_s == 1:
-                            if _c2_c2_AbsolutePriceSchedule is not None:
-                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                                v <<= 2
-                                n += 2
-                                w.v = v; w.n = n
-                                _e_AbsolutePriceScheduleType(w, _c2_c2_AbsolutePriceSchedule)
-                                v = w.v; n = w.n
-                                v <<= 1
-                                n += 1
-                                _c2_c2_AbsolutePriceSchedule = None
-                                if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
-                                _c2_c2_s = -1
-                            elif _c2_c2_PriceLevelSchedule is not None:
-                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                                v = (v << 2) | 1
-                                n += 2
-                                w.v = v; w.n = n
-                                _e_PriceLevelScheduleType(w, _c2_c2_PriceLevelSchedule)
-                                v = w.v; n = w.n
-                                v <<= 1
-                                n += 1
-                                _c2_c2_PriceLevelSchedule = None
-                                if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
-                                _c2_c2_s = -1
-                            elif True:
-                                v = (v << 2) | 2
-                                n += 2
-                                if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
-                                _c2_c2_s = -1
-                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_s = -1
+                    raise EncodeError('missing content: expected one of PowerSchedule')
+                if _c2_c1_AbsolutePriceSchedule is not None:
+                    el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_AbsolutePriceScheduleType(w, _c2_c1_AbsolutePriceSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c1_AbsolutePriceSchedule = None
+                    if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+                elif _c2_c1_PriceLevelSchedule is not None:
+                    el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleType(w, _c2_c1_PriceLevelSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c1_PriceLevelSchedule = None
+                    if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c2_c1_PowerSchedule is not None or _c2_c1_AbsolutePriceSchedule is not None or _c2_c1_PriceLevelSchedule is not None: raise _leftover(_c2_c1_o)
+                    _c2_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_ScheduleTuple += 1
-                s = 2
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of ScheduleTupleID')
+            if _c2_DischargingSchedule is not None:
+                el = 'ScheduleTuple/DischargingSchedule'
+                v <<= 2
+                n += 2
+                _c2_c2_o = _c2_DischargingSchedule
+                _c2_c2_PowerSchedule = _c2_c2_o.PowerSchedule
+                _c2_c2_AbsolutePriceSchedule = _c2_c2_o.AbsolutePriceSchedule
+                _c2_c2_PriceLevelSchedule = _c2_c2_o.PriceLevelSchedule
+                if _c2_c2_PowerSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
+                    v <<= 1
+                    n += 1
+                    w.v = v; w.n = n
+                    _e_PowerScheduleType(w, _c2_c2_PowerSchedule)
+                    v = w.v; n = w.n
+                    _c2_c2_PowerSchedule = None
+                    _c2_c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of PowerSchedule')
+                if _c2_c2_AbsolutePriceSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_AbsolutePriceScheduleType(w, _c2_c2_AbsolutePriceSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c2_AbsolutePriceSchedule = None
+                    if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
+                    _c2_c2_s = -1
+                elif _c2_c2_PriceLevelSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_PriceLevelScheduleType(w, _c2_c2_PriceLevelSchedule)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c2_PriceLevelSchedule = None
+                    if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
+                    _c2_c2_s = -1
+                elif True:
+                    v = (v << 2) | 2
+                    n += 2
+                    if _c2_c2_PowerSchedule is not None or _c2_c2_AbsolutePriceSchedule is not None or _c2_c2_PriceLevelSchedule is not None: raise _leftover(_c2_c2_o)
+                    _c2_c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if i_ScheduleTuple < n_ScheduleTuple: raise _leftover(o)
-                s = -1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_ScheduleTuple += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_ScheduleTuple < n_ScheduleTuple: raise _leftover(o)
+            s = -1
         if s == 2:
             if i_ScheduleTuple < n_ScheduleTuple:
                 el = 'ScheduleTuple'
@@ -14782,98 +14720,95 @@ def _e_Scheduled_SEResControlModeType(w, o):
                         _c3_c1_s = 1
                     else:
                         raise EncodeError('missing content: expected one of PowerSchedule')
-                    if _c3_c1_s == 1:
-                        if _c3_c1_AbsolutePriceSchedule is not None:
-                            el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_AbsolutePriceScheduleType(w, _c3_c1_AbsolutePriceSchedule)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c3_c1_AbsolutePriceSchedule = None
-                            if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
-                            _c3_c1_s = -1
-                        elif _c3_c1_PriceLevelSchedule is not None:
-                            el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
-                            v = (v << 2) | 1
-                            n += 2
-                            w.v = v; w.n = n
-                            _e_PriceLevelScheduleType(w, _c3_c1_PriceLevelSchedule)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c3_c1_PriceLevelSchedule = None
-                            if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
-                            _c3_c1_s = -1
-                        elif True:
-                            v = (v << 2) | 2
-                            n += 2
-                            if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
-                            _c3_c1_s = -1
+                    if _c3_c1_AbsolutePriceSchedule is not None:
+                        el = 'ScheduleTuple/ChargingSchedule/AbsolutePriceSchedule'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_AbsolutePriceScheduleType(w, _c3_c1_AbsolutePriceSchedule)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_c1_AbsolutePriceSchedule = None
+                        if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
+                        _c3_c1_s = -1
+                    elif _c3_c1_PriceLevelSchedule is not None:
+                        el = 'ScheduleTuple/ChargingSchedule/PriceLevelSchedule'
+                        v = (v << 2) | 1
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_PriceLevelScheduleType(w, _c3_c1_PriceLevelSchedule)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_c1_PriceLevelSchedule = None
+                        if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
+                        _c3_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 2
+                        n += 2
+                        if _c3_c1_PowerSchedule is not None or _c3_c1_AbsolutePriceSchedule is not None or _c3_c1_PriceLevelSchedule is not None: raise _leftover(_c3_c1_o)
+                        _c3_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ScheduleTupleID')
-                if _c3_s == 2:
-                    if _c3_DischargingSchedule is not None:
-                        el = 'ScheduleTuple/DischargingSchedule'
-                        v <<= 2
-                        n += 2
-                        _c3_c2_o = _c3_DischargingSchedule
-                        _c3_c2_PowerSchedule = _c3_c2_o.PowerSchedule
-                        _c3_c2_AbsolutePriceSchedule = _c3_c2_o.AbsolutePriceSchedule
-                        _c3_c2_PriceLevelSchedule = _c3_c2_o.PriceLevelSchedule
-                        if _c3_c2_PowerSchedule is not None:
-                            el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
-                            v <<= 1
-                            n += 1
-                            w.v = v; w.n = n
-                            _e_PowerScheduleType(w, _c3_c2_PowerSchedule)
-                            v = w.v; n = w.n
-                            _c3_c2_PowerSchedule = None
-                            _c3_c2_s = 1
-                        else:
-                            raise EncodeError('missing content: expected one of PowerSchedule')
-                        if _c3_c2_s == 1:
-                            if _c3_c2_AbsolutePriceSchedule is not None:
-                                el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
-                                v <<= 2
-                                n += 2
-                                w.v = v; w.n = n
-                                _e_AbsolutePriceScheduleType(w, _c3_c2_AbsolutePriceSchedule)
-                                v = w.v; n = w.n
-                                v <<= 1
-                                n += 1
-                                _c3_c2_AbsolutePriceSchedule = None
-                                if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
-                                _c3_c2_s = -1
-                            elif _c3_c2_PriceLevelSchedule is not None:
-                                el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
-                                v = (v << 2) | 1
-                                n += 2
-                                w.v = v; w.n = n
-                                _e_PriceLevelScheduleType(w, _c3_c2_PriceLevelSchedule)
-                                v = w.v; n = w.n
-                                v <<= 1
-                                n += 1
-                                _c3_c2_PriceLevelSchedule = None
-                                if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
-                                _c3_c2_s = -1
-                            elif True:
-                                v = (v << 2) | 2
-                                n += 2
-                                if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
-                                _c3_c2_s = -1
-                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                if _c3_DischargingSchedule is not None:
+                    el = 'ScheduleTuple/DischargingSchedule'
+                    v <<= 2
+                    n += 2
+                    _c3_c2_o = _c3_DischargingSchedule
+                    _c3_c2_PowerSchedule = _c3_c2_o.PowerSchedule
+                    _c3_c2_AbsolutePriceSchedule = _c3_c2_o.AbsolutePriceSchedule
+                    _c3_c2_PriceLevelSchedule = _c3_c2_o.PriceLevelSchedule
+                    if _c3_c2_PowerSchedule is not None:
+                        el = 'ScheduleTuple/DischargingSchedule/PowerSchedule'
                         v <<= 1
                         n += 1
-                        _c3_s = -1
-                    elif True:
+                        w.v = v; w.n = n
+                        _e_PowerScheduleType(w, _c3_c2_PowerSchedule)
+                        v = w.v; n = w.n
+                        _c3_c2_PowerSchedule = None
+                        _c3_c2_s = 1
+                    else:
+                        raise EncodeError('missing content: expected one of PowerSchedule')
+                    if _c3_c2_AbsolutePriceSchedule is not None:
+                        el = 'ScheduleTuple/DischargingSchedule/AbsolutePriceSchedule'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        _e_AbsolutePriceScheduleType(w, _c3_c2_AbsolutePriceSchedule)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_c2_AbsolutePriceSchedule = None
+                        if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
+                        _c3_c2_s = -1
+                    elif _c3_c2_PriceLevelSchedule is not None:
+                        el = 'ScheduleTuple/DischargingSchedule/PriceLevelSchedule'
                         v = (v << 2) | 1
                         n += 2
-                        _c3_s = -1
+                        w.v = v; w.n = n
+                        _e_PriceLevelScheduleType(w, _c3_c2_PriceLevelSchedule)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c3_c2_PriceLevelSchedule = None
+                        if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
+                        _c3_c2_s = -1
+                    elif True:
+                        v = (v << 2) | 2
+                        n += 2
+                        if _c3_c2_PowerSchedule is not None or _c3_c2_AbsolutePriceSchedule is not None or _c3_c2_PriceLevelSchedule is not None: raise _leftover(_c3_c2_o)
+                        _c3_c2_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_ScheduleTuple += 1
                 v <<= 1
@@ -14926,7 +14861,7 @@ def _d_Scheduled_SMDTControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
+    _obj = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
     _obj.SelectedScheduleTupleID = f_SelectedScheduleTupleID
     return _obj
 
@@ -15009,81 +14944,80 @@ def _d_SelectedServiceListType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
         if _c1_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c1_ParameterSetID, r.at(r.end - q))
-        _v = _new(iso20_commonmessages.SelectedServiceType)
+        _v = _new(_K_iso20_commonmessages_SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
         f_SelectedService.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
-                    el = 'SelectedService/ServiceID'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_ServiceID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_ServiceID = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
+                el = 'SelectedService/ServiceID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = (V >> q) & 127
+                        _c2_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ServiceID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
-                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                    el = 'SelectedService/ParameterSetID'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_ParameterSetID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_ParameterSetID = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ServiceID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('SelectedServiceListType', r.end - q)
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                el = 'SelectedService/ParameterSetID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_ParameterSetID = (V >> q) & 127
+                        _c2_ParameterSetID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ParameterSetID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
-                    if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
-                    _v = _new(iso20_commonmessages.SelectedServiceType)
-                    _v.ServiceID = _c2_ServiceID
-                    _v.ParameterSetID = _c2_ParameterSetID
-                    f_SelectedService.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        s = 16
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ParameterSetID = (V >> q) & 127
                 else:
-                    raise r.deviation('SelectedServiceListType', r.end - q)
+                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SelectedServiceListType', r.end - q)
+                if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
+                _v = _new(_K_iso20_commonmessages_SelectedServiceType)
+                _v.ServiceID = _c2_ServiceID
+                _v.ParameterSetID = _c2_ParameterSetID
+                f_SelectedService.append(_v)
+                _k += 1
+                if _k == 15:
+                    s = 16
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('SelectedServiceListType', r.end - q)
         if s == 16:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -15092,7 +15026,7 @@ def _d_SelectedServiceListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SelectedServiceListType)
+    _obj = _new(_K_iso20_commonmessages_SelectedServiceListType)
     _obj.SelectedService = f_SelectedService
     return _obj
 
@@ -15132,43 +15066,42 @@ def _e_SelectedServiceListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedService')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_SelectedService < n_SelectedService:
-                    el = 'SelectedService'
-                    _o = v_SelectedService[i_SelectedService]
-                    _c2_ServiceID = _o.ServiceID
-                    _c2_ParameterSetID = _o.ParameterSetID
-                    if not (_c2_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'SelectedService/ServiceID'
-                    if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
-                    v <<= 4
-                    n += 4
-                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
-                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
-                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
-                    el = 'SelectedService/ParameterSetID'
-                    if _c2_ParameterSetID < 0 or _c2_ParameterSetID > 65535: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if _c2_ParameterSetID < 128: v = (v << 10) | (_c2_ParameterSetID << 2); n += 10
-                    elif _c2_ParameterSetID < 16384: v = (v << 18) | (_V2[_c2_ParameterSetID] << 2); n += 18
-                    elif _c2_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = (w.v << 2); n = w.n + 2
-                    i_SelectedService += 1
-                    _k += 1
-                    if _k == 15:
-                        s = 16
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_SelectedService < n_SelectedService: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_SelectedService < n_SelectedService:
+                el = 'SelectedService'
+                _o = v_SelectedService[i_SelectedService]
+                _c2_ServiceID = _o.ServiceID
+                _c2_ParameterSetID = _o.ParameterSetID
+                if not (_c2_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                el = 'SelectedService/ServiceID'
+                if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
+                v <<= 4
+                n += 4
+                if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                if not (_c2_ParameterSetID is not None): raise EncodeError('missing content: ParameterSetID')
+                el = 'SelectedService/ParameterSetID'
+                if _c2_ParameterSetID < 0 or _c2_ParameterSetID > 65535: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [0, 65535]')
+                v <<= 2
+                n += 2
+                if _c2_ParameterSetID < 128: v = (v << 10) | (_c2_ParameterSetID << 2); n += 10
+                elif _c2_ParameterSetID < 16384: v = (v << 18) | (_V2[_c2_ParameterSetID] << 2); n += 18
+                elif _c2_ParameterSetID < 2097152: v = (v << 26) | ((((_V2[_c2_ParameterSetID & 16383] | 128) << 8) | (_c2_ParameterSetID >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c2_ParameterSetID); v = (w.v << 2); n = w.n + 2
+                i_SelectedService += 1
+                _k += 1
+                if _k == 15:
+                    s = 16
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_SelectedService < n_SelectedService: raise _leftover(o)
+                s = -1
+                break
         if s == 16:
             if True:
                 v <<= 1
@@ -15240,7 +15173,7 @@ def _d_SelectedServiceType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SelectedServiceType)
+    _obj = _new(_K_iso20_commonmessages_SelectedServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ParameterSetID = f_ParameterSetID
     return _obj
@@ -15332,22 +15265,21 @@ def _d_ServiceDetailReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -15380,7 +15312,7 @@ def _d_ServiceDetailReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceDetailReqType)
+    _obj = _new(_K_iso20_commonmessages_ServiceDetailReqType)
     _obj.Header = f_Header
     _obj.ServiceID = f_ServiceID
     return _obj
@@ -15421,21 +15353,20 @@ def _e_ServiceDetailReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ServiceID is not None): raise EncodeError('missing content: ServiceID')
             el = 'ServiceID'
@@ -15512,22 +15443,21 @@ def _d_ServiceDetailResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -15572,7 +15502,7 @@ def _d_ServiceDetailResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceDetailResType)
+    _obj = _new(_K_iso20_commonmessages_ServiceDetailResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceID = f_ServiceID
@@ -15617,21 +15547,20 @@ def _e_ServiceDetailResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -15721,22 +15650,21 @@ def _d_ServiceDiscoveryReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -15745,25 +15673,24 @@ def _d_ServiceDiscoveryReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'SupportedServiceIDs'
-                r.pos = r.end - q
-                f_SupportedServiceIDs = _d_ServiceIDListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+        if ec == 0:
+            el = 'SupportedServiceIDs'
+            r.pos = r.end - q
+            f_SupportedServiceIDs = _d_ServiceIDListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryReqType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDiscoveryReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceDiscoveryReqType)
+    _obj = _new(_K_iso20_commonmessages_ServiceDiscoveryReqType)
     _obj.Header = f_Header
     _obj.SupportedServiceIDs = f_SupportedServiceIDs
     return _obj
@@ -15804,44 +15731,42 @@ def _e_ServiceDiscoveryReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_SupportedServiceIDs is not None:
-                el = 'SupportedServiceIDs'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ServiceIDListType(w, v_SupportedServiceIDs)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_SupportedServiceIDs = None
-                if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
-                s = -1
+        if v_SupportedServiceIDs is not None:
+            el = 'SupportedServiceIDs'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ServiceIDListType(w, v_SupportedServiceIDs)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SupportedServiceIDs = None
+            if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Header is not None or v_SupportedServiceIDs is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -15904,22 +15829,21 @@ def _d_ServiceDiscoveryResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -15947,25 +15871,24 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 3
         ec = x
         s = 4
-        if s == 4:
-            if ec == 0:
-                el = 'VASList'
-                r.pos = r.end - q
-                f_VASList = _d_ServiceListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        if ec == 0:
+            el = 'VASList'
+            r.pos = r.end - q
+            f_VASList = _d_ServiceListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDiscoveryResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceDiscoveryResType)
+    _obj = _new(_K_iso20_commonmessages_ServiceDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceRenegotiationSupported = f_ServiceRenegotiationSupported
@@ -16012,21 +15935,20 @@ def _e_ServiceDiscoveryResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -16049,24 +15971,23 @@ def _e_ServiceDiscoveryResType(w, o):
             s = 4
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 4:
-            if v_VASList is not None:
-                el = 'VASList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ServiceListType(w, v_VASList)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_VASList = None
-                if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
-                s = -1
+        if v_VASList is not None:
+            el = 'VASList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ServiceListType(w, v_VASList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_VASList = None
+            if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Header is not None or v_ResponseCode is not None or v_ServiceRenegotiationSupported is not None or v_EnergyTransferServiceList is not None or v_VASList is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -16107,50 +16028,49 @@ def _d_ServiceIDListType(r):
         if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
         f_ServiceID.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
-                    el = 'ServiceID'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _v = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _v = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _v = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
+                el = 'ServiceID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _v = (V >> q) & 127
+                        _v = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _v = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _v = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
-                    if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
-                    f_ServiceID.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        s = 16
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _v = (V >> q) & 127
                 else:
-                    raise r.deviation('ServiceIDListType', r.end - q)
+                    r.pos = r.end - q; _v = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('ServiceIDListType', r.end - q)
+                if _v > 65535: r.facet('ServiceIDListType/_v', 'range [0, 65535]', _v, r.at(r.end - q))
+                f_ServiceID.append(_v)
+                _k += 1
+                if _k == 15:
+                    s = 16
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ServiceIDListType', r.end - q)
         if s == 16:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -16159,7 +16079,7 @@ def _d_ServiceIDListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceIDListType)
+    _obj = _new(_K_iso20_commonmessages_ServiceIDListType)
     _obj.ServiceID = f_ServiceID
     return _obj
 
@@ -16185,29 +16105,28 @@ def _e_ServiceIDListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_ServiceID < n_ServiceID:
-                    el = 'ServiceID'
-                    if v_ServiceID[i_ServiceID] < 0 or v_ServiceID[i_ServiceID] > 65535: raise EncodeError(f'value {v_ServiceID[i_ServiceID]!r} outside [0, 65535]')
-                    v <<= 3
-                    n += 3
-                    if v_ServiceID[i_ServiceID] < 128: v = (v << 9) | (v_ServiceID[i_ServiceID] << 1); n += 9
-                    elif v_ServiceID[i_ServiceID] < 16384: v = (v << 17) | (_V2[v_ServiceID[i_ServiceID]] << 1); n += 17
-                    elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 25) | ((((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = (w.v << 1); n = w.n + 1
-                    i_ServiceID += 1
-                    _k += 1
-                    if _k == 15:
-                        s = 16
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_ServiceID < n_ServiceID: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_ServiceID < n_ServiceID:
+                el = 'ServiceID'
+                if v_ServiceID[i_ServiceID] < 0 or v_ServiceID[i_ServiceID] > 65535: raise EncodeError(f'value {v_ServiceID[i_ServiceID]!r} outside [0, 65535]')
+                v <<= 3
+                n += 3
+                if v_ServiceID[i_ServiceID] < 128: v = (v << 9) | (v_ServiceID[i_ServiceID] << 1); n += 9
+                elif v_ServiceID[i_ServiceID] < 16384: v = (v << 17) | (_V2[v_ServiceID[i_ServiceID]] << 1); n += 17
+                elif v_ServiceID[i_ServiceID] < 2097152: v = (v << 25) | ((((_V2[v_ServiceID[i_ServiceID] & 16383] | 128) << 8) | (v_ServiceID[i_ServiceID] >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(v_ServiceID[i_ServiceID]); v = (w.v << 1); n = w.n + 1
+                i_ServiceID += 1
+                _k += 1
+                if _k == 15:
+                    s = 16
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_ServiceID < n_ServiceID: raise _leftover(o)
+                s = -1
+                break
         if s == 16:
             if True:
                 v <<= 1
@@ -16255,61 +16174,60 @@ def _d_ServiceListType(r):
         if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         el = 'Service/FreeService'
         _c1_FreeService = ((x >> 2) & 1) == 1
-        _v = _new(iso20_commonmessages.ServiceType)
+        _v = _new(_K_iso20_commonmessages_ServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.FreeService = _c1_FreeService
         f_Service.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceListType', r.end - q)
-                    el = 'Service/ServiceID'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_ServiceID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_ServiceID = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('ServiceListType', r.end - q)
+                el = 'Service/ServiceID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = (V >> q) & 127
+                        _c2_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ServiceID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
-                    if x & 59: raise r.deviation('ServiceListType', r.end - q)
-                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                    el = 'Service/FreeService'
-                    _c2_FreeService = ((x >> 2) & 1) == 1
-                    _v = _new(iso20_commonmessages.ServiceType)
-                    _v.ServiceID = _c2_ServiceID
-                    _v.FreeService = _c2_FreeService
-                    f_Service.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ServiceID = (V >> q) & 127
                 else:
-                    raise r.deviation('ServiceListType', r.end - q)
+                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 59: raise r.deviation('ServiceListType', r.end - q)
+                if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                el = 'Service/FreeService'
+                _c2_FreeService = ((x >> 2) & 1) == 1
+                _v = _new(_K_iso20_commonmessages_ServiceType)
+                _v.ServiceID = _c2_ServiceID
+                _v.FreeService = _c2_FreeService
+                f_Service.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ServiceListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -16318,7 +16236,7 @@ def _d_ServiceListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceListType)
+    _obj = _new(_K_iso20_commonmessages_ServiceListType)
     _obj.Service = f_Service
     return _obj
 
@@ -16354,39 +16272,38 @@ def _e_ServiceListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Service')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_Service < n_Service:
-                    el = 'Service'
-                    _o = v_Service[i_Service]
-                    _c2_ServiceID = _o.ServiceID
-                    _c2_FreeService = _o.FreeService
-                    if not (_c2_ServiceID is not None): raise EncodeError('missing content: ServiceID')
-                    el = 'Service/ServiceID'
-                    if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
-                    v <<= 4
-                    n += 4
-                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
-                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
-                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                    if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'Service/FreeService'
-                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                    v = (v << 5) | (_c2_FreeService << 2)
-                    n += 5
-                    i_Service += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_Service < n_Service: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_Service < n_Service:
+                el = 'Service'
+                _o = v_Service[i_Service]
+                _c2_ServiceID = _o.ServiceID
+                _c2_FreeService = _o.FreeService
+                if not (_c2_ServiceID is not None): raise EncodeError('missing content: ServiceID')
+                el = 'Service/ServiceID'
+                if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
+                v <<= 4
+                n += 4
+                if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'Service/FreeService'
+                if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                v = (v << 5) | (_c2_FreeService << 2)
+                n += 5
+                i_Service += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_Service < n_Service: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -16414,28 +16331,27 @@ def _d_ServiceParameterListType(r):
         V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'ParameterSet'
-                    r.pos = r.end - q
-                    _v = _d_ParameterSetType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_ParameterSet.append(_v)
-                    _k += 1
-                    if _k == 31:
-                        s = 32
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ParameterSet'
+                r.pos = r.end - q
+                _v = _d_ParameterSetType(r)
+                V = r.v; q = r.end - r.pos
+                f_ParameterSet.append(_v)
+                _k += 1
+                if _k == 31:
+                    s = 32
                     break
-                else:
-                    raise r.deviation('ServiceParameterListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ServiceParameterListType', r.end - q)
         if s == 32:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -16444,7 +16360,7 @@ def _d_ServiceParameterListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceParameterListType)
+    _obj = _new(_K_iso20_commonmessages_ServiceParameterListType)
     _obj.ParameterSet = f_ParameterSet
     return _obj
 
@@ -16468,27 +16384,26 @@ def _e_ServiceParameterListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ParameterSet')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_ParameterSet < n_ParameterSet:
-                    el = 'ParameterSet'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
-                    v = w.v; n = w.n
-                    i_ParameterSet += 1
-                    _k += 1
-                    if _k == 31:
-                        s = 32
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_ParameterSet < n_ParameterSet: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_ParameterSet < n_ParameterSet:
+                el = 'ParameterSet'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+                v = w.v; n = w.n
+                i_ParameterSet += 1
+                _k += 1
+                if _k == 31:
+                    s = 32
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_ParameterSet < n_ParameterSet: raise _leftover(o)
+                s = -1
+                break
         if s == 32:
             if True:
                 v <<= 1
@@ -16555,22 +16470,21 @@ def _d_ServiceSelectionReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -16624,30 +16538,29 @@ def _d_ServiceSelectionReqType(r):
         x = (V >> q) & 15
         if x & 12: raise r.deviation('ServiceSelectionReqType', r.end - q)
         if _c2_ParameterSetID > 65535: r.facet('SelectedServiceType/ParameterSetID', 'range [0, 65535]', _c2_ParameterSetID, r.at(r.end - q))
-        f_SelectedEnergyTransferService = _new(iso20_commonmessages.SelectedServiceType)
+        f_SelectedEnergyTransferService = _new(_K_iso20_commonmessages_SelectedServiceType)
         f_SelectedEnergyTransferService.ServiceID = _c2_ServiceID
         f_SelectedEnergyTransferService.ParameterSetID = _c2_ParameterSetID
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'SelectedVASList'
-                r.pos = r.end - q
-                f_SelectedVASList = _d_SelectedServiceListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceSelectionReqType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceSelectionReqType', r.end - q)
+        if ec == 0:
+            el = 'SelectedVASList'
+            r.pos = r.end - q
+            f_SelectedVASList = _d_SelectedServiceListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceSelectionReqType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceSelectionReqType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceSelectionReqType)
+    _obj = _new(_K_iso20_commonmessages_ServiceSelectionReqType)
     _obj.Header = f_Header
     _obj.SelectedEnergyTransferService = f_SelectedEnergyTransferService
     _obj.SelectedVASList = f_SelectedVASList
@@ -16690,21 +16603,20 @@ def _e_ServiceSelectionReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_SelectedEnergyTransferService is not None): raise EncodeError('missing content: SelectedEnergyTransferService')
             el = 'SelectedEnergyTransferService'
@@ -16734,24 +16646,23 @@ def _e_ServiceSelectionReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_SelectedVASList is not None:
-                el = 'SelectedVASList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SelectedServiceListType(w, v_SelectedVASList)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_SelectedVASList = None
-                if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
-                s = -1
+        if v_SelectedVASList is not None:
+            el = 'SelectedVASList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SelectedServiceListType(w, v_SelectedVASList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SelectedVASList = None
+            if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Header is not None or v_SelectedEnergyTransferService is not None or v_SelectedVASList is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -16811,22 +16722,21 @@ def _d_ServiceSelectionResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -16841,7 +16751,7 @@ def _d_ServiceSelectionResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceSelectionResType)
+    _obj = _new(_K_iso20_commonmessages_ServiceSelectionResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     return _obj
@@ -16882,21 +16792,20 @@ def _e_ServiceSelectionResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -16954,7 +16863,7 @@ def _d_ServiceType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.ServiceType)
+    _obj = _new(_K_iso20_commonmessages_ServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.FreeService = f_FreeService
     return _obj
@@ -17042,22 +16951,21 @@ def _d_SessionSetupReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -17083,7 +16991,7 @@ def _d_SessionSetupReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SessionSetupReqType)
+    _obj = _new(_K_iso20_commonmessages_SessionSetupReqType)
     _obj.Header = f_Header
     _obj.EVCCID = f_EVCCID
     return _obj
@@ -17124,21 +17032,20 @@ def _e_SessionSetupReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCCID is not None): raise EncodeError('missing content: EVCCID')
             el = 'EVCCID'
@@ -17217,22 +17124,21 @@ def _d_SessionSetupResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -17262,7 +17168,7 @@ def _d_SessionSetupResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SessionSetupResType)
+    _obj = _new(_K_iso20_commonmessages_SessionSetupResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
@@ -17305,21 +17211,20 @@ def _e_SessionSetupResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -17404,22 +17309,21 @@ def _d_SessionStopReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -17433,54 +17337,53 @@ def _d_SessionStopReqType(r):
         else: f_ChargingSession = _E_iso20_commonmessages_chargingSessionType[f_ChargingSession]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'EVTerminationCode'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('EVTerminationCode', r.end - q)
-                    f_EVTerminationCode = ''
-                else:
-                    r.pos = r.end - q
-                    f_EVTerminationCode = r.string('iso20_commonmessages:EVTerminationCode')
-                    if len(f_EVTerminationCode) > 80: r.facet('SessionStopReqType/EVTerminationCode', 'length [0, 80]', f_EVTerminationCode, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('SessionStopReqType', r.end - q)
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'EVTerminationExplanation'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('EVTerminationExplanation', r.end - q)
-                    f_EVTerminationExplanation = ''
-                else:
-                    r.pos = r.end - q
-                    f_EVTerminationExplanation = r.string('iso20_commonmessages:EVTerminationExplanation')
-                    if len(f_EVTerminationExplanation) > 160: r.facet('SessionStopReqType/EVTerminationExplanation', 'length [0, 160]', f_EVTerminationExplanation, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'EVTerminationCode'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SessionStopReqType', r.end - q)
-                s = 4
-            elif ec == 2:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('EVTerminationCode', r.end - q)
+                f_EVTerminationCode = ''
             else:
-                raise r.deviation('SessionStopReqType', r.end - q)
+                r.pos = r.end - q
+                f_EVTerminationCode = r.string('iso20_commonmessages:EVTerminationCode')
+                if len(f_EVTerminationCode) > 80: r.facet('SessionStopReqType/EVTerminationCode', 'length [0, 80]', f_EVTerminationCode, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('SessionStopReqType', r.end - q)
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'EVTerminationExplanation'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('EVTerminationExplanation', r.end - q)
+                f_EVTerminationExplanation = ''
+            else:
+                r.pos = r.end - q
+                f_EVTerminationExplanation = r.string('iso20_commonmessages:EVTerminationExplanation')
+                if len(f_EVTerminationExplanation) > 160: r.facet('SessionStopReqType/EVTerminationExplanation', 'length [0, 160]', f_EVTerminationExplanation, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SessionStopReqType', r.end - q)
+            s = 4
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SessionStopReqType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 1
@@ -17512,7 +17415,7 @@ def _d_SessionStopReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SessionStopReqType)
+    _obj = _new(_K_iso20_commonmessages_SessionStopReqType)
     _obj.Header = f_Header
     _obj.ChargingSession = f_ChargingSession
     _obj.EVTerminationCode = f_EVTerminationCode
@@ -17557,21 +17460,20 @@ def _e_SessionStopReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ChargingSession is not None): raise EncodeError('missing content: ChargingSession')
             el = 'ChargingSession'
@@ -17584,40 +17486,39 @@ def _e_SessionStopReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EVTerminationCode is not None:
-                el = 'EVTerminationCode'
-                v <<= 3
-                n += 3
-                _l = len(v_EVTerminationCode)
-                if _l > 80: raise EncodeError(f'length {len(v_EVTerminationCode)} outside [0, 80]')
-                if _l < 126 and v_EVTerminationCode.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationCode.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_EVTerminationCode); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_EVTerminationCode = None
-                s = 3
-            elif v_EVTerminationExplanation is not None:
-                el = 'EVTerminationExplanation'
-                v = (v << 3) | (1 << 1)
-                n += 3
-                _l = len(v_EVTerminationExplanation)
-                if _l > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
-                if _l < 126 and v_EVTerminationExplanation.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationExplanation.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_EVTerminationExplanation); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_EVTerminationExplanation = None
-                s = 4
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if v_Header is not None or v_ChargingSession is not None or v_EVTerminationCode is not None or v_EVTerminationExplanation is not None: raise _leftover(o)
-                s = -1
+        if v_EVTerminationCode is not None:
+            el = 'EVTerminationCode'
+            v <<= 3
+            n += 3
+            _l = len(v_EVTerminationCode)
+            if _l > 80: raise EncodeError(f'length {len(v_EVTerminationCode)} outside [0, 80]')
+            if _l < 126 and v_EVTerminationCode.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationCode.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVTerminationCode); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_EVTerminationCode = None
+            s = 3
+        elif v_EVTerminationExplanation is not None:
+            el = 'EVTerminationExplanation'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            _l = len(v_EVTerminationExplanation)
+            if _l > 160: raise EncodeError(f'length {len(v_EVTerminationExplanation)} outside [0, 160]')
+            if _l < 126 and v_EVTerminationExplanation.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVTerminationExplanation.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVTerminationExplanation); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_EVTerminationExplanation = None
+            s = 4
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_Header is not None or v_ChargingSession is not None or v_EVTerminationCode is not None or v_EVTerminationExplanation is not None: raise _leftover(o)
+            s = -1
         if s == 3:
             if v_EVTerminationExplanation is not None:
                 el = 'EVTerminationExplanation'
@@ -17703,22 +17604,21 @@ def _d_SessionStopResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -17733,7 +17633,7 @@ def _d_SessionStopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SessionStopResType)
+    _obj = _new(_K_iso20_commonmessages_SessionStopResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     return _obj
@@ -17774,21 +17674,20 @@ def _e_SessionStopResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -17846,25 +17745,24 @@ def _d_SignedCertificateChainType(r):
         if x & 4: raise r.deviation('SignedCertificateChainType', r.end - q)
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'SubCertificates'
-                r.pos = r.end - q
-                f_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SignedCertificateChainType', r.end - q)
+        if ec == 0:
+            el = 'SubCertificates'
+            r.pos = r.end - q
+            f_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedCertificateChainType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SignedCertificateChainType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SignedCertificateChainType)
+    _obj = _new(_K_iso20_commonmessages_SignedCertificateChainType)
     _obj.Id = f_Id
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
@@ -17901,21 +17799,20 @@ def _e_SignedCertificateChainType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id')
-        if s == 2:
-            if v_SubCertificates is not None:
-                el = 'SubCertificates'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SubCertificatesType(w, v_SubCertificates)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SubCertificates is not None:
+            el = 'SubCertificates'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SubCertificatesType(w, v_SubCertificates)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -17970,7 +17867,7 @@ def _d_SignedInstallationDataType(r):
         if q < 0: V, q = r.slideq(q, 7)
         x = (V >> q) & 127
         if x & 119: raise r.deviation('SignedInstallationDataType', r.end - q)
-        f_ContractCertificateChain = _new(iso20_commonmessages.ContractCertificateChainType)
+        f_ContractCertificateChain = _new(_K_iso20_commonmessages_ContractCertificateChainType)
         f_ContractCertificateChain.Certificate = _c1_Certificate
         f_ContractCertificateChain.SubCertificates = _c1_SubCertificates
         el = 'ECDHCurve'
@@ -17988,58 +17885,57 @@ def _d_SignedInstallationDataType(r):
         if x & 4: raise r.deviation('SignedInstallationDataType', r.end - q)
         ec = (x & 3)
         s = 4
-        if s == 4:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
-                el = 'SECP521_EncryptedPrivateKey'
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_SECP521_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_SECP521_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SECP521_EncryptedPrivateKey)
-                if _l < 94 or _l > 94: r.facet('SignedInstallationDataType/SECP521_EncryptedPrivateKey', 'length [94, 94]', f_SECP521_EncryptedPrivateKey, r.at(r.end - q))
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
-                s = -1
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
-                el = 'X448_EncryptedPrivateKey'
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_X448_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_X448_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_X448_EncryptedPrivateKey)
-                if _l < 84 or _l > 84: r.facet('SignedInstallationDataType/X448_EncryptedPrivateKey', 'length [84, 84]', f_X448_EncryptedPrivateKey, r.at(r.end - q))
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
-                s = -1
-            elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
-                el = 'TPM_EncryptedPrivateKey'
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_TPM_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_TPM_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_TPM_EncryptedPrivateKey)
-                if _l < 206 or _l > 206: r.facet('SignedInstallationDataType/TPM_EncryptedPrivateKey', 'length [206, 206]', f_TPM_EncryptedPrivateKey, r.at(r.end - q))
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
-                s = -1
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+            el = 'SECP521_EncryptedPrivateKey'
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_SECP521_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
             else:
-                raise r.deviation('SignedInstallationDataType', r.end - q)
+                r.pos = r.end - q; f_SECP521_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SECP521_EncryptedPrivateKey)
+            if _l < 94 or _l > 94: r.facet('SignedInstallationDataType/SECP521_EncryptedPrivateKey', 'length [94, 94]', f_SECP521_EncryptedPrivateKey, r.at(r.end - q))
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
+            s = -1
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+            el = 'X448_EncryptedPrivateKey'
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_X448_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; f_X448_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_X448_EncryptedPrivateKey)
+            if _l < 84 or _l > 84: r.facet('SignedInstallationDataType/X448_EncryptedPrivateKey', 'length [84, 84]', f_X448_EncryptedPrivateKey, r.at(r.end - q))
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
+            s = -1
+        elif ec == 2:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignedInstallationDataType', r.end - q)
+            el = 'TPM_EncryptedPrivateKey'
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_TPM_EncryptedPrivateKey = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; f_TPM_EncryptedPrivateKey = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_TPM_EncryptedPrivateKey)
+            if _l < 206 or _l > 206: r.facet('SignedInstallationDataType/TPM_EncryptedPrivateKey', 'length [206, 206]', f_TPM_EncryptedPrivateKey, r.at(r.end - q))
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedInstallationDataType', r.end - q)
+            s = -1
+        else:
+            raise r.deviation('SignedInstallationDataType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SignedInstallationDataType)
+    _obj = _new(_K_iso20_commonmessages_SignedInstallationDataType)
     _obj.Id = f_Id
     _obj.ContractCertificateChain = f_ContractCertificateChain
     _obj.ECDHCurve = f_ECDHCurve
@@ -18112,48 +18008,47 @@ def _e_SignedInstallationDataType(w, o):
             s = 4
         else:
             raise EncodeError('missing content: expected one of Id')
-        if s == 4:
-            if v_SECP521_EncryptedPrivateKey is not None:
-                el = 'SECP521_EncryptedPrivateKey'
-                v <<= 3
-                n += 3
-                _l = len(v_SECP521_EncryptedPrivateKey)
-                if _l < 94 or _l > 94: raise EncodeError(f'length {len(v_SECP521_EncryptedPrivateKey)} outside [94, 94]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SECP521_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_SECP521_EncryptedPrivateKey); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                v_SECP521_EncryptedPrivateKey = None
-                if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-                s = -1
-            elif v_X448_EncryptedPrivateKey is not None:
-                el = 'X448_EncryptedPrivateKey'
-                v = (v << 3) | (1 << 1)
-                n += 3
-                _l = len(v_X448_EncryptedPrivateKey)
-                if _l < 84 or _l > 84: raise EncodeError(f'length {len(v_X448_EncryptedPrivateKey)} outside [84, 84]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X448_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_X448_EncryptedPrivateKey); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                v_X448_EncryptedPrivateKey = None
-                if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-                s = -1
-            elif v_TPM_EncryptedPrivateKey is not None:
-                el = 'TPM_EncryptedPrivateKey'
-                v = (v << 3) | (2 << 1)
-                n += 3
-                _l = len(v_TPM_EncryptedPrivateKey)
-                if _l < 206 or _l > 206: raise EncodeError(f'length {len(v_TPM_EncryptedPrivateKey)} outside [206, 206]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_TPM_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_TPM_EncryptedPrivateKey); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                v_TPM_EncryptedPrivateKey = None
-                if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of SECP521_EncryptedPrivateKey, X448_EncryptedPrivateKey, TPM_EncryptedPrivateKey')
+        if v_SECP521_EncryptedPrivateKey is not None:
+            el = 'SECP521_EncryptedPrivateKey'
+            v <<= 3
+            n += 3
+            _l = len(v_SECP521_EncryptedPrivateKey)
+            if _l < 94 or _l > 94: raise EncodeError(f'length {len(v_SECP521_EncryptedPrivateKey)} outside [94, 94]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SECP521_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SECP521_EncryptedPrivateKey); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_SECP521_EncryptedPrivateKey = None
+            if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
+            s = -1
+        elif v_X448_EncryptedPrivateKey is not None:
+            el = 'X448_EncryptedPrivateKey'
+            v = (v << 3) | (1 << 1)
+            n += 3
+            _l = len(v_X448_EncryptedPrivateKey)
+            if _l < 84 or _l > 84: raise EncodeError(f'length {len(v_X448_EncryptedPrivateKey)} outside [84, 84]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_X448_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_X448_EncryptedPrivateKey); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_X448_EncryptedPrivateKey = None
+            if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
+            s = -1
+        elif v_TPM_EncryptedPrivateKey is not None:
+            el = 'TPM_EncryptedPrivateKey'
+            v = (v << 3) | (2 << 1)
+            n += 3
+            _l = len(v_TPM_EncryptedPrivateKey)
+            if _l < 206 or _l > 206: raise EncodeError(f'length {len(v_TPM_EncryptedPrivateKey)} outside [206, 206]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_TPM_EncryptedPrivateKey, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_TPM_EncryptedPrivateKey); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_TPM_EncryptedPrivateKey = None
+            if v_Id is not None or v_ContractCertificateChain is not None or v_ECDHCurve is not None or v_DHPublicKey is not None or v_SECP521_EncryptedPrivateKey is not None or v_X448_EncryptedPrivateKey is not None or v_TPM_EncryptedPrivateKey is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of SECP521_EncryptedPrivateKey, X448_EncryptedPrivateKey, TPM_EncryptedPrivateKey')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -18200,63 +18095,62 @@ def _d_SignedMeteringDataType(r):
         x = (V >> q) & 3
         ec = x
         s = 3
-        if s == 3:
-            if ec == 0:
-                el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
-                el = 'Dynamic_SMDTControlMode'
-                f_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
-                s = 5
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
-                el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_SelectedScheduleTupleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_SelectedScheduleTupleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'Receipt'
+            r.pos = r.end - q
+            f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            el = 'Dynamic_SMDTControlMode'
+            f_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
+            s = 5
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
+            el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_SelectedScheduleTupleID = (V >> q) & 127
+                    _c2_SelectedScheduleTupleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_SelectedScheduleTupleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_SelectedScheduleTupleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
-                if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
-                f_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
-                f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_SelectedScheduleTupleID
-                s = 6
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_SelectedScheduleTupleID = (V >> q) & 127
             else:
-                raise r.deviation('SignedMeteringDataType', r.end - q)
+                r.pos = r.end - q; _c2_SelectedScheduleTupleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
+            if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c2_SelectedScheduleTupleID, r.at(r.end - q))
+            f_Scheduled_SMDTControlMode = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
+            f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c2_SelectedScheduleTupleID
+            s = 6
+        else:
+            raise r.deviation('SignedMeteringDataType', r.end - q)
         if s == 4:
             if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('SignedMeteringDataType', r.end - q)
                 el = 'Dynamic_SMDTControlMode'
-                f_Dynamic_SMDTControlMode = _new(iso20_commonmessages.Dynamic_SMDTControlModeType)
+                f_Dynamic_SMDTControlMode = _new(_K_iso20_commonmessages_Dynamic_SMDTControlModeType)
                 s = 5
             elif ec == 1:
                 q -= 2
@@ -18285,7 +18179,7 @@ def _d_SignedMeteringDataType(r):
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SignedMeteringDataType', r.end - q)
                 if _c4_SelectedScheduleTupleID < 1 or _c4_SelectedScheduleTupleID > 4294967295: r.facet('Scheduled_SMDTControlModeType/SelectedScheduleTupleID', 'range [1, 4294967295]', _c4_SelectedScheduleTupleID, r.at(r.end - q))
-                f_Scheduled_SMDTControlMode = _new(iso20_commonmessages.Scheduled_SMDTControlModeType)
+                f_Scheduled_SMDTControlMode = _new(_K_iso20_commonmessages_Scheduled_SMDTControlModeType)
                 f_Scheduled_SMDTControlMode.SelectedScheduleTupleID = _c4_SelectedScheduleTupleID
                 s = 6
             else:
@@ -18297,7 +18191,7 @@ def _d_SignedMeteringDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SignedMeteringDataType)
+    _obj = _new(_K_iso20_commonmessages_SignedMeteringDataType)
     _obj.Id = f_Id
     _obj.SessionID = f_SessionID
     _obj.MeterInfo = f_MeterInfo
@@ -18348,40 +18242,39 @@ def _e_SignedMeteringDataType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Id')
-        if s == 3:
-            if v_Receipt is not None:
-                el = 'Receipt'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
-                v = w.v; n = w.n
-                v_Receipt = None
-                s = 4
-            elif v_Dynamic_SMDTControlMode is not None:
-                el = 'Dynamic_SMDTControlMode'
-                _o = v_Dynamic_SMDTControlMode
-                v = (v << 3) | (1 << 1)
-                n += 3
-                v_Dynamic_SMDTControlMode = None
-                s = 5
-            elif v_Scheduled_SMDTControlMode is not None:
-                el = 'Scheduled_SMDTControlMode'
-                _o = v_Scheduled_SMDTControlMode
-                _c2_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
-                if not (_c2_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
-                el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
-                if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
-                v = (v << 4) | (2 << 2)
-                n += 4
-                if _c2_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_SelectedScheduleTupleID << 2); n += 10
-                elif _c2_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_SelectedScheduleTupleID] << 2); n += 18
-                elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
-                v_Scheduled_SMDTControlMode = None
-                s = 6
-            else:
-                raise EncodeError('missing content: expected one of Receipt, Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
+        if v_Receipt is not None:
+            el = 'Receipt'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
+            v = w.v; n = w.n
+            v_Receipt = None
+            s = 4
+        elif v_Dynamic_SMDTControlMode is not None:
+            el = 'Dynamic_SMDTControlMode'
+            _o = v_Dynamic_SMDTControlMode
+            v = (v << 3) | (1 << 1)
+            n += 3
+            v_Dynamic_SMDTControlMode = None
+            s = 5
+        elif v_Scheduled_SMDTControlMode is not None:
+            el = 'Scheduled_SMDTControlMode'
+            _o = v_Scheduled_SMDTControlMode
+            _c2_SelectedScheduleTupleID = _o.SelectedScheduleTupleID
+            if not (_c2_SelectedScheduleTupleID is not None): raise EncodeError('missing content: SelectedScheduleTupleID')
+            el = 'Scheduled_SMDTControlMode/SelectedScheduleTupleID'
+            if _c2_SelectedScheduleTupleID < 1 or _c2_SelectedScheduleTupleID > 4294967295: raise EncodeError(f'value {_c2_SelectedScheduleTupleID!r} outside [1, 4294967295]')
+            v = (v << 4) | (2 << 2)
+            n += 4
+            if _c2_SelectedScheduleTupleID < 128: v = (v << 10) | (_c2_SelectedScheduleTupleID << 2); n += 10
+            elif _c2_SelectedScheduleTupleID < 16384: v = (v << 18) | (_V2[_c2_SelectedScheduleTupleID] << 2); n += 18
+            elif _c2_SelectedScheduleTupleID < 2097152: v = (v << 26) | ((((_V2[_c2_SelectedScheduleTupleID & 16383] | 128) << 8) | (_c2_SelectedScheduleTupleID >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_c2_SelectedScheduleTupleID); v = (w.v << 2); n = w.n + 2
+            v_Scheduled_SMDTControlMode = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of Receipt, Dynamic_SMDTControlMode, Scheduled_SMDTControlMode')
         if s == 4:
             if v_Dynamic_SMDTControlMode is not None:
                 el = 'Dynamic_SMDTControlMode'
@@ -18458,39 +18351,38 @@ def _d_SubCertificatesType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Certificate'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                    _v = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
-                f_Certificate.append(_v)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Certificate'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
+                _v = b''
             else:
-                raise r.deviation('SubCertificatesType', r.end - q)
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                if _l > 1600: r.facet('SubCertificatesType/_v', 'length [0, 1600]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+            f_Certificate.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SubCertificatesType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 1
@@ -18526,7 +18418,7 @@ def _d_SubCertificatesType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SubCertificatesType)
+    _obj = _new(_K_iso20_commonmessages_SubCertificatesType)
     _obj.Certificate = f_Certificate
     return _obj
 
@@ -18553,24 +18445,23 @@ def _e_SubCertificatesType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
-        if s == 1:
-            if i_Certificate < n_Certificate:
-                el = 'Certificate'
-                v <<= 3
-                n += 3
-                _l = len(v_Certificate[i_Certificate])
-                if _l > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_Certificate += 1
-                s = 2
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_Certificate < n_Certificate: raise _leftover(o)
-                s = -1
+        if i_Certificate < n_Certificate:
+            el = 'Certificate'
+            v <<= 3
+            n += 3
+            _l = len(v_Certificate[i_Certificate])
+            if _l > 1600: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 1600]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_Certificate += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_Certificate < n_Certificate: raise _leftover(o)
+            s = -1
         if s == 2:
             if i_Certificate < n_Certificate:
                 el = 'Certificate'
@@ -18625,42 +18516,41 @@ def _d_SupportedProvidersListType(r):
         if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
         f_ProviderID.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'ProviderID'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('ProviderID', r.end - q)
-                        _v = ''
-                    else:
-                        r.pos = r.end - q
-                        _v = r.string('iso20_commonmessages:ProviderID')
-                        if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
-                        V = r.v; q = r.end - r.pos
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
-                    f_ProviderID.append(_v)
-                    _k += 1
-                    if _k == 127:
-                        s = 128
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'ProviderID'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('ProviderID', r.end - q)
+                    _v = ''
                 else:
-                    raise r.deviation('SupportedProvidersListType', r.end - q)
+                    r.pos = r.end - q
+                    _v = r.string('iso20_commonmessages:ProviderID')
+                    if len(_v) > 80: r.facet('SupportedProvidersListType/_v', 'length [0, 80]', _v, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SupportedProvidersListType', r.end - q)
+                f_ProviderID.append(_v)
+                _k += 1
+                if _k == 127:
+                    s = 128
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('SupportedProvidersListType', r.end - q)
         if s == 128:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -18669,7 +18559,7 @@ def _d_SupportedProvidersListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.SupportedProvidersListType)
+    _obj = _new(_K_iso20_commonmessages_SupportedProvidersListType)
     _obj.ProviderID = f_ProviderID
     return _obj
 
@@ -18698,32 +18588,31 @@ def _e_SupportedProvidersListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ProviderID')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_ProviderID < n_ProviderID:
-                    el = 'ProviderID'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_ProviderID[i_ProviderID])
-                    if _l > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
-                    if _l < 126 and v_ProviderID[i_ProviderID].isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProviderID[i_ProviderID].encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(v_ProviderID[i_ProviderID]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_ProviderID += 1
-                    _k += 1
-                    if _k == 127:
-                        s = 128
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_ProviderID < n_ProviderID: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_ProviderID < n_ProviderID:
+                el = 'ProviderID'
+                v <<= 3
+                n += 3
+                _l = len(v_ProviderID[i_ProviderID])
+                if _l > 80: raise EncodeError(f'length {len(v_ProviderID[i_ProviderID])} outside [0, 80]')
+                if _l < 126 and v_ProviderID[i_ProviderID].isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ProviderID[i_ProviderID].encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(v_ProviderID[i_ProviderID]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_ProviderID += 1
+                _k += 1
+                if _k == 127:
+                    s = 128
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_ProviderID < n_ProviderID: raise _leftover(o)
+                s = -1
+                break
         if s == 128:
             if True:
                 v <<= 1
@@ -18795,7 +18684,7 @@ def _d_TargetPositionType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.TargetPositionType)
+    _obj = _new(_K_iso20_commonmessages_TargetPositionType)
     _obj.TargetOffsetX = f_TargetOffsetX
     _obj.TargetOffsetY = f_TargetOffsetY
     return _obj
@@ -18849,28 +18738,27 @@ def _d_TaxRuleListType(r):
         V = r.v; q = r.end - r.pos
         f_TaxRule.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'TaxRule'
-                    r.pos = r.end - q
-                    _v = _d_TaxRuleType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_TaxRule.append(_v)
-                    _k += 1
-                    if _k == 9:
-                        s = 10
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'TaxRule'
+                r.pos = r.end - q
+                _v = _d_TaxRuleType(r)
+                V = r.v; q = r.end - r.pos
+                f_TaxRule.append(_v)
+                _k += 1
+                if _k == 9:
+                    s = 10
                     break
-                else:
-                    raise r.deviation('TaxRuleListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('TaxRuleListType', r.end - q)
         if s == 10:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -18879,7 +18767,7 @@ def _d_TaxRuleListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.TaxRuleListType)
+    _obj = _new(_K_iso20_commonmessages_TaxRuleListType)
     _obj.TaxRule = f_TaxRule
     return _obj
 
@@ -18903,27 +18791,26 @@ def _e_TaxRuleListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of TaxRule')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_TaxRule < n_TaxRule:
-                    el = 'TaxRule'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_TaxRuleType(w, v_TaxRule[i_TaxRule])
-                    v = w.v; n = w.n
-                    i_TaxRule += 1
-                    _k += 1
-                    if _k == 9:
-                        s = 10
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_TaxRule < n_TaxRule: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_TaxRule < n_TaxRule:
+                el = 'TaxRule'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_TaxRuleType(w, v_TaxRule[i_TaxRule])
+                v = w.v; n = w.n
+                i_TaxRule += 1
+                _k += 1
+                if _k == 9:
+                    s = 10
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_TaxRule < n_TaxRule: raise _leftover(o)
+                s = -1
+                break
         if s == 10:
             if True:
                 v <<= 1
@@ -18978,147 +18865,144 @@ def _d_TaxRuleType(r):
         if f_TaxRuleID < 1 or f_TaxRuleID > 4294967295: r.facet('TaxRuleType/TaxRuleID', 'range [1, 4294967295]', f_TaxRuleID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'TaxRuleName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('TaxRuleName', r.end - q)
-                    f_TaxRuleName = ''
-                else:
-                    r.pos = r.end - q
-                    f_TaxRuleName = r.string('iso20_commonmessages:TaxRuleName')
-                    if len(f_TaxRuleName) > 80: r.facet('TaxRuleType/TaxRuleName', 'length [0, 80]', f_TaxRuleName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 16
-                if q < 0: V, q = r.slideq(q, 16)
-                x = (V >> q) & 65535
-                if x & 61454: raise r.deviation('TaxRuleType', r.end - q)
-                el = 'TaxRate/Exponent'
-                _c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'TaxRate/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'TaxRuleName'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('TaxRuleName', r.end - q)
+                f_TaxRuleName = ''
+            else:
+                r.pos = r.end - q
+                f_TaxRuleName = r.string('iso20_commonmessages:TaxRuleName')
+                if len(f_TaxRuleName) > 80: r.facet('TaxRuleType/TaxRuleName', 'length [0, 80]', f_TaxRuleName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('TaxRuleType', r.end - q)
+            el = 'TaxRate/Exponent'
+            _c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'TaxRate/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('TaxRuleType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_TaxRate = _new(iso20_commontypes.RationalNumberType)
-                f_TaxRate.Exponent = _c1_Exponent
-                f_TaxRate.Value = _c1_Value
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('TaxRuleType', r.end - q)
-                el = 'TaxRate/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'TaxRate/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('TaxRuleType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_TaxRate = _new(_K_iso20_commontypes_RationalNumberType)
+            f_TaxRate.Exponent = _c1_Exponent
+            f_TaxRate.Value = _c1_Value
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('TaxRuleType', r.end - q)
+            el = 'TaxRate/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'TaxRate/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('TaxRuleType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_TaxRate = _new(iso20_commontypes.RationalNumberType)
-                f_TaxRate.Exponent = _c2_Exponent
-                f_TaxRate.Value = _c2_Value
-                ec = (x & 3)
-                s = 3
-            else:
-                raise r.deviation('TaxRuleType', r.end - q)
-        if s == 3:
-            if ec == 0:
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 187: raise r.deviation('TaxRuleType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                if _t is None:
-                    el = 'TaxIncludedInPrice'
-                    f_TaxIncludedInPrice = ((x >> 6) & 1) == 1
-                    el = 'AppliesToEnergyFee'
-                    f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
-                else:
-                    el = 'AppliesToEnergyFee'
-                    f_TaxIncludedInPrice, f_AppliesToEnergyFee = _t
-                s = 5
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('TaxRuleType', r.end - q)
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('TaxRuleType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_TaxRate = _new(_K_iso20_commontypes_RationalNumberType)
+            f_TaxRate.Exponent = _c2_Exponent
+            f_TaxRate.Value = _c2_Value
+            ec = (x & 3)
+            s = 3
+        else:
+            raise r.deviation('TaxRuleType', r.end - q)
+        if ec == 0:
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 187: raise r.deviation('TaxRuleType', r.end - q)
+            _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+            if _t is None:
+                el = 'TaxIncludedInPrice'
+                f_TaxIncludedInPrice = ((x >> 6) & 1) == 1
                 el = 'AppliesToEnergyFee'
                 f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
-                s = 5
             else:
-                raise r.deviation('TaxRuleType', r.end - q)
-        if s == 5:
-            q -= 12
-            if q < 0: V, q = r.slideq(q, 12)
-            x = (V >> q) & 4095
-            if x & 3003: raise r.deviation('TaxRuleType', r.end - q)
-            _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 2) & 511)]
-            if _t is None:
-                el = 'AppliesToParkingFee'
-                f_AppliesToParkingFee = ((x >> 10) & 1) == 1
-                el = 'AppliesToOverstayFee'
-                f_AppliesToOverstayFee = ((x >> 6) & 1) == 1
-                el = 'AppliesMinimumMaximumCost'
-                f_AppliesMinimumMaximumCost = ((x >> 2) & 1) == 1
-            else:
-                el = 'AppliesMinimumMaximumCost'
-                f_AppliesToParkingFee, f_AppliesToOverstayFee, f_AppliesMinimumMaximumCost = _t
-            s = -1
+                el = 'AppliesToEnergyFee'
+                f_TaxIncludedInPrice, f_AppliesToEnergyFee = _t
+            s = 5
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('TaxRuleType', r.end - q)
+            el = 'AppliesToEnergyFee'
+            f_AppliesToEnergyFee = ((x >> 2) & 1) == 1
+            s = 5
+        else:
+            raise r.deviation('TaxRuleType', r.end - q)
+        q -= 12
+        if q < 0: V, q = r.slideq(q, 12)
+        x = (V >> q) & 4095
+        if x & 3003: raise r.deviation('TaxRuleType', r.end - q)
+        _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 2) & 511)]
+        if _t is None:
+            el = 'AppliesToParkingFee'
+            f_AppliesToParkingFee = ((x >> 10) & 1) == 1
+            el = 'AppliesToOverstayFee'
+            f_AppliesToOverstayFee = ((x >> 6) & 1) == 1
+            el = 'AppliesMinimumMaximumCost'
+            f_AppliesMinimumMaximumCost = ((x >> 2) & 1) == 1
+        else:
+            el = 'AppliesMinimumMaximumCost'
+            f_AppliesToParkingFee, f_AppliesToOverstayFee, f_AppliesMinimumMaximumCost = _t
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.TaxRuleType)
+    _obj = _new(_K_iso20_commonmessages_TaxRuleType)
     _obj.TaxRuleID = f_TaxRuleID
     _obj.TaxRuleName = f_TaxRuleName
     _obj.TaxRate = f_TaxRate
@@ -19155,90 +19039,87 @@ def _e_TaxRuleType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of TaxRuleID')
-        if s == 1:
-            if v_TaxRuleName is not None:
-                el = 'TaxRuleName'
-                v <<= 3
-                n += 3
-                _l = len(v_TaxRuleName)
-                if _l > 80: raise EncodeError(f'length {len(v_TaxRuleName)} outside [0, 80]')
-                if _l < 126 and v_TaxRuleName.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_TaxRuleName.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_TaxRuleName); v = w.v; n = w.n
-                if not (v_TaxRate is not None): raise EncodeError('missing content: TaxRate')
-                el = 'TaxRate'
-                _o = v_TaxRate
-                _c1_Exponent = _o.Exponent
-                _c1_Value = _o.Value
-                if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'TaxRate/Exponent'
-                if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'TaxRate/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
-                n += 16
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            elif v_TaxRate is not None:
-                el = 'TaxRate'
-                _o = v_TaxRate
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'TaxRate/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'TaxRate/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 16
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of TaxRuleName, TaxRate')
-        if s == 3:
-            if v_TaxIncludedInPrice is not None:
-                el = 'TaxIncludedInPrice'
-                if v_TaxIncludedInPrice is not True and v_TaxIncludedInPrice is not False: raise EncodeError(f'expected a bool, got {v_TaxIncludedInPrice!r}')
-                if not (v_AppliesToEnergyFee is not None): raise EncodeError('missing content: AppliesToEnergyFee')
-                el = 'AppliesToEnergyFee'
-                if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
-                v = (v << 9) | (v_TaxIncludedInPrice << 5) | (v_AppliesToEnergyFee << 1)
-                n += 9
-                s = 5
-            elif v_AppliesToEnergyFee is not None:
-                el = 'AppliesToEnergyFee'
-                if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
-                v = (v << 5) | (1 << 3) | (v_AppliesToEnergyFee << 1)
-                n += 5
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of TaxIncludedInPrice, AppliesToEnergyFee')
-        if s == 5:
-            if v_AppliesToParkingFee is not None:
-                el = 'AppliesToParkingFee'
-                if v_AppliesToParkingFee is not True and v_AppliesToParkingFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToParkingFee!r}')
-                if not (v_AppliesToOverstayFee is not None): raise EncodeError('missing content: AppliesToOverstayFee')
-                el = 'AppliesToOverstayFee'
-                if v_AppliesToOverstayFee is not True and v_AppliesToOverstayFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToOverstayFee!r}')
-                if not (v_AppliesMinimumMaximumCost is not None): raise EncodeError('missing content: AppliesMinimumMaximumCost')
-                el = 'AppliesMinimumMaximumCost'
-                if v_AppliesMinimumMaximumCost is not True and v_AppliesMinimumMaximumCost is not False: raise EncodeError(f'expected a bool, got {v_AppliesMinimumMaximumCost!r}')
-                v = (v << 13) | (v_AppliesToParkingFee << 10) | (v_AppliesToOverstayFee << 6) | (v_AppliesMinimumMaximumCost << 2)
-                n += 13
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of AppliesToParkingFee')
+        if v_TaxRuleName is not None:
+            el = 'TaxRuleName'
+            v <<= 3
+            n += 3
+            _l = len(v_TaxRuleName)
+            if _l > 80: raise EncodeError(f'length {len(v_TaxRuleName)} outside [0, 80]')
+            if _l < 126 and v_TaxRuleName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_TaxRuleName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_TaxRuleName); v = w.v; n = w.n
+            if not (v_TaxRate is not None): raise EncodeError('missing content: TaxRate')
+            el = 'TaxRate'
+            _o = v_TaxRate
+            _c1_Exponent = _o.Exponent
+            _c1_Value = _o.Value
+            if not (_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'TaxRate/Exponent'
+            if not -128 <= _c1_Exponent <= 127: raise EncodeError(f'value {_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'TaxRate/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c1_Exponent - -128) << 4) | (_c1_Value < 0)
+            n += 16
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        elif v_TaxRate is not None:
+            el = 'TaxRate'
+            _o = v_TaxRate
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'TaxRate/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'TaxRate/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 16
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of TaxRuleName, TaxRate')
+        if v_TaxIncludedInPrice is not None:
+            el = 'TaxIncludedInPrice'
+            if v_TaxIncludedInPrice is not True and v_TaxIncludedInPrice is not False: raise EncodeError(f'expected a bool, got {v_TaxIncludedInPrice!r}')
+            if not (v_AppliesToEnergyFee is not None): raise EncodeError('missing content: AppliesToEnergyFee')
+            el = 'AppliesToEnergyFee'
+            if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
+            v = (v << 9) | (v_TaxIncludedInPrice << 5) | (v_AppliesToEnergyFee << 1)
+            n += 9
+            s = 5
+        elif v_AppliesToEnergyFee is not None:
+            el = 'AppliesToEnergyFee'
+            if v_AppliesToEnergyFee is not True and v_AppliesToEnergyFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToEnergyFee!r}')
+            v = (v << 5) | (1 << 3) | (v_AppliesToEnergyFee << 1)
+            n += 5
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of TaxIncludedInPrice, AppliesToEnergyFee')
+        if v_AppliesToParkingFee is not None:
+            el = 'AppliesToParkingFee'
+            if v_AppliesToParkingFee is not True and v_AppliesToParkingFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToParkingFee!r}')
+            if not (v_AppliesToOverstayFee is not None): raise EncodeError('missing content: AppliesToOverstayFee')
+            el = 'AppliesToOverstayFee'
+            if v_AppliesToOverstayFee is not True and v_AppliesToOverstayFee is not False: raise EncodeError(f'expected a bool, got {v_AppliesToOverstayFee!r}')
+            if not (v_AppliesMinimumMaximumCost is not None): raise EncodeError('missing content: AppliesMinimumMaximumCost')
+            el = 'AppliesMinimumMaximumCost'
+            if v_AppliesMinimumMaximumCost is not True and v_AppliesMinimumMaximumCost is not False: raise EncodeError(f'expected a bool, got {v_AppliesMinimumMaximumCost!r}')
+            v = (v << 13) | (v_AppliesToParkingFee << 10) | (v_AppliesToOverstayFee << 6) | (v_AppliesMinimumMaximumCost << 2)
+            n += 13
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of AppliesToParkingFee')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -19302,22 +19183,21 @@ def _d_VehicleCheckInReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -19340,109 +19220,108 @@ def _d_VehicleCheckInReqType(r):
             f_EVCheckInStatus, f_ParkingMethod = _t
         ec = (x & 7)
         s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
-                el = 'VehicleFrame'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_VehicleFrame = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_VehicleFrame = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_VehicleFrame = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            el = 'VehicleFrame'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_VehicleFrame = (V >> q) & 127
+                    f_VehicleFrame = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_VehicleFrame = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_VehicleFrame = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
-                if _neg: f_VehicleFrame = -f_VehicleFrame - 1
-                if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
-                ec = (x & 3)
-                s = 4
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
-                el = 'DeviceOffset'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_DeviceOffset = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_DeviceOffset = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_DeviceOffset = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_VehicleFrame = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_VehicleFrame = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            if _neg: f_VehicleFrame = -f_VehicleFrame - 1
+            if f_VehicleFrame < -32768 or f_VehicleFrame > 32767: r.facet('VehicleCheckInReqType/VehicleFrame', 'range [-32768, 32767]', f_VehicleFrame, r.at(r.end - q))
+            ec = (x & 3)
+            s = 4
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            el = 'DeviceOffset'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_DeviceOffset = (V >> q) & 127
+                    f_DeviceOffset = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_DeviceOffset = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_DeviceOffset = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
-                if _neg: f_DeviceOffset = -f_DeviceOffset - 1
-                if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
-                ec = (x & 3)
-                s = 5
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
-                el = 'VehicleTravel'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_VehicleTravel = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_VehicleTravel = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DeviceOffset = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_DeviceOffset = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            if _neg: f_DeviceOffset = -f_DeviceOffset - 1
+            if f_DeviceOffset < -32768 or f_DeviceOffset > 32767: r.facet('VehicleCheckInReqType/DeviceOffset', 'range [-32768, 32767]', f_DeviceOffset, r.at(r.end - q))
+            ec = (x & 3)
+            s = 5
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            el = 'VehicleTravel'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_VehicleTravel = (V >> q) & 127
+                    f_VehicleTravel = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_VehicleTravel = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_VehicleTravel = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('VehicleCheckInReqType', r.end - q)
-                if _neg: f_VehicleTravel = -f_VehicleTravel - 1
-                if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
-                s = 6
-            elif ec == 3:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_VehicleTravel = (V >> q) & 127
             else:
-                raise r.deviation('VehicleCheckInReqType', r.end - q)
+                r.pos = r.end - q; f_VehicleTravel = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('VehicleCheckInReqType', r.end - q)
+            if _neg: f_VehicleTravel = -f_VehicleTravel - 1
+            if f_VehicleTravel < -32768 or f_VehicleTravel > 32767: r.facet('VehicleCheckInReqType/VehicleTravel', 'range [-32768, 32767]', f_VehicleTravel, r.at(r.end - q))
+            s = 6
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('VehicleCheckInReqType', r.end - q)
         if s == 4:
             if ec == 0:
                 q -= 2
@@ -19555,7 +19434,7 @@ def _d_VehicleCheckInReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.VehicleCheckInReqType)
+    _obj = _new(_K_iso20_commonmessages_VehicleCheckInReqType)
     _obj.Header = f_Header
     _obj.EVCheckInStatus = f_EVCheckInStatus
     _obj.ParkingMethod = f_ParkingMethod
@@ -19604,21 +19483,20 @@ def _e_VehicleCheckInReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCheckInStatus is not None): raise EncodeError('missing content: EVCheckInStatus')
             el = 'EVCheckInStatus'
@@ -19636,48 +19514,47 @@ def _e_VehicleCheckInReqType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 3:
-            if v_VehicleFrame is not None:
-                el = 'VehicleFrame'
-                if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
-                v = (v << 5) | (v_VehicleFrame < 0)
-                n += 5
-                _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_VehicleFrame = None
-                s = 4
-            elif v_DeviceOffset is not None:
-                el = 'DeviceOffset'
-                if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
-                v = (v << 5) | (1 << 2) | (v_DeviceOffset < 0)
-                n += 5
-                _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_DeviceOffset = None
-                s = 5
-            elif v_VehicleTravel is not None:
-                el = 'VehicleTravel'
-                if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_VehicleTravel < 0)
-                n += 5
-                _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_VehicleTravel = None
-                s = 6
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_Header is not None or v_EVCheckInStatus is not None or v_ParkingMethod is not None or v_VehicleFrame is not None or v_DeviceOffset is not None or v_VehicleTravel is not None: raise _leftover(o)
-                s = -1
+        if v_VehicleFrame is not None:
+            el = 'VehicleFrame'
+            if v_VehicleFrame < -32768 or v_VehicleFrame > 32767: raise EncodeError(f'value {v_VehicleFrame!r} outside [-32768, 32767]')
+            v = (v << 5) | (v_VehicleFrame < 0)
+            n += 5
+            _m = (-v_VehicleFrame - 1 if v_VehicleFrame < 0 else v_VehicleFrame)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_VehicleFrame = None
+            s = 4
+        elif v_DeviceOffset is not None:
+            el = 'DeviceOffset'
+            if v_DeviceOffset < -32768 or v_DeviceOffset > 32767: raise EncodeError(f'value {v_DeviceOffset!r} outside [-32768, 32767]')
+            v = (v << 5) | (1 << 2) | (v_DeviceOffset < 0)
+            n += 5
+            _m = (-v_DeviceOffset - 1 if v_DeviceOffset < 0 else v_DeviceOffset)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_DeviceOffset = None
+            s = 5
+        elif v_VehicleTravel is not None:
+            el = 'VehicleTravel'
+            if v_VehicleTravel < -32768 or v_VehicleTravel > 32767: raise EncodeError(f'value {v_VehicleTravel!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_VehicleTravel < 0)
+            n += 5
+            _m = (-v_VehicleTravel - 1 if v_VehicleTravel < 0 else v_VehicleTravel)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_VehicleTravel = None
+            s = 6
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Header is not None or v_EVCheckInStatus is not None or v_ParkingMethod is not None or v_VehicleFrame is not None or v_DeviceOffset is not None or v_VehicleTravel is not None: raise _leftover(o)
+            s = -1
         if s == 4:
             if v_DeviceOffset is not None:
                 el = 'DeviceOffset'
@@ -19794,22 +19671,21 @@ def _d_VehicleCheckInResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -19823,109 +19699,108 @@ def _d_VehicleCheckInResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
-                el = 'ParkingSpace'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ParkingSpace = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ParkingSpace = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_ParkingSpace = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
+            el = 'ParkingSpace'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_ParkingSpace = (V >> q) & 127
+                    f_ParkingSpace = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_ParkingSpace = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_ParkingSpace = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
-                if _neg: f_ParkingSpace = -f_ParkingSpace - 1
-                if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
-                el = 'DeviceLocation'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_DeviceLocation = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_DeviceLocation = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_DeviceLocation = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_ParkingSpace = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_ParkingSpace = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
+            if _neg: f_ParkingSpace = -f_ParkingSpace - 1
+            if f_ParkingSpace < -32768 or f_ParkingSpace > 32767: r.facet('VehicleCheckInResType/ParkingSpace', 'range [-32768, 32767]', f_ParkingSpace, r.at(r.end - q))
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
+            el = 'DeviceLocation'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_DeviceLocation = (V >> q) & 127
+                    f_DeviceLocation = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_DeviceLocation = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_DeviceLocation = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
-                if _neg: f_DeviceLocation = -f_DeviceLocation - 1
-                if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
-                ec = (x & 3)
-                s = 4
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
-                el = 'TargetDistance'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TargetDistance = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TargetDistance = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_DeviceLocation = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_DeviceLocation = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('VehicleCheckInResType', r.end - q)
+            if _neg: f_DeviceLocation = -f_DeviceLocation - 1
+            if f_DeviceLocation < -32768 or f_DeviceLocation > 32767: r.facet('VehicleCheckInResType/DeviceLocation', 'range [-32768, 32767]', f_DeviceLocation, r.at(r.end - q))
+            ec = (x & 3)
+            s = 4
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('VehicleCheckInResType', r.end - q)
+            el = 'TargetDistance'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_TargetDistance = (V >> q) & 127
+                    f_TargetDistance = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_TargetDistance = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_TargetDistance = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('VehicleCheckInResType', r.end - q)
-                if _neg: f_TargetDistance = -f_TargetDistance - 1
-                if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
-                s = 5
-            elif ec == 3:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_TargetDistance = (V >> q) & 127
             else:
-                raise r.deviation('VehicleCheckInResType', r.end - q)
+                r.pos = r.end - q; f_TargetDistance = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('VehicleCheckInResType', r.end - q)
+            if _neg: f_TargetDistance = -f_TargetDistance - 1
+            if f_TargetDistance < -32768 or f_TargetDistance > 32767: r.facet('VehicleCheckInResType/TargetDistance', 'range [-32768, 32767]', f_TargetDistance, r.at(r.end - q))
+            s = 5
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('VehicleCheckInResType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 2
@@ -20038,7 +19913,7 @@ def _d_VehicleCheckInResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.VehicleCheckInResType)
+    _obj = _new(_K_iso20_commonmessages_VehicleCheckInResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.ParkingSpace = f_ParkingSpace
@@ -20085,21 +19960,20 @@ def _e_VehicleCheckInResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -20112,48 +19986,47 @@ def _e_VehicleCheckInResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_ParkingSpace is not None:
-                el = 'ParkingSpace'
-                if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
-                v = (v << 5) | (v_ParkingSpace < 0)
-                n += 5
-                _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_ParkingSpace = None
-                s = 3
-            elif v_DeviceLocation is not None:
-                el = 'DeviceLocation'
-                if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
-                v = (v << 5) | (1 << 2) | (v_DeviceLocation < 0)
-                n += 5
-                _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_DeviceLocation = None
-                s = 4
-            elif v_TargetDistance is not None:
-                el = 'TargetDistance'
-                if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_TargetDistance < 0)
-                n += 5
-                _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_TargetDistance = None
-                s = 5
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_Header is not None or v_ResponseCode is not None or v_ParkingSpace is not None or v_DeviceLocation is not None or v_TargetDistance is not None: raise _leftover(o)
-                s = -1
+        if v_ParkingSpace is not None:
+            el = 'ParkingSpace'
+            if v_ParkingSpace < -32768 or v_ParkingSpace > 32767: raise EncodeError(f'value {v_ParkingSpace!r} outside [-32768, 32767]')
+            v = (v << 5) | (v_ParkingSpace < 0)
+            n += 5
+            _m = (-v_ParkingSpace - 1 if v_ParkingSpace < 0 else v_ParkingSpace)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_ParkingSpace = None
+            s = 3
+        elif v_DeviceLocation is not None:
+            el = 'DeviceLocation'
+            if v_DeviceLocation < -32768 or v_DeviceLocation > 32767: raise EncodeError(f'value {v_DeviceLocation!r} outside [-32768, 32767]')
+            v = (v << 5) | (1 << 2) | (v_DeviceLocation < 0)
+            n += 5
+            _m = (-v_DeviceLocation - 1 if v_DeviceLocation < 0 else v_DeviceLocation)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_DeviceLocation = None
+            s = 4
+        elif v_TargetDistance is not None:
+            el = 'TargetDistance'
+            if v_TargetDistance < -32768 or v_TargetDistance > 32767: raise EncodeError(f'value {v_TargetDistance!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_TargetDistance < 0)
+            n += 5
+            _m = (-v_TargetDistance - 1 if v_TargetDistance < 0 else v_TargetDistance)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_TargetDistance = None
+            s = 5
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Header is not None or v_ResponseCode is not None or v_ParkingSpace is not None or v_DeviceLocation is not None or v_TargetDistance is not None: raise _leftover(o)
+            s = -1
         if s == 3:
             if v_DeviceLocation is not None:
                 el = 'DeviceLocation'
@@ -20268,22 +20141,21 @@ def _d_VehicleCheckOutReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -20321,7 +20193,7 @@ def _d_VehicleCheckOutReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.VehicleCheckOutReqType)
+    _obj = _new(_K_iso20_commonmessages_VehicleCheckOutReqType)
     _obj.Header = f_Header
     _obj.EVCheckOutStatus = f_EVCheckOutStatus
     _obj.CheckOutTime = f_CheckOutTime
@@ -20364,21 +20236,20 @@ def _e_VehicleCheckOutReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVCheckOutStatus is not None): raise EncodeError('missing content: EVCheckOutStatus')
             el = 'EVCheckOutStatus'
@@ -20459,22 +20330,21 @@ def _d_VehicleCheckOutResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -20496,7 +20366,7 @@ def _d_VehicleCheckOutResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commonmessages.VehicleCheckOutResType)
+    _obj = _new(_K_iso20_commonmessages_VehicleCheckOutResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSECheckOutStatus = f_EVSECheckOutStatus
@@ -20539,21 +20409,20 @@ def _e_VehicleCheckOutResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'

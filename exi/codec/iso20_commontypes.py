@@ -11,6 +11,29 @@ _E_iso20_commontypes_evseNotificationType = tuple(iso20_commontypes.evseNotifica
 _E_iso20_commontypes_responseCodeType = tuple(iso20_commontypes.responseCodeType)
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_K_iso20_commontypes_CLReqControlModeType = iso20_commontypes.CLReqControlModeType
+_K_iso20_commontypes_CLResControlModeType = iso20_commontypes.CLResControlModeType
+_K_iso20_commontypes_ChargeLoopReqType = iso20_commontypes.ChargeLoopReqType
+_K_iso20_commontypes_ChargeLoopResType = iso20_commontypes.ChargeLoopResType
+_K_iso20_commontypes_ChargeParameterDiscoveryReqType = iso20_commontypes.ChargeParameterDiscoveryReqType
+_K_iso20_commontypes_ChargeParameterDiscoveryResType = iso20_commontypes.ChargeParameterDiscoveryResType
+_K_iso20_commontypes_DetailedCostType = iso20_commontypes.DetailedCostType
+_K_iso20_commontypes_DetailedTaxType = iso20_commontypes.DetailedTaxType
+_K_iso20_commontypes_DisplayParametersType = iso20_commontypes.DisplayParametersType
+_K_iso20_commontypes_Dynamic_CLReqControlModeType = iso20_commontypes.Dynamic_CLReqControlModeType
+_K_iso20_commontypes_Dynamic_CLResControlModeType = iso20_commontypes.Dynamic_CLResControlModeType
+_K_iso20_commontypes_EVSEStatusType = iso20_commontypes.EVSEStatusType
+_K_iso20_commontypes_ListOfRootCertificateIDsType = iso20_commontypes.ListOfRootCertificateIDsType
+_K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
+_K_iso20_commontypes_MeterInfoType = iso20_commontypes.MeterInfoType
+_K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
+_K_iso20_commontypes_ReceiptType = iso20_commontypes.ReceiptType
+_K_iso20_commontypes_Scheduled_CLReqControlModeType = iso20_commontypes.Scheduled_CLReqControlModeType
+_K_iso20_commontypes_Scheduled_CLResControlModeType = iso20_commontypes.Scheduled_CLResControlModeType
+_K_iso20_commontypes_V2GMessageType = iso20_commontypes.V2GMessageType
+_K_iso20_commontypes_V2GRequestType = iso20_commontypes.V2GRequestType
+_K_iso20_commontypes_V2GResponseType = iso20_commontypes.V2GResponseType
+_K_xmldsig_X509IssuerSerialType = xmldsig.X509IssuerSerialType
 
 def _d_CLReqControlModeType(r):
     # {urn:iso:std:iso:15118:-20:CommonTypes}CLReqControlModeType
@@ -24,7 +47,7 @@ def _d_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.CLReqControlModeType)
+    _obj = _new(_K_iso20_commontypes_CLReqControlModeType)
     return _obj
 
 def _e_CLReqControlModeType(w, o):
@@ -53,7 +76,7 @@ def _d_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.CLResControlModeType)
+    _obj = _new(_K_iso20_commontypes_CLResControlModeType)
     return _obj
 
 def _e_CLResControlModeType(w, o):
@@ -125,22 +148,21 @@ def _d_ChargeLoopReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -149,35 +171,33 @@ def _d_ChargeLoopReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'DisplayParameters'
-                r.pos = r.end - q
-                f_DisplayParameters = _d_DisplayParametersType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 2) & 1) == 1
-                s = 3
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 2) & 1) == 1
-                s = 3
-            else:
-                raise r.deviation('ChargeLoopReqType', r.end - q)
-        if s == 3:
-            s = -1
+        if ec == 0:
+            el = 'DisplayParameters'
+            r.pos = r.end - q
+            f_DisplayParameters = _d_DisplayParametersType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 27: raise r.deviation('ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            s = 3
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            s = 3
+        else:
+            raise r.deviation('ChargeLoopReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.ChargeLoopReqType)
+    _obj = _new(_K_iso20_commontypes_ChargeLoopReqType)
     _obj.Header = f_Header
     _obj.DisplayParameters = f_DisplayParameters
     _obj.MeterInfoRequested = f_MeterInfoRequested
@@ -220,57 +240,54 @@ def _e_ChargeLoopReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_DisplayParameters is not None:
-                el = 'DisplayParameters'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_DisplayParametersType(w, v_DisplayParameters)
-                v = w.v; n = w.n
-                if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 4) | (v_MeterInfoRequested << 1)
-                n += 4
-                v_DisplayParameters = None
-                v_MeterInfoRequested = None
-                s = 3
-            elif v_MeterInfoRequested is not None:
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
-                n += 5
-                v_MeterInfoRequested = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
-                s = -1
+        if v_DisplayParameters is not None:
+            el = 'DisplayParameters'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_DisplayParametersType(w, v_DisplayParameters)
+            v = w.v; n = w.n
+            if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 4) | (v_MeterInfoRequested << 1)
+            n += 4
+            v_DisplayParameters = None
+            v_MeterInfoRequested = None
+            s = 3
+        elif v_MeterInfoRequested is not None:
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
+            n += 5
+            v_MeterInfoRequested = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -333,22 +350,21 @@ def _d_ChargeLoopResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -362,68 +378,67 @@ def _d_ChargeLoopResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeLoopResType', r.end - q)
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeLoopResType', r.end - q)
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 908: raise r.deviation('ChargeLoopResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 4) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
-                f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
-                f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_EVSEStatus.EVSENotification = _c2_EVSENotification
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = _d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 2:
-                el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = _d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
-                s = 5
-            elif ec == 3:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
             else:
-                raise r.deviation('ChargeLoopResType', r.end - q)
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 908: raise r.deviation('ChargeLoopResType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 4) & 7)
+            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
+            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c2_EVSENotification
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = _d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 2:
+            el = 'Receipt'
+            r.pos = r.end - q
+            f_Receipt = _d_ReceiptType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeLoopResType', r.end - q)
+            s = 5
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ChargeLoopResType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'MeterInfo'
@@ -469,7 +484,7 @@ def _d_ChargeLoopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.ChargeLoopResType)
+    _obj = _new(_K_iso20_commontypes_ChargeLoopResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEStatus = f_EVSEStatus
@@ -516,21 +531,20 @@ def _e_ChargeLoopResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -543,52 +557,51 @@ def _e_ChargeLoopResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 5
-                n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 7) | (_c3_i1 << 2)
-                n += 7
-                v_EVSEStatus = None
-                s = 3
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                _e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                v_MeterInfo = None
-                s = 4
-            elif v_Receipt is not None:
-                el = 'Receipt'
-                v = (v << 3) | 2
-                n += 3
-                w.v = v; w.n = n
-                _e_ReceiptType(w, v_Receipt)
-                v = w.v; n = w.n
-                v_Receipt = None
-                s = 5
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
-                s = -1
+        if v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 5
+            n += 5
+            if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+            elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 7) | (_c3_i1 << 2)
+            n += 7
+            v_EVSEStatus = None
+            s = 3
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            _e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            v_MeterInfo = None
+            s = 4
+        elif v_Receipt is not None:
+            el = 'Receipt'
+            v = (v << 3) | 2
+            n += 3
+            w.v = v; w.n = n
+            _e_ReceiptType(w, v_Receipt)
+            v = w.v; n = w.n
+            v_Receipt = None
+            s = 5
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEStatus is not None or v_MeterInfo is not None or v_Receipt is not None: raise _leftover(o)
+            s = -1
         if s == 3:
             if v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -692,22 +705,21 @@ def _d_ChargeParameterDiscoveryReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -717,7 +729,7 @@ def _d_ChargeParameterDiscoveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.ChargeParameterDiscoveryReqType)
+    _obj = _new(_K_iso20_commontypes_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
     return _obj
 
@@ -756,21 +768,20 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -835,22 +846,21 @@ def _d_ChargeParameterDiscoveryResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -865,7 +875,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.ChargeParameterDiscoveryResType)
+    _obj = _new(_K_iso20_commontypes_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     return _obj
@@ -906,21 +916,20 @@ def _e_ChargeParameterDiscoveryResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -978,7 +987,7 @@ def _d_DetailedCostType(r):
         if x & 126990: raise r.deviation('DetailedCostType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_Amount = _new(iso20_commontypes.RationalNumberType)
+        f_Amount = _new(_K_iso20_commontypes_RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
         el = 'CostPerUnit/Exponent'
@@ -1008,13 +1017,13 @@ def _d_DetailedCostType(r):
         if (V >> q) & 7: raise r.deviation('DetailedCostType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+        f_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
         f_CostPerUnit.Exponent = _c2_Exponent
         f_CostPerUnit.Value = _c2_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.DetailedCostType)
+    _obj = _new(_K_iso20_commontypes_DetailedCostType)
     _obj.Amount = f_Amount
     _obj.CostPerUnit = f_CostPerUnit
     return _obj
@@ -1132,13 +1141,13 @@ def _d_DetailedTaxType(r):
         if (V >> q) & 7: raise r.deviation('DetailedTaxType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_Amount = _new(iso20_commontypes.RationalNumberType)
+        f_Amount = _new(_K_iso20_commontypes_RationalNumberType)
         f_Amount.Exponent = _c1_Exponent
         f_Amount.Value = _c1_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.DetailedTaxType)
+    _obj = _new(_K_iso20_commontypes_DetailedTaxType)
     _obj.TaxRuleID = f_TaxRuleID
     _obj.Amount = f_Amount
     return _obj
@@ -1380,7 +1389,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c1_Exponent
                 f_BatteryEnergyCapacity.Value = _c1_Value
                 ec = (x & 3)
@@ -1565,7 +1574,7 @@ def _d_DisplayParametersType(r):
                     if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c2_Value = -_c2_Value - 1
                     if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                    f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                    f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c2_Exponent
                     f_BatteryEnergyCapacity.Value = _c2_Value
                     ec = (x & 3)
@@ -1740,7 +1749,7 @@ def _d_DisplayParametersType(r):
                     if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                     if _neg: _c3_Value = -_c3_Value - 1
                     if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                    f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                    f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                     f_BatteryEnergyCapacity.Exponent = _c3_Exponent
                     f_BatteryEnergyCapacity.Value = _c3_Value
                     ec = (x & 3)
@@ -1901,7 +1910,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c4_Exponent
                 f_BatteryEnergyCapacity.Value = _c4_Value
                 ec = (x & 3)
@@ -2052,7 +2061,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c5_Exponent
                 f_BatteryEnergyCapacity.Value = _c5_Value
                 ec = (x & 3)
@@ -2173,7 +2182,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c6_Exponent
                 f_BatteryEnergyCapacity.Value = _c6_Value
                 ec = (x & 3)
@@ -2264,7 +2273,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c7_Exponent
                 f_BatteryEnergyCapacity.Value = _c7_Value
                 ec = (x & 3)
@@ -2325,7 +2334,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c8_Exponent
                 f_BatteryEnergyCapacity.Value = _c8_Value
                 ec = (x & 3)
@@ -2377,7 +2386,7 @@ def _d_DisplayParametersType(r):
                 if x & 12: raise r.deviation('DisplayParametersType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_BatteryEnergyCapacity = _new(iso20_commontypes.RationalNumberType)
+                f_BatteryEnergyCapacity = _new(_K_iso20_commontypes_RationalNumberType)
                 f_BatteryEnergyCapacity.Exponent = _c9_Exponent
                 f_BatteryEnergyCapacity.Value = _c9_Value
                 ec = (x & 3)
@@ -2414,7 +2423,7 @@ def _d_DisplayParametersType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.DisplayParametersType)
+    _obj = _new(_K_iso20_commontypes_DisplayParametersType)
     _obj.PresentSOC = f_PresentSOC
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -3089,7 +3098,7 @@ def _d_Dynamic_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
@@ -3125,83 +3134,82 @@ def _d_Dynamic_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
             raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-        if s == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-            el = 'EVMaximumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+        el = 'EVMaximumEnergyRequest/Exponent'
+        _c3_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMaximumEnergyRequest.Value = _c3_Value
-            el = 'EVMinimumEnergyRequest/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
+        f_EVMaximumEnergyRequest.Value = _c3_Value
+        el = 'EVMinimumEnergyRequest/Exponent'
+        _c4_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c4_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-            f_EVMinimumEnergyRequest.Value = _c4_Value
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Dynamic_CLReqControlModeType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
+        f_EVMinimumEnergyRequest.Value = _c4_Value
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.Dynamic_CLReqControlModeType)
+    _obj = _new(_K_iso20_commontypes_Dynamic_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
@@ -3267,46 +3275,45 @@ def _e_Dynamic_CLReqControlModeType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-        if s == 2:
-            if v_EVMaximumEnergyRequest is not None:
-                el = 'EVMaximumEnergyRequest'
-                _o = v_EVMaximumEnergyRequest
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumEnergyRequest/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 15
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
-                el = 'EVMinimumEnergyRequest'
-                _o = v_EVMinimumEnergyRequest
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumEnergyRequest/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 15
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        if v_EVMaximumEnergyRequest is not None:
+            el = 'EVMaximumEnergyRequest'
+            _o = v_EVMaximumEnergyRequest
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumEnergyRequest/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
+            el = 'EVMinimumEnergyRequest'
+            _o = v_EVMinimumEnergyRequest
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumEnergyRequest/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumEnergyRequest/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3545,7 +3552,7 @@ def _d_Dynamic_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.Dynamic_CLResControlModeType)
+    _obj = _new(_K_iso20_commontypes_Dynamic_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -3713,7 +3720,7 @@ def _d_EVSEStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.EVSEStatusType)
+    _obj = _new(_K_iso20_commontypes_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
     return _obj
@@ -3798,75 +3805,74 @@ def _d_ListOfRootCertificateIDsType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
-        _v = _new(xmldsig.X509IssuerSerialType)
+        _v = _new(_K_xmldsig_X509IssuerSerialType)
         _v.X509IssuerName = _c1_X509IssuerName
         _v.X509SerialNumber = _c1_X509SerialNumber
         f_RootCertificateID.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                el = 'RootCertificateID/X509IssuerName'
+                _esc = (x & 1)
+                if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    el = 'RootCertificateID/X509IssuerName'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c2_X509IssuerName = ''
-                    else:
-                        r.pos = r.end - q
-                        _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    el = 'RootCertificateID/X509SerialNumber'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                    _c2_X509IssuerName = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                    V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                el = 'RootCertificateID/X509SerialNumber'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_X509SerialNumber = (V >> q) & 127
+                        _c2_X509SerialNumber = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_X509SerialNumber = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
-                    _v.X509IssuerName = _c2_X509IssuerName
-                    _v.X509SerialNumber = _c2_X509SerialNumber
-                    f_RootCertificateID.append(_v)
-                    _k += 1
-                    if _k == 19:
-                        s = 20
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_X509SerialNumber = (V >> q) & 127
                 else:
-                    raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                _v = _new(_K_xmldsig_X509IssuerSerialType)
+                _v.X509IssuerName = _c2_X509IssuerName
+                _v.X509SerialNumber = _c2_X509SerialNumber
+                f_RootCertificateID.append(_v)
+                _k += 1
+                if _k == 19:
+                    s = 20
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -3875,7 +3881,7 @@ def _d_ListOfRootCertificateIDsType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.ListOfRootCertificateIDsType)
+    _obj = _new(_K_iso20_commontypes_ListOfRootCertificateIDsType)
     _obj.RootCertificateID = f_RootCertificateID
     return _obj
 
@@ -3916,44 +3922,43 @@ def _e_ListOfRootCertificateIDsType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RootCertificateID')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_RootCertificateID < n_RootCertificateID:
-                    el = 'RootCertificateID'
-                    _o = v_RootCertificateID[i_RootCertificateID]
-                    _c2_X509IssuerName = _o.X509IssuerName
-                    _c2_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'RootCertificateID/X509IssuerName'
-                    v <<= 4
-                    n += 4
-                    _l = len(_c2_X509IssuerName)
-                    if _l < 126 and _c2_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
-                    if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'RootCertificateID/X509SerialNumber'
-                    if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
-                    v = (v << 4) | (_c2_X509SerialNumber < 0)
-                    n += 4
-                    _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    i_RootCertificateID += 1
-                    _k += 1
-                    if _k == 19:
-                        s = 20
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_RootCertificateID < n_RootCertificateID:
+                el = 'RootCertificateID'
+                _o = v_RootCertificateID[i_RootCertificateID]
+                _c2_X509IssuerName = _o.X509IssuerName
+                _c2_X509SerialNumber = _o.X509SerialNumber
+                if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                el = 'RootCertificateID/X509IssuerName'
+                v <<= 4
+                n += 4
+                _l = len(_c2_X509IssuerName)
+                if _l < 126 and _c2_X509IssuerName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
+                if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                el = 'RootCertificateID/X509SerialNumber'
+                if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
+                v = (v << 4) | (_c2_X509SerialNumber < 0)
+                n += 4
+                _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                i_RootCertificateID += 1
+                _k += 1
+                if _k == 19:
+                    s = 20
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
+                s = -1
+                break
         if s == 20:
             if True:
                 v <<= 1
@@ -4013,25 +4018,24 @@ def _d_MessageHeaderType(r):
         if f_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', f_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'Signature'
-                r.pos = r.end - q
-                f_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
+        if ec == 0:
+            el = 'Signature'
+            r.pos = r.end - q
+            f_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.MessageHeaderType)
+    _obj = _new(_K_iso20_commontypes_MessageHeaderType)
     _obj.SessionID = f_SessionID
     _obj.TimeStamp = f_TimeStamp
     _obj.Signature = f_Signature
@@ -4066,21 +4070,20 @@ def _e_MessageHeaderType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of SessionID')
-        if s == 2:
-            if v_Signature is not None:
-                el = 'Signature'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_xmldsig._e_SignatureType(w, v_Signature)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_Signature is not None:
+            el = 'Signature'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_xmldsig._e_SignatureType(w, v_Signature)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4145,187 +4148,186 @@ def _d_MeterInfoType(r):
         if f_ChargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/ChargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_ChargedEnergyReadingWh, r.at(r.end - q))
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'BPT_DischargedEnergyReadingWh'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_BPT_DischargedEnergyReadingWh = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'BPT_DischargedEnergyReadingWh'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
+                    f_BPT_DischargedEnergyReadingWh = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_BPT_DischargedEnergyReadingWh = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
-                if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
-                ec = (x & 7)
-                s = 3
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'CapacitiveEnergyReadingVARh'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_CapacitiveEnergyReadingVARh = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_CapacitiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_BPT_DischargedEnergyReadingWh = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_BPT_DischargedEnergyReadingWh = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            if f_BPT_DischargedEnergyReadingWh > 18446744073709551615: r.facet('MeterInfoType/BPT_DischargedEnergyReadingWh', 'range [0, 18446744073709551615]', f_BPT_DischargedEnergyReadingWh, r.at(r.end - q))
+            ec = (x & 7)
+            s = 3
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'CapacitiveEnergyReadingVARh'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_CapacitiveEnergyReadingVARh = (V >> q) & 127
+                    f_CapacitiveEnergyReadingVARh = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_CapacitiveEnergyReadingVARh = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_CapacitiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
-                if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
-                ec = (x & 7)
-                s = 4
-            elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'BPT_InductiveEnergyReadingVARh'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_BPT_InductiveEnergyReadingVARh = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_CapacitiveEnergyReadingVARh = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_CapacitiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            if f_CapacitiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/CapacitiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_CapacitiveEnergyReadingVARh, r.at(r.end - q))
+            ec = (x & 7)
+            s = 4
+        elif ec == 2:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'BPT_InductiveEnergyReadingVARh'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
+                    f_BPT_InductiveEnergyReadingVARh = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_BPT_InductiveEnergyReadingVARh = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
-                if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
-                ec = (x & 7)
-                s = 5
-            elif ec == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'MeterSignature'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
-                    f_MeterSignature = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
-                    if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
-                s = 6
-            elif ec == 4:
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_BPT_InductiveEnergyReadingVARh = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_BPT_InductiveEnergyReadingVARh = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            if f_BPT_InductiveEnergyReadingVARh > 18446744073709551615: r.facet('MeterInfoType/BPT_InductiveEnergyReadingVARh', 'range [0, 18446744073709551615]', f_BPT_InductiveEnergyReadingVARh, r.at(r.end - q))
+            ec = (x & 7)
+            s = 5
+        elif ec == 3:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'MeterSignature'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'MeterStatus'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('MeterSignature', r.end - q)
+                f_MeterSignature = b''
+            else:
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_MeterSignature = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; f_MeterSignature = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_MeterSignature)
+                if _l > 64: r.facet('MeterInfoType/MeterSignature', 'length [0, 64]', f_MeterSignature, r.at(r.end - q))
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            ec = (x & 3)
+            s = 6
+        elif ec == 4:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'MeterStatus'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_MeterStatus = (V >> q) & 127
+                    f_MeterStatus = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_MeterStatus = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
-                s = 7
-            elif ec == 5:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'MeterTimestamp'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterTimestamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterTimestamp = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_MeterStatus = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            if _neg: f_MeterStatus = -f_MeterStatus - 1
+            if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+            ec = (x & 3)
+            s = 7
+        elif ec == 5:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'MeterTimestamp'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_MeterTimestamp = (V >> q) & 127
+                    f_MeterTimestamp = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_MeterTimestamp = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_MeterTimestamp = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
-                s = 8
-            elif ec == 6:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_MeterTimestamp = (V >> q) & 127
             else:
-                raise r.deviation('MeterInfoType', r.end - q)
+                r.pos = r.end - q; f_MeterTimestamp = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
+            if f_MeterTimestamp > 18446744073709551615: r.facet('MeterInfoType/MeterTimestamp', 'range [0, 18446744073709551615]', f_MeterTimestamp, r.at(r.end - q))
+            s = 8
+        elif ec == 6:
+            pass
+            s = -1
+        else:
+            raise r.deviation('MeterInfoType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 1
@@ -4795,7 +4797,7 @@ def _d_MeterInfoType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.MeterInfoType)
+    _obj = _new(_K_iso20_commontypes_MeterInfoType)
     _obj.MeterID = f_MeterID
     _obj.ChargedEnergyReadingWh = f_ChargedEnergyReadingWh
     _obj.BPT_DischargedEnergyReadingWh = f_BPT_DischargedEnergyReadingWh
@@ -4842,73 +4844,72 @@ def _e_MeterInfoType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of MeterID')
-        if s == 2:
-            if v_BPT_DischargedEnergyReadingWh is not None:
-                el = 'BPT_DischargedEnergyReadingWh'
-                if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
-                v <<= 4
-                n += 4
-                if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 9) | (v_BPT_DischargedEnergyReadingWh << 1); n += 9
-                elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 17) | (_V2[v_BPT_DischargedEnergyReadingWh] << 1); n += 17
-                elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 25) | ((((_V2[v_BPT_DischargedEnergyReadingWh & 16383] | 128) << 8) | (v_BPT_DischargedEnergyReadingWh >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = (w.v << 1); n = w.n + 1
-                s = 3
-            elif v_CapacitiveEnergyReadingVARh is not None:
-                el = 'CapacitiveEnergyReadingVARh'
-                if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                v = (v << 4) | (1 << 1)
-                n += 4
-                if v_CapacitiveEnergyReadingVARh < 128: v = (v << 9) | (v_CapacitiveEnergyReadingVARh << 1); n += 9
-                elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_CapacitiveEnergyReadingVARh] << 1); n += 17
-                elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
-                s = 4
-            elif v_BPT_InductiveEnergyReadingVARh is not None:
-                el = 'BPT_InductiveEnergyReadingVARh'
-                if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
-                v = (v << 4) | (2 << 1)
-                n += 4
-                if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 9) | (v_BPT_InductiveEnergyReadingVARh << 1); n += 9
-                elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_BPT_InductiveEnergyReadingVARh] << 1); n += 17
-                elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
-                s = 5
-            elif v_MeterSignature is not None:
-                el = 'MeterSignature'
-                v = (v << 4) | (3 << 1)
-                n += 4
-                _l = len(v_MeterSignature)
-                if _l > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = 6
-            elif v_MeterStatus is not None:
-                el = 'MeterStatus'
-                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
-                n += 5
-                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 7
-            elif v_MeterTimestamp is not None:
-                el = 'MeterTimestamp'
-                if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
-                v = (v << 4) | (5 << 1)
-                n += 4
-                if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
-                elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
-                elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
-                s = 8
-            elif True:
-                v = (v << 3) | 6
-                n += 3
-                s = -1
+        if v_BPT_DischargedEnergyReadingWh is not None:
+            el = 'BPT_DischargedEnergyReadingWh'
+            if v_BPT_DischargedEnergyReadingWh < 0 or v_BPT_DischargedEnergyReadingWh > 18446744073709551615: raise EncodeError(f'value {v_BPT_DischargedEnergyReadingWh!r} outside [0, 18446744073709551615]')
+            v <<= 4
+            n += 4
+            if v_BPT_DischargedEnergyReadingWh < 128: v = (v << 9) | (v_BPT_DischargedEnergyReadingWh << 1); n += 9
+            elif v_BPT_DischargedEnergyReadingWh < 16384: v = (v << 17) | (_V2[v_BPT_DischargedEnergyReadingWh] << 1); n += 17
+            elif v_BPT_DischargedEnergyReadingWh < 2097152: v = (v << 25) | ((((_V2[v_BPT_DischargedEnergyReadingWh & 16383] | 128) << 8) | (v_BPT_DischargedEnergyReadingWh >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_BPT_DischargedEnergyReadingWh); v = (w.v << 1); n = w.n + 1
+            s = 3
+        elif v_CapacitiveEnergyReadingVARh is not None:
+            el = 'CapacitiveEnergyReadingVARh'
+            if v_CapacitiveEnergyReadingVARh < 0 or v_CapacitiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_CapacitiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+            v = (v << 4) | (1 << 1)
+            n += 4
+            if v_CapacitiveEnergyReadingVARh < 128: v = (v << 9) | (v_CapacitiveEnergyReadingVARh << 1); n += 9
+            elif v_CapacitiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_CapacitiveEnergyReadingVARh] << 1); n += 17
+            elif v_CapacitiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_CapacitiveEnergyReadingVARh & 16383] | 128) << 8) | (v_CapacitiveEnergyReadingVARh >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_CapacitiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
+            s = 4
+        elif v_BPT_InductiveEnergyReadingVARh is not None:
+            el = 'BPT_InductiveEnergyReadingVARh'
+            if v_BPT_InductiveEnergyReadingVARh < 0 or v_BPT_InductiveEnergyReadingVARh > 18446744073709551615: raise EncodeError(f'value {v_BPT_InductiveEnergyReadingVARh!r} outside [0, 18446744073709551615]')
+            v = (v << 4) | (2 << 1)
+            n += 4
+            if v_BPT_InductiveEnergyReadingVARh < 128: v = (v << 9) | (v_BPT_InductiveEnergyReadingVARh << 1); n += 9
+            elif v_BPT_InductiveEnergyReadingVARh < 16384: v = (v << 17) | (_V2[v_BPT_InductiveEnergyReadingVARh] << 1); n += 17
+            elif v_BPT_InductiveEnergyReadingVARh < 2097152: v = (v << 25) | ((((_V2[v_BPT_InductiveEnergyReadingVARh & 16383] | 128) << 8) | (v_BPT_InductiveEnergyReadingVARh >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_BPT_InductiveEnergyReadingVARh); v = (w.v << 1); n = w.n + 1
+            s = 5
+        elif v_MeterSignature is not None:
+            el = 'MeterSignature'
+            v = (v << 4) | (3 << 1)
+            n += 4
+            _l = len(v_MeterSignature)
+            if _l > 64: raise EncodeError(f'length {len(v_MeterSignature)} outside [0, 64]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_MeterSignature, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_MeterSignature); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = 6
+        elif v_MeterStatus is not None:
+            el = 'MeterStatus'
+            if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+            v = (v << 5) | (4 << 2) | (v_MeterStatus < 0)
+            n += 5
+            _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 7
+        elif v_MeterTimestamp is not None:
+            el = 'MeterTimestamp'
+            if v_MeterTimestamp < 0 or v_MeterTimestamp > 18446744073709551615: raise EncodeError(f'value {v_MeterTimestamp!r} outside [0, 18446744073709551615]')
+            v = (v << 4) | (5 << 1)
+            n += 4
+            if v_MeterTimestamp < 128: v = (v << 9) | (v_MeterTimestamp << 1); n += 9
+            elif v_MeterTimestamp < 16384: v = (v << 17) | (_V2[v_MeterTimestamp] << 1); n += 17
+            elif v_MeterTimestamp < 2097152: v = (v << 25) | ((((_V2[v_MeterTimestamp & 16383] | 128) << 8) | (v_MeterTimestamp >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_MeterTimestamp); v = (w.v << 1); n = w.n + 1
+            s = 8
+        elif True:
+            v = (v << 3) | 6
+            n += 3
+            s = -1
         if s == 3:
             if v_CapacitiveEnergyReadingVARh is not None:
                 el = 'CapacitiveEnergyReadingVARh'
@@ -5143,7 +5144,7 @@ def _d_RationalNumberType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.RationalNumberType)
+    _obj = _new(_K_iso20_commontypes_RationalNumberType)
     _obj.Exponent = f_Exponent
     _obj.Value = f_Value
     return _obj
@@ -5217,363 +5218,362 @@ def _d_ReceiptType(r):
         if f_TimeAnchor > 18446744073709551615: r.facet('ReceiptType/TimeAnchor', 'range [0, 18446744073709551615]', f_TimeAnchor, r.at(r.end - q))
         ec = (x & 7)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
-                el = 'EnergyCosts/Amount/Exponent'
-                _c1_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'EnergyCosts/Amount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('ReceiptType', r.end - q)
+            el = 'EnergyCosts/Amount/Exponent'
+            _c1_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'EnergyCosts/Amount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_c1_Value = (V >> q) & 127
+                    _c1_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c1_c1_Value = -_c1_c1_Value - 1
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-                _c1_Amount = _new(iso20_commontypes.RationalNumberType)
-                _c1_Amount.Exponent = _c1_c1_Exponent
-                _c1_Amount.Value = _c1_c1_Value
-                el = 'EnergyCosts/CostPerUnit/Exponent'
-                _c1_c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EnergyCosts/CostPerUnit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c1_c1_Value = -_c1_c1_Value - 1
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
+            _c1_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c1_Amount.Exponent = _c1_c1_Exponent
+            _c1_Amount.Value = _c1_c1_Value
+            el = 'EnergyCosts/CostPerUnit/Exponent'
+            _c1_c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EnergyCosts/CostPerUnit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_c2_Value = (V >> q) & 127
+                    _c1_c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 56: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c1_c2_Value = -_c1_c2_Value - 1
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
-                _c1_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
-                _c1_CostPerUnit.Exponent = _c1_c2_Exponent
-                _c1_CostPerUnit.Value = _c1_c2_Value
-                f_EnergyCosts = _new(iso20_commontypes.DetailedCostType)
-                f_EnergyCosts.Amount = _c1_Amount
-                f_EnergyCosts.CostPerUnit = _c1_CostPerUnit
-                ec = (x & 7)
-                s = 2
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
-                el = 'OccupancyCosts/Amount/Exponent'
-                _c2_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OccupancyCosts/Amount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 56: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c1_c2_Value = -_c1_c2_Value - 1
+            if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c2_Value, r.at(r.end - q))
+            _c1_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c1_CostPerUnit.Exponent = _c1_c2_Exponent
+            _c1_CostPerUnit.Value = _c1_c2_Value
+            f_EnergyCosts = _new(_K_iso20_commontypes_DetailedCostType)
+            f_EnergyCosts.Amount = _c1_Amount
+            f_EnergyCosts.CostPerUnit = _c1_CostPerUnit
+            ec = (x & 7)
+            s = 2
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('ReceiptType', r.end - q)
+            el = 'OccupancyCosts/Amount/Exponent'
+            _c2_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'OccupancyCosts/Amount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c1_Value = (V >> q) & 127
+                    _c2_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                _c2_Amount = _new(iso20_commontypes.RationalNumberType)
-                _c2_Amount.Exponent = _c2_c1_Exponent
-                _c2_Amount.Value = _c2_c1_Value
-                el = 'OccupancyCosts/CostPerUnit/Exponent'
-                _c2_c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'OccupancyCosts/CostPerUnit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+            _c2_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c2_Amount.Exponent = _c2_c1_Exponent
+            _c2_Amount.Value = _c2_c1_Value
+            el = 'OccupancyCosts/CostPerUnit/Exponent'
+            _c2_c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'OccupancyCosts/CostPerUnit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c2_Value = (V >> q) & 127
+                    _c2_c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 56: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                _c2_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
-                _c2_CostPerUnit.Exponent = _c2_c2_Exponent
-                _c2_CostPerUnit.Value = _c2_c2_Value
-                f_OccupancyCosts = _new(iso20_commontypes.DetailedCostType)
-                f_OccupancyCosts.Amount = _c2_Amount
-                f_OccupancyCosts.CostPerUnit = _c2_CostPerUnit
-                ec = (x & 7)
-                s = 3
-            elif ec == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
-                el = 'AdditionalServicesCosts/Amount/Exponent'
-                _c3_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'AdditionalServicesCosts/Amount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 56: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
+            _c2_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c2_CostPerUnit.Exponent = _c2_c2_Exponent
+            _c2_CostPerUnit.Value = _c2_c2_Value
+            f_OccupancyCosts = _new(_K_iso20_commontypes_DetailedCostType)
+            f_OccupancyCosts.Amount = _c2_Amount
+            f_OccupancyCosts.CostPerUnit = _c2_CostPerUnit
+            ec = (x & 7)
+            s = 3
+        elif ec == 2:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('ReceiptType', r.end - q)
+            el = 'AdditionalServicesCosts/Amount/Exponent'
+            _c3_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'AdditionalServicesCosts/Amount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_c1_Value = (V >> q) & 127
+                    _c3_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c3_c1_Value = -_c3_c1_Value - 1
-                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
-                _c3_Amount = _new(iso20_commontypes.RationalNumberType)
-                _c3_Amount.Exponent = _c3_c1_Exponent
-                _c3_Amount.Value = _c3_c1_Value
-                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                _c3_c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c3_c1_Value = -_c3_c1_Value - 1
+            if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c1_Value, r.at(r.end - q))
+            _c3_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c3_Amount.Exponent = _c3_c1_Exponent
+            _c3_Amount.Value = _c3_c1_Value
+            el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+            _c3_c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'AdditionalServicesCosts/CostPerUnit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_c2_Value = (V >> q) & 127
+                    _c3_c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c3_c2_Value = -_c3_c2_Value - 1
-                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
-                _c3_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
-                _c3_CostPerUnit.Exponent = _c3_c2_Exponent
-                _c3_CostPerUnit.Value = _c3_c2_Value
-                f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
-                f_AdditionalServicesCosts.Amount = _c3_Amount
-                f_AdditionalServicesCosts.CostPerUnit = _c3_CostPerUnit
-                ec = (x & 3)
-                s = 4
-            elif ec == 3:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('ReceiptType', r.end - q)
-                el = 'OverstayCosts/Amount/Exponent'
-                _c4_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayCosts/Amount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 28: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c3_c2_Value = -_c3_c2_Value - 1
+            if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_c2_Value, r.at(r.end - q))
+            _c3_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c3_CostPerUnit.Exponent = _c3_c2_Exponent
+            _c3_CostPerUnit.Value = _c3_c2_Value
+            f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
+            f_AdditionalServicesCosts.Amount = _c3_Amount
+            f_AdditionalServicesCosts.CostPerUnit = _c3_CostPerUnit
+            ec = (x & 3)
+            s = 4
+        elif ec == 3:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('ReceiptType', r.end - q)
+            el = 'OverstayCosts/Amount/Exponent'
+            _c4_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'OverstayCosts/Amount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_c1_Value = (V >> q) & 127
+                    _c4_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c4_c1_Value = -_c4_c1_Value - 1
-                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
-                _c4_Amount = _new(iso20_commontypes.RationalNumberType)
-                _c4_Amount.Exponent = _c4_c1_Exponent
-                _c4_Amount.Value = _c4_c1_Value
-                el = 'OverstayCosts/CostPerUnit/Exponent'
-                _c4_c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'OverstayCosts/CostPerUnit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c4_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c4_c1_Value = -_c4_c1_Value - 1
+            if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c1_Value, r.at(r.end - q))
+            _c4_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c4_Amount.Exponent = _c4_c1_Exponent
+            _c4_Amount.Value = _c4_c1_Value
+            el = 'OverstayCosts/CostPerUnit/Exponent'
+            _c4_c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'OverstayCosts/CostPerUnit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_c2_Value = (V >> q) & 127
+                    _c4_c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c4_c2_Value = -_c4_c2_Value - 1
-                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
-                _c4_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
-                _c4_CostPerUnit.Exponent = _c4_c2_Exponent
-                _c4_CostPerUnit.Value = _c4_c2_Value
-                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
-                f_OverstayCosts.Amount = _c4_Amount
-                f_OverstayCosts.CostPerUnit = _c4_CostPerUnit
-                ec = (x & 3)
-                s = 5
-            elif ec == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
-                el = 'TaxCosts/TaxRuleID'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_TaxRuleID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_TaxRuleID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c4_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 28: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c4_c2_Value = -_c4_c2_Value - 1
+            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
+            _c4_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
+            _c4_CostPerUnit.Exponent = _c4_c2_Exponent
+            _c4_CostPerUnit.Value = _c4_c2_Value
+            f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
+            f_OverstayCosts.Amount = _c4_Amount
+            f_OverstayCosts.CostPerUnit = _c4_CostPerUnit
+            ec = (x & 3)
+            s = 5
+        elif ec == 4:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ReceiptType', r.end - q)
+            el = 'TaxCosts/TaxRuleID'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_TaxRuleID = (V >> q) & 127
+                    _c5_TaxRuleID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_TaxRuleID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_TaxRuleID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 16
-                if q < 0: V, q = r.slideq(q, 16)
-                x = (V >> q) & 65535
-                if x & 61454: raise r.deviation('ReceiptType', r.end - q)
-                if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(r.end - q))
-                el = 'TaxCosts/Amount/Exponent'
-                _c5_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'TaxCosts/Amount/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_TaxRuleID = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_TaxRuleID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('ReceiptType', r.end - q)
+            if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: r.facet('DetailedTaxType/TaxRuleID', 'range [1, 4294967295]', _c5_TaxRuleID, r.at(r.end - q))
+            el = 'TaxCosts/Amount/Exponent'
+            _c5_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'TaxCosts/Amount/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_c1_Value = (V >> q) & 127
+                    _c5_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
-                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-                _c5_Amount = _new(iso20_commontypes.RationalNumberType)
-                _c5_Amount.Exponent = _c5_c1_Exponent
-                _c5_Amount.Value = _c5_c1_Value
-                _v = _new(iso20_commontypes.DetailedTaxType)
-                _v.TaxRuleID = _c5_TaxRuleID
-                _v.Amount = _c5_Amount
-                f_TaxCosts.append(_v)
-                s = 6
-            elif ec == 5:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_c1_Value = (V >> q) & 127
             else:
-                raise r.deviation('ReceiptType', r.end - q)
+                r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
+            if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
+            _c5_Amount = _new(_K_iso20_commontypes_RationalNumberType)
+            _c5_Amount.Exponent = _c5_c1_Exponent
+            _c5_Amount.Value = _c5_c1_Value
+            _v = _new(_K_iso20_commontypes_DetailedTaxType)
+            _v.TaxRuleID = _c5_TaxRuleID
+            _v.Amount = _c5_Amount
+            f_TaxCosts.append(_v)
+            s = 6
+        elif ec == 5:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ReceiptType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 15
@@ -5608,7 +5608,7 @@ def _d_ReceiptType(r):
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
                 if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                _c6_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c6_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c6_Amount.Exponent = _c6_c1_Exponent
                 _c6_Amount.Value = _c6_c1_Value
                 el = 'OccupancyCosts/CostPerUnit/Exponent'
@@ -5639,10 +5639,10 @@ def _d_ReceiptType(r):
                 if x & 56: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
                 if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
-                _c6_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c6_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
                 _c6_CostPerUnit.Exponent = _c6_c2_Exponent
                 _c6_CostPerUnit.Value = _c6_c2_Value
-                f_OccupancyCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OccupancyCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OccupancyCosts.Amount = _c6_Amount
                 f_OccupancyCosts.CostPerUnit = _c6_CostPerUnit
                 ec = (x & 7)
@@ -5680,7 +5680,7 @@ def _d_ReceiptType(r):
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c1_Value = -_c7_c1_Value - 1
                 if _c7_c1_Value < -32768 or _c7_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c1_Value, r.at(r.end - q))
-                _c7_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c7_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c7_Amount.Exponent = _c7_c1_Exponent
                 _c7_Amount.Value = _c7_c1_Value
                 el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -5711,10 +5711,10 @@ def _d_ReceiptType(r):
                 if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c7_c2_Value = -_c7_c2_Value - 1
                 if _c7_c2_Value < -32768 or _c7_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_c2_Value, r.at(r.end - q))
-                _c7_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c7_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
                 _c7_CostPerUnit.Exponent = _c7_c2_Exponent
                 _c7_CostPerUnit.Value = _c7_c2_Value
-                f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
+                f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c7_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c7_CostPerUnit
                 ec = (x & 3)
@@ -5752,7 +5752,7 @@ def _d_ReceiptType(r):
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c1_Value = -_c8_c1_Value - 1
                 if _c8_c1_Value < -32768 or _c8_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c1_Value, r.at(r.end - q))
-                _c8_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c8_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c8_Amount.Exponent = _c8_c1_Exponent
                 _c8_Amount.Value = _c8_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -5783,10 +5783,10 @@ def _d_ReceiptType(r):
                 if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c8_c2_Value = -_c8_c2_Value - 1
                 if _c8_c2_Value < -32768 or _c8_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_c2_Value, r.at(r.end - q))
-                _c8_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c8_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
                 _c8_CostPerUnit.Exponent = _c8_c2_Exponent
                 _c8_CostPerUnit.Value = _c8_c2_Value
-                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OverstayCosts.Amount = _c8_Amount
                 f_OverstayCosts.CostPerUnit = _c8_CostPerUnit
                 ec = (x & 3)
@@ -5846,10 +5846,10 @@ def _d_ReceiptType(r):
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c9_c1_Value = -_c9_c1_Value - 1
                 if _c9_c1_Value < -32768 or _c9_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_c1_Value, r.at(r.end - q))
-                _c9_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c9_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c9_Amount.Exponent = _c9_c1_Exponent
                 _c9_Amount.Value = _c9_c1_Value
-                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v = _new(_K_iso20_commontypes_DetailedTaxType)
                 _v.TaxRuleID = _c9_TaxRuleID
                 _v.Amount = _c9_Amount
                 f_TaxCosts.append(_v)
@@ -5893,7 +5893,7 @@ def _d_ReceiptType(r):
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c1_Value = -_c10_c1_Value - 1
                 if _c10_c1_Value < -32768 or _c10_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c1_Value, r.at(r.end - q))
-                _c10_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c10_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c10_Amount.Exponent = _c10_c1_Exponent
                 _c10_Amount.Value = _c10_c1_Value
                 el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
@@ -5924,10 +5924,10 @@ def _d_ReceiptType(r):
                 if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c10_c2_Value = -_c10_c2_Value - 1
                 if _c10_c2_Value < -32768 or _c10_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_c2_Value, r.at(r.end - q))
-                _c10_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c10_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
                 _c10_CostPerUnit.Exponent = _c10_c2_Exponent
                 _c10_CostPerUnit.Value = _c10_c2_Value
-                f_AdditionalServicesCosts = _new(iso20_commontypes.DetailedCostType)
+                f_AdditionalServicesCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_AdditionalServicesCosts.Amount = _c10_Amount
                 f_AdditionalServicesCosts.CostPerUnit = _c10_CostPerUnit
                 ec = (x & 3)
@@ -5965,7 +5965,7 @@ def _d_ReceiptType(r):
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c1_Value = -_c11_c1_Value - 1
                 if _c11_c1_Value < -32768 or _c11_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c1_Value, r.at(r.end - q))
-                _c11_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c11_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c11_Amount.Exponent = _c11_c1_Exponent
                 _c11_Amount.Value = _c11_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -5996,10 +5996,10 @@ def _d_ReceiptType(r):
                 if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c11_c2_Value = -_c11_c2_Value - 1
                 if _c11_c2_Value < -32768 or _c11_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_c2_Value, r.at(r.end - q))
-                _c11_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c11_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
                 _c11_CostPerUnit.Exponent = _c11_c2_Exponent
                 _c11_CostPerUnit.Value = _c11_c2_Value
-                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OverstayCosts.Amount = _c11_Amount
                 f_OverstayCosts.CostPerUnit = _c11_CostPerUnit
                 ec = (x & 3)
@@ -6059,10 +6059,10 @@ def _d_ReceiptType(r):
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
                 if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
-                _c12_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c12_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c12_Amount.Exponent = _c12_c1_Exponent
                 _c12_Amount.Value = _c12_c1_Value
-                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v = _new(_K_iso20_commontypes_DetailedTaxType)
                 _v.TaxRuleID = _c12_TaxRuleID
                 _v.Amount = _c12_Amount
                 f_TaxCosts.append(_v)
@@ -6106,7 +6106,7 @@ def _d_ReceiptType(r):
                 if x & 126990: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
                 if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
-                _c13_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c13_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c13_Amount.Exponent = _c13_c1_Exponent
                 _c13_Amount.Value = _c13_c1_Value
                 el = 'OverstayCosts/CostPerUnit/Exponent'
@@ -6137,10 +6137,10 @@ def _d_ReceiptType(r):
                 if x & 28: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c13_c2_Value = -_c13_c2_Value - 1
                 if _c13_c2_Value < -32768 or _c13_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c2_Value, r.at(r.end - q))
-                _c13_CostPerUnit = _new(iso20_commontypes.RationalNumberType)
+                _c13_CostPerUnit = _new(_K_iso20_commontypes_RationalNumberType)
                 _c13_CostPerUnit.Exponent = _c13_c2_Exponent
                 _c13_CostPerUnit.Value = _c13_c2_Value
-                f_OverstayCosts = _new(iso20_commontypes.DetailedCostType)
+                f_OverstayCosts = _new(_K_iso20_commontypes_DetailedCostType)
                 f_OverstayCosts.Amount = _c13_Amount
                 f_OverstayCosts.CostPerUnit = _c13_CostPerUnit
                 ec = (x & 3)
@@ -6200,10 +6200,10 @@ def _d_ReceiptType(r):
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c14_c1_Value = -_c14_c1_Value - 1
                 if _c14_c1_Value < -32768 or _c14_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_c1_Value, r.at(r.end - q))
-                _c14_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c14_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c14_Amount.Exponent = _c14_c1_Exponent
                 _c14_Amount.Value = _c14_c1_Value
-                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v = _new(_K_iso20_commontypes_DetailedTaxType)
                 _v.TaxRuleID = _c14_TaxRuleID
                 _v.Amount = _c14_Amount
                 f_TaxCosts.append(_v)
@@ -6269,10 +6269,10 @@ def _d_ReceiptType(r):
                 if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                 if _neg: _c15_c1_Value = -_c15_c1_Value - 1
                 if _c15_c1_Value < -32768 or _c15_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_c1_Value, r.at(r.end - q))
-                _c15_Amount = _new(iso20_commontypes.RationalNumberType)
+                _c15_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                 _c15_Amount.Exponent = _c15_c1_Exponent
                 _c15_Amount.Value = _c15_c1_Value
-                _v = _new(iso20_commontypes.DetailedTaxType)
+                _v = _new(_K_iso20_commontypes_DetailedTaxType)
                 _v.TaxRuleID = _c15_TaxRuleID
                 _v.Amount = _c15_Amount
                 f_TaxCosts.append(_v)
@@ -6343,10 +6343,10 @@ def _d_ReceiptType(r):
                     if (V >> q) & 7: raise r.deviation('ReceiptType', r.end - q)
                     if _neg: _c16_c1_Value = -_c16_c1_Value - 1
                     if _c16_c1_Value < -32768 or _c16_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_c1_Value, r.at(r.end - q))
-                    _c16_Amount = _new(iso20_commontypes.RationalNumberType)
+                    _c16_Amount = _new(_K_iso20_commontypes_RationalNumberType)
                     _c16_Amount.Exponent = _c16_c1_Exponent
                     _c16_Amount.Value = _c16_c1_Value
-                    _v = _new(iso20_commontypes.DetailedTaxType)
+                    _v = _new(_K_iso20_commontypes_DetailedTaxType)
                     _v.TaxRuleID = _c16_TaxRuleID
                     _v.Amount = _c16_Amount
                     f_TaxCosts.append(_v)
@@ -6368,7 +6368,7 @@ def _d_ReceiptType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.ReceiptType)
+    _obj = _new(_K_iso20_commontypes_ReceiptType)
     _obj.TimeAnchor = f_TimeAnchor
     _obj.EnergyCosts = f_EnergyCosts
     _obj.OccupancyCosts = f_OccupancyCosts
@@ -6404,218 +6404,217 @@ def _e_ReceiptType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of TimeAnchor')
-        if s == 1:
-            if v_EnergyCosts is not None:
-                el = 'EnergyCosts'
-                _o = v_EnergyCosts
-                _c1_Amount = _o.Amount
-                _c1_CostPerUnit = _o.CostPerUnit
-                if not (_c1_Amount is not None): raise EncodeError('missing content: Amount')
-                el = 'EnergyCosts/Amount'
-                _o = _c1_Amount
-                _c1_c1_Exponent = _o.Exponent
-                _c1_c1_Value = _o.Value
-                if not (_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EnergyCosts/Amount/Exponent'
-                if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EnergyCosts/Amount/Value'
-                if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
-                n += 18
-                _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                el = 'EnergyCosts/CostPerUnit'
-                _o = _c1_CostPerUnit
-                _c1_c2_Exponent = _o.Exponent
-                _c1_c2_Value = _o.Value
-                if not (_c1_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EnergyCosts/CostPerUnit/Exponent'
-                if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
-                if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EnergyCosts/CostPerUnit/Value'
-                if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
-                n += 15
-                _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_EnergyCosts = None
-                s = 2
-            elif v_OccupancyCosts is not None:
-                el = 'OccupancyCosts'
-                _o = v_OccupancyCosts
-                _c2_Amount = _o.Amount
-                _c2_CostPerUnit = _o.CostPerUnit
-                if not (_c2_Amount is not None): raise EncodeError('missing content: Amount')
-                el = 'OccupancyCosts/Amount'
-                _o = _c2_Amount
-                _c2_c1_Exponent = _o.Exponent
-                _c2_c1_Value = _o.Value
-                if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'OccupancyCosts/Amount/Exponent'
-                if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
-                if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'OccupancyCosts/Amount/Value'
-                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (1 << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
-                n += 18
-                _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                el = 'OccupancyCosts/CostPerUnit'
-                _o = _c2_CostPerUnit
-                _c2_c2_Exponent = _o.Exponent
-                _c2_c2_Value = _o.Value
-                if not (_c2_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'OccupancyCosts/CostPerUnit/Exponent'
-                if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'OccupancyCosts/CostPerUnit/Value'
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
-                n += 15
-                _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_OccupancyCosts = None
-                s = 3
-            elif v_AdditionalServicesCosts is not None:
-                el = 'AdditionalServicesCosts'
-                _o = v_AdditionalServicesCosts
-                _c3_Amount = _o.Amount
-                _c3_CostPerUnit = _o.CostPerUnit
-                if not (_c3_Amount is not None): raise EncodeError('missing content: Amount')
-                el = 'AdditionalServicesCosts/Amount'
-                _o = _c3_Amount
-                _c3_c1_Exponent = _o.Exponent
-                _c3_c1_Value = _o.Value
-                if not (_c3_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'AdditionalServicesCosts/Amount/Exponent'
-                if not -128 <= _c3_c1_Exponent <= 127: raise EncodeError(f'value {_c3_c1_Exponent!r} outside [-128, 127]')
-                if not (_c3_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'AdditionalServicesCosts/Amount/Value'
-                if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (2 << 15) | ((_c3_c1_Exponent - -128) << 4) | (_c3_c1_Value < 0)
-                n += 18
-                _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                el = 'AdditionalServicesCosts/CostPerUnit'
-                _o = _c3_CostPerUnit
-                _c3_c2_Exponent = _o.Exponent
-                _c3_c2_Value = _o.Value
-                if not (_c3_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
-                if not -128 <= _c3_c2_Exponent <= 127: raise EncodeError(f'value {_c3_c2_Exponent!r} outside [-128, 127]')
-                if not (_c3_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'AdditionalServicesCosts/CostPerUnit/Value'
-                if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
-                n += 15
-                _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_AdditionalServicesCosts = None
-                s = 4
-            elif v_OverstayCosts is not None:
-                el = 'OverstayCosts'
-                _o = v_OverstayCosts
-                _c4_Amount = _o.Amount
-                _c4_CostPerUnit = _o.CostPerUnit
-                if not (_c4_Amount is not None): raise EncodeError('missing content: Amount')
-                el = 'OverstayCosts/Amount'
-                _o = _c4_Amount
-                _c4_c1_Exponent = _o.Exponent
-                _c4_c1_Value = _o.Value
-                if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'OverstayCosts/Amount/Exponent'
-                if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
-                if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'OverstayCosts/Amount/Value'
-                if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (3 << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
-                n += 18
-                _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
-                el = 'OverstayCosts/CostPerUnit'
-                _o = _c4_CostPerUnit
-                _c4_c2_Exponent = _o.Exponent
-                _c4_c2_Value = _o.Value
-                if not (_c4_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'OverstayCosts/CostPerUnit/Exponent'
-                if not -128 <= _c4_c2_Exponent <= 127: raise EncodeError(f'value {_c4_c2_Exponent!r} outside [-128, 127]')
-                if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'OverstayCosts/CostPerUnit/Value'
-                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
-                n += 15
-                _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_OverstayCosts = None
-                s = 5
-            elif i_TaxCosts < n_TaxCosts:
-                el = 'TaxCosts'
-                _o = v_TaxCosts[i_TaxCosts]
-                _c5_TaxRuleID = _o.TaxRuleID
-                _c5_Amount = _o.Amount
-                if not (_c5_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
-                el = 'TaxCosts/TaxRuleID'
-                if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: raise EncodeError(f'value {_c5_TaxRuleID!r} outside [1, 4294967295]')
-                v = (v << 5) | (4 << 2)
-                n += 5
-                if _c5_TaxRuleID < 128: v = (v << 9) | (_c5_TaxRuleID << 1); n += 9
-                elif _c5_TaxRuleID < 16384: v = (v << 17) | (_V2[_c5_TaxRuleID] << 1); n += 17
-                elif _c5_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c5_TaxRuleID & 16383] | 128) << 8) | (_c5_TaxRuleID >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = (w.v << 1); n = w.n + 1
-                if not (_c5_Amount is not None): raise EncodeError('missing content: Amount')
-                el = 'TaxCosts/Amount'
-                _o = _c5_Amount
-                _c5_c1_Exponent = _o.Exponent
-                _c5_c1_Value = _o.Value
-                if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'TaxCosts/Amount/Exponent'
-                if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
-                if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'TaxCosts/Amount/Value'
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
-                n += 15
-                _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                i_TaxCosts += 1
-                s = 6
-            elif True:
-                v = (v << 3) | 5
-                n += 3
-                if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
-                s = -1
+        if v_EnergyCosts is not None:
+            el = 'EnergyCosts'
+            _o = v_EnergyCosts
+            _c1_Amount = _o.Amount
+            _c1_CostPerUnit = _o.CostPerUnit
+            if not (_c1_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'EnergyCosts/Amount'
+            _o = _c1_Amount
+            _c1_c1_Exponent = _o.Exponent
+            _c1_c1_Value = _o.Value
+            if not (_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EnergyCosts/Amount/Exponent'
+            if not -128 <= _c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EnergyCosts/Amount/Value'
+            if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c1_c1_Exponent - -128) << 4) | (_c1_c1_Value < 0)
+            n += 18
+            _m = (-_c1_c1_Value - 1 if _c1_c1_Value < 0 else _c1_c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c1_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'EnergyCosts/CostPerUnit'
+            _o = _c1_CostPerUnit
+            _c1_c2_Exponent = _o.Exponent
+            _c1_c2_Value = _o.Value
+            if not (_c1_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EnergyCosts/CostPerUnit/Exponent'
+            if not -128 <= _c1_c2_Exponent <= 127: raise EncodeError(f'value {_c1_c2_Exponent!r} outside [-128, 127]')
+            if not (_c1_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EnergyCosts/CostPerUnit/Value'
+            if _c1_c2_Value < -32768 or _c1_c2_Value > 32767: raise EncodeError(f'value {_c1_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c1_c2_Exponent - -128) << 4) | (_c1_c2_Value < 0)
+            n += 15
+            _m = (-_c1_c2_Value - 1 if _c1_c2_Value < 0 else _c1_c2_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_EnergyCosts = None
+            s = 2
+        elif v_OccupancyCosts is not None:
+            el = 'OccupancyCosts'
+            _o = v_OccupancyCosts
+            _c2_Amount = _o.Amount
+            _c2_CostPerUnit = _o.CostPerUnit
+            if not (_c2_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'OccupancyCosts/Amount'
+            _o = _c2_Amount
+            _c2_c1_Exponent = _o.Exponent
+            _c2_c1_Value = _o.Value
+            if not (_c2_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'OccupancyCosts/Amount/Exponent'
+            if not -128 <= _c2_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_Exponent!r} outside [-128, 127]')
+            if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'OccupancyCosts/Amount/Value'
+            if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (1 << 15) | ((_c2_c1_Exponent - -128) << 4) | (_c2_c1_Value < 0)
+            n += 18
+            _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c2_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'OccupancyCosts/CostPerUnit'
+            _o = _c2_CostPerUnit
+            _c2_c2_Exponent = _o.Exponent
+            _c2_c2_Value = _o.Value
+            if not (_c2_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'OccupancyCosts/CostPerUnit/Exponent'
+            if not -128 <= _c2_c2_Exponent <= 127: raise EncodeError(f'value {_c2_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'OccupancyCosts/CostPerUnit/Value'
+            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: raise EncodeError(f'value {_c2_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c2_c2_Exponent - -128) << 4) | (_c2_c2_Value < 0)
+            n += 15
+            _m = (-_c2_c2_Value - 1 if _c2_c2_Value < 0 else _c2_c2_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_OccupancyCosts = None
+            s = 3
+        elif v_AdditionalServicesCosts is not None:
+            el = 'AdditionalServicesCosts'
+            _o = v_AdditionalServicesCosts
+            _c3_Amount = _o.Amount
+            _c3_CostPerUnit = _o.CostPerUnit
+            if not (_c3_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'AdditionalServicesCosts/Amount'
+            _o = _c3_Amount
+            _c3_c1_Exponent = _o.Exponent
+            _c3_c1_Value = _o.Value
+            if not (_c3_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'AdditionalServicesCosts/Amount/Exponent'
+            if not -128 <= _c3_c1_Exponent <= 127: raise EncodeError(f'value {_c3_c1_Exponent!r} outside [-128, 127]')
+            if not (_c3_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'AdditionalServicesCosts/Amount/Value'
+            if _c3_c1_Value < -32768 or _c3_c1_Value > 32767: raise EncodeError(f'value {_c3_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (2 << 15) | ((_c3_c1_Exponent - -128) << 4) | (_c3_c1_Value < 0)
+            n += 18
+            _m = (-_c3_c1_Value - 1 if _c3_c1_Value < 0 else _c3_c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c3_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'AdditionalServicesCosts/CostPerUnit'
+            _o = _c3_CostPerUnit
+            _c3_c2_Exponent = _o.Exponent
+            _c3_c2_Value = _o.Value
+            if not (_c3_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'AdditionalServicesCosts/CostPerUnit/Exponent'
+            if not -128 <= _c3_c2_Exponent <= 127: raise EncodeError(f'value {_c3_c2_Exponent!r} outside [-128, 127]')
+            if not (_c3_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'AdditionalServicesCosts/CostPerUnit/Value'
+            if _c3_c2_Value < -32768 or _c3_c2_Value > 32767: raise EncodeError(f'value {_c3_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_c2_Exponent - -128) << 4) | (_c3_c2_Value < 0)
+            n += 15
+            _m = (-_c3_c2_Value - 1 if _c3_c2_Value < 0 else _c3_c2_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_AdditionalServicesCosts = None
+            s = 4
+        elif v_OverstayCosts is not None:
+            el = 'OverstayCosts'
+            _o = v_OverstayCosts
+            _c4_Amount = _o.Amount
+            _c4_CostPerUnit = _o.CostPerUnit
+            if not (_c4_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'OverstayCosts/Amount'
+            _o = _c4_Amount
+            _c4_c1_Exponent = _o.Exponent
+            _c4_c1_Value = _o.Value
+            if not (_c4_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'OverstayCosts/Amount/Exponent'
+            if not -128 <= _c4_c1_Exponent <= 127: raise EncodeError(f'value {_c4_c1_Exponent!r} outside [-128, 127]')
+            if not (_c4_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'OverstayCosts/Amount/Value'
+            if _c4_c1_Value < -32768 or _c4_c1_Value > 32767: raise EncodeError(f'value {_c4_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (3 << 15) | ((_c4_c1_Exponent - -128) << 4) | (_c4_c1_Value < 0)
+            n += 18
+            _m = (-_c4_c1_Value - 1 if _c4_c1_Value < 0 else _c4_c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c4_CostPerUnit is not None): raise EncodeError('missing content: CostPerUnit')
+            el = 'OverstayCosts/CostPerUnit'
+            _o = _c4_CostPerUnit
+            _c4_c2_Exponent = _o.Exponent
+            _c4_c2_Value = _o.Value
+            if not (_c4_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'OverstayCosts/CostPerUnit/Exponent'
+            if not -128 <= _c4_c2_Exponent <= 127: raise EncodeError(f'value {_c4_c2_Exponent!r} outside [-128, 127]')
+            if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'OverstayCosts/CostPerUnit/Value'
+            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c4_c2_Exponent - -128) << 4) | (_c4_c2_Value < 0)
+            n += 15
+            _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_OverstayCosts = None
+            s = 5
+        elif i_TaxCosts < n_TaxCosts:
+            el = 'TaxCosts'
+            _o = v_TaxCosts[i_TaxCosts]
+            _c5_TaxRuleID = _o.TaxRuleID
+            _c5_Amount = _o.Amount
+            if not (_c5_TaxRuleID is not None): raise EncodeError('missing content: TaxRuleID')
+            el = 'TaxCosts/TaxRuleID'
+            if _c5_TaxRuleID < 1 or _c5_TaxRuleID > 4294967295: raise EncodeError(f'value {_c5_TaxRuleID!r} outside [1, 4294967295]')
+            v = (v << 5) | (4 << 2)
+            n += 5
+            if _c5_TaxRuleID < 128: v = (v << 9) | (_c5_TaxRuleID << 1); n += 9
+            elif _c5_TaxRuleID < 16384: v = (v << 17) | (_V2[_c5_TaxRuleID] << 1); n += 17
+            elif _c5_TaxRuleID < 2097152: v = (v << 25) | ((((_V2[_c5_TaxRuleID & 16383] | 128) << 8) | (_c5_TaxRuleID >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c5_TaxRuleID); v = (w.v << 1); n = w.n + 1
+            if not (_c5_Amount is not None): raise EncodeError('missing content: Amount')
+            el = 'TaxCosts/Amount'
+            _o = _c5_Amount
+            _c5_c1_Exponent = _o.Exponent
+            _c5_c1_Value = _o.Value
+            if not (_c5_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'TaxCosts/Amount/Exponent'
+            if not -128 <= _c5_c1_Exponent <= 127: raise EncodeError(f'value {_c5_c1_Exponent!r} outside [-128, 127]')
+            if not (_c5_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'TaxCosts/Amount/Value'
+            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: raise EncodeError(f'value {_c5_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c5_c1_Exponent - -128) << 4) | (_c5_c1_Value < 0)
+            n += 15
+            _m = (-_c5_c1_Value - 1 if _c5_c1_Value < 0 else _c5_c1_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            i_TaxCosts += 1
+            s = 6
+        elif True:
+            v = (v << 3) | 5
+            n += 3
+            if v_TimeAnchor is not None or v_EnergyCosts is not None or v_OccupancyCosts is not None or v_AdditionalServicesCosts is not None or v_OverstayCosts is not None or i_TaxCosts < n_TaxCosts: raise _leftover(o)
+            s = -1
         if s == 2:
             if v_OccupancyCosts is not None:
                 el = 'OccupancyCosts'
@@ -7136,7 +7135,7 @@ def _d_Scheduled_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             ec = (x & 3)
@@ -7174,7 +7173,7 @@ def _d_Scheduled_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             ec = (x & 3)
@@ -7211,7 +7210,7 @@ def _d_Scheduled_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
             s = 3
@@ -7254,7 +7253,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c4_Exponent
                 f_EVMaximumEnergyRequest.Value = _c4_Value
                 ec = (x & 3)
@@ -7291,7 +7290,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMinimumEnergyRequest.Value = _c5_Value
                 s = 3
@@ -7333,7 +7332,7 @@ def _d_Scheduled_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
                 s = 3
@@ -7347,7 +7346,7 @@ def _d_Scheduled_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.Scheduled_CLReqControlModeType)
+    _obj = _new(_K_iso20_commontypes_Scheduled_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
@@ -7512,7 +7511,7 @@ def _d_Scheduled_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.Scheduled_CLResControlModeType)
+    _obj = _new(_K_iso20_commontypes_Scheduled_CLResControlModeType)
     return _obj
 
 def _e_Scheduled_CLResControlModeType(w, o):
@@ -7582,22 +7581,21 @@ def _d_V2GMessageType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -7607,7 +7605,7 @@ def _d_V2GMessageType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.V2GMessageType)
+    _obj = _new(_K_iso20_commontypes_V2GMessageType)
     _obj.Header = f_Header
     return _obj
 
@@ -7646,21 +7644,20 @@ def _e_V2GMessageType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7724,22 +7721,21 @@ def _d_V2GRequestType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -7749,7 +7745,7 @@ def _d_V2GRequestType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.V2GRequestType)
+    _obj = _new(_K_iso20_commontypes_V2GRequestType)
     _obj.Header = f_Header
     return _obj
 
@@ -7788,21 +7784,20 @@ def _e_V2GRequestType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -7867,22 +7862,21 @@ def _d_V2GResponseType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -7897,7 +7891,7 @@ def _d_V2GResponseType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_commontypes.V2GResponseType)
+    _obj = _new(_K_iso20_commontypes_V2GResponseType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     return _obj
@@ -7938,21 +7932,20 @@ def _e_V2GResponseType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'

@@ -15,6 +15,33 @@ _E_iso20_commontypes_responseCodeType = tuple(iso20_commontypes.responseCodeType
 _I_iso20_commontypes_evseNotificationType = {v: i for i, v in enumerate(iso20_commontypes.evseNotificationType)}
 _I_iso20_commontypes_processingType = {v: i for i, v in enumerate(iso20_commontypes.processingType)}
 _I_iso20_commontypes_responseCodeType = {v: i for i, v in enumerate(iso20_commontypes.responseCodeType)}
+_K_iso20_commontypes_CLReqControlModeType = iso20_commontypes.CLReqControlModeType
+_K_iso20_commontypes_CLResControlModeType = iso20_commontypes.CLResControlModeType
+_K_iso20_commontypes_EVSEStatusType = iso20_commontypes.EVSEStatusType
+_K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
+_K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
+_K_iso20_dc_BPT_DC_CPDReqEnergyTransferModeType = iso20_dc.BPT_DC_CPDReqEnergyTransferModeType
+_K_iso20_dc_BPT_DC_CPDResEnergyTransferModeType = iso20_dc.BPT_DC_CPDResEnergyTransferModeType
+_K_iso20_dc_BPT_Dynamic_DC_CLReqControlModeType = iso20_dc.BPT_Dynamic_DC_CLReqControlModeType
+_K_iso20_dc_BPT_Dynamic_DC_CLResControlModeType = iso20_dc.BPT_Dynamic_DC_CLResControlModeType
+_K_iso20_dc_BPT_Scheduled_DC_CLReqControlModeType = iso20_dc.BPT_Scheduled_DC_CLReqControlModeType
+_K_iso20_dc_BPT_Scheduled_DC_CLResControlModeType = iso20_dc.BPT_Scheduled_DC_CLResControlModeType
+_K_iso20_dc_DC_CPDReqEnergyTransferModeType = iso20_dc.DC_CPDReqEnergyTransferModeType
+_K_iso20_dc_DC_CPDResEnergyTransferModeType = iso20_dc.DC_CPDResEnergyTransferModeType
+_K_iso20_dc_DC_CableCheckReqType = iso20_dc.DC_CableCheckReqType
+_K_iso20_dc_DC_CableCheckResType = iso20_dc.DC_CableCheckResType
+_K_iso20_dc_DC_ChargeLoopReqType = iso20_dc.DC_ChargeLoopReqType
+_K_iso20_dc_DC_ChargeLoopResType = iso20_dc.DC_ChargeLoopResType
+_K_iso20_dc_DC_ChargeParameterDiscoveryReqType = iso20_dc.DC_ChargeParameterDiscoveryReqType
+_K_iso20_dc_DC_ChargeParameterDiscoveryResType = iso20_dc.DC_ChargeParameterDiscoveryResType
+_K_iso20_dc_DC_PreChargeReqType = iso20_dc.DC_PreChargeReqType
+_K_iso20_dc_DC_PreChargeResType = iso20_dc.DC_PreChargeResType
+_K_iso20_dc_DC_WeldingDetectionReqType = iso20_dc.DC_WeldingDetectionReqType
+_K_iso20_dc_DC_WeldingDetectionResType = iso20_dc.DC_WeldingDetectionResType
+_K_iso20_dc_Dynamic_DC_CLReqControlModeType = iso20_dc.Dynamic_DC_CLReqControlModeType
+_K_iso20_dc_Dynamic_DC_CLResControlModeType = iso20_dc.Dynamic_DC_CLResControlModeType
+_K_iso20_dc_Scheduled_DC_CLReqControlModeType = iso20_dc.Scheduled_DC_CLReqControlModeType
+_K_iso20_dc_Scheduled_DC_CLResControlModeType = iso20_dc.Scheduled_DC_CLResControlModeType
 _T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 
 def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
@@ -66,7 +93,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
         el = 'EVMinimumChargePower/Exponent'
@@ -97,7 +124,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
         el = 'EVMaximumChargeCurrent/Exponent'
@@ -128,7 +155,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
         el = 'EVMinimumChargeCurrent/Exponent'
@@ -159,7 +186,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
         el = 'EVMaximumVoltage/Exponent'
@@ -190,7 +217,7 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
         el = 'EVMinimumVoltage/Exponent'
@@ -221,191 +248,189 @@ def _d_BPT_DC_CPDReqEnergyTransferModeType(r):
         if x & 12: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
         ec = (x & 3)
         s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 24
-                if q < 0: V, q = r.slideq(q, 24)
-                x = (V >> q) & 16777215
-                if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'TargetSOC'
-                f_TargetSOC = ((x >> 16) & 127)
-                if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                el = 'EVMaximumDischargePower/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 24
+            if q < 0: V, q = r.slideq(q, 24)
+            x = (V >> q) & 16777215
+            if x & 8450062: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'TargetSOC'
+            f_TargetSOC = ((x >> 16) & 127)
+            if f_TargetSOC > 100: r.facet('BPT_DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            el = 'EVMaximumDischargePower/Exponent'
+            _c7_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumDischargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c7_Exponent
-                f_EVMaximumDischargePower.Value = _c7_Value
-                s = 8
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'EVMaximumDischargePower/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c8_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumDischargePower.Exponent = _c8_Exponent
-                f_EVMaximumDischargePower.Value = _c8_Value
-                s = 8
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-        if s == 8:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumDischargePower.Exponent = _c7_Exponent
+            f_EVMaximumDischargePower.Value = _c7_Value
+            s = 8
+        elif ec == 1:
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            el = 'EVMinimumDischargePower/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumDischargePower/Value'
+            el = 'EVMaximumDischargePower/Exponent'
+            _c8_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c9_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c9_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c9_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-            f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumDischargePower.Exponent = _c9_Exponent
-            f_EVMinimumDischargePower.Value = _c9_Value
-            el = 'EVMaximumDischargeCurrent/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumDischargeCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c10_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumDischargeCurrent.Exponent = _c10_Exponent
-            f_EVMaximumDischargeCurrent.Value = _c10_Value
-            el = 'EVMinimumDischargeCurrent/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumDischargeCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c11_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
-            if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumDischargeCurrent.Exponent = _c11_Exponent
-            f_EVMinimumDischargeCurrent.Value = _c11_Value
-            s = -1
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumDischargePower.Exponent = _c8_Exponent
+            f_EVMaximumDischargePower.Value = _c8_Value
+            s = 8
+        else:
+            raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        el = 'EVMinimumDischargePower/Exponent'
+        _c9_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumDischargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c9_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c9_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c9_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumDischargePower.Exponent = _c9_Exponent
+        f_EVMinimumDischargePower.Value = _c9_Value
+        el = 'EVMaximumDischargeCurrent/Exponent'
+        _c10_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c10_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c10_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c10_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c10_Value = -_c10_Value - 1
+        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+        f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumDischargeCurrent.Exponent = _c10_Exponent
+        f_EVMaximumDischargeCurrent.Value = _c10_Value
+        el = 'EVMinimumDischargeCurrent/Exponent'
+        _c11_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c11_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c11_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c11_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('BPT_DC_CPDReqEnergyTransferModeType', r.end - q)
+        if _neg: _c11_Value = -_c11_Value - 1
+        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+        f_EVMinimumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumDischargeCurrent.Exponent = _c11_Exponent
+        f_EVMinimumDischargeCurrent.Value = _c11_Value
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.BPT_DC_CPDReqEnergyTransferModeType)
+    _obj = _new(_K_iso20_dc_BPT_DC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
     _obj.EVMinimumChargePower = f_EVMinimumChargePower
     _obj.EVMaximumChargeCurrent = f_EVMaximumChargeCurrent
@@ -553,115 +578,113 @@ def _e_BPT_DC_CPDReqEnergyTransferModeType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
-        if s == 6:
-            if v_TargetSOC is not None:
-                el = 'TargetSOC'
-                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
-                el = 'EVMaximumDischargePower'
-                _o = v_EVMaximumDischargePower
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumDischargePower/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumDischargePower/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 26) | (v_TargetSOC << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 26
-                v_TargetSOC = None
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumDischargePower = None
-                s = 8
-            elif v_EVMaximumDischargePower is not None:
-                el = 'EVMaximumDischargePower'
-                _o = v_EVMaximumDischargePower
-                _c8_Exponent = _o.Exponent
-                _c8_Value = _o.Value
-                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumDischargePower/Exponent'
-                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumDischargePower/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 16
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumDischargePower = None
-                s = 8
-            else:
-                raise EncodeError('missing content: expected one of TargetSOC, EVMaximumDischargePower')
-        if s == 8:
-            if v_EVMinimumDischargePower is not None:
-                el = 'EVMinimumDischargePower'
-                _o = v_EVMinimumDischargePower
-                _c9_Exponent = _o.Exponent
-                _c9_Value = _o.Value
-                if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumDischargePower/Exponent'
-                if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
-                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumDischargePower/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 15
-                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumDischargePower = None
-                if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
-                el = 'EVMaximumDischargeCurrent'
-                _o = v_EVMaximumDischargeCurrent
-                _c10_Exponent = _o.Exponent
-                _c10_Value = _o.Value
-                if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumDischargeCurrent/Exponent'
-                if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
-                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumDischargeCurrent/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
-                n += 15
-                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumDischargeCurrent = None
-                if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
-                el = 'EVMinimumDischargeCurrent'
-                _o = v_EVMinimumDischargeCurrent
-                _c11_Exponent = _o.Exponent
-                _c11_Value = _o.Value
-                if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumDischargeCurrent/Exponent'
-                if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
-                if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumDischargeCurrent/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 15
-                _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_EVMinimumDischargeCurrent = None
-                if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMinimumDischargeCurrent is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of EVMinimumDischargePower')
+        if v_TargetSOC is not None:
+            el = 'TargetSOC'
+            if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+            if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
+            el = 'EVMaximumDischargePower'
+            _o = v_EVMaximumDischargePower
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumDischargePower/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumDischargePower/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 26) | (v_TargetSOC << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 26
+            v_TargetSOC = None
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumDischargePower = None
+            s = 8
+        elif v_EVMaximumDischargePower is not None:
+            el = 'EVMaximumDischargePower'
+            _o = v_EVMaximumDischargePower
+            _c8_Exponent = _o.Exponent
+            _c8_Value = _o.Value
+            if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumDischargePower/Exponent'
+            if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumDischargePower/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+            n += 16
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumDischargePower = None
+            s = 8
+        else:
+            raise EncodeError('missing content: expected one of TargetSOC, EVMaximumDischargePower')
+        if v_EVMinimumDischargePower is not None:
+            el = 'EVMinimumDischargePower'
+            _o = v_EVMinimumDischargePower
+            _c9_Exponent = _o.Exponent
+            _c9_Value = _o.Value
+            if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumDischargePower/Exponent'
+            if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
+            if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumDischargePower/Value'
+            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+            n += 15
+            _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumDischargePower = None
+            if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
+            el = 'EVMaximumDischargeCurrent'
+            _o = v_EVMaximumDischargeCurrent
+            _c10_Exponent = _o.Exponent
+            _c10_Value = _o.Value
+            if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumDischargeCurrent/Exponent'
+            if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
+            if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumDischargeCurrent/Value'
+            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
+            n += 15
+            _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumDischargeCurrent = None
+            if not (v_EVMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVMinimumDischargeCurrent')
+            el = 'EVMinimumDischargeCurrent'
+            _o = v_EVMinimumDischargeCurrent
+            _c11_Exponent = _o.Exponent
+            _c11_Value = _o.Value
+            if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumDischargeCurrent/Exponent'
+            if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
+            if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumDischargeCurrent/Value'
+            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+            n += 15
+            _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_EVMinimumDischargeCurrent = None
+            if v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMinimumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_TargetSOC is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMinimumDischargeCurrent is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EVMinimumDischargePower')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -716,7 +739,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
         el = 'EVSEMinimumChargePower/Exponent'
@@ -747,7 +770,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
         el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -778,7 +801,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
         el = 'EVSEMinimumChargeCurrent/Exponent'
@@ -809,7 +832,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
         el = 'EVSEMaximumVoltage/Exponent'
@@ -840,7 +863,7 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
         el = 'EVSEMinimumVoltage/Exponent'
@@ -871,219 +894,217 @@ def _d_BPT_DC_CPDResEnergyTransferModeType(r):
         if x & 12: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
         ec = (x & 3)
         s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEPowerRampLimitation/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEPowerRampLimitation/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c7_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
-                f_EVSEPowerRampLimitation.Value = _c7_Value
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c8_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c8_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c8_Exponent
-                f_EVSEMaximumDischargePower.Value = _c8_Value
-                s = 8
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEMaximumDischargePower/Exponent'
-                _c9_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEMaximumDischargePower/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c9_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
-                f_EVSEMaximumDischargePower.Value = _c9_Value
-                s = 8
-            else:
-                raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-        if s == 8:
+        if ec == 0:
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            el = 'EVSEMinimumDischargePower/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVSEMinimumDischargePower/Value'
+            el = 'EVSEPowerRampLimitation/Exponent'
+            _c7_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEPowerRampLimitation/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c10_Value = _y >> 16
+                    _c7_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c10_Value = _U2[_y >> 8]
+                    _c7_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c10_Value = (V >> q) & 127
+                _c7_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
-            f_EVSEMinimumDischargePower.Value = _c10_Value
-            el = 'EVSEMaximumDischargeCurrent/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVSEMaximumDischargeCurrent/Value'
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
+            f_EVSEPowerRampLimitation.Value = _c7_Value
+            el = 'EVSEMaximumDischargePower/Exponent'
+            _c8_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumDischargePower/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c11_Value = _y >> 16
+                    _c8_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c11_Value = _U2[_y >> 8]
+                    _c8_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c11_Value = (V >> q) & 127
+                _c8_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
-            f_EVSEMaximumDischargeCurrent.Value = _c11_Value
-            el = 'EVSEMinimumDischargeCurrent/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVSEMinimumDischargeCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c12_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 3
             if q < 0: V, q = r.slideq(q, 3)
             if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
-            if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-            f_EVSEMinimumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVSEMinimumDischargeCurrent.Exponent = _c12_Exponent
-            f_EVSEMinimumDischargeCurrent.Value = _c12_Value
-            s = -1
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumDischargePower.Exponent = _c8_Exponent
+            f_EVSEMaximumDischargePower.Value = _c8_Value
+            s = 8
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEMaximumDischargePower/Exponent'
+            _c9_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEMaximumDischargePower/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c9_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c9_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c9_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
+            f_EVSEMaximumDischargePower.Value = _c9_Value
+            s = 8
+        else:
+            raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        el = 'EVSEMinimumDischargePower/Exponent'
+        _c10_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMinimumDischargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c10_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c10_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c10_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c10_Value = -_c10_Value - 1
+        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+        f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
+        f_EVSEMinimumDischargePower.Value = _c10_Value
+        el = 'EVSEMaximumDischargeCurrent/Exponent'
+        _c11_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMaximumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c11_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c11_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c11_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c11_Value = -_c11_Value - 1
+        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+        f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
+        f_EVSEMaximumDischargeCurrent.Value = _c11_Value
+        el = 'EVSEMinimumDischargeCurrent/Exponent'
+        _c12_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVSEMinimumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c12_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c12_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c12_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('BPT_DC_CPDResEnergyTransferModeType', r.end - q)
+        if _neg: _c12_Value = -_c12_Value - 1
+        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+        f_EVSEMinimumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVSEMinimumDischargeCurrent.Exponent = _c12_Exponent
+        f_EVSEMinimumDischargeCurrent.Value = _c12_Value
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.BPT_DC_CPDResEnergyTransferModeType)
+    _obj = _new(_K_iso20_dc_BPT_DC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMinimumChargePower = f_EVSEMinimumChargePower
     _obj.EVSEMaximumChargeCurrent = f_EVSEMaximumChargeCurrent
@@ -1231,130 +1252,128 @@ def _e_BPT_DC_CPDResEnergyTransferModeType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
-        if s == 6:
-            if v_EVSEPowerRampLimitation is not None:
-                el = 'EVSEPowerRampLimitation'
-                _o = v_EVSEPowerRampLimitation
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEPowerRampLimitation/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEPowerRampLimitation/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 16
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEPowerRampLimitation = None
-                if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
-                el = 'EVSEMaximumDischargePower'
-                _o = v_EVSEMaximumDischargePower
-                _c8_Exponent = _o.Exponent
-                _c8_Value = _o.Value
-                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumDischargePower/Exponent'
-                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumDischargePower/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 15
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMaximumDischargePower = None
-                s = 8
-            elif v_EVSEMaximumDischargePower is not None:
-                el = 'EVSEMaximumDischargePower'
-                _o = v_EVSEMaximumDischargePower
-                _c9_Exponent = _o.Exponent
-                _c9_Value = _o.Value
-                if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumDischargePower/Exponent'
-                if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
-                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumDischargePower/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 16
-                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMaximumDischargePower = None
-                s = 8
-            else:
-                raise EncodeError('missing content: expected one of EVSEPowerRampLimitation, EVSEMaximumDischargePower')
-        if s == 8:
-            if v_EVSEMinimumDischargePower is not None:
-                el = 'EVSEMinimumDischargePower'
-                _o = v_EVSEMinimumDischargePower
-                _c10_Exponent = _o.Exponent
-                _c10_Value = _o.Value
-                if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMinimumDischargePower/Exponent'
-                if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
-                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMinimumDischargePower/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
-                n += 15
-                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMinimumDischargePower = None
-                if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
-                el = 'EVSEMaximumDischargeCurrent'
-                _o = v_EVSEMaximumDischargeCurrent
-                _c11_Exponent = _o.Exponent
-                _c11_Value = _o.Value
-                if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMaximumDischargeCurrent/Exponent'
-                if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
-                if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumDischargeCurrent/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 15
-                _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEMaximumDischargeCurrent = None
-                if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
-                el = 'EVSEMinimumDischargeCurrent'
-                _o = v_EVSEMinimumDischargeCurrent
-                _c12_Exponent = _o.Exponent
-                _c12_Value = _o.Value
-                if not (_c12_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEMinimumDischargeCurrent/Exponent'
-                if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
-                if not (_c12_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMinimumDischargeCurrent/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
-                n += 15
-                _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_EVSEMinimumDischargeCurrent = None
-                if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumDischargeCurrent is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
+        if v_EVSEPowerRampLimitation is not None:
+            el = 'EVSEPowerRampLimitation'
+            _o = v_EVSEPowerRampLimitation
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEPowerRampLimitation/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPowerRampLimitation/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 16
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEPowerRampLimitation = None
+            if not (v_EVSEMaximumDischargePower is not None): raise EncodeError('missing content: EVSEMaximumDischargePower')
+            el = 'EVSEMaximumDischargePower'
+            _o = v_EVSEMaximumDischargePower
+            _c8_Exponent = _o.Exponent
+            _c8_Value = _o.Value
+            if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumDischargePower/Exponent'
+            if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumDischargePower/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+            n += 15
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumDischargePower = None
+            s = 8
+        elif v_EVSEMaximumDischargePower is not None:
+            el = 'EVSEMaximumDischargePower'
+            _o = v_EVSEMaximumDischargePower
+            _c9_Exponent = _o.Exponent
+            _c9_Value = _o.Value
+            if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumDischargePower/Exponent'
+            if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
+            if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumDischargePower/Value'
+            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+            n += 16
+            _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumDischargePower = None
+            s = 8
+        else:
+            raise EncodeError('missing content: expected one of EVSEPowerRampLimitation, EVSEMaximumDischargePower')
+        if v_EVSEMinimumDischargePower is not None:
+            el = 'EVSEMinimumDischargePower'
+            _o = v_EVSEMinimumDischargePower
+            _c10_Exponent = _o.Exponent
+            _c10_Value = _o.Value
+            if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMinimumDischargePower/Exponent'
+            if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
+            if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMinimumDischargePower/Value'
+            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
+            n += 15
+            _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMinimumDischargePower = None
+            if not (v_EVSEMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMaximumDischargeCurrent')
+            el = 'EVSEMaximumDischargeCurrent'
+            _o = v_EVSEMaximumDischargeCurrent
+            _c11_Exponent = _o.Exponent
+            _c11_Value = _o.Value
+            if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMaximumDischargeCurrent/Exponent'
+            if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
+            if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumDischargeCurrent/Value'
+            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+            n += 15
+            _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEMaximumDischargeCurrent = None
+            if not (v_EVSEMinimumDischargeCurrent is not None): raise EncodeError('missing content: EVSEMinimumDischargeCurrent')
+            el = 'EVSEMinimumDischargeCurrent'
+            _o = v_EVSEMinimumDischargeCurrent
+            _c12_Exponent = _o.Exponent
+            _c12_Value = _o.Value
+            if not (_c12_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEMinimumDischargeCurrent/Exponent'
+            if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
+            if not (_c12_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMinimumDischargeCurrent/Value'
+            if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
+            n += 15
+            _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_EVSEMinimumDischargeCurrent = None
+            if v_EVSEMaximumChargePower is not None or v_EVSEMinimumChargePower is not None or v_EVSEMaximumChargeCurrent is not None or v_EVSEMinimumChargeCurrent is not None or v_EVSEMaximumVoltage is not None or v_EVSEMinimumVoltage is not None or v_EVSEPowerRampLimitation is not None or v_EVSEMaximumDischargePower is not None or v_EVSEMinimumDischargePower is not None or v_EVSEMaximumDischargeCurrent is not None or v_EVSEMinimumDischargeCurrent is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EVSEMinimumDischargePower')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1438,7 +1457,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
@@ -1474,409 +1493,407 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
             raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-        if s == 2:
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        el = 'EVMaximumEnergyRequest/Exponent'
+        _c3_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
+        f_EVMaximumEnergyRequest.Value = _c3_Value
+        el = 'EVMinimumEnergyRequest/Exponent'
+        _c4_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c4_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
+        f_EVMinimumEnergyRequest.Value = _c4_Value
+        el = 'EVMaximumChargePower/Exponent'
+        _c5_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c5_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargePower.Exponent = _c5_Exponent
+        f_EVMaximumChargePower.Value = _c5_Value
+        el = 'EVMinimumChargePower/Exponent'
+        _c6_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c6_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+        f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumChargePower.Exponent = _c6_Exponent
+        f_EVMinimumChargePower.Value = _c6_Value
+        el = 'EVMaximumChargeCurrent/Exponent'
+        _c7_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c7_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c7_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c7_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+        f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
+        f_EVMaximumChargeCurrent.Value = _c7_Value
+        el = 'EVMaximumVoltage/Exponent'
+        _c8_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c8_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c8_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c8_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+        f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumVoltage.Exponent = _c8_Exponent
+        f_EVMaximumVoltage.Value = _c8_Value
+        el = 'EVMinimumVoltage/Exponent'
+        _c9_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c9_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c9_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c9_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumVoltage.Exponent = _c9_Exponent
+        f_EVMinimumVoltage.Value = _c9_Value
+        el = 'EVMaximumDischargePower/Exponent'
+        _c10_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumDischargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c10_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c10_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c10_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c10_Value = -_c10_Value - 1
+        if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+        f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumDischargePower.Exponent = _c10_Exponent
+        f_EVMaximumDischargePower.Value = _c10_Value
+        el = 'EVMinimumDischargePower/Exponent'
+        _c11_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumDischargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c11_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c11_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c11_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c11_Value = -_c11_Value - 1
+        if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
+        f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumDischargePower.Exponent = _c11_Exponent
+        f_EVMinimumDischargePower.Value = _c11_Value
+        el = 'EVMaximumDischargeCurrent/Exponent'
+        _c12_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumDischargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c12_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c12_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c12_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c12_Value = -_c12_Value - 1
+        if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
+        f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
+        f_EVMaximumDischargeCurrent.Value = _c12_Value
+        ec = (x & 3)
+        s = 12
+        if ec == 0:
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            el = 'EVMaximumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumEnergyRequest/Value'
+            el = 'EVMaximumV2XEnergyRequest/Exponent'
+            _c13_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMaximumV2XEnergyRequest/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c13_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c13_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c13_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMaximumEnergyRequest.Value = _c3_Value
-            el = 'EVMinimumEnergyRequest/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c4_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-            f_EVMinimumEnergyRequest.Value = _c4_Value
-            el = 'EVMaximumChargePower/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumChargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c5_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumChargePower.Exponent = _c5_Exponent
-            f_EVMaximumChargePower.Value = _c5_Value
-            el = 'EVMinimumChargePower/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumChargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c6_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumChargePower.Exponent = _c6_Exponent
-            f_EVMinimumChargePower.Value = _c6_Value
-            el = 'EVMaximumChargeCurrent/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumChargeCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c7_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
-            f_EVMaximumChargeCurrent.Value = _c7_Value
-            el = 'EVMaximumVoltage/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c8_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumVoltage.Exponent = _c8_Exponent
-            f_EVMaximumVoltage.Value = _c8_Value
-            el = 'EVMinimumVoltage/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c9_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-            f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumVoltage.Exponent = _c9_Exponent
-            f_EVMinimumVoltage.Value = _c9_Value
-            el = 'EVMaximumDischargePower/Exponent'
-            _c10_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumDischargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c10_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c10_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c10_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c10_Value = -_c10_Value - 1
-            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumDischargePower.Exponent = _c10_Exponent
-            f_EVMaximumDischargePower.Value = _c10_Value
-            el = 'EVMinimumDischargePower/Exponent'
-            _c11_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumDischargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c11_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c11_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c11_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c11_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c11_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c11_Value = -_c11_Value - 1
-            if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumDischargePower.Exponent = _c11_Exponent
-            f_EVMinimumDischargePower.Value = _c11_Value
-            el = 'EVMaximumDischargeCurrent/Exponent'
-            _c12_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumDischargeCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c12_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c12_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c12_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c12_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c12_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c12_Value = -_c12_Value - 1
-            if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-            f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumDischargeCurrent.Exponent = _c12_Exponent
-            f_EVMaximumDischargeCurrent.Value = _c12_Value
+            if _neg: _c13_Value = -_c13_Value - 1
+            if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
+            f_EVMaximumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
+            f_EVMaximumV2XEnergyRequest.Value = _c13_Value
             ec = (x & 3)
-            s = 12
-        if s == 12:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-                el = 'EVMaximumV2XEnergyRequest/Exponent'
-                _c13_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMaximumV2XEnergyRequest/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c13_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c13_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c13_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            s = 13
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            el = 'EVMinimumV2XEnergyRequest/Exponent'
+            _c14_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVMinimumV2XEnergyRequest/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c13_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c13_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c13_Value = -_c13_Value - 1
-                if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVMaximumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-                f_EVMaximumV2XEnergyRequest.Exponent = _c13_Exponent
-                f_EVMaximumV2XEnergyRequest.Value = _c13_Value
-                ec = (x & 3)
-                s = 13
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-                el = 'EVMinimumV2XEnergyRequest/Exponent'
-                _c14_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVMinimumV2XEnergyRequest/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c14_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c14_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c14_Value = (V >> q) & 127
+                    _c14_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c14_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c14_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
-                if _neg: _c14_Value = -_c14_Value - 1
-                if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-                f_EVMinimumV2XEnergyRequest.Exponent = _c14_Exponent
-                f_EVMinimumV2XEnergyRequest.Value = _c14_Value
-                s = 14
-            elif ec == 2:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c14_Value = (V >> q) & 127
             else:
-                raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+                r.pos = r.end - q; _c14_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
+            if _neg: _c14_Value = -_c14_Value - 1
+            if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
+            f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVMinimumV2XEnergyRequest.Exponent = _c14_Exponent
+            f_EVMinimumV2XEnergyRequest.Value = _c14_Value
+            s = 14
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
         if s == 13:
             if ec == 0:
                 q -= 14
@@ -1910,7 +1927,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVMinimumV2XEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumV2XEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumV2XEnergyRequest.Exponent = _c15_Exponent
                 f_EVMinimumV2XEnergyRequest.Value = _c15_Value
                 s = 14
@@ -1924,7 +1941,7 @@ def _d_BPT_Dynamic_DC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.BPT_Dynamic_DC_CLReqControlModeType)
+    _obj = _new(_K_iso20_dc_BPT_Dynamic_DC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
@@ -2013,246 +2030,244 @@ def _e_BPT_Dynamic_DC_CLReqControlModeType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-        if s == 2:
-            if v_EVMaximumEnergyRequest is not None:
-                el = 'EVMaximumEnergyRequest'
-                _o = v_EVMaximumEnergyRequest
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumEnergyRequest/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 15
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumEnergyRequest = None
-                if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
-                el = 'EVMinimumEnergyRequest'
-                _o = v_EVMinimumEnergyRequest
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumEnergyRequest/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 15
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumEnergyRequest = None
-                if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
-                el = 'EVMaximumChargePower'
-                _o = v_EVMaximumChargePower
-                _c5_Exponent = _o.Exponent
-                _c5_Value = _o.Value
-                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower/Exponent'
-                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 15
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower = None
-                if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
-                el = 'EVMinimumChargePower'
-                _o = v_EVMinimumChargePower
-                _c6_Exponent = _o.Exponent
-                _c6_Value = _o.Value
-                if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumChargePower/Exponent'
-                if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
-                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumChargePower/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                n += 15
-                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumChargePower = None
-                if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
-                el = 'EVMaximumChargeCurrent'
-                _o = v_EVMaximumChargeCurrent
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargeCurrent/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargeCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 15
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargeCurrent = None
-                if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
-                el = 'EVMaximumVoltage'
-                _o = v_EVMaximumVoltage
-                _c8_Exponent = _o.Exponent
-                _c8_Value = _o.Value
-                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumVoltage/Exponent'
-                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 15
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumVoltage = None
-                if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
-                el = 'EVMinimumVoltage'
-                _o = v_EVMinimumVoltage
-                _c9_Exponent = _o.Exponent
-                _c9_Value = _o.Value
-                if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumVoltage/Exponent'
-                if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
-                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumVoltage/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 15
-                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumVoltage = None
-                if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
-                el = 'EVMaximumDischargePower'
-                _o = v_EVMaximumDischargePower
-                _c10_Exponent = _o.Exponent
-                _c10_Value = _o.Value
-                if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumDischargePower/Exponent'
-                if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
-                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumDischargePower/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
-                n += 15
-                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumDischargePower = None
-                if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
-                el = 'EVMinimumDischargePower'
-                _o = v_EVMinimumDischargePower
-                _c11_Exponent = _o.Exponent
-                _c11_Value = _o.Value
-                if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumDischargePower/Exponent'
-                if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
-                if not (_c11_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumDischargePower/Value'
-                if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
-                n += 15
-                _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumDischargePower = None
-                if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
-                el = 'EVMaximumDischargeCurrent'
-                _o = v_EVMaximumDischargeCurrent
-                _c12_Exponent = _o.Exponent
-                _c12_Value = _o.Value
-                if not (_c12_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumDischargeCurrent/Exponent'
-                if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
-                if not (_c12_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumDischargeCurrent/Value'
-                if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
-                n += 15
-                _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumDischargeCurrent = None
-                s = 12
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
-        if s == 12:
-            if v_EVMaximumV2XEnergyRequest is not None:
-                el = 'EVMaximumV2XEnergyRequest'
-                _o = v_EVMaximumV2XEnergyRequest
-                _c13_Exponent = _o.Exponent
-                _c13_Value = _o.Value
-                if not (_c13_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumV2XEnergyRequest/Exponent'
-                if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
-                if not (_c13_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumV2XEnergyRequest/Value'
-                if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
-                n += 16
-                _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumV2XEnergyRequest = None
-                s = 13
-            elif v_EVMinimumV2XEnergyRequest is not None:
-                el = 'EVMinimumV2XEnergyRequest'
-                _o = v_EVMinimumV2XEnergyRequest
-                _c14_Exponent = _o.Exponent
-                _c14_Value = _o.Value
-                if not (_c14_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumV2XEnergyRequest/Exponent'
-                if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
-                if not (_c14_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumV2XEnergyRequest/Value'
-                if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | (1 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
-                n += 16
-                _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumV2XEnergyRequest = None
-                s = 14
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMaximumV2XEnergyRequest is not None or v_EVMinimumV2XEnergyRequest is not None: raise _leftover(o)
-                s = -1
+        if v_EVMaximumEnergyRequest is not None:
+            el = 'EVMaximumEnergyRequest'
+            _o = v_EVMaximumEnergyRequest
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumEnergyRequest/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumEnergyRequest = None
+            if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
+            el = 'EVMinimumEnergyRequest'
+            _o = v_EVMinimumEnergyRequest
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumEnergyRequest/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumEnergyRequest/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumEnergyRequest = None
+            if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
+            el = 'EVMaximumChargePower'
+            _o = v_EVMaximumChargePower
+            _c5_Exponent = _o.Exponent
+            _c5_Value = _o.Value
+            if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower/Exponent'
+            if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower = None
+            if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
+            el = 'EVMinimumChargePower'
+            _o = v_EVMinimumChargePower
+            _c6_Exponent = _o.Exponent
+            _c6_Value = _o.Value
+            if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumChargePower/Exponent'
+            if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumChargePower/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargePower = None
+            if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
+            el = 'EVMaximumChargeCurrent'
+            _o = v_EVMaximumChargeCurrent
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargeCurrent/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargeCurrent/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 15
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargeCurrent = None
+            if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
+            el = 'EVMaximumVoltage'
+            _o = v_EVMaximumVoltage
+            _c8_Exponent = _o.Exponent
+            _c8_Value = _o.Value
+            if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumVoltage/Exponent'
+            if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumVoltage/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+            n += 15
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumVoltage = None
+            if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
+            el = 'EVMinimumVoltage'
+            _o = v_EVMinimumVoltage
+            _c9_Exponent = _o.Exponent
+            _c9_Value = _o.Value
+            if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumVoltage/Exponent'
+            if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
+            if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumVoltage/Value'
+            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+            n += 15
+            _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumVoltage = None
+            if not (v_EVMaximumDischargePower is not None): raise EncodeError('missing content: EVMaximumDischargePower')
+            el = 'EVMaximumDischargePower'
+            _o = v_EVMaximumDischargePower
+            _c10_Exponent = _o.Exponent
+            _c10_Value = _o.Value
+            if not (_c10_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumDischargePower/Exponent'
+            if not -128 <= _c10_Exponent <= 127: raise EncodeError(f'value {_c10_Exponent!r} outside [-128, 127]')
+            if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumDischargePower/Value'
+            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c10_Exponent - -128) << 4) | (_c10_Value < 0)
+            n += 15
+            _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumDischargePower = None
+            if not (v_EVMinimumDischargePower is not None): raise EncodeError('missing content: EVMinimumDischargePower')
+            el = 'EVMinimumDischargePower'
+            _o = v_EVMinimumDischargePower
+            _c11_Exponent = _o.Exponent
+            _c11_Value = _o.Value
+            if not (_c11_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumDischargePower/Exponent'
+            if not -128 <= _c11_Exponent <= 127: raise EncodeError(f'value {_c11_Exponent!r} outside [-128, 127]')
+            if not (_c11_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumDischargePower/Value'
+            if _c11_Value < -32768 or _c11_Value > 32767: raise EncodeError(f'value {_c11_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c11_Exponent - -128) << 4) | (_c11_Value < 0)
+            n += 15
+            _m = (-_c11_Value - 1 if _c11_Value < 0 else _c11_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumDischargePower = None
+            if not (v_EVMaximumDischargeCurrent is not None): raise EncodeError('missing content: EVMaximumDischargeCurrent')
+            el = 'EVMaximumDischargeCurrent'
+            _o = v_EVMaximumDischargeCurrent
+            _c12_Exponent = _o.Exponent
+            _c12_Value = _o.Value
+            if not (_c12_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumDischargeCurrent/Exponent'
+            if not -128 <= _c12_Exponent <= 127: raise EncodeError(f'value {_c12_Exponent!r} outside [-128, 127]')
+            if not (_c12_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumDischargeCurrent/Value'
+            if _c12_Value < -32768 or _c12_Value > 32767: raise EncodeError(f'value {_c12_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c12_Exponent - -128) << 4) | (_c12_Value < 0)
+            n += 15
+            _m = (-_c12_Value - 1 if _c12_Value < 0 else _c12_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumDischargeCurrent = None
+            s = 12
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        if v_EVMaximumV2XEnergyRequest is not None:
+            el = 'EVMaximumV2XEnergyRequest'
+            _o = v_EVMaximumV2XEnergyRequest
+            _c13_Exponent = _o.Exponent
+            _c13_Value = _o.Value
+            if not (_c13_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumV2XEnergyRequest/Exponent'
+            if not -128 <= _c13_Exponent <= 127: raise EncodeError(f'value {_c13_Exponent!r} outside [-128, 127]')
+            if not (_c13_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumV2XEnergyRequest/Value'
+            if _c13_Value < -32768 or _c13_Value > 32767: raise EncodeError(f'value {_c13_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c13_Exponent - -128) << 4) | (_c13_Value < 0)
+            n += 16
+            _m = (-_c13_Value - 1 if _c13_Value < 0 else _c13_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumV2XEnergyRequest = None
+            s = 13
+        elif v_EVMinimumV2XEnergyRequest is not None:
+            el = 'EVMinimumV2XEnergyRequest'
+            _o = v_EVMinimumV2XEnergyRequest
+            _c14_Exponent = _o.Exponent
+            _c14_Value = _o.Value
+            if not (_c14_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumV2XEnergyRequest/Exponent'
+            if not -128 <= _c14_Exponent <= 127: raise EncodeError(f'value {_c14_Exponent!r} outside [-128, 127]')
+            if not (_c14_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumV2XEnergyRequest/Value'
+            if _c14_Value < -32768 or _c14_Value > 32767: raise EncodeError(f'value {_c14_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | (1 << 14) | ((_c14_Exponent - -128) << 4) | (_c14_Value < 0)
+            n += 16
+            _m = (-_c14_Value - 1 if _c14_Value < 0 else _c14_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumV2XEnergyRequest = None
+            s = 14
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None or v_EVMaximumDischargePower is not None or v_EVMinimumDischargePower is not None or v_EVMaximumDischargeCurrent is not None or v_EVMaximumV2XEnergyRequest is not None or v_EVMinimumV2XEnergyRequest is not None: raise _leftover(o)
+            s = -1
         if s == 13:
             if v_EVMinimumV2XEnergyRequest is not None:
                 el = 'EVMinimumV2XEnergyRequest'
@@ -2421,7 +2436,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
             s = 5
@@ -2508,7 +2523,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
                 s = 5
@@ -2585,7 +2600,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
                 s = 5
@@ -2652,7 +2667,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
                 s = 5
@@ -2690,7 +2705,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
             s = 5
@@ -2727,7 +2742,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
             el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -2758,7 +2773,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
             el = 'EVSEMaximumVoltage/Exponent'
@@ -2789,7 +2804,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
             if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
             el = 'EVSEMaximumDischargePower/Exponent'
@@ -2820,7 +2835,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c9_Value = -_c9_Value - 1
             if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-            f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumDischargePower.Exponent = _c9_Exponent
             f_EVSEMaximumDischargePower.Value = _c9_Value
             el = 'EVSEMinimumDischargePower/Exponent'
@@ -2851,7 +2866,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumDischargePower.Exponent = _c10_Exponent
             f_EVSEMinimumDischargePower.Value = _c10_Value
             el = 'EVSEMaximumDischargeCurrent/Exponent'
@@ -2882,7 +2897,7 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumDischargeCurrent.Exponent = _c11_Exponent
             f_EVSEMaximumDischargeCurrent.Value = _c11_Value
             el = 'EVSEMinimumVoltage/Exponent'
@@ -2912,14 +2927,14 @@ def _d_BPT_Dynamic_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c12_Value = -_c12_Value - 1
             if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-            f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumVoltage.Exponent = _c12_Exponent
             f_EVSEMinimumVoltage.Value = _c12_Value
             s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.BPT_Dynamic_DC_CLResControlModeType)
+    _obj = _new(_K_iso20_dc_BPT_Dynamic_DC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -3354,7 +3369,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             ec = (x & 3)
@@ -3392,7 +3407,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             ec = (x & 3)
@@ -3429,7 +3444,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
             s = 3
@@ -3465,7 +3480,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
             s = 4
@@ -3505,7 +3520,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
                 ec = (x & 3)
@@ -3542,7 +3557,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
                 s = 3
@@ -3578,7 +3593,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
                 s = 4
@@ -3617,7 +3632,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
                 s = 3
@@ -3653,7 +3668,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
                 s = 4
@@ -3691,7 +3706,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
             s = 4
@@ -3728,7 +3743,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
             if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
             ec = (x & 15)
@@ -3768,7 +3783,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 48: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c12_Value = -_c12_Value - 1
                     if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                    f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargePower.Exponent = _c12_Exponent
                     f_EVMaximumChargePower.Value = _c12_Value
                     ec = (x & 15)
@@ -3806,7 +3821,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c13_Value = -_c13_Value - 1
                     if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                    f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumChargePower.Exponent = _c13_Exponent
                     f_EVMinimumChargePower.Value = _c13_Value
                     ec = (x & 7)
@@ -3844,7 +3859,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c14_Value = -_c14_Value - 1
                     if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                    f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                     f_EVMaximumChargeCurrent.Value = _c14_Value
                     ec = (x & 7)
@@ -3882,7 +3897,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c15_Value = -_c15_Value - 1
                     if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                    f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumVoltage.Exponent = _c15_Exponent
                     f_EVMaximumVoltage.Value = _c15_Value
                     ec = (x & 7)
@@ -3923,7 +3938,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c16_Value = -_c16_Value - 1
                     if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                    f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumVoltage.Exponent = _c16_Exponent
                     f_EVMinimumVoltage.Value = _c16_Value
                     ec = (x & 7)
@@ -3961,7 +3976,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c17_Value = -_c17_Value - 1
                     if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                    f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargePower.Exponent = _c17_Exponent
                     f_EVMaximumDischargePower.Value = _c17_Value
                     ec = (x & 3)
@@ -3999,7 +4014,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c18_Value = -_c18_Value - 1
                     if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                    f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMinimumDischargePower.Exponent = _c18_Exponent
                     f_EVMinimumDischargePower.Value = _c18_Value
                     ec = (x & 3)
@@ -4036,7 +4051,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                     if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                     if _neg: _c19_Value = -_c19_Value - 1
                     if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                    f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                    f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                     f_EVMaximumDischargeCurrent.Exponent = _c19_Exponent
                     f_EVMaximumDischargeCurrent.Value = _c19_Value
                     s = 13
@@ -4079,7 +4094,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c20_Exponent
                 f_EVMinimumChargePower.Value = _c20_Value
                 ec = (x & 7)
@@ -4117,7 +4132,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
                 ec = (x & 7)
@@ -4155,7 +4170,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
                 ec = (x & 7)
@@ -4193,7 +4208,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
                 ec = (x & 7)
@@ -4231,7 +4246,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c24_Exponent
                 f_EVMaximumDischargePower.Value = _c24_Value
                 ec = (x & 3)
@@ -4269,7 +4284,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c25_Exponent
                 f_EVMinimumDischargePower.Value = _c25_Value
                 ec = (x & 3)
@@ -4306,7 +4321,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c26_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c26_Value
                 s = 13
@@ -4349,7 +4364,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c27_Exponent
                 f_EVMaximumChargeCurrent.Value = _c27_Value
                 ec = (x & 7)
@@ -4387,7 +4402,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c28_Exponent
                 f_EVMaximumVoltage.Value = _c28_Value
                 ec = (x & 7)
@@ -4425,7 +4440,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c29_Exponent
                 f_EVMinimumVoltage.Value = _c29_Value
                 ec = (x & 7)
@@ -4463,7 +4478,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c30_Exponent
                 f_EVMaximumDischargePower.Value = _c30_Value
                 ec = (x & 3)
@@ -4501,7 +4516,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVMinimumDischargePower.Value = _c31_Value
                 ec = (x & 3)
@@ -4538,7 +4553,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c32_Value
                 s = 13
@@ -4581,7 +4596,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c33_Exponent
                 f_EVMaximumVoltage.Value = _c33_Value
                 ec = (x & 7)
@@ -4619,7 +4634,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c34_Exponent
                 f_EVMinimumVoltage.Value = _c34_Value
                 ec = (x & 7)
@@ -4657,7 +4672,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c35_Exponent
                 f_EVMaximumDischargePower.Value = _c35_Value
                 ec = (x & 3)
@@ -4695,7 +4710,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c36_Exponent
                 f_EVMinimumDischargePower.Value = _c36_Value
                 ec = (x & 3)
@@ -4732,7 +4747,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c37_Value = -_c37_Value - 1
                 if _c37_Value < -32768 or _c37_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c37_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c37_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c37_Value
                 s = 13
@@ -4775,7 +4790,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c38_Value = -_c38_Value - 1
                 if _c38_Value < -32768 or _c38_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c38_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c38_Exponent
                 f_EVMinimumVoltage.Value = _c38_Value
                 ec = (x & 7)
@@ -4813,7 +4828,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c39_Value = -_c39_Value - 1
                 if _c39_Value < -32768 or _c39_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c39_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c39_Exponent
                 f_EVMaximumDischargePower.Value = _c39_Value
                 ec = (x & 3)
@@ -4851,7 +4866,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c40_Value = -_c40_Value - 1
                 if _c40_Value < -32768 or _c40_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c40_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c40_Exponent
                 f_EVMinimumDischargePower.Value = _c40_Value
                 ec = (x & 3)
@@ -4888,7 +4903,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c41_Value = -_c41_Value - 1
                 if _c41_Value < -32768 or _c41_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c41_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c41_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c41_Value
                 s = 13
@@ -4931,7 +4946,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c42_Value = -_c42_Value - 1
                 if _c42_Value < -32768 or _c42_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c42_Value, r.at(r.end - q))
-                f_EVMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargePower.Exponent = _c42_Exponent
                 f_EVMaximumDischargePower.Value = _c42_Value
                 ec = (x & 3)
@@ -4969,7 +4984,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c43_Value = -_c43_Value - 1
                 if _c43_Value < -32768 or _c43_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c43_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c43_Exponent
                 f_EVMinimumDischargePower.Value = _c43_Value
                 ec = (x & 3)
@@ -5006,7 +5021,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c44_Value = -_c44_Value - 1
                 if _c44_Value < -32768 or _c44_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c44_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c44_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c44_Value
                 s = 13
@@ -5049,7 +5064,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c45_Value = -_c45_Value - 1
                 if _c45_Value < -32768 or _c45_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c45_Value, r.at(r.end - q))
-                f_EVMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumDischargePower.Exponent = _c45_Exponent
                 f_EVMinimumDischargePower.Value = _c45_Value
                 ec = (x & 3)
@@ -5086,7 +5101,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c46_Value = -_c46_Value - 1
                 if _c46_Value < -32768 or _c46_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c46_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c46_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c46_Value
                 s = 13
@@ -5128,7 +5143,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c47_Value = -_c47_Value - 1
                 if _c47_Value < -32768 or _c47_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c47_Value, r.at(r.end - q))
-                f_EVMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumDischargeCurrent.Exponent = _c47_Exponent
                 f_EVMaximumDischargeCurrent.Value = _c47_Value
                 s = 13
@@ -5142,7 +5157,7 @@ def _d_BPT_Scheduled_DC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.BPT_Scheduled_DC_CLReqControlModeType)
+    _obj = _new(_K_iso20_dc_BPT_Scheduled_DC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
@@ -6241,7 +6256,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 48: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c1_Exponent
                 f_EVSEMaximumChargePower.Value = _c1_Value
                 ec = (x & 15)
@@ -6279,7 +6294,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c2_Exponent
                 f_EVSEMinimumChargePower.Value = _c2_Value
                 ec = (x & 7)
@@ -6317,7 +6332,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c3_Value
                 ec = (x & 7)
@@ -6355,7 +6370,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c4_Exponent
                 f_EVSEMaximumVoltage.Value = _c4_Value
                 ec = (x & 7)
@@ -6396,7 +6411,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c5_Exponent
                 f_EVSEMaximumDischargePower.Value = _c5_Value
                 ec = (x & 7)
@@ -6434,7 +6449,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c6_Exponent
                 f_EVSEMinimumDischargePower.Value = _c6_Value
                 ec = (x & 3)
@@ -6472,7 +6487,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c7_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c7_Value
                 ec = (x & 3)
@@ -6509,7 +6524,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c8_Exponent
                 f_EVSEMinimumVoltage.Value = _c8_Value
                 s = 8
@@ -6552,7 +6567,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c9_Exponent
                 f_EVSEMinimumChargePower.Value = _c9_Value
                 ec = (x & 7)
@@ -6590,7 +6605,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c10_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c10_Value
                 ec = (x & 7)
@@ -6628,7 +6643,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c11_Exponent
                 f_EVSEMaximumVoltage.Value = _c11_Value
                 ec = (x & 7)
@@ -6666,7 +6681,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c12_Exponent
                 f_EVSEMaximumDischargePower.Value = _c12_Value
                 ec = (x & 7)
@@ -6704,7 +6719,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c13_Exponent
                 f_EVSEMinimumDischargePower.Value = _c13_Value
                 ec = (x & 3)
@@ -6742,7 +6757,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c14_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c14_Value
                 ec = (x & 3)
@@ -6779,7 +6794,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c15_Exponent
                 f_EVSEMinimumVoltage.Value = _c15_Value
                 s = 8
@@ -6822,7 +6837,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c16_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c16_Value
                 ec = (x & 7)
@@ -6860,7 +6875,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c17_Exponent
                 f_EVSEMaximumVoltage.Value = _c17_Value
                 ec = (x & 7)
@@ -6898,7 +6913,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c18_Exponent
                 f_EVSEMaximumDischargePower.Value = _c18_Value
                 ec = (x & 7)
@@ -6936,7 +6951,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c19_Exponent
                 f_EVSEMinimumDischargePower.Value = _c19_Value
                 ec = (x & 3)
@@ -6974,7 +6989,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c20_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c20_Value
                 ec = (x & 3)
@@ -7011,7 +7026,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c21_Exponent
                 f_EVSEMinimumVoltage.Value = _c21_Value
                 s = 8
@@ -7054,7 +7069,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c22_Exponent
                 f_EVSEMaximumVoltage.Value = _c22_Value
                 ec = (x & 7)
@@ -7092,7 +7107,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c23_Exponent
                 f_EVSEMaximumDischargePower.Value = _c23_Value
                 ec = (x & 7)
@@ -7130,7 +7145,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c24_Exponent
                 f_EVSEMinimumDischargePower.Value = _c24_Value
                 ec = (x & 3)
@@ -7168,7 +7183,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c25_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c25_Value
                 ec = (x & 3)
@@ -7205,7 +7220,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c26_Exponent
                 f_EVSEMinimumVoltage.Value = _c26_Value
                 s = 8
@@ -7248,7 +7263,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 24: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c27_Value = -_c27_Value - 1
                 if _c27_Value < -32768 or _c27_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c27_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargePower.Exponent = _c27_Exponent
                 f_EVSEMaximumDischargePower.Value = _c27_Value
                 ec = (x & 7)
@@ -7286,7 +7301,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c28_Value = -_c28_Value - 1
                 if _c28_Value < -32768 or _c28_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c28_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c28_Exponent
                 f_EVSEMinimumDischargePower.Value = _c28_Value
                 ec = (x & 3)
@@ -7324,7 +7339,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c29_Value = -_c29_Value - 1
                 if _c29_Value < -32768 or _c29_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c29_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c29_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c29_Value
                 ec = (x & 3)
@@ -7361,7 +7376,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c30_Value = -_c30_Value - 1
                 if _c30_Value < -32768 or _c30_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c30_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c30_Exponent
                 f_EVSEMinimumVoltage.Value = _c30_Value
                 s = 8
@@ -7404,7 +7419,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c31_Value = -_c31_Value - 1
                 if _c31_Value < -32768 or _c31_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c31_Value, r.at(r.end - q))
-                f_EVSEMinimumDischargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumDischargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumDischargePower.Exponent = _c31_Exponent
                 f_EVSEMinimumDischargePower.Value = _c31_Value
                 ec = (x & 3)
@@ -7442,7 +7457,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c32_Value = -_c32_Value - 1
                 if _c32_Value < -32768 or _c32_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c32_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c32_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c32_Value
                 ec = (x & 3)
@@ -7479,7 +7494,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c33_Value = -_c33_Value - 1
                 if _c33_Value < -32768 or _c33_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c33_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c33_Exponent
                 f_EVSEMinimumVoltage.Value = _c33_Value
                 s = 8
@@ -7522,7 +7537,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c34_Value = -_c34_Value - 1
                 if _c34_Value < -32768 or _c34_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c34_Value, r.at(r.end - q))
-                f_EVSEMaximumDischargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumDischargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumDischargeCurrent.Exponent = _c34_Exponent
                 f_EVSEMaximumDischargeCurrent.Value = _c34_Value
                 ec = (x & 3)
@@ -7559,7 +7574,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c35_Value = -_c35_Value - 1
                 if _c35_Value < -32768 or _c35_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c35_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c35_Exponent
                 f_EVSEMinimumVoltage.Value = _c35_Value
                 s = 8
@@ -7601,7 +7616,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('BPT_Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c36_Value = -_c36_Value - 1
                 if _c36_Value < -32768 or _c36_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c36_Value, r.at(r.end - q))
-                f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumVoltage.Exponent = _c36_Exponent
                 f_EVSEMinimumVoltage.Value = _c36_Value
                 s = 8
@@ -7615,7 +7630,7 @@ def _d_BPT_Scheduled_DC_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.BPT_Scheduled_DC_CLResControlModeType)
+    _obj = _new(_K_iso20_dc_BPT_Scheduled_DC_CLResControlModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMinimumChargePower = f_EVSEMinimumChargePower
     _obj.EVSEMaximumChargeCurrent = f_EVSEMaximumChargeCurrent
@@ -8463,7 +8478,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargePower.Exponent = _c1_Exponent
         f_EVMaximumChargePower.Value = _c1_Value
         el = 'EVMinimumChargePower/Exponent'
@@ -8494,7 +8509,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumChargePower.Exponent = _c2_Exponent
         f_EVMinimumChargePower.Value = _c2_Value
         el = 'EVMaximumChargeCurrent/Exponent'
@@ -8525,7 +8540,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVMaximumChargeCurrent.Value = _c3_Value
         el = 'EVMinimumChargeCurrent/Exponent'
@@ -8556,7 +8571,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVMinimumChargeCurrent.Value = _c4_Value
         el = 'EVMaximumVoltage/Exponent'
@@ -8587,7 +8602,7 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMaximumVoltage.Exponent = _c5_Exponent
         f_EVMaximumVoltage.Value = _c5_Value
         el = 'EVMinimumVoltage/Exponent'
@@ -8618,30 +8633,29 @@ def _d_DC_CPDReqEnergyTransferModeType(r):
         if x & 12: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVMinimumVoltage.Exponent = _c6_Exponent
         f_EVMinimumVoltage.Value = _c6_Value
         ec = (x & 3)
         s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
-                el = 'TargetSOC'
-                f_TargetSOC = ((x >> 2) & 127)
-                if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
+        if ec == 0:
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
+            el = 'TargetSOC'
+            f_TargetSOC = ((x >> 2) & 127)
+            if f_TargetSOC > 100: r.facet('DC_CPDReqEnergyTransferModeType/TargetSOC', 'maxInclusive 100', f_TargetSOC, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('DC_CPDReqEnergyTransferModeType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_CPDReqEnergyTransferModeType)
+    _obj = _new(_K_iso20_dc_DC_CPDReqEnergyTransferModeType)
     _obj.EVMaximumChargePower = f_EVMaximumChargePower
     _obj.EVMinimumChargePower = f_EVMinimumChargePower
     _obj.EVMaximumChargeCurrent = f_EVMaximumChargeCurrent
@@ -8775,17 +8789,16 @@ def _e_DC_CPDReqEnergyTransferModeType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVMaximumChargePower')
-        if s == 6:
-            if v_TargetSOC is not None:
-                el = 'TargetSOC'
-                if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
-                v = (v << 12) | (v_TargetSOC << 2)
-                n += 12
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_TargetSOC is not None:
+            el = 'TargetSOC'
+            if not 0 <= v_TargetSOC <= 100: raise EncodeError(f'value {v_TargetSOC!r} outside [0, 100]')
+            v = (v << 12) | (v_TargetSOC << 2)
+            n += 12
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8836,7 +8849,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargePower.Exponent = _c1_Exponent
         f_EVSEMaximumChargePower.Value = _c1_Value
         el = 'EVSEMinimumChargePower/Exponent'
@@ -8867,7 +8880,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumChargePower.Exponent = _c2_Exponent
         f_EVSEMinimumChargePower.Value = _c2_Value
         el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -8898,7 +8911,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
         f_EVSEMaximumChargeCurrent.Value = _c3_Value
         el = 'EVSEMinimumChargeCurrent/Exponent'
@@ -8929,7 +8942,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVSEMinimumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMinimumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumChargeCurrent.Exponent = _c4_Exponent
         f_EVSEMinimumChargeCurrent.Value = _c4_Value
         el = 'EVSEMaximumVoltage/Exponent'
@@ -8960,7 +8973,7 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 126990: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMaximumVoltage.Exponent = _c5_Exponent
         f_EVSEMaximumVoltage.Value = _c5_Value
         el = 'EVSEMinimumVoltage/Exponent'
@@ -8991,57 +9004,56 @@ def _d_DC_CPDResEnergyTransferModeType(r):
         if x & 12: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVSEMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEMinimumVoltage.Exponent = _c6_Exponent
         f_EVSEMinimumVoltage.Value = _c6_Value
         ec = (x & 3)
         s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
-                el = 'EVSEPowerRampLimitation/Exponent'
-                _c7_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEPowerRampLimitation/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+            el = 'EVSEPowerRampLimitation/Exponent'
+            _c7_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEPowerRampLimitation/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEPowerRampLimitation = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
-                f_EVSEPowerRampLimitation.Value = _c7_Value
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
             else:
-                raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVSEPowerRampLimitation = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEPowerRampLimitation.Exponent = _c7_Exponent
+            f_EVSEPowerRampLimitation.Value = _c7_Value
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('DC_CPDResEnergyTransferModeType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_CPDResEnergyTransferModeType)
+    _obj = _new(_K_iso20_dc_DC_CPDResEnergyTransferModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMinimumChargePower = f_EVSEMinimumChargePower
     _obj.EVSEMaximumChargeCurrent = f_EVSEMaximumChargeCurrent
@@ -9175,30 +9187,29 @@ def _e_DC_CPDResEnergyTransferModeType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of EVSEMaximumChargePower')
-        if s == 6:
-            if v_EVSEPowerRampLimitation is not None:
-                el = 'EVSEPowerRampLimitation'
-                _o = v_EVSEPowerRampLimitation
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEPowerRampLimitation/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEPowerRampLimitation/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 16
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_EVSEPowerRampLimitation is not None:
+            el = 'EVSEPowerRampLimitation'
+            _o = v_EVSEPowerRampLimitation
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEPowerRampLimitation/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPowerRampLimitation/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 16
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9257,22 +9268,21 @@ def _d_DC_CableCheckReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -9282,7 +9292,7 @@ def _d_DC_CableCheckReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_CableCheckReqType)
+    _obj = _new(_K_iso20_dc_DC_CableCheckReqType)
     _obj.Header = f_Header
     return _obj
 
@@ -9321,21 +9331,20 @@ def _e_DC_CableCheckReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9401,22 +9410,21 @@ def _d_DC_CableCheckResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -9435,7 +9443,7 @@ def _d_DC_CableCheckResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_CableCheckResType)
+    _obj = _new(_K_iso20_dc_DC_CableCheckResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -9478,21 +9486,20 @@ def _e_DC_CableCheckResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -9576,22 +9583,21 @@ def _d_DC_ChargeLoopReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -9600,119 +9606,115 @@ def _d_DC_ChargeLoopReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'DisplayParameters'
-                r.pos = r.end - q
-                f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 2) & 1) == 1
-                s = 3
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 2) & 1) == 1
-                s = 3
-            else:
-                raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-        if s == 3:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-            el = 'EVPresentVoltage/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVPresentVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c2_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c2_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c2_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        if ec == 0:
+            el = 'DisplayParameters'
+            r.pos = r.end - q
+            f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
+            V = r.v; q = r.end - r.pos
             q -= 5
             if q < 0: V, q = r.slideq(q, 5)
             x = (V >> q) & 31
-            if x & 24: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
-            f_EVPresentVoltage.Exponent = _c2_Exponent
-            f_EVPresentVoltage.Value = _c2_Value
-            ec = (x & 7)
-            s = 4
-        if s == 4:
-            if ec == 0:
-                el = 'BPT_Dynamic_DC_CLReqControlMode'
-                r.pos = r.end - q
-                f_BPT_Dynamic_DC_CLReqControlMode = _d_BPT_Dynamic_DC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                s = 5
-            elif ec == 1:
-                el = 'BPT_Scheduled_DC_CLReqControlMode'
-                r.pos = r.end - q
-                f_BPT_Scheduled_DC_CLReqControlMode = _d_BPT_Scheduled_DC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                s = 5
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                el = 'CLReqControlMode'
-                f_CLReqControlMode = _new(iso20_commontypes.CLReqControlModeType)
-                s = 5
-            elif ec == 3:
-                el = 'Dynamic_DC_CLReqControlMode'
-                r.pos = r.end - q
-                f_Dynamic_DC_CLReqControlMode = _d_Dynamic_DC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                s = 5
-            elif ec == 4:
-                el = 'Scheduled_DC_CLReqControlMode'
-                r.pos = r.end - q
-                f_Scheduled_DC_CLReqControlMode = _d_Scheduled_DC_CLReqControlModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-                s = 5
+            if x & 27: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            s = 3
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            s = 3
+        else:
+            raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+        el = 'EVPresentVoltage/Exponent'
+        _c2_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVPresentVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c2_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                raise r.deviation('DC_ChargeLoopReqType', r.end - q)
-        if s == 5:
-            s = -1
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 5
+        if q < 0: V, q = r.slideq(q, 5)
+        x = (V >> q) & 31
+        if x & 24: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+        f_EVPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVPresentVoltage.Exponent = _c2_Exponent
+        f_EVPresentVoltage.Value = _c2_Value
+        ec = (x & 7)
+        s = 4
+        if ec == 0:
+            el = 'BPT_Dynamic_DC_CLReqControlMode'
+            r.pos = r.end - q
+            f_BPT_Dynamic_DC_CLReqControlMode = _d_BPT_Dynamic_DC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            s = 5
+        elif ec == 1:
+            el = 'BPT_Scheduled_DC_CLReqControlMode'
+            r.pos = r.end - q
+            f_BPT_Scheduled_DC_CLReqControlMode = _d_BPT_Scheduled_DC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            s = 5
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            el = 'CLReqControlMode'
+            f_CLReqControlMode = _new(_K_iso20_commontypes_CLReqControlModeType)
+            s = 5
+        elif ec == 3:
+            el = 'Dynamic_DC_CLReqControlMode'
+            r.pos = r.end - q
+            f_Dynamic_DC_CLReqControlMode = _d_Dynamic_DC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            s = 5
+        elif ec == 4:
+            el = 'Scheduled_DC_CLReqControlMode'
+            r.pos = r.end - q
+            f_Scheduled_DC_CLReqControlMode = _d_Scheduled_DC_CLReqControlModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+            s = 5
+        else:
+            raise r.deviation('DC_ChargeLoopReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_ChargeLoopReqType)
+    _obj = _new(_K_iso20_dc_DC_ChargeLoopReqType)
     _obj.Header = f_Header
     _obj.DisplayParameters = f_DisplayParameters
     _obj.MeterInfoRequested = f_MeterInfoRequested
@@ -9767,126 +9769,121 @@ def _e_DC_ChargeLoopReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_DisplayParameters is not None:
-                el = 'DisplayParameters'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_DisplayParametersType(w, v_DisplayParameters)
-                v = w.v; n = w.n
-                if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 4) | (v_MeterInfoRequested << 1)
-                n += 4
-                v_DisplayParameters = None
-                v_MeterInfoRequested = None
-                s = 3
-            elif v_MeterInfoRequested is not None:
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
-                n += 5
-                v_MeterInfoRequested = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-        if s == 3:
-            if v_EVPresentVoltage is not None:
-                el = 'EVPresentVoltage'
-                _o = v_EVPresentVoltage
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPresentVoltage/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPresentVoltage/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 15
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVPresentVoltage = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVPresentVoltage')
-        if s == 4:
-            if v_BPT_Dynamic_DC_CLReqControlMode is not None:
-                el = 'BPT_Dynamic_DC_CLReqControlMode'
-                v <<= 3
-                n += 3
-                w.v = v; w.n = n
-                _e_BPT_Dynamic_DC_CLReqControlModeType(w, v_BPT_Dynamic_DC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_BPT_Dynamic_DC_CLReqControlMode = None
-                s = 5
-            elif v_BPT_Scheduled_DC_CLReqControlMode is not None:
-                el = 'BPT_Scheduled_DC_CLReqControlMode'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                _e_BPT_Scheduled_DC_CLReqControlModeType(w, v_BPT_Scheduled_DC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_BPT_Scheduled_DC_CLReqControlMode = None
-                s = 5
-            elif v_CLReqControlMode is not None:
-                el = 'CLReqControlMode'
-                _o = v_CLReqControlMode
-                v = (v << 4) | (2 << 1)
-                n += 4
-                v_CLReqControlMode = None
-                s = 5
-            elif v_Dynamic_DC_CLReqControlMode is not None:
-                el = 'Dynamic_DC_CLReqControlMode'
-                v = (v << 3) | 3
-                n += 3
-                w.v = v; w.n = n
-                _e_Dynamic_DC_CLReqControlModeType(w, v_Dynamic_DC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_Dynamic_DC_CLReqControlMode = None
-                s = 5
-            elif v_Scheduled_DC_CLReqControlMode is not None:
-                el = 'Scheduled_DC_CLReqControlMode'
-                v = (v << 3) | 4
-                n += 3
-                w.v = v; w.n = n
-                _e_Scheduled_DC_CLReqControlModeType(w, v_Scheduled_DC_CLReqControlMode)
-                v = w.v; n = w.n
-                v_Scheduled_DC_CLReqControlMode = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of BPT_Dynamic_DC_CLReqControlMode, BPT_Scheduled_DC_CLReqControlMode, CLReqControlMode, Dynamic_DC_CLReqControlMode, Scheduled_DC_CLReqControlMode')
-        if s == 5:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_EVPresentVoltage is not None or v_BPT_Dynamic_DC_CLReqControlMode is not None or v_BPT_Scheduled_DC_CLReqControlMode is not None or v_CLReqControlMode is not None or v_Dynamic_DC_CLReqControlMode is not None or v_Scheduled_DC_CLReqControlMode is not None: raise _leftover(o)
-                s = -1
+        if v_DisplayParameters is not None:
+            el = 'DisplayParameters'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_DisplayParametersType(w, v_DisplayParameters)
+            v = w.v; n = w.n
+            if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 4) | (v_MeterInfoRequested << 1)
+            n += 4
+            v_DisplayParameters = None
+            v_MeterInfoRequested = None
+            s = 3
+        elif v_MeterInfoRequested is not None:
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
+            n += 5
+            v_MeterInfoRequested = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
+        if v_EVPresentVoltage is not None:
+            el = 'EVPresentVoltage'
+            _o = v_EVPresentVoltage
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPresentVoltage/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPresentVoltage/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPresentVoltage = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVPresentVoltage')
+        if v_BPT_Dynamic_DC_CLReqControlMode is not None:
+            el = 'BPT_Dynamic_DC_CLReqControlMode'
+            v <<= 3
+            n += 3
+            w.v = v; w.n = n
+            _e_BPT_Dynamic_DC_CLReqControlModeType(w, v_BPT_Dynamic_DC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_BPT_Dynamic_DC_CLReqControlMode = None
+            s = 5
+        elif v_BPT_Scheduled_DC_CLReqControlMode is not None:
+            el = 'BPT_Scheduled_DC_CLReqControlMode'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            _e_BPT_Scheduled_DC_CLReqControlModeType(w, v_BPT_Scheduled_DC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_BPT_Scheduled_DC_CLReqControlMode = None
+            s = 5
+        elif v_CLReqControlMode is not None:
+            el = 'CLReqControlMode'
+            _o = v_CLReqControlMode
+            v = (v << 4) | (2 << 1)
+            n += 4
+            v_CLReqControlMode = None
+            s = 5
+        elif v_Dynamic_DC_CLReqControlMode is not None:
+            el = 'Dynamic_DC_CLReqControlMode'
+            v = (v << 3) | 3
+            n += 3
+            w.v = v; w.n = n
+            _e_Dynamic_DC_CLReqControlModeType(w, v_Dynamic_DC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_Dynamic_DC_CLReqControlMode = None
+            s = 5
+        elif v_Scheduled_DC_CLReqControlMode is not None:
+            el = 'Scheduled_DC_CLReqControlMode'
+            v = (v << 3) | 4
+            n += 3
+            w.v = v; w.n = n
+            _e_Scheduled_DC_CLReqControlModeType(w, v_Scheduled_DC_CLReqControlMode)
+            v = w.v; n = w.n
+            v_Scheduled_DC_CLReqControlMode = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of BPT_Dynamic_DC_CLReqControlMode, BPT_Scheduled_DC_CLReqControlMode, CLReqControlMode, Dynamic_DC_CLReqControlMode, Scheduled_DC_CLReqControlMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_EVPresentVoltage is not None or v_BPT_Dynamic_DC_CLReqControlMode is not None or v_BPT_Scheduled_DC_CLReqControlMode is not None or v_CLReqControlMode is not None or v_Dynamic_DC_CLReqControlMode is not None or v_Scheduled_DC_CLReqControlMode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9959,22 +9956,21 @@ def _d_DC_ChargeLoopResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -9988,101 +9984,100 @@ def _d_DC_ChargeLoopResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 908: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 4) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
-                f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
-                f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_EVSEStatus.EVSENotification = _c2_EVSENotification
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 2:
-                el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                s = 5
-            elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                el = 'EVSEPresentCurrent/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVSEPresentCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 908: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 4) & 7)
+            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
+            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c2_EVSENotification
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 2:
+            el = 'Receipt'
+            r.pos = r.end - q
+            f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            s = 5
+        elif ec == 3:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            el = 'EVSEPresentCurrent/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVSEPresentCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
-                f_EVSEPresentCurrent.Exponent = _c3_Exponent
-                f_EVSEPresentCurrent.Value = _c3_Value
-                s = 6
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('DC_ChargeLoopResType', r.end - q)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVSEPresentCurrent.Exponent = _c3_Exponent
+            f_EVSEPresentCurrent.Value = _c3_Value
+            s = 6
+        else:
+            raise r.deviation('DC_ChargeLoopResType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'MeterInfo'
@@ -10135,7 +10130,7 @@ def _d_DC_ChargeLoopResType(r):
                 if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c4_Exponent
                 f_EVSEPresentCurrent.Value = _c4_Value
                 s = 6
@@ -10183,7 +10178,7 @@ def _d_DC_ChargeLoopResType(r):
                 if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEPresentCurrent.Exponent = _c5_Exponent
                 f_EVSEPresentCurrent.Value = _c5_Value
                 s = 6
@@ -10221,7 +10216,7 @@ def _d_DC_ChargeLoopResType(r):
             if (V >> q) & 7: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            f_EVSEPresentCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEPresentCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEPresentCurrent.Exponent = _c6_Exponent
             f_EVSEPresentCurrent.Value = _c6_Value
             s = 6
@@ -10258,7 +10253,7 @@ def _d_DC_ChargeLoopResType(r):
             if x & 126696: raise r.deviation('DC_ChargeLoopResType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEPresentVoltage.Exponent = _c7_Exponent
             f_EVSEPresentVoltage.Value = _c7_Value
             _t = _T_b__z1__z1__z1__b__z1__z1__z1__b[((x >> 4) & 511)]
@@ -10298,7 +10293,7 @@ def _d_DC_ChargeLoopResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('DC_ChargeLoopResType', r.end - q)
                 el = 'CLResControlMode'
-                f_CLResControlMode = _new(iso20_commontypes.CLResControlModeType)
+                f_CLResControlMode = _new(_K_iso20_commontypes_CLResControlModeType)
                 s = 11
             elif ec == 3:
                 el = 'Dynamic_DC_CLResControlMode'
@@ -10325,7 +10320,7 @@ def _d_DC_ChargeLoopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_ChargeLoopResType)
+    _obj = _new(_K_iso20_dc_DC_ChargeLoopResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEStatus = f_EVSEStatus
@@ -10392,21 +10387,20 @@ def _e_DC_ChargeLoopResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -10419,69 +10413,68 @@ def _e_DC_ChargeLoopResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 5
-                n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 7) | (_c3_i1 << 2)
-                n += 7
-                v_EVSEStatus = None
-                s = 3
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                v_MeterInfo = None
-                s = 4
-            elif v_Receipt is not None:
-                el = 'Receipt'
-                v = (v << 3) | 2
-                n += 3
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
-                v = w.v; n = w.n
-                v_Receipt = None
-                s = 5
-            elif v_EVSEPresentCurrent is not None:
-                el = 'EVSEPresentCurrent'
-                _o = v_EVSEPresentCurrent
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVSEPresentCurrent/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEPresentCurrent/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVSEPresentCurrent = None
-                s = 6
-            else:
-                raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVSEPresentCurrent')
+        if v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 5
+            n += 5
+            if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+            elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 7) | (_c3_i1 << 2)
+            n += 7
+            v_EVSEStatus = None
+            s = 3
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            v_MeterInfo = None
+            s = 4
+        elif v_Receipt is not None:
+            el = 'Receipt'
+            v = (v << 3) | 2
+            n += 3
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
+            v = w.v; n = w.n
+            v_Receipt = None
+            s = 5
+        elif v_EVSEPresentCurrent is not None:
+            el = 'EVSEPresentCurrent'
+            _o = v_EVSEPresentCurrent
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVSEPresentCurrent/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPresentCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 17
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVSEPresentCurrent = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVSEPresentCurrent')
         if s == 3:
             if v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -10727,22 +10720,21 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -10751,33 +10743,31 @@ def _d_DC_ChargeParameterDiscoveryReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'BPT_DC_CPDReqEnergyTransferMode'
-                r.pos = r.end - q
-                f_BPT_DC_CPDReqEnergyTransferMode = _d_BPT_DC_CPDReqEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-                s = 2
-            elif ec == 1:
-                el = 'DC_CPDReqEnergyTransferMode'
-                r.pos = r.end - q
-                f_DC_CPDReqEnergyTransferMode = _d_DC_CPDReqEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-                s = 2
-            else:
-                raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
-        if s == 2:
-            s = -1
+        if ec == 0:
+            el = 'BPT_DC_CPDReqEnergyTransferMode'
+            r.pos = r.end - q
+            f_BPT_DC_CPDReqEnergyTransferMode = _d_BPT_DC_CPDReqEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
+            s = 2
+        elif ec == 1:
+            el = 'DC_CPDReqEnergyTransferMode'
+            r.pos = r.end - q
+            f_DC_CPDReqEnergyTransferMode = _d_DC_CPDReqEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
+            s = 2
+        else:
+            raise r.deviation('DC_ChargeParameterDiscoveryReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_ChargeParameterDiscoveryReqType)
+    _obj = _new(_K_iso20_dc_DC_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
     _obj.BPT_DC_CPDReqEnergyTransferMode = f_BPT_DC_CPDReqEnergyTransferMode
     _obj.DC_CPDReqEnergyTransferMode = f_DC_CPDReqEnergyTransferMode
@@ -10820,53 +10810,50 @@ def _e_DC_ChargeParameterDiscoveryReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_BPT_DC_CPDReqEnergyTransferMode is not None:
-                el = 'BPT_DC_CPDReqEnergyTransferMode'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_BPT_DC_CPDReqEnergyTransferModeType(w, v_BPT_DC_CPDReqEnergyTransferMode)
-                v = w.v; n = w.n
-                v_BPT_DC_CPDReqEnergyTransferMode = None
-                s = 2
-            elif v_DC_CPDReqEnergyTransferMode is not None:
-                el = 'DC_CPDReqEnergyTransferMode'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_DC_CPDReqEnergyTransferModeType(w, v_DC_CPDReqEnergyTransferMode)
-                v = w.v; n = w.n
-                v_DC_CPDReqEnergyTransferMode = None
-                s = 2
-            else:
-                raise EncodeError('missing content: expected one of BPT_DC_CPDReqEnergyTransferMode, DC_CPDReqEnergyTransferMode')
-        if s == 2:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_BPT_DC_CPDReqEnergyTransferMode is not None or v_DC_CPDReqEnergyTransferMode is not None: raise _leftover(o)
-                s = -1
+        if v_BPT_DC_CPDReqEnergyTransferMode is not None:
+            el = 'BPT_DC_CPDReqEnergyTransferMode'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_BPT_DC_CPDReqEnergyTransferModeType(w, v_BPT_DC_CPDReqEnergyTransferMode)
+            v = w.v; n = w.n
+            v_BPT_DC_CPDReqEnergyTransferMode = None
+            s = 2
+        elif v_DC_CPDReqEnergyTransferMode is not None:
+            el = 'DC_CPDReqEnergyTransferMode'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_DC_CPDReqEnergyTransferModeType(w, v_DC_CPDReqEnergyTransferMode)
+            v = w.v; n = w.n
+            v_DC_CPDReqEnergyTransferMode = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of BPT_DC_CPDReqEnergyTransferMode, DC_CPDReqEnergyTransferMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_BPT_DC_CPDReqEnergyTransferMode is not None or v_DC_CPDReqEnergyTransferMode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10928,22 +10915,21 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -10957,33 +10943,31 @@ def _d_DC_ChargeParameterDiscoveryResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'BPT_DC_CPDResEnergyTransferMode'
-                r.pos = r.end - q
-                f_BPT_DC_CPDResEnergyTransferMode = _d_BPT_DC_CPDResEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-                s = 3
-            elif ec == 1:
-                el = 'DC_CPDResEnergyTransferMode'
-                r.pos = r.end - q
-                f_DC_CPDResEnergyTransferMode = _d_DC_CPDResEnergyTransferModeType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-                s = 3
-            else:
-                raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
-        if s == 3:
-            s = -1
+        if ec == 0:
+            el = 'BPT_DC_CPDResEnergyTransferMode'
+            r.pos = r.end - q
+            f_BPT_DC_CPDResEnergyTransferMode = _d_BPT_DC_CPDResEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
+            s = 3
+        elif ec == 1:
+            el = 'DC_CPDResEnergyTransferMode'
+            r.pos = r.end - q
+            f_DC_CPDResEnergyTransferMode = _d_DC_CPDResEnergyTransferModeType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
+            s = 3
+        else:
+            raise r.deviation('DC_ChargeParameterDiscoveryResType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_ChargeParameterDiscoveryResType)
+    _obj = _new(_K_iso20_dc_DC_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.BPT_DC_CPDResEnergyTransferMode = f_BPT_DC_CPDResEnergyTransferMode
@@ -11028,21 +11012,20 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11055,33 +11038,31 @@ def _e_DC_ChargeParameterDiscoveryResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_BPT_DC_CPDResEnergyTransferMode is not None:
-                el = 'BPT_DC_CPDResEnergyTransferMode'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_BPT_DC_CPDResEnergyTransferModeType(w, v_BPT_DC_CPDResEnergyTransferMode)
-                v = w.v; n = w.n
-                v_BPT_DC_CPDResEnergyTransferMode = None
-                s = 3
-            elif v_DC_CPDResEnergyTransferMode is not None:
-                el = 'DC_CPDResEnergyTransferMode'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_DC_CPDResEnergyTransferModeType(w, v_DC_CPDResEnergyTransferMode)
-                v = w.v; n = w.n
-                v_DC_CPDResEnergyTransferMode = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of BPT_DC_CPDResEnergyTransferMode, DC_CPDResEnergyTransferMode')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                if v_Header is not None or v_ResponseCode is not None or v_BPT_DC_CPDResEnergyTransferMode is not None or v_DC_CPDResEnergyTransferMode is not None: raise _leftover(o)
-                s = -1
+        if v_BPT_DC_CPDResEnergyTransferMode is not None:
+            el = 'BPT_DC_CPDResEnergyTransferMode'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_BPT_DC_CPDResEnergyTransferModeType(w, v_BPT_DC_CPDResEnergyTransferMode)
+            v = w.v; n = w.n
+            v_BPT_DC_CPDResEnergyTransferMode = None
+            s = 3
+        elif v_DC_CPDResEnergyTransferMode is not None:
+            el = 'DC_CPDResEnergyTransferMode'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_DC_CPDResEnergyTransferModeType(w, v_DC_CPDResEnergyTransferMode)
+            v = w.v; n = w.n
+            v_DC_CPDResEnergyTransferMode = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of BPT_DC_CPDResEnergyTransferMode, DC_CPDResEnergyTransferMode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_Header is not None or v_ResponseCode is not None or v_BPT_DC_CPDResEnergyTransferMode is not None or v_DC_CPDResEnergyTransferMode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11143,22 +11124,21 @@ def _d_DC_PreChargeReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -11198,7 +11178,7 @@ def _d_DC_PreChargeReqType(r):
         if x & 126990: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVPresentVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPresentVoltage.Exponent = _c2_Exponent
         f_EVPresentVoltage.Value = _c2_Value
         el = 'EVTargetVoltage/Exponent'
@@ -11228,13 +11208,13 @@ def _d_DC_PreChargeReqType(r):
         if (V >> q) & 7: raise r.deviation('DC_PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVTargetVoltage.Exponent = _c3_Exponent
         f_EVTargetVoltage.Value = _c3_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_PreChargeReqType)
+    _obj = _new(_K_iso20_dc_DC_PreChargeReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.EVPresentVoltage = f_EVPresentVoltage
@@ -11279,21 +11259,20 @@ def _e_DC_PreChargeReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -11402,22 +11381,21 @@ def _d_DC_PreChargeResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -11456,13 +11434,13 @@ def _d_DC_PreChargeResType(r):
         if (V >> q) & 7: raise r.deviation('DC_PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_PreChargeResType)
+    _obj = _new(_K_iso20_dc_DC_PreChargeResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -11505,21 +11483,20 @@ def _e_DC_PreChargeResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11608,22 +11585,21 @@ def _d_DC_WeldingDetectionReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -11638,7 +11614,7 @@ def _d_DC_WeldingDetectionReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_WeldingDetectionReqType)
+    _obj = _new(_K_iso20_dc_DC_WeldingDetectionReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     return _obj
@@ -11679,21 +11655,20 @@ def _e_DC_WeldingDetectionReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -11766,22 +11741,21 @@ def _d_DC_WeldingDetectionResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -11820,13 +11794,13 @@ def _d_DC_WeldingDetectionResType(r):
         if (V >> q) & 7: raise r.deviation('DC_WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEPresentVoltage = _new(iso20_commontypes.RationalNumberType)
+        f_EVSEPresentVoltage = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVSEPresentVoltage.Exponent = _c2_Exponent
         f_EVSEPresentVoltage.Value = _c2_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.DC_WeldingDetectionResType)
+    _obj = _new(_K_iso20_dc_DC_WeldingDetectionResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -11869,21 +11843,20 @@ def _e_DC_WeldingDetectionResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -11991,7 +11964,7 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             s = 2
@@ -12027,238 +12000,237 @@ def _d_Dynamic_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c2_Exponent
             f_EVTargetEnergyRequest.Value = _c2_Value
             s = 2
         else:
             raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-        if s == 2:
-            q -= 14
-            if q < 0: V, q = r.slideq(q, 14)
-            x = (V >> q) & 16383
-            if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            el = 'EVMaximumEnergyRequest/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        el = 'EVMaximumEnergyRequest/Exponent'
+        _c3_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
-            f_EVMaximumEnergyRequest.Value = _c3_Value
-            el = 'EVMinimumEnergyRequest/Exponent'
-            _c4_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumEnergyRequest/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumEnergyRequest.Exponent = _c3_Exponent
+        f_EVMaximumEnergyRequest.Value = _c3_Value
+        el = 'EVMinimumEnergyRequest/Exponent'
+        _c4_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumEnergyRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c4_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
-            f_EVMinimumEnergyRequest.Value = _c4_Value
-            el = 'EVMaximumChargePower/Exponent'
-            _c5_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumChargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumEnergyRequest.Exponent = _c4_Exponent
+        f_EVMinimumEnergyRequest.Value = _c4_Value
+        el = 'EVMaximumChargePower/Exponent'
+        _c5_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c5_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumChargePower.Exponent = _c5_Exponent
-            f_EVMaximumChargePower.Value = _c5_Value
-            el = 'EVMinimumChargePower/Exponent'
-            _c6_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumChargePower/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c6_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c6_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargePower.Exponent = _c5_Exponent
+        f_EVMaximumChargePower.Value = _c5_Value
+        el = 'EVMinimumChargePower/Exponent'
+        _c6_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumChargePower/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c6_Value = (V >> q) & 127
+                _c6_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c6_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c6_Value = -_c6_Value - 1
-            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumChargePower.Exponent = _c6_Exponent
-            f_EVMinimumChargePower.Value = _c6_Value
-            el = 'EVMaximumChargeCurrent/Exponent'
-            _c7_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumChargeCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c7_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c7_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c6_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c6_Value = -_c6_Value - 1
+        if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+        f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumChargePower.Exponent = _c6_Exponent
+        f_EVMinimumChargePower.Value = _c6_Value
+        el = 'EVMaximumChargeCurrent/Exponent'
+        _c7_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumChargeCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c7_Value = (V >> q) & 127
+                _c7_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c7_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c7_Value = -_c7_Value - 1
-            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
-            f_EVMaximumChargeCurrent.Value = _c7_Value
-            el = 'EVMaximumVoltage/Exponent'
-            _c8_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMaximumVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c8_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c8_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c7_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c7_Value = -_c7_Value - 1
+        if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+        f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumChargeCurrent.Exponent = _c7_Exponent
+        f_EVMaximumChargeCurrent.Value = _c7_Value
+        el = 'EVMaximumVoltage/Exponent'
+        _c8_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMaximumVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c8_Value = (V >> q) & 127
+                _c8_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c8_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 17
-            if q < 0: V, q = r.slideq(q, 17)
-            x = (V >> q) & 131071
-            if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c8_Value = -_c8_Value - 1
-            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
-            f_EVMaximumVoltage.Exponent = _c8_Exponent
-            f_EVMaximumVoltage.Value = _c8_Value
-            el = 'EVMinimumVoltage/Exponent'
-            _c9_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVMinimumVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c9_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c9_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c8_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c8_Value = -_c8_Value - 1
+        if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+        f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMaximumVoltage.Exponent = _c8_Exponent
+        f_EVMaximumVoltage.Value = _c8_Value
+        el = 'EVMinimumVoltage/Exponent'
+        _c9_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVMinimumVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c9_Value = (V >> q) & 127
+                _c9_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c9_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
-            if _neg: _c9_Value = -_c9_Value - 1
-            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-            f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
-            f_EVMinimumVoltage.Exponent = _c9_Exponent
-            f_EVMinimumVoltage.Value = _c9_Value
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c9_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLReqControlModeType', r.end - q)
+        if _neg: _c9_Value = -_c9_Value - 1
+        if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+        f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVMinimumVoltage.Exponent = _c9_Exponent
+        f_EVMinimumVoltage.Value = _c9_Value
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.Dynamic_DC_CLReqControlModeType)
+    _obj = _new(_K_iso20_dc_Dynamic_DC_CLReqControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
@@ -12337,144 +12309,143 @@ def _e_Dynamic_DC_CLReqControlModeType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EVTargetEnergyRequest')
-        if s == 2:
-            if v_EVMaximumEnergyRequest is not None:
-                el = 'EVMaximumEnergyRequest'
-                _o = v_EVMaximumEnergyRequest
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumEnergyRequest/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumEnergyRequest/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 15
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumEnergyRequest = None
-                if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
-                el = 'EVMinimumEnergyRequest'
-                _o = v_EVMinimumEnergyRequest
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumEnergyRequest/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumEnergyRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 15
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumEnergyRequest = None
-                if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
-                el = 'EVMaximumChargePower'
-                _o = v_EVMaximumChargePower
-                _c5_Exponent = _o.Exponent
-                _c5_Value = _o.Value
-                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargePower/Exponent'
-                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargePower/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 15
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargePower = None
-                if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
-                el = 'EVMinimumChargePower'
-                _o = v_EVMinimumChargePower
-                _c6_Exponent = _o.Exponent
-                _c6_Value = _o.Value
-                if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumChargePower/Exponent'
-                if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
-                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumChargePower/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
-                n += 15
-                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMinimumChargePower = None
-                if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
-                el = 'EVMaximumChargeCurrent'
-                _o = v_EVMaximumChargeCurrent
-                _c7_Exponent = _o.Exponent
-                _c7_Value = _o.Value
-                if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumChargeCurrent/Exponent'
-                if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumChargeCurrent/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
-                n += 15
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumChargeCurrent = None
-                if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
-                el = 'EVMaximumVoltage'
-                _o = v_EVMaximumVoltage
-                _c8_Exponent = _o.Exponent
-                _c8_Value = _o.Value
-                if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMaximumVoltage/Exponent'
-                if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumVoltage/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
-                n += 15
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumVoltage = None
-                if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
-                el = 'EVMinimumVoltage'
-                _o = v_EVMinimumVoltage
-                _c9_Exponent = _o.Exponent
-                _c9_Value = _o.Value
-                if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVMinimumVoltage/Exponent'
-                if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
-                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinimumVoltage/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
-                n += 15
-                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_EVMinimumVoltage = None
-                if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
+        if v_EVMaximumEnergyRequest is not None:
+            el = 'EVMaximumEnergyRequest'
+            _o = v_EVMaximumEnergyRequest
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumEnergyRequest/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumEnergyRequest/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumEnergyRequest = None
+            if not (v_EVMinimumEnergyRequest is not None): raise EncodeError('missing content: EVMinimumEnergyRequest')
+            el = 'EVMinimumEnergyRequest'
+            _o = v_EVMinimumEnergyRequest
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumEnergyRequest/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumEnergyRequest/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 15
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumEnergyRequest = None
+            if not (v_EVMaximumChargePower is not None): raise EncodeError('missing content: EVMaximumChargePower')
+            el = 'EVMaximumChargePower'
+            _o = v_EVMaximumChargePower
+            _c5_Exponent = _o.Exponent
+            _c5_Value = _o.Value
+            if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargePower/Exponent'
+            if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargePower/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 15
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargePower = None
+            if not (v_EVMinimumChargePower is not None): raise EncodeError('missing content: EVMinimumChargePower')
+            el = 'EVMinimumChargePower'
+            _o = v_EVMinimumChargePower
+            _c6_Exponent = _o.Exponent
+            _c6_Value = _o.Value
+            if not (_c6_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumChargePower/Exponent'
+            if not -128 <= _c6_Exponent <= 127: raise EncodeError(f'value {_c6_Exponent!r} outside [-128, 127]')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumChargePower/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c6_Exponent - -128) << 4) | (_c6_Value < 0)
+            n += 15
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMinimumChargePower = None
+            if not (v_EVMaximumChargeCurrent is not None): raise EncodeError('missing content: EVMaximumChargeCurrent')
+            el = 'EVMaximumChargeCurrent'
+            _o = v_EVMaximumChargeCurrent
+            _c7_Exponent = _o.Exponent
+            _c7_Value = _o.Value
+            if not (_c7_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumChargeCurrent/Exponent'
+            if not -128 <= _c7_Exponent <= 127: raise EncodeError(f'value {_c7_Exponent!r} outside [-128, 127]')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumChargeCurrent/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c7_Exponent - -128) << 4) | (_c7_Value < 0)
+            n += 15
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumChargeCurrent = None
+            if not (v_EVMaximumVoltage is not None): raise EncodeError('missing content: EVMaximumVoltage')
+            el = 'EVMaximumVoltage'
+            _o = v_EVMaximumVoltage
+            _c8_Exponent = _o.Exponent
+            _c8_Value = _o.Value
+            if not (_c8_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMaximumVoltage/Exponent'
+            if not -128 <= _c8_Exponent <= 127: raise EncodeError(f'value {_c8_Exponent!r} outside [-128, 127]')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumVoltage/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c8_Exponent - -128) << 4) | (_c8_Value < 0)
+            n += 15
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumVoltage = None
+            if not (v_EVMinimumVoltage is not None): raise EncodeError('missing content: EVMinimumVoltage')
+            el = 'EVMinimumVoltage'
+            _o = v_EVMinimumVoltage
+            _c9_Exponent = _o.Exponent
+            _c9_Value = _o.Value
+            if not (_c9_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVMinimumVoltage/Exponent'
+            if not -128 <= _c9_Exponent <= 127: raise EncodeError(f'value {_c9_Exponent!r} outside [-128, 127]')
+            if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinimumVoltage/Value'
+            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c9_Exponent - -128) << 4) | (_c9_Value < 0)
+            n += 15
+            _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_EVMinimumVoltage = None
+            if v_DepartureTime is not None or v_EVTargetEnergyRequest is not None or v_EVMaximumEnergyRequest is not None or v_EVMinimumEnergyRequest is not None or v_EVMaximumChargePower is not None or v_EVMinimumChargePower is not None or v_EVMaximumChargeCurrent is not None or v_EVMaximumVoltage is not None or v_EVMinimumVoltage is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumEnergyRequest')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -12607,7 +12578,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
             s = 5
@@ -12694,7 +12665,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c2_Value = -_c2_Value - 1
                 if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c2_Exponent
                 f_EVSEMaximumChargePower.Value = _c2_Value
                 s = 5
@@ -12771,7 +12742,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c3_Value = -_c3_Value - 1
                 if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c3_Exponent
                 f_EVSEMaximumChargePower.Value = _c3_Value
                 s = 5
@@ -12838,7 +12809,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargePower.Exponent = _c4_Exponent
                 f_EVSEMaximumChargePower.Value = _c4_Value
                 s = 5
@@ -12876,7 +12847,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c5_Value = -_c5_Value - 1
             if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c5_Exponent
             f_EVSEMaximumChargePower.Value = _c5_Value
             s = 5
@@ -12913,7 +12884,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c6_Exponent
             f_EVSEMinimumChargePower.Value = _c6_Value
             el = 'EVSEMaximumChargeCurrent/Exponent'
@@ -12944,7 +12915,7 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if x & 126990: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c7_Value = -_c7_Value - 1
             if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-            f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c7_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c7_Value
             el = 'EVSEMaximumVoltage/Exponent'
@@ -12974,14 +12945,14 @@ def _d_Dynamic_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Dynamic_DC_CLResControlModeType', r.end - q)
             if _neg: _c8_Value = -_c8_Value - 1
             if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-            f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c8_Exponent
             f_EVSEMaximumVoltage.Value = _c8_Value
             s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.Dynamic_DC_CLResControlModeType)
+    _obj = _new(_K_iso20_dc_Dynamic_DC_CLResControlModeType)
     _obj.DepartureTime = f_DepartureTime
     _obj.MinimumSOC = f_MinimumSOC
     _obj.TargetSOC = f_TargetSOC
@@ -13329,7 +13300,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVTargetEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetEnergyRequest.Exponent = _c1_Exponent
             f_EVTargetEnergyRequest.Value = _c1_Value
             ec = (x & 3)
@@ -13367,7 +13338,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMaximumEnergyRequest.Exponent = _c2_Exponent
             f_EVMaximumEnergyRequest.Value = _c2_Value
             ec = (x & 3)
@@ -13404,7 +13375,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVMinimumEnergyRequest.Exponent = _c3_Exponent
             f_EVMinimumEnergyRequest.Value = _c3_Value
             s = 3
@@ -13440,7 +13411,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c4_Exponent
             f_EVTargetCurrent.Value = _c4_Value
             s = 4
@@ -13480,7 +13451,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumEnergyRequest.Exponent = _c5_Exponent
                 f_EVMaximumEnergyRequest.Value = _c5_Value
                 ec = (x & 3)
@@ -13517,7 +13488,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c6_Exponent
                 f_EVMinimumEnergyRequest.Value = _c6_Value
                 s = 3
@@ -13553,7 +13524,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c7_Exponent
                 f_EVTargetCurrent.Value = _c7_Value
                 s = 4
@@ -13592,7 +13563,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMinimumEnergyRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumEnergyRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumEnergyRequest.Exponent = _c8_Exponent
                 f_EVMinimumEnergyRequest.Value = _c8_Value
                 s = 3
@@ -13628,7 +13599,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVTargetCurrent.Exponent = _c9_Exponent
                 f_EVTargetCurrent.Value = _c9_Value
                 s = 4
@@ -13666,7 +13637,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_EVTargetCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetCurrent.Exponent = _c10_Exponent
             f_EVTargetCurrent.Value = _c10_Value
             s = 4
@@ -13703,7 +13674,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
             if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
             if _neg: _c11_Value = -_c11_Value - 1
             if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-            f_EVTargetVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVTargetVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVTargetVoltage.Exponent = _c11_Exponent
             f_EVTargetVoltage.Value = _c11_Value
             ec = (x & 7)
@@ -13742,7 +13713,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_EVMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargePower.Exponent = _c12_Exponent
                 f_EVMaximumChargePower.Value = _c12_Value
                 ec = (x & 7)
@@ -13780,7 +13751,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c13_Exponent
                 f_EVMinimumChargePower.Value = _c13_Value
                 ec = (x & 7)
@@ -13818,7 +13789,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c14_Value = -_c14_Value - 1
                 if _c14_Value < -32768 or _c14_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-                f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c14_Exponent
                 f_EVMaximumChargeCurrent.Value = _c14_Value
                 ec = (x & 3)
@@ -13856,7 +13827,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c15_Value = -_c15_Value - 1
                 if _c15_Value < -32768 or _c15_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c15_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c15_Exponent
                 f_EVMaximumVoltage.Value = _c15_Value
                 ec = (x & 3)
@@ -13893,7 +13864,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c16_Value = -_c16_Value - 1
                 if _c16_Value < -32768 or _c16_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c16_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c16_Exponent
                 f_EVMinimumVoltage.Value = _c16_Value
                 s = 10
@@ -13936,7 +13907,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 24: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c17_Value = -_c17_Value - 1
                 if _c17_Value < -32768 or _c17_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c17_Value, r.at(r.end - q))
-                f_EVMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumChargePower.Exponent = _c17_Exponent
                 f_EVMinimumChargePower.Value = _c17_Value
                 ec = (x & 7)
@@ -13974,7 +13945,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c18_Value = -_c18_Value - 1
                 if _c18_Value < -32768 or _c18_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c18_Value, r.at(r.end - q))
-                f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c18_Exponent
                 f_EVMaximumChargeCurrent.Value = _c18_Value
                 ec = (x & 3)
@@ -14012,7 +13983,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c19_Value = -_c19_Value - 1
                 if _c19_Value < -32768 or _c19_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c19_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c19_Exponent
                 f_EVMaximumVoltage.Value = _c19_Value
                 ec = (x & 3)
@@ -14049,7 +14020,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c20_Value = -_c20_Value - 1
                 if _c20_Value < -32768 or _c20_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c20_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c20_Exponent
                 f_EVMinimumVoltage.Value = _c20_Value
                 s = 10
@@ -14092,7 +14063,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c21_Value = -_c21_Value - 1
                 if _c21_Value < -32768 or _c21_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c21_Value, r.at(r.end - q))
-                f_EVMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumChargeCurrent.Exponent = _c21_Exponent
                 f_EVMaximumChargeCurrent.Value = _c21_Value
                 ec = (x & 3)
@@ -14130,7 +14101,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c22_Value = -_c22_Value - 1
                 if _c22_Value < -32768 or _c22_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c22_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c22_Exponent
                 f_EVMaximumVoltage.Value = _c22_Value
                 ec = (x & 3)
@@ -14167,7 +14138,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c23_Value = -_c23_Value - 1
                 if _c23_Value < -32768 or _c23_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c23_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c23_Exponent
                 f_EVMinimumVoltage.Value = _c23_Value
                 s = 10
@@ -14210,7 +14181,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c24_Value = -_c24_Value - 1
                 if _c24_Value < -32768 or _c24_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c24_Value, r.at(r.end - q))
-                f_EVMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMaximumVoltage.Exponent = _c24_Exponent
                 f_EVMaximumVoltage.Value = _c24_Value
                 ec = (x & 3)
@@ -14247,7 +14218,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c25_Value = -_c25_Value - 1
                 if _c25_Value < -32768 or _c25_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c25_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c25_Exponent
                 f_EVMinimumVoltage.Value = _c25_Value
                 s = 10
@@ -14289,7 +14260,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLReqControlModeType', r.end - q)
                 if _neg: _c26_Value = -_c26_Value - 1
                 if _c26_Value < -32768 or _c26_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c26_Value, r.at(r.end - q))
-                f_EVMinimumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVMinimumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVMinimumVoltage.Exponent = _c26_Exponent
                 f_EVMinimumVoltage.Value = _c26_Value
                 s = 10
@@ -14303,7 +14274,7 @@ def _d_Scheduled_DC_CLReqControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.Scheduled_DC_CLReqControlModeType)
+    _obj = _new(_K_iso20_dc_Scheduled_DC_CLReqControlModeType)
     _obj.EVTargetEnergyRequest = f_EVTargetEnergyRequest
     _obj.EVMaximumEnergyRequest = f_EVMaximumEnergyRequest
     _obj.EVMinimumEnergyRequest = f_EVMinimumEnergyRequest
@@ -14953,7 +14924,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             if x & 24: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EVSEMaximumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargePower.Exponent = _c1_Exponent
             f_EVSEMaximumChargePower.Value = _c1_Value
             ec = (x & 7)
@@ -14991,7 +14962,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMinimumChargePower.Exponent = _c2_Exponent
             f_EVSEMinimumChargePower.Value = _c2_Value
             ec = (x & 3)
@@ -15029,7 +15000,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c3_Value = -_c3_Value - 1
             if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumChargeCurrent.Exponent = _c3_Exponent
             f_EVSEMaximumChargeCurrent.Value = _c3_Value
             ec = (x & 3)
@@ -15066,7 +15037,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
             if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
             if _neg: _c4_Value = -_c4_Value - 1
             if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+            f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVSEMaximumVoltage.Exponent = _c4_Exponent
             f_EVSEMaximumVoltage.Value = _c4_Value
             s = 4
@@ -15109,7 +15080,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEMinimumChargePower = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMinimumChargePower = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMinimumChargePower.Exponent = _c5_Exponent
                 f_EVSEMinimumChargePower.Value = _c5_Value
                 ec = (x & 3)
@@ -15147,7 +15118,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c6_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c6_Value
                 ec = (x & 3)
@@ -15184,7 +15155,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c7_Exponent
                 f_EVSEMaximumVoltage.Value = _c7_Value
                 s = 4
@@ -15227,7 +15198,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 if x & 12: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMaximumChargeCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumChargeCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumChargeCurrent.Exponent = _c8_Exponent
                 f_EVSEMaximumChargeCurrent.Value = _c8_Value
                 ec = (x & 3)
@@ -15264,7 +15235,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c9_Exponent
                 f_EVSEMaximumVoltage.Value = _c9_Value
                 s = 4
@@ -15306,7 +15277,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
                 if (V >> q) & 7: raise r.deviation('Scheduled_DC_CLResControlModeType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltage = _new(iso20_commontypes.RationalNumberType)
+                f_EVSEMaximumVoltage = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVSEMaximumVoltage.Exponent = _c10_Exponent
                 f_EVSEMaximumVoltage.Value = _c10_Value
                 s = 4
@@ -15320,7 +15291,7 @@ def _d_Scheduled_DC_CLResControlModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_dc.Scheduled_DC_CLResControlModeType)
+    _obj = _new(_K_iso20_dc_Scheduled_DC_CLResControlModeType)
     _obj.EVSEMaximumChargePower = f_EVSEMaximumChargePower
     _obj.EVSEMinimumChargePower = f_EVSEMinimumChargePower
     _obj.EVSEMaximumChargeCurrent = f_EVSEMaximumChargeCurrent

@@ -29,6 +29,43 @@ _I_iso20_wpt_WPT_FinePositioningMethodType = {v: i for i, v in enumerate(iso20_w
 _I_iso20_wpt_WPT_PairingMethodType = {v: i for i, v in enumerate(iso20_wpt.WPT_PairingMethodType)}
 _I_iso20_wpt_WPT_PowerClassType = {v: i for i, v in enumerate(iso20_wpt.WPT_PowerClassType)}
 _I_iso20_wpt_WPT_SPCChargeDiagnosticsType = {v: i for i, v in enumerate(iso20_wpt.WPT_SPCChargeDiagnosticsType)}
+_K_iso20_commontypes_EVSEStatusType = iso20_commontypes.EVSEStatusType
+_K_iso20_commontypes_MessageHeaderType = iso20_commontypes.MessageHeaderType
+_K_iso20_commontypes_RationalNumberType = iso20_commontypes.RationalNumberType
+_K_iso20_wpt_AlternativeSECCListType = iso20_wpt.AlternativeSECCListType
+_K_iso20_wpt_AlternativeSECCType = iso20_wpt.AlternativeSECCType
+_K_iso20_wpt_WPT_AlignmentCheckMethodListType = iso20_wpt.WPT_AlignmentCheckMethodListType
+_K_iso20_wpt_WPT_AlignmentCheckReqType = iso20_wpt.WPT_AlignmentCheckReqType
+_K_iso20_wpt_WPT_AlignmentCheckResType = iso20_wpt.WPT_AlignmentCheckResType
+_K_iso20_wpt_WPT_ChargeLoopReqType = iso20_wpt.WPT_ChargeLoopReqType
+_K_iso20_wpt_WPT_ChargeLoopResType = iso20_wpt.WPT_ChargeLoopResType
+_K_iso20_wpt_WPT_ChargeParameterDiscoveryReqType = iso20_wpt.WPT_ChargeParameterDiscoveryReqType
+_K_iso20_wpt_WPT_ChargeParameterDiscoveryResType = iso20_wpt.WPT_ChargeParameterDiscoveryResType
+_K_iso20_wpt_WPT_CoordinateXYZType = iso20_wpt.WPT_CoordinateXYZType
+_K_iso20_wpt_WPT_EVPCPowerControlParameterType = iso20_wpt.WPT_EVPCPowerControlParameterType
+_K_iso20_wpt_WPT_FinePositioningMethodListType = iso20_wpt.WPT_FinePositioningMethodListType
+_K_iso20_wpt_WPT_FinePositioningReqType = iso20_wpt.WPT_FinePositioningReqType
+_K_iso20_wpt_WPT_FinePositioningResType = iso20_wpt.WPT_FinePositioningResType
+_K_iso20_wpt_WPT_FinePositioningSetupReqType = iso20_wpt.WPT_FinePositioningSetupReqType
+_K_iso20_wpt_WPT_FinePositioningSetupResType = iso20_wpt.WPT_FinePositioningSetupResType
+_K_iso20_wpt_WPT_LF_DataPackageListType = iso20_wpt.WPT_LF_DataPackageListType
+_K_iso20_wpt_WPT_LF_DataPackageType = iso20_wpt.WPT_LF_DataPackageType
+_K_iso20_wpt_WPT_LF_ReceiverDataType = iso20_wpt.WPT_LF_ReceiverDataType
+_K_iso20_wpt_WPT_LF_RxDataListType = iso20_wpt.WPT_LF_RxDataListType
+_K_iso20_wpt_WPT_LF_RxDataType = iso20_wpt.WPT_LF_RxDataType
+_K_iso20_wpt_WPT_LF_RxRSSIListType = iso20_wpt.WPT_LF_RxRSSIListType
+_K_iso20_wpt_WPT_LF_RxRSSIType = iso20_wpt.WPT_LF_RxRSSIType
+_K_iso20_wpt_WPT_LF_SystemSetupDataType = iso20_wpt.WPT_LF_SystemSetupDataType
+_K_iso20_wpt_WPT_LF_TransmitterDataType = iso20_wpt.WPT_LF_TransmitterDataType
+_K_iso20_wpt_WPT_LF_TxDataListType = iso20_wpt.WPT_LF_TxDataListType
+_K_iso20_wpt_WPT_LF_TxDataType = iso20_wpt.WPT_LF_TxDataType
+_K_iso20_wpt_WPT_PairingMethodListType = iso20_wpt.WPT_PairingMethodListType
+_K_iso20_wpt_WPT_PairingReqType = iso20_wpt.WPT_PairingReqType
+_K_iso20_wpt_WPT_PairingResType = iso20_wpt.WPT_PairingResType
+_K_iso20_wpt_WPT_SPCPowerControlParameterType = iso20_wpt.WPT_SPCPowerControlParameterType
+_K_iso20_wpt_WPT_TxRxPackageSpecDataType = iso20_wpt.WPT_TxRxPackageSpecDataType
+_K_iso20_wpt_WPT_TxRxPulseOrderType = iso20_wpt.WPT_TxRxPulseOrderType
+_K_iso20_wpt_WPT_TxRxSpecDataType = iso20_wpt.WPT_TxRxSpecDataType
 _T_iso20_commontypes_processingType__z1__z1__z1__iso20_wpt_WPT_EVResultType = _fields_table(7, ((5, 2, 'enum', _E_iso20_commontypes_processingType), (0, 2, 'enum', _E_iso20_wpt_WPT_EVResultType),))
 
 def _d_AlternativeSECCListType(r):
@@ -47,28 +84,27 @@ def _d_AlternativeSECCListType(r):
         V = r.v; q = r.end - r.pos
         f_AlternativeSECC.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'AlternativeSECC'
-                    r.pos = r.end - q
-                    _v = _d_AlternativeSECCType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_AlternativeSECC.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'AlternativeSECC'
+                r.pos = r.end - q
+                _v = _d_AlternativeSECCType(r)
+                V = r.v; q = r.end - r.pos
+                f_AlternativeSECC.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
-                else:
-                    raise r.deviation('AlternativeSECCListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('AlternativeSECCListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -77,7 +113,7 @@ def _d_AlternativeSECCListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.AlternativeSECCListType)
+    _obj = _new(_K_iso20_wpt_AlternativeSECCListType)
     _obj.AlternativeSECC = f_AlternativeSECC
     return _obj
 
@@ -101,27 +137,26 @@ def _e_AlternativeSECCListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of AlternativeSECC')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_AlternativeSECC < n_AlternativeSECC:
-                    el = 'AlternativeSECC'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_AlternativeSECCType(w, v_AlternativeSECC[i_AlternativeSECC])
-                    v = w.v; n = w.n
-                    i_AlternativeSECC += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_AlternativeSECC < n_AlternativeSECC: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_AlternativeSECC < n_AlternativeSECC:
+                el = 'AlternativeSECC'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_AlternativeSECCType(w, v_AlternativeSECC[i_AlternativeSECC])
+                v = w.v; n = w.n
+                i_AlternativeSECC += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_AlternativeSECC < n_AlternativeSECC: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -418,7 +453,7 @@ def _d_AlternativeSECCType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.AlternativeSECCType)
+    _obj = _new(_K_iso20_wpt_AlternativeSECCType)
     _obj.SSID = f_SSID
     _obj.BSSID = f_BSSID
     _obj.IPAddress = f_IPAddress
@@ -599,32 +634,31 @@ def _d_WPT_AlignmentCheckMethodListType(r):
         else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
         f_WPT_AlignmentCheckMethod.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
-                    el = 'WPT_AlignmentCheckMethod'
-                    _v = ((x >> 1) & 3)
-                    if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
-                    else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
-                    f_WPT_AlignmentCheckMethod.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 9: raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
+                el = 'WPT_AlignmentCheckMethod'
+                _v = ((x >> 1) & 3)
+                if _v >= 3: _v = r.enum_index('WPT_AlignmentCheckMethodListType/_v', _v, 3, r.at(r.end - q))
+                else: _v = _E_iso20_wpt_WPT_AlignmentCheckMethodType[_v]
+                f_WPT_AlignmentCheckMethod.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
-                else:
-                    raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('WPT_AlignmentCheckMethodListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -633,7 +667,7 @@ def _d_WPT_AlignmentCheckMethodListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_AlignmentCheckMethodListType)
+    _obj = _new(_K_iso20_wpt_WPT_AlignmentCheckMethodListType)
     _obj.WPT_AlignmentCheckMethod = f_WPT_AlignmentCheckMethod
     return _obj
 
@@ -656,26 +690,25 @@ def _e_WPT_AlignmentCheckMethodListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of WPT_AlignmentCheckMethod')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod:
-                    el = 'WPT_AlignmentCheckMethod'
-                    _i2 = _I_iso20_wpt_WPT_AlignmentCheckMethodType.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
-                    if _i2 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
-                    v = (v << 6) | (_i2 << 1)
-                    n += 6
-                    i_WPT_AlignmentCheckMethod += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod:
+                el = 'WPT_AlignmentCheckMethod'
+                _i2 = _I_iso20_wpt_WPT_AlignmentCheckMethodType.get(v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod])
+                if _i2 is None: raise EncodeError(f'{v_WPT_AlignmentCheckMethod[i_WPT_AlignmentCheckMethod]!r} is not one of the enumeration WPT_AlignmentCheckMethodType')
+                v = (v << 6) | (_i2 << 1)
+                n += 6
+                i_WPT_AlignmentCheckMethod += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_WPT_AlignmentCheckMethod < n_WPT_AlignmentCheckMethod: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -744,22 +777,21 @@ def _d_WPT_AlignmentCheckReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -773,98 +805,96 @@ def _d_WPT_AlignmentCheckReqType(r):
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-                el = 'TargetCoilCurrent/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'TargetCoilCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+            el = 'TargetCoilCurrent/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'TargetCoilCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_TargetCoilCurrent = _new(iso20_commontypes.RationalNumberType)
-                f_TargetCoilCurrent.Exponent = _c2_Exponent
-                f_TargetCoilCurrent.Value = _c2_Value
-                el = 'EVResultCode'
-                f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
-                else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 121: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_TargetCoilCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+            f_TargetCoilCurrent.Exponent = _c2_Exponent
+            f_TargetCoilCurrent.Value = _c2_Value
+            el = 'EVResultCode'
+            f_EVResultCode = ((x >> 1) & 3)
+            if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
+            else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
+            s = 4
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+            el = 'EVResultCode'
+            f_EVResultCode = ((x >> 1) & 3)
+            if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
+            else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
+            s = 4
+        else:
+            raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    _v = b''
+                else:
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
+                f_VendorSpecificDataContainer.append(_v)
+                _k += 1
+                if _k == 16:
+                    s = 20
+                    break
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-                el = 'EVResultCode'
-                f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_AlignmentCheckReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
-                else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
-                s = 4
+                pass
+                s = -1
+                break
             else:
                 raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-        if s == 4:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'VendorSpecificDataContainer'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        if _l > 256: r.facet('WPT_AlignmentCheckReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
-                    f_VendorSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 16:
-                        s = 20
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
-                else:
-                    raise r.deviation('WPT_AlignmentCheckReqType', r.end - q)
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -873,7 +903,7 @@ def _d_WPT_AlignmentCheckReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_AlignmentCheckReqType)
+    _obj = _new(_K_iso20_wpt_WPT_AlignmentCheckReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.TargetCoilCurrent = f_TargetCoilCurrent
@@ -922,21 +952,20 @@ def _e_WPT_AlignmentCheckReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -949,68 +978,66 @@ def _e_WPT_AlignmentCheckReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_TargetCoilCurrent is not None:
-                el = 'TargetCoilCurrent'
-                _o = v_TargetCoilCurrent
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'TargetCoilCurrent/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'TargetCoilCurrent/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_TargetCoilCurrent = None
-                if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
-                el = 'EVResultCode'
-                _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
-                if _i4 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                v = (v << 5) | (_i4 << 1)
-                n += 5
-                v_EVResultCode = None
-                s = 4
-            elif v_EVResultCode is not None:
-                el = 'EVResultCode'
-                _i5 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
-                if _i5 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                v = (v << 6) | (1 << 4) | (_i5 << 1)
-                n += 6
-                v_EVResultCode = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of TargetCoilCurrent, EVResultCode')
-        if s == 4:
-            _k = 0
-            while True:
-                if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    el = 'VendorSpecificDataContainer'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_VendorSpecificDataContainer += 1
-                    _k += 1
-                    if _k == 16:
-                        s = 20
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Header is not None or v_EVProcessing is not None or v_TargetCoilCurrent is not None or v_EVResultCode is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
-                    s = -1
+        if v_TargetCoilCurrent is not None:
+            el = 'TargetCoilCurrent'
+            _o = v_TargetCoilCurrent
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'TargetCoilCurrent/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'TargetCoilCurrent/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_TargetCoilCurrent = None
+            if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
+            el = 'EVResultCode'
+            _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
+            if _i4 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+            v = (v << 5) | (_i4 << 1)
+            n += 5
+            v_EVResultCode = None
+            s = 4
+        elif v_EVResultCode is not None:
+            el = 'EVResultCode'
+            _i5 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
+            if _i5 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+            v = (v << 6) | (1 << 4) | (_i5 << 1)
+            n += 6
+            v_EVResultCode = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of TargetCoilCurrent, EVResultCode')
+        _k = 0
+        while True:
+            if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
+                el = 'VendorSpecificDataContainer'
+                v <<= 3
+                n += 3
+                _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_VendorSpecificDataContainer += 1
+                _k += 1
+                if _k == 16:
+                    s = 20
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Header is not None or v_EVProcessing is not None or v_TargetCoilCurrent is not None or v_EVResultCode is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
+                s = -1
+                break
         if s == 20:
             if True:
                 v <<= 1
@@ -1080,22 +1107,21 @@ def _d_WPT_AlignmentCheckResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1113,111 +1139,110 @@ def _d_WPT_AlignmentCheckResType(r):
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         ec = (x & 7)
         s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                el = 'PowerTransmitted/Exponent'
-                _c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'PowerTransmitted/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            el = 'PowerTransmitted/Exponent'
+            _c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'PowerTransmitted/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_Value = (V >> q) & 127
+                    _c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                if _neg: _c2_Value = -_c2_Value - 1
-                if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-                f_PowerTransmitted = _new(iso20_commontypes.RationalNumberType)
-                f_PowerTransmitted.Exponent = _c2_Exponent
-                f_PowerTransmitted.Value = _c2_Value
-                ec = (x & 3)
-                s = 4
-            elif ec == 1:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                el = 'SupplyDeviceCurrent/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'SupplyDeviceCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            if _neg: _c2_Value = -_c2_Value - 1
+            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+            f_PowerTransmitted = _new(_K_iso20_commontypes_RationalNumberType)
+            f_PowerTransmitted.Exponent = _c2_Exponent
+            f_PowerTransmitted.Value = _c2_Value
+            ec = (x & 3)
+            s = 4
+        elif ec == 1:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            el = 'SupplyDeviceCurrent/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'SupplyDeviceCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
-                f_SupplyDeviceCurrent.Exponent = _c3_Exponent
-                f_SupplyDeviceCurrent.Value = _c3_Value
-                ec = (x & 3)
-                s = 5
-            elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'VendorSpecificDataContainer'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    _v = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
-                f_VendorSpecificDataContainer.append(_v)
-                s = 6
-            elif ec == 3:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_SupplyDeviceCurrent = _new(_K_iso20_commontypes_RationalNumberType)
+            f_SupplyDeviceCurrent.Exponent = _c3_Exponent
+            f_SupplyDeviceCurrent.Value = _c3_Value
+            ec = (x & 3)
+            s = 5
+        elif ec == 2:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'VendorSpecificDataContainer'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                _v = b''
+            else:
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                if _l > 256: r.facet('WPT_AlignmentCheckResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
+            f_VendorSpecificDataContainer.append(_v)
+            s = 6
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
         if s == 4:
             if ec == 0:
                 q -= 14
@@ -1252,7 +1277,7 @@ def _d_WPT_AlignmentCheckResType(r):
                 if x & 12: raise r.deviation('WPT_AlignmentCheckResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_SupplyDeviceCurrent = _new(iso20_commontypes.RationalNumberType)
+                f_SupplyDeviceCurrent = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SupplyDeviceCurrent.Exponent = _c4_Exponent
                 f_SupplyDeviceCurrent.Value = _c4_Value
                 ec = (x & 3)
@@ -1360,7 +1385,7 @@ def _d_WPT_AlignmentCheckResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_AlignmentCheckResType)
+    _obj = _new(_K_iso20_wpt_WPT_AlignmentCheckResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -1411,21 +1436,20 @@ def _e_WPT_AlignmentCheckResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -1443,64 +1467,63 @@ def _e_WPT_AlignmentCheckResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 3:
-            if v_PowerTransmitted is not None:
-                el = 'PowerTransmitted'
-                _o = v_PowerTransmitted
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'PowerTransmitted/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'PowerTransmitted/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_PowerTransmitted = None
-                s = 4
-            elif v_SupplyDeviceCurrent is not None:
-                el = 'SupplyDeviceCurrent'
-                _o = v_SupplyDeviceCurrent
-                _c5_Exponent = _o.Exponent
-                _c5_Value = _o.Value
-                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'SupplyDeviceCurrent/Exponent'
-                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'SupplyDeviceCurrent/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_SupplyDeviceCurrent = None
-                s = 5
-            elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                el = 'VendorSpecificDataContainer'
-                v = (v << 4) | (2 << 1)
-                n += 4
-                _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_VendorSpecificDataContainer += 1
-                s = 6
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_PowerTransmitted is not None or v_SupplyDeviceCurrent is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
-                s = -1
+        if v_PowerTransmitted is not None:
+            el = 'PowerTransmitted'
+            _o = v_PowerTransmitted
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'PowerTransmitted/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PowerTransmitted/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 17
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_PowerTransmitted = None
+            s = 4
+        elif v_SupplyDeviceCurrent is not None:
+            el = 'SupplyDeviceCurrent'
+            _o = v_SupplyDeviceCurrent
+            _c5_Exponent = _o.Exponent
+            _c5_Value = _o.Value
+            if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'SupplyDeviceCurrent/Exponent'
+            if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'SupplyDeviceCurrent/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 14) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 17
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_SupplyDeviceCurrent = None
+            s = 5
+        elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
+            el = 'VendorSpecificDataContainer'
+            v = (v << 4) | (2 << 1)
+            n += 4
+            _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+            if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_VendorSpecificDataContainer += 1
+            s = 6
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_PowerTransmitted is not None or v_SupplyDeviceCurrent is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
+            s = -1
         if s == 4:
             if v_SupplyDeviceCurrent is not None:
                 el = 'SupplyDeviceCurrent'
@@ -1653,22 +1676,21 @@ def _d_WPT_ChargeLoopReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -1677,303 +1699,300 @@ def _d_WPT_ChargeLoopReqType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'DisplayParameters'
-                r.pos = r.end - q
-                f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 27: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 2) & 1) == 1
-                s = 3
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                el = 'MeterInfoRequested'
-                f_MeterInfoRequested = ((x >> 2) & 1) == 1
-                s = 3
+        if ec == 0:
+            el = 'DisplayParameters'
+            r.pos = r.end - q
+            f_DisplayParameters = c_iso20_commontypes._d_DisplayParametersType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 27: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            s = 3
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            el = 'MeterInfoRequested'
+            f_MeterInfoRequested = ((x >> 2) & 1) == 1
+            s = 3
+        else:
+            raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+        q -= 14
+        if q < 0: V, q = r.slideq(q, 14)
+        x = (V >> q) & 16383
+        if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+        el = 'EVPCPowerRequest/Exponent'
+        _c2_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVPCPowerRequest/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c2_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c2_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
-                raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-        if s == 3:
+                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c2_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 17
+        if q < 0: V, q = r.slideq(q, 17)
+        x = (V >> q) & 131071
+        if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+        if _neg: _c2_Value = -_c2_Value - 1
+        if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
+        f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVPCPowerRequest.Exponent = _c2_Exponent
+        f_EVPCPowerRequest.Value = _c2_Value
+        el = 'EVPCPowerOutput/Exponent'
+        _c3_Exponent = ((x >> 4) & 255) + -128
+        el = 'EVPCPowerOutput/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 10
+        if q < 0: V, q = r.slideq(q, 10)
+        x = (V >> q) & 1023
+        if x & 968: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVPCPowerOutput = _new(_K_iso20_commontypes_RationalNumberType)
+        f_EVPCPowerOutput.Exponent = _c3_Exponent
+        f_EVPCPowerOutput.Value = _c3_Value
+        el = 'EVPCChargeDiagnostics'
+        f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 4) & 3)]
+        ec = (x & 7)
+        s = 6
+        if ec == 0:
             q -= 14
             if q < 0: V, q = r.slideq(q, 14)
             x = (V >> q) & 16383
             if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            el = 'EVPCPowerRequest/Exponent'
-            _c2_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVPCPowerRequest/Value'
+            el = 'EVPCOperatingFrequency/Exponent'
+            _c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVPCOperatingFrequency/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c2_Value = _y >> 16
+                    _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c2_Value = _U2[_y >> 8]
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c2_Value = (V >> q) & 127
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVPCOperatingFrequency = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVPCOperatingFrequency.Exponent = _c4_Exponent
+            f_EVPCOperatingFrequency.Value = _c4_Value
+            ec = (x & 3)
+            s = 7
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
+            _c5_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c5_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 17
             if q < 0: V, q = r.slideq(q, 17)
             x = (V >> q) & 131071
             if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c2_Value = -_c2_Value - 1
-            if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
-            f_EVPCPowerRequest.Exponent = _c2_Exponent
-            f_EVPCPowerRequest.Value = _c2_Value
-            el = 'EVPCPowerOutput/Exponent'
-            _c3_Exponent = ((x >> 4) & 255) + -128
-            el = 'EVPCPowerOutput/Value'
+            if _neg: _c5_c1_Value = -_c5_c1_Value - 1
+            if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
+            _c5_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
+            _c5_EVPCCoilCurrentRequest.Exponent = _c5_c1_Exponent
+            _c5_EVPCCoilCurrentRequest.Value = _c5_c1_Value
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
+            _c5_c2_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c5_c2_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c5_c2_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                q -= 8
-                _c3_Value = (V >> q) & 127
-            else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 10
-            if q < 0: V, q = r.slideq(q, 10)
-            x = (V >> q) & 1023
-            if x & 968: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVPCPowerOutput = _new(iso20_commontypes.RationalNumberType)
-            f_EVPCPowerOutput.Exponent = _c3_Exponent
-            f_EVPCPowerOutput.Value = _c3_Value
-            el = 'EVPCChargeDiagnostics'
-            f_EVPCChargeDiagnostics = _E_iso20_wpt_WPT_EVPCChargeDiagnosticsType[((x >> 4) & 3)]
-            ec = (x & 7)
-            s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                el = 'EVPCOperatingFrequency/Exponent'
-                _c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVPCOperatingFrequency/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c4_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
-                f_EVPCOperatingFrequency.Exponent = _c4_Exponent
-                f_EVPCOperatingFrequency.Value = _c4_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 28686: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
-                _c5_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_c1_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c5_c1_Value = -_c5_c1_Value - 1
-                if _c5_c1_Value < -32768 or _c5_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c1_Value, r.at(r.end - q))
-                _c5_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
-                _c5_EVPCCoilCurrentRequest.Exponent = _c5_c1_Exponent
-                _c5_EVPCCoilCurrentRequest.Value = _c5_c1_Value
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
-                _c5_c2_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_c2_Value = (V >> q) & 127
+                    _c5_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c5_c2_Value = -_c5_c2_Value - 1
-                if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
-                _c5_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
-                _c5_EVPCCoilCurrentInformation.Exponent = _c5_c2_Exponent
-                _c5_EVPCCoilCurrentInformation.Value = _c5_c2_Value
-                el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
-                _c5_c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            if _neg: _c5_c2_Value = -_c5_c2_Value - 1
+            if _c5_c2_Value < -32768 or _c5_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c2_Value, r.at(r.end - q))
+            _c5_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
+            _c5_EVPCCoilCurrentInformation.Exponent = _c5_c2_Exponent
+            _c5_EVPCCoilCurrentInformation.Value = _c5_c2_Value
+            el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
+            _c5_c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_c3_Value = (V >> q) & 127
+                    _c5_c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 17
-                if q < 0: V, q = r.slideq(q, 17)
-                x = (V >> q) & 131071
-                if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c5_c3_Value = -_c5_c3_Value - 1
-                if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
-                _c5_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
-                _c5_EVPCCurrentOutputInformation.Exponent = _c5_c3_Exponent
-                _c5_EVPCCurrentOutputInformation.Value = _c5_c3_Value
-                el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
-                _c5_c4_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 17
+            if q < 0: V, q = r.slideq(q, 17)
+            x = (V >> q) & 131071
+            if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            if _neg: _c5_c3_Value = -_c5_c3_Value - 1
+            if _c5_c3_Value < -32768 or _c5_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c3_Value, r.at(r.end - q))
+            _c5_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
+            _c5_EVPCCurrentOutputInformation.Exponent = _c5_c3_Exponent
+            _c5_EVPCCurrentOutputInformation.Value = _c5_c3_Value
+            el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
+            _c5_c4_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_c4_Value = (V >> q) & 127
+                    _c5_c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                if _neg: _c5_c4_Value = -_c5_c4_Value - 1
-                if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
-                _c5_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
-                _c5_EVPCVoltageOutputInformation.Exponent = _c5_c4_Exponent
-                _c5_EVPCVoltageOutputInformation.Value = _c5_c4_Value
-                f_EVPCPowerControlParameter = _new(iso20_wpt.WPT_EVPCPowerControlParameterType)
-                f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c5_EVPCCoilCurrentRequest
-                f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c5_EVPCCoilCurrentInformation
-                f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c5_EVPCCurrentOutputInformation
-                f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c5_EVPCVoltageOutputInformation
-                ec = (x & 3)
-                s = 8
-            elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ManufacturerSpecificDataContainer'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
-                    _v = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
-                f_ManufacturerSpecificDataContainer.append(_v)
-                s = 9
-            elif ec == 3:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_c4_Value = (V >> q) & 127
             else:
-                raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+                r.pos = r.end - q; _c5_c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            if _neg: _c5_c4_Value = -_c5_c4_Value - 1
+            if _c5_c4_Value < -32768 or _c5_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_c4_Value, r.at(r.end - q))
+            _c5_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
+            _c5_EVPCVoltageOutputInformation.Exponent = _c5_c4_Exponent
+            _c5_EVPCVoltageOutputInformation.Value = _c5_c4_Value
+            f_EVPCPowerControlParameter = _new(_K_iso20_wpt_WPT_EVPCPowerControlParameterType)
+            f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c5_EVPCCoilCurrentRequest
+            f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c5_EVPCCoilCurrentInformation
+            f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c5_EVPCCurrentOutputInformation
+            f_EVPCPowerControlParameter.EVPCVoltageOutputInformation = _c5_EVPCVoltageOutputInformation
+            ec = (x & 3)
+            s = 8
+        elif ec == 2:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ManufacturerSpecificDataContainer'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ManufacturerSpecificDataContainer', r.end - q)
+                _v = b''
+            else:
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                if _l > 256: r.facet('WPT_ChargeLoopReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
+            f_ManufacturerSpecificDataContainer.append(_v)
+            s = 9
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
         if s == 7:
             if ec == 0:
                 q -= 15
@@ -2008,7 +2027,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c1_Value = -_c6_c1_Value - 1
                 if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c1_Value, r.at(r.end - q))
-                _c6_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
+                _c6_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 _c6_EVPCCoilCurrentRequest.Exponent = _c6_c1_Exponent
                 _c6_EVPCCoilCurrentRequest.Value = _c6_c1_Value
                 el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
@@ -2039,7 +2058,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c2_Value = -_c6_c2_Value - 1
                 if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c2_Value, r.at(r.end - q))
-                _c6_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
+                _c6_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
                 _c6_EVPCCoilCurrentInformation.Exponent = _c6_c2_Exponent
                 _c6_EVPCCoilCurrentInformation.Value = _c6_c2_Value
                 el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
@@ -2070,7 +2089,7 @@ def _d_WPT_ChargeLoopReqType(r):
                 if x & 126990: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c3_Value = -_c6_c3_Value - 1
                 if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c3_Value, r.at(r.end - q))
-                _c6_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
+                _c6_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
                 _c6_EVPCCurrentOutputInformation.Exponent = _c6_c3_Exponent
                 _c6_EVPCCurrentOutputInformation.Value = _c6_c3_Value
                 el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
@@ -2101,10 +2120,10 @@ def _d_WPT_ChargeLoopReqType(r):
                 if x & 28: raise r.deviation('WPT_ChargeLoopReqType', r.end - q)
                 if _neg: _c6_c4_Value = -_c6_c4_Value - 1
                 if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_c4_Value, r.at(r.end - q))
-                _c6_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
+                _c6_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
                 _c6_EVPCVoltageOutputInformation.Exponent = _c6_c4_Exponent
                 _c6_EVPCVoltageOutputInformation.Value = _c6_c4_Value
-                f_EVPCPowerControlParameter = _new(iso20_wpt.WPT_EVPCPowerControlParameterType)
+                f_EVPCPowerControlParameter = _new(_K_iso20_wpt_WPT_EVPCPowerControlParameterType)
                 f_EVPCPowerControlParameter.EVPCCoilCurrentRequest = _c6_EVPCCoilCurrentRequest
                 f_EVPCPowerControlParameter.EVPCCoilCurrentInformation = _c6_EVPCCoilCurrentInformation
                 f_EVPCPowerControlParameter.EVPCCurrentOutputInformation = _c6_EVPCCurrentOutputInformation
@@ -2214,7 +2233,7 @@ def _d_WPT_ChargeLoopReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_ChargeLoopReqType)
+    _obj = _new(_K_iso20_wpt_WPT_ChargeLoopReqType)
     _obj.Header = f_Header
     _obj.DisplayParameters = f_DisplayParameters
     _obj.MeterInfoRequested = f_MeterInfoRequested
@@ -2271,219 +2290,215 @@ def _e_WPT_ChargeLoopReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_Header = None
             s = 1
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 1:
-            if v_DisplayParameters is not None:
-                el = 'DisplayParameters'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_DisplayParametersType(w, v_DisplayParameters)
-                v = w.v; n = w.n
-                if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 4) | (v_MeterInfoRequested << 1)
-                n += 4
-                v_DisplayParameters = None
-                v_MeterInfoRequested = None
-                s = 3
-            elif v_MeterInfoRequested is not None:
-                el = 'MeterInfoRequested'
-                if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
-                v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
-                n += 5
-                v_MeterInfoRequested = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
-        if s == 3:
-            if v_EVPCPowerRequest is not None:
-                el = 'EVPCPowerRequest'
-                _o = v_EVPCPowerRequest
-                _c2_Exponent = _o.Exponent
-                _c2_Value = _o.Value
-                if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerRequest/Exponent'
-                if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerRequest/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
-                n += 15
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVPCPowerRequest = None
-                if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
-                el = 'EVPCPowerOutput'
-                _o = v_EVPCPowerOutput
-                _c3_Exponent = _o.Exponent
-                _c3_Value = _o.Value
-                if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerOutput/Exponent'
-                if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerOutput/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
-                n += 15
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVPCPowerOutput = None
-                if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
-                el = 'EVPCChargeDiagnostics'
-                _i4 = _I_iso20_wpt_WPT_EVPCChargeDiagnosticsType.get(v_EVPCChargeDiagnostics)
-                if _i4 is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
-                v = (v << 5) | (_i4 << 1)
-                n += 5
-                v_EVPCChargeDiagnostics = None
-                s = 6
-            else:
-                raise EncodeError('missing content: expected one of EVPCPowerRequest')
-        if s == 6:
-            if v_EVPCOperatingFrequency is not None:
-                el = 'EVPCOperatingFrequency'
-                _o = v_EVPCOperatingFrequency
-                _c5_Exponent = _o.Exponent
-                _c5_Value = _o.Value
-                if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCOperatingFrequency/Exponent'
-                if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCOperatingFrequency/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
-                n += 17
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVPCOperatingFrequency = None
-                s = 7
-            elif v_EVPCPowerControlParameter is not None:
-                el = 'EVPCPowerControlParameter'
-                _o = v_EVPCPowerControlParameter
-                _c6_EVPCCoilCurrentRequest = _o.EVPCCoilCurrentRequest
-                _c6_EVPCCoilCurrentInformation = _o.EVPCCoilCurrentInformation
-                _c6_EVPCCurrentOutputInformation = _o.EVPCCurrentOutputInformation
-                _c6_EVPCVoltageOutputInformation = _o.EVPCVoltageOutputInformation
-                if not (_c6_EVPCCoilCurrentRequest is not None): raise EncodeError('missing content: EVPCCoilCurrentRequest')
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest'
-                _o = _c6_EVPCCoilCurrentRequest
-                _c6_c1_Exponent = _o.Exponent
-                _c6_c1_Value = _o.Value
-                if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
-                if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
-                if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
-                if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (1 << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
-                n += 18
-                _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c6_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
-                _o = _c6_EVPCCoilCurrentInformation
-                _c6_c2_Exponent = _o.Exponent
-                _c6_c2_Value = _o.Value
-                if not (_c6_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
-                if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
-                if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
-                if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
-                n += 15
-                _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c6_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
-                el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
-                _o = _c6_EVPCCurrentOutputInformation
-                _c6_c3_Exponent = _o.Exponent
-                _c6_c3_Value = _o.Value
-                if not (_c6_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
-                if not -128 <= _c6_c3_Exponent <= 127: raise EncodeError(f'value {_c6_c3_Exponent!r} outside [-128, 127]')
-                if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
-                if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c6_c3_Exponent - -128) << 4) | (_c6_c3_Value < 0)
-                n += 15
-                _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c6_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
-                el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
-                _o = _c6_EVPCVoltageOutputInformation
-                _c6_c4_Exponent = _o.Exponent
-                _c6_c4_Value = _o.Value
-                if not (_c6_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
-                if not -128 <= _c6_c4_Exponent <= 127: raise EncodeError(f'value {_c6_c4_Exponent!r} outside [-128, 127]')
-                if not (_c6_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
-                if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c6_c4_Exponent - -128) << 4) | (_c6_c4_Value < 0)
-                n += 15
-                _m = (-_c6_c4_Value - 1 if _c6_c4_Value < 0 else _c6_c4_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_EVPCPowerControlParameter = None
-                s = 8
-            elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
-                el = 'ManufacturerSpecificDataContainer'
-                v = (v << 4) | (2 << 1)
-                n += 4
-                _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
-                if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_ManufacturerSpecificDataContainer += 1
-                s = 9
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_EVPCPowerRequest is not None or v_EVPCPowerOutput is not None or v_EVPCChargeDiagnostics is not None or v_EVPCOperatingFrequency is not None or v_EVPCPowerControlParameter is not None or i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer: raise _leftover(o)
-                s = -1
+        if v_DisplayParameters is not None:
+            el = 'DisplayParameters'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_DisplayParametersType(w, v_DisplayParameters)
+            v = w.v; n = w.n
+            if not (v_MeterInfoRequested is not None): raise EncodeError('missing content: MeterInfoRequested')
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 4) | (v_MeterInfoRequested << 1)
+            n += 4
+            v_DisplayParameters = None
+            v_MeterInfoRequested = None
+            s = 3
+        elif v_MeterInfoRequested is not None:
+            el = 'MeterInfoRequested'
+            if v_MeterInfoRequested is not True and v_MeterInfoRequested is not False: raise EncodeError(f'expected a bool, got {v_MeterInfoRequested!r}')
+            v = (v << 5) | (1 << 3) | (v_MeterInfoRequested << 1)
+            n += 5
+            v_MeterInfoRequested = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of DisplayParameters, MeterInfoRequested')
+        if v_EVPCPowerRequest is not None:
+            el = 'EVPCPowerRequest'
+            _o = v_EVPCPowerRequest
+            _c2_Exponent = _o.Exponent
+            _c2_Value = _o.Value
+            if not (_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerRequest/Exponent'
+            if not -128 <= _c2_Exponent <= 127: raise EncodeError(f'value {_c2_Exponent!r} outside [-128, 127]')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerRequest/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c2_Exponent - -128) << 4) | (_c2_Value < 0)
+            n += 15
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPCPowerRequest = None
+            if not (v_EVPCPowerOutput is not None): raise EncodeError('missing content: EVPCPowerOutput')
+            el = 'EVPCPowerOutput'
+            _o = v_EVPCPowerOutput
+            _c3_Exponent = _o.Exponent
+            _c3_Value = _o.Value
+            if not (_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerOutput/Exponent'
+            if not -128 <= _c3_Exponent <= 127: raise EncodeError(f'value {_c3_Exponent!r} outside [-128, 127]')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerOutput/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c3_Exponent - -128) << 4) | (_c3_Value < 0)
+            n += 15
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPCPowerOutput = None
+            if not (v_EVPCChargeDiagnostics is not None): raise EncodeError('missing content: EVPCChargeDiagnostics')
+            el = 'EVPCChargeDiagnostics'
+            _i4 = _I_iso20_wpt_WPT_EVPCChargeDiagnosticsType.get(v_EVPCChargeDiagnostics)
+            if _i4 is None: raise EncodeError(f'{v_EVPCChargeDiagnostics!r} is not one of the enumeration WPT_EVPCChargeDiagnosticsType')
+            v = (v << 5) | (_i4 << 1)
+            n += 5
+            v_EVPCChargeDiagnostics = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of EVPCPowerRequest')
+        if v_EVPCOperatingFrequency is not None:
+            el = 'EVPCOperatingFrequency'
+            _o = v_EVPCOperatingFrequency
+            _c5_Exponent = _o.Exponent
+            _c5_Value = _o.Value
+            if not (_c5_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCOperatingFrequency/Exponent'
+            if not -128 <= _c5_Exponent <= 127: raise EncodeError(f'value {_c5_Exponent!r} outside [-128, 127]')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCOperatingFrequency/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c5_Exponent - -128) << 4) | (_c5_Value < 0)
+            n += 17
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPCOperatingFrequency = None
+            s = 7
+        elif v_EVPCPowerControlParameter is not None:
+            el = 'EVPCPowerControlParameter'
+            _o = v_EVPCPowerControlParameter
+            _c6_EVPCCoilCurrentRequest = _o.EVPCCoilCurrentRequest
+            _c6_EVPCCoilCurrentInformation = _o.EVPCCoilCurrentInformation
+            _c6_EVPCCurrentOutputInformation = _o.EVPCCurrentOutputInformation
+            _c6_EVPCVoltageOutputInformation = _o.EVPCVoltageOutputInformation
+            if not (_c6_EVPCCoilCurrentRequest is not None): raise EncodeError('missing content: EVPCCoilCurrentRequest')
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest'
+            _o = _c6_EVPCCoilCurrentRequest
+            _c6_c1_Exponent = _o.Exponent
+            _c6_c1_Value = _o.Value
+            if not (_c6_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Exponent'
+            if not -128 <= _c6_c1_Exponent <= 127: raise EncodeError(f'value {_c6_c1_Exponent!r} outside [-128, 127]')
+            if not (_c6_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentRequest/Value'
+            if _c6_c1_Value < -32768 or _c6_c1_Value > 32767: raise EncodeError(f'value {_c6_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (1 << 15) | ((_c6_c1_Exponent - -128) << 4) | (_c6_c1_Value < 0)
+            n += 18
+            _m = (-_c6_c1_Value - 1 if _c6_c1_Value < 0 else _c6_c1_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c6_EVPCCoilCurrentInformation is not None): raise EncodeError('missing content: EVPCCoilCurrentInformation')
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation'
+            _o = _c6_EVPCCoilCurrentInformation
+            _c6_c2_Exponent = _o.Exponent
+            _c6_c2_Value = _o.Value
+            if not (_c6_c2_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Exponent'
+            if not -128 <= _c6_c2_Exponent <= 127: raise EncodeError(f'value {_c6_c2_Exponent!r} outside [-128, 127]')
+            if not (_c6_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerControlParameter/EVPCCoilCurrentInformation/Value'
+            if _c6_c2_Value < -32768 or _c6_c2_Value > 32767: raise EncodeError(f'value {_c6_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c6_c2_Exponent - -128) << 4) | (_c6_c2_Value < 0)
+            n += 15
+            _m = (-_c6_c2_Value - 1 if _c6_c2_Value < 0 else _c6_c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c6_EVPCCurrentOutputInformation is not None): raise EncodeError('missing content: EVPCCurrentOutputInformation')
+            el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation'
+            _o = _c6_EVPCCurrentOutputInformation
+            _c6_c3_Exponent = _o.Exponent
+            _c6_c3_Value = _o.Value
+            if not (_c6_c3_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Exponent'
+            if not -128 <= _c6_c3_Exponent <= 127: raise EncodeError(f'value {_c6_c3_Exponent!r} outside [-128, 127]')
+            if not (_c6_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerControlParameter/EVPCCurrentOutputInformation/Value'
+            if _c6_c3_Value < -32768 or _c6_c3_Value > 32767: raise EncodeError(f'value {_c6_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c6_c3_Exponent - -128) << 4) | (_c6_c3_Value < 0)
+            n += 15
+            _m = (-_c6_c3_Value - 1 if _c6_c3_Value < 0 else _c6_c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c6_EVPCVoltageOutputInformation is not None): raise EncodeError('missing content: EVPCVoltageOutputInformation')
+            el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation'
+            _o = _c6_EVPCVoltageOutputInformation
+            _c6_c4_Exponent = _o.Exponent
+            _c6_c4_Value = _o.Value
+            if not (_c6_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Exponent'
+            if not -128 <= _c6_c4_Exponent <= 127: raise EncodeError(f'value {_c6_c4_Exponent!r} outside [-128, 127]')
+            if not (_c6_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerControlParameter/EVPCVoltageOutputInformation/Value'
+            if _c6_c4_Value < -32768 or _c6_c4_Value > 32767: raise EncodeError(f'value {_c6_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c6_c4_Exponent - -128) << 4) | (_c6_c4_Value < 0)
+            n += 15
+            _m = (-_c6_c4_Value - 1 if _c6_c4_Value < 0 else _c6_c4_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_EVPCPowerControlParameter = None
+            s = 8
+        elif i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer:
+            el = 'ManufacturerSpecificDataContainer'
+            v = (v << 4) | (2 << 1)
+            n += 4
+            _l = len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])
+            if _l > 256: raise EncodeError(f'length {len(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer])} outside [0, 256]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_ManufacturerSpecificDataContainer[i_ManufacturerSpecificDataContainer]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_ManufacturerSpecificDataContainer += 1
+            s = 9
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Header is not None or v_DisplayParameters is not None or v_MeterInfoRequested is not None or v_EVPCPowerRequest is not None or v_EVPCPowerOutput is not None or v_EVPCChargeDiagnostics is not None or v_EVPCOperatingFrequency is not None or v_EVPCPowerControlParameter is not None or i_ManufacturerSpecificDataContainer < n_ManufacturerSpecificDataContainer: raise _leftover(o)
+            s = -1
         if s == 7:
             if v_EVPCPowerControlParameter is not None:
                 el = 'EVPCPowerControlParameter'
@@ -2701,22 +2716,21 @@ def _d_WPT_ChargeLoopResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -2730,103 +2744,102 @@ def _d_WPT_ChargeLoopResType(r):
         else: f_ResponseCode = _E_iso20_commontypes_responseCodeType[f_ResponseCode]
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 908: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                el = 'EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 4) & 7)
-                if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
-                f_EVSEStatus = _new(iso20_commontypes.EVSEStatusType)
-                f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_EVSEStatus.EVSENotification = _c2_EVSENotification
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 2:
-                el = 'Receipt'
-                r.pos = r.end - q
-                f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                s = 5
-            elif ec == 3:
-                q -= 14
-                if q < 0: V, q = r.slideq(q, 14)
-                x = (V >> q) & 16383
-                if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                el = 'EVPCPowerRequest/Exponent'
-                _c3_Exponent = ((x >> 4) & 255) + -128
-                el = 'EVPCPowerRequest/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 908: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 4) & 7)
+            if _c2_EVSENotification >= 6: _c2_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c2_EVSENotification, 6, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_iso20_commontypes_evseNotificationType[_c2_EVSENotification]
+            f_EVSEStatus = _new(_K_iso20_commontypes_EVSEStatusType)
+            f_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c2_EVSENotification
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_iso20_commontypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 4
+        elif ec == 2:
+            el = 'Receipt'
+            r.pos = r.end - q
+            f_Receipt = c_iso20_commontypes._d_ReceiptType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            s = 5
+        elif ec == 3:
+            q -= 14
+            if q < 0: V, q = r.slideq(q, 14)
+            x = (V >> q) & 16383
+            if x & 12302: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            el = 'EVPCPowerRequest/Exponent'
+            _c3_Exponent = ((x >> 4) & 255) + -128
+            el = 'EVPCPowerRequest/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
-                f_EVPCPowerRequest.Exponent = _c3_Exponent
-                f_EVPCPowerRequest.Value = _c3_Value
-                ec = (x & 3)
-                s = 6
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
+            f_EVPCPowerRequest.Exponent = _c3_Exponent
+            f_EVPCPowerRequest.Value = _c3_Value
+            ec = (x & 3)
+            s = 6
+        else:
+            raise r.deviation('WPT_ChargeLoopResType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'MeterInfo'
@@ -2880,7 +2893,7 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c4_Value = -_c4_Value - 1
                 if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c4_Exponent
                 f_EVPCPowerRequest.Value = _c4_Value
                 ec = (x & 3)
@@ -2930,7 +2943,7 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c5_Value = -_c5_Value - 1
                 if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
+                f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
                 f_EVPCPowerRequest.Exponent = _c5_Exponent
                 f_EVPCPowerRequest.Value = _c5_Value
                 ec = (x & 3)
@@ -2970,7 +2983,7 @@ def _d_WPT_ChargeLoopResType(r):
             if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c6_Value = -_c6_Value - 1
             if _c6_Value < -32768 or _c6_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-            f_EVPCPowerRequest = _new(iso20_commontypes.RationalNumberType)
+            f_EVPCPowerRequest = _new(_K_iso20_commontypes_RationalNumberType)
             f_EVPCPowerRequest.Exponent = _c6_Exponent
             f_EVPCPowerRequest.Value = _c6_Value
             ec = (x & 3)
@@ -3009,7 +3022,7 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 126990: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_SDPowerInput = _new(iso20_commontypes.RationalNumberType)
+                f_SDPowerInput = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SDPowerInput.Exponent = _c7_Exponent
                 f_SDPowerInput.Value = _c7_Value
                 el = 'SPCMaxOutputPowerLimit/Exponent'
@@ -3039,7 +3052,7 @@ def _d_WPT_ChargeLoopResType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
+                f_SPCMaxOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c8_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c8_Value
                 s = 8
@@ -3075,7 +3088,7 @@ def _d_WPT_ChargeLoopResType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_SPCMaxOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
+                f_SPCMaxOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SPCMaxOutputPowerLimit.Exponent = _c9_Exponent
                 f_SPCMaxOutputPowerLimit.Value = _c9_Value
                 s = 8
@@ -3114,7 +3127,7 @@ def _d_WPT_ChargeLoopResType(r):
             if x & 1928: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
             if _neg: _c10_Value = -_c10_Value - 1
             if _c10_Value < -32768 or _c10_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-            f_SPCMinOutputPowerLimit = _new(iso20_commontypes.RationalNumberType)
+            f_SPCMinOutputPowerLimit = _new(_K_iso20_commontypes_RationalNumberType)
             f_SPCMinOutputPowerLimit.Exponent = _c10_Exponent
             f_SPCMinOutputPowerLimit.Value = _c10_Value
             el = 'SPCChargeDiagnostics'
@@ -3157,7 +3170,7 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 12: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_SPCOperatingFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_SPCOperatingFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SPCOperatingFrequency.Exponent = _c11_Exponent
                 f_SPCOperatingFrequency.Value = _c11_Value
                 ec = (x & 3)
@@ -3195,10 +3208,10 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 28: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c12_c1_Value = -_c12_c1_Value - 1
                 if _c12_c1_Value < -32768 or _c12_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c12_c1_Value, r.at(r.end - q))
-                _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
+                _c12_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c12_c1_Exponent
                 _c12_SPCPrimaryDeviceCoilCurrentInformation.Value = _c12_c1_Value
-                f_SPCPowerControlParameter = _new(iso20_wpt.WPT_SPCPowerControlParameterType)
+                f_SPCPowerControlParameter = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
                 f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c12_SPCPrimaryDeviceCoilCurrentInformation
                 ec = (x & 3)
                 s = 12
@@ -3264,10 +3277,10 @@ def _d_WPT_ChargeLoopResType(r):
                 if x & 28: raise r.deviation('WPT_ChargeLoopResType', r.end - q)
                 if _neg: _c13_c1_Value = -_c13_c1_Value - 1
                 if _c13_c1_Value < -32768 or _c13_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c13_c1_Value, r.at(r.end - q))
-                _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
+                _c13_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c13_c1_Exponent
                 _c13_SPCPrimaryDeviceCoilCurrentInformation.Value = _c13_c1_Value
-                f_SPCPowerControlParameter = _new(iso20_wpt.WPT_SPCPowerControlParameterType)
+                f_SPCPowerControlParameter = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
                 f_SPCPowerControlParameter.SPCPrimaryDeviceCoilCurrentInformation = _c13_SPCPrimaryDeviceCoilCurrentInformation
                 ec = (x & 3)
                 s = 12
@@ -3374,7 +3387,7 @@ def _d_WPT_ChargeLoopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_ChargeLoopResType)
+    _obj = _new(_K_iso20_wpt_WPT_ChargeLoopResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEStatus = f_EVSEStatus
@@ -3439,21 +3452,20 @@ def _e_WPT_ChargeLoopResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -3466,69 +3478,68 @@ def _e_WPT_ChargeLoopResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 5
-                n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
-                v = (v << 7) | (_c3_i1 << 2)
-                n += 7
-                v_EVSEStatus = None
-                s = 3
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                v_MeterInfo = None
-                s = 4
-            elif v_Receipt is not None:
-                el = 'Receipt'
-                v = (v << 3) | 2
-                n += 3
-                w.v = v; w.n = n
-                c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
-                v = w.v; n = w.n
-                v_Receipt = None
-                s = 5
-            elif v_EVPCPowerRequest is not None:
-                el = 'EVPCPowerRequest'
-                _o = v_EVPCPowerRequest
-                _c4_Exponent = _o.Exponent
-                _c4_Value = _o.Value
-                if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'EVPCPowerRequest/Exponent'
-                if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVPCPowerRequest/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
-                n += 17
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVPCPowerRequest = None
-                s = 6
-            else:
-                raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVPCPowerRequest')
+        if v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 5
+            n += 5
+            if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+            elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c3_i1 = _I_iso20_commontypes_evseNotificationType.get(_c3_EVSENotification)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration evseNotificationType')
+            v = (v << 7) | (_c3_i1 << 2)
+            n += 7
+            v_EVSEStatus = None
+            s = 3
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            v_MeterInfo = None
+            s = 4
+        elif v_Receipt is not None:
+            el = 'Receipt'
+            v = (v << 3) | 2
+            n += 3
+            w.v = v; w.n = n
+            c_iso20_commontypes._e_ReceiptType(w, v_Receipt)
+            v = w.v; n = w.n
+            v_Receipt = None
+            s = 5
+        elif v_EVPCPowerRequest is not None:
+            el = 'EVPCPowerRequest'
+            _o = v_EVPCPowerRequest
+            _c4_Exponent = _o.Exponent
+            _c4_Value = _o.Value
+            if not (_c4_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'EVPCPowerRequest/Exponent'
+            if not -128 <= _c4_Exponent <= 127: raise EncodeError(f'value {_c4_Exponent!r} outside [-128, 127]')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVPCPowerRequest/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (3 << 14) | ((_c4_Exponent - -128) << 4) | (_c4_Value < 0)
+            n += 17
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVPCPowerRequest = None
+            s = 6
+        else:
+            raise EncodeError('missing content: expected one of EVSEStatus, MeterInfo, Receipt, EVPCPowerRequest')
         if s == 3:
             if v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -3933,22 +3944,21 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -3983,7 +3993,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVPCMaxReceivablePower = _new(iso20_commontypes.RationalNumberType)
+        f_EVPCMaxReceivablePower = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCMaxReceivablePower.Exponent = _c2_Exponent
         f_EVPCMaxReceivablePower.Value = _c2_Value
         el = 'SDMaxGroundClearence'
@@ -4061,50 +4071,49 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         if x & 61: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVPCNaturalFrequency = _new(iso20_commontypes.RationalNumberType)
+        f_EVPCNaturalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCNaturalFrequency.Exponent = _c3_Exponent
         f_EVPCNaturalFrequency.Value = _c3_Value
         el = 'EVPCDeviceLocalControl'
         f_EVPCDeviceLocalControl = ((x >> 1) & 1) == 1
         s = 6
-        if s == 6:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'VendorSpecificDataContainer'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        if _l > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
-                    f_VendorSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 16:
-                        s = 22
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    _v = b''
                 else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeParameterDiscoveryReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
+                f_VendorSpecificDataContainer.append(_v)
+                _k += 1
+                if _k == 16:
+                    s = 22
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('WPT_ChargeParameterDiscoveryReqType', r.end - q)
         if s == 22:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4113,7 +4122,7 @@ def _d_WPT_ChargeParameterDiscoveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_ChargeParameterDiscoveryReqType)
+    _obj = _new(_K_iso20_wpt_WPT_ChargeParameterDiscoveryReqType)
     _obj.Header = f_Header
     _obj.EVPCMaxReceivablePower = f_EVPCMaxReceivablePower
     _obj.SDMaxGroundClearence = f_SDMaxGroundClearence
@@ -4166,21 +4175,20 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVPCMaxReceivablePower is not None): raise EncodeError('missing content: EVPCMaxReceivablePower')
             el = 'EVPCMaxReceivablePower'
@@ -4250,30 +4258,29 @@ def _e_WPT_ChargeParameterDiscoveryReqType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 6:
-            _k = 0
-            while True:
-                if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    el = 'VendorSpecificDataContainer'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_VendorSpecificDataContainer += 1
-                    _k += 1
-                    if _k == 16:
-                        s = 22
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Header is not None or v_EVPCMaxReceivablePower is not None or v_SDMaxGroundClearence is not None or v_SDMinGroundClearence is not None or v_EVPCNaturalFrequency is not None or v_EVPCDeviceLocalControl is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
+                el = 'VendorSpecificDataContainer'
+                v <<= 3
+                n += 3
+                _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_VendorSpecificDataContainer += 1
+                _k += 1
+                if _k == 16:
+                    s = 22
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Header is not None or v_EVPCMaxReceivablePower is not None or v_SDMaxGroundClearence is not None or v_SDMinGroundClearence is not None or v_EVPCNaturalFrequency is not None or v_EVPCDeviceLocalControl is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
+                s = -1
+                break
         if s == 22:
             if True:
                 v <<= 1
@@ -4347,22 +4354,21 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -4404,7 +4410,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_SDMinOutputPower = _new(iso20_commontypes.RationalNumberType)
+        f_SDMinOutputPower = _new(_K_iso20_commontypes_RationalNumberType)
         f_SDMinOutputPower.Exponent = _c2_Exponent
         f_SDMinOutputPower.Value = _c2_Value
         el = 'SDMaxOutputPower/Exponent'
@@ -4434,7 +4440,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if (V >> q) & 15: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_SDMaxOutputPower = _new(iso20_commontypes.RationalNumberType)
+        f_SDMaxOutputPower = _new(_K_iso20_commontypes_RationalNumberType)
         f_SDMaxOutputPower.Exponent = _c3_Exponent
         f_SDMaxOutputPower.Value = _c3_Value
         el = 'SDMaxGroundClearanceSupport'
@@ -4512,7 +4518,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if x & 126990: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_PDMinCoilCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_PDMinCoilCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_PDMinCoilCurrent.Exponent = _c4_Exponent
         f_PDMinCoilCurrent.Value = _c4_Value
         el = 'PDMaxCoilCurrent/Exponent'
@@ -4542,48 +4548,47 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         if (V >> q) & 3: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_PDMaxCoilCurrent = _new(iso20_commontypes.RationalNumberType)
+        f_PDMaxCoilCurrent = _new(_K_iso20_commontypes_RationalNumberType)
         f_PDMaxCoilCurrent.Exponent = _c5_Exponent
         f_PDMaxCoilCurrent.Value = _c5_Value
         s = 9
-        if s == 9:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'SDManufacturerSpecificDataContainer'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        if _l > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
-                    f_SDManufacturerSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 16:
-                        s = 25
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'SDManufacturerSpecificDataContainer'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SDManufacturerSpecificDataContainer', r.end - q)
+                    _v = b''
                 else:
-                    raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_ChargeParameterDiscoveryResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
+                f_SDManufacturerSpecificDataContainer.append(_v)
+                _k += 1
+                if _k == 16:
+                    s = 25
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('WPT_ChargeParameterDiscoveryResType', r.end - q)
         if s == 25:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4592,7 +4597,7 @@ def _d_WPT_ChargeParameterDiscoveryResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_ChargeParameterDiscoveryResType)
+    _obj = _new(_K_iso20_wpt_WPT_ChargeParameterDiscoveryResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.PDInputPowerClass = f_PDInputPowerClass
@@ -4651,21 +4656,20 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -4777,30 +4781,29 @@ def _e_WPT_ChargeParameterDiscoveryResType(w, o):
             s = 9
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 9:
-            _k = 0
-            while True:
-                if i_SDManufacturerSpecificDataContainer < n_SDManufacturerSpecificDataContainer:
-                    el = 'SDManufacturerSpecificDataContainer'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])
-                    if _l > 256: raise EncodeError(f'length {len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])} outside [0, 256]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_SDManufacturerSpecificDataContainer += 1
-                    _k += 1
-                    if _k == 16:
-                        s = 25
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Header is not None or v_ResponseCode is not None or v_PDInputPowerClass is not None or v_SDMinOutputPower is not None or v_SDMaxOutputPower is not None or v_SDMaxGroundClearanceSupport is not None or v_SDMinGroundClearanceSupport is not None or v_PDMinCoilCurrent is not None or v_PDMaxCoilCurrent is not None or i_SDManufacturerSpecificDataContainer < n_SDManufacturerSpecificDataContainer: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_SDManufacturerSpecificDataContainer < n_SDManufacturerSpecificDataContainer:
+                el = 'SDManufacturerSpecificDataContainer'
+                v <<= 3
+                n += 3
+                _l = len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer])} outside [0, 256]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer], 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_SDManufacturerSpecificDataContainer[i_SDManufacturerSpecificDataContainer]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_SDManufacturerSpecificDataContainer += 1
+                _k += 1
+                if _k == 16:
+                    s = 25
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Header is not None or v_ResponseCode is not None or v_PDInputPowerClass is not None or v_SDMinOutputPower is not None or v_SDMaxOutputPower is not None or v_SDMaxGroundClearanceSupport is not None or v_SDMinGroundClearanceSupport is not None or v_PDMinCoilCurrent is not None or v_PDMaxCoilCurrent is not None or i_SDManufacturerSpecificDataContainer < n_SDManufacturerSpecificDataContainer: raise _leftover(o)
+                s = -1
+                break
         if s == 25:
             if True:
                 v <<= 1
@@ -4905,7 +4908,7 @@ def _d_WPT_CoordinateXYZType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_CoordinateXYZType)
+    _obj = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
     _obj.Coord_X = f_Coord_X
     _obj.Coord_Y = f_Coord_Y
     _obj.Coord_Z = f_Coord_Z
@@ -4999,7 +5002,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EVPCCoilCurrentRequest = _new(iso20_commontypes.RationalNumberType)
+        f_EVPCCoilCurrentRequest = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCCoilCurrentRequest.Exponent = _c1_Exponent
         f_EVPCCoilCurrentRequest.Value = _c1_Value
         el = 'EVPCCoilCurrentInformation/Exponent'
@@ -5030,7 +5033,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVPCCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
+        f_EVPCCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCCoilCurrentInformation.Exponent = _c2_Exponent
         f_EVPCCoilCurrentInformation.Value = _c2_Value
         el = 'EVPCCurrentOutputInformation/Exponent'
@@ -5061,7 +5064,7 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         if x & 126990: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVPCCurrentOutputInformation = _new(iso20_commontypes.RationalNumberType)
+        f_EVPCCurrentOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCCurrentOutputInformation.Exponent = _c3_Exponent
         f_EVPCCurrentOutputInformation.Value = _c3_Value
         el = 'EVPCVoltageOutputInformation/Exponent'
@@ -5091,13 +5094,13 @@ def _d_WPT_EVPCPowerControlParameterType(r):
         if (V >> q) & 7: raise r.deviation('WPT_EVPCPowerControlParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVPCVoltageOutputInformation = _new(iso20_commontypes.RationalNumberType)
+        f_EVPCVoltageOutputInformation = _new(_K_iso20_commontypes_RationalNumberType)
         f_EVPCVoltageOutputInformation.Exponent = _c4_Exponent
         f_EVPCVoltageOutputInformation.Value = _c4_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_EVPCPowerControlParameterType)
+    _obj = _new(_K_iso20_wpt_WPT_EVPCPowerControlParameterType)
     _obj.EVPCCoilCurrentRequest = f_EVPCCoilCurrentRequest
     _obj.EVPCCoilCurrentInformation = f_EVPCCoilCurrentInformation
     _obj.EVPCCurrentOutputInformation = f_EVPCCurrentOutputInformation
@@ -5210,32 +5213,31 @@ def _d_WPT_FinePositioningMethodListType(r):
         else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
         f_WPT_FinePositioningMethod.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 17: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
-                    el = 'WPT_FinePositioningMethod'
-                    _v = ((x >> 1) & 7)
-                    if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
-                    else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
-                    f_WPT_FinePositioningMethod.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 17: raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
+                el = 'WPT_FinePositioningMethod'
+                _v = ((x >> 1) & 7)
+                if _v >= 5: _v = r.enum_index('WPT_FinePositioningMethodListType/_v', _v, 5, r.at(r.end - q))
+                else: _v = _E_iso20_wpt_WPT_FinePositioningMethodType[_v]
+                f_WPT_FinePositioningMethod.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
-                else:
-                    raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('WPT_FinePositioningMethodListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -5244,7 +5246,7 @@ def _d_WPT_FinePositioningMethodListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_FinePositioningMethodListType)
+    _obj = _new(_K_iso20_wpt_WPT_FinePositioningMethodListType)
     _obj.WPT_FinePositioningMethod = f_WPT_FinePositioningMethod
     return _obj
 
@@ -5267,26 +5269,25 @@ def _e_WPT_FinePositioningMethodListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of WPT_FinePositioningMethod')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod:
-                    el = 'WPT_FinePositioningMethod'
-                    _i2 = _I_iso20_wpt_WPT_FinePositioningMethodType.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
-                    if _i2 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
-                    v = (v << 7) | (_i2 << 1)
-                    n += 7
-                    i_WPT_FinePositioningMethod += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod:
+                el = 'WPT_FinePositioningMethod'
+                _i2 = _I_iso20_wpt_WPT_FinePositioningMethodType.get(v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod])
+                if _i2 is None: raise EncodeError(f'{v_WPT_FinePositioningMethod[i_WPT_FinePositioningMethod]!r} is not one of the enumeration WPT_FinePositioningMethodType')
+                v = (v << 7) | (_i2 << 1)
+                n += 7
+                i_WPT_FinePositioningMethod += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_WPT_FinePositioningMethod < n_WPT_FinePositioningMethod: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -5358,22 +5359,21 @@ def _d_WPT_FinePositioningReqType(r):
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
                 _c1_s = 2
-                if _c1_s == 2:
-                    if ec == 0:
-                        el = 'Header/Signature'
-                        r.pos = r.end - q
-                        _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                        _c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_s = -1
-                    else:
-                        raise r.deviation('MessageHeaderType', r.end - q)
-                f_Header = _new(iso20_commontypes.MessageHeaderType)
+                if ec == 0:
+                    el = 'Header/Signature'
+                    r.pos = r.end - q
+                    _c1_Signature = c_xmldsig._d_SignatureType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
+                else:
+                    raise r.deviation('MessageHeaderType', r.end - q)
+                f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
@@ -5441,7 +5441,7 @@ def _d_WPT_FinePositioningReqType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
-                        f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
+                        f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
                         f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
                         f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
                         s = 5
@@ -5472,7 +5472,7 @@ def _d_WPT_FinePositioningReqType(r):
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('WPT_FinePositioningReqType', r.end - q)
-                    f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
+                    f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
                     f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
                     f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
                     s = 5
@@ -5484,7 +5484,7 @@ def _d_WPT_FinePositioningReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_FinePositioningReqType)
+    _obj = _new(_K_iso20_wpt_WPT_FinePositioningReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.EVResultCode = f_EVResultCode
@@ -5536,21 +5536,20 @@ def _e_WPT_FinePositioningReqType(w, o):
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
-                    if _c1_s == 2:
-                        if _c1_Signature is not None:
-                            el = 'Header/Signature'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            c_xmldsig._e_SignatureType(w, _c1_Signature)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c1_s = -1
+                    if _c1_Signature is not None:
+                        el = 'Header/Signature'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_xmldsig._e_SignatureType(w, _c1_Signature)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
@@ -5708,22 +5707,21 @@ def _d_WPT_FinePositioningResType(r):
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
                 _c1_s = 2
-                if _c1_s == 2:
-                    if ec == 0:
-                        el = 'Header/Signature'
-                        r.pos = r.end - q
-                        _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                        _c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_s = -1
-                    else:
-                        raise r.deviation('MessageHeaderType', r.end - q)
-                f_Header = _new(iso20_commontypes.MessageHeaderType)
+                if ec == 0:
+                    el = 'Header/Signature'
+                    r.pos = r.end - q
+                    _c1_Signature = c_xmldsig._d_SignatureType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
+                else:
+                    raise r.deviation('MessageHeaderType', r.end - q)
+                f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
@@ -5786,7 +5784,7 @@ def _d_WPT_FinePositioningResType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
-                        f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
+                        f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
                         f_WPT_LF_DataPackageList.NumPackages = _c2_NumPackages
                         f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c2_WPT_LF_DataPackage
                         s = 5
@@ -5817,7 +5815,7 @@ def _d_WPT_FinePositioningResType(r):
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('WPT_FinePositioningResType', r.end - q)
-                    f_WPT_LF_DataPackageList = _new(iso20_wpt.WPT_LF_DataPackageListType)
+                    f_WPT_LF_DataPackageList = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
                     f_WPT_LF_DataPackageList.NumPackages = _c3_NumPackages
                     f_WPT_LF_DataPackageList.WPT_LF_DataPackage = _c3_WPT_LF_DataPackage
                     s = 5
@@ -5829,7 +5827,7 @@ def _d_WPT_FinePositioningResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_FinePositioningResType)
+    _obj = _new(_K_iso20_wpt_WPT_FinePositioningResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -5881,21 +5879,20 @@ def _e_WPT_FinePositioningResType(w, o):
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
-                    if _c1_s == 2:
-                        if _c1_Signature is not None:
-                            el = 'Header/Signature'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            c_xmldsig._e_SignatureType(w, _c1_Signature)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c1_s = -1
+                    if _c1_Signature is not None:
+                        el = 'Header/Signature'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_xmldsig._e_SignatureType(w, _c1_Signature)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
@@ -6056,22 +6053,21 @@ def _d_WPT_FinePositioningSetupReqType(r):
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
                 _c1_s = 2
-                if _c1_s == 2:
-                    if ec == 0:
-                        el = 'Header/Signature'
-                        r.pos = r.end - q
-                        _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                        _c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_s = -1
-                    else:
-                        raise r.deviation('MessageHeaderType', r.end - q)
-                f_Header = _new(iso20_commontypes.MessageHeaderType)
+                if ec == 0:
+                    el = 'Header/Signature'
+                    r.pos = r.end - q
+                    _c1_Signature = c_xmldsig._d_SignatureType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
+                else:
+                    raise r.deviation('MessageHeaderType', r.end - q)
+                f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
@@ -6185,7 +6181,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                             if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         else:
                             raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
-                        f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
+                        f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
                         f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
                         f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
                         q -= 1
@@ -6230,7 +6226,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
                         if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     else:
                         raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
-                    f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
+                    f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
                     f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
                     f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
                     q -= 1
@@ -6245,7 +6241,7 @@ def _d_WPT_FinePositioningSetupReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_FinePositioningSetupReqType)
+    _obj = _new(_K_iso20_wpt_WPT_FinePositioningSetupReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.EVDeviceFinePositioningMethodList = f_EVDeviceFinePositioningMethodList
@@ -6303,21 +6299,20 @@ def _e_WPT_FinePositioningSetupReqType(w, o):
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
-                    if _c1_s == 2:
-                        if _c1_Signature is not None:
-                            el = 'Header/Signature'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            c_xmldsig._e_SignatureType(w, _c1_Signature)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c1_s = -1
+                    if _c1_Signature is not None:
+                        el = 'Header/Signature'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_xmldsig._e_SignatureType(w, _c1_Signature)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
                     el = 'EVProcessing'
@@ -6535,22 +6530,21 @@ def _d_WPT_FinePositioningSetupResType(r):
                 if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
                 ec = (x & 3)
                 _c1_s = 2
-                if _c1_s == 2:
-                    if ec == 0:
-                        el = 'Header/Signature'
-                        r.pos = r.end - q
-                        _c1_Signature = c_xmldsig._d_SignatureType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                        _c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_s = -1
-                    else:
-                        raise r.deviation('MessageHeaderType', r.end - q)
-                f_Header = _new(iso20_commontypes.MessageHeaderType)
+                if ec == 0:
+                    el = 'Header/Signature'
+                    r.pos = r.end - q
+                    _c1_Signature = c_xmldsig._d_SignatureType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+                    _c1_s = -1
+                elif ec == 1:
+                    pass
+                    _c1_s = -1
+                else:
+                    raise r.deviation('MessageHeaderType', r.end - q)
+                f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
                 f_Header.SessionID = _c1_SessionID
                 f_Header.TimeStamp = _c1_TimeStamp
                 f_Header.Signature = _c1_Signature
@@ -6664,7 +6658,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                             if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                         else:
                             raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
-                        f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
+                        f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
                         f_LF_SystemSetupData.LF_TransmitterSetupData = _c2_LF_TransmitterSetupData
                         f_LF_SystemSetupData.LF_ReceiverSetupData = _c2_LF_ReceiverSetupData
                         q -= 1
@@ -6709,7 +6703,7 @@ def _d_WPT_FinePositioningSetupResType(r):
                         if (V >> q) & 1: raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
                     else:
                         raise r.deviation('WPT_LF_SystemSetupDataType', r.end - q)
-                    f_LF_SystemSetupData = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
+                    f_LF_SystemSetupData = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
                     f_LF_SystemSetupData.LF_TransmitterSetupData = _c3_LF_TransmitterSetupData
                     f_LF_SystemSetupData.LF_ReceiverSetupData = _c3_LF_ReceiverSetupData
                     q -= 1
@@ -6724,7 +6718,7 @@ def _d_WPT_FinePositioningSetupResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_FinePositioningSetupResType)
+    _obj = _new(_K_iso20_wpt_WPT_FinePositioningSetupResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.PrimaryDeviceFinePositioningMethodList = f_PrimaryDeviceFinePositioningMethodList
@@ -6782,21 +6776,20 @@ def _e_WPT_FinePositioningSetupResType(w, o):
                         _c1_s = 2
                     else:
                         raise EncodeError('missing content: expected one of SessionID')
-                    if _c1_s == 2:
-                        if _c1_Signature is not None:
-                            el = 'Header/Signature'
-                            v <<= 2
-                            n += 2
-                            w.v = v; w.n = n
-                            c_xmldsig._e_SignatureType(w, _c1_Signature)
-                            v = w.v; n = w.n
-                            v <<= 1
-                            n += 1
-                            _c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c1_s = -1
+                    if _c1_Signature is not None:
+                        el = 'Header/Signature'
+                        v <<= 2
+                        n += 2
+                        w.v = v; w.n = n
+                        c_xmldsig._e_SignatureType(w, _c1_Signature)
+                        v = w.v; n = w.n
+                        v <<= 1
+                        n += 1
+                        _c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                     if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
                     el = 'ResponseCode'
@@ -6975,7 +6968,7 @@ def _d_WPT_LF_DataPackageListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_DataPackageListType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_DataPackageListType)
     _obj.NumPackages = f_NumPackages
     _obj.WPT_LF_DataPackage = f_WPT_LF_DataPackage
     return _obj
@@ -7024,169 +7017,168 @@ def _d_WPT_LF_DataPackageType(r):
         f_PackageIndex = ((x >> 3) & 255)
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_c1_TxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_c1_TxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_c1_TxIdentifier = (V >> q) & 127
+                    _c1_c1_TxIdentifier = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_c1_TxIdentifier = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 16
-                if q < 0: V, q = r.slideq(q, 16)
-                x = (V >> q) & 65535
-                if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(r.end - q))
-                el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
-                _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_c1_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_c1_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c1_TxIdentifier = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_TxDataType/TxIdentifier', 'range [1, 4294967295]', _c1_c1_TxIdentifier, r.at(r.end - q))
+            el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
+            _c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_c1_c1_Value = (V >> q) & 127
+                    _c1_c1_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_c1_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
-                _c1_c1_EIRP = _new(iso20_commontypes.RationalNumberType)
-                _c1_c1_EIRP.Exponent = _c1_c1_c1_Exponent
-                _c1_c1_EIRP.Value = _c1_c1_c1_Value
-                _c1_WPT_LF_TxDataList = _new(iso20_wpt.WPT_LF_TxDataType)
-                _c1_WPT_LF_TxDataList.TxIdentifier = _c1_c1_TxIdentifier
-                _c1_WPT_LF_TxDataList.EIRP = _c1_c1_EIRP
-                f_LF_TxData = _new(iso20_wpt.WPT_LF_TxDataListType)
-                f_LF_TxData.WPT_LF_TxDataList = _c1_WPT_LF_TxDataList
-                s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_RxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_RxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_c1_c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
+            if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
+            _c1_c1_EIRP = _new(_K_iso20_commontypes_RationalNumberType)
+            _c1_c1_EIRP.Exponent = _c1_c1_c1_Exponent
+            _c1_c1_EIRP.Value = _c1_c1_c1_Value
+            _c1_WPT_LF_TxDataList = _new(_K_iso20_wpt_WPT_LF_TxDataType)
+            _c1_WPT_LF_TxDataList.TxIdentifier = _c1_c1_TxIdentifier
+            _c1_WPT_LF_TxDataList.EIRP = _c1_c1_EIRP
+            f_LF_TxData = _new(_K_iso20_wpt_WPT_LF_TxDataListType)
+            f_LF_TxData.WPT_LF_TxDataList = _c1_WPT_LF_TxDataList
+            s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c1_RxIdentifier = (V >> q) & 127
+                    _c2_c1_RxIdentifier = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_RxIdentifier = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_RxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(r.end - q))
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_c1_c1_TxIdentifier = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_RxIdentifier = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_RxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            if (V >> q) & 31: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: r.facet('WPT_LF_RxDataType/RxIdentifier', 'range [1, 4294967295]', _c2_c1_RxIdentifier, r.at(r.end - q))
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c1_c1_c1_TxIdentifier = (V >> q) & 127
+                    _c2_c1_c1_c1_TxIdentifier = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_c1_c1_TxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 16
-                if q < 0: V, q = r.slideq(q, 16)
-                x = (V >> q) & 65535
-                if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c2_c1_c1_c1_TxIdentifier, r.at(r.end - q))
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
-                _c2_c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_c1_c1_c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_c1_c1_c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_c1_c1_TxIdentifier = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_c1_c1_TxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 16
+            if q < 0: V, q = r.slideq(q, 16)
+            x = (V >> q) & 65535
+            if x & 61454: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: r.facet('WPT_LF_RxRSSIType/TxIdentifier', 'range [1, 4294967295]', _c2_c1_c1_c1_TxIdentifier, r.at(r.end - q))
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
+            _c2_c1_c1_c1_c1_Exponent = ((x >> 4) & 255) + -128
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c1_c1_c1_c1_Value = (V >> q) & 127
+                    _c2_c1_c1_c1_c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_c1_c1_c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_c1_c1_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                if (V >> q) & 127: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
-                if _neg: _c2_c1_c1_c1_c1_Value = -_c2_c1_c1_c1_c1_Value - 1
-                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(r.end - q))
-                _c2_c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
-                _c2_c1_c1_c1_RSSI.Exponent = _c2_c1_c1_c1_c1_Exponent
-                _c2_c1_c1_c1_RSSI.Value = _c2_c1_c1_c1_c1_Value
-                _c2_c1_c1_RSSIDataList = _new(iso20_wpt.WPT_LF_RxRSSIType)
-                _c2_c1_c1_RSSIDataList.TxIdentifier = _c2_c1_c1_c1_TxIdentifier
-                _c2_c1_c1_RSSIDataList.RSSI = _c2_c1_c1_c1_RSSI
-                _c2_c1_RSSIData = _new(iso20_wpt.WPT_LF_RxRSSIListType)
-                _c2_c1_RSSIData.RSSIDataList = _c2_c1_c1_RSSIDataList
-                _c2_WPT_LF_RxDataList = _new(iso20_wpt.WPT_LF_RxDataType)
-                _c2_WPT_LF_RxDataList.RxIdentifier = _c2_c1_RxIdentifier
-                _c2_WPT_LF_RxDataList.RSSIData = _c2_c1_RSSIData
-                f_LF_RxData = _new(iso20_wpt.WPT_LF_RxDataListType)
-                f_LF_RxData.WPT_LF_RxDataList = _c2_WPT_LF_RxDataList
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_c1_c1_c1_Value = (V >> q) & 127
             else:
-                raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+                r.pos = r.end - q; _c2_c1_c1_c1_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            if (V >> q) & 127: raise r.deviation('WPT_LF_DataPackageType', r.end - q)
+            if _neg: _c2_c1_c1_c1_c1_Value = -_c2_c1_c1_c1_c1_Value - 1
+            if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c2_c1_c1_c1_c1_Value, r.at(r.end - q))
+            _c2_c1_c1_c1_RSSI = _new(_K_iso20_commontypes_RationalNumberType)
+            _c2_c1_c1_c1_RSSI.Exponent = _c2_c1_c1_c1_c1_Exponent
+            _c2_c1_c1_c1_RSSI.Value = _c2_c1_c1_c1_c1_Value
+            _c2_c1_c1_RSSIDataList = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
+            _c2_c1_c1_RSSIDataList.TxIdentifier = _c2_c1_c1_c1_TxIdentifier
+            _c2_c1_c1_RSSIDataList.RSSI = _c2_c1_c1_c1_RSSI
+            _c2_c1_RSSIData = _new(_K_iso20_wpt_WPT_LF_RxRSSIListType)
+            _c2_c1_RSSIData.RSSIDataList = _c2_c1_c1_RSSIDataList
+            _c2_WPT_LF_RxDataList = _new(_K_iso20_wpt_WPT_LF_RxDataType)
+            _c2_WPT_LF_RxDataList.RxIdentifier = _c2_c1_RxIdentifier
+            _c2_WPT_LF_RxDataList.RSSIData = _c2_c1_RSSIData
+            f_LF_RxData = _new(_K_iso20_wpt_WPT_LF_RxDataListType)
+            f_LF_RxData.WPT_LF_RxDataList = _c2_WPT_LF_RxDataList
+            s = -1
+        else:
+            raise r.deviation('WPT_LF_DataPackageType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_DataPackageType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_DataPackageType)
     _obj.PackageIndex = f_PackageIndex
     _obj.LF_TxData = f_LF_TxData
     _obj.LF_RxData = f_LF_RxData
@@ -7210,105 +7202,104 @@ def _e_WPT_LF_DataPackageType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PackageIndex')
-        if s == 1:
-            if v_LF_TxData is not None:
-                el = 'LF_TxData'
-                _o = v_LF_TxData
-                _c1_WPT_LF_TxDataList = _o.WPT_LF_TxDataList
-                if not (_c1_WPT_LF_TxDataList is not None): raise EncodeError('missing content: WPT_LF_TxDataList')
-                el = 'LF_TxData/WPT_LF_TxDataList'
-                _o = _c1_WPT_LF_TxDataList
-                _c1_c1_TxIdentifier = _o.TxIdentifier
-                _c1_c1_EIRP = _o.EIRP
-                if not (_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
-                el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
-                if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
-                v <<= 5
-                n += 5
-                if _c1_c1_TxIdentifier < 128: v = (v << 9) | (_c1_c1_TxIdentifier << 1); n += 9
-                elif _c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_c1_TxIdentifier] << 1); n += 17
-                elif _c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
-                if not (_c1_c1_EIRP is not None): raise EncodeError('missing content: EIRP')
-                el = 'LF_TxData/WPT_LF_TxDataList/EIRP'
-                _o = _c1_c1_EIRP
-                _c1_c1_c1_Exponent = _o.Exponent
-                _c1_c1_c1_Value = _o.Value
-                if not (_c1_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
-                if not -128 <= _c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_Exponent!r} outside [-128, 127]')
-                if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
-                if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
-                n += 15
-                _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
-                if _m < 128: v = (v << 13) | (_m << 5); n += 13
-                elif _m < 16384: v = (v << 21) | (_V2[_m] << 5); n += 21
-                elif _m < 2097152: v = (v << 29) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 5); n += 29
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 5); n = w.n + 5
-                v_LF_TxData = None
-                if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
-                s = -1
-            elif v_LF_RxData is not None:
-                el = 'LF_RxData'
-                _o = v_LF_RxData
-                _c2_WPT_LF_RxDataList = _o.WPT_LF_RxDataList
-                if not (_c2_WPT_LF_RxDataList is not None): raise EncodeError('missing content: WPT_LF_RxDataList')
-                el = 'LF_RxData/WPT_LF_RxDataList'
-                _o = _c2_WPT_LF_RxDataList
-                _c2_c1_RxIdentifier = _o.RxIdentifier
-                _c2_c1_RSSIData = _o.RSSIData
-                if not (_c2_c1_RxIdentifier is not None): raise EncodeError('missing content: RxIdentifier')
-                el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
-                if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: raise EncodeError(f'value {_c2_c1_RxIdentifier!r} outside [1, 4294967295]')
-                v = (v << 5) | (1 << 3)
-                n += 5
-                if _c2_c1_RxIdentifier < 128: v = (v << 9) | (_c2_c1_RxIdentifier << 1); n += 9
-                elif _c2_c1_RxIdentifier < 16384: v = (v << 17) | (_V2[_c2_c1_RxIdentifier] << 1); n += 17
-                elif _c2_c1_RxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_c1_RxIdentifier & 16383] | 128) << 8) | (_c2_c1_RxIdentifier >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_c1_RxIdentifier); v = (w.v << 1); n = w.n + 1
-                if not (_c2_c1_RSSIData is not None): raise EncodeError('missing content: RSSIData')
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData'
-                _o = _c2_c1_RSSIData
-                _c2_c1_c1_RSSIDataList = _o.RSSIDataList
-                if not (_c2_c1_c1_RSSIDataList is not None): raise EncodeError('missing content: RSSIDataList')
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList'
-                _o = _c2_c1_c1_RSSIDataList
-                _c2_c1_c1_c1_TxIdentifier = _o.TxIdentifier
-                _c2_c1_c1_c1_RSSI = _o.RSSI
-                if not (_c2_c1_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
-                if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c2_c1_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
-                v <<= 4
-                n += 4
-                if _c2_c1_c1_c1_TxIdentifier < 128: v = (v << 9) | (_c2_c1_c1_c1_TxIdentifier << 1); n += 9
-                elif _c2_c1_c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c2_c1_c1_c1_TxIdentifier] << 1); n += 17
-                elif _c2_c1_c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c2_c1_c1_c1_TxIdentifier >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_c1_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
-                if not (_c2_c1_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
-                _o = _c2_c1_c1_c1_RSSI
-                _c2_c1_c1_c1_c1_Exponent = _o.Exponent
-                _c2_c1_c1_c1_c1_Value = _o.Value
-                if not (_c2_c1_c1_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
-                if not -128 <= _c2_c1_c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Exponent!r} outside [-128, 127]')
-                if not (_c2_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
-                if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 15) | ((_c2_c1_c1_c1_c1_Exponent - -128) << 4) | (_c2_c1_c1_c1_c1_Value < 0)
-                n += 15
-                _m = (-_c2_c1_c1_c1_c1_Value - 1 if _c2_c1_c1_c1_c1_Value < 0 else _c2_c1_c1_c1_c1_Value)
-                if _m < 128: v = (v << 15) | (_m << 7); n += 15
-                elif _m < 16384: v = (v << 23) | (_V2[_m] << 7); n += 23
-                elif _m < 2097152: v = (v << 31) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 7); n += 31
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 7); n = w.n + 7
-                v_LF_RxData = None
-                if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of LF_TxData, LF_RxData')
+        if v_LF_TxData is not None:
+            el = 'LF_TxData'
+            _o = v_LF_TxData
+            _c1_WPT_LF_TxDataList = _o.WPT_LF_TxDataList
+            if not (_c1_WPT_LF_TxDataList is not None): raise EncodeError('missing content: WPT_LF_TxDataList')
+            el = 'LF_TxData/WPT_LF_TxDataList'
+            _o = _c1_WPT_LF_TxDataList
+            _c1_c1_TxIdentifier = _o.TxIdentifier
+            _c1_c1_EIRP = _o.EIRP
+            if not (_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+            el = 'LF_TxData/WPT_LF_TxDataList/TxIdentifier'
+            if _c1_c1_TxIdentifier < 1 or _c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
+            v <<= 5
+            n += 5
+            if _c1_c1_TxIdentifier < 128: v = (v << 9) | (_c1_c1_TxIdentifier << 1); n += 9
+            elif _c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c1_c1_TxIdentifier] << 1); n += 17
+            elif _c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c1_c1_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
+            if not (_c1_c1_EIRP is not None): raise EncodeError('missing content: EIRP')
+            el = 'LF_TxData/WPT_LF_TxDataList/EIRP'
+            _o = _c1_c1_EIRP
+            _c1_c1_c1_Exponent = _o.Exponent
+            _c1_c1_c1_Value = _o.Value
+            if not (_c1_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Exponent'
+            if not -128 <= _c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c1_c1_c1_Exponent!r} outside [-128, 127]')
+            if not (_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'LF_TxData/WPT_LF_TxDataList/EIRP/Value'
+            if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c1_c1_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c1_c1_c1_Exponent - -128) << 4) | (_c1_c1_c1_Value < 0)
+            n += 15
+            _m = (-_c1_c1_c1_Value - 1 if _c1_c1_c1_Value < 0 else _c1_c1_c1_Value)
+            if _m < 128: v = (v << 13) | (_m << 5); n += 13
+            elif _m < 16384: v = (v << 21) | (_V2[_m] << 5); n += 21
+            elif _m < 2097152: v = (v << 29) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 5); n += 29
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 5); n = w.n + 5
+            v_LF_TxData = None
+            if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
+            s = -1
+        elif v_LF_RxData is not None:
+            el = 'LF_RxData'
+            _o = v_LF_RxData
+            _c2_WPT_LF_RxDataList = _o.WPT_LF_RxDataList
+            if not (_c2_WPT_LF_RxDataList is not None): raise EncodeError('missing content: WPT_LF_RxDataList')
+            el = 'LF_RxData/WPT_LF_RxDataList'
+            _o = _c2_WPT_LF_RxDataList
+            _c2_c1_RxIdentifier = _o.RxIdentifier
+            _c2_c1_RSSIData = _o.RSSIData
+            if not (_c2_c1_RxIdentifier is not None): raise EncodeError('missing content: RxIdentifier')
+            el = 'LF_RxData/WPT_LF_RxDataList/RxIdentifier'
+            if _c2_c1_RxIdentifier < 1 or _c2_c1_RxIdentifier > 4294967295: raise EncodeError(f'value {_c2_c1_RxIdentifier!r} outside [1, 4294967295]')
+            v = (v << 5) | (1 << 3)
+            n += 5
+            if _c2_c1_RxIdentifier < 128: v = (v << 9) | (_c2_c1_RxIdentifier << 1); n += 9
+            elif _c2_c1_RxIdentifier < 16384: v = (v << 17) | (_V2[_c2_c1_RxIdentifier] << 1); n += 17
+            elif _c2_c1_RxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_c1_RxIdentifier & 16383] | 128) << 8) | (_c2_c1_RxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_c1_RxIdentifier); v = (w.v << 1); n = w.n + 1
+            if not (_c2_c1_RSSIData is not None): raise EncodeError('missing content: RSSIData')
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData'
+            _o = _c2_c1_RSSIData
+            _c2_c1_c1_RSSIDataList = _o.RSSIDataList
+            if not (_c2_c1_c1_RSSIDataList is not None): raise EncodeError('missing content: RSSIDataList')
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList'
+            _o = _c2_c1_c1_RSSIDataList
+            _c2_c1_c1_c1_TxIdentifier = _o.TxIdentifier
+            _c2_c1_c1_c1_RSSI = _o.RSSI
+            if not (_c2_c1_c1_c1_TxIdentifier is not None): raise EncodeError('missing content: TxIdentifier')
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/TxIdentifier'
+            if _c2_c1_c1_c1_TxIdentifier < 1 or _c2_c1_c1_c1_TxIdentifier > 4294967295: raise EncodeError(f'value {_c2_c1_c1_c1_TxIdentifier!r} outside [1, 4294967295]')
+            v <<= 4
+            n += 4
+            if _c2_c1_c1_c1_TxIdentifier < 128: v = (v << 9) | (_c2_c1_c1_c1_TxIdentifier << 1); n += 9
+            elif _c2_c1_c1_c1_TxIdentifier < 16384: v = (v << 17) | (_V2[_c2_c1_c1_c1_TxIdentifier] << 1); n += 17
+            elif _c2_c1_c1_c1_TxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c2_c1_c1_c1_TxIdentifier & 16383] | 128) << 8) | (_c2_c1_c1_c1_TxIdentifier >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_c1_c1_c1_TxIdentifier); v = (w.v << 1); n = w.n + 1
+            if not (_c2_c1_c1_c1_RSSI is not None): raise EncodeError('missing content: RSSI')
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI'
+            _o = _c2_c1_c1_c1_RSSI
+            _c2_c1_c1_c1_c1_Exponent = _o.Exponent
+            _c2_c1_c1_c1_c1_Value = _o.Value
+            if not (_c2_c1_c1_c1_c1_Exponent is not None): raise EncodeError('missing content: Exponent')
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Exponent'
+            if not -128 <= _c2_c1_c1_c1_c1_Exponent <= 127: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Exponent!r} outside [-128, 127]')
+            if not (_c2_c1_c1_c1_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'LF_RxData/WPT_LF_RxDataList/RSSIData/RSSIDataList/RSSI/Value'
+            if _c2_c1_c1_c1_c1_Value < -32768 or _c2_c1_c1_c1_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_c1_c1_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 15) | ((_c2_c1_c1_c1_c1_Exponent - -128) << 4) | (_c2_c1_c1_c1_c1_Value < 0)
+            n += 15
+            _m = (-_c2_c1_c1_c1_c1_Value - 1 if _c2_c1_c1_c1_c1_Value < 0 else _c2_c1_c1_c1_c1_Value)
+            if _m < 128: v = (v << 15) | (_m << 7); n += 15
+            elif _m < 16384: v = (v << 23) | (_V2[_m] << 7); n += 23
+            elif _m < 2097152: v = (v << 31) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 7); n += 31
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 7); n = w.n + 7
+            v_LF_RxData = None
+            if v_PackageIndex is not None or v_LF_TxData is not None or v_LF_RxData is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of LF_TxData, LF_RxData')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7430,7 +7421,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c1_Coord_Z = -_c1_c1_Coord_Z - 1
         if _c1_c1_Coord_Z < -32768 or _c1_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c1_Coord_Z, r.at(r.end - q))
-        _c1_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
+        _c1_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
         _c1_TxRxPosition.Coord_X = _c1_c1_Coord_X
         _c1_TxRxPosition.Coord_Y = _c1_c1_Coord_Y
         _c1_TxRxPosition.Coord_Z = _c1_c1_Coord_Z
@@ -7511,11 +7502,11 @@ def _d_WPT_LF_ReceiverDataType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c1_c2_Coord_Z = -_c1_c2_Coord_Z - 1
         if _c1_c2_Coord_Z < -32768 or _c1_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_c2_Coord_Z, r.at(r.end - q))
-        _c1_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
+        _c1_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
         _c1_TxRxOrientation.Coord_X = _c1_c2_Coord_X
         _c1_TxRxOrientation.Coord_Y = _c1_c2_Coord_Y
         _c1_TxRxOrientation.Coord_Z = _c1_c2_Coord_Z
-        _v = _new(iso20_wpt.WPT_TxRxSpecDataType)
+        _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
         _v.TxRxIdentifier = _c1_TxRxIdentifier
         _v.TxRxPosition = _c1_TxRxPosition
         _v.TxRxOrientation = _c1_TxRxOrientation
@@ -7625,7 +7616,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
         if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
-        _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
+        _c2_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
         _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
         _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
         _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
@@ -7706,228 +7697,227 @@ def _d_WPT_LF_ReceiverDataType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
         if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
-        _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
+        _c2_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
         _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
         _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
         _c2_TxRxOrientation.Coord_Z = _c2_c2_Coord_Z
-        _v = _new(iso20_wpt.WPT_TxRxSpecDataType)
+        _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
         _v.TxRxIdentifier = _c2_TxRxIdentifier
         _v.TxRxPosition = _c2_TxRxPosition
         _v.TxRxOrientation = _c2_TxRxOrientation
         f_RxSpecData.append(_v)
         s = 3
-        if s == 3:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    el = 'RxSpecData/TxRxIdentifier'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_TxRxIdentifier = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_TxRxIdentifier = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                el = 'RxSpecData/TxRxIdentifier'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_TxRxIdentifier = (V >> q) & 127
+                        _c3_TxRxIdentifier = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_TxRxIdentifier = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_TxRxIdentifier = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
-                    el = 'RxSpecData/TxRxPosition/Coord_X'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c1_Coord_X = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c1_Coord_X = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_TxRxIdentifier = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_TxRxIdentifier = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 30: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxSpecDataType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
+                el = 'RxSpecData/TxRxPosition/Coord_X'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_c1_Coord_X = (V >> q) & 127
+                        _c3_c1_Coord_X = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_c1_Coord_X = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_c1_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
-                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
-                    el = 'RxSpecData/TxRxPosition/Coord_Y'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c1_Coord_Y = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c1_Coord_Y = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Coord_X = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_c1_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c3_c1_Coord_X = -_c3_c1_Coord_X - 1
+                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c1_Coord_X, r.at(r.end - q))
+                el = 'RxSpecData/TxRxPosition/Coord_Y'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_c1_Coord_Y = (V >> q) & 127
+                        _c3_c1_Coord_Y = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_c1_Coord_Y = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_c1_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
-                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
-                    el = 'RxSpecData/TxRxPosition/Coord_Z'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c1_Coord_Z = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c1_Coord_Z = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Coord_Y = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_c1_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c3_c1_Coord_Y = -_c3_c1_Coord_Y - 1
+                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c1_Coord_Y, r.at(r.end - q))
+                el = 'RxSpecData/TxRxPosition/Coord_Z'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_c1_Coord_Z = (V >> q) & 127
+                        _c3_c1_Coord_Z = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_c1_Coord_Z = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_c1_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 6
-                    if q < 0: V, q = r.slideq(q, 6)
-                    x = (V >> q) & 63
-                    if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
-                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
-                    _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
-                    _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
-                    _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
-                    _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
-                    el = 'RxSpecData/TxRxOrientation/Coord_X'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c2_Coord_X = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c2_Coord_X = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c1_Coord_Z = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_c1_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 62: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
+                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
+                _c3_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
+                _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
+                _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
+                _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
+                el = 'RxSpecData/TxRxOrientation/Coord_X'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_c2_Coord_X = (V >> q) & 127
+                        _c3_c2_Coord_X = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_c2_Coord_X = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_c2_Coord_X = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
-                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
-                    el = 'RxSpecData/TxRxOrientation/Coord_Y'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c2_Coord_Y = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c2_Coord_Y = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Coord_X = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_c2_Coord_X = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c3_c2_Coord_X = -_c3_c2_Coord_X - 1
+                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: r.facet('WPT_CoordinateXYZType/Coord_X', 'range [-32768, 32767]', _c3_c2_Coord_X, r.at(r.end - q))
+                el = 'RxSpecData/TxRxOrientation/Coord_Y'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_c2_Coord_Y = (V >> q) & 127
+                        _c3_c2_Coord_Y = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_c2_Coord_Y = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_c2_Coord_Y = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
-                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
-                    el = 'RxSpecData/TxRxOrientation/Coord_Z'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c3_c2_Coord_Z = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c3_c2_Coord_Z = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c3_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Coord_Y = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c3_c2_Coord_Y = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c3_c2_Coord_Y = -_c3_c2_Coord_Y - 1
+                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: r.facet('WPT_CoordinateXYZType/Coord_Y', 'range [-32768, 32767]', _c3_c2_Coord_Y, r.at(r.end - q))
+                el = 'RxSpecData/TxRxOrientation/Coord_Z'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c3_c2_Coord_Z = (V >> q) & 127
+                        _c3_c2_Coord_Z = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c3_c2_Coord_Z = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c3_c2_Coord_Z = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
-                    if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
-                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
-                    _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
-                    _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
-                    _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
-                    _c3_TxRxOrientation.Coord_Z = _c3_c2_Coord_Z
-                    _v = _new(iso20_wpt.WPT_TxRxSpecDataType)
-                    _v.TxRxIdentifier = _c3_TxRxIdentifier
-                    _v.TxRxPosition = _c3_TxRxPosition
-                    _v.TxRxOrientation = _c3_TxRxOrientation
-                    f_RxSpecData.append(_v)
-                    _k += 1
-                    if _k == 253:
-                        s = 256
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c3_c2_Coord_Z = (V >> q) & 127
                 else:
-                    raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                    r.pos = r.end - q; _c3_c2_Coord_Z = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
+                if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
+                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
+                _c3_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
+                _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
+                _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
+                _c3_TxRxOrientation.Coord_Z = _c3_c2_Coord_Z
+                _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
+                _v.TxRxIdentifier = _c3_TxRxIdentifier
+                _v.TxRxPosition = _c3_TxRxPosition
+                _v.TxRxOrientation = _c3_TxRxOrientation
+                f_RxSpecData.append(_v)
+                _k += 1
+                if _k == 253:
+                    s = 256
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('WPT_LF_ReceiverDataType', r.end - q)
         if s == 256:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -7936,7 +7926,7 @@ def _d_WPT_LF_ReceiverDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_ReceiverDataType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_ReceiverDataType)
     _obj.NumberOfReceivers = f_NumberOfReceivers
     _obj.RxSpecData = f_RxSpecData
     return _obj
@@ -8134,107 +8124,106 @@ def _e_WPT_LF_ReceiverDataType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of NumberOfReceivers')
-        if s == 3:
-            _k = 0
-            while True:
-                if i_RxSpecData < n_RxSpecData:
-                    el = 'RxSpecData'
-                    _o = v_RxSpecData[i_RxSpecData]
-                    _c3_TxRxIdentifier = _o.TxRxIdentifier
-                    _c3_TxRxPosition = _o.TxRxPosition
-                    _c3_TxRxOrientation = _o.TxRxOrientation
-                    if not (_c3_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
-                    el = 'RxSpecData/TxRxIdentifier'
-                    if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c3_TxRxIdentifier!r} outside [1, 4294967295]')
-                    v <<= 4
-                    n += 4
-                    if _c3_TxRxIdentifier < 128: v = (v << 9) | (_c3_TxRxIdentifier << 1); n += 9
-                    elif _c3_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c3_TxRxIdentifier] << 1); n += 17
-                    elif _c3_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
-                    if not (_c3_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
-                    el = 'RxSpecData/TxRxPosition'
-                    _o = _c3_TxRxPosition
-                    _c3_c1_Coord_X = _o.Coord_X
-                    _c3_c1_Coord_Y = _o.Coord_Y
-                    _c3_c1_Coord_Z = _o.Coord_Z
-                    if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
-                    el = 'RxSpecData/TxRxPosition/Coord_X'
-                    if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c1_Coord_X < 0)
-                    n += 4
-                    _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
-                    el = 'RxSpecData/TxRxPosition/Coord_Y'
-                    if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 3) | (_c3_c1_Coord_Y < 0)
-                    n += 3
-                    _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
-                    el = 'RxSpecData/TxRxPosition/Coord_Z'
-                    if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 3) | (_c3_c1_Coord_Z < 0)
-                    n += 3
-                    _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
-                    el = 'RxSpecData/TxRxOrientation'
-                    _o = _c3_TxRxOrientation
-                    _c3_c2_Coord_X = _o.Coord_X
-                    _c3_c2_Coord_Y = _o.Coord_Y
-                    _c3_c2_Coord_Z = _o.Coord_Z
-                    if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
-                    el = 'RxSpecData/TxRxOrientation/Coord_X'
-                    if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c3_c2_Coord_X < 0)
-                    n += 4
-                    _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
-                    el = 'RxSpecData/TxRxOrientation/Coord_Y'
-                    if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
-                    v = (v << 3) | (_c3_c2_Coord_Y < 0)
-                    n += 3
-                    _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
-                    if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                    elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                    elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                    if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
-                    el = 'RxSpecData/TxRxOrientation/Coord_Z'
-                    if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
-                    v = (v << 3) | (_c3_c2_Coord_Z < 0)
-                    n += 3
-                    _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
-                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                    i_RxSpecData += 1
-                    _k += 1
-                    if _k == 253:
-                        s = 256
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_NumberOfReceivers is not None or i_RxSpecData < n_RxSpecData: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_RxSpecData < n_RxSpecData:
+                el = 'RxSpecData'
+                _o = v_RxSpecData[i_RxSpecData]
+                _c3_TxRxIdentifier = _o.TxRxIdentifier
+                _c3_TxRxPosition = _o.TxRxPosition
+                _c3_TxRxOrientation = _o.TxRxOrientation
+                if not (_c3_TxRxIdentifier is not None): raise EncodeError('missing content: TxRxIdentifier')
+                el = 'RxSpecData/TxRxIdentifier'
+                if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: raise EncodeError(f'value {_c3_TxRxIdentifier!r} outside [1, 4294967295]')
+                v <<= 4
+                n += 4
+                if _c3_TxRxIdentifier < 128: v = (v << 9) | (_c3_TxRxIdentifier << 1); n += 9
+                elif _c3_TxRxIdentifier < 16384: v = (v << 17) | (_V2[_c3_TxRxIdentifier] << 1); n += 17
+                elif _c3_TxRxIdentifier < 2097152: v = (v << 25) | ((((_V2[_c3_TxRxIdentifier & 16383] | 128) << 8) | (_c3_TxRxIdentifier >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_TxRxIdentifier); v = (w.v << 1); n = w.n + 1
+                if not (_c3_TxRxPosition is not None): raise EncodeError('missing content: TxRxPosition')
+                el = 'RxSpecData/TxRxPosition'
+                _o = _c3_TxRxPosition
+                _c3_c1_Coord_X = _o.Coord_X
+                _c3_c1_Coord_Y = _o.Coord_Y
+                _c3_c1_Coord_Z = _o.Coord_Z
+                if not (_c3_c1_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                el = 'RxSpecData/TxRxPosition/Coord_X'
+                if _c3_c1_Coord_X < -32768 or _c3_c1_Coord_X > 32767: raise EncodeError(f'value {_c3_c1_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c3_c1_Coord_X < 0)
+                n += 4
+                _m = (-_c3_c1_Coord_X - 1 if _c3_c1_Coord_X < 0 else _c3_c1_Coord_X)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                if not (_c3_c1_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                el = 'RxSpecData/TxRxPosition/Coord_Y'
+                if _c3_c1_Coord_Y < -32768 or _c3_c1_Coord_Y > 32767: raise EncodeError(f'value {_c3_c1_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c3_c1_Coord_Y < 0)
+                n += 3
+                _m = (-_c3_c1_Coord_Y - 1 if _c3_c1_Coord_Y < 0 else _c3_c1_Coord_Y)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                if not (_c3_c1_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                el = 'RxSpecData/TxRxPosition/Coord_Z'
+                if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: raise EncodeError(f'value {_c3_c1_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c3_c1_Coord_Z < 0)
+                n += 3
+                _m = (-_c3_c1_Coord_Z - 1 if _c3_c1_Coord_Z < 0 else _c3_c1_Coord_Z)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                if not (_c3_TxRxOrientation is not None): raise EncodeError('missing content: TxRxOrientation')
+                el = 'RxSpecData/TxRxOrientation'
+                _o = _c3_TxRxOrientation
+                _c3_c2_Coord_X = _o.Coord_X
+                _c3_c2_Coord_Y = _o.Coord_Y
+                _c3_c2_Coord_Z = _o.Coord_Z
+                if not (_c3_c2_Coord_X is not None): raise EncodeError('missing content: Coord_X')
+                el = 'RxSpecData/TxRxOrientation/Coord_X'
+                if _c3_c2_Coord_X < -32768 or _c3_c2_Coord_X > 32767: raise EncodeError(f'value {_c3_c2_Coord_X!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c3_c2_Coord_X < 0)
+                n += 4
+                _m = (-_c3_c2_Coord_X - 1 if _c3_c2_Coord_X < 0 else _c3_c2_Coord_X)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                if not (_c3_c2_Coord_Y is not None): raise EncodeError('missing content: Coord_Y')
+                el = 'RxSpecData/TxRxOrientation/Coord_Y'
+                if _c3_c2_Coord_Y < -32768 or _c3_c2_Coord_Y > 32767: raise EncodeError(f'value {_c3_c2_Coord_Y!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c3_c2_Coord_Y < 0)
+                n += 3
+                _m = (-_c3_c2_Coord_Y - 1 if _c3_c2_Coord_Y < 0 else _c3_c2_Coord_Y)
+                if _m < 128: v = (v << 9) | (_m << 1); n += 9
+                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+                if not (_c3_c2_Coord_Z is not None): raise EncodeError('missing content: Coord_Z')
+                el = 'RxSpecData/TxRxOrientation/Coord_Z'
+                if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: raise EncodeError(f'value {_c3_c2_Coord_Z!r} outside [-32768, 32767]')
+                v = (v << 3) | (_c3_c2_Coord_Z < 0)
+                n += 3
+                _m = (-_c3_c2_Coord_Z - 1 if _c3_c2_Coord_Z < 0 else _c3_c2_Coord_Z)
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+                i_RxSpecData += 1
+                _k += 1
+                if _k == 253:
+                    s = 256
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_NumberOfReceivers is not None or i_RxSpecData < n_RxSpecData: raise _leftover(o)
+                s = -1
+                break
         if s == 256:
             if True:
                 v <<= 1
@@ -8330,21 +8319,21 @@ def _d_WPT_LF_RxDataListType(r):
         if (V >> q) & 63: raise r.deviation('WPT_LF_RxDataListType', r.end - q)
         if _neg: _c1_c1_c1_c1_Value = -_c1_c1_c1_c1_Value - 1
         if _c1_c1_c1_c1_Value < -32768 or _c1_c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_c1_Value, r.at(r.end - q))
-        _c1_c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
+        _c1_c1_c1_RSSI = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_c1_c1_RSSI.Exponent = _c1_c1_c1_c1_Exponent
         _c1_c1_c1_RSSI.Value = _c1_c1_c1_c1_Value
-        _c1_c1_RSSIDataList = _new(iso20_wpt.WPT_LF_RxRSSIType)
+        _c1_c1_RSSIDataList = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
         _c1_c1_RSSIDataList.TxIdentifier = _c1_c1_c1_TxIdentifier
         _c1_c1_RSSIDataList.RSSI = _c1_c1_c1_RSSI
-        _c1_RSSIData = _new(iso20_wpt.WPT_LF_RxRSSIListType)
+        _c1_RSSIData = _new(_K_iso20_wpt_WPT_LF_RxRSSIListType)
         _c1_RSSIData.RSSIDataList = _c1_c1_RSSIDataList
-        f_WPT_LF_RxDataList = _new(iso20_wpt.WPT_LF_RxDataType)
+        f_WPT_LF_RxDataList = _new(_K_iso20_wpt_WPT_LF_RxDataType)
         f_WPT_LF_RxDataList.RxIdentifier = _c1_RxIdentifier
         f_WPT_LF_RxDataList.RSSIData = _c1_RSSIData
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_RxDataListType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_RxDataListType)
     _obj.WPT_LF_RxDataList = f_WPT_LF_RxDataList
     return _obj
 
@@ -8497,18 +8486,18 @@ def _d_WPT_LF_RxDataType(r):
         if (V >> q) & 31: raise r.deviation('WPT_LF_RxDataType', r.end - q)
         if _neg: _c1_c1_c1_Value = -_c1_c1_c1_Value - 1
         if _c1_c1_c1_Value < -32768 or _c1_c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_c1_Value, r.at(r.end - q))
-        _c1_c1_RSSI = _new(iso20_commontypes.RationalNumberType)
+        _c1_c1_RSSI = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_c1_RSSI.Exponent = _c1_c1_c1_Exponent
         _c1_c1_RSSI.Value = _c1_c1_c1_Value
-        _c1_RSSIDataList = _new(iso20_wpt.WPT_LF_RxRSSIType)
+        _c1_RSSIDataList = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
         _c1_RSSIDataList.TxIdentifier = _c1_c1_TxIdentifier
         _c1_RSSIDataList.RSSI = _c1_c1_RSSI
-        f_RSSIData = _new(iso20_wpt.WPT_LF_RxRSSIListType)
+        f_RSSIData = _new(_K_iso20_wpt_WPT_LF_RxRSSIListType)
         f_RSSIData.RSSIDataList = _c1_RSSIDataList
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_RxDataType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_RxDataType)
     _obj.RxIdentifier = f_RxIdentifier
     _obj.RSSIData = f_RSSIData
     return _obj
@@ -8634,16 +8623,16 @@ def _d_WPT_LF_RxRSSIListType(r):
         if (V >> q) & 15: raise r.deviation('WPT_LF_RxRSSIListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-        _c1_RSSI = _new(iso20_commontypes.RationalNumberType)
+        _c1_RSSI = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_RSSI.Exponent = _c1_c1_Exponent
         _c1_RSSI.Value = _c1_c1_Value
-        f_RSSIDataList = _new(iso20_wpt.WPT_LF_RxRSSIType)
+        f_RSSIDataList = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
         f_RSSIDataList.TxIdentifier = _c1_TxIdentifier
         f_RSSIDataList.RSSI = _c1_RSSI
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_RxRSSIListType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_RxRSSIListType)
     _obj.RSSIDataList = f_RSSIDataList
     return _obj
 
@@ -8755,13 +8744,13 @@ def _d_WPT_LF_RxRSSIType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_RxRSSIType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_RSSI = _new(iso20_commontypes.RationalNumberType)
+        f_RSSI = _new(_K_iso20_commontypes_RationalNumberType)
         f_RSSI.Exponent = _c1_Exponent
         f_RSSI.Value = _c1_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_RxRSSIType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_RxRSSIType)
     _obj.TxIdentifier = f_TxIdentifier
     _obj.RSSI = f_RSSI
     return _obj
@@ -8840,7 +8829,7 @@ def _d_WPT_LF_SystemSetupDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_SystemSetupDataType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_SystemSetupDataType)
     _obj.LF_TransmitterSetupData = f_LF_TransmitterSetupData
     _obj.LF_ReceiverSetupData = f_LF_ReceiverSetupData
     return _obj
@@ -8928,7 +8917,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if (V >> q) & 31: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c1_Value = -_c1_Value - 1
                 if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_SignalFrequency = _new(iso20_commontypes.RationalNumberType)
+                f_SignalFrequency = _new(_K_iso20_commontypes_RationalNumberType)
                 f_SignalFrequency.Exponent = _c1_Exponent
                 f_SignalFrequency.Value = _c1_Value
                 el = 'TxSpecData/TxRxIdentifier'
@@ -9033,7 +9022,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c1_Coord_Z = -_c2_c1_Coord_Z - 1
                 if _c2_c1_Coord_Z < -32768 or _c2_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c1_Coord_Z, r.at(r.end - q))
-                _c2_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
+                _c2_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
                 _c2_TxRxPosition.Coord_X = _c2_c1_Coord_X
                 _c2_TxRxPosition.Coord_Y = _c2_c1_Coord_Y
                 _c2_TxRxPosition.Coord_Z = _c2_c1_Coord_Z
@@ -9114,11 +9103,11 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c2_c2_Coord_Z = -_c2_c2_Coord_Z - 1
                 if _c2_c2_Coord_Z < -32768 or _c2_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_c2_Coord_Z, r.at(r.end - q))
-                _c2_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
+                _c2_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
                 _c2_TxRxOrientation.Coord_X = _c2_c2_Coord_X
                 _c2_TxRxOrientation.Coord_Y = _c2_c2_Coord_Y
                 _c2_TxRxOrientation.Coord_Z = _c2_c2_Coord_Z
-                _v = _new(iso20_wpt.WPT_TxRxSpecDataType)
+                _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
                 _v.TxRxIdentifier = _c2_TxRxIdentifier
                 _v.TxRxPosition = _c2_TxRxPosition
                 _v.TxRxOrientation = _c2_TxRxOrientation
@@ -9228,7 +9217,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c1_Coord_Z = -_c3_c1_Coord_Z - 1
                 if _c3_c1_Coord_Z < -32768 or _c3_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c1_Coord_Z, r.at(r.end - q))
-                _c3_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
+                _c3_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
                 _c3_TxRxPosition.Coord_X = _c3_c1_Coord_X
                 _c3_TxRxPosition.Coord_Y = _c3_c1_Coord_Y
                 _c3_TxRxPosition.Coord_Z = _c3_c1_Coord_Z
@@ -9309,11 +9298,11 @@ def _d_WPT_LF_TransmitterDataType(r):
                 if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                 if _neg: _c3_c2_Coord_Z = -_c3_c2_Coord_Z - 1
                 if _c3_c2_Coord_Z < -32768 or _c3_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c3_c2_Coord_Z, r.at(r.end - q))
-                _c3_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
+                _c3_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
                 _c3_TxRxOrientation.Coord_X = _c3_c2_Coord_X
                 _c3_TxRxOrientation.Coord_Y = _c3_c2_Coord_Y
                 _c3_TxRxOrientation.Coord_Z = _c3_c2_Coord_Z
-                _v = _new(iso20_wpt.WPT_TxRxSpecDataType)
+                _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
                 _v.TxRxIdentifier = _c3_TxRxIdentifier
                 _v.TxRxPosition = _c3_TxRxPosition
                 _v.TxRxOrientation = _c3_TxRxOrientation
@@ -9431,7 +9420,7 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if x & 62: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c1_Coord_Z = -_c4_c1_Coord_Z - 1
                         if _c4_c1_Coord_Z < -32768 or _c4_c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c1_Coord_Z, r.at(r.end - q))
-                        _c4_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
+                        _c4_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
                         _c4_TxRxPosition.Coord_X = _c4_c1_Coord_X
                         _c4_TxRxPosition.Coord_Y = _c4_c1_Coord_Y
                         _c4_TxRxPosition.Coord_Z = _c4_c1_Coord_Z
@@ -9512,11 +9501,11 @@ def _d_WPT_LF_TransmitterDataType(r):
                         if (V >> q) & 7: raise r.deviation('WPT_LF_TransmitterDataType', r.end - q)
                         if _neg: _c4_c2_Coord_Z = -_c4_c2_Coord_Z - 1
                         if _c4_c2_Coord_Z < -32768 or _c4_c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c4_c2_Coord_Z, r.at(r.end - q))
-                        _c4_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
+                        _c4_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
                         _c4_TxRxOrientation.Coord_X = _c4_c2_Coord_X
                         _c4_TxRxOrientation.Coord_Y = _c4_c2_Coord_Y
                         _c4_TxRxOrientation.Coord_Z = _c4_c2_Coord_Z
-                        _v = _new(iso20_wpt.WPT_TxRxSpecDataType)
+                        _v = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
                         _v.TxRxIdentifier = _c4_TxRxIdentifier
                         _v.TxRxPosition = _c4_TxRxPosition
                         _v.TxRxOrientation = _c4_TxRxOrientation
@@ -9564,7 +9553,7 @@ def _d_WPT_LF_TransmitterDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_TransmitterDataType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_TransmitterDataType)
     _obj.NumberOfTransmitters = f_NumberOfTransmitters
     _obj.SignalFrequency = f_SignalFrequency
     _obj.TxSpecData = f_TxSpecData
@@ -9986,16 +9975,16 @@ def _d_WPT_LF_TxDataListType(r):
         if (V >> q) & 15: raise r.deviation('WPT_LF_TxDataListType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-        _c1_EIRP = _new(iso20_commontypes.RationalNumberType)
+        _c1_EIRP = _new(_K_iso20_commontypes_RationalNumberType)
         _c1_EIRP.Exponent = _c1_c1_Exponent
         _c1_EIRP.Value = _c1_c1_Value
-        f_WPT_LF_TxDataList = _new(iso20_wpt.WPT_LF_TxDataType)
+        f_WPT_LF_TxDataList = _new(_K_iso20_wpt_WPT_LF_TxDataType)
         f_WPT_LF_TxDataList.TxIdentifier = _c1_TxIdentifier
         f_WPT_LF_TxDataList.EIRP = _c1_EIRP
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_TxDataListType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_TxDataListType)
     _obj.WPT_LF_TxDataList = f_WPT_LF_TxDataList
     return _obj
 
@@ -10107,13 +10096,13 @@ def _d_WPT_LF_TxDataType(r):
         if (V >> q) & 7: raise r.deviation('WPT_LF_TxDataType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_EIRP = _new(iso20_commontypes.RationalNumberType)
+        f_EIRP = _new(_K_iso20_commontypes_RationalNumberType)
         f_EIRP.Exponent = _c1_Exponent
         f_EIRP.Value = _c1_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_LF_TxDataType)
+    _obj = _new(_K_iso20_wpt_WPT_LF_TxDataType)
     _obj.TxIdentifier = f_TxIdentifier
     _obj.EIRP = f_EIRP
     return _obj
@@ -10177,32 +10166,31 @@ def _d_WPT_PairingMethodListType(r):
         else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
         f_WPT_PairingMethod.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 17: raise r.deviation('WPT_PairingMethodListType', r.end - q)
-                    el = 'WPT_PairingMethod'
-                    _v = ((x >> 1) & 7)
-                    if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
-                    else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
-                    f_WPT_PairingMethod.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 17: raise r.deviation('WPT_PairingMethodListType', r.end - q)
+                el = 'WPT_PairingMethod'
+                _v = ((x >> 1) & 7)
+                if _v >= 6: _v = r.enum_index('WPT_PairingMethodListType/_v', _v, 6, r.at(r.end - q))
+                else: _v = _E_iso20_wpt_WPT_PairingMethodType[_v]
+                f_WPT_PairingMethod.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
-                else:
-                    raise r.deviation('WPT_PairingMethodListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('WPT_PairingMethodListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10211,7 +10199,7 @@ def _d_WPT_PairingMethodListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_PairingMethodListType)
+    _obj = _new(_K_iso20_wpt_WPT_PairingMethodListType)
     _obj.WPT_PairingMethod = f_WPT_PairingMethod
     return _obj
 
@@ -10234,26 +10222,25 @@ def _e_WPT_PairingMethodListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of WPT_PairingMethod')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_WPT_PairingMethod < n_WPT_PairingMethod:
-                    el = 'WPT_PairingMethod'
-                    _i2 = _I_iso20_wpt_WPT_PairingMethodType.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
-                    if _i2 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
-                    v = (v << 7) | (_i2 << 1)
-                    n += 7
-                    i_WPT_PairingMethod += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_WPT_PairingMethod < n_WPT_PairingMethod: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_WPT_PairingMethod < n_WPT_PairingMethod:
+                el = 'WPT_PairingMethod'
+                _i2 = _I_iso20_wpt_WPT_PairingMethodType.get(v_WPT_PairingMethod[i_WPT_PairingMethod])
+                if _i2 is None: raise EncodeError(f'{v_WPT_PairingMethod[i_WPT_PairingMethod]!r} is not one of the enumeration WPT_PairingMethodType')
+                v = (v << 7) | (_i2 << 1)
+                n += 7
+                i_WPT_PairingMethod += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_WPT_PairingMethod < n_WPT_PairingMethod: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -10322,22 +10309,21 @@ def _d_WPT_PairingReqType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -10351,90 +10337,88 @@ def _d_WPT_PairingReqType(r):
         else: f_EVProcessing = _E_iso20_commontypes_processingType[f_EVProcessing]
         ec = (x & 3)
         s = 2
-        if s == 2:
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
+            el = 'ObservedIDCode'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    f_ObservedIDCode = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_ObservedIDCode = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_ObservedIDCode = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 57: raise r.deviation('WPT_PairingReqType', r.end - q)
+            if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingReqType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
+            el = 'EVResultCode'
+            f_EVResultCode = ((x >> 1) & 3)
+            if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
+            else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
+            s = 4
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 9: raise r.deviation('WPT_PairingReqType', r.end - q)
+            el = 'EVResultCode'
+            f_EVResultCode = ((x >> 1) & 3)
+            if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
+            else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
+            s = 4
+        else:
+            raise r.deviation('WPT_PairingReqType', r.end - q)
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
-                el = 'ObservedIDCode'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ObservedIDCode = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ObservedIDCode = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    f_ObservedIDCode = (V >> q) & 127
+                x = (V >> q) & 1
+                el = 'VendorSpecificDataContainer'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                    _v = b''
                 else:
-                    r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 57: raise r.deviation('WPT_PairingReqType', r.end - q)
-                if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingReqType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
-                el = 'EVResultCode'
-                f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
-                else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
-                s = 4
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
+                f_VendorSpecificDataContainer.append(_v)
+                _k += 1
+                if _k == 16:
+                    s = 20
+                    break
             elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 9: raise r.deviation('WPT_PairingReqType', r.end - q)
-                el = 'EVResultCode'
-                f_EVResultCode = ((x >> 1) & 3)
-                if f_EVResultCode >= 3: f_EVResultCode = r.enum_index('WPT_PairingReqType/EVResultCode', f_EVResultCode, 3, r.at(r.end - q))
-                else: f_EVResultCode = _E_iso20_wpt_WPT_EVResultType[f_EVResultCode]
-                s = 4
+                pass
+                s = -1
+                break
             else:
                 raise r.deviation('WPT_PairingReqType', r.end - q)
-        if s == 4:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'VendorSpecificDataContainer'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        if _l > 256: r.facet('WPT_PairingReqType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('WPT_PairingReqType', r.end - q)
-                    f_VendorSpecificDataContainer.append(_v)
-                    _k += 1
-                    if _k == 16:
-                        s = 20
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
-                else:
-                    raise r.deviation('WPT_PairingReqType', r.end - q)
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -10443,7 +10427,7 @@ def _d_WPT_PairingReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_PairingReqType)
+    _obj = _new(_K_iso20_wpt_WPT_PairingReqType)
     _obj.Header = f_Header
     _obj.EVProcessing = f_EVProcessing
     _obj.ObservedIDCode = f_ObservedIDCode
@@ -10492,21 +10476,20 @@ def _e_WPT_PairingReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVProcessing is not None): raise EncodeError('missing content: EVProcessing')
             el = 'EVProcessing'
@@ -10519,59 +10502,57 @@ def _e_WPT_PairingReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 2:
-            if v_ObservedIDCode is not None:
-                el = 'ObservedIDCode'
-                if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
+        if v_ObservedIDCode is not None:
+            el = 'ObservedIDCode'
+            if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
+            v <<= 3
+            n += 3
+            if v_ObservedIDCode < 128: v = (v << 9) | (v_ObservedIDCode << 1); n += 9
+            elif v_ObservedIDCode < 16384: v = (v << 17) | (_V2[v_ObservedIDCode] << 1); n += 17
+            elif v_ObservedIDCode < 2097152: v = (v << 25) | ((((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = (w.v << 1); n = w.n + 1
+            v_ObservedIDCode = None
+            if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
+            el = 'EVResultCode'
+            _i3 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
+            if _i3 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+            v = (v << 5) | (_i3 << 1)
+            n += 5
+            v_EVResultCode = None
+            s = 4
+        elif v_EVResultCode is not None:
+            el = 'EVResultCode'
+            _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
+            if _i4 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
+            v = (v << 6) | (1 << 4) | (_i4 << 1)
+            n += 6
+            v_EVResultCode = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of ObservedIDCode, EVResultCode')
+        _k = 0
+        while True:
+            if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
+                el = 'VendorSpecificDataContainer'
                 v <<= 3
                 n += 3
-                if v_ObservedIDCode < 128: v = (v << 9) | (v_ObservedIDCode << 1); n += 9
-                elif v_ObservedIDCode < 16384: v = (v << 17) | (_V2[v_ObservedIDCode] << 1); n += 17
-                elif v_ObservedIDCode < 2097152: v = (v << 25) | ((((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = (w.v << 1); n = w.n + 1
-                v_ObservedIDCode = None
-                if not (v_EVResultCode is not None): raise EncodeError('missing content: EVResultCode')
-                el = 'EVResultCode'
-                _i3 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
-                if _i3 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                v = (v << 5) | (_i3 << 1)
-                n += 5
-                v_EVResultCode = None
-                s = 4
-            elif v_EVResultCode is not None:
-                el = 'EVResultCode'
-                _i4 = _I_iso20_wpt_WPT_EVResultType.get(v_EVResultCode)
-                if _i4 is None: raise EncodeError(f'{v_EVResultCode!r} is not one of the enumeration WPT_EVResultType')
-                v = (v << 6) | (1 << 4) | (_i4 << 1)
-                n += 6
-                v_EVResultCode = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of ObservedIDCode, EVResultCode')
-        if s == 4:
-            _k = 0
-            while True:
-                if i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                    el = 'VendorSpecificDataContainer'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                    if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_VendorSpecificDataContainer += 1
-                    _k += 1
-                    if _k == 16:
-                        s = 20
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_Header is not None or v_EVProcessing is not None or v_ObservedIDCode is not None or v_EVResultCode is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
-                    s = -1
+                _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_VendorSpecificDataContainer += 1
+                _k += 1
+                if _k == 16:
+                    s = 20
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_Header is not None or v_EVProcessing is not None or v_ObservedIDCode is not None or v_EVResultCode is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
+                s = -1
+                break
         if s == 20:
             if True:
                 v <<= 1
@@ -10641,22 +10622,21 @@ def _d_WPT_PairingResType(r):
         if _c1_TimeStamp > 18446744073709551615: r.facet('MessageHeaderType/TimeStamp', 'range [0, 18446744073709551615]', _c1_TimeStamp, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('MessageHeaderType', r.end - q)
-        f_Header = _new(iso20_commontypes.MessageHeaderType)
+        if ec == 0:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
+        f_Header = _new(_K_iso20_commontypes_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.TimeStamp = _c1_TimeStamp
         f_Header.Signature = _c1_Signature
@@ -10674,75 +10654,74 @@ def _d_WPT_PairingResType(r):
         else: f_EVSEProcessing = _E_iso20_commontypes_processingType[f_EVSEProcessing]
         ec = (x & 7)
         s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
-                el = 'ObservedIDCode'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ObservedIDCode = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ObservedIDCode = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+            el = 'ObservedIDCode'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_ObservedIDCode = (V >> q) & 127
+                    f_ObservedIDCode = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_ObservedIDCode = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_ObservedIDCode = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('WPT_PairingResType', r.end - q)
-                if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
-                ec = (x & 3)
-                s = 4
-            elif ec == 1:
-                el = 'AlternativeSECCList'
-                r.pos = r.end - q
-                f_AlternativeSECCList = _d_AlternativeSECCListType(r)
-                V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_ObservedIDCode = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_ObservedIDCode = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('WPT_PairingResType', r.end - q)
+            if f_ObservedIDCode < 1 or f_ObservedIDCode > 4294967295: r.facet('WPT_PairingResType/ObservedIDCode', 'range [1, 4294967295]', f_ObservedIDCode, r.at(r.end - q))
+            ec = (x & 3)
+            s = 4
+        elif ec == 1:
+            el = 'AlternativeSECCList'
+            r.pos = r.end - q
+            f_AlternativeSECCList = _d_AlternativeSECCListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 5
+        elif ec == 2:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'VendorSpecificDataContainer'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 5
-            elif ec == 2:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'VendorSpecificDataContainer'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
-                    _v = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                    if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
-                f_VendorSpecificDataContainer.append(_v)
-                s = 6
-            elif ec == 3:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('VendorSpecificDataContainer', r.end - q)
+                _v = b''
             else:
-                raise r.deviation('WPT_PairingResType', r.end - q)
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                if _l > 256: r.facet('WPT_PairingResType/_v', 'length [0, 256]', _v, r.at(r.end - q))
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('WPT_PairingResType', r.end - q)
+            f_VendorSpecificDataContainer.append(_v)
+            s = 6
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('WPT_PairingResType', r.end - q)
         if s == 4:
             if ec == 0:
                 el = 'AlternativeSECCList'
@@ -10857,7 +10836,7 @@ def _d_WPT_PairingResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_PairingResType)
+    _obj = _new(_K_iso20_wpt_WPT_PairingResType)
     _obj.Header = f_Header
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -10908,21 +10887,20 @@ def _e_WPT_PairingResType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 2:
-                if _c1_Signature is not None:
-                    el = 'Header/Signature'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_Signature is not None:
+                el = 'Header/Signature'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ResponseCode is not None): raise EncodeError('missing content: ResponseCode')
             el = 'ResponseCode'
@@ -10940,44 +10918,43 @@ def _e_WPT_PairingResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of Header')
-        if s == 3:
-            if v_ObservedIDCode is not None:
-                el = 'ObservedIDCode'
-                if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
-                v <<= 4
-                n += 4
-                if v_ObservedIDCode < 128: v = (v << 9) | (v_ObservedIDCode << 1); n += 9
-                elif v_ObservedIDCode < 16384: v = (v << 17) | (_V2[v_ObservedIDCode] << 1); n += 17
-                elif v_ObservedIDCode < 2097152: v = (v << 25) | ((((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = (w.v << 1); n = w.n + 1
-                v_ObservedIDCode = None
-                s = 4
-            elif v_AlternativeSECCList is not None:
-                el = 'AlternativeSECCList'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                _e_AlternativeSECCListType(w, v_AlternativeSECCList)
-                v = w.v; n = w.n
-                v_AlternativeSECCList = None
-                s = 5
-            elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
-                el = 'VendorSpecificDataContainer'
-                v = (v << 4) | (2 << 1)
-                n += 4
-                _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
-                if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_VendorSpecificDataContainer += 1
-                s = 6
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_ObservedIDCode is not None or v_AlternativeSECCList is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
-                s = -1
+        if v_ObservedIDCode is not None:
+            el = 'ObservedIDCode'
+            if v_ObservedIDCode < 1 or v_ObservedIDCode > 4294967295: raise EncodeError(f'value {v_ObservedIDCode!r} outside [1, 4294967295]')
+            v <<= 4
+            n += 4
+            if v_ObservedIDCode < 128: v = (v << 9) | (v_ObservedIDCode << 1); n += 9
+            elif v_ObservedIDCode < 16384: v = (v << 17) | (_V2[v_ObservedIDCode] << 1); n += 17
+            elif v_ObservedIDCode < 2097152: v = (v << 25) | ((((_V2[v_ObservedIDCode & 16383] | 128) << 8) | (v_ObservedIDCode >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_ObservedIDCode); v = (w.v << 1); n = w.n + 1
+            v_ObservedIDCode = None
+            s = 4
+        elif v_AlternativeSECCList is not None:
+            el = 'AlternativeSECCList'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            _e_AlternativeSECCListType(w, v_AlternativeSECCList)
+            v = w.v; n = w.n
+            v_AlternativeSECCList = None
+            s = 5
+        elif i_VendorSpecificDataContainer < n_VendorSpecificDataContainer:
+            el = 'VendorSpecificDataContainer'
+            v = (v << 4) | (2 << 1)
+            n += 4
+            _l = len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])
+            if _l > 256: raise EncodeError(f'length {len(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer])} outside [0, 256]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer], 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_VendorSpecificDataContainer[i_VendorSpecificDataContainer]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_VendorSpecificDataContainer += 1
+            s = 6
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_Header is not None or v_ResponseCode is not None or v_EVSEProcessing is not None or v_ObservedIDCode is not None or v_AlternativeSECCList is not None or i_VendorSpecificDataContainer < n_VendorSpecificDataContainer: raise _leftover(o)
+            s = -1
         if s == 4:
             if v_AlternativeSECCList is not None:
                 el = 'AlternativeSECCList'
@@ -11096,13 +11073,13 @@ def _d_WPT_SPCPowerControlParameterType(r):
         if (V >> q) & 7: raise r.deviation('WPT_SPCPowerControlParameterType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('RationalNumberType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_SPCPrimaryDeviceCoilCurrentInformation = _new(iso20_commontypes.RationalNumberType)
+        f_SPCPrimaryDeviceCoilCurrentInformation = _new(_K_iso20_commontypes_RationalNumberType)
         f_SPCPrimaryDeviceCoilCurrentInformation.Exponent = _c1_Exponent
         f_SPCPrimaryDeviceCoilCurrentInformation.Value = _c1_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_SPCPowerControlParameterType)
+    _obj = _new(_K_iso20_wpt_WPT_SPCPowerControlParameterType)
     _obj.SPCPrimaryDeviceCoilCurrentInformation = f_SPCPrimaryDeviceCoilCurrentInformation
     return _obj
 
@@ -11200,7 +11177,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 if _c1_TxRxIdentifier < 1 or _c1_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c1_TxRxIdentifier, r.at(r.end - q))
-                _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
+                _v = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c1_IndexNumber
                 _v.TxRxIdentifier = _c1_TxRxIdentifier
                 f_PulseSequenceOrder.append(_v)
@@ -11253,7 +11230,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                 if _c2_TxRxIdentifier < 1 or _c2_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c2_TxRxIdentifier, r.at(r.end - q))
-                _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
+                _v = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
                 _v.IndexNumber = _c2_IndexNumber
                 _v.TxRxIdentifier = _c2_TxRxIdentifier
                 f_PulseSequenceOrder.append(_v)
@@ -11314,7 +11291,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('WPT_TxRxPackageSpecDataType', r.end - q)
                         if _c3_TxRxIdentifier < 1 or _c3_TxRxIdentifier > 4294967295: r.facet('WPT_TxRxPulseOrderType/TxRxIdentifier', 'range [1, 4294967295]', _c3_TxRxIdentifier, r.at(r.end - q))
-                        _v = _new(iso20_wpt.WPT_TxRxPulseOrderType)
+                        _v = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
                         _v.IndexNumber = _c3_IndexNumber
                         _v.TxRxIdentifier = _c3_TxRxIdentifier
                         f_PulseSequenceOrder.append(_v)
@@ -11435,7 +11412,7 @@ def _d_WPT_TxRxPackageSpecDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_TxRxPackageSpecDataType)
+    _obj = _new(_K_iso20_wpt_WPT_TxRxPackageSpecDataType)
     _obj.PulseSequenceOrder = f_PulseSequenceOrder
     _obj.PulseSeparationTime = f_PulseSeparationTime
     _obj.PulseDuration = f_PulseDuration
@@ -11657,7 +11634,7 @@ def _d_WPT_TxRxPulseOrderType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_TxRxPulseOrderType)
+    _obj = _new(_K_iso20_wpt_WPT_TxRxPulseOrderType)
     _obj.IndexNumber = f_IndexNumber
     _obj.TxRxIdentifier = f_TxRxIdentifier
     return _obj
@@ -11809,7 +11786,7 @@ def _d_WPT_TxRxSpecDataType(r):
         if x & 62: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c1_Coord_Z = -_c1_Coord_Z - 1
         if _c1_Coord_Z < -32768 or _c1_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c1_Coord_Z, r.at(r.end - q))
-        f_TxRxPosition = _new(iso20_wpt.WPT_CoordinateXYZType)
+        f_TxRxPosition = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
         f_TxRxPosition.Coord_X = _c1_Coord_X
         f_TxRxPosition.Coord_Y = _c1_Coord_Y
         f_TxRxPosition.Coord_Z = _c1_Coord_Z
@@ -11890,14 +11867,14 @@ def _d_WPT_TxRxSpecDataType(r):
         if (V >> q) & 7: raise r.deviation('WPT_TxRxSpecDataType', r.end - q)
         if _neg: _c2_Coord_Z = -_c2_Coord_Z - 1
         if _c2_Coord_Z < -32768 or _c2_Coord_Z > 32767: r.facet('WPT_CoordinateXYZType/Coord_Z', 'range [-32768, 32767]', _c2_Coord_Z, r.at(r.end - q))
-        f_TxRxOrientation = _new(iso20_wpt.WPT_CoordinateXYZType)
+        f_TxRxOrientation = _new(_K_iso20_wpt_WPT_CoordinateXYZType)
         f_TxRxOrientation.Coord_X = _c2_Coord_X
         f_TxRxOrientation.Coord_Y = _c2_Coord_Y
         f_TxRxOrientation.Coord_Z = _c2_Coord_Z
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso20_wpt.WPT_TxRxSpecDataType)
+    _obj = _new(_K_iso20_wpt_WPT_TxRxSpecDataType)
     _obj.TxRxIdentifier = f_TxRxIdentifier
     _obj.TxRxPosition = f_TxRxPosition
     _obj.TxRxOrientation = f_TxRxOrientation

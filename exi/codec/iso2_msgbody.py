@@ -31,6 +31,57 @@ _I_iso2_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(iso2_msgdat
 _I_iso2_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(iso2_msgdatatypes.responseCodeType)}
 _I_iso2_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(iso2_msgdatatypes.serviceCategoryType)}
 _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdatatypes.unitSymbolType)}
+_K_iso2_msgbody_AuthorizationReqType = iso2_msgbody.AuthorizationReqType
+_K_iso2_msgbody_AuthorizationResType = iso2_msgbody.AuthorizationResType
+_K_iso2_msgbody_BodyBaseType = iso2_msgbody.BodyBaseType
+_K_iso2_msgbody_BodyType = iso2_msgbody.BodyType
+_K_iso2_msgbody_CableCheckReqType = iso2_msgbody.CableCheckReqType
+_K_iso2_msgbody_CableCheckResType = iso2_msgbody.CableCheckResType
+_K_iso2_msgbody_CertificateInstallationReqType = iso2_msgbody.CertificateInstallationReqType
+_K_iso2_msgbody_CertificateInstallationResType = iso2_msgbody.CertificateInstallationResType
+_K_iso2_msgbody_CertificateUpdateReqType = iso2_msgbody.CertificateUpdateReqType
+_K_iso2_msgbody_CertificateUpdateResType = iso2_msgbody.CertificateUpdateResType
+_K_iso2_msgbody_ChargeParameterDiscoveryReqType = iso2_msgbody.ChargeParameterDiscoveryReqType
+_K_iso2_msgbody_ChargeParameterDiscoveryResType = iso2_msgbody.ChargeParameterDiscoveryResType
+_K_iso2_msgbody_ChargingStatusReqType = iso2_msgbody.ChargingStatusReqType
+_K_iso2_msgbody_ChargingStatusResType = iso2_msgbody.ChargingStatusResType
+_K_iso2_msgbody_CurrentDemandReqType = iso2_msgbody.CurrentDemandReqType
+_K_iso2_msgbody_CurrentDemandResType = iso2_msgbody.CurrentDemandResType
+_K_iso2_msgbody_MeteringReceiptReqType = iso2_msgbody.MeteringReceiptReqType
+_K_iso2_msgbody_MeteringReceiptResType = iso2_msgbody.MeteringReceiptResType
+_K_iso2_msgbody_PaymentDetailsReqType = iso2_msgbody.PaymentDetailsReqType
+_K_iso2_msgbody_PaymentDetailsResType = iso2_msgbody.PaymentDetailsResType
+_K_iso2_msgbody_PaymentServiceSelectionReqType = iso2_msgbody.PaymentServiceSelectionReqType
+_K_iso2_msgbody_PaymentServiceSelectionResType = iso2_msgbody.PaymentServiceSelectionResType
+_K_iso2_msgbody_PowerDeliveryReqType = iso2_msgbody.PowerDeliveryReqType
+_K_iso2_msgbody_PowerDeliveryResType = iso2_msgbody.PowerDeliveryResType
+_K_iso2_msgbody_PreChargeReqType = iso2_msgbody.PreChargeReqType
+_K_iso2_msgbody_PreChargeResType = iso2_msgbody.PreChargeResType
+_K_iso2_msgbody_ServiceDetailReqType = iso2_msgbody.ServiceDetailReqType
+_K_iso2_msgbody_ServiceDetailResType = iso2_msgbody.ServiceDetailResType
+_K_iso2_msgbody_ServiceDiscoveryReqType = iso2_msgbody.ServiceDiscoveryReqType
+_K_iso2_msgbody_ServiceDiscoveryResType = iso2_msgbody.ServiceDiscoveryResType
+_K_iso2_msgbody_SessionSetupReqType = iso2_msgbody.SessionSetupReqType
+_K_iso2_msgbody_SessionSetupResType = iso2_msgbody.SessionSetupResType
+_K_iso2_msgbody_SessionStopReqType = iso2_msgbody.SessionStopReqType
+_K_iso2_msgbody_SessionStopResType = iso2_msgbody.SessionStopResType
+_K_iso2_msgbody_WeldingDetectionReqType = iso2_msgbody.WeldingDetectionReqType
+_K_iso2_msgbody_WeldingDetectionResType = iso2_msgbody.WeldingDetectionResType
+_K_iso2_msgdatatypes_AC_EVSEChargeParameterType = iso2_msgdatatypes.AC_EVSEChargeParameterType
+_K_iso2_msgdatatypes_AC_EVSEStatusType = iso2_msgdatatypes.AC_EVSEStatusType
+_K_iso2_msgdatatypes_CertificateChainType = iso2_msgdatatypes.CertificateChainType
+_K_iso2_msgdatatypes_ChargeServiceType = iso2_msgdatatypes.ChargeServiceType
+_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType
+_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType = iso2_msgdatatypes.DC_EVPowerDeliveryParameterType
+_K_iso2_msgdatatypes_DC_EVSEStatusType = iso2_msgdatatypes.DC_EVSEStatusType
+_K_iso2_msgdatatypes_DC_EVStatusType = iso2_msgdatatypes.DC_EVStatusType
+_K_iso2_msgdatatypes_DiffieHellmanPublickeyType = iso2_msgdatatypes.DiffieHellmanPublickeyType
+_K_iso2_msgdatatypes_EVChargeParameterType = iso2_msgdatatypes.EVChargeParameterType
+_K_iso2_msgdatatypes_EVPowerDeliveryParameterType = iso2_msgdatatypes.EVPowerDeliveryParameterType
+_K_iso2_msgdatatypes_EVSEChargeParameterType = iso2_msgdatatypes.EVSEChargeParameterType
+_K_iso2_msgdatatypes_EVSEStatusType = iso2_msgdatatypes.EVSEStatusType
+_K_iso2_msgdatatypes_PhysicalValueType = iso2_msgdatatypes.PhysicalValueType
+_K_iso2_msgdatatypes_SASchedulesType = iso2_msgdatatypes.SASchedulesType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__b__z1__z1__z1__b = _fields_table(9, ((8, 1, 'bool', None), (4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVErrorCodeType),))
@@ -106,7 +157,7 @@ def _d_AuthorizationReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.AuthorizationReqType)
+    _obj = _new(_K_iso2_msgbody_AuthorizationReqType)
     _obj.Id = f_Id
     _obj.GenChallenge = f_GenChallenge
     return _obj
@@ -198,7 +249,7 @@ def _d_AuthorizationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.AuthorizationResType)
+    _obj = _new(_K_iso2_msgbody_AuthorizationResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
     return _obj
@@ -240,7 +291,7 @@ def _d_BodyBaseType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.BodyBaseType)
+    _obj = _new(_K_iso2_msgbody_BodyBaseType)
     return _obj
 
 def _e_BodyBaseType(w, o):
@@ -332,7 +383,7 @@ def _d_BodyType(r):
                                 raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c1_s == 2:
                             _c1_s = -1
-                        _cv = _new(iso2_msgbody.AuthorizationReqType)
+                        _cv = _new(_K_iso2_msgbody_AuthorizationReqType)
                         _cv.Id = _c1_Id
                         _cv.GenChallenge = _c1_GenChallenge
                         q -= 1
@@ -359,7 +410,7 @@ def _d_BodyType(r):
                         else:
                             el = 'AuthorizationRes/EVSEProcessing'
                             _c2_ResponseCode, _c2_EVSEProcessing = _t
-                        _cv = _new(iso2_msgbody.AuthorizationResType)
+                        _cv = _new(_K_iso2_msgbody_AuthorizationResType)
                         _cv.ResponseCode = _c2_ResponseCode
                         _cv.EVSEProcessing = _c2_EVSEProcessing
                         s = 1
@@ -369,7 +420,7 @@ def _d_BodyType(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'BodyElement'
                         _cf = 'BodyElement'
-                        _cv = _new(iso2_msgbody.BodyBaseType)
+                        _cv = _new(_K_iso2_msgbody_BodyBaseType)
                         s = 1
                     elif ec == 3:
                         q -= 25
@@ -393,11 +444,11 @@ def _d_BodyType(r):
                         el = 'CableCheckReq/DC_EVStatus/EVRESSSOC'
                         _c4_c1_EVRESSSOC = ((x >> 4) & 127)
                         if _c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c4_c1_EVRESSSOC, r.at(r.end - q))
-                        _c4_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c4_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                         _c4_DC_EVStatus.EVReady = _c4_c1_EVReady
                         _c4_DC_EVStatus.EVErrorCode = _c4_c1_EVErrorCode
                         _c4_DC_EVStatus.EVRESSSOC = _c4_c1_EVRESSSOC
-                        _cv = _new(iso2_msgbody.CableCheckReqType)
+                        _cv = _new(_K_iso2_msgbody_CableCheckReqType)
                         _cv.DC_EVStatus = _c4_DC_EVStatus
                         s = 1
                     else:
@@ -452,41 +503,39 @@ def _d_BodyType(r):
                         else: _c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c5_c1_EVSENotification]
                         ec = (x & 3)
                         _c5_c1_s = 2
-                        if _c5_c1_s == 2:
-                            if ec == 0:
-                                q -= 13
-                                if q < 0: V, q = r.slideq(q, 13)
-                                x = (V >> q) & 8191
-                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                                if _t is None:
-                                    el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                    if _c5_c1_EVSEIsolationStatus >= 5: _c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                    else: _c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_c1_EVSEIsolationStatus]
-                                    el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                    if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                    else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
-                                else:
-                                    el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c5_c1_EVSEIsolationStatus, _c5_c1_EVSEStatusCode = _t
-                                _c5_c1_s = 4
-                            elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 13
+                            if q < 0: V, q = r.slideq(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            if _t is None:
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c5_c1_EVSEIsolationStatus >= 5: _c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c5_c1_EVSEIsolationStatus]
                                 el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
-                                _c5_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c5_c1_s == 4:
-                            _c5_c1_s = -1
-                        _c5_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c5_c1_EVSEIsolationStatus, _c5_c1_EVSEStatusCode = _t
+                            _c5_c1_s = 4
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c5_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c5_c1_EVSEStatusCode >= 12: _c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c5_c1_EVSEStatusCode]
+                            _c5_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _c5_c1_s = -1
+                        _c5_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c5_DC_EVSEStatus.NotificationMaxDelay = _c5_c1_NotificationMaxDelay
                         _c5_DC_EVSEStatus.EVSENotification = _c5_c1_EVSENotification
                         _c5_DC_EVSEStatus.EVSEIsolationStatus = _c5_c1_EVSEIsolationStatus
@@ -499,7 +548,7 @@ def _d_BodyType(r):
                         _c5_EVSEProcessing = ((x >> 3) & 3)
                         if _c5_EVSEProcessing >= 3: _c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c5_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c5_EVSEProcessing]
-                        _cv = _new(iso2_msgbody.CableCheckResType)
+                        _cv = _new(_K_iso2_msgbody_CableCheckResType)
                         _cv.ResponseCode = _c5_ResponseCode
                         _cv.DC_EVSEStatus = _c5_DC_EVSEStatus
                         _cv.EVSEProcessing = _c5_EVSEProcessing
@@ -542,7 +591,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.CertificateInstallationReqType)
+                        _cv = _new(_K_iso2_msgbody_CertificateInstallationReqType)
                         _cv.Id = _c6_Id
                         _cv.OEMProvisioningCert = _c6_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c6_ListOfRootCertificateIDs
@@ -620,22 +669,21 @@ def _d_BodyType(r):
                             _c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c7_c1_s == 2:
-                            if ec == 0:
-                                el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c7_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c7_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c7_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c7_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c7_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c7_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c7_SAProvisioningCertificateChain.Id = _c7_c1_Id
                         _c7_SAProvisioningCertificateChain.Certificate = _c7_c1_Certificate
                         _c7_SAProvisioningCertificateChain.SubCertificates = _c7_c1_SubCertificates
@@ -704,22 +752,21 @@ def _d_BodyType(r):
                             _c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c7_c2_s == 2:
-                            if ec == 0:
-                                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c7_c2_s = -1
-                            elif ec == 1:
-                                pass
-                                _c7_c2_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c7_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c7_c2_s = -1
+                        elif ec == 1:
+                            pass
+                            _c7_c2_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c7_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c7_ContractSignatureCertChain.Id = _c7_c2_Id
                         _c7_ContractSignatureCertChain.Certificate = _c7_c2_Certificate
                         _c7_ContractSignatureCertChain.SubCertificates = _c7_c2_SubCertificates
@@ -737,30 +784,29 @@ def _d_BodyType(r):
                         _c7_c3_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
                         _c7_c3_s = 1
-                        if _c7_c3_s == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        ec = (V >> q) & 1
+                        if ec == 0:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c3_value)
+                            if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            ec = (V >> q) & 1
-                            if ec == 0:
-                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                    q -= 8 + (_l << 3)
-                                    _c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                                else:
-                                    r.pos = r.end - q; _c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c3_value)
-                                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c7_c3_value, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                                _c7_c3_s = -1
-                            elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                                _c7_c3_value = b''
-                                _c7_c3_s = -1
-                            else:
-                                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                        _c7_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                            _c7_c3_s = -1
+                        elif ec == 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                            _c7_c3_value = b''
+                            _c7_c3_s = -1
+                        else:
+                            raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                        _c7_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
                         _c7_ContractSignatureEncryptedPrivateKey.Id = _c7_c3_Id
                         _c7_ContractSignatureEncryptedPrivateKey.value = _c7_c3_value
                         q -= 1
@@ -777,30 +823,29 @@ def _d_BodyType(r):
                         _c7_c4_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
                         _c7_c4_s = 1
-                        if _c7_c4_s == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        ec = (V >> q) & 1
+                        if ec == 0:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c4_value)
+                            if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            ec = (V >> q) & 1
-                            if ec == 0:
-                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                    q -= 8 + (_l << 3)
-                                    _c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                                else:
-                                    r.pos = r.end - q; _c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c7_c4_value)
-                                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c7_c4_value, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                                _c7_c4_s = -1
-                            elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                                _c7_c4_value = b''
-                                _c7_c4_s = -1
-                            else:
-                                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                        _c7_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+                            if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                            _c7_c4_s = -1
+                        elif ec == 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                            _c7_c4_value = b''
+                            _c7_c4_s = -1
+                        else:
+                            raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                        _c7_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
                         _c7_DHpublickey.Id = _c7_c4_Id
                         _c7_DHpublickey.value = _c7_c4_value
                         q -= 1
@@ -813,7 +858,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.CertificateInstallationResType)
+                        _cv = _new(_K_iso2_msgbody_CertificateInstallationResType)
                         _cv.ResponseCode = _c7_ResponseCode
                         _cv.SAProvisioningCertificateChain = _c7_SAProvisioningCertificateChain
                         _cv.ContractSignatureCertChain = _c7_ContractSignatureCertChain
@@ -896,22 +941,21 @@ def _d_BodyType(r):
                             _c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c8_c1_s == 2:
-                            if ec == 0:
-                                el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c8_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c8_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c8_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c8_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c8_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c8_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c8_ContractSignatureCertChain.Id = _c8_c1_Id
                         _c8_ContractSignatureCertChain.Certificate = _c8_c1_Certificate
                         _c8_ContractSignatureCertChain.SubCertificates = _c8_c1_SubCertificates
@@ -933,7 +977,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.CertificateUpdateReqType)
+                        _cv = _new(_K_iso2_msgbody_CertificateUpdateReqType)
                         _cv.Id = _c8_Id
                         _cv.ContractSignatureCertChain = _c8_ContractSignatureCertChain
                         _cv.eMAID = _c8_eMAID
@@ -1011,73 +1055,71 @@ def _d_BodyType(r):
                             _c9_s = 2
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                        if _c9_s == 2:
+                        if ec == 0:
+                            el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                            r.pos = r.end - q
+                            _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _c9_s = 3
+                        elif ec == 1:
+                            el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                            r.pos = r.end - q
+                            _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _c9_s = 3
+                        elif ec == 2:
+                            el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                            _c9_c1_DepartureTime = None
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                                r.pos = r.end - q
-                                _c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                                V = r.v; q = r.end - r.pos
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                                _c9_s = 3
-                            elif ec == 1:
-                                el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
-                                r.pos = r.end - q
-                                _c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                                _c9_s = 3
-                            elif ec == 2:
-                                el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
-                                _c9_c1_DepartureTime = None
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                ec = (V >> q) & 3
-                                if ec == 0:
-                                    q -= 1
-                                    if q < 0: V, q = r.slideq(q, 1)
-                                    if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
-                                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
-                                    if q >= 24:
-                                        _y = (V >> (q - 24)) & 16777215
-                                        if _y < 8388608:
-                                            q -= 8
-                                            _c9_c1_DepartureTime = _y >> 16
-                                        elif not _y & 32768:
-                                            q -= 16
-                                            _c9_c1_DepartureTime = _U2[_y >> 8]
-                                        elif not _y & 128:
-                                            q -= 24
-                                            _c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                                        else:
-                                            r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                                el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
                                         q -= 8
-                                        _c9_c1_DepartureTime = (V >> q) & 127
+                                        _c9_c1_DepartureTime = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c9_c1_DepartureTime = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                    q -= 2
-                                    if q < 0: V, q = r.slideq(q, 2)
-                                    if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-                                    if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
-                                elif ec == 1:
-                                    pass
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c9_c1_DepartureTime = (V >> q) & 127
                                 else:
-                                    raise r.deviation('EVChargeParameterType', r.end - q)
-                                _c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
-                                _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                                _c9_s = 3
+                                    r.pos = r.end - q; _c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                                if _c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c9_c1_DepartureTime, r.at(r.end - q))
+                            elif ec == 1:
+                                pass
                             else:
-                                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                        if _c9_s == 3:
-                            _c9_s = -1
-                        _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+                                raise r.deviation('EVChargeParameterType', r.end - q)
+                            _c9_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
+                            _c9_EVChargeParameter.DepartureTime = _c9_c1_DepartureTime
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _c9_s = 3
+                        else:
+                            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                        _c9_s = -1
+                        _cv = _new(_K_iso2_msgbody_ChargeParameterDiscoveryReqType)
                         _cv.MaxEntriesSAScheduleTuple = _c9_MaxEntriesSAScheduleTuple
                         _cv.RequestedEnergyTransferMode = _c9_RequestedEnergyTransferMode
                         _cv.AC_EVChargeParameter = _c9_AC_EVChargeParameter
@@ -1103,7 +1145,7 @@ def _d_BodyType(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
-                        _cv = _new(iso2_msgbody.ChargingStatusReqType)
+                        _cv = _new(_K_iso2_msgbody_ChargingStatusReqType)
                         s = 1
                     elif ec == 12:
                         el = 'ChargingStatusRes'
@@ -1203,37 +1245,35 @@ def _d_BodyType(r):
                             _c11_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c11_s == 2:
-                            if ec == 0:
-                                q -= 11
-                                if q < 0: V, q = r.slideq(q, 11)
-                                x = (V >> q) & 2047
-                                if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                el = 'MeteringReceiptReq/SAScheduleTupleID'
-                                _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                                if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(r.end - q))
-                                el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c11_s = 4
-                            elif ec == 1:
-                                el = 'MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c11_s = 4
-                            else:
-                                raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c11_s == 4:
-                            _c11_s = -1
-                        _cv = _new(iso2_msgbody.MeteringReceiptReqType)
+                        if ec == 0:
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            el = 'MeteringReceiptReq/SAScheduleTupleID'
+                            _c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                            if _c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c11_SAScheduleTupleID, r.at(r.end - q))
+                            el = 'MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c11_s = 4
+                        elif ec == 1:
+                            el = 'MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c11_s = 4
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        _c11_s = -1
+                        _cv = _new(_K_iso2_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c11_Id
                         _cv.SessionID = _c11_SessionID
                         _cv.SAScheduleTupleID = _c11_SAScheduleTupleID
@@ -1328,29 +1368,28 @@ def _d_BodyType(r):
                             _c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c12_c1_s == 2:
-                            if ec == 0:
-                                el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c12_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c12_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c12_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c12_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c12_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c12_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c12_ContractSignatureCertChain.Id = _c12_c1_Id
                         _c12_ContractSignatureCertChain.Certificate = _c12_c1_Certificate
                         _c12_ContractSignatureCertChain.SubCertificates = _c12_c1_SubCertificates
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.PaymentDetailsReqType)
+                        _cv = _new(_K_iso2_msgbody_PaymentDetailsReqType)
                         _cv.eMAID = _c12_eMAID
                         _cv.ContractSignatureCertChain = _c12_ContractSignatureCertChain
                         s = 1
@@ -1406,7 +1445,7 @@ def _d_BodyType(r):
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c13_EVSETimeStamp = -_c13_EVSETimeStamp - 1
                         if _c13_EVSETimeStamp < -9223372036854775808 or _c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c13_EVSETimeStamp, r.at(r.end - q))
-                        _cv = _new(iso2_msgbody.PaymentDetailsResType)
+                        _cv = _new(_K_iso2_msgbody_PaymentDetailsResType)
                         _cv.ResponseCode = _c13_ResponseCode
                         _cv.GenChallenge = _c13_GenChallenge
                         _cv.EVSETimeStamp = _c13_EVSETimeStamp
@@ -1427,7 +1466,7 @@ def _d_BodyType(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+                        _cv = _new(_K_iso2_msgbody_PaymentServiceSelectionReqType)
                         _cv.SelectedPaymentOption = _c14_SelectedPaymentOption
                         _cv.SelectedServiceList = _c14_SelectedServiceList
                         s = 1
@@ -1442,7 +1481,7 @@ def _d_BodyType(r):
                         _c15_ResponseCode = ((x >> 3) & 31)
                         if _c15_ResponseCode >= 26: _c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c15_ResponseCode, 26, r.at(r.end - q))
                         else: _c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c15_ResponseCode]
-                        _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
+                        _cv = _new(_K_iso2_msgbody_PaymentServiceSelectionResType)
                         _cv.ResponseCode = _c15_ResponseCode
                         s = 1
                     elif ec == 21:
@@ -1490,7 +1529,7 @@ def _d_BodyType(r):
                         el = 'PreChargeReq/DC_EVStatus/EVRESSSOC'
                         _c16_c1_EVRESSSOC = ((x >> 18) & 127)
                         if _c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c16_c1_EVRESSSOC, r.at(r.end - q))
-                        _c16_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c16_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                         _c16_DC_EVStatus.EVReady = _c16_c1_EVReady
                         _c16_DC_EVStatus.EVErrorCode = _c16_c1_EVErrorCode
                         _c16_DC_EVStatus.EVRESSSOC = _c16_c1_EVRESSSOC
@@ -1533,7 +1572,7 @@ def _d_BodyType(r):
                         if x & 254862: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c2_Value = -_c16_c2_Value - 1
                         if _c16_c2_Value < -32768 or _c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c2_Value, r.at(r.end - q))
-                        _c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c16_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c16_EVTargetVoltage.Multiplier = _c16_c2_Multiplier
                         _c16_EVTargetVoltage.Unit = _c16_c2_Unit
                         _c16_EVTargetVoltage.Value = _c16_c2_Value
@@ -1575,11 +1614,11 @@ def _d_BodyType(r):
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c16_c3_Value = -_c16_c3_Value - 1
                         if _c16_c3_Value < -32768 or _c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c16_c3_Value, r.at(r.end - q))
-                        _c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c16_EVTargetCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c16_EVTargetCurrent.Multiplier = _c16_c3_Multiplier
                         _c16_EVTargetCurrent.Unit = _c16_c3_Unit
                         _c16_EVTargetCurrent.Value = _c16_c3_Value
-                        _cv = _new(iso2_msgbody.PreChargeReqType)
+                        _cv = _new(_K_iso2_msgbody_PreChargeReqType)
                         _cv.DC_EVStatus = _c16_DC_EVStatus
                         _cv.EVTargetVoltage = _c16_EVTargetVoltage
                         _cv.EVTargetCurrent = _c16_EVTargetCurrent
@@ -1633,41 +1672,39 @@ def _d_BodyType(r):
                         else: _c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c17_c1_EVSENotification]
                         ec = (x & 3)
                         _c17_c1_s = 2
-                        if _c17_c1_s == 2:
-                            if ec == 0:
-                                q -= 13
-                                if q < 0: V, q = r.slideq(q, 13)
-                                x = (V >> q) & 8191
-                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                                if _t is None:
-                                    el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                    if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                    else: _c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c17_c1_EVSEIsolationStatus]
-                                    el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                    if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                    else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
-                                else:
-                                    el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c17_c1_EVSEIsolationStatus, _c17_c1_EVSEStatusCode = _t
-                                _c17_c1_s = 4
-                            elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 13
+                            if q < 0: V, q = r.slideq(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            if _t is None:
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c17_c1_EVSEIsolationStatus >= 5: _c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c17_c1_EVSEIsolationStatus]
                                 el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
-                                _c17_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c17_c1_s == 4:
-                            _c17_c1_s = -1
-                        _c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c17_c1_EVSEIsolationStatus, _c17_c1_EVSEStatusCode = _t
+                            _c17_c1_s = 4
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c17_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c17_c1_EVSEStatusCode >= 12: _c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c17_c1_EVSEStatusCode]
+                            _c17_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _c17_c1_s = -1
+                        _c17_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c17_DC_EVSEStatus.NotificationMaxDelay = _c17_c1_NotificationMaxDelay
                         _c17_DC_EVSEStatus.EVSENotification = _c17_c1_EVSENotification
                         _c17_DC_EVSEStatus.EVSEIsolationStatus = _c17_c1_EVSEIsolationStatus
@@ -1714,11 +1751,11 @@ def _d_BodyType(r):
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c17_c2_Value = -_c17_c2_Value - 1
                         if _c17_c2_Value < -32768 or _c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c17_c2_Value, r.at(r.end - q))
-                        _c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c17_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c17_EVSEPresentVoltage.Multiplier = _c17_c2_Multiplier
                         _c17_EVSEPresentVoltage.Unit = _c17_c2_Unit
                         _c17_EVSEPresentVoltage.Value = _c17_c2_Value
-                        _cv = _new(iso2_msgbody.PreChargeResType)
+                        _cv = _new(_K_iso2_msgbody_PreChargeResType)
                         _cv.ResponseCode = _c17_ResponseCode
                         _cv.DC_EVSEStatus = _c17_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c17_EVSEPresentVoltage
@@ -1752,7 +1789,7 @@ def _d_BodyType(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c18_ServiceID, r.at(r.end - q))
-                        _cv = _new(iso2_msgbody.ServiceDetailReqType)
+                        _cv = _new(_K_iso2_msgbody_ServiceDetailReqType)
                         _cv.ServiceID = _c18_ServiceID
                         s = 1
                     elif ec == 26:
@@ -1795,22 +1832,21 @@ def _d_BodyType(r):
                         if _c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c19_ServiceID, r.at(r.end - q))
                         ec = (x & 3)
                         _c19_s = 2
-                        if _c19_s == 2:
-                            if ec == 0:
-                                el = 'ServiceDetailRes/ServiceParameterList'
-                                r.pos = r.end - q
-                                _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                                _c19_s = -1
-                            elif ec == 1:
-                                pass
-                                _c19_s = -1
-                            else:
-                                raise r.deviation('ServiceDetailResType', r.end - q)
-                        _cv = _new(iso2_msgbody.ServiceDetailResType)
+                        if ec == 0:
+                            el = 'ServiceDetailRes/ServiceParameterList'
+                            r.pos = r.end - q
+                            _c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                            _c19_s = -1
+                        elif ec == 1:
+                            pass
+                            _c19_s = -1
+                        else:
+                            raise r.deviation('ServiceDetailResType', r.end - q)
+                        _cv = _new(_K_iso2_msgbody_ServiceDetailResType)
                         _cv.ResponseCode = _c19_ResponseCode
                         _cv.ServiceID = _c19_ServiceID
                         _cv.ServiceParameterList = _c19_ServiceParameterList
@@ -1881,7 +1917,7 @@ def _d_BodyType(r):
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c20_s == 2:
                             _c20_s = -1
-                        _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
+                        _cv = _new(_K_iso2_msgbody_ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c20_ServiceScope
                         _cv.ServiceCategory = _c20_ServiceCategory
                         q -= 1
@@ -1922,7 +1958,7 @@ def _d_BodyType(r):
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.SessionSetupReqType)
+                        _cv = _new(_K_iso2_msgbody_SessionSetupReqType)
                         _cv.EVCCID = _c21_EVCCID
                         s = 1
                     elif ec == 30:
@@ -1950,44 +1986,43 @@ def _d_BodyType(r):
                         if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
                         ec = (x & 3)
                         _c22_s = 2
-                        if _c22_s == 2:
-                            if ec == 0:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
-                                el = 'SessionSetupRes/EVSETimeStamp'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c22_EVSETimeStamp = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c22_EVSETimeStamp = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+                            el = 'SessionSetupRes/EVSETimeStamp'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c22_EVSETimeStamp = (V >> q) & 127
+                                    _c22_EVSETimeStamp = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c22_EVSETimeStamp = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                                if _neg: _c22_EVSETimeStamp = -_c22_EVSETimeStamp - 1
-                                if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c22_EVSETimeStamp, r.at(r.end - q))
-                                _c22_s = -1
-                            elif ec == 1:
-                                pass
-                                _c22_s = -1
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c22_EVSETimeStamp = (V >> q) & 127
                             else:
-                                raise r.deviation('SessionSetupResType', r.end - q)
-                        _cv = _new(iso2_msgbody.SessionSetupResType)
+                                r.pos = r.end - q; _c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                            if _neg: _c22_EVSETimeStamp = -_c22_EVSETimeStamp - 1
+                            if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c22_EVSETimeStamp, r.at(r.end - q))
+                            _c22_s = -1
+                        elif ec == 1:
+                            pass
+                            _c22_s = -1
+                        else:
+                            raise r.deviation('SessionSetupResType', r.end - q)
+                        _cv = _new(_K_iso2_msgbody_SessionSetupResType)
                         _cv.ResponseCode = _c22_ResponseCode
                         _cv.EVSEID = _c22_EVSEID
                         _cv.EVSETimeStamp = _c22_EVSETimeStamp
@@ -2007,7 +2042,7 @@ def _d_BodyType(r):
                         _cf = 'SessionStopReq'
                         el = 'SessionStopReq/ChargingSession'
                         _c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 3) & 1)]
-                        _cv = _new(iso2_msgbody.SessionStopReqType)
+                        _cv = _new(_K_iso2_msgbody_SessionStopReqType)
                         _cv.ChargingSession = _c23_ChargingSession
                         s = 1
                     elif ec == 32:
@@ -2021,7 +2056,7 @@ def _d_BodyType(r):
                         _c24_ResponseCode = ((x >> 3) & 31)
                         if _c24_ResponseCode >= 26: _c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c24_ResponseCode, 26, r.at(r.end - q))
                         else: _c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c24_ResponseCode]
-                        _cv = _new(iso2_msgbody.SessionStopResType)
+                        _cv = _new(_K_iso2_msgbody_SessionStopResType)
                         _cv.ResponseCode = _c24_ResponseCode
                         s = 1
                     elif ec == 33:
@@ -2046,11 +2081,11 @@ def _d_BodyType(r):
                         el = 'WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                         _c25_c1_EVRESSSOC = ((x >> 4) & 127)
                         if _c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c25_c1_EVRESSSOC, r.at(r.end - q))
-                        _c25_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c25_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                         _c25_DC_EVStatus.EVReady = _c25_c1_EVReady
                         _c25_DC_EVStatus.EVErrorCode = _c25_c1_EVErrorCode
                         _c25_DC_EVStatus.EVRESSSOC = _c25_c1_EVRESSSOC
-                        _cv = _new(iso2_msgbody.WeldingDetectionReqType)
+                        _cv = _new(_K_iso2_msgbody_WeldingDetectionReqType)
                         _cv.DC_EVStatus = _c25_DC_EVStatus
                         s = 1
                     elif ec == 34:
@@ -2102,41 +2137,39 @@ def _d_BodyType(r):
                         else: _c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c26_c1_EVSENotification]
                         ec = (x & 3)
                         _c26_c1_s = 2
-                        if _c26_c1_s == 2:
-                            if ec == 0:
-                                q -= 13
-                                if q < 0: V, q = r.slideq(q, 13)
-                                x = (V >> q) & 8191
-                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                                if _t is None:
-                                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                    if _c26_c1_EVSEIsolationStatus >= 5: _c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                    else: _c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c26_c1_EVSEIsolationStatus]
-                                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                    if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                    else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
-                                else:
-                                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
-                                _c26_c1_s = 4
-                            elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 13
+                            if q < 0: V, q = r.slideq(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            if _t is None:
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c26_c1_EVSEIsolationStatus >= 5: _c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c26_c1_EVSEIsolationStatus]
                                 el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
-                                _c26_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c26_c1_s == 4:
-                            _c26_c1_s = -1
-                        _c26_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c26_c1_EVSEIsolationStatus, _c26_c1_EVSEStatusCode = _t
+                            _c26_c1_s = 4
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c26_c1_EVSEStatusCode >= 12: _c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c26_c1_EVSEStatusCode]
+                            _c26_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _c26_c1_s = -1
+                        _c26_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c26_DC_EVSEStatus.NotificationMaxDelay = _c26_c1_NotificationMaxDelay
                         _c26_DC_EVSEStatus.EVSENotification = _c26_c1_EVSENotification
                         _c26_DC_EVSEStatus.EVSEIsolationStatus = _c26_c1_EVSEIsolationStatus
@@ -2183,11 +2216,11 @@ def _d_BodyType(r):
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c26_c2_Value = -_c26_c2_Value - 1
                         if _c26_c2_Value < -32768 or _c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c26_c2_Value, r.at(r.end - q))
-                        _c26_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c26_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c26_EVSEPresentVoltage.Multiplier = _c26_c2_Multiplier
                         _c26_EVSEPresentVoltage.Unit = _c26_c2_Unit
                         _c26_EVSEPresentVoltage.Value = _c26_c2_Value
-                        _cv = _new(iso2_msgbody.WeldingDetectionResType)
+                        _cv = _new(_K_iso2_msgbody_WeldingDetectionResType)
                         _cv.ResponseCode = _c26_ResponseCode
                         _cv.DC_EVSEStatus = _c26_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c26_EVSEPresentVoltage
@@ -2202,7 +2235,7 @@ def _d_BodyType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.BodyType)
+    _obj = _new(_K_iso2_msgbody_BodyType)
     _obj.AuthorizationReq = _obj.AuthorizationRes = _obj.BodyElement = _obj.CableCheckReq = _obj.CableCheckRes = _obj.CertificateInstallationReq = _obj.CertificateInstallationRes = _obj.CertificateUpdateReq = _obj.CertificateUpdateRes = _obj.ChargeParameterDiscoveryReq = _obj.ChargeParameterDiscoveryRes = _obj.ChargingStatusReq = _obj.ChargingStatusRes = _obj.CurrentDemandReq = _obj.CurrentDemandRes = _obj.MeteringReceiptReq = _obj.MeteringReceiptRes = _obj.PaymentDetailsReq = _obj.PaymentDetailsRes = _obj.PaymentServiceSelectionReq = _obj.PaymentServiceSelectionRes = _obj.PowerDeliveryReq = _obj.PowerDeliveryRes = _obj.PreChargeReq = _obj.PreChargeRes = _obj.ServiceDetailReq = _obj.ServiceDetailRes = _obj.ServiceDiscoveryReq = _obj.ServiceDiscoveryRes = _obj.SessionSetupReq = _obj.SessionSetupRes = _obj.SessionStopReq = _obj.SessionStopRes = _obj.WeldingDetectionReq = _obj.WeldingDetectionRes = None
     if _cf is not None: setattr(_obj, _cf, _cv)
     return _obj
@@ -2354,36 +2387,34 @@ def _e_BodyType(w, o):
                 _c5_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c5_c2_s == 2:
-                if _c5_c2_EVSEIsolationStatus is not None:
-                    el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c5_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c5_c2_EVSEIsolationStatus)
-                    if _c5_c2_i2 is None: raise EncodeError(f'{_c5_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c5_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c5_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
-                    if _c5_c2_i3 is None: raise EncodeError(f'{_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c5_c2_i2 << 8) | (_c5_c2_i3 << 1)
-                    n += 14
-                    _c5_c2_EVSEIsolationStatus = None
-                    _c5_c2_EVSEStatusCode = None
-                    _c5_c2_s = 4
-                elif _c5_c2_EVSEStatusCode is not None:
-                    el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
-                    if _c5_c2_i4 is None: raise EncodeError(f'{_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c5_c2_i4 << 1)
-                    n += 8
-                    _c5_c2_EVSEStatusCode = None
-                    _c5_c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c5_c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c5_c2_NotificationMaxDelay is not None or _c5_c2_EVSENotification is not None or _c5_c2_EVSEIsolationStatus is not None or _c5_c2_EVSEStatusCode is not None: raise _leftover(_c5_c2_o)
-                    _c5_c2_s = -1
+            if _c5_c2_EVSEIsolationStatus is not None:
+                el = 'CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c5_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c5_c2_EVSEIsolationStatus)
+                if _c5_c2_i2 is None: raise EncodeError(f'{_c5_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c5_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                _c5_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
+                if _c5_c2_i3 is None: raise EncodeError(f'{_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c5_c2_i2 << 8) | (_c5_c2_i3 << 1)
+                n += 14
+                _c5_c2_EVSEIsolationStatus = None
+                _c5_c2_EVSEStatusCode = None
+                _c5_c2_s = 4
+            elif _c5_c2_EVSEStatusCode is not None:
+                el = 'CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                _c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c5_c2_EVSEStatusCode)
+                if _c5_c2_i4 is None: raise EncodeError(f'{_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c5_c2_i4 << 1)
+                n += 8
+                _c5_c2_EVSEStatusCode = None
+                _c5_c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c5_c2_NotificationMaxDelay is not None or _c5_c2_EVSENotification is not None or _c5_c2_EVSEIsolationStatus is not None or _c5_c2_EVSEStatusCode is not None: raise _leftover(_c5_c2_o)
+                _c5_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c5_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'CableCheckRes/EVSEProcessing'
@@ -2479,21 +2510,20 @@ def _e_BodyType(w, o):
                 _c7_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c7_c2_s == 2:
-                if _c7_c2_SubCertificates is not None:
-                    el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c7_c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c7_c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c7_c2_s = -1
+            if _c7_c2_SubCertificates is not None:
+                el = 'CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c7_c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c7_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'CertificateInstallationRes/ContractSignatureCertChain'
@@ -2536,21 +2566,20 @@ def _e_BodyType(w, o):
                 _c7_c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c7_c3_s == 2:
-                if _c7_c3_SubCertificates is not None:
-                    el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c7_c3_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c7_c3_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c7_c3_s = -1
+            if _c7_c3_SubCertificates is not None:
+                el = 'CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c7_c3_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c3_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c7_c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -2571,19 +2600,18 @@ def _e_BodyType(w, o):
                 _c7_c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c7_c4_s == 1:
-                if _c7_c4_value is not None:
-                    v <<= 1
-                    n += 1
-                    _l = len(_c7_c4_value)
-                    if _l > 48: raise EncodeError(f'length {len(_c7_c4_value)} outside [0, 48]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c4_value, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c7_c4_value); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c7_c4_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+            if _c7_c4_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(_c7_c4_value)
+                if _l > 48: raise EncodeError(f'length {len(_c7_c4_value)} outside [0, 48]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c4_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c7_c4_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c4_s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
             el = 'CertificateInstallationRes/DHpublickey'
@@ -2604,19 +2632,18 @@ def _e_BodyType(w, o):
                 _c7_c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c7_c5_s == 1:
-                if _c7_c5_value is not None:
-                    v <<= 1
-                    n += 1
-                    _l = len(_c7_c5_value)
-                    if _l > 65: raise EncodeError(f'length {len(_c7_c5_value)} outside [0, 65]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c5_value, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c7_c5_value); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c7_c5_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+            if _c7_c5_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(_c7_c5_value)
+                if _l > 65: raise EncodeError(f'length {len(_c7_c5_value)} outside [0, 65]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c7_c5_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c7_c5_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c7_c5_s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c7_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'CertificateInstallationRes/eMAID'
@@ -2685,21 +2712,20 @@ def _e_BodyType(w, o):
                 _c8_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c8_c1_s == 2:
-                if _c8_c1_SubCertificates is not None:
-                    el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c8_c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c8_c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c8_c1_s = -1
+            if _c8_c1_SubCertificates is not None:
+                el = 'CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c8_c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c8_c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c8_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'CertificateUpdateReq/eMAID'
@@ -2769,54 +2795,52 @@ def _e_BodyType(w, o):
                 _c9_s = 2
             else:
                 raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
-            if _c9_s == 2:
-                if _c9_AC_EVChargeParameter is not None:
-                    el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c9_AC_EVChargeParameter)
-                    v = w.v; n = w.n
-                    _c9_AC_EVChargeParameter = None
-                    _c9_s = 3
-                elif _c9_DC_EVChargeParameter is not None:
-                    el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+            if _c9_AC_EVChargeParameter is not None:
+                el = 'ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c9_AC_EVChargeParameter)
+                v = w.v; n = w.n
+                _c9_AC_EVChargeParameter = None
+                _c9_s = 3
+            elif _c9_DC_EVChargeParameter is not None:
+                el = 'ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c9_DC_EVChargeParameter)
+                v = w.v; n = w.n
+                _c9_DC_EVChargeParameter = None
+                _c9_s = 3
+            elif _c9_EVChargeParameter is not None:
+                el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
+                v = (v << 2) | 2
+                n += 2
+                _c9_c3_o = _c9_EVChargeParameter
+                _c9_c3_DepartureTime = _c9_c3_o.DepartureTime
+                if _c9_c3_DepartureTime is not None:
+                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                    if _c9_c3_DepartureTime < 0 or _c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c9_c3_DepartureTime!r} outside [0, 4294967295]')
+                    v <<= 3
+                    n += 3
+                    if _c9_c3_DepartureTime < 128: v = (v << 10) | (_c9_c3_DepartureTime << 2); n += 10
+                    elif _c9_c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c9_c3_DepartureTime] << 2); n += 18
+                    elif _c9_c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c9_c3_DepartureTime >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
+                elif True:
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c9_DC_EVChargeParameter)
-                    v = w.v; n = w.n
-                    _c9_DC_EVChargeParameter = None
-                    _c9_s = 3
-                elif _c9_EVChargeParameter is not None:
-                    el = 'ChargeParameterDiscoveryReq/EVChargeParameter'
-                    v = (v << 2) | 2
-                    n += 2
-                    _c9_c3_o = _c9_EVChargeParameter
-                    _c9_c3_DepartureTime = _c9_c3_o.DepartureTime
-                    if _c9_c3_DepartureTime is not None:
-                        el = 'ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
-                        if _c9_c3_DepartureTime < 0 or _c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c9_c3_DepartureTime!r} outside [0, 4294967295]')
-                        v <<= 3
-                        n += 3
-                        if _c9_c3_DepartureTime < 128: v = (v << 10) | (_c9_c3_DepartureTime << 2); n += 10
-                        elif _c9_c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c9_c3_DepartureTime] << 2); n += 18
-                        elif _c9_c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c9_c3_DepartureTime >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_c9_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c9_EVChargeParameter = None
-                    _c9_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
-            if _c9_s == 3:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c9_MaxEntriesSAScheduleTuple is not None or _c9_RequestedEnergyTransferMode is not None or _c9_AC_EVChargeParameter is not None or _c9_DC_EVChargeParameter is not None or _c9_EVChargeParameter is not None: raise _leftover(_c9_o)
-                    _c9_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c9_EVChargeParameter = None
+                _c9_s = 3
+            else:
+                raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+            if True:
+                v <<= 1
+                n += 1
+                if _c9_MaxEntriesSAScheduleTuple is not None or _c9_RequestedEnergyTransferMode is not None or _c9_AC_EVChargeParameter is not None or _c9_DC_EVChargeParameter is not None or _c9_EVChargeParameter is not None: raise _leftover(_c9_o)
+                _c9_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -2909,33 +2933,31 @@ def _e_BodyType(w, o):
                 _c11_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, SessionID')
-            if _c11_s == 2:
-                if _c11_SAScheduleTupleID is not None:
-                    el = 'MeteringReceiptReq/SAScheduleTupleID'
-                    if not 1 <= _c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c11_SAScheduleTupleID!r} outside [1, 255]')
-                    if not (_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                    el = 'MeteringReceiptReq/MeterInfo'
-                    v = (v << 13) | ((_c11_SAScheduleTupleID - 1) << 2)
-                    n += 13
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
-                    v = w.v; n = w.n
-                    _c11_s = 4
-                elif _c11_MeterInfo is not None:
-                    el = 'MeteringReceiptReq/MeterInfo'
-                    v = (v << 2) | 1
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
-                    v = w.v; n = w.n
-                    _c11_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-            if _c11_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c11_s = -1
+            if _c11_SAScheduleTupleID is not None:
+                el = 'MeteringReceiptReq/SAScheduleTupleID'
+                if not 1 <= _c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c11_SAScheduleTupleID!r} outside [1, 255]')
+                if not (_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                el = 'MeteringReceiptReq/MeterInfo'
+                v = (v << 13) | ((_c11_SAScheduleTupleID - 1) << 2)
+                n += 13
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
+                v = w.v; n = w.n
+                _c11_s = 4
+            elif _c11_MeterInfo is not None:
+                el = 'MeteringReceiptReq/MeterInfo'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_MeterInfoType(w, _c11_MeterInfo)
+                v = w.v; n = w.n
+                _c11_s = 4
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+            if True:
+                v <<= 1
+                n += 1
+                _c11_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3006,21 +3028,20 @@ def _e_BodyType(w, o):
                 _c12_c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c12_c1_s == 2:
-                if _c12_c1_SubCertificates is not None:
-                    el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c12_c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c12_c1_s = -1
+            if _c12_c1_SubCertificates is not None:
+                el = 'PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c12_c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c12_c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c12_c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 2
             n += 2
@@ -3212,36 +3233,34 @@ def _e_BodyType(w, o):
                 _c17_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c17_c2_s == 2:
-                if _c17_c2_EVSEIsolationStatus is not None:
-                    el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c17_c2_EVSEIsolationStatus)
-                    if _c17_c2_i2 is None: raise EncodeError(f'{_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
-                    if _c17_c2_i3 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c17_c2_i2 << 8) | (_c17_c2_i3 << 1)
-                    n += 14
-                    _c17_c2_EVSEIsolationStatus = None
-                    _c17_c2_EVSEStatusCode = None
-                    _c17_c2_s = 4
-                elif _c17_c2_EVSEStatusCode is not None:
-                    el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
-                    if _c17_c2_i4 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c17_c2_i4 << 1)
-                    n += 8
-                    _c17_c2_EVSEStatusCode = None
-                    _c17_c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c17_c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c17_c2_NotificationMaxDelay is not None or _c17_c2_EVSENotification is not None or _c17_c2_EVSEIsolationStatus is not None or _c17_c2_EVSEStatusCode is not None: raise _leftover(_c17_c2_o)
-                    _c17_c2_s = -1
+            if _c17_c2_EVSEIsolationStatus is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c17_c2_EVSEIsolationStatus)
+                if _c17_c2_i2 is None: raise EncodeError(f'{_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
+                if _c17_c2_i3 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c17_c2_i2 << 8) | (_c17_c2_i3 << 1)
+                n += 14
+                _c17_c2_EVSEIsolationStatus = None
+                _c17_c2_EVSEStatusCode = None
+                _c17_c2_s = 4
+            elif _c17_c2_EVSEStatusCode is not None:
+                el = 'PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                _c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c17_c2_EVSEStatusCode)
+                if _c17_c2_i4 is None: raise EncodeError(f'{_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c17_c2_i4 << 1)
+                n += 8
+                _c17_c2_EVSEStatusCode = None
+                _c17_c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c17_c2_NotificationMaxDelay is not None or _c17_c2_EVSENotification is not None or _c17_c2_EVSEIsolationStatus is not None or _c17_c2_EVSEStatusCode is not None: raise _leftover(_c17_c2_o)
+                _c17_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'PreChargeRes/EVSEPresentVoltage'
@@ -3305,21 +3324,20 @@ def _e_BodyType(w, o):
                 _c19_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c19_s == 2:
-                if _c19_ServiceParameterList is not None:
-                    el = 'ServiceDetailRes/ServiceParameterList'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c19_ServiceParameterList)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c19_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c19_s = -1
+            if _c19_ServiceParameterList is not None:
+                el = 'ServiceDetailRes/ServiceParameterList'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c19_ServiceParameterList)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c19_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c19_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3428,22 +3446,21 @@ def _e_BodyType(w, o):
                 _c22_s = 2
             else:
                 raise EncodeError('missing content: expected one of ResponseCode')
-            if _c22_s == 2:
-                if _c22_EVSETimeStamp is not None:
-                    el = 'SessionSetupRes/EVSETimeStamp'
-                    if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                    v = (v << 4) | (_c22_EVSETimeStamp < 0)
-                    n += 4
-                    _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c22_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c22_s = -1
+            if _c22_EVSETimeStamp is not None:
+                el = 'SessionSetupRes/EVSETimeStamp'
+                if _c22_EVSETimeStamp < -9223372036854775808 or _c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                v = (v << 4) | (_c22_EVSETimeStamp < 0)
+                n += 4
+                _m = (-_c22_EVSETimeStamp - 1 if _c22_EVSETimeStamp < 0 else _c22_EVSETimeStamp)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c22_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c22_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -3532,36 +3549,34 @@ def _e_BodyType(w, o):
                 _c26_c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c26_c2_s == 2:
-                if _c26_c2_EVSEIsolationStatus is not None:
-                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                    _c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c26_c2_EVSEIsolationStatus)
-                    if _c26_c2_i2 is None: raise EncodeError(f'{_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
-                    if _c26_c2_i3 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c26_c2_i2 << 8) | (_c26_c2_i3 << 1)
-                    n += 14
-                    _c26_c2_EVSEIsolationStatus = None
-                    _c26_c2_EVSEStatusCode = None
-                    _c26_c2_s = 4
-                elif _c26_c2_EVSEStatusCode is not None:
-                    el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                    _c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
-                    if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c26_c2_i4 << 1)
-                    n += 8
-                    _c26_c2_EVSEStatusCode = None
-                    _c26_c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c26_c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c26_c2_NotificationMaxDelay is not None or _c26_c2_EVSENotification is not None or _c26_c2_EVSEIsolationStatus is not None or _c26_c2_EVSEStatusCode is not None: raise _leftover(_c26_c2_o)
-                    _c26_c2_s = -1
+            if _c26_c2_EVSEIsolationStatus is not None:
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                _c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c26_c2_EVSEIsolationStatus)
+                if _c26_c2_i2 is None: raise EncodeError(f'{_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                _c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
+                if _c26_c2_i3 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c26_c2_i2 << 8) | (_c26_c2_i3 << 1)
+                n += 14
+                _c26_c2_EVSEIsolationStatus = None
+                _c26_c2_EVSEStatusCode = None
+                _c26_c2_s = 4
+            elif _c26_c2_EVSEStatusCode is not None:
+                el = 'WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                _c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c26_c2_EVSEStatusCode)
+                if _c26_c2_i4 is None: raise EncodeError(f'{_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c26_c2_i4 << 1)
+                n += 8
+                _c26_c2_EVSEStatusCode = None
+                _c26_c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c26_c2_NotificationMaxDelay is not None or _c26_c2_EVSENotification is not None or _c26_c2_EVSEIsolationStatus is not None or _c26_c2_EVSEStatusCode is not None: raise _leftover(_c26_c2_o)
+                _c26_c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'WeldingDetectionRes/EVSEPresentVoltage'
@@ -3620,14 +3635,14 @@ def _d_CableCheckReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 3) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CableCheckReqType)
+    _obj = _new(_K_iso2_msgbody_CableCheckReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     return _obj
 
@@ -3718,41 +3733,39 @@ def _d_CableCheckResType(r):
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                if _t is None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                else:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-                _c1_s = 4
-            elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if ec == 0:
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            if _t is None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 4:
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
+            _c1_s = 4
+        elif ec == 1:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
@@ -3768,7 +3781,7 @@ def _d_CableCheckResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CableCheckResType)
+    _obj = _new(_K_iso2_msgbody_CableCheckResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEProcessing = f_EVSEProcessing
@@ -3816,36 +3829,34 @@ def _e_CableCheckResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c2_s == 2:
-                if _c2_EVSEIsolationStatus is not None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
-                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
-                    n += 14
-                    _c2_EVSEIsolationStatus = None
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                elif _c2_EVSEStatusCode is not None:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
-                    n += 8
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                n += 14
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
             el = 'EVSEProcessing'
@@ -3907,7 +3918,7 @@ def _d_CertificateInstallationReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CertificateInstallationReqType)
+    _obj = _new(_K_iso2_msgbody_CertificateInstallationReqType)
     _obj.Id = f_Id
     _obj.OEMProvisioningCert = f_OEMProvisioningCert
     _obj.ListOfRootCertificateIDs = f_ListOfRootCertificateIDs
@@ -4037,22 +4048,21 @@ def _d_CertificateInstallationResType(r):
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'SAProvisioningCertificateChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'SAProvisioningCertificateChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_SAProvisioningCertificateChain.Id = _c1_Id
         f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
         f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
@@ -4121,22 +4131,21 @@ def _d_CertificateInstallationResType(r):
             _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if _c2_s == 2:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c2_s = -1
-            elif ec == 1:
-                pass
-                _c2_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c2_s = -1
+        elif ec == 1:
+            pass
+            _c2_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Id = _c2_Id
         f_ContractSignatureCertChain.Certificate = _c2_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
@@ -4154,30 +4163,29 @@ def _d_CertificateInstallationResType(r):
         _c3_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
         _c3_s = 1
-        if _c3_s == 1:
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        ec = (V >> q) & 1
+        if ec == 0:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_value)
+            if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            ec = (V >> q) & 1
-            if ec == 0:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_value)
-                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                _c3_s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                _c3_value = b''
-                _c3_s = -1
-            else:
-                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-        f_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            _c3_s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            _c3_value = b''
+            _c3_s = -1
+        else:
+            raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+        f_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
         f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
         f_ContractSignatureEncryptedPrivateKey.value = _c3_value
         q -= 1
@@ -4194,30 +4202,29 @@ def _d_CertificateInstallationResType(r):
         _c4_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
         _c4_s = 1
-        if _c4_s == 1:
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        ec = (V >> q) & 1
+        if ec == 0:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_value)
+            if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            ec = (V >> q) & 1
-            if ec == 0:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_value)
-                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                _c4_s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                _c4_value = b''
-                _c4_s = -1
-            else:
-                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-        f_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+            if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            _c4_s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            _c4_value = b''
+            _c4_s = -1
+        else:
+            raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+        f_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
         f_DHpublickey.Id = _c4_Id
         f_DHpublickey.value = _c4_value
         q -= 1
@@ -4233,7 +4240,7 @@ def _d_CertificateInstallationResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CertificateInstallationResType)
+    _obj = _new(_K_iso2_msgbody_CertificateInstallationResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.SAProvisioningCertificateChain = f_SAProvisioningCertificateChain
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
@@ -4299,21 +4306,20 @@ def _e_CertificateInstallationResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c2_s == 2:
-                if _c2_SubCertificates is not None:
-                    el = 'SAProvisioningCertificateChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_SubCertificates is not None:
+                el = 'SAProvisioningCertificateChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
@@ -4356,21 +4362,20 @@ def _e_CertificateInstallationResType(w, o):
                 _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c3_s == 2:
-                if _c3_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c3_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c3_s = -1
+            if _c3_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c3_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c3_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -4391,19 +4396,18 @@ def _e_CertificateInstallationResType(w, o):
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c4_s == 1:
-                if _c4_value is not None:
-                    v <<= 1
-                    n += 1
-                    _l = len(_c4_value)
-                    if _l > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+            if _c4_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(_c4_value)
+                if _l > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
             el = 'DHpublickey'
@@ -4424,19 +4428,18 @@ def _e_CertificateInstallationResType(w, o):
                 _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c5_s == 1:
-                if _c5_value is not None:
-                    v <<= 1
-                    n += 1
-                    _l = len(_c5_value)
-                    if _l > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+            if _c5_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(_c5_value)
+                if _l > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c5_s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
@@ -4536,22 +4539,21 @@ def _d_CertificateUpdateReqType(r):
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Id = _c1_Id
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
@@ -4576,7 +4578,7 @@ def _d_CertificateUpdateReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CertificateUpdateReqType)
+    _obj = _new(_K_iso2_msgbody_CertificateUpdateReqType)
     _obj.Id = f_Id
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
     _obj.eMAID = f_eMAID
@@ -4643,21 +4645,20 @@ def _e_CertificateUpdateReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c1_s == 2:
-                if _c1_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
@@ -4768,22 +4769,21 @@ def _d_CertificateUpdateResType(r):
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'SAProvisioningCertificateChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'SAProvisioningCertificateChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_SAProvisioningCertificateChain.Id = _c1_Id
         f_SAProvisioningCertificateChain.Certificate = _c1_Certificate
         f_SAProvisioningCertificateChain.SubCertificates = _c1_SubCertificates
@@ -4852,22 +4852,21 @@ def _d_CertificateUpdateResType(r):
             _c2_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if _c2_s == 2:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c2_s = -1
-            elif ec == 1:
-                pass
-                _c2_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c2_s = -1
+        elif ec == 1:
+            pass
+            _c2_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Id = _c2_Id
         f_ContractSignatureCertChain.Certificate = _c2_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c2_SubCertificates
@@ -4885,30 +4884,29 @@ def _d_CertificateUpdateResType(r):
         _c3_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
         _c3_s = 1
-        if _c3_s == 1:
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        ec = (V >> q) & 1
+        if ec == 0:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_value)
+            if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            ec = (V >> q) & 1
-            if ec == 0:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    _c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; _c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c3_value)
-                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c3_value, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                _c3_s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                _c3_value = b''
-                _c3_s = -1
-            else:
-                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-        f_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            _c3_s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            _c3_value = b''
+            _c3_s = -1
+        else:
+            raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+        f_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
         f_ContractSignatureEncryptedPrivateKey.Id = _c3_Id
         f_ContractSignatureEncryptedPrivateKey.value = _c3_value
         q -= 1
@@ -4925,30 +4923,29 @@ def _d_CertificateUpdateResType(r):
         _c4_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
         _c4_s = 1
-        if _c4_s == 1:
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        ec = (V >> q) & 1
+        if ec == 0:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_value)
+            if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            ec = (V >> q) & 1
-            if ec == 0:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    _c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; _c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c4_value)
-                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c4_value, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                _c4_s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                _c4_value = b''
-                _c4_s = -1
-            else:
-                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-        f_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+            if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            _c4_s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            _c4_value = b''
+            _c4_s = -1
+        else:
+            raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+        f_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
         f_DHpublickey.Id = _c4_Id
         f_DHpublickey.value = _c4_value
         q -= 1
@@ -4963,47 +4960,46 @@ def _d_CertificateUpdateResType(r):
         x = (V >> q) & 3
         ec = x
         s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
-                el = 'RetryCounter'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_RetryCounter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_RetryCounter = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('CertificateUpdateResType', r.end - q)
+            el = 'RetryCounter'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_RetryCounter = (V >> q) & 127
+                    f_RetryCounter = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_RetryCounter = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_RetryCounter = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
-                if _neg: f_RetryCounter = -f_RetryCounter - 1
-                if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_RetryCounter = (V >> q) & 127
             else:
-                raise r.deviation('CertificateUpdateResType', r.end - q)
+                r.pos = r.end - q; f_RetryCounter = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CertificateUpdateResType', r.end - q)
+            if _neg: f_RetryCounter = -f_RetryCounter - 1
+            if f_RetryCounter < -32768 or f_RetryCounter > 32767: r.facet('CertificateUpdateResType/RetryCounter', 'range [-32768, 32767]', f_RetryCounter, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CertificateUpdateResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CertificateUpdateResType)
+    _obj = _new(_K_iso2_msgbody_CertificateUpdateResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.SAProvisioningCertificateChain = f_SAProvisioningCertificateChain
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
@@ -5071,21 +5067,20 @@ def _e_CertificateUpdateResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c2_s == 2:
-                if _c2_SubCertificates is not None:
-                    el = 'SAProvisioningCertificateChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_SubCertificates is not None:
+                el = 'SAProvisioningCertificateChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
             el = 'ContractSignatureCertChain'
@@ -5128,21 +5123,20 @@ def _e_CertificateUpdateResType(w, o):
                 _c3_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c3_s == 2:
-                if _c3_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c3_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c3_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c3_s = -1
+            if _c3_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c3_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c3_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c3_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
             el = 'ContractSignatureEncryptedPrivateKey'
@@ -5163,19 +5157,18 @@ def _e_CertificateUpdateResType(w, o):
                 _c4_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c4_s == 1:
-                if _c4_value is not None:
-                    v <<= 1
-                    n += 1
-                    _l = len(_c4_value)
-                    if _l > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c4_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+            if _c4_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(_c4_value)
+                if _l > 48: raise EncodeError(f'length {len(_c4_value)} outside [0, 48]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c4_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c4_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c4_s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
             el = 'DHpublickey'
@@ -5196,19 +5189,18 @@ def _e_CertificateUpdateResType(w, o):
                 _c5_s = 1
             else:
                 raise EncodeError('missing content: expected one of Id')
-            if _c5_s == 1:
-                if _c5_value is not None:
-                    v <<= 1
-                    n += 1
-                    _l = len(_c5_value)
-                    if _l > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c5_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of text')
+            if _c5_value is not None:
+                v <<= 1
+                n += 1
+                _l = len(_c5_value)
+                if _l > 65: raise EncodeError(f'length {len(_c5_value)} outside [0, 65]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c5_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c5_value); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c5_s = -1
+            else:
+                raise EncodeError('missing content: expected one of text')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_eMAID is not None): raise EncodeError('missing content: eMAID')
             el = 'eMAID'
@@ -5220,22 +5212,21 @@ def _e_CertificateUpdateResType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 6:
-            if v_RetryCounter is not None:
-                el = 'RetryCounter'
-                if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
-                v = (v << 4) | (v_RetryCounter < 0)
-                n += 4
-                _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_RetryCounter is not None:
+            el = 'RetryCounter'
+            if v_RetryCounter < -32768 or v_RetryCounter > 32767: raise EncodeError(f'value {v_RetryCounter!r} outside [-32768, 32767]')
+            v = (v << 4) | (v_RetryCounter < 0)
+            n += 4
+            _m = (-v_RetryCounter - 1 if v_RetryCounter < 0 else v_RetryCounter)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5302,76 +5293,74 @@ def _d_ChargeParameterDiscoveryReqType(r):
             s = 2
         else:
             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        if s == 2:
+        if ec == 0:
+            el = 'AC_EVChargeParameter'
+            r.pos = r.end - q
+            f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            s = 3
+        elif ec == 1:
+            el = 'DC_EVChargeParameter'
+            r.pos = r.end - q
+            f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            s = 3
+        elif ec == 2:
+            el = 'EVChargeParameter'
+            _c1_DepartureTime = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
             if ec == 0:
-                el = 'AC_EVChargeParameter'
-                r.pos = r.end - q
-                f_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                s = 3
-            elif ec == 1:
-                el = 'DC_EVChargeParameter'
-                r.pos = r.end - q
-                f_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                s = 3
-            elif ec == 2:
-                el = 'EVChargeParameter'
-                _c1_DepartureTime = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
-                    el = 'EVChargeParameter/DepartureTime'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_DepartureTime = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_DepartureTime = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                el = 'EVChargeParameter/DepartureTime'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_DepartureTime = (V >> q) & 127
+                        _c1_DepartureTime = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_DepartureTime = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-                    if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
-                elif ec == 1:
-                    pass
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_DepartureTime = (V >> q) & 127
                 else:
-                    raise r.deviation('EVChargeParameterType', r.end - q)
-                f_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
-                f_EVChargeParameter.DepartureTime = _c1_DepartureTime
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                s = 3
+                    r.pos = r.end - q; _c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                if _c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c1_DepartureTime, r.at(r.end - q))
+            elif ec == 1:
+                pass
             else:
-                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-        if s == 3:
-            s = -1
+                raise r.deviation('EVChargeParameterType', r.end - q)
+            f_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
+            f_EVChargeParameter.DepartureTime = _c1_DepartureTime
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+            s = 3
+        else:
+            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+    _obj = _new(_K_iso2_msgbody_ChargeParameterDiscoveryReqType)
     _obj.MaxEntriesSAScheduleTuple = f_MaxEntriesSAScheduleTuple
     _obj.RequestedEnergyTransferMode = f_RequestedEnergyTransferMode
     _obj.AC_EVChargeParameter = f_AC_EVChargeParameter
@@ -5418,54 +5407,52 @@ def _e_ChargeParameterDiscoveryReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
-        if s == 2:
-            if v_AC_EVChargeParameter is not None:
-                el = 'AC_EVChargeParameter'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
-                v = w.v; n = w.n
-                v_AC_EVChargeParameter = None
-                s = 3
-            elif v_DC_EVChargeParameter is not None:
-                el = 'DC_EVChargeParameter'
+        if v_AC_EVChargeParameter is not None:
+            el = 'AC_EVChargeParameter'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, v_AC_EVChargeParameter)
+            v = w.v; n = w.n
+            v_AC_EVChargeParameter = None
+            s = 3
+        elif v_DC_EVChargeParameter is not None:
+            el = 'DC_EVChargeParameter'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
+            v = w.v; n = w.n
+            v_DC_EVChargeParameter = None
+            s = 3
+        elif v_EVChargeParameter is not None:
+            el = 'EVChargeParameter'
+            v = (v << 2) | 2
+            n += 2
+            _c3_o = v_EVChargeParameter
+            _c3_DepartureTime = _c3_o.DepartureTime
+            if _c3_DepartureTime is not None:
+                el = 'EVChargeParameter/DepartureTime'
+                if _c3_DepartureTime < 0 or _c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c3_DepartureTime!r} outside [0, 4294967295]')
+                v <<= 3
+                n += 3
+                if _c3_DepartureTime < 128: v = (v << 10) | (_c3_DepartureTime << 2); n += 10
+                elif _c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c3_DepartureTime] << 2); n += 18
+                elif _c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c3_DepartureTime & 16383] | 128) << 8) | (_c3_DepartureTime >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
+            elif True:
                 v = (v << 2) | 1
                 n += 2
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, v_DC_EVChargeParameter)
-                v = w.v; n = w.n
-                v_DC_EVChargeParameter = None
-                s = 3
-            elif v_EVChargeParameter is not None:
-                el = 'EVChargeParameter'
-                v = (v << 2) | 2
-                n += 2
-                _c3_o = v_EVChargeParameter
-                _c3_DepartureTime = _c3_o.DepartureTime
-                if _c3_DepartureTime is not None:
-                    el = 'EVChargeParameter/DepartureTime'
-                    if _c3_DepartureTime < 0 or _c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c3_DepartureTime!r} outside [0, 4294967295]')
-                    v <<= 3
-                    n += 3
-                    if _c3_DepartureTime < 128: v = (v << 10) | (_c3_DepartureTime << 2); n += 10
-                    elif _c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c3_DepartureTime] << 2); n += 18
-                    elif _c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c3_DepartureTime & 16383] | 128) << 8) | (_c3_DepartureTime >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_EVChargeParameter = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                if v_MaxEntriesSAScheduleTuple is not None or v_RequestedEnergyTransferMode is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
-                s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_EVChargeParameter = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+        if True:
+            v <<= 1
+            n += 1
+            if v_MaxEntriesSAScheduleTuple is not None or v_RequestedEnergyTransferMode is not None or v_AC_EVChargeParameter is not None or v_DC_EVChargeParameter is not None or v_EVChargeParameter is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5503,177 +5490,176 @@ def _d_ChargeParameterDiscoveryResType(r):
             f_ResponseCode, f_EVSEProcessing = _t
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'SAScheduleList'
-                r.pos = r.end - q
-                f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 3
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'SASchedules'
-                f_SASchedules = _new(iso2_msgdatatypes.SASchedulesType)
-                ec = (x & 3)
-                s = 3
-            elif ec == 2:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c1_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'SAScheduleList'
+            r.pos = r.end - q
+            f_SAScheduleList = c_iso2_msgdatatypes._d_SAScheduleListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 3
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'SASchedules'
+            f_SASchedules = _new(_K_iso2_msgdatatypes_SASchedulesType)
+            ec = (x & 3)
+            s = 3
+        elif ec == 2:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c1_NotificationMaxDelay = (V >> q) & 127
+                    _c2_c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 27
-                if q < 0: V, q = r.slideq(q, 27)
-                x = (V >> q) & 134217727
-                if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
-                if _t is None:
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                    _c2_c1_EVSENotification = ((x >> 22) & 3)
-                    if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
-                    else: _c2_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c2_c1_RCD = ((x >> 18) & 1) == 1
-                else:
-                    el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                    _c2_c1_EVSENotification, _c2_c1_RCD = _t
-                _c2_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
-                _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
-                _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
-                _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
-                el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                    _c2_c2_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c2_c2_Unit = ((x >> 4) & 7)
-                    if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(r.end - q))
-                    else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
-                else:
-                    el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                    _c2_c2_Multiplier, _c2_c2_Unit = _t
-                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c2_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c2_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c1_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 27
+            if q < 0: V, q = r.slideq(q, 27)
+            x = (V >> q) & 134217727
+            if x & 121365390: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            if _c2_c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_c1_NotificationMaxDelay, r.at(r.end - q))
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 18) & 63)]
+            if _t is None:
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+                _c2_c1_EVSENotification = ((x >> 22) & 3)
+                if _c2_c1_EVSENotification >= 3: _c2_c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_c1_EVSENotification, 3, r.at(r.end - q))
+                else: _c2_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c1_EVSENotification]
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c2_c1_RCD = ((x >> 18) & 1) == 1
+            else:
+                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+                _c2_c1_EVSENotification, _c2_c1_RCD = _t
+            _c2_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
+            _c2_AC_EVSEStatus.NotificationMaxDelay = _c2_c1_NotificationMaxDelay
+            _c2_AC_EVSEStatus.EVSENotification = _c2_c1_EVSENotification
+            _c2_AC_EVSEStatus.RCD = _c2_c1_RCD
+            el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
+                _c2_c2_Multiplier = ((x >> 10) & 7) + -3
+                if _c2_c2_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c2_Multiplier, r.at(r.end - q))
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+                _c2_c2_Unit = ((x >> 4) & 7)
+                if _c2_c2_Unit >= 7: _c2_c2_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c2_Unit, 7, r.at(r.end - q))
+                else: _c2_c2_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c2_Unit]
+            else:
+                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+                _c2_c2_Multiplier, _c2_c2_Unit = _t
+            el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c2_Value = (V >> q) & 127
+                    _c2_c2_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c2_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c2_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 18
-                if q < 0: V, q = r.slideq(q, 18)
-                x = (V >> q) & 262143
-                if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _neg: _c2_c2_Value = -_c2_c2_Value - 1
-                if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
-                _c2_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
-                _c2_EVSENominalVoltage.Multiplier = _c2_c2_Multiplier
-                _c2_EVSENominalVoltage.Unit = _c2_c2_Unit
-                _c2_EVSENominalVoltage.Value = _c2_c2_Value
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                    _c2_c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c2_c3_Unit = ((x >> 4) & 7)
-                    if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
-                    else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
-                else:
-                    el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                    _c2_c3_Multiplier, _c2_c3_Unit = _t
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c2_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_c2_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slideq(q, 18)
+            x = (V >> q) & 262143
+            if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            if _neg: _c2_c2_Value = -_c2_c2_Value - 1
+            if _c2_c2_Value < -32768 or _c2_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c2_Value, r.at(r.end - q))
+            _c2_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            _c2_EVSENominalVoltage.Multiplier = _c2_c2_Multiplier
+            _c2_EVSENominalVoltage.Unit = _c2_c2_Unit
+            _c2_EVSENominalVoltage.Value = _c2_c2_Value
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+                _c2_c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c2_c3_Unit = ((x >> 4) & 7)
+                if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
+                else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+            else:
+                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+                _c2_c3_Multiplier, _c2_c3_Unit = _t
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_c3_Value = (V >> q) & 127
+                    _c2_c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                _c2_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
-                _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
-                _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
-                _c2_EVSEMaxCurrent.Value = _c2_c3_Value
-                f_AC_EVSEChargeParameter = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
-                f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
-                f_AC_EVSEChargeParameter.EVSENominalVoltage = _c2_EVSENominalVoltage
-                f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
-                s = 4
-            elif ec == 3:
-                el = 'DC_EVSEChargeParameter'
-                r.pos = r.end - q
-                f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                s = 4
-            elif ec == 4:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
-                el = 'EVSEChargeParameter'
-                f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
-                s = 4
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_c3_Value = (V >> q) & 127
             else:
-                raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
+            _c2_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            _c2_EVSEMaxCurrent.Multiplier = _c2_c3_Multiplier
+            _c2_EVSEMaxCurrent.Unit = _c2_c3_Unit
+            _c2_EVSEMaxCurrent.Value = _c2_c3_Value
+            f_AC_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_AC_EVSEChargeParameterType)
+            f_AC_EVSEChargeParameter.AC_EVSEStatus = _c2_AC_EVSEStatus
+            f_AC_EVSEChargeParameter.EVSENominalVoltage = _c2_EVSENominalVoltage
+            f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c2_EVSEMaxCurrent
+            s = 4
+        elif ec == 3:
+            el = 'DC_EVSEChargeParameter'
+            r.pos = r.end - q
+            f_DC_EVSEChargeParameter = c_iso2_msgdatatypes._d_DC_EVSEChargeParameterType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            s = 4
+        elif ec == 4:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
+            el = 'EVSEChargeParameter'
+            f_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_EVSEChargeParameterType)
+            s = 4
+        else:
+            raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 3
@@ -5714,7 +5700,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 else:
                     el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
                     _c4_c1_EVSENotification, _c4_c1_RCD = _t
-                _c4_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                _c4_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
                 _c4_AC_EVSEStatus.NotificationMaxDelay = _c4_c1_NotificationMaxDelay
                 _c4_AC_EVSEStatus.EVSENotification = _c4_c1_EVSENotification
                 _c4_AC_EVSEStatus.RCD = _c4_c1_RCD
@@ -5757,7 +5743,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if x & 254862: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c2_Value = -_c4_c2_Value - 1
                 if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c2_Value, r.at(r.end - q))
-                _c4_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                _c4_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 _c4_EVSENominalVoltage.Multiplier = _c4_c2_Multiplier
                 _c4_EVSENominalVoltage.Unit = _c4_c2_Unit
                 _c4_EVSENominalVoltage.Value = _c4_c2_Value
@@ -5799,11 +5785,11 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if (V >> q) & 15: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 if _neg: _c4_c3_Value = -_c4_c3_Value - 1
                 if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_c3_Value, r.at(r.end - q))
-                _c4_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                _c4_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 _c4_EVSEMaxCurrent.Multiplier = _c4_c3_Multiplier
                 _c4_EVSEMaxCurrent.Unit = _c4_c3_Unit
                 _c4_EVSEMaxCurrent.Value = _c4_c3_Value
-                f_AC_EVSEChargeParameter = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
+                f_AC_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_AC_EVSEChargeParameterType)
                 f_AC_EVSEChargeParameter.AC_EVSEStatus = _c4_AC_EVSEStatus
                 f_AC_EVSEChargeParameter.EVSENominalVoltage = _c4_EVSENominalVoltage
                 f_AC_EVSEChargeParameter.EVSEMaxCurrent = _c4_EVSEMaxCurrent
@@ -5822,7 +5808,7 @@ def _d_ChargeParameterDiscoveryResType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
                 el = 'EVSEChargeParameter'
-                f_EVSEChargeParameter = _new(iso2_msgdatatypes.EVSEChargeParameterType)
+                f_EVSEChargeParameter = _new(_K_iso2_msgdatatypes_EVSEChargeParameterType)
                 s = 4
             else:
                 raise r.deviation('ChargeParameterDiscoveryResType', r.end - q)
@@ -5831,7 +5817,7 @@ def _d_ChargeParameterDiscoveryResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ChargeParameterDiscoveryResType)
+    _obj = _new(_K_iso2_msgbody_ChargeParameterDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEProcessing = f_EVSEProcessing
     _obj.SAScheduleList = f_SAScheduleList
@@ -5869,117 +5855,116 @@ def _e_ChargeParameterDiscoveryResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 2:
-            if v_SAScheduleList is not None:
-                el = 'SAScheduleList'
-                v <<= 3
-                n += 3
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
-                v = w.v; n = w.n
-                v_SAScheduleList = None
-                s = 3
-            elif v_SASchedules is not None:
-                el = 'SASchedules'
-                _o = v_SASchedules
-                v = (v << 4) | (1 << 1)
-                n += 4
-                v_SASchedules = None
-                s = 3
-            elif v_AC_EVSEChargeParameter is not None:
-                el = 'AC_EVSEChargeParameter'
-                _o = v_AC_EVSEChargeParameter
-                _c4_AC_EVSEStatus = _o.AC_EVSEStatus
-                _c4_EVSENominalVoltage = _o.EVSENominalVoltage
-                _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
-                if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
-                _o = _c4_AC_EVSEStatus
-                _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c4_c1_EVSENotification = _o.EVSENotification
-                _c4_c1_RCD = _o.RCD
-                if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
-                if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 65535]')
-                v = (v << 6) | (2 << 3)
-                n += 6
-                if _c4_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c4_c1_NotificationMaxDelay << 1); n += 9
-                elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_c1_NotificationMaxDelay] << 1); n += 17
-                elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
-                _c4_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
-                if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
-                el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
-                if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
-                if not (_c4_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
-                el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
-                _o = _c4_EVSENominalVoltage
-                _c4_c2_Multiplier = _o.Multiplier
-                _c4_c2_Unit = _o.Unit
-                _c4_c2_Value = _o.Value
-                if not (_c4_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
-                if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
-                if not (_c4_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
-                _c4_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
-                if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
-                if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 26) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
-                n += 26
-                _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
-                _o = _c4_EVSEMaxCurrent
-                _c4_c3_Multiplier = _o.Multiplier
-                _c4_c3_Unit = _o.Unit
-                _c4_c3_Value = _o.Value
-                if not (_c4_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
-                if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
-                if not (_c4_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
-                _c4_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
-                if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
-                if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
-                n += 16
-                _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_AC_EVSEChargeParameter = None
-                s = 4
-            elif v_DC_EVSEChargeParameter is not None:
-                el = 'DC_EVSEChargeParameter'
-                v = (v << 3) | 3
-                n += 3
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
-                v = w.v; n = w.n
-                v_DC_EVSEChargeParameter = None
-                s = 4
-            elif v_EVSEChargeParameter is not None:
-                el = 'EVSEChargeParameter'
-                _o = v_EVSEChargeParameter
-                v = (v << 4) | (4 << 1)
-                n += 4
-                v_EVSEChargeParameter = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of SAScheduleList, SASchedules, AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
+        if v_SAScheduleList is not None:
+            el = 'SAScheduleList'
+            v <<= 3
+            n += 3
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_SAScheduleListType(w, v_SAScheduleList)
+            v = w.v; n = w.n
+            v_SAScheduleList = None
+            s = 3
+        elif v_SASchedules is not None:
+            el = 'SASchedules'
+            _o = v_SASchedules
+            v = (v << 4) | (1 << 1)
+            n += 4
+            v_SASchedules = None
+            s = 3
+        elif v_AC_EVSEChargeParameter is not None:
+            el = 'AC_EVSEChargeParameter'
+            _o = v_AC_EVSEChargeParameter
+            _c4_AC_EVSEStatus = _o.AC_EVSEStatus
+            _c4_EVSENominalVoltage = _o.EVSENominalVoltage
+            _c4_EVSEMaxCurrent = _o.EVSEMaxCurrent
+            if not (_c4_AC_EVSEStatus is not None): raise EncodeError('missing content: AC_EVSEStatus')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus'
+            _o = _c4_AC_EVSEStatus
+            _c4_c1_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c4_c1_EVSENotification = _o.EVSENotification
+            _c4_c1_RCD = _o.RCD
+            if not (_c4_c1_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/NotificationMaxDelay'
+            if _c4_c1_NotificationMaxDelay < 0 or _c4_c1_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_c1_NotificationMaxDelay!r} outside [0, 65535]')
+            v = (v << 6) | (2 << 3)
+            n += 6
+            if _c4_c1_NotificationMaxDelay < 128: v = (v << 9) | (_c4_c1_NotificationMaxDelay << 1); n += 9
+            elif _c4_c1_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_c1_NotificationMaxDelay] << 1); n += 17
+            elif _c4_c1_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_c1_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_c1_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c4_c1_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c4_c1_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/EVSENotification'
+            _c4_c1_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_c1_EVSENotification)
+            if _c4_c1_i1 is None: raise EncodeError(f'{_c4_c1_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (_c4_c1_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'AC_EVSEChargeParameter/AC_EVSEStatus/RCD'
+            if _c4_c1_RCD is not True and _c4_c1_RCD is not False: raise EncodeError(f'expected a bool, got {_c4_c1_RCD!r}')
+            if not (_c4_EVSENominalVoltage is not None): raise EncodeError('missing content: EVSENominalVoltage')
+            el = 'AC_EVSEChargeParameter/EVSENominalVoltage'
+            _o = _c4_EVSENominalVoltage
+            _c4_c2_Multiplier = _o.Multiplier
+            _c4_c2_Unit = _o.Unit
+            _c4_c2_Value = _o.Value
+            if not (_c4_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Multiplier'
+            if not -3 <= _c4_c2_Multiplier <= 3: raise EncodeError(f'value {_c4_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c4_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Unit'
+            _c4_c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c2_Unit)
+            if _c4_c2_i1 is None: raise EncodeError(f'{_c4_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'AC_EVSEChargeParameter/EVSENominalVoltage/Value'
+            if _c4_c2_Value < -32768 or _c4_c2_Value > 32767: raise EncodeError(f'value {_c4_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 26) | (_c4_c1_i1 << 22) | (_c4_c1_RCD << 18) | ((_c4_c2_Multiplier - -3) << 10) | (_c4_c2_i1 << 4) | (_c4_c2_Value < 0)
+            n += 26
+            _m = (-_c4_c2_Value - 1 if _c4_c2_Value < 0 else _c4_c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (_c4_EVSEMaxCurrent is not None): raise EncodeError('missing content: EVSEMaxCurrent')
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent'
+            _o = _c4_EVSEMaxCurrent
+            _c4_c3_Multiplier = _o.Multiplier
+            _c4_c3_Unit = _o.Unit
+            _c4_c3_Value = _o.Value
+            if not (_c4_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Multiplier'
+            if not -3 <= _c4_c3_Multiplier <= 3: raise EncodeError(f'value {_c4_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c4_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Unit'
+            _c4_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_c3_Unit)
+            if _c4_c3_i1 is None: raise EncodeError(f'{_c4_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'AC_EVSEChargeParameter/EVSEMaxCurrent/Value'
+            if _c4_c3_Value < -32768 or _c4_c3_Value > 32767: raise EncodeError(f'value {_c4_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c4_c3_Multiplier - -3) << 10) | (_c4_c3_i1 << 4) | (_c4_c3_Value < 0)
+            n += 16
+            _m = (-_c4_c3_Value - 1 if _c4_c3_Value < 0 else _c4_c3_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_AC_EVSEChargeParameter = None
+            s = 4
+        elif v_DC_EVSEChargeParameter is not None:
+            el = 'DC_EVSEChargeParameter'
+            v = (v << 3) | 3
+            n += 3
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_DC_EVSEChargeParameterType(w, v_DC_EVSEChargeParameter)
+            v = w.v; n = w.n
+            v_DC_EVSEChargeParameter = None
+            s = 4
+        elif v_EVSEChargeParameter is not None:
+            el = 'EVSEChargeParameter'
+            _o = v_EVSEChargeParameter
+            v = (v << 4) | (4 << 1)
+            n += 4
+            v_EVSEChargeParameter = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleList, SASchedules, AC_EVSEChargeParameter, DC_EVSEChargeParameter, EVSEChargeParameter')
         if s == 3:
             if v_AC_EVSEChargeParameter is not None:
                 el = 'AC_EVSEChargeParameter'
@@ -6098,7 +6083,7 @@ def _d_ChargingStatusReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ChargingStatusReqType)
+    _obj = _new(_K_iso2_msgbody_ChargingStatusReqType)
     return _obj
 
 def _e_ChargingStatusReqType(w, o):
@@ -6150,121 +6135,120 @@ def _d_ChargingStatusResType(r):
         if f_SAScheduleTupleID > 255: r.facet('ChargingStatusResType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         ec = (x & 7)
         s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('ChargingStatusResType', r.end - q)
-                el = 'EVSEMaxCurrent'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEMaxCurrent/Multiplier'
-                    _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-                    el = 'EVSEMaxCurrent/Unit'
-                    _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
-                    else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                else:
-                    el = 'EVSEMaxCurrent/Unit'
-                    _c1_Multiplier, _c1_Unit = _t
-                el = 'EVSEMaxCurrent/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('ChargingStatusResType', r.end - q)
+            el = 'EVSEMaxCurrent'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEMaxCurrent/Multiplier'
+                _c1_Multiplier = ((x >> 10) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                el = 'EVSEMaxCurrent/Unit'
+                _c1_Unit = ((x >> 4) & 7)
+                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
+                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+            else:
+                el = 'EVSEMaxCurrent/Unit'
+                _c1_Multiplier, _c1_Unit = _t
+            el = 'EVSEMaxCurrent/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('ChargingStatusResType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
-                f_EVSEMaxCurrent.Unit = _c1_Unit
-                f_EVSEMaxCurrent.Value = _c1_Value
-                ec = (x & 3)
-                s = 4
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 5
-            elif ec == 2:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
-                el = 'ReceiptRequired'
-                f_ReceiptRequired = ((x >> 2) & 1) == 1
-                s = 6
-            elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEMaxCurrent.Multiplier = _c1_Multiplier
+            f_EVSEMaxCurrent.Unit = _c1_Unit
+            f_EVSEMaxCurrent.Value = _c1_Value
+            ec = (x & 3)
+            s = 4
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 5
+        elif ec == 2:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ChargingStatusResType', r.end - q)
+            el = 'ReceiptRequired'
+            f_ReceiptRequired = ((x >> 2) & 1) == 1
+            s = 6
+        elif ec == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ChargingStatusResType', r.end - q)
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
-                if _t is None:
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c2_EVSENotification = ((x >> 7) & 3)
-                    if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-                    else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c2_RCD = ((x >> 3) & 1) == 1
-                else:
-                    el = 'AC_EVSEStatus/RCD'
-                    _c2_EVSENotification, _c2_RCD = _t
-                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
-                f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
-                f_AC_EVSEStatus.RCD = _c2_RCD
-                s = 7
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c2_NotificationMaxDelay = (V >> q) & 127
             else:
-                raise r.deviation('ChargingStatusResType', r.end - q)
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 3703: raise r.deviation('ChargingStatusResType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            if _t is None:
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c2_EVSENotification = ((x >> 7) & 3)
+                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
+                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c2_RCD = ((x >> 3) & 1) == 1
+            else:
+                el = 'AC_EVSEStatus/RCD'
+                _c2_EVSENotification, _c2_RCD = _t
+            f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
+            f_AC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            f_AC_EVSEStatus.RCD = _c2_RCD
+            s = 7
+        else:
+            raise r.deviation('ChargingStatusResType', r.end - q)
         if s == 4:
             if ec == 0:
                 el = 'MeterInfo'
@@ -6323,7 +6307,7 @@ def _d_ChargingStatusResType(r):
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c3_EVSENotification, _c3_RCD = _t
-                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
                 f_AC_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
                 f_AC_EVSEStatus.EVSENotification = _c3_EVSENotification
                 f_AC_EVSEStatus.RCD = _c3_RCD
@@ -6378,7 +6362,7 @@ def _d_ChargingStatusResType(r):
                 else:
                     el = 'AC_EVSEStatus/RCD'
                     _c4_EVSENotification, _c4_RCD = _t
-                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+                f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
                 f_AC_EVSEStatus.NotificationMaxDelay = _c4_NotificationMaxDelay
                 f_AC_EVSEStatus.EVSENotification = _c4_EVSENotification
                 f_AC_EVSEStatus.RCD = _c4_RCD
@@ -6424,7 +6408,7 @@ def _d_ChargingStatusResType(r):
             else:
                 el = 'AC_EVSEStatus/RCD'
                 _c5_EVSENotification, _c5_RCD = _t
-            f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+            f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
             f_AC_EVSEStatus.NotificationMaxDelay = _c5_NotificationMaxDelay
             f_AC_EVSEStatus.EVSENotification = _c5_EVSENotification
             f_AC_EVSEStatus.RCD = _c5_RCD
@@ -6434,7 +6418,7 @@ def _d_ChargingStatusResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ChargingStatusResType)
+    _obj = _new(_K_iso2_msgbody_ChargingStatusResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
@@ -6479,72 +6463,71 @@ def _e_ChargingStatusResType(w, o):
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 3:
-            if v_EVSEMaxCurrent is not None:
-                el = 'EVSEMaxCurrent'
-                _o = v_EVSEMaxCurrent
-                _c2_Multiplier = _o.Multiplier
-                _c2_Unit = _o.Unit
-                _c2_Value = _o.Value
-                if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEMaxCurrent/Multiplier'
-                if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
-                if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEMaxCurrent/Unit'
-                _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
-                if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c2_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaxCurrent/Value'
-                if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
-                n += 18
-                _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 3) | 1
-                n += 3
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                s = 5
-            elif v_ReceiptRequired is not None:
-                el = 'ReceiptRequired'
-                if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
-                v = (v << 6) | (2 << 3) | (v_ReceiptRequired << 1)
-                n += 6
-                s = 6
-            elif v_AC_EVSEStatus is not None:
-                el = 'AC_EVSEStatus'
-                _o = v_AC_EVSEStatus
-                _c3_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c3_EVSENotification = _o.EVSENotification
-                _c3_RCD = _o.RCD
-                if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                v = (v << 5) | (3 << 2)
-                n += 5
-                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'AC_EVSEStatus/EVSENotification'
-                _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
-                el = 'AC_EVSEStatus/RCD'
-                if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
-                v = (v << 10) | (_c3_i1 << 6) | (_c3_RCD << 2)
-                n += 10
-                s = 7
-            else:
-                raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
+        if v_EVSEMaxCurrent is not None:
+            el = 'EVSEMaxCurrent'
+            _o = v_EVSEMaxCurrent
+            _c2_Multiplier = _o.Multiplier
+            _c2_Unit = _o.Unit
+            _c2_Value = _o.Value
+            if not (_c2_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaxCurrent/Multiplier'
+            if not -3 <= _c2_Multiplier <= 3: raise EncodeError(f'value {_c2_Multiplier!r} outside [-3, 3]')
+            if not (_c2_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaxCurrent/Unit'
+            _c2_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_Unit)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c2_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaxCurrent/Value'
+            if _c2_Value < -32768 or _c2_Value > 32767: raise EncodeError(f'value {_c2_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c2_Multiplier - -3) << 10) | (_c2_i1 << 4) | (_c2_Value < 0)
+            n += 18
+            _m = (-_c2_Value - 1 if _c2_Value < 0 else _c2_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 3) | 1
+            n += 3
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            s = 5
+        elif v_ReceiptRequired is not None:
+            el = 'ReceiptRequired'
+            if v_ReceiptRequired is not True and v_ReceiptRequired is not False: raise EncodeError(f'expected a bool, got {v_ReceiptRequired!r}')
+            v = (v << 6) | (2 << 3) | (v_ReceiptRequired << 1)
+            n += 6
+            s = 6
+        elif v_AC_EVSEStatus is not None:
+            el = 'AC_EVSEStatus'
+            _o = v_AC_EVSEStatus
+            _c3_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c3_EVSENotification = _o.EVSENotification
+            _c3_RCD = _o.RCD
+            if not (_c3_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+            v = (v << 5) | (3 << 2)
+            n += 5
+            if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+            elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+            elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (_c3_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'AC_EVSEStatus/RCD'
+            if _c3_RCD is not True and _c3_RCD is not False: raise EncodeError(f'expected a bool, got {_c3_RCD!r}')
+            v = (v << 10) | (_c3_i1 << 6) | (_c3_RCD << 2)
+            n += 10
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of EVSEMaxCurrent, MeterInfo, ReceiptRequired, AC_EVSEStatus')
         if s == 4:
             if v_MeterInfo is not None:
                 el = 'MeterInfo'
@@ -6694,7 +6677,7 @@ def _d_CurrentDemandReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 18) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
@@ -6737,182 +6720,181 @@ def _d_CurrentDemandReqType(r):
         if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c2_Multiplier
         f_EVTargetCurrent.Unit = _c2_Unit
         f_EVTargetCurrent.Value = _c2_Value
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'EVMaximumVoltageLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    _c3_Multiplier = ((x >> 10) & 7) + -3
-                    if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c3_Unit = ((x >> 4) & 7)
-                    if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-                    else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-                else:
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c3_Multiplier, _c3_Unit = _t
-                el = 'EVMaximumVoltageLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'EVMaximumVoltageLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c3_Multiplier = ((x >> 10) & 7) + -3
+                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c3_Unit = ((x >> 4) & 7)
+                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
+                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+            else:
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c3_Multiplier, _c3_Unit = _t
+            el = 'EVMaximumVoltageLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_Value = (V >> q) & 127
+                    _c3_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c3_Value = -_c3_Value - 1
-                if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-                f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c3_Unit
-                f_EVMaximumVoltageLimit.Value = _c3_Value
-                ec = (x & 7)
-                s = 3
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'EVMaximumCurrentLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVMaximumCurrentLimit/Multiplier'
-                    _c4_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c4_Unit = ((x >> 4) & 7)
-                    if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                    else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                else:
-                    el = 'EVMaximumCurrentLimit/Unit'
-                    _c4_Multiplier, _c4_Unit = _t
-                el = 'EVMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('CurrentDemandReqType', r.end - q)
+            if _neg: _c3_Value = -_c3_Value - 1
+            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+            f_EVMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVMaximumVoltageLimit.Multiplier = _c3_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c3_Unit
+            f_EVMaximumVoltageLimit.Value = _c3_Value
+            ec = (x & 7)
+            s = 3
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'EVMaximumCurrentLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVMaximumCurrentLimit/Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
+                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+            else:
+                el = 'EVMaximumCurrentLimit/Unit'
+                _c4_Multiplier, _c4_Unit = _t
+            el = 'EVMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
-                f_EVMaximumCurrentLimit.Unit = _c4_Unit
-                f_EVMaximumCurrentLimit.Value = _c4_Value
-                ec = (x & 3)
-                s = 4
-            elif ec == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'EVMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    _c5_Multiplier = ((x >> 10) & 7) + -3
-                    if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c5_Unit = ((x >> 4) & 7)
-                    if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                    else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                else:
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c5_Multiplier, _c5_Unit = _t
-                el = 'EVMaximumPowerLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVMaximumCurrentLimit.Multiplier = _c4_Multiplier
+            f_EVMaximumCurrentLimit.Unit = _c4_Unit
+            f_EVMaximumCurrentLimit.Value = _c4_Value
+            ec = (x & 3)
+            s = 4
+        elif ec == 2:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'EVMaximumPowerLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                el = 'EVMaximumPowerLimit/Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
+                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+            else:
+                el = 'EVMaximumPowerLimit/Unit'
+                _c5_Multiplier, _c5_Unit = _t
+            el = 'EVMaximumPowerLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c5_Unit
-                f_EVMaximumPowerLimit.Value = _c5_Value
-                ec = (x & 3)
-                s = 5
-            elif ec == 3:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'BulkChargingComplete'
-                f_BulkChargingComplete = ((x >> 2) & 1) == 1
-                s = 6
-            elif ec == 4:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
-                el = 'ChargingComplete'
-                f_ChargingComplete = ((x >> 3) & 1) == 1
-                ec = (x & 3)
-                s = 7
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
             else:
-                raise r.deviation('CurrentDemandReqType', r.end - q)
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+            f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVMaximumPowerLimit.Multiplier = _c5_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c5_Unit
+            f_EVMaximumPowerLimit.Value = _c5_Value
+            ec = (x & 3)
+            s = 5
+        elif ec == 3:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'BulkChargingComplete'
+            f_BulkChargingComplete = ((x >> 2) & 1) == 1
+            s = 6
+        elif ec == 4:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 20: raise r.deviation('CurrentDemandReqType', r.end - q)
+            el = 'ChargingComplete'
+            f_ChargingComplete = ((x >> 3) & 1) == 1
+            ec = (x & 3)
+            s = 7
+        else:
+            raise r.deviation('CurrentDemandReqType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 15
@@ -6958,7 +6940,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c6_Value = -_c6_Value - 1
                 if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVMaximumCurrentLimit.Multiplier = _c6_Multiplier
                 f_EVMaximumCurrentLimit.Unit = _c6_Unit
                 f_EVMaximumCurrentLimit.Value = _c6_Value
@@ -7008,7 +6990,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c7_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c7_Unit
                 f_EVMaximumPowerLimit.Value = _c7_Value
@@ -7078,7 +7060,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVMaximumPowerLimit.Unit = _c8_Unit
                 f_EVMaximumPowerLimit.Value = _c8_Value
@@ -7177,7 +7159,7 @@ def _d_CurrentDemandReqType(r):
                 if x & 12: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_RemainingTimeToFullSoC = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToFullSoC = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToFullSoC.Multiplier = _c9_Multiplier
                 f_RemainingTimeToFullSoC.Unit = _c9_Unit
                 f_RemainingTimeToFullSoC.Value = _c9_Value
@@ -7226,7 +7208,7 @@ def _d_CurrentDemandReqType(r):
                 if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c10_Value = -_c10_Value - 1
                 if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c10_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c10_Unit
                 f_RemainingTimeToBulkSoC.Value = _c10_Value
@@ -7274,7 +7256,7 @@ def _d_CurrentDemandReqType(r):
                 if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c11_Value = -_c11_Value - 1
                 if _c11_Value < -32768 or _c11_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c11_Value, r.at(r.end - q))
-                f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c11_Multiplier
                 f_EVTargetVoltage.Unit = _c11_Unit
                 f_EVTargetVoltage.Value = _c11_Value
@@ -7325,7 +7307,7 @@ def _d_CurrentDemandReqType(r):
                 if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c12_Value = -_c12_Value - 1
                 if _c12_Value < -32768 or _c12_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c12_Value, r.at(r.end - q))
-                f_RemainingTimeToBulkSoC = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_RemainingTimeToBulkSoC = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_RemainingTimeToBulkSoC.Multiplier = _c12_Multiplier
                 f_RemainingTimeToBulkSoC.Unit = _c12_Unit
                 f_RemainingTimeToBulkSoC.Value = _c12_Value
@@ -7373,7 +7355,7 @@ def _d_CurrentDemandReqType(r):
                 if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
                 if _neg: _c13_Value = -_c13_Value - 1
                 if _c13_Value < -32768 or _c13_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c13_Value, r.at(r.end - q))
-                f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVTargetVoltage.Multiplier = _c13_Multiplier
                 f_EVTargetVoltage.Unit = _c13_Unit
                 f_EVTargetVoltage.Value = _c13_Value
@@ -7423,7 +7405,7 @@ def _d_CurrentDemandReqType(r):
             if (V >> q) & 7: raise r.deviation('CurrentDemandReqType', r.end - q)
             if _neg: _c14_Value = -_c14_Value - 1
             if _c14_Value < -32768 or _c14_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c14_Value, r.at(r.end - q))
-            f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
             f_EVTargetVoltage.Multiplier = _c14_Multiplier
             f_EVTargetVoltage.Unit = _c14_Unit
             f_EVTargetVoltage.Value = _c14_Value
@@ -7433,7 +7415,7 @@ def _d_CurrentDemandReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CurrentDemandReqType)
+    _obj = _new(_K_iso2_msgbody_CurrentDemandReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVTargetCurrent = f_EVTargetCurrent
     _obj.EVMaximumVoltageLimit = f_EVMaximumVoltageLimit
@@ -7504,93 +7486,92 @@ def _e_CurrentDemandReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
-        if s == 2:
-            if v_EVMaximumVoltageLimit is not None:
-                el = 'EVMaximumVoltageLimit'
-                _o = v_EVMaximumVoltageLimit
-                _c3_Multiplier = _o.Multiplier
-                _c3_Unit = _o.Unit
-                _c3_Value = _o.Value
-                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumVoltageLimit/Unit'
-                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumVoltageLimit/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                n += 18
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 3
-            elif v_EVMaximumCurrentLimit is not None:
-                el = 'EVMaximumCurrentLimit'
-                _o = v_EVMaximumCurrentLimit
-                _c4_Multiplier = _o.Multiplier
-                _c4_Unit = _o.Unit
-                _c4_Value = _o.Value
-                if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumCurrentLimit/Unit'
-                _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumCurrentLimit/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (1 << 15) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                n += 18
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 4
-            elif v_EVMaximumPowerLimit is not None:
-                el = 'EVMaximumPowerLimit'
-                _o = v_EVMaximumPowerLimit
-                _c5_Multiplier = _o.Multiplier
-                _c5_Unit = _o.Unit
-                _c5_Value = _o.Value
-                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumPowerLimit/Multiplier'
-                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumPowerLimit/Unit'
-                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumPowerLimit/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (2 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                n += 18
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 5
-            elif v_BulkChargingComplete is not None:
-                el = 'BulkChargingComplete'
-                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
-                n += 6
-                s = 6
-            elif v_ChargingComplete is not None:
-                el = 'ChargingComplete'
-                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
-                n += 6
-                s = 7
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
+        if v_EVMaximumVoltageLimit is not None:
+            el = 'EVMaximumVoltageLimit'
+            _o = v_EVMaximumVoltageLimit
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumVoltageLimit/Multiplier'
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumVoltageLimit/Unit'
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumVoltageLimit/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 18
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 3
+        elif v_EVMaximumCurrentLimit is not None:
+            el = 'EVMaximumCurrentLimit'
+            _o = v_EVMaximumCurrentLimit
+            _c4_Multiplier = _o.Multiplier
+            _c4_Unit = _o.Unit
+            _c4_Value = _o.Value
+            if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumCurrentLimit/Multiplier'
+            if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+            if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumCurrentLimit/Unit'
+            _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumCurrentLimit/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (1 << 15) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 18
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 4
+        elif v_EVMaximumPowerLimit is not None:
+            el = 'EVMaximumPowerLimit'
+            _o = v_EVMaximumPowerLimit
+            _c5_Multiplier = _o.Multiplier
+            _c5_Unit = _o.Unit
+            _c5_Value = _o.Value
+            if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumPowerLimit/Multiplier'
+            if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+            if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumPowerLimit/Unit'
+            _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumPowerLimit/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (2 << 15) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+            n += 18
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 5
+        elif v_BulkChargingComplete is not None:
+            el = 'BulkChargingComplete'
+            if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+            v = (v << 6) | (3 << 3) | (v_BulkChargingComplete << 1)
+            n += 6
+            s = 6
+        elif v_ChargingComplete is not None:
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 6) | (4 << 3) | (v_ChargingComplete << 1)
+            n += 6
+            s = 7
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumVoltageLimit, EVMaximumCurrentLimit, EVMaximumPowerLimit, BulkChargingComplete, ChargingComplete')
         if s == 3:
             if v_EVMaximumCurrentLimit is not None:
                 el = 'EVMaximumCurrentLimit'
@@ -7946,41 +7927,39 @@ def _d_CurrentDemandResType(r):
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                if _t is None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                else:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-                _c1_s = 4
-            elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if ec == 0:
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            if _t is None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 4:
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
+            _c1_s = 4
+        elif ec == 1:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
@@ -8028,7 +8007,7 @@ def _d_CurrentDemandResType(r):
         if x & 254862: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
@@ -8071,7 +8050,7 @@ def _d_CurrentDemandResType(r):
         if x & 126696: raise r.deviation('CurrentDemandResType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEPresentCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEPresentCurrent.Multiplier = _c3_Multiplier
         f_EVSEPresentCurrent.Unit = _c3_Unit
         f_EVSEPresentCurrent.Value = _c3_Value
@@ -8088,170 +8067,169 @@ def _d_CurrentDemandResType(r):
             f_EVSECurrentLimitAchieved, f_EVSEVoltageLimitAchieved, f_EVSEPowerLimitAchieved = _t
         ec = (x & 7)
         s = 7
-        if s == 7:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
-                el = 'EVSEMaximumVoltageLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEMaximumVoltageLimit/Multiplier'
-                    _c4_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                    el = 'EVSEMaximumVoltageLimit/Unit'
-                    _c4_Unit = ((x >> 4) & 7)
-                    if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                    else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                else:
-                    el = 'EVSEMaximumVoltageLimit/Unit'
-                    _c4_Multiplier, _c4_Unit = _t
-                el = 'EVSEMaximumVoltageLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
+            el = 'EVSEMaximumVoltageLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEMaximumVoltageLimit/Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
+                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+            else:
+                el = 'EVSEMaximumVoltageLimit/Unit'
+                _c4_Multiplier, _c4_Unit = _t
+            el = 'EVSEMaximumVoltageLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c4_Value = (V >> q) & 127
+                    _c4_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c4_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
-                f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
-                f_EVSEMaximumVoltageLimit.Value = _c4_Value
-                ec = (x & 3)
-                s = 8
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
-                el = 'EVSEMaximumCurrentLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEMaximumCurrentLimit/Multiplier'
-                    _c5_Multiplier = ((x >> 10) & 7) + -3
-                    if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c5_Unit = ((x >> 4) & 7)
-                    if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                    else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                else:
-                    el = 'EVSEMaximumCurrentLimit/Unit'
-                    _c5_Multiplier, _c5_Unit = _t
-                el = 'EVSEMaximumCurrentLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c4_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVSEMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
+            f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
+            f_EVSEMaximumVoltageLimit.Value = _c4_Value
+            ec = (x & 3)
+            s = 8
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
+            el = 'EVSEMaximumCurrentLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEMaximumCurrentLimit/Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
+                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+            else:
+                el = 'EVSEMaximumCurrentLimit/Unit'
+                _c5_Multiplier, _c5_Unit = _t
+            el = 'EVSEMaximumCurrentLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c5_Value = (V >> q) & 127
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
-                f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
-                f_EVSEMaximumCurrentLimit.Value = _c5_Value
-                ec = (x & 3)
-                s = 9
-            elif ec == 2:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
-                el = 'EVSEMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEMaximumPowerLimit/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
-                else:
-                    el = 'EVSEMaximumPowerLimit/Unit'
-                    _c6_Multiplier, _c6_Unit = _t
-                el = 'EVSEMaximumPowerLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+            f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumCurrentLimit.Multiplier = _c5_Multiplier
+            f_EVSEMaximumCurrentLimit.Unit = _c5_Unit
+            f_EVSEMaximumCurrentLimit.Value = _c5_Value
+            ec = (x & 3)
+            s = 9
+        elif ec == 2:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('CurrentDemandResType', r.end - q)
+            el = 'EVSEMaximumPowerLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEMaximumPowerLimit/Multiplier'
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+            else:
+                el = 'EVSEMaximumPowerLimit/Unit'
+                _c6_Multiplier, _c6_Unit = _t
+            el = 'EVSEMaximumPowerLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c6_Value = (V >> q) & 127
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c6_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
-                f_EVSEMaximumPowerLimit.Unit = _c6_Unit
-                f_EVSEMaximumPowerLimit.Value = _c6_Value
-                s = 10
-            elif ec == 3:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
-                el = 'EVSEID'
-                r.pos = r.end - q
-                f_EVSEID = r.string('iso2_msgbody:EVSEID')
-                if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
-                s = 11
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
             else:
-                raise r.deviation('CurrentDemandResType', r.end - q)
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEMaximumPowerLimit.Multiplier = _c6_Multiplier
+            f_EVSEMaximumPowerLimit.Unit = _c6_Unit
+            f_EVSEMaximumPowerLimit.Value = _c6_Value
+            s = 10
+        elif ec == 3:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CurrentDemandResType', r.end - q)
+            el = 'EVSEID'
+            r.pos = r.end - q
+            f_EVSEID = r.string('iso2_msgbody:EVSEID')
+            if len(f_EVSEID) < 7 or len(f_EVSEID) > 37: r.facet('CurrentDemandResType/EVSEID', 'length [7, 37]', f_EVSEID, r.at(r.pos))
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('CurrentDemandResType', r.end - q)
+            s = 11
+        else:
+            raise r.deviation('CurrentDemandResType', r.end - q)
         if s == 8:
             if ec == 0:
                 q -= 15
@@ -8297,7 +8275,7 @@ def _d_CurrentDemandResType(r):
                 if x & 12: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c7_Value = -_c7_Value - 1
                 if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVSEMaximumCurrentLimit.Multiplier = _c7_Multiplier
                 f_EVSEMaximumCurrentLimit.Unit = _c7_Unit
                 f_EVSEMaximumCurrentLimit.Value = _c7_Value
@@ -8346,7 +8324,7 @@ def _d_CurrentDemandResType(r):
                 if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c8_Value = -_c8_Value - 1
                 if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c8_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c8_Unit
                 f_EVSEMaximumPowerLimit.Value = _c8_Value
@@ -8410,7 +8388,7 @@ def _d_CurrentDemandResType(r):
                 if (V >> q) & 7: raise r.deviation('CurrentDemandResType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVSEMaximumPowerLimit.Multiplier = _c9_Multiplier
                 f_EVSEMaximumPowerLimit.Unit = _c9_Unit
                 f_EVSEMaximumPowerLimit.Value = _c9_Value
@@ -8496,7 +8474,7 @@ def _d_CurrentDemandResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.CurrentDemandResType)
+    _obj = _new(_K_iso2_msgbody_CurrentDemandResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -8566,36 +8544,34 @@ def _e_CurrentDemandResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c2_s == 2:
-                if _c2_EVSEIsolationStatus is not None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
-                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
-                    n += 14
-                    _c2_EVSEIsolationStatus = None
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                elif _c2_EVSEStatusCode is not None:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
-                    n += 8
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                n += 14
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -8657,94 +8633,93 @@ def _e_CurrentDemandResType(w, o):
             s = 7
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 7:
-            if v_EVSEMaximumVoltageLimit is not None:
-                el = 'EVSEMaximumVoltageLimit'
-                _o = v_EVSEMaximumVoltageLimit
-                _c5_Multiplier = _o.Multiplier
-                _c5_Unit = _o.Unit
-                _c5_Value = _o.Value
-                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEMaximumVoltageLimit/Multiplier'
-                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEMaximumVoltageLimit/Unit'
-                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumVoltageLimit/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                n += 18
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 8
-            elif v_EVSEMaximumCurrentLimit is not None:
-                el = 'EVSEMaximumCurrentLimit'
-                _o = v_EVSEMaximumCurrentLimit
-                _c6_Multiplier = _o.Multiplier
-                _c6_Unit = _o.Unit
-                _c6_Value = _o.Value
-                if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEMaximumCurrentLimit/Multiplier'
-                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEMaximumCurrentLimit/Unit'
-                _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumCurrentLimit/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-                n += 18
-                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 9
-            elif v_EVSEMaximumPowerLimit is not None:
-                el = 'EVSEMaximumPowerLimit'
-                _o = v_EVSEMaximumPowerLimit
-                _c7_Multiplier = _o.Multiplier
-                _c7_Unit = _o.Unit
-                _c7_Value = _o.Value
-                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEMaximumPowerLimit/Multiplier'
-                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEMaximumPowerLimit/Unit'
-                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEMaximumPowerLimit/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (2 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                n += 18
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 10
-            elif v_EVSEID is not None:
-                el = 'EVSEID'
-                v = (v << 4) | (3 << 1)
-                n += 4
-                _l = len(v_EVSEID)
-                if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
-                if _l < 126 and v_EVSEID.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = 11
-            else:
-                raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit, EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
+        if v_EVSEMaximumVoltageLimit is not None:
+            el = 'EVSEMaximumVoltageLimit'
+            _o = v_EVSEMaximumVoltageLimit
+            _c5_Multiplier = _o.Multiplier
+            _c5_Unit = _o.Unit
+            _c5_Value = _o.Value
+            if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaximumVoltageLimit/Multiplier'
+            if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+            if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaximumVoltageLimit/Unit'
+            _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumVoltageLimit/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+            n += 18
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 8
+        elif v_EVSEMaximumCurrentLimit is not None:
+            el = 'EVSEMaximumCurrentLimit'
+            _o = v_EVSEMaximumCurrentLimit
+            _c6_Multiplier = _o.Multiplier
+            _c6_Unit = _o.Unit
+            _c6_Value = _o.Value
+            if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaximumCurrentLimit/Multiplier'
+            if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+            if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaximumCurrentLimit/Unit'
+            _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
+            if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumCurrentLimit/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+            n += 18
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 9
+        elif v_EVSEMaximumPowerLimit is not None:
+            el = 'EVSEMaximumPowerLimit'
+            _o = v_EVSEMaximumPowerLimit
+            _c7_Multiplier = _o.Multiplier
+            _c7_Unit = _o.Unit
+            _c7_Value = _o.Value
+            if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEMaximumPowerLimit/Multiplier'
+            if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+            if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEMaximumPowerLimit/Unit'
+            _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+            if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEMaximumPowerLimit/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (2 << 15) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+            n += 18
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 10
+        elif v_EVSEID is not None:
+            el = 'EVSEID'
+            v = (v << 4) | (3 << 1)
+            n += 4
+            _l = len(v_EVSEID)
+            if _l < 7 or _l > 37: raise EncodeError(f'length {len(v_EVSEID)} outside [7, 37]')
+            if _l < 126 and v_EVSEID.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_EVSEID.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_EVSEID); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = 11
+        else:
+            raise EncodeError('missing content: expected one of EVSEMaximumVoltageLimit, EVSEMaximumCurrentLimit, EVSEMaximumPowerLimit, EVSEID')
         if s == 8:
             if v_EVSEMaximumCurrentLimit is not None:
                 el = 'EVSEMaximumCurrentLimit'
@@ -8982,40 +8957,38 @@ def _d_MeteringReceiptReqType(r):
             s = 2
         else:
             raise r.deviation('MeteringReceiptReqType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                el = 'SAScheduleTupleID'
-                f_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                s = 4
-            elif ec == 1:
-                el = 'MeterInfo'
-                r.pos = r.end - q
-                f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                s = 4
-            else:
-                raise r.deviation('MeteringReceiptReqType', r.end - q)
-        if s == 4:
-            s = -1
+        if ec == 0:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            el = 'SAScheduleTupleID'
+            f_SAScheduleTupleID = ((x >> 2) & 255) + 1
+            if f_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            s = 4
+        elif ec == 1:
+            el = 'MeterInfo'
+            r.pos = r.end - q
+            f_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+            s = 4
+        else:
+            raise r.deviation('MeteringReceiptReqType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.MeteringReceiptReqType)
+    _obj = _new(_K_iso2_msgbody_MeteringReceiptReqType)
     _obj.Id = f_Id
     _obj.SessionID = f_SessionID
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
@@ -9065,33 +9038,31 @@ def _e_MeteringReceiptReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SessionID')
-        if s == 2:
-            if v_SAScheduleTupleID is not None:
-                el = 'SAScheduleTupleID'
-                if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
-                if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                el = 'MeterInfo'
-                v = (v << 13) | ((v_SAScheduleTupleID - 1) << 2)
-                n += 13
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                s = 4
-            elif v_MeterInfo is not None:
-                el = 'MeterInfo'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
-                v = w.v; n = w.n
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-        if s == 4:
-            if True:
-                v <<= 1
-                n += 1
-                s = -1
+        if v_SAScheduleTupleID is not None:
+            el = 'SAScheduleTupleID'
+            if not 1 <= v_SAScheduleTupleID <= 255: raise EncodeError(f'value {v_SAScheduleTupleID!r} outside [1, 255]')
+            if not (v_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+            el = 'MeterInfo'
+            v = (v << 13) | ((v_SAScheduleTupleID - 1) << 2)
+            n += 13
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            s = 4
+        elif v_MeterInfo is not None:
+            el = 'MeterInfo'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_MeterInfoType(w, v_MeterInfo)
+            v = w.v; n = w.n
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+        if True:
+            v <<= 1
+            n += 1
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9117,177 +9088,173 @@ def _d_MeteringReceiptResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_NotificationMaxDelay = (V >> q) & 127
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3703: raise r.deviation('MeteringReceiptResType', r.end - q)
-                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
-                if _t is None:
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 7) & 3)
-                    if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-                    else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 3) & 1) == 1
-                else:
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_EVSENotification, _c1_RCD = _t
-                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
-                f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-                f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-                f_AC_EVSEStatus.RCD = _c1_RCD
-                s = 2
-            elif ec == 1:
-                el = 'DC_EVSEStatus'
-                _c2_NotificationMaxDelay = None
-                _c2_EVSENotification = None
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 3703: raise r.deviation('MeteringReceiptResType', r.end - q)
+            if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            if _t is None:
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c1_EVSENotification = ((x >> 7) & 3)
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+                else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c1_RCD = ((x >> 3) & 1) == 1
+            else:
+                el = 'AC_EVSEStatus/RCD'
+                _c1_EVSENotification, _c1_RCD = _t
+            f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
+            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+            f_AC_EVSEStatus.RCD = _c1_RCD
+            s = 2
+        elif ec == 1:
+            el = 'DC_EVSEStatus'
+            _c2_NotificationMaxDelay = None
+            _c2_EVSENotification = None
+            _c2_EVSEIsolationStatus = None
+            _c2_EVSEStatusCode = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                el = 'DC_EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 3) & 3)
-                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                ec = (x & 3)
-                _c2_s = 2
-                if _c2_s == 2:
-                    if ec == 0:
-                        q -= 13
-                        if q < 0: V, q = r.slideq(q, 13)
-                        x = (V >> q) & 8191
-                        if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                        if _t is None:
-                            el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                            _c2_EVSEIsolationStatus = ((x >> 9) & 7)
-                            if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
-                            else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
-                            el = 'DC_EVSEStatus/EVSEStatusCode'
-                            _c2_EVSEStatusCode = ((x >> 2) & 15)
-                            if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                        else:
-                            el = 'DC_EVSEStatus/EVSEStatusCode'
-                            _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
-                        _c2_s = 4
-                    elif ec == 1:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEStatusCode = ((x >> 2) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                        else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                        _c2_s = 4
-                    else:
-                        raise r.deviation('DC_EVSEStatusType', r.end - q)
-                if _c2_s == 4:
-                    _c2_s = -1
-                f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
-                f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-                f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
-                f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeteringReceiptResType', r.end - q)
-                s = 2
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                _c2_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 3) & 3)
+            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+            ec = (x & 3)
+            _c2_s = 2
+            if ec == 0:
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                if _t is None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_EVSEIsolationStatus = ((x >> 9) & 7)
+                    if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
+                    else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEStatusCode = ((x >> 2) & 15)
+                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
+                    else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                else:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
+                _c2_s = 4
+            elif ec == 1:
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_EVSEStatusCode = ((x >> 2) & 15)
+                if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                _c2_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _c2_s = -1
+            f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
+            f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
+            f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeteringReceiptResType', r.end - q)
+            s = 2
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeteringReceiptResType', r.end - q)
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_NotificationMaxDelay = (V >> q) & 127
+                    _c3_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
-                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
-                el = 'EVSEStatus/EVSENotification'
-                _c3_EVSENotification = ((x >> 3) & 3)
-                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
-                else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
-                f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
-                f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
-                f_EVSEStatus.EVSENotification = _c3_EVSENotification
-                s = 2
+                _c3_NotificationMaxDelay = (V >> q) & 127
             else:
-                raise r.deviation('MeteringReceiptResType', r.end - q)
-        if s == 2:
-            s = -1
+                r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 231: raise r.deviation('MeteringReceiptResType', r.end - q)
+            if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
+            el = 'EVSEStatus/EVSENotification'
+            _c3_EVSENotification = ((x >> 3) & 3)
+            if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
+            else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+            f_EVSEStatus = _new(_K_iso2_msgdatatypes_EVSEStatusType)
+            f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c3_EVSENotification
+            s = 2
+        else:
+            raise r.deviation('MeteringReceiptResType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.MeteringReceiptResType)
+    _obj = _new(_K_iso2_msgbody_MeteringReceiptResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
@@ -9314,125 +9281,121 @@ def _e_MeteringReceiptResType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 1:
-            if v_AC_EVSEStatus is not None:
-                el = 'AC_EVSEStatus'
-                _o = v_AC_EVSEStatus
-                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c2_EVSENotification = _o.EVSENotification
-                _c2_RCD = _o.RCD
-                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 4
-                n += 4
-                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'AC_EVSEStatus/EVSENotification'
-                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                el = 'AC_EVSEStatus/RCD'
-                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
-                n += 10
-                v_AC_EVSEStatus = None
-                s = 2
-            elif v_DC_EVSEStatus is not None:
-                el = 'DC_EVSEStatus'
-                v = (v << 2) | 1
+        if v_AC_EVSEStatus is not None:
+            el = 'AC_EVSEStatus'
+            _o = v_AC_EVSEStatus
+            _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c2_EVSENotification = _o.EVSENotification
+            _c2_RCD = _o.RCD
+            if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 4
+            n += 4
+            if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+            elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+            elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'AC_EVSEStatus/RCD'
+            if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+            v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
+            n += 10
+            v_AC_EVSEStatus = None
+            s = 2
+        elif v_DC_EVSEStatus is not None:
+            el = 'DC_EVSEStatus'
+            v = (v << 2) | 1
+            n += 2
+            _c3_o = v_DC_EVSEStatus
+            _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
+            _c3_EVSENotification = _c3_o.EVSENotification
+            _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
+            _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
+            if _c3_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
                 n += 2
-                _c3_o = v_DC_EVSEStatus
-                _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
-                _c3_EVSENotification = _c3_o.EVSENotification
-                _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
-                _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
-                if _c3_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    _c3_NotificationMaxDelay = None
-                    if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 5) | (_c3_i1 << 1)
-                    n += 5
-                    _c3_EVSENotification = None
-                    _c3_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if _c3_s == 2:
-                    if _c3_EVSEIsolationStatus is not None:
-                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                        _c3_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
-                        if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                        if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c3_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
-                        if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 14) | (_c3_i2 << 8) | (_c3_i3 << 1)
-                        n += 14
-                        _c3_EVSEIsolationStatus = None
-                        _c3_EVSEStatusCode = None
-                        _c3_s = 4
-                    elif _c3_EVSEStatusCode is not None:
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
-                        if _c3_i4 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
-                        n += 8
-                        _c3_EVSEStatusCode = None
-                        _c3_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c3_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_DC_EVSEStatus = None
-                s = 2
-            elif v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c4_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c4_EVSENotification = _o.EVSENotification
-                if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
-                v = (v << 4) | (2 << 2)
-                n += 4
-                if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
-                if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c4_i1 << 2)
-                n += 6
-                v_EVSEStatus = None
-                s = 2
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c3_NotificationMaxDelay = None
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 5) | (_c3_i1 << 1)
+                n += 5
+                _c3_EVSENotification = None
+                _c3_s = 2
             else:
-                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
-        if s == 2:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c3_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c3_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
+                if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c3_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c3_i2 << 8) | (_c3_i3 << 1)
+                n += 14
+                _c3_EVSEIsolationStatus = None
+                _c3_EVSEStatusCode = None
+                _c3_s = 4
+            elif _c3_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                if _c3_i4 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
+                n += 8
+                _c3_EVSEStatusCode = None
+                _c3_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
-                if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-                s = -1
+                if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
+                _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_DC_EVSEStatus = None
+            s = 2
+        elif v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c4_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c4_EVSENotification = _o.EVSENotification
+            if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
+            v = (v << 4) | (2 << 2)
+            n += 4
+            if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
+            elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
+            elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 6) | (_c4_i1 << 2)
+            n += 6
+            v_EVSEStatus = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+        if True:
+            v <<= 1
+            n += 1
+            if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9519,22 +9482,21 @@ def _d_PaymentDetailsReqType(r):
             _c1_s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'ContractSignatureCertChain/SubCertificates'
-                r.pos = r.end - q
-                _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
-        f_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+        if ec == 0:
+            el = 'ContractSignatureCertChain/SubCertificates'
+            r.pos = r.end - q
+            _c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
+        f_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
         f_ContractSignatureCertChain.Id = _c1_Id
         f_ContractSignatureCertChain.Certificate = _c1_Certificate
         f_ContractSignatureCertChain.SubCertificates = _c1_SubCertificates
@@ -9544,7 +9506,7 @@ def _d_PaymentDetailsReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PaymentDetailsReqType)
+    _obj = _new(_K_iso2_msgbody_PaymentDetailsReqType)
     _obj.eMAID = f_eMAID
     _obj.ContractSignatureCertChain = f_ContractSignatureCertChain
     return _obj
@@ -9608,21 +9570,20 @@ def _e_PaymentDetailsReqType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of Id, Certificate')
-            if _c1_s == 2:
-                if _c1_SubCertificates is not None:
-                    el = 'ContractSignatureCertChain/SubCertificates'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_SubCertificates is not None:
+                el = 'ContractSignatureCertChain/SubCertificates'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SubCertificatesType(w, _c1_SubCertificates)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v <<= 1
             n += 1
@@ -9689,7 +9650,7 @@ def _d_PaymentDetailsResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PaymentDetailsResType)
+    _obj = _new(_K_iso2_msgbody_PaymentDetailsResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.GenChallenge = f_GenChallenge
     _obj.EVSETimeStamp = f_EVSETimeStamp
@@ -9757,7 +9718,7 @@ def _d_PaymentServiceSelectionReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+    _obj = _new(_K_iso2_msgbody_PaymentServiceSelectionReqType)
     _obj.SelectedPaymentOption = f_SelectedPaymentOption
     _obj.SelectedServiceList = f_SelectedServiceList
     return _obj
@@ -9808,7 +9769,7 @@ def _d_PaymentServiceSelectionResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PaymentServiceSelectionResType)
+    _obj = _new(_K_iso2_msgbody_PaymentServiceSelectionResType)
     _obj.ResponseCode = f_ResponseCode
     return _obj
 
@@ -9856,95 +9817,92 @@ def _d_PowerDeliveryReqType(r):
         if f_SAScheduleTupleID > 255: r.facet('PowerDeliveryReqType/SAScheduleTupleID', 'maxInclusive 255', f_SAScheduleTupleID, r.at(r.end - q))
         ec = (x & 7)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'ChargingProfile'
-                r.pos = r.end - q
-                f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 3
-            elif ec == 1:
-                el = 'DC_EVPowerDeliveryParameter'
-                _c1_DC_EVStatus = None
-                _c1_BulkChargingComplete = None
-                _c1_ChargingComplete = None
-                q -= 25
-                if q < 0: V, q = r.slideq(q, 25)
-                x = (V >> q) & 33554431
-                if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
-                if _t is None:
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                    _c1_c1_EVReady = ((x >> 21) & 1) == 1
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c1_c1_EVErrorCode = ((x >> 14) & 15)
-                    if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
-                    else: _c1_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
-                else:
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c1_c1_EVReady, _c1_c1_EVErrorCode = _t
-                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                _c1_c1_EVRESSSOC = ((x >> 4) & 127)
-                if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
-                _c1_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
-                _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
-                _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
-                _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
-                ec = (x & 3)
-                _c1_s = 1
-                if _c1_s == 1:
-                    if ec == 0:
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                        if _t is None:
-                            el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c1_ChargingComplete = ((x >> 2) & 1) == 1
-                        else:
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c1_BulkChargingComplete, _c1_ChargingComplete = _t
-                        _c1_s = 3
-                    elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        _c1_ChargingComplete = ((x >> 2) & 1) == 1
-                        _c1_s = 3
-                    else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                if _c1_s == 3:
-                    _c1_s = -1
-                f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
-                f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
-                f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
-                f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                s = 4
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
-                el = 'EVPowerDeliveryParameter'
-                f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
-                s = 4
-            elif ec == 3:
-                pass
-                s = -1
+        if ec == 0:
+            el = 'ChargingProfile'
+            r.pos = r.end - q
+            f_ChargingProfile = c_iso2_msgdatatypes._d_ChargingProfileType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 3
+        elif ec == 1:
+            el = 'DC_EVPowerDeliveryParameter'
+            _c1_DC_EVStatus = None
+            _c1_BulkChargingComplete = None
+            _c1_ChargingComplete = None
+            q -= 25
+            if q < 0: V, q = r.slideq(q, 25)
+            x = (V >> q) & 33554431
+            if x & 31209484: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+            _t = _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType[((x >> 14) & 255)]
+            if _t is None:
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                _c1_c1_EVReady = ((x >> 21) & 1) == 1
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c1_c1_EVErrorCode = ((x >> 14) & 15)
+                if _c1_c1_EVErrorCode >= 12: _c1_c1_EVErrorCode = r.enum_index('DC_EVStatusType/EVErrorCode', _c1_c1_EVErrorCode, 12, r.at(r.end - q))
+                else: _c1_c1_EVErrorCode = _E_iso2_msgdatatypes_DC_EVErrorCodeType[_c1_c1_EVErrorCode]
             else:
-                raise r.deviation('PowerDeliveryReqType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c1_c1_EVReady, _c1_c1_EVErrorCode = _t
+            el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+            _c1_c1_EVRESSSOC = ((x >> 4) & 127)
+            if _c1_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_c1_EVRESSSOC, r.at(r.end - q))
+            _c1_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
+            _c1_DC_EVStatus.EVReady = _c1_c1_EVReady
+            _c1_DC_EVStatus.EVErrorCode = _c1_c1_EVErrorCode
+            _c1_DC_EVStatus.EVRESSSOC = _c1_c1_EVRESSSOC
+            ec = (x & 3)
+            _c1_s = 1
+            if ec == 0:
+                q -= 8
+                if q < 0: V, q = r.slideq(q, 8)
+                x = (V >> q) & 255
+                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                if _t is None:
+                    el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                    _c1_BulkChargingComplete = ((x >> 6) & 1) == 1
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    _c1_ChargingComplete = ((x >> 2) & 1) == 1
+                else:
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    _c1_BulkChargingComplete, _c1_ChargingComplete = _t
+                _c1_s = 3
+            elif ec == 1:
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                _c1_ChargingComplete = ((x >> 2) & 1) == 1
+                _c1_s = 3
+            else:
+                raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            _c1_s = -1
+            f_DC_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType)
+            f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c1_DC_EVStatus
+            f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c1_BulkChargingComplete
+            f_DC_EVPowerDeliveryParameter.ChargingComplete = _c1_ChargingComplete
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            s = 4
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
+            el = 'EVPowerDeliveryParameter'
+            f_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_EVPowerDeliveryParameterType)
+            s = 4
+        elif ec == 3:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PowerDeliveryReqType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'DC_EVPowerDeliveryParameter'
@@ -9970,41 +9928,39 @@ def _d_PowerDeliveryReqType(r):
                 el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
                 _c3_c1_EVRESSSOC = ((x >> 4) & 127)
                 if _c3_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c3_c1_EVRESSSOC, r.at(r.end - q))
-                _c3_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                _c3_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                 _c3_DC_EVStatus.EVReady = _c3_c1_EVReady
                 _c3_DC_EVStatus.EVErrorCode = _c3_c1_EVErrorCode
                 _c3_DC_EVStatus.EVRESSSOC = _c3_c1_EVRESSSOC
                 ec = (x & 3)
                 _c3_s = 1
-                if _c3_s == 1:
-                    if ec == 0:
-                        q -= 8
-                        if q < 0: V, q = r.slideq(q, 8)
-                        x = (V >> q) & 255
-                        if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                        _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                        if _t is None:
-                            el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                            _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c3_ChargingComplete = ((x >> 2) & 1) == 1
-                        else:
-                            el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                            _c3_BulkChargingComplete, _c3_ChargingComplete = _t
-                        _c3_s = 3
-                    elif ec == 1:
-                        q -= 4
-                        if q < 0: V, q = r.slideq(q, 4)
-                        x = (V >> q) & 15
-                        if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                if ec == 0:
+                    q -= 8
+                    if q < 0: V, q = r.slideq(q, 8)
+                    x = (V >> q) & 255
+                    if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+                    if _t is None:
+                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                        _c3_BulkChargingComplete = ((x >> 6) & 1) == 1
                         el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
                         _c3_ChargingComplete = ((x >> 2) & 1) == 1
-                        _c3_s = 3
                     else:
-                        raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                if _c3_s == 3:
-                    _c3_s = -1
-                f_DC_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
+                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                        _c3_BulkChargingComplete, _c3_ChargingComplete = _t
+                    _c3_s = 3
+                elif ec == 1:
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    _c3_ChargingComplete = ((x >> 2) & 1) == 1
+                    _c3_s = 3
+                else:
+                    raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+                _c3_s = -1
+                f_DC_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType)
                 f_DC_EVPowerDeliveryParameter.DC_EVStatus = _c3_DC_EVStatus
                 f_DC_EVPowerDeliveryParameter.BulkChargingComplete = _c3_BulkChargingComplete
                 f_DC_EVPowerDeliveryParameter.ChargingComplete = _c3_ChargingComplete
@@ -10017,7 +9973,7 @@ def _d_PowerDeliveryReqType(r):
                 if q < 0: V, q = r.slideq(q, 2)
                 if (V >> q) & 3: raise r.deviation('PowerDeliveryReqType', r.end - q)
                 el = 'EVPowerDeliveryParameter'
-                f_EVPowerDeliveryParameter = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
+                f_EVPowerDeliveryParameter = _new(_K_iso2_msgdatatypes_EVPowerDeliveryParameterType)
                 s = 4
             elif ec == 2:
                 pass
@@ -10029,7 +9985,7 @@ def _d_PowerDeliveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PowerDeliveryReqType)
+    _obj = _new(_K_iso2_msgbody_PowerDeliveryReqType)
     _obj.ChargeProgress = f_ChargeProgress
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.ChargingProfile = f_ChargingProfile
@@ -10062,83 +10018,80 @@ def _e_PowerDeliveryReqType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ChargeProgress')
-        if s == 2:
-            if v_ChargingProfile is not None:
-                el = 'ChargingProfile'
-                v <<= 3
-                n += 3
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
-                v = w.v; n = w.n
-                v_ChargingProfile = None
-                s = 3
-            elif v_DC_EVPowerDeliveryParameter is not None:
-                el = 'DC_EVPowerDeliveryParameter'
-                v = (v << 3) | 1
-                n += 3
-                _c2_o = v_DC_EVPowerDeliveryParameter
-                _c2_DC_EVStatus = _c2_o.DC_EVStatus
-                _c2_BulkChargingComplete = _c2_o.BulkChargingComplete
-                _c2_ChargingComplete = _c2_o.ChargingComplete
-                if _c2_DC_EVStatus is not None:
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
-                    _o = _c2_DC_EVStatus
-                    _c2_c1_EVReady = _o.EVReady
-                    _c2_c1_EVErrorCode = _o.EVErrorCode
-                    _c2_c1_EVRESSSOC = _o.EVRESSSOC
-                    if not (_c2_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
-                    if _c2_c1_EVReady is not True and _c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVReady!r}')
-                    if not (_c2_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
-                    _c2_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
-                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
-                    if not (_c2_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
-                    el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
-                    if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
-                    v = (v << 23) | (_c2_c1_EVReady << 19) | (_c2_c1_i1 << 12) | (_c2_c1_EVRESSSOC << 2)
-                    n += 23
-                    _c2_s = 1
-                else:
-                    raise EncodeError('missing content: expected one of DC_EVStatus')
-                if _c2_s == 1:
-                    if _c2_BulkChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        if _c2_BulkChargingComplete is not True and _c2_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_BulkChargingComplete!r}')
-                        if not (_c2_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
-                        v = (v << 9) | (_c2_BulkChargingComplete << 5) | (_c2_ChargingComplete << 1)
-                        n += 9
-                        _c2_s = 3
-                    elif _c2_ChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
-                        v = (v << 5) | (1 << 3) | (_c2_ChargingComplete << 1)
-                        n += 5
-                        _c2_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-                if _c2_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_DC_EVPowerDeliveryParameter = None
-                s = 4
-            elif v_EVPowerDeliveryParameter is not None:
-                el = 'EVPowerDeliveryParameter'
-                _o = v_EVPowerDeliveryParameter
-                v = (v << 4) | (2 << 1)
-                n += 4
-                v_EVPowerDeliveryParameter = None
-                s = 4
-            elif True:
-                v = (v << 3) | 3
-                n += 3
-                if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
-                s = -1
+        if v_ChargingProfile is not None:
+            el = 'ChargingProfile'
+            v <<= 3
+            n += 3
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_ChargingProfileType(w, v_ChargingProfile)
+            v = w.v; n = w.n
+            v_ChargingProfile = None
+            s = 3
+        elif v_DC_EVPowerDeliveryParameter is not None:
+            el = 'DC_EVPowerDeliveryParameter'
+            v = (v << 3) | 1
+            n += 3
+            _c2_o = v_DC_EVPowerDeliveryParameter
+            _c2_DC_EVStatus = _c2_o.DC_EVStatus
+            _c2_BulkChargingComplete = _c2_o.BulkChargingComplete
+            _c2_ChargingComplete = _c2_o.ChargingComplete
+            if _c2_DC_EVStatus is not None:
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus'
+                _o = _c2_DC_EVStatus
+                _c2_c1_EVReady = _o.EVReady
+                _c2_c1_EVErrorCode = _o.EVErrorCode
+                _c2_c1_EVRESSSOC = _o.EVRESSSOC
+                if not (_c2_c1_EVReady is not None): raise EncodeError('missing content: EVReady')
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVReady'
+                if _c2_c1_EVReady is not True and _c2_c1_EVReady is not False: raise EncodeError(f'expected a bool, got {_c2_c1_EVReady!r}')
+                if not (_c2_c1_EVErrorCode is not None): raise EncodeError('missing content: EVErrorCode')
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVErrorCode'
+                _c2_c1_i1 = _I_iso2_msgdatatypes_DC_EVErrorCodeType.get(_c2_c1_EVErrorCode)
+                if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_EVErrorCode!r} is not one of the enumeration DC_EVErrorCodeType')
+                if not (_c2_c1_EVRESSSOC is not None): raise EncodeError('missing content: EVRESSSOC')
+                el = 'DC_EVPowerDeliveryParameter/DC_EVStatus/EVRESSSOC'
+                if not 0 <= _c2_c1_EVRESSSOC <= 100: raise EncodeError(f'value {_c2_c1_EVRESSSOC!r} outside [0, 100]')
+                v = (v << 23) | (_c2_c1_EVReady << 19) | (_c2_c1_i1 << 12) | (_c2_c1_EVRESSSOC << 2)
+                n += 23
+                _c2_s = 1
+            else:
+                raise EncodeError('missing content: expected one of DC_EVStatus')
+            if _c2_BulkChargingComplete is not None:
+                el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                if _c2_BulkChargingComplete is not True and _c2_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_BulkChargingComplete!r}')
+                if not (_c2_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
+                v = (v << 9) | (_c2_BulkChargingComplete << 5) | (_c2_ChargingComplete << 1)
+                n += 9
+                _c2_s = 3
+            elif _c2_ChargingComplete is not None:
+                el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                if _c2_ChargingComplete is not True and _c2_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c2_ChargingComplete!r}')
+                v = (v << 5) | (1 << 3) | (_c2_ChargingComplete << 1)
+                n += 5
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+            if True:
+                v <<= 1
+                n += 1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_DC_EVPowerDeliveryParameter = None
+            s = 4
+        elif v_EVPowerDeliveryParameter is not None:
+            el = 'EVPowerDeliveryParameter'
+            _o = v_EVPowerDeliveryParameter
+            v = (v << 4) | (2 << 1)
+            n += 4
+            v_EVPowerDeliveryParameter = None
+            s = 4
+        elif True:
+            v = (v << 3) | 3
+            n += 3
+            if v_ChargeProgress is not None or v_SAScheduleTupleID is not None or v_ChargingProfile is not None or v_DC_EVPowerDeliveryParameter is not None or v_EVPowerDeliveryParameter is not None: raise _leftover(o)
+            s = -1
         if s == 3:
             if v_DC_EVPowerDeliveryParameter is not None:
                 el = 'DC_EVPowerDeliveryParameter'
@@ -10169,29 +10122,27 @@ def _e_PowerDeliveryReqType(w, o):
                     _c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of DC_EVStatus')
-                if _c4_s == 1:
-                    if _c4_BulkChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
-                        if _c4_BulkChargingComplete is not True and _c4_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_BulkChargingComplete!r}')
-                        if not (_c4_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
-                        v = (v << 9) | (_c4_BulkChargingComplete << 5) | (_c4_ChargingComplete << 1)
-                        n += 9
-                        _c4_s = 3
-                    elif _c4_ChargingComplete is not None:
-                        el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
-                        if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
-                        v = (v << 5) | (1 << 3) | (_c4_ChargingComplete << 1)
-                        n += 5
-                        _c4_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-                if _c4_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c4_s = -1
+                if _c4_BulkChargingComplete is not None:
+                    el = 'DC_EVPowerDeliveryParameter/BulkChargingComplete'
+                    if _c4_BulkChargingComplete is not True and _c4_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_BulkChargingComplete!r}')
+                    if not (_c4_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
+                    v = (v << 9) | (_c4_BulkChargingComplete << 5) | (_c4_ChargingComplete << 1)
+                    n += 9
+                    _c4_s = 3
+                elif _c4_ChargingComplete is not None:
+                    el = 'DC_EVPowerDeliveryParameter/ChargingComplete'
+                    if _c4_ChargingComplete is not True and _c4_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {_c4_ChargingComplete!r}')
+                    v = (v << 5) | (1 << 3) | (_c4_ChargingComplete << 1)
+                    n += 5
+                    _c4_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v_DC_EVPowerDeliveryParameter = None
                 s = 4
@@ -10238,177 +10189,173 @@ def _d_PowerDeliveryResType(r):
         else: f_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[f_ResponseCode]
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_NotificationMaxDelay = (V >> q) & 127
+                    _c1_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3703: raise r.deviation('PowerDeliveryResType', r.end - q)
-                if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
-                _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
-                if _t is None:
-                    el = 'AC_EVSEStatus/EVSENotification'
-                    _c1_EVSENotification = ((x >> 7) & 3)
-                    if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
-                    else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_RCD = ((x >> 3) & 1) == 1
-                else:
-                    el = 'AC_EVSEStatus/RCD'
-                    _c1_EVSENotification, _c1_RCD = _t
-                f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
-                f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
-                f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
-                f_AC_EVSEStatus.RCD = _c1_RCD
-                s = 2
-            elif ec == 1:
-                el = 'DC_EVSEStatus'
-                _c2_NotificationMaxDelay = None
-                _c2_EVSENotification = None
-                _c2_EVSEIsolationStatus = None
-                _c2_EVSEStatusCode = None
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                el = 'DC_EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c2_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c2_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 3703: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _c1_NotificationMaxDelay > 65535: r.facet('AC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c1_NotificationMaxDelay, r.at(r.end - q))
+            _t = _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b[((x >> 3) & 63)]
+            if _t is None:
+                el = 'AC_EVSEStatus/EVSENotification'
+                _c1_EVSENotification = ((x >> 7) & 3)
+                if _c1_EVSENotification >= 3: _c1_EVSENotification = r.enum_index('AC_EVSEStatusType/EVSENotification', _c1_EVSENotification, 3, r.at(r.end - q))
+                else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
+                el = 'AC_EVSEStatus/RCD'
+                _c1_RCD = ((x >> 3) & 1) == 1
+            else:
+                el = 'AC_EVSEStatus/RCD'
+                _c1_EVSENotification, _c1_RCD = _t
+            f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
+            f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
+            f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
+            f_AC_EVSEStatus.RCD = _c1_RCD
+            s = 2
+        elif ec == 1:
+            el = 'DC_EVSEStatus'
+            _c2_NotificationMaxDelay = None
+            _c2_EVSENotification = None
+            _c2_EVSEIsolationStatus = None
+            _c2_EVSEStatusCode = None
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c2_NotificationMaxDelay = (V >> q) & 127
+                    _c2_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c2_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c2_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
-                el = 'DC_EVSEStatus/EVSENotification'
-                _c2_EVSENotification = ((x >> 3) & 3)
-                if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
-                else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
-                ec = (x & 3)
-                _c2_s = 2
-                if _c2_s == 2:
-                    if ec == 0:
-                        q -= 13
-                        if q < 0: V, q = r.slideq(q, 13)
-                        x = (V >> q) & 8191
-                        if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                        if _t is None:
-                            el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                            _c2_EVSEIsolationStatus = ((x >> 9) & 7)
-                            if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
-                            else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
-                            el = 'DC_EVSEStatus/EVSEStatusCode'
-                            _c2_EVSEStatusCode = ((x >> 2) & 15)
-                            if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                            else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                        else:
-                            el = 'DC_EVSEStatus/EVSEStatusCode'
-                            _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
-                        _c2_s = 4
-                    elif ec == 1:
-                        q -= 7
-                        if q < 0: V, q = r.slideq(q, 7)
-                        x = (V >> q) & 127
-                        if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c2_EVSEStatusCode = ((x >> 2) & 15)
-                        if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
-                        else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
-                        _c2_s = 4
-                    else:
-                        raise r.deviation('DC_EVSEStatusType', r.end - q)
-                if _c2_s == 4:
-                    _c2_s = -1
-                f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
-                f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
-                f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
-                f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
-                f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
-                s = 2
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_NotificationMaxDelay = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_NotificationMaxDelay = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                _c2_NotificationMaxDelay = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c2_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            if _c2_NotificationMaxDelay > 65535: r.facet('DC_EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c2_NotificationMaxDelay, r.at(r.end - q))
+            el = 'DC_EVSEStatus/EVSENotification'
+            _c2_EVSENotification = ((x >> 3) & 3)
+            if _c2_EVSENotification >= 3: _c2_EVSENotification = r.enum_index('DC_EVSEStatusType/EVSENotification', _c2_EVSENotification, 3, r.at(r.end - q))
+            else: _c2_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_EVSENotification]
+            ec = (x & 3)
+            _c2_s = 2
+            if ec == 0:
+                q -= 13
+                if q < 0: V, q = r.slideq(q, 13)
+                x = (V >> q) & 8191
+                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                if _t is None:
+                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_EVSEIsolationStatus = ((x >> 9) & 7)
+                    if _c2_EVSEIsolationStatus >= 5: _c2_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_EVSEIsolationStatus, 5, r.at(r.end - q))
+                    else: _c2_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_EVSEIsolationStatus]
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEStatusCode = ((x >> 2) & 15)
+                    if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
+                    else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                else:
+                    el = 'DC_EVSEStatus/EVSEStatusCode'
+                    _c2_EVSEIsolationStatus, _c2_EVSEStatusCode = _t
+                _c2_s = 4
+            elif ec == 1:
+                q -= 7
+                if q < 0: V, q = r.slideq(q, 7)
+                x = (V >> q) & 127
+                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_EVSEStatusCode = ((x >> 2) & 15)
+                if _c2_EVSEStatusCode >= 12: _c2_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_EVSEStatusCode, 12, r.at(r.end - q))
+                else: _c2_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_EVSEStatusCode]
+                _c2_s = 4
+            else:
+                raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _c2_s = -1
+            f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
+            f_DC_EVSEStatus.NotificationMaxDelay = _c2_NotificationMaxDelay
+            f_DC_EVSEStatus.EVSENotification = _c2_EVSENotification
+            f_DC_EVSEStatus.EVSEIsolationStatus = _c2_EVSEIsolationStatus
+            f_DC_EVSEStatus.EVSEStatusCode = _c2_EVSEStatusCode
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PowerDeliveryResType', r.end - q)
+            s = 2
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('PowerDeliveryResType', r.end - q)
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_NotificationMaxDelay = (V >> q) & 127
+                    _c3_NotificationMaxDelay = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_NotificationMaxDelay = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_NotificationMaxDelay = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
-                if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
-                el = 'EVSEStatus/EVSENotification'
-                _c3_EVSENotification = ((x >> 3) & 3)
-                if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
-                else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
-                f_EVSEStatus = _new(iso2_msgdatatypes.EVSEStatusType)
-                f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
-                f_EVSEStatus.EVSENotification = _c3_EVSENotification
-                s = 2
+                _c3_NotificationMaxDelay = (V >> q) & 127
             else:
-                raise r.deviation('PowerDeliveryResType', r.end - q)
-        if s == 2:
-            s = -1
+                r.pos = r.end - q; _c3_NotificationMaxDelay = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 231: raise r.deviation('PowerDeliveryResType', r.end - q)
+            if _c3_NotificationMaxDelay > 65535: r.facet('EVSEStatusType/NotificationMaxDelay', 'range [0, 65535]', _c3_NotificationMaxDelay, r.at(r.end - q))
+            el = 'EVSEStatus/EVSENotification'
+            _c3_EVSENotification = ((x >> 3) & 3)
+            if _c3_EVSENotification >= 3: _c3_EVSENotification = r.enum_index('EVSEStatusType/EVSENotification', _c3_EVSENotification, 3, r.at(r.end - q))
+            else: _c3_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c3_EVSENotification]
+            f_EVSEStatus = _new(_K_iso2_msgdatatypes_EVSEStatusType)
+            f_EVSEStatus.NotificationMaxDelay = _c3_NotificationMaxDelay
+            f_EVSEStatus.EVSENotification = _c3_EVSENotification
+            s = 2
+        else:
+            raise r.deviation('PowerDeliveryResType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PowerDeliveryResType)
+    _obj = _new(_K_iso2_msgbody_PowerDeliveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
@@ -10435,125 +10382,121 @@ def _e_PowerDeliveryResType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 1:
-            if v_AC_EVSEStatus is not None:
-                el = 'AC_EVSEStatus'
-                _o = v_AC_EVSEStatus
-                _c2_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c2_EVSENotification = _o.EVSENotification
-                _c2_RCD = _o.RCD
-                if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'AC_EVSEStatus/NotificationMaxDelay'
-                if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
-                v <<= 4
-                n += 4
-                if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
-                elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
-                elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'AC_EVSEStatus/EVSENotification'
-                _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
-                if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
-                el = 'AC_EVSEStatus/RCD'
-                if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
-                v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
-                n += 10
-                v_AC_EVSEStatus = None
-                s = 2
-            elif v_DC_EVSEStatus is not None:
-                el = 'DC_EVSEStatus'
-                v = (v << 2) | 1
+        if v_AC_EVSEStatus is not None:
+            el = 'AC_EVSEStatus'
+            _o = v_AC_EVSEStatus
+            _c2_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c2_EVSENotification = _o.EVSENotification
+            _c2_RCD = _o.RCD
+            if not (_c2_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'AC_EVSEStatus/NotificationMaxDelay'
+            if _c2_NotificationMaxDelay < 0 or _c2_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c2_NotificationMaxDelay!r} outside [0, 65535]')
+            v <<= 4
+            n += 4
+            if _c2_NotificationMaxDelay < 128: v = (v << 9) | (_c2_NotificationMaxDelay << 1); n += 9
+            elif _c2_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c2_NotificationMaxDelay] << 1); n += 17
+            elif _c2_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c2_NotificationMaxDelay & 16383] | 128) << 8) | (_c2_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c2_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c2_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'AC_EVSEStatus/EVSENotification'
+            _c2_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c2_EVSENotification)
+            if _c2_i1 is None: raise EncodeError(f'{_c2_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            if not (_c2_RCD is not None): raise EncodeError('missing content: RCD')
+            el = 'AC_EVSEStatus/RCD'
+            if _c2_RCD is not True and _c2_RCD is not False: raise EncodeError(f'expected a bool, got {_c2_RCD!r}')
+            v = (v << 10) | (_c2_i1 << 6) | (_c2_RCD << 2)
+            n += 10
+            v_AC_EVSEStatus = None
+            s = 2
+        elif v_DC_EVSEStatus is not None:
+            el = 'DC_EVSEStatus'
+            v = (v << 2) | 1
+            n += 2
+            _c3_o = v_DC_EVSEStatus
+            _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
+            _c3_EVSENotification = _c3_o.EVSENotification
+            _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
+            _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
+            if _c3_NotificationMaxDelay is not None:
+                el = 'DC_EVSEStatus/NotificationMaxDelay'
+                if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
+                v <<= 2
                 n += 2
-                _c3_o = v_DC_EVSEStatus
-                _c3_NotificationMaxDelay = _c3_o.NotificationMaxDelay
-                _c3_EVSENotification = _c3_o.EVSENotification
-                _c3_EVSEIsolationStatus = _c3_o.EVSEIsolationStatus
-                _c3_EVSEStatusCode = _c3_o.EVSEStatusCode
-                if _c3_NotificationMaxDelay is not None:
-                    el = 'DC_EVSEStatus/NotificationMaxDelay'
-                    if _c3_NotificationMaxDelay < 0 or _c3_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c3_NotificationMaxDelay!r} outside [0, 65535]')
-                    v <<= 2
-                    n += 2
-                    if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
-                    elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
-                    elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                    _c3_NotificationMaxDelay = None
-                    if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                    el = 'DC_EVSEStatus/EVSENotification'
-                    _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                    v = (v << 5) | (_c3_i1 << 1)
-                    n += 5
-                    _c3_EVSENotification = None
-                    _c3_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if _c3_s == 2:
-                    if _c3_EVSEIsolationStatus is not None:
-                        el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                        _c3_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
-                        if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                        if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c3_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
-                        if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 14) | (_c3_i2 << 8) | (_c3_i3 << 1)
-                        n += 14
-                        _c3_EVSEIsolationStatus = None
-                        _c3_EVSEStatusCode = None
-                        _c3_s = 4
-                    elif _c3_EVSEStatusCode is not None:
-                        el = 'DC_EVSEStatus/EVSEStatusCode'
-                        _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
-                        if _c3_i4 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
-                        n += 8
-                        _c3_EVSEStatusCode = None
-                        _c3_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c3_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_DC_EVSEStatus = None
-                s = 2
-            elif v_EVSEStatus is not None:
-                el = 'EVSEStatus'
-                _o = v_EVSEStatus
-                _c4_NotificationMaxDelay = _o.NotificationMaxDelay
-                _c4_EVSENotification = _o.EVSENotification
-                if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
-                el = 'EVSEStatus/NotificationMaxDelay'
-                if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
-                v = (v << 4) | (2 << 2)
-                n += 4
-                if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
-                elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
-                elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
-                if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
-                el = 'EVSEStatus/EVSENotification'
-                _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
-                if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
-                v = (v << 6) | (_c4_i1 << 2)
-                n += 6
-                v_EVSEStatus = None
-                s = 2
+                if _c3_NotificationMaxDelay < 128: v = (v << 9) | (_c3_NotificationMaxDelay << 1); n += 9
+                elif _c3_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c3_NotificationMaxDelay] << 1); n += 17
+                elif _c3_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c3_NotificationMaxDelay & 16383] | 128) << 8) | (_c3_NotificationMaxDelay >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+                _c3_NotificationMaxDelay = None
+                if not (_c3_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+                el = 'DC_EVSEStatus/EVSENotification'
+                _c3_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c3_EVSENotification)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+                v = (v << 5) | (_c3_i1 << 1)
+                n += 5
+                _c3_EVSENotification = None
+                _c3_s = 2
             else:
-                raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
-        if s == 2:
+                raise EncodeError('missing content: expected one of NotificationMaxDelay')
+            if _c3_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c3_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c3_EVSEIsolationStatus)
+                if _c3_i2 is None: raise EncodeError(f'{_c3_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c3_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c3_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                if _c3_i3 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c3_i2 << 8) | (_c3_i3 << 1)
+                n += 14
+                _c3_EVSEIsolationStatus = None
+                _c3_EVSEStatusCode = None
+                _c3_s = 4
+            elif _c3_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c3_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c3_EVSEStatusCode)
+                if _c3_i4 is None: raise EncodeError(f'{_c3_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c3_i4 << 1)
+                n += 8
+                _c3_EVSEStatusCode = None
+                _c3_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
             if True:
                 v <<= 1
                 n += 1
-                if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
-                s = -1
+                if _c3_NotificationMaxDelay is not None or _c3_EVSENotification is not None or _c3_EVSEIsolationStatus is not None or _c3_EVSEStatusCode is not None: raise _leftover(_c3_o)
+                _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_DC_EVSEStatus = None
+            s = 2
+        elif v_EVSEStatus is not None:
+            el = 'EVSEStatus'
+            _o = v_EVSEStatus
+            _c4_NotificationMaxDelay = _o.NotificationMaxDelay
+            _c4_EVSENotification = _o.EVSENotification
+            if not (_c4_NotificationMaxDelay is not None): raise EncodeError('missing content: NotificationMaxDelay')
+            el = 'EVSEStatus/NotificationMaxDelay'
+            if _c4_NotificationMaxDelay < 0 or _c4_NotificationMaxDelay > 65535: raise EncodeError(f'value {_c4_NotificationMaxDelay!r} outside [0, 65535]')
+            v = (v << 4) | (2 << 2)
+            n += 4
+            if _c4_NotificationMaxDelay < 128: v = (v << 9) | (_c4_NotificationMaxDelay << 1); n += 9
+            elif _c4_NotificationMaxDelay < 16384: v = (v << 17) | (_V2[_c4_NotificationMaxDelay] << 1); n += 17
+            elif _c4_NotificationMaxDelay < 2097152: v = (v << 25) | ((((_V2[_c4_NotificationMaxDelay & 16383] | 128) << 8) | (_c4_NotificationMaxDelay >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_c4_NotificationMaxDelay); v = (w.v << 1); n = w.n + 1
+            if not (_c4_EVSENotification is not None): raise EncodeError('missing content: EVSENotification')
+            el = 'EVSEStatus/EVSENotification'
+            _c4_i1 = _I_iso2_msgdatatypes_EVSENotificationType.get(_c4_EVSENotification)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_EVSENotification!r} is not one of the enumeration EVSENotificationType')
+            v = (v << 6) | (_c4_i1 << 2)
+            n += 6
+            v_EVSEStatus = None
+            s = 2
+        else:
+            raise EncodeError('missing content: expected one of AC_EVSEStatus, DC_EVSEStatus, EVSEStatus')
+        if True:
+            v <<= 1
+            n += 1
+            if v_ResponseCode is not None or v_AC_EVSEStatus is not None or v_DC_EVSEStatus is not None or v_EVSEStatus is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -10587,7 +10530,7 @@ def _d_PreChargeReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 18) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
@@ -10630,7 +10573,7 @@ def _d_PreChargeReqType(r):
         if x & 254862: raise r.deviation('PreChargeReqType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVTargetVoltage.Multiplier = _c2_Multiplier
         f_EVTargetVoltage.Unit = _c2_Unit
         f_EVTargetVoltage.Value = _c2_Value
@@ -10672,14 +10615,14 @@ def _d_PreChargeReqType(r):
         if (V >> q) & 7: raise r.deviation('PreChargeReqType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVTargetCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVTargetCurrent.Multiplier = _c3_Multiplier
         f_EVTargetCurrent.Unit = _c3_Unit
         f_EVTargetCurrent.Value = _c3_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PreChargeReqType)
+    _obj = _new(_K_iso2_msgbody_PreChargeReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVTargetVoltage = f_EVTargetVoltage
     _obj.EVTargetCurrent = f_EVTargetCurrent
@@ -10818,41 +10761,39 @@ def _d_PreChargeResType(r):
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                if _t is None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                else:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-                _c1_s = 4
-            elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if ec == 0:
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            if _t is None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 4:
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
+            _c1_s = 4
+        elif ec == 1:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
@@ -10899,14 +10840,14 @@ def _d_PreChargeResType(r):
         if (V >> q) & 7: raise r.deviation('PreChargeResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.PreChargeResType)
+    _obj = _new(_K_iso2_msgbody_PreChargeResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -10954,36 +10895,34 @@ def _e_PreChargeResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c2_s == 2:
-                if _c2_EVSEIsolationStatus is not None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
-                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
-                    n += 14
-                    _c2_EVSEIsolationStatus = None
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                elif _c2_EVSEStatusCode is not None:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
-                    n += 8
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                n += 14
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'
@@ -11051,7 +10990,7 @@ def _d_ServiceDetailReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ServiceDetailReqType)
+    _obj = _new(_K_iso2_msgbody_ServiceDetailReqType)
     _obj.ServiceID = f_ServiceID
     return _obj
 
@@ -11121,25 +11060,24 @@ def _d_ServiceDetailResType(r):
         if f_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'ServiceParameterList'
-                r.pos = r.end - q
-                f_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceDetailResType', r.end - q)
+        if ec == 0:
+            el = 'ServiceParameterList'
+            r.pos = r.end - q
+            f_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDetailResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ServiceDetailResType)
+    _obj = _new(_K_iso2_msgbody_ServiceDetailResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.ServiceID = f_ServiceID
     _obj.ServiceParameterList = f_ServiceParameterList
@@ -11170,21 +11108,20 @@ def _e_ServiceDetailResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 2:
-            if v_ServiceParameterList is not None:
-                el = 'ServiceParameterList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ServiceParameterList is not None:
+            el = 'ServiceParameterList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_ServiceParameterListType(w, v_ServiceParameterList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11255,7 +11192,7 @@ def _d_ServiceDiscoveryReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ServiceDiscoveryReqType)
+    _obj = _new(_K_iso2_msgbody_ServiceDiscoveryReqType)
     _obj.ServiceScope = f_ServiceScope
     _obj.ServiceCategory = f_ServiceCategory
     return _obj
@@ -11375,86 +11312,83 @@ def _d_ServiceDiscoveryResType(r):
         if _c1_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ChargeService/ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c1_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                    if len(_c1_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ChargeService/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ChargeService/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            else:
-                raise r.deviation('ChargeServiceType', r.end - q)
-        if _c1_s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ChargeService/ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c1_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                    if len(_c1_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ChargeService/FreeService'
-                _c1_FreeService = ((x >> 2) & 1) == 1
-                _c1_s = 5
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ChargeService/FreeService'
-                _c1_FreeService = ((x >> 2) & 1) == 1
-                _c1_s = 5
-            else:
-                raise r.deviation('ChargeServiceType', r.end - q)
-        if _c1_s == 5:
-            el = 'ChargeService/SupportedEnergyTransferMode'
-            r.pos = r.end - q
-            _c1_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+        if ec == 0:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
-            _c1_s = -1
-        f_ChargeService = _new(iso2_msgdatatypes.ChargeServiceType)
+            x = (V >> q) & 1
+            el = 'ChargeService/ServiceName'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                _c1_ServiceName = ''
+            else:
+                r.pos = r.end - q
+                _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                if len(_c1_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ChargeService/ServiceCategory'
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ChargeService/ServiceCategory'
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        else:
+            raise r.deviation('ChargeServiceType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ChargeService/ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                _c1_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                if len(_c1_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ChargeService/FreeService'
+            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_s = 5
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ChargeService/FreeService'
+            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_s = 5
+        else:
+            raise r.deviation('ChargeServiceType', r.end - q)
+        el = 'ChargeService/SupportedEnergyTransferMode'
+        r.pos = r.end - q
+        _c1_SupportedEnergyTransferMode = c_iso2_msgdatatypes._d_SupportedEnergyTransferModeType(r)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        _c1_s = -1
+        f_ChargeService = _new(_K_iso2_msgdatatypes_ChargeServiceType)
         f_ChargeService.ServiceID = _c1_ServiceID
         f_ChargeService.ServiceName = _c1_ServiceName
         f_ChargeService.ServiceCategory = _c1_ServiceCategory
@@ -11466,25 +11400,24 @@ def _d_ServiceDiscoveryResType(r):
         x = (V >> q) & 3
         ec = x
         s = 3
-        if s == 3:
-            if ec == 0:
-                el = 'ServiceList'
-                r.pos = r.end - q
-                f_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ServiceDiscoveryResType', r.end - q)
+        if ec == 0:
+            el = 'ServiceList'
+            r.pos = r.end - q
+            f_ServiceList = c_iso2_msgdatatypes._d_ServiceListType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('ServiceDiscoveryResType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ServiceDiscoveryResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.ServiceDiscoveryResType)
+    _obj = _new(_K_iso2_msgbody_ServiceDiscoveryResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.PaymentOptionList = f_PaymentOptionList
     _obj.ChargeService = f_ChargeService
@@ -11536,98 +11469,94 @@ def _e_ServiceDiscoveryResType(w, o):
                 _c2_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c2_s == 1:
-                if _c2_ServiceName is not None:
-                    el = 'ChargeService/ServiceName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c2_ServiceName)
-                    if _l > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
-                    if _l < 126 and _c2_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
-                    if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'ChargeService/ServiceCategory'
-                    _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
-                    if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c2_i1 << 1)
-                    n += 6
-                    _c2_ServiceName = None
-                    _c2_ServiceCategory = None
-                    _c2_s = 3
-                elif _c2_ServiceCategory is not None:
-                    el = 'ChargeService/ServiceCategory'
-                    _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
-                    if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
-                    n += 6
-                    _c2_ServiceCategory = None
-                    _c2_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if _c2_s == 3:
-                if _c2_ServiceScope is not None:
-                    el = 'ChargeService/ServiceScope'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c2_ServiceScope)
-                    if _l > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
-                    if _l < 126 and _c2_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
-                    if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'ChargeService/FreeService'
-                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                    v = (v << 5) | (_c2_FreeService << 1)
-                    n += 5
-                    _c2_ServiceScope = None
-                    _c2_FreeService = None
-                    _c2_s = 5
-                elif _c2_FreeService is not None:
-                    el = 'ChargeService/FreeService'
-                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                    v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
-                    n += 5
-                    _c2_FreeService = None
-                    _c2_s = 5
-                else:
-                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-            if _c2_s == 5:
-                if _c2_SupportedEnergyTransferMode is not None:
-                    el = 'ChargeService/SupportedEnergyTransferMode'
-                    v <<= 1
-                    n += 1
-                    w.v = v; w.n = n
-                    c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType(w, _c2_SupportedEnergyTransferMode)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c2_SupportedEnergyTransferMode = None
-                    if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None or _c2_SupportedEnergyTransferMode is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
+            if _c2_ServiceName is not None:
+                el = 'ChargeService/ServiceName'
+                v <<= 3
+                n += 3
+                _l = len(_c2_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c2_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
+                if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'ChargeService/ServiceCategory'
+                _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c2_i1 << 1)
+                n += 6
+                _c2_ServiceName = None
+                _c2_ServiceCategory = None
+                _c2_s = 3
+            elif _c2_ServiceCategory is not None:
+                el = 'ChargeService/ServiceCategory'
+                _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
+                n += 6
+                _c2_ServiceCategory = None
+                _c2_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c2_ServiceScope is not None:
+                el = 'ChargeService/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c2_ServiceScope)
+                if _l > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
+                if _l < 126 and _c2_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
+                if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'ChargeService/FreeService'
+                if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                v = (v << 5) | (_c2_FreeService << 1)
+                n += 5
+                _c2_ServiceScope = None
+                _c2_FreeService = None
+                _c2_s = 5
+            elif _c2_FreeService is not None:
+                el = 'ChargeService/FreeService'
+                if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
+                n += 5
+                _c2_FreeService = None
+                _c2_s = 5
+            else:
+                raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+            if _c2_SupportedEnergyTransferMode is not None:
+                el = 'ChargeService/SupportedEnergyTransferMode'
+                v <<= 1
+                n += 1
+                w.v = v; w.n = n
+                c_iso2_msgdatatypes._e_SupportedEnergyTransferModeType(w, _c2_SupportedEnergyTransferMode)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_SupportedEnergyTransferMode = None
+                if _c2_ServiceID is not None or _c2_ServiceName is not None or _c2_ServiceCategory is not None or _c2_ServiceScope is not None or _c2_FreeService is not None or _c2_SupportedEnergyTransferMode is not None: raise _leftover(_c2_o)
+                _c2_s = -1
+            else:
+                raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             s = 3
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 3:
-            if v_ServiceList is not None:
-                el = 'ServiceList'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                c_iso2_msgdatatypes._e_ServiceListType(w, v_ServiceList)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ServiceList is not None:
+            el = 'ServiceList'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            c_iso2_msgdatatypes._e_ServiceListType(w, v_ServiceList)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11664,7 +11593,7 @@ def _d_SessionSetupReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.SessionSetupReqType)
+    _obj = _new(_K_iso2_msgbody_SessionSetupReqType)
     _obj.EVCCID = f_EVCCID
     return _obj
 
@@ -11720,47 +11649,46 @@ def _d_SessionSetupResType(r):
         if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
-                el = 'EVSETimeStamp'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_EVSETimeStamp = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_EVSETimeStamp = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+            el = 'EVSETimeStamp'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_EVSETimeStamp = (V >> q) & 127
+                    f_EVSETimeStamp = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_EVSETimeStamp = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
-                if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_EVSETimeStamp = (V >> q) & 127
             else:
-                raise r.deviation('SessionSetupResType', r.end - q)
+                r.pos = r.end - q; f_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+            if _neg: f_EVSETimeStamp = -f_EVSETimeStamp - 1
+            if f_EVSETimeStamp < -9223372036854775808 or f_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', f_EVSETimeStamp, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SessionSetupResType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.SessionSetupResType)
+    _obj = _new(_K_iso2_msgbody_SessionSetupResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.EVSEID = f_EVSEID
     _obj.EVSETimeStamp = f_EVSETimeStamp
@@ -11794,22 +11722,21 @@ def _e_SessionSetupResType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ResponseCode')
-        if s == 2:
-            if v_EVSETimeStamp is not None:
-                el = 'EVSETimeStamp'
-                if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 4) | (v_EVSETimeStamp < 0)
-                n += 4
-                _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_EVSETimeStamp is not None:
+            el = 'EVSETimeStamp'
+            if v_EVSETimeStamp < -9223372036854775808 or v_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {v_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 4) | (v_EVSETimeStamp < 0)
+            n += 4
+            _m = (-v_EVSETimeStamp - 1 if v_EVSETimeStamp < 0 else v_EVSETimeStamp)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -11831,7 +11758,7 @@ def _d_SessionStopReqType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.SessionStopReqType)
+    _obj = _new(_K_iso2_msgbody_SessionStopReqType)
     _obj.ChargingSession = f_ChargingSession
     return _obj
 
@@ -11873,7 +11800,7 @@ def _d_SessionStopResType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.SessionStopResType)
+    _obj = _new(_K_iso2_msgbody_SessionStopResType)
     _obj.ResponseCode = f_ResponseCode
     return _obj
 
@@ -11923,14 +11850,14 @@ def _d_WeldingDetectionReqType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 3) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.WeldingDetectionReqType)
+    _obj = _new(_K_iso2_msgbody_WeldingDetectionReqType)
     _obj.DC_EVStatus = f_DC_EVStatus
     return _obj
 
@@ -12021,41 +11948,39 @@ def _d_WeldingDetectionResType(r):
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                if _t is None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                else:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-                _c1_s = 4
-            elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if ec == 0:
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            if _t is None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 4:
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
+            _c1_s = 4
+        elif ec == 1:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
@@ -12102,14 +12027,14 @@ def _d_WeldingDetectionResType(r):
         if (V >> q) & 7: raise r.deviation('WeldingDetectionResType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEPresentVoltage.Multiplier = _c2_Multiplier
         f_EVSEPresentVoltage.Unit = _c2_Unit
         f_EVSEPresentVoltage.Value = _c2_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgbody.WeldingDetectionResType)
+    _obj = _new(_K_iso2_msgbody_WeldingDetectionResType)
     _obj.ResponseCode = f_ResponseCode
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEPresentVoltage = f_EVSEPresentVoltage
@@ -12157,36 +12082,34 @@ def _e_WeldingDetectionResType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c2_s == 2:
-                if _c2_EVSEIsolationStatus is not None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
-                    if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
-                    n += 14
-                    _c2_EVSEIsolationStatus = None
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                elif _c2_EVSEStatusCode is not None:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
-                    if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
-                    n += 8
-                    _c2_EVSEStatusCode = None
-                    _c2_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c2_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
-                    _c2_s = -1
+            if _c2_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_EVSEIsolationStatus)
+                if _c2_i2 is None: raise EncodeError(f'{_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i3 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c2_i2 << 8) | (_c2_i3 << 1)
+                n += 14
+                _c2_EVSEIsolationStatus = None
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            elif _c2_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_EVSEStatusCode)
+                if _c2_i4 is None: raise EncodeError(f'{_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c2_i4 << 1)
+                n += 8
+                _c2_EVSEStatusCode = None
+                _c2_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c2_NotificationMaxDelay is not None or _c2_EVSENotification is not None or _c2_EVSEIsolationStatus is not None or _c2_EVSEStatusCode is not None: raise _leftover(_c2_o)
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
             el = 'EVSEPresentVoltage'

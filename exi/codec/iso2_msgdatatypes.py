@@ -26,6 +26,53 @@ _I_iso2_msgdatatypes_isolationLevelType = {v: i for i, v in enumerate(iso2_msgda
 _I_iso2_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(iso2_msgdatatypes.paymentOptionType)}
 _I_iso2_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(iso2_msgdatatypes.serviceCategoryType)}
 _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdatatypes.unitSymbolType)}
+_K_iso2_msgdatatypes_AC_EVChargeParameterType = iso2_msgdatatypes.AC_EVChargeParameterType
+_K_iso2_msgdatatypes_AC_EVSEChargeParameterType = iso2_msgdatatypes.AC_EVSEChargeParameterType
+_K_iso2_msgdatatypes_AC_EVSEStatusType = iso2_msgdatatypes.AC_EVSEStatusType
+_K_iso2_msgdatatypes_CertificateChainType = iso2_msgdatatypes.CertificateChainType
+_K_iso2_msgdatatypes_ChargeServiceType = iso2_msgdatatypes.ChargeServiceType
+_K_iso2_msgdatatypes_ChargingProfileType = iso2_msgdatatypes.ChargingProfileType
+_K_iso2_msgdatatypes_ConsumptionCostType = iso2_msgdatatypes.ConsumptionCostType
+_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType
+_K_iso2_msgdatatypes_CostType = iso2_msgdatatypes.CostType
+_K_iso2_msgdatatypes_DC_EVChargeParameterType = iso2_msgdatatypes.DC_EVChargeParameterType
+_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType = iso2_msgdatatypes.DC_EVPowerDeliveryParameterType
+_K_iso2_msgdatatypes_DC_EVSEChargeParameterType = iso2_msgdatatypes.DC_EVSEChargeParameterType
+_K_iso2_msgdatatypes_DC_EVSEStatusType = iso2_msgdatatypes.DC_EVSEStatusType
+_K_iso2_msgdatatypes_DC_EVStatusType = iso2_msgdatatypes.DC_EVStatusType
+_K_iso2_msgdatatypes_DiffieHellmanPublickeyType = iso2_msgdatatypes.DiffieHellmanPublickeyType
+_K_iso2_msgdatatypes_EMAIDType = iso2_msgdatatypes.EMAIDType
+_K_iso2_msgdatatypes_EVChargeParameterType = iso2_msgdatatypes.EVChargeParameterType
+_K_iso2_msgdatatypes_EVPowerDeliveryParameterType = iso2_msgdatatypes.EVPowerDeliveryParameterType
+_K_iso2_msgdatatypes_EVSEChargeParameterType = iso2_msgdatatypes.EVSEChargeParameterType
+_K_iso2_msgdatatypes_EVSEStatusType = iso2_msgdatatypes.EVSEStatusType
+_K_iso2_msgdatatypes_EVStatusType = iso2_msgdatatypes.EVStatusType
+_K_iso2_msgdatatypes_EntryType = iso2_msgdatatypes.EntryType
+_K_iso2_msgdatatypes_IntervalType = iso2_msgdatatypes.IntervalType
+_K_iso2_msgdatatypes_ListOfRootCertificateIDsType = iso2_msgdatatypes.ListOfRootCertificateIDsType
+_K_iso2_msgdatatypes_MeterInfoType = iso2_msgdatatypes.MeterInfoType
+_K_iso2_msgdatatypes_NotificationType = iso2_msgdatatypes.NotificationType
+_K_iso2_msgdatatypes_PMaxScheduleEntryType = iso2_msgdatatypes.PMaxScheduleEntryType
+_K_iso2_msgdatatypes_PMaxScheduleType = iso2_msgdatatypes.PMaxScheduleType
+_K_iso2_msgdatatypes_ParameterSetType = iso2_msgdatatypes.ParameterSetType
+_K_iso2_msgdatatypes_ParameterType = iso2_msgdatatypes.ParameterType
+_K_iso2_msgdatatypes_PaymentOptionListType = iso2_msgdatatypes.PaymentOptionListType
+_K_iso2_msgdatatypes_PhysicalValueType = iso2_msgdatatypes.PhysicalValueType
+_K_iso2_msgdatatypes_ProfileEntryType = iso2_msgdatatypes.ProfileEntryType
+_K_iso2_msgdatatypes_RelativeTimeIntervalType = iso2_msgdatatypes.RelativeTimeIntervalType
+_K_iso2_msgdatatypes_SAScheduleListType = iso2_msgdatatypes.SAScheduleListType
+_K_iso2_msgdatatypes_SAScheduleTupleType = iso2_msgdatatypes.SAScheduleTupleType
+_K_iso2_msgdatatypes_SASchedulesType = iso2_msgdatatypes.SASchedulesType
+_K_iso2_msgdatatypes_SalesTariffEntryType = iso2_msgdatatypes.SalesTariffEntryType
+_K_iso2_msgdatatypes_SalesTariffType = iso2_msgdatatypes.SalesTariffType
+_K_iso2_msgdatatypes_SelectedServiceListType = iso2_msgdatatypes.SelectedServiceListType
+_K_iso2_msgdatatypes_SelectedServiceType = iso2_msgdatatypes.SelectedServiceType
+_K_iso2_msgdatatypes_ServiceListType = iso2_msgdatatypes.ServiceListType
+_K_iso2_msgdatatypes_ServiceParameterListType = iso2_msgdatatypes.ServiceParameterListType
+_K_iso2_msgdatatypes_ServiceType = iso2_msgdatatypes.ServiceType
+_K_iso2_msgdatatypes_SubCertificatesType = iso2_msgdatatypes.SubCertificatesType
+_K_iso2_msgdatatypes_SupportedEnergyTransferModeType = iso2_msgdatatypes.SupportedEnergyTransferModeType
+_K_xmldsig_X509IssuerSerialType = xmldsig.X509IssuerSerialType
 _T_b__z1__z1__z1__b = _fields_table(5, ((4, 1, 'bool', None), (0, 1, 'bool', None),))
 _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVErrorCodeType),))
 _T_iso2_msgdatatypes_EVSENotificationType__z1__z1__z1__b = _fields_table(6, ((4, 2, 'enum', _E_iso2_msgdatatypes_EVSENotificationType), (0, 1, 'bool', None),))
@@ -112,7 +159,7 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c1_Value = -_c1_Value - 1
             if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-            f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EAmount = _new(_K_iso2_msgdatatypes_PhysicalValueType)
             f_EAmount.Multiplier = _c1_Multiplier
             f_EAmount.Unit = _c1_Unit
             f_EAmount.Value = _c1_Value
@@ -160,151 +207,150 @@ def _d_AC_EVChargeParameterType(r):
             if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
             if _neg: _c2_Value = -_c2_Value - 1
             if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-            f_EAmount = _new(iso2_msgdatatypes.PhysicalValueType)
+            f_EAmount = _new(_K_iso2_msgdatatypes_PhysicalValueType)
             f_EAmount.Multiplier = _c2_Multiplier
             f_EAmount.Unit = _c2_Unit
             f_EAmount.Value = _c2_Value
             s = 2
         else:
             raise r.deviation('AC_EVChargeParameterType', r.end - q)
-        if s == 2:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            el = 'EVMaxVoltage'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-            if _t is None:
-                el = 'EVMaxVoltage/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                el = 'EVMaxVoltage/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-            else:
-                el = 'EVMaxVoltage/Unit'
-                _c3_Multiplier, _c3_Unit = _t
-            el = 'EVMaxVoltage/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 25486: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        el = 'EVMaxVoltage'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVMaxVoltage/Multiplier'
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            el = 'EVMaxVoltage/Unit'
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+        else:
+            el = 'EVMaxVoltage/Unit'
+            _c3_Multiplier, _c3_Unit = _t
+        el = 'EVMaxVoltage/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 18
-            if q < 0: V, q = r.slideq(q, 18)
-            x = (V >> q) & 262143
-            if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaxVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
-            f_EVMaxVoltage.Multiplier = _c3_Multiplier
-            f_EVMaxVoltage.Unit = _c3_Unit
-            f_EVMaxVoltage.Value = _c3_Value
-            el = 'EVMaxCurrent'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-            if _t is None:
-                el = 'EVMaxCurrent/Multiplier'
-                _c4_Multiplier = ((x >> 10) & 7) + -3
-                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                el = 'EVMaxCurrent/Unit'
-                _c4_Unit = ((x >> 4) & 7)
-                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-            else:
-                el = 'EVMaxCurrent/Unit'
-                _c4_Multiplier, _c4_Unit = _t
-            el = 'EVMaxCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c4_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c4_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaxVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVMaxVoltage.Multiplier = _c3_Multiplier
+        f_EVMaxVoltage.Unit = _c3_Unit
+        f_EVMaxVoltage.Value = _c3_Value
+        el = 'EVMaxCurrent'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVMaxCurrent/Multiplier'
+            _c4_Multiplier = ((x >> 10) & 7) + -3
+            if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+            el = 'EVMaxCurrent/Unit'
+            _c4_Unit = ((x >> 4) & 7)
+            if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
+            else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
+        else:
+            el = 'EVMaxCurrent/Unit'
+            _c4_Multiplier, _c4_Unit = _t
+        el = 'EVMaxCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c4_Value = (V >> q) & 127
+                _c4_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c4_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 18
-            if q < 0: V, q = r.slideq(q, 18)
-            x = (V >> q) & 262143
-            if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            if _neg: _c4_Value = -_c4_Value - 1
-            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-            f_EVMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
-            f_EVMaxCurrent.Multiplier = _c4_Multiplier
-            f_EVMaxCurrent.Unit = _c4_Unit
-            f_EVMaxCurrent.Value = _c4_Value
-            el = 'EVMinCurrent'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-            if _t is None:
-                el = 'EVMinCurrent/Multiplier'
-                _c5_Multiplier = ((x >> 10) & 7) + -3
-                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                el = 'EVMinCurrent/Unit'
-                _c5_Unit = ((x >> 4) & 7)
-                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-            else:
-                el = 'EVMinCurrent/Unit'
-                _c5_Multiplier, _c5_Unit = _t
-            el = 'EVMinCurrent/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c5_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c5_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c4_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 18
+        if q < 0: V, q = r.slideq(q, 18)
+        x = (V >> q) & 262143
+        if x & 254862: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        if _neg: _c4_Value = -_c4_Value - 1
+        if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+        f_EVMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVMaxCurrent.Multiplier = _c4_Multiplier
+        f_EVMaxCurrent.Unit = _c4_Unit
+        f_EVMaxCurrent.Value = _c4_Value
+        el = 'EVMinCurrent'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVMinCurrent/Multiplier'
+            _c5_Multiplier = ((x >> 10) & 7) + -3
+            if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+            el = 'EVMinCurrent/Unit'
+            _c5_Unit = ((x >> 4) & 7)
+            if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
+            else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+        else:
+            el = 'EVMinCurrent/Unit'
+            _c5_Multiplier, _c5_Unit = _t
+        el = 'EVMinCurrent/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c5_Value = (V >> q) & 127
+                _c5_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c5_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
-            if _neg: _c5_Value = -_c5_Value - 1
-            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-            f_EVMinCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
-            f_EVMinCurrent.Multiplier = _c5_Multiplier
-            f_EVMinCurrent.Unit = _c5_Unit
-            f_EVMinCurrent.Value = _c5_Value
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c5_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('AC_EVChargeParameterType', r.end - q)
+        if _neg: _c5_Value = -_c5_Value - 1
+        if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+        f_EVMinCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVMinCurrent.Multiplier = _c5_Multiplier
+        f_EVMinCurrent.Unit = _c5_Unit
+        f_EVMinCurrent.Value = _c5_Value
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.AC_EVChargeParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_AC_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
     _obj.EAmount = f_EAmount
     _obj.EVMaxVoltage = f_EVMaxVoltage
@@ -385,83 +431,82 @@ def _e_AC_EVChargeParameterType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, EAmount')
-        if s == 2:
-            if v_EVMaxVoltage is not None:
-                el = 'EVMaxVoltage'
-                _o = v_EVMaxVoltage
-                _c3_Multiplier = _o.Multiplier
-                _c3_Unit = _o.Unit
-                _c3_Value = _o.Value
-                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaxVoltage/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaxVoltage/Unit'
-                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaxVoltage/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaxVoltage = None
-                if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
-                el = 'EVMaxCurrent'
-                _o = v_EVMaxCurrent
-                _c4_Multiplier = _o.Multiplier
-                _c4_Unit = _o.Unit
-                _c4_Value = _o.Value
-                if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaxCurrent/Multiplier'
-                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaxCurrent/Unit'
-                _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaxCurrent/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                n += 16
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaxCurrent = None
-                if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
-                el = 'EVMinCurrent'
-                _o = v_EVMinCurrent
-                _c5_Multiplier = _o.Multiplier
-                _c5_Unit = _o.Unit
-                _c5_Value = _o.Value
-                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMinCurrent/Multiplier'
-                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMinCurrent/Unit'
-                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMinCurrent/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                n += 16
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_EVMinCurrent = None
-                if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of EVMaxVoltage')
+        if v_EVMaxVoltage is not None:
+            el = 'EVMaxVoltage'
+            _o = v_EVMaxVoltage
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaxVoltage/Multiplier'
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaxVoltage/Unit'
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaxVoltage/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaxVoltage = None
+            if not (v_EVMaxCurrent is not None): raise EncodeError('missing content: EVMaxCurrent')
+            el = 'EVMaxCurrent'
+            _o = v_EVMaxCurrent
+            _c4_Multiplier = _o.Multiplier
+            _c4_Unit = _o.Unit
+            _c4_Value = _o.Value
+            if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaxCurrent/Multiplier'
+            if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+            if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaxCurrent/Unit'
+            _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaxCurrent/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 16
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaxCurrent = None
+            if not (v_EVMinCurrent is not None): raise EncodeError('missing content: EVMinCurrent')
+            el = 'EVMinCurrent'
+            _o = v_EVMinCurrent
+            _c5_Multiplier = _o.Multiplier
+            _c5_Unit = _o.Unit
+            _c5_Value = _o.Value
+            if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMinCurrent/Multiplier'
+            if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+            if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMinCurrent/Unit'
+            _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMinCurrent/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+            n += 16
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_EVMinCurrent = None
+            if v_DepartureTime is not None or v_EAmount is not None or v_EVMaxVoltage is not None or v_EVMaxCurrent is not None or v_EVMinCurrent is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of EVMaxVoltage')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -514,7 +559,7 @@ def _d_AC_EVSEChargeParameterType(r):
         else:
             el = 'AC_EVSEStatus/RCD'
             _c1_EVSENotification, _c1_RCD = _t
-        f_AC_EVSEStatus = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+        f_AC_EVSEStatus = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
         f_AC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_AC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_AC_EVSEStatus.RCD = _c1_RCD
@@ -557,7 +602,7 @@ def _d_AC_EVSEChargeParameterType(r):
         if x & 254862: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSENominalVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSENominalVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSENominalVoltage.Multiplier = _c2_Multiplier
         f_EVSENominalVoltage.Unit = _c2_Unit
         f_EVSENominalVoltage.Value = _c2_Value
@@ -599,14 +644,14 @@ def _d_AC_EVSEChargeParameterType(r):
         if (V >> q) & 7: raise r.deviation('AC_EVSEChargeParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaxCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaxCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEMaxCurrent.Multiplier = _c3_Multiplier
         f_EVSEMaxCurrent.Unit = _c3_Unit
         f_EVSEMaxCurrent.Value = _c3_Value
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.AC_EVSEChargeParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_AC_EVSEChargeParameterType)
     _obj.AC_EVSEStatus = f_AC_EVSEStatus
     _obj.EVSENominalVoltage = f_EVSENominalVoltage
     _obj.EVSEMaxCurrent = f_EVSEMaxCurrent
@@ -746,7 +791,7 @@ def _d_AC_EVSEStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.AC_EVSEStatusType)
+    _obj = _new(_K_iso2_msgdatatypes_AC_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
     _obj.RCD = f_RCD
@@ -857,25 +902,24 @@ def _d_CertificateChainType(r):
             s = 2
         else:
             raise r.deviation('CertificateChainType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                el = 'SubCertificates'
-                r.pos = r.end - q
-                f_SubCertificates = _d_SubCertificatesType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('CertificateChainType', r.end - q)
+        if ec == 0:
+            el = 'SubCertificates'
+            r.pos = r.end - q
+            f_SubCertificates = _d_SubCertificatesType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CertificateChainType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.CertificateChainType)
+    _obj = _new(_K_iso2_msgdatatypes_CertificateChainType)
     _obj.Id = f_Id
     _obj.Certificate = f_Certificate
     _obj.SubCertificates = f_SubCertificates
@@ -923,21 +967,20 @@ def _e_CertificateChainType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, Certificate')
-        if s == 2:
-            if v_SubCertificates is not None:
-                el = 'SubCertificates'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SubCertificatesType(w, v_SubCertificates)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SubCertificates is not None:
+            el = 'SubCertificates'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SubCertificatesType(w, v_SubCertificates)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -984,89 +1027,86 @@ def _d_ChargeServiceType(r):
         if f_ServiceID > 65535: r.facet('ChargeServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    f_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                    if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                s = 3
-            else:
-                raise r.deviation('ChargeServiceType', r.end - q)
-        if s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    f_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                    if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'FreeService'
-                f_FreeService = ((x >> 2) & 1) == 1
-                s = 5
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
-                el = 'FreeService'
-                f_FreeService = ((x >> 2) & 1) == 1
-                s = 5
-            else:
-                raise r.deviation('ChargeServiceType', r.end - q)
-        if s == 5:
-            el = 'SupportedEnergyTransferMode'
-            r.pos = r.end - q
-            f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
-            V = r.v; q = r.end - r.pos
+        if ec == 0:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
-            s = -1
+            x = (V >> q) & 1
+            el = 'ServiceName'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                f_ServiceName = ''
+            else:
+                r.pos = r.end - q
+                f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                if len(f_ServiceName) > 32: r.facet('ChargeServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            s = 3
+        else:
+            raise r.deviation('ChargeServiceType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                f_ServiceScope = ''
+            else:
+                r.pos = r.end - q
+                f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                if len(f_ServiceScope) > 64: r.facet('ChargeServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 59: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'FreeService'
+            f_FreeService = ((x >> 2) & 1) == 1
+            s = 5
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ChargeServiceType', r.end - q)
+            el = 'FreeService'
+            f_FreeService = ((x >> 2) & 1) == 1
+            s = 5
+        else:
+            raise r.deviation('ChargeServiceType', r.end - q)
+        el = 'SupportedEnergyTransferMode'
+        r.pos = r.end - q
+        f_SupportedEnergyTransferMode = _d_SupportedEnergyTransferModeType(r)
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('ChargeServiceType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ChargeServiceType)
+    _obj = _new(_K_iso2_msgdatatypes_ChargeServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ServiceName = f_ServiceName
     _obj.ServiceCategory = f_ServiceCategory
@@ -1100,79 +1140,76 @@ def _e_ChargeServiceType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
-        if s == 1:
-            if v_ServiceName is not None:
-                el = 'ServiceName'
-                v <<= 3
-                n += 3
-                _l = len(v_ServiceName)
-                if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                if _l < 126 and v_ServiceName.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
-                if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                el = 'ServiceCategory'
-                _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (_i1 << 1)
-                n += 6
-                v_ServiceName = None
-                v_ServiceCategory = None
-                s = 3
-            elif v_ServiceCategory is not None:
-                el = 'ServiceCategory'
-                _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_i2 << 1)
-                n += 6
-                v_ServiceCategory = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-        if s == 3:
-            if v_ServiceScope is not None:
-                el = 'ServiceScope'
-                v <<= 3
-                n += 3
-                _l = len(v_ServiceScope)
-                if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                if _l < 126 and v_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
-                el = 'FreeService'
-                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                v = (v << 5) | (v_FreeService << 1)
-                n += 5
-                v_ServiceScope = None
-                v_FreeService = None
-                s = 5
-            elif v_FreeService is not None:
-                el = 'FreeService'
-                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                v = (v << 5) | (1 << 3) | (v_FreeService << 1)
-                n += 5
-                v_FreeService = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-        if s == 5:
-            if v_SupportedEnergyTransferMode is not None:
-                el = 'SupportedEnergyTransferMode'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                _e_SupportedEnergyTransferModeType(w, v_SupportedEnergyTransferMode)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_SupportedEnergyTransferMode = None
-                if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None or v_SupportedEnergyTransferMode is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
+        if v_ServiceName is not None:
+            el = 'ServiceName'
+            v <<= 3
+            n += 3
+            _l = len(v_ServiceName)
+            if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
+            if _l < 126 and v_ServiceName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
+            if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+            el = 'ServiceCategory'
+            _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (_i1 << 1)
+            n += 6
+            v_ServiceName = None
+            v_ServiceCategory = None
+            s = 3
+        elif v_ServiceCategory is not None:
+            el = 'ServiceCategory'
+            _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (1 << 4) | (_i2 << 1)
+            n += 6
+            v_ServiceCategory = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+        if v_ServiceScope is not None:
+            el = 'ServiceScope'
+            v <<= 3
+            n += 3
+            _l = len(v_ServiceScope)
+            if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
+            if _l < 126 and v_ServiceScope.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+            if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            v = (v << 5) | (v_FreeService << 1)
+            n += 5
+            v_ServiceScope = None
+            v_FreeService = None
+            s = 5
+        elif v_FreeService is not None:
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            v = (v << 5) | (1 << 3) | (v_FreeService << 1)
+            n += 5
+            v_FreeService = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+        if v_SupportedEnergyTransferMode is not None:
+            el = 'SupportedEnergyTransferMode'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_SupportedEnergyTransferModeType(w, v_SupportedEnergyTransferMode)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SupportedEnergyTransferMode = None
+            if v_ServiceID is not None or v_ServiceName is not None or v_ServiceCategory is not None or v_ServiceScope is not None or v_FreeService is not None or v_SupportedEnergyTransferMode is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of SupportedEnergyTransferMode')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -1258,146 +1295,143 @@ def _d_ChargingProfileType(r):
         if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_c1_Value = -_c1_c1_Value - 1
         if _c1_c1_Value < -32768 or _c1_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c1_Value, r.at(r.end - q))
-        _c1_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+        _c1_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         _c1_ChargingProfileEntryMaxPower.Multiplier = _c1_c1_Multiplier
         _c1_ChargingProfileEntryMaxPower.Unit = _c1_c1_Unit
         _c1_ChargingProfileEntryMaxPower.Value = _c1_c1_Value
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
-                el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('ProfileEntryType', r.end - q)
-        _v = _new(iso2_msgdatatypes.ProfileEntryType)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
+            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+            _c1_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+            if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c1_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('ProfileEntryType', r.end - q)
+        _v = _new(_K_iso2_msgdatatypes_ProfileEntryType)
         _v.ChargingProfileEntryStart = _c1_ChargingProfileEntryStart
         _v.ChargingProfileEntryMaxPower = _c1_ChargingProfileEntryMaxPower
         _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c1_ChargingProfileEntryMaxNumberOfPhasesInUse
         f_ProfileEntry.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ProfileEntry'
+                _c2_ChargingProfileEntryStart = None
+                _c2_ChargingProfileEntryMaxPower = None
+                _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'ProfileEntry'
-                    _c2_ChargingProfileEntryStart = None
-                    _c2_ChargingProfileEntryMaxPower = None
-                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
-                    el = 'ProfileEntry/ChargingProfileEntryStart'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_ChargingProfileEntryStart = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_ChargingProfileEntryStart = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('ProfileEntryType', r.end - q)
+                el = 'ProfileEntry/ChargingProfileEntryStart'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_ChargingProfileEntryStart = (V >> q) & 127
+                        _c2_ChargingProfileEntryStart = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ChargingProfileEntryStart = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ChargingProfileEntryStart = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 17
-                    if q < 0: V, q = r.slideq(q, 17)
-                    x = (V >> q) & 131071
-                    if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
-                    if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
-                    el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                    _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                    if _t is None:
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-                        _c2_c1_Multiplier = ((x >> 10) & 7) + -3
-                        if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(r.end - q))
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                        _c2_c1_Unit = ((x >> 4) & 7)
-                        if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(r.end - q))
-                        else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
-                    else:
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                        _c2_c1_Multiplier, _c2_c1_Unit = _t
-                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_c1_Value = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_c1_Value = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ChargingProfileEntryStart = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_ChargingProfileEntryStart = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 17
+                if q < 0: V, q = r.slideq(q, 17)
+                x = (V >> q) & 131071
+                if x & 123790: raise r.deviation('ProfileEntryType', r.end - q)
+                if _c2_ChargingProfileEntryStart > 4294967295: r.facet('ProfileEntryType/ChargingProfileEntryStart', 'range [0, 4294967295]', _c2_ChargingProfileEntryStart, r.at(r.end - q))
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                if _t is None:
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                    _c2_c1_Multiplier = ((x >> 10) & 7) + -3
+                    if _c2_c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c1_Multiplier, r.at(r.end - q))
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                    _c2_c1_Unit = ((x >> 4) & 7)
+                    if _c2_c1_Unit >= 7: _c2_c1_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c1_Unit, 7, r.at(r.end - q))
+                    else: _c2_c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c1_Unit]
+                else:
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                    _c2_c1_Multiplier, _c2_c1_Unit = _t
+                el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_c1_Value = (V >> q) & 127
+                        _c2_c1_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c1_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
-                    if _neg: _c2_c1_Value = -_c2_c1_Value - 1
-                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
-                    _c2_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
-                    _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
-                    _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
-                    _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
-                    ec = (x & 3)
-                    _c2_s = 2
-                    if _c2_s == 2:
-                        if ec == 0:
-                            q -= 5
-                            if q < 0: V, q = r.slideq(q, 5)
-                            x = (V >> q) & 31
-                            if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
-                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                            _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                            if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
-                            _c2_s = -1
-                        elif ec == 1:
-                            pass
-                            _c2_s = -1
-                        else:
-                            raise r.deviation('ProfileEntryType', r.end - q)
-                    _v = _new(iso2_msgdatatypes.ProfileEntryType)
-                    _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
-                    _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
-                    _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_ChargingProfileEntryMaxNumberOfPhasesInUse
-                    f_ProfileEntry.append(_v)
-                    _k += 1
-                    if _k == 23:
-                        s = 24
-                        break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c1_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
+                if _neg: _c2_c1_Value = -_c2_c1_Value - 1
+                if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c1_Value, r.at(r.end - q))
+                _c2_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                _c2_ChargingProfileEntryMaxPower.Multiplier = _c2_c1_Multiplier
+                _c2_ChargingProfileEntryMaxPower.Unit = _c2_c1_Unit
+                _c2_ChargingProfileEntryMaxPower.Value = _c2_c1_Value
+                ec = (x & 3)
+                _c2_s = 2
+                if ec == 0:
+                    q -= 5
+                    if q < 0: V, q = r.slideq(q, 5)
+                    x = (V >> q) & 31
+                    if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
+                    el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+                    if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', _c2_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
+                    _c2_s = -1
                 elif ec == 1:
                     pass
-                    s = -1
-                    break
+                    _c2_s = -1
                 else:
-                    raise r.deviation('ChargingProfileType', r.end - q)
+                    raise r.deviation('ProfileEntryType', r.end - q)
+                _v = _new(_K_iso2_msgdatatypes_ProfileEntryType)
+                _v.ChargingProfileEntryStart = _c2_ChargingProfileEntryStart
+                _v.ChargingProfileEntryMaxPower = _c2_ChargingProfileEntryMaxPower
+                _v.ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_ChargingProfileEntryMaxNumberOfPhasesInUse
+                f_ProfileEntry.append(_v)
+                _k += 1
+                if _k == 23:
+                    s = 24
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ChargingProfileType', r.end - q)
         if s == 24:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -1406,7 +1440,7 @@ def _d_ChargingProfileType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ChargingProfileType)
+    _obj = _new(_K_iso2_msgdatatypes_ChargingProfileType)
     _obj.ProfileEntry = f_ProfileEntry
     return _obj
 
@@ -1462,91 +1496,88 @@ def _e_ChargingProfileType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-            if _c1_s == 2:
-                if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                    el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                    if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                    v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
-                    n += 7
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                if not 1 <= _c1_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c1_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                v = (v << 7) | ((_c1_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                n += 7
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_ProfileEntry += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of ProfileEntry')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_ProfileEntry < n_ProfileEntry:
-                    el = 'ProfileEntry'
+        _k = 0
+        while True:
+            if i_ProfileEntry < n_ProfileEntry:
+                el = 'ProfileEntry'
+                v <<= 2
+                n += 2
+                _c2_o = v_ProfileEntry[i_ProfileEntry]
+                _c2_ChargingProfileEntryStart = _c2_o.ChargingProfileEntryStart
+                _c2_ChargingProfileEntryMaxPower = _c2_o.ChargingProfileEntryMaxPower
+                _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_o.ChargingProfileEntryMaxNumberOfPhasesInUse
+                if _c2_ChargingProfileEntryStart is not None:
+                    el = 'ProfileEntry/ChargingProfileEntryStart'
+                    if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
                     v <<= 2
                     n += 2
-                    _c2_o = v_ProfileEntry[i_ProfileEntry]
-                    _c2_ChargingProfileEntryStart = _c2_o.ChargingProfileEntryStart
-                    _c2_ChargingProfileEntryMaxPower = _c2_o.ChargingProfileEntryMaxPower
-                    _c2_ChargingProfileEntryMaxNumberOfPhasesInUse = _c2_o.ChargingProfileEntryMaxNumberOfPhasesInUse
-                    if _c2_ChargingProfileEntryStart is not None:
-                        el = 'ProfileEntry/ChargingProfileEntryStart'
-                        if _c2_ChargingProfileEntryStart < 0 or _c2_ChargingProfileEntryStart > 4294967295: raise EncodeError(f'value {_c2_ChargingProfileEntryStart!r} outside [0, 4294967295]')
-                        v <<= 2
-                        n += 2
-                        if _c2_ChargingProfileEntryStart < 128: v = (v << 9) | (_c2_ChargingProfileEntryStart << 1); n += 9
-                        elif _c2_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c2_ChargingProfileEntryStart] << 1); n += 17
-                        elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
-                        if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower'
-                        _o = _c2_ChargingProfileEntryMaxPower
-                        _c2_c1_Multiplier = _o.Multiplier
-                        _c2_c1_Unit = _o.Unit
-                        _c2_c1_Value = _o.Value
-                        if not (_c2_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
-                        if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
-                        if not (_c2_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
-                        _c2_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
-                        if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                        if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
-                        el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
-                        if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
-                        v = (v << 16) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
-                        n += 16
-                        _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        _c2_s = 2
-                    else:
-                        raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-                    if _c2_s == 2:
-                        if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                            el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
-                            if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                            v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
-                            n += 7
-                            _c2_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c2_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    i_ProfileEntry += 1
-                    _k += 1
-                    if _k == 23:
-                        s = 24
-                        break
+                    if _c2_ChargingProfileEntryStart < 128: v = (v << 9) | (_c2_ChargingProfileEntryStart << 1); n += 9
+                    elif _c2_ChargingProfileEntryStart < 16384: v = (v << 17) | (_V2[_c2_ChargingProfileEntryStart] << 1); n += 17
+                    elif _c2_ChargingProfileEntryStart < 2097152: v = (v << 25) | ((((_V2[_c2_ChargingProfileEntryStart & 16383] | 128) << 8) | (_c2_ChargingProfileEntryStart >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ChargingProfileEntryStart); v = (w.v << 1); n = w.n + 1
+                    if not (_c2_ChargingProfileEntryMaxPower is not None): raise EncodeError('missing content: ChargingProfileEntryMaxPower')
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower'
+                    _o = _c2_ChargingProfileEntryMaxPower
+                    _c2_c1_Multiplier = _o.Multiplier
+                    _c2_c1_Unit = _o.Unit
+                    _c2_c1_Value = _o.Value
+                    if not (_c2_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Multiplier'
+                    if not -3 <= _c2_c1_Multiplier <= 3: raise EncodeError(f'value {_c2_c1_Multiplier!r} outside [-3, 3]')
+                    if not (_c2_c1_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Unit'
+                    _c2_c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c1_Unit)
+                    if _c2_c1_i1 is None: raise EncodeError(f'{_c2_c1_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c1_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'ProfileEntry/ChargingProfileEntryMaxPower/Value'
+                    if _c2_c1_Value < -32768 or _c2_c1_Value > 32767: raise EncodeError(f'value {_c2_c1_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c2_c1_Multiplier - -3) << 10) | (_c2_c1_i1 << 4) | (_c2_c1_Value < 0)
+                    n += 16
+                    _m = (-_c2_c1_Value - 1 if _c2_c1_Value < 0 else _c2_c1_Value)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    _c2_s = 2
+                else:
+                    raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
+                if _c2_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+                    el = 'ProfileEntry/ChargingProfileEntryMaxNumberOfPhasesInUse'
+                    if not 1 <= _c2_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {_c2_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+                    v = (v << 7) | ((_c2_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+                    n += 7
+                    _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
-                    s = -1
+                    _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_ProfileEntry += 1
+                _k += 1
+                if _k == 23:
+                    s = 24
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_ProfileEntry < n_ProfileEntry: raise _leftover(o)
+                s = -1
+                break
         if s == 24:
             if True:
                 v <<= 1
@@ -1608,7 +1639,7 @@ def _d_ConsumptionCostType(r):
         if (V >> q) & 7: raise r.deviation('ConsumptionCostType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_startValue = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_startValue = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_startValue.Multiplier = _c1_Multiplier
         f_startValue.Unit = _c1_Unit
         f_startValue.Value = _c1_Value
@@ -1650,22 +1681,21 @@ def _d_ConsumptionCostType(r):
         if _c2_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c2_amount, r.at(r.end - q))
         ec = (x & 3)
         _c2_s = 2
-        if _c2_s == 2:
-            if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 35: raise r.deviation('CostType', r.end - q)
-                el = 'Cost/amountMultiplier'
-                _c2_amountMultiplier = ((x >> 2) & 7) + -3
-                if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
-                _c2_s = -1
-            elif ec == 1:
-                pass
-                _c2_s = -1
-            else:
-                raise r.deviation('CostType', r.end - q)
-        _v = _new(iso2_msgdatatypes.CostType)
+        if ec == 0:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 35: raise r.deviation('CostType', r.end - q)
+            el = 'Cost/amountMultiplier'
+            _c2_amountMultiplier = ((x >> 2) & 7) + -3
+            if _c2_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c2_amountMultiplier, r.at(r.end - q))
+            _c2_s = -1
+        elif ec == 1:
+            pass
+            _c2_s = -1
+        else:
+            raise r.deviation('CostType', r.end - q)
+        _v = _new(_K_iso2_msgdatatypes_CostType)
         _v.costKind = _c2_costKind
         _v.amount = _c2_amount
         _v.amountMultiplier = _c2_amountMultiplier
@@ -1675,76 +1705,74 @@ def _d_ConsumptionCostType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'Cost'
-                _c3_costKind = None
-                _c3_amount = None
-                _c3_amountMultiplier = None
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 103: raise r.deviation('CostType', r.end - q)
-                el = 'Cost/costKind'
-                _c3_costKind = ((x >> 3) & 3)
-                if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(r.end - q))
-                else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
-                el = 'Cost/amount'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c3_amount = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c3_amount = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c3_amount = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            el = 'Cost'
+            _c3_costKind = None
+            _c3_amount = None
+            _c3_amountMultiplier = None
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 103: raise r.deviation('CostType', r.end - q)
+            el = 'Cost/costKind'
+            _c3_costKind = ((x >> 3) & 3)
+            if _c3_costKind >= 3: _c3_costKind = r.enum_index('CostType/costKind', _c3_costKind, 3, r.at(r.end - q))
+            else: _c3_costKind = _E_iso2_msgdatatypes_costKindType[_c3_costKind]
+            el = 'Cost/amount'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c3_amount = (V >> q) & 127
+                    _c3_amount = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c3_amount = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c3_amount = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('CostType', r.end - q)
-                if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
-                ec = (x & 3)
-                _c3_s = 2
-                if _c3_s == 2:
-                    if ec == 0:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 35: raise r.deviation('CostType', r.end - q)
-                        el = 'Cost/amountMultiplier'
-                        _c3_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c3_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c3_amountMultiplier, r.at(r.end - q))
-                        _c3_s = -1
-                    elif ec == 1:
-                        pass
-                        _c3_s = -1
-                    else:
-                        raise r.deviation('CostType', r.end - q)
-                _v = _new(iso2_msgdatatypes.CostType)
-                _v.costKind = _c3_costKind
-                _v.amount = _c3_amount
-                _v.amountMultiplier = _c3_amountMultiplier
-                f_Cost.append(_v)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 3
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c3_amount = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c3_amount = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('CostType', r.end - q)
+            if _c3_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c3_amount, r.at(r.end - q))
+            ec = (x & 3)
+            _c3_s = 2
+            if ec == 0:
+                q -= 6
+                if q < 0: V, q = r.slideq(q, 6)
+                x = (V >> q) & 63
+                if x & 35: raise r.deviation('CostType', r.end - q)
+                el = 'Cost/amountMultiplier'
+                _c3_amountMultiplier = ((x >> 2) & 7) + -3
+                if _c3_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c3_amountMultiplier, r.at(r.end - q))
+                _c3_s = -1
             elif ec == 1:
                 pass
-                s = -1
+                _c3_s = -1
             else:
-                raise r.deviation('ConsumptionCostType', r.end - q)
+                raise r.deviation('CostType', r.end - q)
+            _v = _new(_K_iso2_msgdatatypes_CostType)
+            _v.costKind = _c3_costKind
+            _v.amount = _c3_amount
+            _v.amountMultiplier = _c3_amountMultiplier
+            f_Cost.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ConsumptionCostType', r.end - q)
         if s == 3:
             if ec == 0:
                 el = 'Cost'
@@ -1785,22 +1813,21 @@ def _d_ConsumptionCostType(r):
                 if _c4_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', _c4_amount, r.at(r.end - q))
                 ec = (x & 3)
                 _c4_s = 2
-                if _c4_s == 2:
-                    if ec == 0:
-                        q -= 6
-                        if q < 0: V, q = r.slideq(q, 6)
-                        x = (V >> q) & 63
-                        if x & 35: raise r.deviation('CostType', r.end - q)
-                        el = 'Cost/amountMultiplier'
-                        _c4_amountMultiplier = ((x >> 2) & 7) + -3
-                        if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
-                        _c4_s = -1
-                    elif ec == 1:
-                        pass
-                        _c4_s = -1
-                    else:
-                        raise r.deviation('CostType', r.end - q)
-                _v = _new(iso2_msgdatatypes.CostType)
+                if ec == 0:
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 35: raise r.deviation('CostType', r.end - q)
+                    el = 'Cost/amountMultiplier'
+                    _c4_amountMultiplier = ((x >> 2) & 7) + -3
+                    if _c4_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', _c4_amountMultiplier, r.at(r.end - q))
+                    _c4_s = -1
+                elif ec == 1:
+                    pass
+                    _c4_s = -1
+                else:
+                    raise r.deviation('CostType', r.end - q)
+                _v = _new(_K_iso2_msgdatatypes_CostType)
                 _v.costKind = _c4_costKind
                 _v.amount = _c4_amount
                 _v.amountMultiplier = _c4_amountMultiplier
@@ -1817,7 +1844,7 @@ def _d_ConsumptionCostType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ConsumptionCostType)
+    _obj = _new(_K_iso2_msgdatatypes_ConsumptionCostType)
     _obj.startValue = f_startValue
     _obj.Cost = f_Cost
     return _obj
@@ -1880,66 +1907,63 @@ def _e_ConsumptionCostType(w, o):
                 _c2_s = 2
             else:
                 raise EncodeError('missing content: expected one of costKind')
-            if _c2_s == 2:
-                if _c2_amountMultiplier is not None:
-                    el = 'Cost/amountMultiplier'
-                    if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
-                    v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
-                    n += 8
-                    _c2_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c2_s = -1
+            if _c2_amountMultiplier is not None:
+                el = 'Cost/amountMultiplier'
+                if not -3 <= _c2_amountMultiplier <= 3: raise EncodeError(f'value {_c2_amountMultiplier!r} outside [-3, 3]')
+                v = (v << 8) | ((_c2_amountMultiplier - -3) << 2)
+                n += 8
+                _c2_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c2_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Cost += 1
             s = 2
         else:
             raise EncodeError('missing content: expected one of startValue')
-        if s == 2:
-            if i_Cost < n_Cost:
-                el = 'Cost'
-                v <<= 2
-                n += 2
-                _c3_o = v_Cost[i_Cost]
-                _c3_costKind = _c3_o.costKind
-                _c3_amount = _c3_o.amount
-                _c3_amountMultiplier = _c3_o.amountMultiplier
-                if _c3_costKind is not None:
-                    el = 'Cost/costKind'
-                    _c3_i1 = _I_iso2_msgdatatypes_costKindType.get(_c3_costKind)
-                    if _c3_i1 is None: raise EncodeError(f'{_c3_costKind!r} is not one of the enumeration costKindType')
-                    if not (_c3_amount is not None): raise EncodeError('missing content: amount')
-                    el = 'Cost/amount'
-                    if _c3_amount < 0 or _c3_amount > 4294967295: raise EncodeError(f'value {_c3_amount!r} outside [0, 4294967295]')
-                    v = (v << 7) | (_c3_i1 << 3)
-                    n += 7
-                    if _c3_amount < 128: v = (v << 9) | (_c3_amount << 1); n += 9
-                    elif _c3_amount < 16384: v = (v << 17) | (_V2[_c3_amount] << 1); n += 17
-                    elif _c3_amount < 2097152: v = (v << 25) | ((((_V2[_c3_amount & 16383] | 128) << 8) | (_c3_amount >> 14)) << 1); n += 25
-                    else: w.v = v; w.n = n; w.uint(_c3_amount); v = (w.v << 1); n = w.n + 1
-                    _c3_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of costKind')
-                if _c3_s == 2:
-                    if _c3_amountMultiplier is not None:
-                        el = 'Cost/amountMultiplier'
-                        if not -3 <= _c3_amountMultiplier <= 3: raise EncodeError(f'value {_c3_amountMultiplier!r} outside [-3, 3]')
-                        v = (v << 8) | ((_c3_amountMultiplier - -3) << 2)
-                        n += 8
-                        _c3_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c3_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_Cost += 1
-                s = 3
+        if i_Cost < n_Cost:
+            el = 'Cost'
+            v <<= 2
+            n += 2
+            _c3_o = v_Cost[i_Cost]
+            _c3_costKind = _c3_o.costKind
+            _c3_amount = _c3_o.amount
+            _c3_amountMultiplier = _c3_o.amountMultiplier
+            if _c3_costKind is not None:
+                el = 'Cost/costKind'
+                _c3_i1 = _I_iso2_msgdatatypes_costKindType.get(_c3_costKind)
+                if _c3_i1 is None: raise EncodeError(f'{_c3_costKind!r} is not one of the enumeration costKindType')
+                if not (_c3_amount is not None): raise EncodeError('missing content: amount')
+                el = 'Cost/amount'
+                if _c3_amount < 0 or _c3_amount > 4294967295: raise EncodeError(f'value {_c3_amount!r} outside [0, 4294967295]')
+                v = (v << 7) | (_c3_i1 << 3)
+                n += 7
+                if _c3_amount < 128: v = (v << 9) | (_c3_amount << 1); n += 9
+                elif _c3_amount < 16384: v = (v << 17) | (_V2[_c3_amount] << 1); n += 17
+                elif _c3_amount < 2097152: v = (v << 25) | ((((_V2[_c3_amount & 16383] | 128) << 8) | (_c3_amount >> 14)) << 1); n += 25
+                else: w.v = v; w.n = n; w.uint(_c3_amount); v = (w.v << 1); n = w.n + 1
+                _c3_s = 2
+            else:
+                raise EncodeError('missing content: expected one of costKind')
+            if _c3_amountMultiplier is not None:
+                el = 'Cost/amountMultiplier'
+                if not -3 <= _c3_amountMultiplier <= 3: raise EncodeError(f'value {_c3_amountMultiplier!r} outside [-3, 3]')
+                v = (v << 8) | ((_c3_amountMultiplier - -3) << 2)
+                n += 8
+                _c3_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
-                s = -1
+                _c3_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_Cost += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_startValue is not None or i_Cost < n_Cost: raise _leftover(o)
+            s = -1
         if s == 3:
             if i_Cost < n_Cost:
                 el = 'Cost'
@@ -1965,17 +1989,16 @@ def _e_ConsumptionCostType(w, o):
                     _c4_s = 2
                 else:
                     raise EncodeError('missing content: expected one of costKind')
-                if _c4_s == 2:
-                    if _c4_amountMultiplier is not None:
-                        el = 'Cost/amountMultiplier'
-                        if not -3 <= _c4_amountMultiplier <= 3: raise EncodeError(f'value {_c4_amountMultiplier!r} outside [-3, 3]')
-                        v = (v << 8) | ((_c4_amountMultiplier - -3) << 2)
-                        n += 8
-                        _c4_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c4_s = -1
+                if _c4_amountMultiplier is not None:
+                    el = 'Cost/amountMultiplier'
+                    if not -3 <= _c4_amountMultiplier <= 3: raise EncodeError(f'value {_c4_amountMultiplier!r} outside [-3, 3]')
+                    v = (v << 8) | ((_c4_amountMultiplier - -3) << 2)
+                    n += 8
+                    _c4_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c4_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_Cost += 1
                 v <<= 1
@@ -2008,33 +2031,32 @@ def _d_ContractSignatureEncryptedPrivateKeyType(r):
         f_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
         s = 1
-        if s == 1:
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        ec = (V >> q) & 1
+        if ec == 0:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
+            if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            ec = (V >> q) & 1
-            if ec == 0:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
-                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', f_value, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                f_value = b''
-                s = -1
-            else:
-                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+            f_value = b''
+            s = -1
+        else:
+            raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+    _obj = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
     _obj.Id = f_Id
     _obj.value = f_value
     return _obj
@@ -2059,19 +2081,18 @@ def _e_ContractSignatureEncryptedPrivateKeyType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Id')
-        if s == 1:
-            if v_value is not None:
-                v <<= 1
-                n += 1
-                _l = len(v_value)
-                if _l > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of text')
+        if v_value is not None:
+            v <<= 1
+            n += 1
+            _l = len(v_value)
+            if _l > 48: raise EncodeError(f'length {len(v_value)} outside [0, 48]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2120,25 +2141,24 @@ def _d_CostType(r):
         if f_amount > 4294967295: r.facet('CostType/amount', 'range [0, 4294967295]', f_amount, r.at(r.end - q))
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 35: raise r.deviation('CostType', r.end - q)
-                el = 'amountMultiplier'
-                f_amountMultiplier = ((x >> 2) & 7) + -3
-                if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('CostType', r.end - q)
+        if ec == 0:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 35: raise r.deviation('CostType', r.end - q)
+            el = 'amountMultiplier'
+            f_amountMultiplier = ((x >> 2) & 7) + -3
+            if f_amountMultiplier > 3: r.facet('CostType/amountMultiplier', 'maxInclusive 3', f_amountMultiplier, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('CostType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.CostType)
+    _obj = _new(_K_iso2_msgdatatypes_CostType)
     _obj.costKind = f_costKind
     _obj.amount = f_amount
     _obj.amountMultiplier = f_amountMultiplier
@@ -2169,17 +2189,16 @@ def _e_CostType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of costKind')
-        if s == 2:
-            if v_amountMultiplier is not None:
-                el = 'amountMultiplier'
-                if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
-                v = (v << 8) | ((v_amountMultiplier - -3) << 2)
-                n += 8
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_amountMultiplier is not None:
+            el = 'amountMultiplier'
+            if not -3 <= v_amountMultiplier <= 3: raise EncodeError(f'value {v_amountMultiplier!r} outside [-3, 3]')
+            v = (v << 8) | ((v_amountMultiplier - -3) << 2)
+            n += 8
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -2246,7 +2265,7 @@ def _d_DC_EVChargeParameterType(r):
             el = 'DC_EVStatus/EVRESSSOC'
             _c1_EVRESSSOC = ((x >> 3) & 127)
             if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-            f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+            f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
             f_DC_EVStatus.EVReady = _c1_EVReady
             f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
             f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
@@ -2271,334 +2290,331 @@ def _d_DC_EVChargeParameterType(r):
             el = 'DC_EVStatus/EVRESSSOC'
             _c2_EVRESSSOC = ((x >> 3) & 127)
             if _c2_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_EVRESSSOC, r.at(r.end - q))
-            f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+            f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
             f_DC_EVStatus.EVReady = _c2_EVReady
             f_DC_EVStatus.EVErrorCode = _c2_EVErrorCode
             f_DC_EVStatus.EVRESSSOC = _c2_EVRESSSOC
             s = 2
         else:
             raise r.deviation('DC_EVChargeParameterType', r.end - q)
-        if s == 2:
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        el = 'EVMaximumCurrentLimit'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'EVMaximumCurrentLimit/Multiplier'
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            el = 'EVMaximumCurrentLimit/Unit'
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+        else:
+            el = 'EVMaximumCurrentLimit/Unit'
+            _c3_Multiplier, _c3_Unit = _t
+        el = 'EVMaximumCurrentLimit/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
+                q -= 8
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+            else:
+                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 4
+        if q < 0: V, q = r.slideq(q, 4)
+        x = (V >> q) & 15
+        if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_EVMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
+        f_EVMaximumCurrentLimit.Unit = _c3_Unit
+        f_EVMaximumCurrentLimit.Value = _c3_Value
+        ec = (x & 3)
+        s = 3
+        if ec == 0:
             q -= 15
             if q < 0: V, q = r.slideq(q, 15)
             x = (V >> q) & 32767
             if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            el = 'EVMaximumCurrentLimit'
+            el = 'EVMaximumPowerLimit'
             _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
             if _t is None:
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                el = 'EVMaximumCurrentLimit/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+                el = 'EVMaximumPowerLimit/Multiplier'
+                _c4_Multiplier = ((x >> 10) & 7) + -3
+                if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
+                el = 'EVMaximumPowerLimit/Unit'
+                _c4_Unit = ((x >> 4) & 7)
+                if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
+                else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
             else:
-                el = 'EVMaximumCurrentLimit/Unit'
-                _c3_Multiplier, _c3_Unit = _t
-            el = 'EVMaximumCurrentLimit/Value'
+                el = 'EVMaximumPowerLimit/Unit'
+                _c4_Multiplier, _c4_Unit = _t
+            el = 'EVMaximumPowerLimit/Value'
             _neg = (x & 1)
             if q >= 24:
                 _y = (V >> (q - 24)) & 16777215
                 if _y < 8388608:
                     q -= 8
-                    _c3_Value = _y >> 16
+                    _c4_Value = _y >> 16
                 elif not _y & 32768:
                     q -= 16
-                    _c3_Value = _U2[_y >> 8]
+                    _c4_Value = _U2[_y >> 8]
                 elif not _y & 128:
                     q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
             elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c4_Value = (V >> q) & 127
             else:
-                r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slideq(q, 18)
+            x = (V >> q) & 262143
+            if x & 254862: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c4_Value = -_c4_Value - 1
+            if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
+            f_EVMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
+            f_EVMaximumPowerLimit.Unit = _c4_Unit
+            f_EVMaximumPowerLimit.Value = _c4_Value
+            el = 'EVMaximumVoltageLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c5_Multiplier = ((x >> 10) & 7) + -3
+                if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c5_Unit = ((x >> 4) & 7)
+                if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
+                else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
+            else:
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c5_Multiplier, _c5_Unit = _t
+            el = 'EVMaximumVoltageLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c5_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c5_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c5_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c5_Value = -_c5_Value - 1
+            if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
+            f_EVMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c5_Unit
+            f_EVMaximumVoltageLimit.Value = _c5_Value
+            ec = (x & 7)
+            s = 5
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'EVMaximumVoltageLimit'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVMaximumVoltageLimit/Multiplier'
+                _c6_Multiplier = ((x >> 10) & 7) + -3
+                if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c6_Unit = ((x >> 4) & 7)
+                if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
+                else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
+            else:
+                el = 'EVMaximumVoltageLimit/Unit'
+                _c6_Multiplier, _c6_Unit = _t
+            el = 'EVMaximumVoltageLimit/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c6_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c6_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c6_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c6_Value = -_c6_Value - 1
+            if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
+            f_EVMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
+            f_EVMaximumVoltageLimit.Unit = _c6_Unit
+            f_EVMaximumVoltageLimit.Value = _c6_Value
+            ec = (x & 7)
+            s = 5
+        else:
+            raise r.deviation('DC_EVChargeParameterType', r.end - q)
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'EVEnergyCapacity'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVEnergyCapacity/Multiplier'
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                el = 'EVEnergyCapacity/Unit'
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+            else:
+                el = 'EVEnergyCapacity/Unit'
+                _c7_Multiplier, _c7_Unit = _t
+            el = 'EVEnergyCapacity/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVEnergyCapacity = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVEnergyCapacity.Multiplier = _c7_Multiplier
+            f_EVEnergyCapacity.Unit = _c7_Unit
+            f_EVEnergyCapacity.Value = _c7_Value
+            ec = (x & 7)
+            s = 6
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'EVEnergyRequest'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVEnergyRequest/Multiplier'
+                _c8_Multiplier = ((x >> 10) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                el = 'EVEnergyRequest/Unit'
+                _c8_Unit = ((x >> 4) & 7)
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
+                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+            else:
+                el = 'EVEnergyRequest/Unit'
+                _c8_Multiplier, _c8_Unit = _t
+            el = 'EVEnergyRequest/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
+                    q -= 8
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c8_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                else:
+                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
             q -= 4
             if q < 0: V, q = r.slideq(q, 4)
             x = (V >> q) & 15
             if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_EVMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-            f_EVMaximumCurrentLimit.Multiplier = _c3_Multiplier
-            f_EVMaximumCurrentLimit.Unit = _c3_Unit
-            f_EVMaximumCurrentLimit.Value = _c3_Value
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            f_EVEnergyRequest = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVEnergyRequest.Multiplier = _c8_Multiplier
+            f_EVEnergyRequest.Unit = _c8_Unit
+            f_EVEnergyRequest.Value = _c8_Value
             ec = (x & 3)
-            s = 3
-        if s == 3:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'EVMaximumPowerLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVMaximumPowerLimit/Multiplier'
-                    _c4_Multiplier = ((x >> 10) & 7) + -3
-                    if _c4_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c4_Multiplier, r.at(r.end - q))
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c4_Unit = ((x >> 4) & 7)
-                    if _c4_Unit >= 7: _c4_Unit = r.enum_index('PhysicalValueType/Unit', _c4_Unit, 7, r.at(r.end - q))
-                    else: _c4_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c4_Unit]
-                else:
-                    el = 'EVMaximumPowerLimit/Unit'
-                    _c4_Multiplier, _c4_Unit = _t
-                el = 'EVMaximumPowerLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c4_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c4_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c4_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c4_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c4_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 18
-                if q < 0: V, q = r.slideq(q, 18)
-                x = (V >> q) & 262143
-                if x & 254862: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                if _neg: _c4_Value = -_c4_Value - 1
-                if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-                f_EVMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVMaximumPowerLimit.Multiplier = _c4_Multiplier
-                f_EVMaximumPowerLimit.Unit = _c4_Unit
-                f_EVMaximumPowerLimit.Value = _c4_Value
-                el = 'EVMaximumVoltageLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    _c5_Multiplier = ((x >> 10) & 7) + -3
-                    if _c5_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c5_Multiplier, r.at(r.end - q))
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c5_Unit = ((x >> 4) & 7)
-                    if _c5_Unit >= 7: _c5_Unit = r.enum_index('PhysicalValueType/Unit', _c5_Unit, 7, r.at(r.end - q))
-                    else: _c5_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c5_Unit]
-                else:
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c5_Multiplier, _c5_Unit = _t
-                el = 'EVMaximumVoltageLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c5_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c5_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c5_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c5_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c5_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                if _neg: _c5_Value = -_c5_Value - 1
-                if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-                f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c5_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c5_Unit
-                f_EVMaximumVoltageLimit.Value = _c5_Value
-                ec = (x & 7)
-                s = 5
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'EVMaximumVoltageLimit'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVMaximumVoltageLimit/Multiplier'
-                    _c6_Multiplier = ((x >> 10) & 7) + -3
-                    if _c6_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c6_Multiplier, r.at(r.end - q))
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c6_Unit = ((x >> 4) & 7)
-                    if _c6_Unit >= 7: _c6_Unit = r.enum_index('PhysicalValueType/Unit', _c6_Unit, 7, r.at(r.end - q))
-                    else: _c6_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c6_Unit]
-                else:
-                    el = 'EVMaximumVoltageLimit/Unit'
-                    _c6_Multiplier, _c6_Unit = _t
-                el = 'EVMaximumVoltageLimit/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c6_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c6_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c6_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c6_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c6_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                if _neg: _c6_Value = -_c6_Value - 1
-                if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-                f_EVMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVMaximumVoltageLimit.Multiplier = _c6_Multiplier
-                f_EVMaximumVoltageLimit.Unit = _c6_Unit
-                f_EVMaximumVoltageLimit.Value = _c6_Value
-                ec = (x & 7)
-                s = 5
-            else:
-                raise r.deviation('DC_EVChargeParameterType', r.end - q)
-        if s == 5:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'EVEnergyCapacity'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVEnergyCapacity/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-                    el = 'EVEnergyCapacity/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
-                else:
-                    el = 'EVEnergyCapacity/Unit'
-                    _c7_Multiplier, _c7_Unit = _t
-                el = 'EVEnergyCapacity/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c7_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 24: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVEnergyCapacity = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVEnergyCapacity.Multiplier = _c7_Multiplier
-                f_EVEnergyCapacity.Unit = _c7_Unit
-                f_EVEnergyCapacity.Value = _c7_Value
-                ec = (x & 7)
-                s = 6
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'EVEnergyRequest'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVEnergyRequest/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-                    el = 'EVEnergyRequest/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
-                else:
-                    el = 'EVEnergyRequest/Unit'
-                    _c8_Multiplier, _c8_Unit = _t
-                el = 'EVEnergyRequest/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                    q -= 8
-                    _c8_Value = (V >> q) & 127
-                else:
-                    r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVEnergyRequest.Multiplier = _c8_Multiplier
-                f_EVEnergyRequest.Unit = _c8_Unit
-                f_EVEnergyRequest.Value = _c8_Value
-                ec = (x & 3)
-                s = 7
-            elif ec == 2:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'FullSOC'
-                f_FullSOC = ((x >> 3) & 127)
-                if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
-                ec = (x & 3)
-                s = 8
-            elif ec == 3:
-                q -= 10
-                if q < 0: V, q = r.slideq(q, 10)
-                x = (V >> q) & 1023
-                if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
-                el = 'BulkSOC'
-                f_BulkSOC = ((x >> 2) & 127)
-                if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
-                s = 9
-            elif ec == 4:
-                pass
-                s = -1
-            else:
-                raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            s = 7
+        elif ec == 2:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1028: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'FullSOC'
+            f_FullSOC = ((x >> 3) & 127)
+            if f_FullSOC > 100: r.facet('DC_EVChargeParameterType/FullSOC', 'maxInclusive 100', f_FullSOC, r.at(r.end - q))
+            ec = (x & 3)
+            s = 8
+        elif ec == 3:
+            q -= 10
+            if q < 0: V, q = r.slideq(q, 10)
+            x = (V >> q) & 1023
+            if x & 515: raise r.deviation('DC_EVChargeParameterType', r.end - q)
+            el = 'BulkSOC'
+            f_BulkSOC = ((x >> 2) & 127)
+            if f_BulkSOC > 100: r.facet('DC_EVChargeParameterType/BulkSOC', 'maxInclusive 100', f_BulkSOC, r.at(r.end - q))
+            s = 9
+        elif ec == 4:
+            pass
+            s = -1
+        else:
+            raise r.deviation('DC_EVChargeParameterType', r.end - q)
         if s == 6:
             if ec == 0:
                 q -= 15
@@ -2644,7 +2660,7 @@ def _d_DC_EVChargeParameterType(r):
                 if x & 12: raise r.deviation('DC_EVChargeParameterType', r.end - q)
                 if _neg: _c9_Value = -_c9_Value - 1
                 if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVEnergyRequest = _new(iso2_msgdatatypes.PhysicalValueType)
+                f_EVEnergyRequest = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                 f_EVEnergyRequest.Multiplier = _c9_Multiplier
                 f_EVEnergyRequest.Unit = _c9_Unit
                 f_EVEnergyRequest.Value = _c9_Value
@@ -2719,7 +2735,7 @@ def _d_DC_EVChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.DC_EVChargeParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_DC_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.EVMaximumCurrentLimit = f_EVMaximumCurrentLimit
@@ -2798,181 +2814,178 @@ def _e_DC_EVChargeParameterType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of DepartureTime, DC_EVStatus')
-        if s == 2:
-            if v_EVMaximumCurrentLimit is not None:
-                el = 'EVMaximumCurrentLimit'
-                _o = v_EVMaximumCurrentLimit
-                _c3_Multiplier = _o.Multiplier
-                _c3_Unit = _o.Unit
-                _c3_Value = _o.Value
-                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumCurrentLimit/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumCurrentLimit/Unit'
-                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumCurrentLimit/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumCurrentLimit = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumCurrentLimit')
-        if s == 3:
-            if v_EVMaximumPowerLimit is not None:
-                el = 'EVMaximumPowerLimit'
-                _o = v_EVMaximumPowerLimit
-                _c4_Multiplier = _o.Multiplier
-                _c4_Unit = _o.Unit
-                _c4_Value = _o.Value
-                if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumPowerLimit/Multiplier'
-                if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
-                if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumPowerLimit/Unit'
-                _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
-                if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c4_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumPowerLimit/Value'
-                if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
-                n += 17
-                _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumPowerLimit = None
-                if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
-                el = 'EVMaximumVoltageLimit'
-                _o = v_EVMaximumVoltageLimit
-                _c5_Multiplier = _o.Multiplier
-                _c5_Unit = _o.Unit
-                _c5_Value = _o.Value
-                if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
-                if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumVoltageLimit/Unit'
-                _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
-                if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c5_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumVoltageLimit/Value'
-                if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
-                n += 16
-                _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumVoltageLimit = None
-                s = 5
-            elif v_EVMaximumVoltageLimit is not None:
-                el = 'EVMaximumVoltageLimit'
-                _o = v_EVMaximumVoltageLimit
-                _c6_Multiplier = _o.Multiplier
-                _c6_Unit = _o.Unit
-                _c6_Value = _o.Value
-                if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVMaximumVoltageLimit/Multiplier'
-                if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
-                if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVMaximumVoltageLimit/Unit'
-                _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
-                if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c6_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVMaximumVoltageLimit/Value'
-                if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
-                n += 17
-                _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVMaximumVoltageLimit = None
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
-        if s == 5:
-            if v_EVEnergyCapacity is not None:
-                el = 'EVEnergyCapacity'
-                _o = v_EVEnergyCapacity
-                _c7_Multiplier = _o.Multiplier
-                _c7_Unit = _o.Unit
-                _c7_Value = _o.Value
-                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVEnergyCapacity/Multiplier'
-                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVEnergyCapacity/Unit'
-                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVEnergyCapacity/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                n += 18
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVEnergyCapacity = None
-                s = 6
-            elif v_EVEnergyRequest is not None:
-                el = 'EVEnergyRequest'
-                _o = v_EVEnergyRequest
-                _c8_Multiplier = _o.Multiplier
-                _c8_Unit = _o.Unit
-                _c8_Value = _o.Value
-                if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVEnergyRequest/Multiplier'
-                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVEnergyRequest/Unit'
-                _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVEnergyRequest/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                n += 18
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_EVEnergyRequest = None
-                s = 7
-            elif v_FullSOC is not None:
-                el = 'FullSOC'
-                if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
-                v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
-                n += 12
-                v_FullSOC = None
-                s = 8
-            elif v_BulkSOC is not None:
-                el = 'BulkSOC'
-                if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
-                v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
-                n += 12
-                v_BulkSOC = None
-                s = 9
-            elif True:
-                v = (v << 3) | 4
-                n += 3
-                if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
-                s = -1
+        if v_EVMaximumCurrentLimit is not None:
+            el = 'EVMaximumCurrentLimit'
+            _o = v_EVMaximumCurrentLimit
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumCurrentLimit/Multiplier'
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumCurrentLimit/Unit'
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumCurrentLimit/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumCurrentLimit = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumCurrentLimit')
+        if v_EVMaximumPowerLimit is not None:
+            el = 'EVMaximumPowerLimit'
+            _o = v_EVMaximumPowerLimit
+            _c4_Multiplier = _o.Multiplier
+            _c4_Unit = _o.Unit
+            _c4_Value = _o.Value
+            if not (_c4_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumPowerLimit/Multiplier'
+            if not -3 <= _c4_Multiplier <= 3: raise EncodeError(f'value {_c4_Multiplier!r} outside [-3, 3]')
+            if not (_c4_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumPowerLimit/Unit'
+            _c4_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c4_Unit)
+            if _c4_i1 is None: raise EncodeError(f'{_c4_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c4_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumPowerLimit/Value'
+            if _c4_Value < -32768 or _c4_Value > 32767: raise EncodeError(f'value {_c4_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c4_Multiplier - -3) << 10) | (_c4_i1 << 4) | (_c4_Value < 0)
+            n += 17
+            _m = (-_c4_Value - 1 if _c4_Value < 0 else _c4_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumPowerLimit = None
+            if not (v_EVMaximumVoltageLimit is not None): raise EncodeError('missing content: EVMaximumVoltageLimit')
+            el = 'EVMaximumVoltageLimit'
+            _o = v_EVMaximumVoltageLimit
+            _c5_Multiplier = _o.Multiplier
+            _c5_Unit = _o.Unit
+            _c5_Value = _o.Value
+            if not (_c5_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumVoltageLimit/Multiplier'
+            if not -3 <= _c5_Multiplier <= 3: raise EncodeError(f'value {_c5_Multiplier!r} outside [-3, 3]')
+            if not (_c5_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumVoltageLimit/Unit'
+            _c5_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c5_Unit)
+            if _c5_i1 is None: raise EncodeError(f'{_c5_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c5_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumVoltageLimit/Value'
+            if _c5_Value < -32768 or _c5_Value > 32767: raise EncodeError(f'value {_c5_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c5_Multiplier - -3) << 10) | (_c5_i1 << 4) | (_c5_Value < 0)
+            n += 16
+            _m = (-_c5_Value - 1 if _c5_Value < 0 else _c5_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumVoltageLimit = None
+            s = 5
+        elif v_EVMaximumVoltageLimit is not None:
+            el = 'EVMaximumVoltageLimit'
+            _o = v_EVMaximumVoltageLimit
+            _c6_Multiplier = _o.Multiplier
+            _c6_Unit = _o.Unit
+            _c6_Value = _o.Value
+            if not (_c6_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVMaximumVoltageLimit/Multiplier'
+            if not -3 <= _c6_Multiplier <= 3: raise EncodeError(f'value {_c6_Multiplier!r} outside [-3, 3]')
+            if not (_c6_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVMaximumVoltageLimit/Unit'
+            _c6_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c6_Unit)
+            if _c6_i1 is None: raise EncodeError(f'{_c6_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c6_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVMaximumVoltageLimit/Value'
+            if _c6_Value < -32768 or _c6_Value > 32767: raise EncodeError(f'value {_c6_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 15) | ((_c6_Multiplier - -3) << 10) | (_c6_i1 << 4) | (_c6_Value < 0)
+            n += 17
+            _m = (-_c6_Value - 1 if _c6_Value < 0 else _c6_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVMaximumVoltageLimit = None
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of EVMaximumPowerLimit, EVMaximumVoltageLimit')
+        if v_EVEnergyCapacity is not None:
+            el = 'EVEnergyCapacity'
+            _o = v_EVEnergyCapacity
+            _c7_Multiplier = _o.Multiplier
+            _c7_Unit = _o.Unit
+            _c7_Value = _o.Value
+            if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVEnergyCapacity/Multiplier'
+            if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+            if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVEnergyCapacity/Unit'
+            _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+            if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVEnergyCapacity/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+            n += 18
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVEnergyCapacity = None
+            s = 6
+        elif v_EVEnergyRequest is not None:
+            el = 'EVEnergyRequest'
+            _o = v_EVEnergyRequest
+            _c8_Multiplier = _o.Multiplier
+            _c8_Unit = _o.Unit
+            _c8_Value = _o.Value
+            if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVEnergyRequest/Multiplier'
+            if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+            if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVEnergyRequest/Unit'
+            _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
+            if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVEnergyRequest/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (1 << 15) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+            n += 18
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_EVEnergyRequest = None
+            s = 7
+        elif v_FullSOC is not None:
+            el = 'FullSOC'
+            if not 0 <= v_FullSOC <= 100: raise EncodeError(f'value {v_FullSOC!r} outside [0, 100]')
+            v = (v << 12) | (2 << 9) | (v_FullSOC << 1)
+            n += 12
+            v_FullSOC = None
+            s = 8
+        elif v_BulkSOC is not None:
+            el = 'BulkSOC'
+            if not 0 <= v_BulkSOC <= 100: raise EncodeError(f'value {v_BulkSOC!r} outside [0, 100]')
+            v = (v << 12) | (3 << 9) | (v_BulkSOC << 1)
+            n += 12
+            v_BulkSOC = None
+            s = 9
+        elif True:
+            v = (v << 3) | 4
+            n += 3
+            if v_DepartureTime is not None or v_DC_EVStatus is not None or v_EVMaximumCurrentLimit is not None or v_EVMaximumPowerLimit is not None or v_EVMaximumVoltageLimit is not None or v_EVEnergyCapacity is not None or v_EVEnergyRequest is not None or v_FullSOC is not None or v_BulkSOC is not None: raise _leftover(o)
+            s = -1
         if s == 6:
             if v_EVEnergyRequest is not None:
                 el = 'EVEnergyRequest'
@@ -3090,44 +3103,42 @@ def _d_DC_EVPowerDeliveryParameterType(r):
         el = 'DC_EVStatus/EVRESSSOC'
         _c1_EVRESSSOC = ((x >> 4) & 127)
         if _c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c1_EVRESSSOC, r.at(r.end - q))
-        f_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+        f_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
         f_DC_EVStatus.EVReady = _c1_EVReady
         f_DC_EVStatus.EVErrorCode = _c1_EVErrorCode
         f_DC_EVStatus.EVRESSSOC = _c1_EVRESSSOC
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-                _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
-                if _t is None:
-                    el = 'BulkChargingComplete'
-                    f_BulkChargingComplete = ((x >> 6) & 1) == 1
-                    el = 'ChargingComplete'
-                    f_ChargingComplete = ((x >> 2) & 1) == 1
-                else:
-                    el = 'ChargingComplete'
-                    f_BulkChargingComplete, f_ChargingComplete = _t
-                s = 3
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        if ec == 0:
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 187: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            _t = _T_b__z1__z1__z1__b[((x >> 2) & 31)]
+            if _t is None:
+                el = 'BulkChargingComplete'
+                f_BulkChargingComplete = ((x >> 6) & 1) == 1
                 el = 'ChargingComplete'
                 f_ChargingComplete = ((x >> 2) & 1) == 1
-                s = 3
             else:
-                raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
-        if s == 3:
-            s = -1
+                el = 'ChargingComplete'
+                f_BulkChargingComplete, f_ChargingComplete = _t
+            s = 3
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+            el = 'ChargingComplete'
+            f_ChargingComplete = ((x >> 2) & 1) == 1
+            s = 3
+        else:
+            raise r.deviation('DC_EVPowerDeliveryParameterType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.DC_EVPowerDeliveryParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_DC_EVPowerDeliveryParameterType)
     _obj.DC_EVStatus = f_DC_EVStatus
     _obj.BulkChargingComplete = f_BulkChargingComplete
     _obj.ChargingComplete = f_ChargingComplete
@@ -3163,29 +3174,27 @@ def _e_DC_EVPowerDeliveryParameterType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of DC_EVStatus')
-        if s == 1:
-            if v_BulkChargingComplete is not None:
-                el = 'BulkChargingComplete'
-                if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
-                if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
-                el = 'ChargingComplete'
-                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
-                n += 9
-                s = 3
-            elif v_ChargingComplete is not None:
-                el = 'ChargingComplete'
-                if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
-                v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
-                n += 5
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
-        if s == 3:
-            if True:
-                v <<= 1
-                n += 1
-                s = -1
+        if v_BulkChargingComplete is not None:
+            el = 'BulkChargingComplete'
+            if v_BulkChargingComplete is not True and v_BulkChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_BulkChargingComplete!r}')
+            if not (v_ChargingComplete is not None): raise EncodeError('missing content: ChargingComplete')
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 9) | (v_BulkChargingComplete << 5) | (v_ChargingComplete << 1)
+            n += 9
+            s = 3
+        elif v_ChargingComplete is not None:
+            el = 'ChargingComplete'
+            if v_ChargingComplete is not True and v_ChargingComplete is not False: raise EncodeError(f'expected a bool, got {v_ChargingComplete!r}')
+            v = (v << 5) | (1 << 3) | (v_ChargingComplete << 1)
+            n += 5
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of BulkChargingComplete, ChargingComplete')
+        if True:
+            v <<= 1
+            n += 1
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -3247,41 +3256,39 @@ def _d_DC_EVSEChargeParameterType(r):
         else: _c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c1_EVSENotification]
         ec = (x & 3)
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                if _t is None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEStatusCode = ((x >> 2) & 15)
-                    if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                else:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
-                _c1_s = 4
-            elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if ec == 0:
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            if _t is None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                if _c1_EVSEIsolationStatus >= 5: _c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: _c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c1_EVSEIsolationStatus]
                 el = 'DC_EVSEStatus/EVSEStatusCode'
                 _c1_EVSEStatusCode = ((x >> 2) & 15)
                 if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
                 else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
-                _c1_s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if _c1_s == 4:
-            _c1_s = -1
-        f_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_EVSEIsolationStatus, _c1_EVSEStatusCode = _t
+            _c1_s = 4
+        elif ec == 1:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'DC_EVSEStatus/EVSEStatusCode'
+            _c1_EVSEStatusCode = ((x >> 2) & 15)
+            if _c1_EVSEStatusCode >= 12: _c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c1_EVSEStatusCode, 12, r.at(r.end - q))
+            else: _c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c1_EVSEStatusCode]
+            _c1_s = 4
+        else:
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
+        _c1_s = -1
+        f_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
         f_DC_EVSEStatus.NotificationMaxDelay = _c1_NotificationMaxDelay
         f_DC_EVSEStatus.EVSENotification = _c1_EVSENotification
         f_DC_EVSEStatus.EVSEIsolationStatus = _c1_EVSEIsolationStatus
@@ -3329,7 +3336,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c2_Value = -_c2_Value - 1
         if _c2_Value < -32768 or _c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_Value, r.at(r.end - q))
-        f_EVSEMaximumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEMaximumCurrentLimit.Multiplier = _c2_Multiplier
         f_EVSEMaximumCurrentLimit.Unit = _c2_Unit
         f_EVSEMaximumCurrentLimit.Value = _c2_Value
@@ -3372,7 +3379,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c3_Value = -_c3_Value - 1
         if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-        f_EVSEMaximumPowerLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumPowerLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEMaximumPowerLimit.Multiplier = _c3_Multiplier
         f_EVSEMaximumPowerLimit.Unit = _c3_Unit
         f_EVSEMaximumPowerLimit.Value = _c3_Value
@@ -3415,7 +3422,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c4_Value = -_c4_Value - 1
         if _c4_Value < -32768 or _c4_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c4_Value, r.at(r.end - q))
-        f_EVSEMaximumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMaximumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEMaximumVoltageLimit.Multiplier = _c4_Multiplier
         f_EVSEMaximumVoltageLimit.Unit = _c4_Unit
         f_EVSEMaximumVoltageLimit.Value = _c4_Value
@@ -3458,7 +3465,7 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c5_Value = -_c5_Value - 1
         if _c5_Value < -32768 or _c5_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c5_Value, r.at(r.end - q))
-        f_EVSEMinimumCurrentLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMinimumCurrentLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEMinimumCurrentLimit.Multiplier = _c5_Multiplier
         f_EVSEMinimumCurrentLimit.Unit = _c5_Unit
         f_EVSEMinimumCurrentLimit.Value = _c5_Value
@@ -3501,216 +3508,214 @@ def _d_DC_EVSEChargeParameterType(r):
         if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         if _neg: _c6_Value = -_c6_Value - 1
         if _c6_Value < -32768 or _c6_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c6_Value, r.at(r.end - q))
-        f_EVSEMinimumVoltageLimit = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_EVSEMinimumVoltageLimit = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_EVSEMinimumVoltageLimit.Multiplier = _c6_Multiplier
         f_EVSEMinimumVoltageLimit.Unit = _c6_Unit
         f_EVSEMinimumVoltageLimit.Value = _c6_Value
         ec = (x & 3)
         s = 6
-        if s == 6:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                el = 'EVSECurrentRegulationTolerance'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSECurrentRegulationTolerance/Multiplier'
-                    _c7_Multiplier = ((x >> 10) & 7) + -3
-                    if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
-                    el = 'EVSECurrentRegulationTolerance/Unit'
-                    _c7_Unit = ((x >> 4) & 7)
-                    if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
-                    else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
-                else:
-                    el = 'EVSECurrentRegulationTolerance/Unit'
-                    _c7_Multiplier, _c7_Unit = _t
-                el = 'EVSECurrentRegulationTolerance/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c7_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c7_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            el = 'EVSECurrentRegulationTolerance'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSECurrentRegulationTolerance/Multiplier'
+                _c7_Multiplier = ((x >> 10) & 7) + -3
+                if _c7_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c7_Multiplier, r.at(r.end - q))
+                el = 'EVSECurrentRegulationTolerance/Unit'
+                _c7_Unit = ((x >> 4) & 7)
+                if _c7_Unit >= 7: _c7_Unit = r.enum_index('PhysicalValueType/Unit', _c7_Unit, 7, r.at(r.end - q))
+                else: _c7_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c7_Unit]
+            else:
+                el = 'EVSECurrentRegulationTolerance/Unit'
+                _c7_Multiplier, _c7_Unit = _t
+            el = 'EVSECurrentRegulationTolerance/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c7_Value = (V >> q) & 127
+                    _c7_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c7_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c7_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 18
-                if q < 0: V, q = r.slideq(q, 18)
-                x = (V >> q) & 262143
-                if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                if _neg: _c7_Value = -_c7_Value - 1
-                if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
-                f_EVSECurrentRegulationTolerance = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSECurrentRegulationTolerance.Multiplier = _c7_Multiplier
-                f_EVSECurrentRegulationTolerance.Unit = _c7_Unit
-                f_EVSECurrentRegulationTolerance.Value = _c7_Value
-                el = 'EVSEPeakCurrentRipple'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    _c8_Multiplier = ((x >> 10) & 7) + -3
-                    if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c8_Unit = ((x >> 4) & 7)
-                    if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
-                    else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
-                else:
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c8_Multiplier, _c8_Unit = _t
-                el = 'EVSEPeakCurrentRipple/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c8_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c8_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c7_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c7_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 18
+            if q < 0: V, q = r.slideq(q, 18)
+            x = (V >> q) & 262143
+            if x & 254862: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            if _neg: _c7_Value = -_c7_Value - 1
+            if _c7_Value < -32768 or _c7_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c7_Value, r.at(r.end - q))
+            f_EVSECurrentRegulationTolerance = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSECurrentRegulationTolerance.Multiplier = _c7_Multiplier
+            f_EVSECurrentRegulationTolerance.Unit = _c7_Unit
+            f_EVSECurrentRegulationTolerance.Value = _c7_Value
+            el = 'EVSEPeakCurrentRipple'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c8_Multiplier = ((x >> 10) & 7) + -3
+                if _c8_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c8_Multiplier, r.at(r.end - q))
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c8_Unit = ((x >> 4) & 7)
+                if _c8_Unit >= 7: _c8_Unit = r.enum_index('PhysicalValueType/Unit', _c8_Unit, 7, r.at(r.end - q))
+                else: _c8_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c8_Unit]
+            else:
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c8_Multiplier, _c8_Unit = _t
+            el = 'EVSEPeakCurrentRipple/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c8_Value = (V >> q) & 127
+                    _c8_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c8_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c8_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                if _neg: _c8_Value = -_c8_Value - 1
-                if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
-                f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
-                f_EVSEPeakCurrentRipple.Unit = _c8_Unit
-                f_EVSEPeakCurrentRipple.Value = _c8_Value
-                ec = (x & 3)
-                s = 8
-            elif ec == 1:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                el = 'EVSEPeakCurrentRipple'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEPeakCurrentRipple/Multiplier'
-                    _c9_Multiplier = ((x >> 10) & 7) + -3
-                    if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c9_Unit = ((x >> 4) & 7)
-                    if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
-                    else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
-                else:
-                    el = 'EVSEPeakCurrentRipple/Unit'
-                    _c9_Multiplier, _c9_Unit = _t
-                el = 'EVSEPeakCurrentRipple/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c9_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c9_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c8_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c8_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            if _neg: _c8_Value = -_c8_Value - 1
+            if _c8_Value < -32768 or _c8_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c8_Value, r.at(r.end - q))
+            f_EVSEPeakCurrentRipple = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEPeakCurrentRipple.Multiplier = _c8_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c8_Unit
+            f_EVSEPeakCurrentRipple.Value = _c8_Value
+            ec = (x & 3)
+            s = 8
+        elif ec == 1:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            el = 'EVSEPeakCurrentRipple'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEPeakCurrentRipple/Multiplier'
+                _c9_Multiplier = ((x >> 10) & 7) + -3
+                if _c9_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c9_Multiplier, r.at(r.end - q))
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c9_Unit = ((x >> 4) & 7)
+                if _c9_Unit >= 7: _c9_Unit = r.enum_index('PhysicalValueType/Unit', _c9_Unit, 7, r.at(r.end - q))
+                else: _c9_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c9_Unit]
+            else:
+                el = 'EVSEPeakCurrentRipple/Unit'
+                _c9_Multiplier, _c9_Unit = _t
+            el = 'EVSEPeakCurrentRipple/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c9_Value = (V >> q) & 127
+                    _c9_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c9_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c9_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                if _neg: _c9_Value = -_c9_Value - 1
-                if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
-                f_EVSEPeakCurrentRipple = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
-                f_EVSEPeakCurrentRipple.Unit = _c9_Unit
-                f_EVSEPeakCurrentRipple.Value = _c9_Value
-                ec = (x & 3)
-                s = 8
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c9_Value = (V >> q) & 127
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-        if s == 8:
-            if ec == 0:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                el = 'EVSEEnergyToBeDelivered'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'EVSEEnergyToBeDelivered/Multiplier'
-                    _c10_Multiplier = ((x >> 10) & 7) + -3
-                    if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
-                    el = 'EVSEEnergyToBeDelivered/Unit'
-                    _c10_Unit = ((x >> 4) & 7)
-                    if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
-                    else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
-                else:
-                    el = 'EVSEEnergyToBeDelivered/Unit'
-                    _c10_Multiplier, _c10_Unit = _t
-                el = 'EVSEEnergyToBeDelivered/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c10_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c10_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                r.pos = r.end - q; _c9_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 12: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            if _neg: _c9_Value = -_c9_Value - 1
+            if _c9_Value < -32768 or _c9_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c9_Value, r.at(r.end - q))
+            f_EVSEPeakCurrentRipple = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEPeakCurrentRipple.Multiplier = _c9_Multiplier
+            f_EVSEPeakCurrentRipple.Unit = _c9_Unit
+            f_EVSEPeakCurrentRipple.Value = _c9_Value
+            ec = (x & 3)
+            s = 8
+        else:
+            raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+        if ec == 0:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            el = 'EVSEEnergyToBeDelivered'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'EVSEEnergyToBeDelivered/Multiplier'
+                _c10_Multiplier = ((x >> 10) & 7) + -3
+                if _c10_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c10_Multiplier, r.at(r.end - q))
+                el = 'EVSEEnergyToBeDelivered/Unit'
+                _c10_Unit = ((x >> 4) & 7)
+                if _c10_Unit >= 7: _c10_Unit = r.enum_index('PhysicalValueType/Unit', _c10_Unit, 7, r.at(r.end - q))
+                else: _c10_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c10_Unit]
+            else:
+                el = 'EVSEEnergyToBeDelivered/Unit'
+                _c10_Multiplier, _c10_Unit = _t
+            el = 'EVSEEnergyToBeDelivered/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c10_Value = (V >> q) & 127
+                    _c10_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c10_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c10_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
-                if _neg: _c10_Value = -_c10_Value - 1
-                if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
-                f_EVSEEnergyToBeDelivered = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_EVSEEnergyToBeDelivered.Multiplier = _c10_Multiplier
-                f_EVSEEnergyToBeDelivered.Unit = _c10_Unit
-                f_EVSEEnergyToBeDelivered.Value = _c10_Value
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c10_Value = (V >> q) & 127
             else:
-                raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+                r.pos = r.end - q; _c10_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
+            if _neg: _c10_Value = -_c10_Value - 1
+            if _c10_Value < -32768 or _c10_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c10_Value, r.at(r.end - q))
+            f_EVSEEnergyToBeDelivered = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_EVSEEnergyToBeDelivered.Multiplier = _c10_Multiplier
+            f_EVSEEnergyToBeDelivered.Unit = _c10_Unit
+            f_EVSEEnergyToBeDelivered.Value = _c10_Value
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('DC_EVSEChargeParameterType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.DC_EVSEChargeParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_DC_EVSEChargeParameterType)
     _obj.DC_EVSEStatus = f_DC_EVSEStatus
     _obj.EVSEMaximumCurrentLimit = f_EVSEMaximumCurrentLimit
     _obj.EVSEMaximumPowerLimit = f_EVSEMaximumPowerLimit
@@ -3766,36 +3771,34 @@ def _e_DC_EVSEChargeParameterType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of NotificationMaxDelay')
-            if _c1_s == 2:
-                if _c1_EVSEIsolationStatus is not None:
-                    el = 'DC_EVSEStatus/EVSEIsolationStatus'
-                    _c1_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c1_EVSEIsolationStatus)
-                    if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                    if not (_c1_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
-                    if _c1_i3 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 14) | (_c1_i2 << 8) | (_c1_i3 << 1)
-                    n += 14
-                    _c1_EVSEIsolationStatus = None
-                    _c1_EVSEStatusCode = None
-                    _c1_s = 4
-                elif _c1_EVSEStatusCode is not None:
-                    el = 'DC_EVSEStatus/EVSEStatusCode'
-                    _c1_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
-                    if _c1_i4 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                    v = (v << 8) | (1 << 6) | (_c1_i4 << 1)
-                    n += 8
-                    _c1_EVSEStatusCode = None
-                    _c1_s = 4
-                else:
-                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-            if _c1_s == 4:
-                if True:
-                    v <<= 1
-                    n += 1
-                    if _c1_NotificationMaxDelay is not None or _c1_EVSENotification is not None or _c1_EVSEIsolationStatus is not None or _c1_EVSEStatusCode is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
+            if _c1_EVSEIsolationStatus is not None:
+                el = 'DC_EVSEStatus/EVSEIsolationStatus'
+                _c1_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c1_EVSEIsolationStatus)
+                if _c1_i2 is None: raise EncodeError(f'{_c1_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                if not (_c1_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
+                if _c1_i3 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 14) | (_c1_i2 << 8) | (_c1_i3 << 1)
+                n += 14
+                _c1_EVSEIsolationStatus = None
+                _c1_EVSEStatusCode = None
+                _c1_s = 4
+            elif _c1_EVSEStatusCode is not None:
+                el = 'DC_EVSEStatus/EVSEStatusCode'
+                _c1_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c1_EVSEStatusCode)
+                if _c1_i4 is None: raise EncodeError(f'{_c1_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                v = (v << 8) | (1 << 6) | (_c1_i4 << 1)
+                n += 8
+                _c1_EVSEStatusCode = None
+                _c1_s = 4
+            else:
+                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+            if True:
+                v <<= 1
+                n += 1
+                if _c1_NotificationMaxDelay is not None or _c1_EVSENotification is not None or _c1_EVSEIsolationStatus is not None or _c1_EVSEStatusCode is not None: raise _leftover(_c1_o)
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             if not (v_EVSEMaximumCurrentLimit is not None): raise EncodeError('missing content: EVSEMaximumCurrentLimit')
             el = 'EVSEMaximumCurrentLimit'
@@ -3915,109 +3918,107 @@ def _e_DC_EVSEChargeParameterType(w, o):
             s = 6
         else:
             raise EncodeError('missing content: expected one of DC_EVSEStatus')
-        if s == 6:
-            if v_EVSECurrentRegulationTolerance is not None:
-                el = 'EVSECurrentRegulationTolerance'
-                _o = v_EVSECurrentRegulationTolerance
-                _c7_Multiplier = _o.Multiplier
-                _c7_Unit = _o.Unit
-                _c7_Value = _o.Value
-                if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSECurrentRegulationTolerance/Multiplier'
-                if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
-                if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSECurrentRegulationTolerance/Unit'
-                _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
-                if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c7_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSECurrentRegulationTolerance/Value'
-                if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
-                n += 17
-                _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
-                el = 'EVSEPeakCurrentRipple'
-                _o = v_EVSEPeakCurrentRipple
-                _c8_Multiplier = _o.Multiplier
-                _c8_Unit = _o.Unit
-                _c8_Value = _o.Value
-                if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEPeakCurrentRipple/Multiplier'
-                if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
-                if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEPeakCurrentRipple/Unit'
-                _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
-                if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c8_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEPeakCurrentRipple/Value'
-                if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
-                n += 16
-                _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 8
-            elif v_EVSEPeakCurrentRipple is not None:
-                el = 'EVSEPeakCurrentRipple'
-                _o = v_EVSEPeakCurrentRipple
-                _c9_Multiplier = _o.Multiplier
-                _c9_Unit = _o.Unit
-                _c9_Value = _o.Value
-                if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEPeakCurrentRipple/Multiplier'
-                if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
-                if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEPeakCurrentRipple/Unit'
-                _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
-                if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c9_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEPeakCurrentRipple/Value'
-                if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
-                n += 17
-                _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = 8
-            else:
-                raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
-        if s == 8:
-            if v_EVSEEnergyToBeDelivered is not None:
-                el = 'EVSEEnergyToBeDelivered'
-                _o = v_EVSEEnergyToBeDelivered
-                _c10_Multiplier = _o.Multiplier
-                _c10_Unit = _o.Unit
-                _c10_Value = _o.Value
-                if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'EVSEEnergyToBeDelivered/Multiplier'
-                if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
-                if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'EVSEEnergyToBeDelivered/Unit'
-                _c10_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c10_Unit)
-                if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c10_Value is not None): raise EncodeError('missing content: Value')
-                el = 'EVSEEnergyToBeDelivered/Value'
-                if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
-                v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
-                n += 17
-                _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_EVSECurrentRegulationTolerance is not None:
+            el = 'EVSECurrentRegulationTolerance'
+            _o = v_EVSECurrentRegulationTolerance
+            _c7_Multiplier = _o.Multiplier
+            _c7_Unit = _o.Unit
+            _c7_Value = _o.Value
+            if not (_c7_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSECurrentRegulationTolerance/Multiplier'
+            if not -3 <= _c7_Multiplier <= 3: raise EncodeError(f'value {_c7_Multiplier!r} outside [-3, 3]')
+            if not (_c7_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSECurrentRegulationTolerance/Unit'
+            _c7_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c7_Unit)
+            if _c7_i1 is None: raise EncodeError(f'{_c7_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c7_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSECurrentRegulationTolerance/Value'
+            if _c7_Value < -32768 or _c7_Value > 32767: raise EncodeError(f'value {_c7_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c7_Multiplier - -3) << 10) | (_c7_i1 << 4) | (_c7_Value < 0)
+            n += 17
+            _m = (-_c7_Value - 1 if _c7_Value < 0 else _c7_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            if not (v_EVSEPeakCurrentRipple is not None): raise EncodeError('missing content: EVSEPeakCurrentRipple')
+            el = 'EVSEPeakCurrentRipple'
+            _o = v_EVSEPeakCurrentRipple
+            _c8_Multiplier = _o.Multiplier
+            _c8_Unit = _o.Unit
+            _c8_Value = _o.Value
+            if not (_c8_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEPeakCurrentRipple/Multiplier'
+            if not -3 <= _c8_Multiplier <= 3: raise EncodeError(f'value {_c8_Multiplier!r} outside [-3, 3]')
+            if not (_c8_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEPeakCurrentRipple/Unit'
+            _c8_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c8_Unit)
+            if _c8_i1 is None: raise EncodeError(f'{_c8_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c8_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPeakCurrentRipple/Value'
+            if _c8_Value < -32768 or _c8_Value > 32767: raise EncodeError(f'value {_c8_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c8_Multiplier - -3) << 10) | (_c8_i1 << 4) | (_c8_Value < 0)
+            n += 16
+            _m = (-_c8_Value - 1 if _c8_Value < 0 else _c8_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 8
+        elif v_EVSEPeakCurrentRipple is not None:
+            el = 'EVSEPeakCurrentRipple'
+            _o = v_EVSEPeakCurrentRipple
+            _c9_Multiplier = _o.Multiplier
+            _c9_Unit = _o.Unit
+            _c9_Value = _o.Value
+            if not (_c9_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEPeakCurrentRipple/Multiplier'
+            if not -3 <= _c9_Multiplier <= 3: raise EncodeError(f'value {_c9_Multiplier!r} outside [-3, 3]')
+            if not (_c9_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEPeakCurrentRipple/Unit'
+            _c9_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c9_Unit)
+            if _c9_i1 is None: raise EncodeError(f'{_c9_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c9_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEPeakCurrentRipple/Value'
+            if _c9_Value < -32768 or _c9_Value > 32767: raise EncodeError(f'value {_c9_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | (1 << 15) | ((_c9_Multiplier - -3) << 10) | (_c9_i1 << 4) | (_c9_Value < 0)
+            n += 17
+            _m = (-_c9_Value - 1 if _c9_Value < 0 else _c9_Value)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = 8
+        else:
+            raise EncodeError('missing content: expected one of EVSECurrentRegulationTolerance, EVSEPeakCurrentRipple')
+        if v_EVSEEnergyToBeDelivered is not None:
+            el = 'EVSEEnergyToBeDelivered'
+            _o = v_EVSEEnergyToBeDelivered
+            _c10_Multiplier = _o.Multiplier
+            _c10_Unit = _o.Unit
+            _c10_Value = _o.Value
+            if not (_c10_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'EVSEEnergyToBeDelivered/Multiplier'
+            if not -3 <= _c10_Multiplier <= 3: raise EncodeError(f'value {_c10_Multiplier!r} outside [-3, 3]')
+            if not (_c10_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'EVSEEnergyToBeDelivered/Unit'
+            _c10_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c10_Unit)
+            if _c10_i1 is None: raise EncodeError(f'{_c10_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c10_Value is not None): raise EncodeError('missing content: Value')
+            el = 'EVSEEnergyToBeDelivered/Value'
+            if _c10_Value < -32768 or _c10_Value > 32767: raise EncodeError(f'value {_c10_Value!r} outside [-32768, 32767]')
+            v = (v << 17) | ((_c10_Multiplier - -3) << 10) | (_c10_i1 << 4) | (_c10_Value < 0)
+            n += 17
+            _m = (-_c10_Value - 1 if _c10_Value < 0 else _c10_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4066,44 +4067,42 @@ def _d_DC_EVSEStatusType(r):
         else: f_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[f_EVSENotification]
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 13
-                if q < 0: V, q = r.slideq(q, 13)
-                x = (V >> q) & 8191
-                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                if _t is None:
-                    el = 'EVSEIsolationStatus'
-                    f_EVSEIsolationStatus = ((x >> 9) & 7)
-                    if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(r.end - q))
-                    else: f_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[f_EVSEIsolationStatus]
-                    el = 'EVSEStatusCode'
-                    f_EVSEStatusCode = ((x >> 2) & 15)
-                    if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
-                    else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-                else:
-                    el = 'EVSEStatusCode'
-                    f_EVSEIsolationStatus, f_EVSEStatusCode = _t
-                s = 4
-            elif ec == 1:
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+        if ec == 0:
+            q -= 13
+            if q < 0: V, q = r.slideq(q, 13)
+            x = (V >> q) & 8191
+            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+            if _t is None:
+                el = 'EVSEIsolationStatus'
+                f_EVSEIsolationStatus = ((x >> 9) & 7)
+                if f_EVSEIsolationStatus >= 5: f_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', f_EVSEIsolationStatus, 5, r.at(r.end - q))
+                else: f_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[f_EVSEIsolationStatus]
                 el = 'EVSEStatusCode'
                 f_EVSEStatusCode = ((x >> 2) & 15)
                 if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
                 else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
-                s = 4
             else:
-                raise r.deviation('DC_EVSEStatusType', r.end - q)
-        if s == 4:
-            s = -1
+                el = 'EVSEStatusCode'
+                f_EVSEIsolationStatus, f_EVSEStatusCode = _t
+            s = 4
+        elif ec == 1:
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+            el = 'EVSEStatusCode'
+            f_EVSEStatusCode = ((x >> 2) & 15)
+            if f_EVSEStatusCode >= 12: f_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', f_EVSEStatusCode, 12, r.at(r.end - q))
+            else: f_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[f_EVSEStatusCode]
+            s = 4
+        else:
+            raise r.deviation('DC_EVSEStatusType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+    _obj = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
     _obj.EVSEIsolationStatus = f_EVSEIsolationStatus
@@ -4140,36 +4139,34 @@ def _e_DC_EVSEStatusType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of NotificationMaxDelay')
-        if s == 2:
-            if v_EVSEIsolationStatus is not None:
-                el = 'EVSEIsolationStatus'
-                _i2 = _I_iso2_msgdatatypes_isolationLevelType.get(v_EVSEIsolationStatus)
-                if _i2 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                el = 'EVSEStatusCode'
-                _i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
-                if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 14) | (_i2 << 8) | (_i3 << 1)
-                n += 14
-                v_EVSEIsolationStatus = None
-                v_EVSEStatusCode = None
-                s = 4
-            elif v_EVSEStatusCode is not None:
-                el = 'EVSEStatusCode'
-                _i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
-                if _i4 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                v = (v << 8) | (1 << 6) | (_i4 << 1)
-                n += 8
-                v_EVSEStatusCode = None
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-        if s == 4:
-            if True:
-                v <<= 1
-                n += 1
-                if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None: raise _leftover(o)
-                s = -1
+        if v_EVSEIsolationStatus is not None:
+            el = 'EVSEIsolationStatus'
+            _i2 = _I_iso2_msgdatatypes_isolationLevelType.get(v_EVSEIsolationStatus)
+            if _i2 is None: raise EncodeError(f'{v_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+            if not (v_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+            el = 'EVSEStatusCode'
+            _i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
+            if _i3 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+            v = (v << 14) | (_i2 << 8) | (_i3 << 1)
+            n += 14
+            v_EVSEIsolationStatus = None
+            v_EVSEStatusCode = None
+            s = 4
+        elif v_EVSEStatusCode is not None:
+            el = 'EVSEStatusCode'
+            _i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(v_EVSEStatusCode)
+            if _i4 is None: raise EncodeError(f'{v_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+            v = (v << 8) | (1 << 6) | (_i4 << 1)
+            n += 8
+            v_EVSEStatusCode = None
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+        if True:
+            v <<= 1
+            n += 1
+            if v_NotificationMaxDelay is not None or v_EVSENotification is not None or v_EVSEIsolationStatus is not None or v_EVSEStatusCode is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4205,7 +4202,7 @@ def _d_DC_EVStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.DC_EVStatusType)
+    _obj = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
     _obj.EVReady = f_EVReady
     _obj.EVErrorCode = f_EVErrorCode
     _obj.EVRESSSOC = f_EVRESSSOC
@@ -4255,33 +4252,32 @@ def _d_DiffieHellmanPublickeyType(r):
         f_Id = r.string('iso2_msgdatatypes:Id')
         V = r.v; q = r.end - r.pos
         s = 1
-        if s == 1:
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        ec = (V >> q) & 1
+        if ec == 0:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
+            if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.end - q))
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
-            ec = (V >> q) & 1
-            if ec == 0:
-                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                    q -= 8 + (_l << 3)
-                    f_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                else:
-                    r.pos = r.end - q; f_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_value)
-                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', f_value, r.at(r.end - q))
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                s = -1
-            elif ec == 1:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                f_value = b''
-                s = -1
-            else:
-                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            s = -1
+        elif ec == 1:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+            f_value = b''
+            s = -1
+        else:
+            raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+    _obj = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
     _obj.Id = f_Id
     _obj.value = f_value
     return _obj
@@ -4306,19 +4302,18 @@ def _e_DiffieHellmanPublickeyType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Id')
-        if s == 1:
-            if v_value is not None:
-                v <<= 1
-                n += 1
-                _l = len(v_value)
-                if _l > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of text')
+        if v_value is not None:
+            v <<= 1
+            n += 1
+            _l = len(v_value)
+            if _l > 65: raise EncodeError(f'length {len(v_value)} outside [0, 65]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_value, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_value); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of text')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4352,7 +4347,7 @@ def _d_EMAIDType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EMAIDType)
+    _obj = _new(_K_iso2_msgdatatypes_EMAIDType)
     _obj.Id = f_Id
     _obj.value = f_value
     return _obj
@@ -4436,7 +4431,7 @@ def _d_EVChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EVChargeParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
     _obj.DepartureTime = f_DepartureTime
     return _obj
 
@@ -4476,7 +4471,7 @@ def _d_EVPowerDeliveryParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EVPowerDeliveryParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_EVPowerDeliveryParameterType)
     return _obj
 
 def _e_EVPowerDeliveryParameterType(w, o):
@@ -4505,7 +4500,7 @@ def _d_EVSEChargeParameterType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EVSEChargeParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_EVSEChargeParameterType)
     return _obj
 
 def _e_EVSEChargeParameterType(w, o):
@@ -4564,7 +4559,7 @@ def _d_EVSEStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EVSEStatusType)
+    _obj = _new(_K_iso2_msgdatatypes_EVSEStatusType)
     _obj.NotificationMaxDelay = f_NotificationMaxDelay
     _obj.EVSENotification = f_EVSENotification
     return _obj
@@ -4611,7 +4606,7 @@ def _d_EVStatusType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EVStatusType)
+    _obj = _new(_K_iso2_msgdatatypes_EVStatusType)
     return _obj
 
 def _e_EVStatusType(w, o):
@@ -4672,41 +4667,40 @@ def _d_EntryType(r):
             if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_duration = (V >> q) & 127
+                        _c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             q -= 1
@@ -4718,16 +4712,15 @@ def _d_EntryType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('EntryType', r.end - q)
             el = 'TimeInterval'
-            f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
             s = 1
         else:
             raise r.deviation('EntryType', r.end - q)
-        if s == 1:
-            s = -1
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.EntryType)
+    _obj = _new(_K_iso2_msgdatatypes_EntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     return _obj
@@ -4759,21 +4752,20 @@ def _e_EntryType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
-            if _c1_s == 1:
-                if _c1_duration is not None:
-                    el = 'RelativeTimeInterval/duration'
-                    if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
-                    v <<= 3
-                    n += 3
-                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
-                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
-                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_duration is not None:
+                el = 'RelativeTimeInterval/duration'
+                if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
+                v <<= 3
+                n += 3
+                if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -4786,12 +4778,11 @@ def _e_EntryType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-        if s == 1:
-            if True:
-                v <<= 1
-                n += 1
-                if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
-                s = -1
+        if True:
+            v <<= 1
+            n += 1
+            if v_RelativeTimeInterval is not None or v_TimeInterval is not None: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -4809,7 +4800,7 @@ def _d_IntervalType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.IntervalType)
+    _obj = _new(_K_iso2_msgdatatypes_IntervalType)
     return _obj
 
 def _e_IntervalType(w, o):
@@ -4876,75 +4867,74 @@ def _d_ListOfRootCertificateIDsType(r):
         if q < 0: V, q = r.slideq(q, 2)
         if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
-        _v = _new(xmldsig.X509IssuerSerialType)
+        _v = _new(_K_xmldsig_X509IssuerSerialType)
         _v.X509IssuerName = _c1_X509IssuerName
         _v.X509SerialNumber = _c1_X509SerialNumber
         f_RootCertificateID.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
+                x = (V >> q) & 3
+                if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                el = 'RootCertificateID/X509IssuerName'
+                _esc = (x & 1)
+                if _esc:
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
-                    x = (V >> q) & 3
-                    if x & 2: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    el = 'RootCertificateID/X509IssuerName'
-                    _esc = (x & 1)
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
-                        _c2_X509IssuerName = ''
-                    else:
-                        r.pos = r.end - q
-                        _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
-                        V = r.v; q = r.end - r.pos
-                    q -= 4
-                    if q < 0: V, q = r.slideq(q, 4)
-                    x = (V >> q) & 15
-                    if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    el = 'RootCertificateID/X509SerialNumber'
-                    _neg = (x & 1)
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_X509SerialNumber = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_X509SerialNumber = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    if (V >> q) & 3: raise r.deviation('X509IssuerName', r.end - q)
+                    _c2_X509IssuerName = ''
+                else:
+                    r.pos = r.end - q
+                    _c2_X509IssuerName = r.string('xmldsig:X509IssuerName')
+                    V = r.v; q = r.end - r.pos
+                q -= 4
+                if q < 0: V, q = r.slideq(q, 4)
+                x = (V >> q) & 15
+                if x & 14: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                el = 'RootCertificateID/X509SerialNumber'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_X509SerialNumber = (V >> q) & 127
+                        _c2_X509SerialNumber = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_X509SerialNumber = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_X509SerialNumber = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
-                    if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
-                    _v.X509IssuerName = _c2_X509IssuerName
-                    _v.X509SerialNumber = _c2_X509SerialNumber
-                    f_RootCertificateID.append(_v)
-                    _k += 1
-                    if _k == 19:
-                        s = 20
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_X509SerialNumber = (V >> q) & 127
                 else:
-                    raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                    r.pos = r.end - q; _c2_X509SerialNumber = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
+                if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
+                _v = _new(_K_xmldsig_X509IssuerSerialType)
+                _v.X509IssuerName = _c2_X509IssuerName
+                _v.X509SerialNumber = _c2_X509SerialNumber
+                f_RootCertificateID.append(_v)
+                _k += 1
+                if _k == 19:
+                    s = 20
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ListOfRootCertificateIDsType', r.end - q)
         if s == 20:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -4953,7 +4943,7 @@ def _d_ListOfRootCertificateIDsType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ListOfRootCertificateIDsType)
+    _obj = _new(_K_iso2_msgdatatypes_ListOfRootCertificateIDsType)
     _obj.RootCertificateID = f_RootCertificateID
     return _obj
 
@@ -4994,44 +4984,43 @@ def _e_ListOfRootCertificateIDsType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RootCertificateID')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_RootCertificateID < n_RootCertificateID:
-                    el = 'RootCertificateID'
-                    _o = v_RootCertificateID[i_RootCertificateID]
-                    _c2_X509IssuerName = _o.X509IssuerName
-                    _c2_X509SerialNumber = _o.X509SerialNumber
-                    if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
-                    el = 'RootCertificateID/X509IssuerName'
-                    v <<= 4
-                    n += 4
-                    _l = len(_c2_X509IssuerName)
-                    if _l < 126 and _c2_X509IssuerName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
-                    if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
-                    el = 'RootCertificateID/X509SerialNumber'
-                    if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
-                    v = (v << 4) | (_c2_X509SerialNumber < 0)
-                    n += 4
-                    _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    i_RootCertificateID += 1
-                    _k += 1
-                    if _k == 19:
-                        s = 20
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_RootCertificateID < n_RootCertificateID:
+                el = 'RootCertificateID'
+                _o = v_RootCertificateID[i_RootCertificateID]
+                _c2_X509IssuerName = _o.X509IssuerName
+                _c2_X509SerialNumber = _o.X509SerialNumber
+                if not (_c2_X509IssuerName is not None): raise EncodeError('missing content: X509IssuerName')
+                el = 'RootCertificateID/X509IssuerName'
+                v <<= 4
+                n += 4
+                _l = len(_c2_X509IssuerName)
+                if _l < 126 and _c2_X509IssuerName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_X509IssuerName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c2_X509IssuerName); v = w.v; n = w.n
+                if not (_c2_X509SerialNumber is not None): raise EncodeError('missing content: X509SerialNumber')
+                el = 'RootCertificateID/X509SerialNumber'
+                if type(_c2_X509SerialNumber) is not int: raise EncodeError(f'expected an int, got {_c2_X509SerialNumber!r}')
+                v = (v << 4) | (_c2_X509SerialNumber < 0)
+                n += 4
+                _m = (-_c2_X509SerialNumber - 1 if _c2_X509SerialNumber < 0 else _c2_X509SerialNumber)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                i_RootCertificateID += 1
+                _k += 1
+                if _k == 19:
+                    s = 20
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_RootCertificateID < n_RootCertificateID: raise _leftover(o)
+                s = -1
+                break
         if s == 20:
             if True:
                 v <<= 1
@@ -5076,130 +5065,129 @@ def _d_MeterInfoType(r):
         if x & 8: raise r.deviation('MeterInfoType', r.end - q)
         ec = (x & 7)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'MeterReading'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterReading = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterReading = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_MeterReading = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'MeterReading'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_MeterReading = (V >> q) & 127
+                    f_MeterReading = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_MeterReading = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_MeterReading = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 8: raise r.deviation('MeterInfoType', r.end - q)
-                if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
-                ec = (x & 7)
-                s = 2
-            elif ec == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'SigMeterReading'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
-                    f_SigMeterReading = b''
-                else:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
-                    if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                ec = (x & 3)
-                s = 3
-            elif ec == 2:
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_MeterReading = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_MeterReading = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 8: raise r.deviation('MeterInfoType', r.end - q)
+            if f_MeterReading > 18446744073709551615: r.facet('MeterInfoType/MeterReading', 'range [0, 18446744073709551615]', f_MeterReading, r.at(r.end - q))
+            ec = (x & 7)
+            s = 2
+        elif ec == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'SigMeterReading'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'MeterStatus'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_MeterStatus = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_MeterStatus = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('SigMeterReading', r.end - q)
+                f_SigMeterReading = b''
+            else:
+                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                    q -= 8 + (_l << 3)
+                    f_SigMeterReading = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                else:
+                    r.pos = r.end - q; f_SigMeterReading = r.binary(); V = r.v; q = r.end - r.pos; _l = len(f_SigMeterReading)
+                if _l > 64: r.facet('MeterInfoType/SigMeterReading', 'length [0, 64]', f_SigMeterReading, r.at(r.end - q))
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            ec = (x & 3)
+            s = 3
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'MeterStatus'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_MeterStatus = (V >> q) & 127
+                    f_MeterStatus = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_MeterStatus = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_MeterStatus = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('MeterInfoType', r.end - q)
-                if _neg: f_MeterStatus = -f_MeterStatus - 1
-                if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
-                ec = (x & 3)
-                s = 4
-            elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('MeterInfoType', r.end - q)
-                el = 'TMeter'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_TMeter = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_TMeter = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_MeterStatus = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_MeterStatus = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('MeterInfoType', r.end - q)
+            if _neg: f_MeterStatus = -f_MeterStatus - 1
+            if f_MeterStatus < -32768 or f_MeterStatus > 32767: r.facet('MeterInfoType/MeterStatus', 'range [-32768, 32767]', f_MeterStatus, r.at(r.end - q))
+            ec = (x & 3)
+            s = 4
+        elif ec == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('MeterInfoType', r.end - q)
+            el = 'TMeter'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_TMeter = (V >> q) & 127
+                    f_TMeter = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_TMeter = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_TMeter = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
-                if _neg: f_TMeter = -f_TMeter - 1
-                if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
-                s = 5
-            elif ec == 4:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_TMeter = (V >> q) & 127
             else:
-                raise r.deviation('MeterInfoType', r.end - q)
+                r.pos = r.end - q; f_TMeter = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('MeterInfoType', r.end - q)
+            if _neg: f_TMeter = -f_TMeter - 1
+            if f_TMeter < -9223372036854775808 or f_TMeter > 9223372036854775807: r.facet('MeterInfoType/TMeter', 'range [-9223372036854775808, 9223372036854775807]', f_TMeter, r.at(r.end - q))
+            s = 5
+        elif ec == 4:
+            pass
+            s = -1
+        else:
+            raise r.deviation('MeterInfoType', r.end - q)
         if s == 2:
             if ec == 0:
                 q -= 1
@@ -5406,7 +5394,7 @@ def _d_MeterInfoType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.MeterInfoType)
+    _obj = _new(_K_iso2_msgdatatypes_MeterInfoType)
     _obj.MeterID = f_MeterID
     _obj.MeterReading = f_MeterReading
     _obj.SigMeterReading = f_SigMeterReading
@@ -5440,54 +5428,53 @@ def _e_MeterInfoType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of MeterID')
-        if s == 1:
-            if v_MeterReading is not None:
-                el = 'MeterReading'
-                if v_MeterReading < 0 or v_MeterReading > 18446744073709551615: raise EncodeError(f'value {v_MeterReading!r} outside [0, 18446744073709551615]')
-                v <<= 4
-                n += 4
-                if v_MeterReading < 128: v = (v << 9) | (v_MeterReading << 1); n += 9
-                elif v_MeterReading < 16384: v = (v << 17) | (_V2[v_MeterReading] << 1); n += 17
-                elif v_MeterReading < 2097152: v = (v << 25) | ((((_V2[v_MeterReading & 16383] | 128) << 8) | (v_MeterReading >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(v_MeterReading); v = (w.v << 1); n = w.n + 1
-                s = 2
-            elif v_SigMeterReading is not None:
-                el = 'SigMeterReading'
-                v = (v << 4) | (1 << 1)
-                n += 4
-                _l = len(v_SigMeterReading)
-                if _l > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
-                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = 3
-            elif v_MeterStatus is not None:
-                el = 'MeterStatus'
-                if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
-                n += 5
-                _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 4
-            elif v_TMeter is not None:
-                el = 'TMeter'
-                if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
-                v = (v << 5) | (3 << 2) | (v_TMeter < 0)
-                n += 5
-                _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                s = 5
-            elif True:
-                v = (v << 3) | 4
-                n += 3
-                s = -1
+        if v_MeterReading is not None:
+            el = 'MeterReading'
+            if v_MeterReading < 0 or v_MeterReading > 18446744073709551615: raise EncodeError(f'value {v_MeterReading!r} outside [0, 18446744073709551615]')
+            v <<= 4
+            n += 4
+            if v_MeterReading < 128: v = (v << 9) | (v_MeterReading << 1); n += 9
+            elif v_MeterReading < 16384: v = (v << 17) | (_V2[v_MeterReading] << 1); n += 17
+            elif v_MeterReading < 2097152: v = (v << 25) | ((((_V2[v_MeterReading & 16383] | 128) << 8) | (v_MeterReading >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(v_MeterReading); v = (w.v << 1); n = w.n + 1
+            s = 2
+        elif v_SigMeterReading is not None:
+            el = 'SigMeterReading'
+            v = (v << 4) | (1 << 1)
+            n += 4
+            _l = len(v_SigMeterReading)
+            if _l > 64: raise EncodeError(f'length {len(v_SigMeterReading)} outside [0, 64]')
+            if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_SigMeterReading, 'big'); n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.binary(v_SigMeterReading); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = 3
+        elif v_MeterStatus is not None:
+            el = 'MeterStatus'
+            if v_MeterStatus < -32768 or v_MeterStatus > 32767: raise EncodeError(f'value {v_MeterStatus!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_MeterStatus < 0)
+            n += 5
+            _m = (-v_MeterStatus - 1 if v_MeterStatus < 0 else v_MeterStatus)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 4
+        elif v_TMeter is not None:
+            el = 'TMeter'
+            if v_TMeter < -9223372036854775808 or v_TMeter > 9223372036854775807: raise EncodeError(f'value {v_TMeter!r} outside [-9223372036854775808, 9223372036854775807]')
+            v = (v << 5) | (3 << 2) | (v_TMeter < 0)
+            n += 5
+            _m = (-v_TMeter - 1 if v_TMeter < 0 else v_TMeter)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            s = 5
+        elif True:
+            v = (v << 3) | 4
+            n += 3
+            s = -1
         if s == 2:
             if v_SigMeterReading is not None:
                 el = 'SigMeterReading'
@@ -5597,36 +5584,35 @@ def _d_NotificationType(r):
         else: f_FaultCode = _E_iso2_msgdatatypes_faultCodeType[f_FaultCode]
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'FaultMsg'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                    f_FaultMsg = ''
-                else:
-                    r.pos = r.end - q
-                    f_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
-                    if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'FaultMsg'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+                if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
+                f_FaultMsg = ''
             else:
-                raise r.deviation('NotificationType', r.end - q)
+                r.pos = r.end - q
+                f_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
+                if len(f_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', f_FaultMsg, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('NotificationType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.NotificationType)
+    _obj = _new(_K_iso2_msgdatatypes_NotificationType)
     _obj.FaultCode = f_FaultCode
     _obj.FaultMsg = f_FaultMsg
     return _obj
@@ -5648,24 +5634,23 @@ def _e_NotificationType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of FaultCode')
-        if s == 1:
-            if v_FaultMsg is not None:
-                el = 'FaultMsg'
-                v <<= 3
-                n += 3
-                _l = len(v_FaultMsg)
-                if _l > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
-                if _l < 126 and v_FaultMsg.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_FaultMsg is not None:
+            el = 'FaultMsg'
+            v <<= 3
+            n += 3
+            _l = len(v_FaultMsg)
+            if _l > 64: raise EncodeError(f'length {len(v_FaultMsg)} outside [0, 64]')
+            if _l < 126 and v_FaultMsg.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_FaultMsg.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_FaultMsg); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5716,41 +5701,40 @@ def _d_PMaxScheduleEntryType(r):
             if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_duration = (V >> q) & 127
+                        _c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             q -= 1
@@ -5762,62 +5746,61 @@ def _d_PMaxScheduleEntryType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'TimeInterval'
-            f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
             s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if s == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            el = 'PMax'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-            if _t is None:
-                el = 'PMax/Multiplier'
-                _c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
-                el = 'PMax/Unit'
-                _c3_Unit = ((x >> 4) & 7)
-                if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
-                else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
-            else:
-                el = 'PMax/Unit'
-                _c3_Multiplier, _c3_Unit = _t
-            el = 'PMax/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        el = 'PMax'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'PMax/Multiplier'
+            _c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c3_Multiplier, r.at(r.end - q))
+            el = 'PMax/Unit'
+            _c3_Unit = ((x >> 4) & 7)
+            if _c3_Unit >= 7: _c3_Unit = r.enum_index('PhysicalValueType/Unit', _c3_Unit, 7, r.at(r.end - q))
+            else: _c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c3_Unit]
+        else:
+            el = 'PMax/Unit'
+            _c3_Multiplier, _c3_Unit = _t
+        el = 'PMax/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c3_Value = (V >> q) & 127
+                _c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            if _neg: _c3_Value = -_c3_Value - 1
-            if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
-            f_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
-            f_PMax.Multiplier = _c3_Multiplier
-            f_PMax.Unit = _c3_Unit
-            f_PMax.Value = _c3_Value
-            s = -1
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        if _neg: _c3_Value = -_c3_Value - 1
+        if _c3_Value < -32768 or _c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c3_Value, r.at(r.end - q))
+        f_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        f_PMax.Multiplier = _c3_Multiplier
+        f_PMax.Unit = _c3_Unit
+        f_PMax.Value = _c3_Value
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
+    _obj = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.PMax = f_PMax
@@ -5851,21 +5834,20 @@ def _e_PMaxScheduleEntryType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
-            if _c1_s == 1:
-                if _c1_duration is not None:
-                    el = 'RelativeTimeInterval/duration'
-                    if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
-                    v <<= 3
-                    n += 3
-                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
-                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
-                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_duration is not None:
+                el = 'RelativeTimeInterval/duration'
+                if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
+                v <<= 3
+                n += 3
+                if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -5878,35 +5860,34 @@ def _e_PMaxScheduleEntryType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-        if s == 1:
-            if v_PMax is not None:
-                el = 'PMax'
-                _o = v_PMax
-                _c3_Multiplier = _o.Multiplier
-                _c3_Unit = _o.Unit
-                _c3_Value = _o.Value
-                if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'PMax/Multiplier'
-                if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
-                if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'PMax/Unit'
-                _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
-                if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c3_Value is not None): raise EncodeError('missing content: Value')
-                el = 'PMax/Value'
-                if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
-                v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
-                n += 16
-                _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_PMax = None
-                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of PMax')
+        if v_PMax is not None:
+            el = 'PMax'
+            _o = v_PMax
+            _c3_Multiplier = _o.Multiplier
+            _c3_Unit = _o.Unit
+            _c3_Value = _o.Value
+            if not (_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'PMax/Multiplier'
+            if not -3 <= _c3_Multiplier <= 3: raise EncodeError(f'value {_c3_Multiplier!r} outside [-3, 3]')
+            if not (_c3_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'PMax/Unit'
+            _c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c3_Unit)
+            if _c3_i1 is None: raise EncodeError(f'{_c3_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c3_Value is not None): raise EncodeError('missing content: Value')
+            el = 'PMax/Value'
+            if _c3_Value < -32768 or _c3_Value > 32767: raise EncodeError(f'value {_c3_Value!r} outside [-32768, 32767]')
+            v = (v << 16) | ((_c3_Multiplier - -3) << 10) | (_c3_i1 << 4) | (_c3_Value < 0)
+            n += 16
+            _m = (-_c3_Value - 1 if _c3_Value < 0 else _c3_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_PMax = None
+            if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_PMax is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of PMax')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -5962,41 +5943,40 @@ def _d_PMaxScheduleType(r):
             if _c1_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_c1_s = 1
-            if _c1_c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_c1_duration = (V >> q) & 127
+                        _c1_c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
-                    _c1_c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            _c1_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_c1_duration, r.at(r.end - q))
+                _c1_c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            _c1_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
             _c1_RelativeTimeInterval.start = _c1_c1_start
             _c1_RelativeTimeInterval.duration = _c1_c1_duration
             q -= 1
@@ -6008,224 +5988,220 @@ def _d_PMaxScheduleType(r):
             if q < 0: V, q = r.slideq(q, 2)
             if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
             el = 'PMaxScheduleEntry/TimeInterval'
-            _c1_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            _c1_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
             _c1_s = 1
         else:
             raise r.deviation('PMaxScheduleEntryType', r.end - q)
-        if _c1_s == 1:
-            q -= 15
-            if q < 0: V, q = r.slideq(q, 15)
-            x = (V >> q) & 32767
-            if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            el = 'PMaxScheduleEntry/PMax'
-            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-            if _t is None:
-                el = 'PMaxScheduleEntry/PMax/Multiplier'
-                _c1_c3_Multiplier = ((x >> 10) & 7) + -3
-                if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
-                el = 'PMaxScheduleEntry/PMax/Unit'
-                _c1_c3_Unit = ((x >> 4) & 7)
-                if _c1_c3_Unit >= 7: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 7, r.at(r.end - q))
-                else: _c1_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c3_Unit]
-            else:
-                el = 'PMaxScheduleEntry/PMax/Unit'
-                _c1_c3_Multiplier, _c1_c3_Unit = _t
-            el = 'PMaxScheduleEntry/PMax/Value'
-            _neg = (x & 1)
-            if q >= 24:
-                _y = (V >> (q - 24)) & 16777215
-                if _y < 8388608:
-                    q -= 8
-                    _c1_c3_Value = _y >> 16
-                elif not _y & 32768:
-                    q -= 16
-                    _c1_c3_Value = _U2[_y >> 8]
-                elif not _y & 128:
-                    q -= 24
-                    _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                else:
-                    r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        q -= 15
+        if q < 0: V, q = r.slideq(q, 15)
+        x = (V >> q) & 32767
+        if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        el = 'PMaxScheduleEntry/PMax'
+        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+        if _t is None:
+            el = 'PMaxScheduleEntry/PMax/Multiplier'
+            _c1_c3_Multiplier = ((x >> 10) & 7) + -3
+            if _c1_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_c3_Multiplier, r.at(r.end - q))
+            el = 'PMaxScheduleEntry/PMax/Unit'
+            _c1_c3_Unit = ((x >> 4) & 7)
+            if _c1_c3_Unit >= 7: _c1_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c1_c3_Unit, 7, r.at(r.end - q))
+            else: _c1_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_c3_Unit]
+        else:
+            el = 'PMaxScheduleEntry/PMax/Unit'
+            _c1_c3_Multiplier, _c1_c3_Unit = _t
+        el = 'PMaxScheduleEntry/PMax/Value'
+        _neg = (x & 1)
+        if q >= 24:
+            _y = (V >> (q - 24)) & 16777215
+            if _y < 8388608:
                 q -= 8
-                _c1_c3_Value = (V >> q) & 127
+                _c1_c3_Value = _y >> 16
+            elif not _y & 32768:
+                q -= 16
+                _c1_c3_Value = _U2[_y >> 8]
+            elif not _y & 128:
+                q -= 24
+                _c1_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
             else:
                 r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-            q -= 3
-            if q < 0: V, q = r.slideq(q, 3)
-            if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-            if _neg: _c1_c3_Value = -_c1_c3_Value - 1
-            if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
-            _c1_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
-            _c1_PMax.Multiplier = _c1_c3_Multiplier
-            _c1_PMax.Unit = _c1_c3_Unit
-            _c1_PMax.Value = _c1_c3_Value
-            _c1_s = -1
-        _v = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
+        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            q -= 8
+            _c1_c3_Value = (V >> q) & 127
+        else:
+            r.pos = r.end - q; _c1_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+        q -= 3
+        if q < 0: V, q = r.slideq(q, 3)
+        if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+        if _neg: _c1_c3_Value = -_c1_c3_Value - 1
+        if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_c3_Value, r.at(r.end - q))
+        _c1_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+        _c1_PMax.Multiplier = _c1_c3_Multiplier
+        _c1_PMax.Unit = _c1_c3_Unit
+        _c1_PMax.Value = _c1_c3_Value
+        _c1_s = -1
+        _v = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
         _v.RelativeTimeInterval = _c1_RelativeTimeInterval
         _v.TimeInterval = _c1_TimeInterval
         _v.PMax = _c1_PMax
         f_PMaxScheduleEntry.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'PMaxScheduleEntry'
+                _c2_RelativeTimeInterval = None
+                _c2_TimeInterval = None
+                _c2_PMax = None
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
                 ec = (V >> q) & 3
                 if ec == 0:
-                    el = 'PMaxScheduleEntry'
-                    _c2_RelativeTimeInterval = None
-                    _c2_TimeInterval = None
-                    _c2_PMax = None
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                    _c2_c1_start = None
+                    _c2_c1_duration = None
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
-                    ec = (V >> q) & 3
+                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                    if q >= 24:
+                        _y = (V >> (q - 24)) & 16777215
+                        if _y < 8388608:
+                            q -= 8
+                            _c2_c1_start = _y >> 16
+                        elif not _y & 32768:
+                            q -= 16
+                            _c2_c1_start = _U2[_y >> 8]
+                        elif not _y & 128:
+                            q -= 24
+                            _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
+                        else:
+                            r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        q -= 8
+                        _c2_c1_start = (V >> q) & 127
+                    else:
+                        r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 3
+                    if q < 0: V, q = r.slideq(q, 3)
+                    x = (V >> q) & 7
+                    if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
+                    ec = (x & 3)
+                    _c2_c1_s = 1
                     if ec == 0:
-                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
-                        _c2_c1_start = None
-                        _c2_c1_duration = None
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                        if q >= 24:
+                            _y = (V >> (q - 24)) & 16777215
+                            if _y < 8388608:
+                                q -= 8
+                                _c2_c1_duration = _y >> 16
+                            elif not _y & 32768:
+                                q -= 16
+                                _c2_c1_duration = _U2[_y >> 8]
+                            elif not _y & 128:
+                                q -= 24
+                                _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
+                            else:
+                                r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                            q -= 8
+                            _c2_c1_duration = (V >> q) & 127
+                        else:
+                            r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c1_start = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c1_start = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c1_start = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c1_start = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c1_start = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        x = (V >> q) & 7
-                        if x & 4: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        if _c2_c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c2_c1_start, r.at(r.end - q))
-                        ec = (x & 3)
-                        _c2_c1_s = 1
-                        if _c2_c1_s == 1:
-                            if ec == 0:
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c1_duration = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c1_duration = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                    q -= 8
-                                    _c2_c1_duration = (V >> q) & 127
-                                else:
-                                    r.pos = r.end - q; _c2_c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                                if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
-                                _c2_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c1_s = -1
-                            else:
-                                raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                        _c2_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
-                        _c2_RelativeTimeInterval.start = _c2_c1_start
-                        _c2_RelativeTimeInterval.duration = _c2_c1_duration
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        _c2_s = 1
+                        if _c2_c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c2_c1_duration, r.at(r.end - q))
+                        _c2_c1_s = -1
                     elif ec == 1:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        el = 'PMaxScheduleEntry/TimeInterval'
-                        _c2_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
-                        _c2_s = 1
+                        pass
+                        _c2_c1_s = -1
                     else:
-                        raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                    if _c2_s == 1:
-                        q -= 15
-                        if q < 0: V, q = r.slideq(q, 15)
-                        x = (V >> q) & 32767
-                        if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        el = 'PMaxScheduleEntry/PMax'
-                        _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                        if _t is None:
-                            el = 'PMaxScheduleEntry/PMax/Multiplier'
-                            _c2_c3_Multiplier = ((x >> 10) & 7) + -3
-                            if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
-                            el = 'PMaxScheduleEntry/PMax/Unit'
-                            _c2_c3_Unit = ((x >> 4) & 7)
-                            if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
-                            else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
-                        else:
-                            el = 'PMaxScheduleEntry/PMax/Unit'
-                            _c2_c3_Multiplier, _c2_c3_Unit = _t
-                        el = 'PMaxScheduleEntry/PMax/Value'
-                        _neg = (x & 1)
-                        if q >= 24:
-                            _y = (V >> (q - 24)) & 16777215
-                            if _y < 8388608:
-                                q -= 8
-                                _c2_c3_Value = _y >> 16
-                            elif not _y & 32768:
-                                q -= 16
-                                _c2_c3_Value = _U2[_y >> 8]
-                            elif not _y & 128:
-                                q -= 24
-                                _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                            else:
-                                r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                            q -= 8
-                            _c2_c3_Value = (V >> q) & 127
-                        else:
-                            r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
-                        q -= 3
-                        if q < 0: V, q = r.slideq(q, 3)
-                        if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
-                        if _neg: _c2_c3_Value = -_c2_c3_Value - 1
-                        if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
-                        _c2_PMax = _new(iso2_msgdatatypes.PhysicalValueType)
-                        _c2_PMax.Multiplier = _c2_c3_Multiplier
-                        _c2_PMax.Unit = _c2_c3_Unit
-                        _c2_PMax.Value = _c2_c3_Value
-                        _c2_s = -1
-                    _v = _new(iso2_msgdatatypes.PMaxScheduleEntryType)
-                    _v.RelativeTimeInterval = _c2_RelativeTimeInterval
-                    _v.TimeInterval = _c2_TimeInterval
-                    _v.PMax = _c2_PMax
-                    f_PMaxScheduleEntry.append(_v)
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
+                        raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                    _c2_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
+                    _c2_RelativeTimeInterval.start = _c2_c1_start
+                    _c2_RelativeTimeInterval.duration = _c2_c1_duration
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    _c2_s = 1
                 elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                    el = 'PMaxScheduleEntry/TimeInterval'
+                    _c2_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
+                    _c2_s = 1
                 else:
-                    raise r.deviation('PMaxScheduleType', r.end - q)
+                    raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                q -= 15
+                if q < 0: V, q = r.slideq(q, 15)
+                x = (V >> q) & 32767
+                if x & 25486: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                el = 'PMaxScheduleEntry/PMax'
+                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+                if _t is None:
+                    el = 'PMaxScheduleEntry/PMax/Multiplier'
+                    _c2_c3_Multiplier = ((x >> 10) & 7) + -3
+                    if _c2_c3_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c2_c3_Multiplier, r.at(r.end - q))
+                    el = 'PMaxScheduleEntry/PMax/Unit'
+                    _c2_c3_Unit = ((x >> 4) & 7)
+                    if _c2_c3_Unit >= 7: _c2_c3_Unit = r.enum_index('PhysicalValueType/Unit', _c2_c3_Unit, 7, r.at(r.end - q))
+                    else: _c2_c3_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c2_c3_Unit]
+                else:
+                    el = 'PMaxScheduleEntry/PMax/Unit'
+                    _c2_c3_Multiplier, _c2_c3_Unit = _t
+                el = 'PMaxScheduleEntry/PMax/Value'
+                _neg = (x & 1)
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_c3_Value = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_c3_Value = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_c3_Value = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_c3_Value = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_c3_Value = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                if (V >> q) & 7: raise r.deviation('PMaxScheduleEntryType', r.end - q)
+                if _neg: _c2_c3_Value = -_c2_c3_Value - 1
+                if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c3_Value, r.at(r.end - q))
+                _c2_PMax = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+                _c2_PMax.Multiplier = _c2_c3_Multiplier
+                _c2_PMax.Unit = _c2_c3_Unit
+                _c2_PMax.Value = _c2_c3_Value
+                _c2_s = -1
+                _v = _new(_K_iso2_msgdatatypes_PMaxScheduleEntryType)
+                _v.RelativeTimeInterval = _c2_RelativeTimeInterval
+                _v.TimeInterval = _c2_TimeInterval
+                _v.PMax = _c2_PMax
+                f_PMaxScheduleEntry.append(_v)
+                _k += 1
+                if _k == 1023:
+                    s = 1024
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('PMaxScheduleType', r.end - q)
         if s == 1024:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6234,7 +6210,7 @@ def _d_PMaxScheduleType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.PMaxScheduleType)
+    _obj = _new(_K_iso2_msgdatatypes_PMaxScheduleType)
     _obj.PMaxScheduleEntry = f_PMaxScheduleEntry
     return _obj
 
@@ -6274,21 +6250,20 @@ def _e_PMaxScheduleType(w, o):
                     _c1_c1_s = 1
                 else:
                     raise EncodeError('missing content: expected one of start')
-                if _c1_c1_s == 1:
-                    if _c1_c1_duration is not None:
-                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                        if _c1_c1_duration < 0 or _c1_c1_duration > 86400: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 86400]')
-                        v <<= 3
-                        n += 3
-                        if _c1_c1_duration < 128: v = (v << 10) | (_c1_c1_duration << 2); n += 10
-                        elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
-                        elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
-                        _c1_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c1_c1_s = -1
+                if _c1_c1_duration is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                    if _c1_c1_duration < 0 or _c1_c1_duration > 86400: raise EncodeError(f'value {_c1_c1_duration!r} outside [0, 86400]')
+                    v <<= 3
+                    n += 3
+                    if _c1_c1_duration < 128: v = (v << 10) | (_c1_c1_duration << 2); n += 10
+                    elif _c1_c1_duration < 16384: v = (v << 18) | (_V2[_c1_c1_duration] << 2); n += 18
+                    elif _c1_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_c1_duration & 16383] | 128) << 8) | (_c1_c1_duration >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_c1_c1_duration); v = (w.v << 2); n = w.n + 2
+                    _c1_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c1_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 _c1_RelativeTimeInterval = None
                 _c1_s = 1
@@ -6301,138 +6276,134 @@ def _e_PMaxScheduleType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-            if _c1_s == 1:
-                if _c1_PMax is not None:
-                    el = 'PMaxScheduleEntry/PMax'
-                    _o = _c1_PMax
-                    _c1_c3_Multiplier = _o.Multiplier
-                    _c1_c3_Unit = _o.Unit
-                    _c1_c3_Value = _o.Value
-                    if not (_c1_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                    el = 'PMaxScheduleEntry/PMax/Multiplier'
-                    if not -3 <= _c1_c3_Multiplier <= 3: raise EncodeError(f'value {_c1_c3_Multiplier!r} outside [-3, 3]')
-                    if not (_c1_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                    el = 'PMaxScheduleEntry/PMax/Unit'
-                    _c1_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_c3_Unit)
-                    if _c1_c3_i1 is None: raise EncodeError(f'{_c1_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                    if not (_c1_c3_Value is not None): raise EncodeError('missing content: Value')
-                    el = 'PMaxScheduleEntry/PMax/Value'
-                    if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: raise EncodeError(f'value {_c1_c3_Value!r} outside [-32768, 32767]')
-                    v = (v << 16) | ((_c1_c3_Multiplier - -3) << 10) | (_c1_c3_i1 << 4) | (_c1_c3_Value < 0)
-                    n += 16
-                    _m = (-_c1_c3_Value - 1 if _c1_c3_Value < 0 else _c1_c3_Value)
-                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                    _c1_PMax = None
-                    if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
-                    _c1_s = -1
-                else:
-                    raise EncodeError('missing content: expected one of PMax')
+            if _c1_PMax is not None:
+                el = 'PMaxScheduleEntry/PMax'
+                _o = _c1_PMax
+                _c1_c3_Multiplier = _o.Multiplier
+                _c1_c3_Unit = _o.Unit
+                _c1_c3_Value = _o.Value
+                if not (_c1_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                el = 'PMaxScheduleEntry/PMax/Multiplier'
+                if not -3 <= _c1_c3_Multiplier <= 3: raise EncodeError(f'value {_c1_c3_Multiplier!r} outside [-3, 3]')
+                if not (_c1_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                el = 'PMaxScheduleEntry/PMax/Unit'
+                _c1_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_c3_Unit)
+                if _c1_c3_i1 is None: raise EncodeError(f'{_c1_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                if not (_c1_c3_Value is not None): raise EncodeError('missing content: Value')
+                el = 'PMaxScheduleEntry/PMax/Value'
+                if _c1_c3_Value < -32768 or _c1_c3_Value > 32767: raise EncodeError(f'value {_c1_c3_Value!r} outside [-32768, 32767]')
+                v = (v << 16) | ((_c1_c3_Multiplier - -3) << 10) | (_c1_c3_i1 << 4) | (_c1_c3_Value < 0)
+                n += 16
+                _m = (-_c1_c3_Value - 1 if _c1_c3_Value < 0 else _c1_c3_Value)
+                if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+                _c1_PMax = None
+                if _c1_RelativeTimeInterval is not None or _c1_TimeInterval is not None or _c1_PMax is not None: raise _leftover(_c1_o)
+                _c1_s = -1
+            else:
+                raise EncodeError('missing content: expected one of PMax')
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_PMaxScheduleEntry += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of PMaxScheduleEntry')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
-                    el = 'PMaxScheduleEntry'
+        _k = 0
+        while True:
+            if i_PMaxScheduleEntry < n_PMaxScheduleEntry:
+                el = 'PMaxScheduleEntry'
+                v <<= 2
+                n += 2
+                _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
+                _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
+                _c2_TimeInterval = _c2_o.TimeInterval
+                _c2_PMax = _c2_o.PMax
+                if _c2_RelativeTimeInterval is not None:
+                    el = 'PMaxScheduleEntry/RelativeTimeInterval'
                     v <<= 2
                     n += 2
-                    _c2_o = v_PMaxScheduleEntry[i_PMaxScheduleEntry]
-                    _c2_RelativeTimeInterval = _c2_o.RelativeTimeInterval
-                    _c2_TimeInterval = _c2_o.TimeInterval
-                    _c2_PMax = _c2_o.PMax
-                    if _c2_RelativeTimeInterval is not None:
-                        el = 'PMaxScheduleEntry/RelativeTimeInterval'
+                    _c2_c1_o = _c2_RelativeTimeInterval
+                    _c2_c1_start = _c2_c1_o.start
+                    _c2_c1_duration = _c2_c1_o.duration
+                    if _c2_c1_start is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
+                        if _c2_c1_start < 0 or _c2_c1_start > 16777214: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 16777214]')
                         v <<= 2
                         n += 2
-                        _c2_c1_o = _c2_RelativeTimeInterval
-                        _c2_c1_start = _c2_c1_o.start
-                        _c2_c1_duration = _c2_c1_o.duration
-                        if _c2_c1_start is not None:
-                            el = 'PMaxScheduleEntry/RelativeTimeInterval/start'
-                            if _c2_c1_start < 0 or _c2_c1_start > 16777214: raise EncodeError(f'value {_c2_c1_start!r} outside [0, 16777214]')
-                            v <<= 2
-                            n += 2
-                            if _c2_c1_start < 128: v = (v << 9) | (_c2_c1_start << 1); n += 9
-                            elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
-                            elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
-                            else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
-                            _c2_c1_s = 1
-                        else:
-                            raise EncodeError('missing content: expected one of start')
-                        if _c2_c1_s == 1:
-                            if _c2_c1_duration is not None:
-                                el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
-                                if _c2_c1_duration < 0 or _c2_c1_duration > 86400: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 86400]')
-                                v <<= 3
-                                n += 3
-                                if _c2_c1_duration < 128: v = (v << 10) | (_c2_c1_duration << 2); n += 10
-                                elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
-                                elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
-                                else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
-                                _c2_c1_s = -1
-                            elif True:
-                                v = (v << 2) | 1
-                                n += 2
-                                _c2_c1_s = -1
-                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                        _c2_RelativeTimeInterval = None
-                        _c2_s = 1
-                    elif _c2_TimeInterval is not None:
-                        el = 'PMaxScheduleEntry/TimeInterval'
-                        _o = _c2_TimeInterval
-                        v = (v << 3) | (1 << 1)
-                        n += 3
-                        _c2_TimeInterval = None
-                        _c2_s = 1
+                        if _c2_c1_start < 128: v = (v << 9) | (_c2_c1_start << 1); n += 9
+                        elif _c2_c1_start < 16384: v = (v << 17) | (_V2[_c2_c1_start] << 1); n += 17
+                        elif _c2_c1_start < 2097152: v = (v << 25) | ((((_V2[_c2_c1_start & 16383] | 128) << 8) | (_c2_c1_start >> 14)) << 1); n += 25
+                        else: w.v = v; w.n = n; w.uint(_c2_c1_start); v = (w.v << 1); n = w.n + 1
+                        _c2_c1_s = 1
                     else:
-                        raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-                    if _c2_s == 1:
-                        if _c2_PMax is not None:
-                            el = 'PMaxScheduleEntry/PMax'
-                            _o = _c2_PMax
-                            _c2_c3_Multiplier = _o.Multiplier
-                            _c2_c3_Unit = _o.Unit
-                            _c2_c3_Value = _o.Value
-                            if not (_c2_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                            el = 'PMaxScheduleEntry/PMax/Multiplier'
-                            if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
-                            if not (_c2_c3_Unit is not None): raise EncodeError('missing content: Unit')
-                            el = 'PMaxScheduleEntry/PMax/Unit'
-                            _c2_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
-                            if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
-                            if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
-                            el = 'PMaxScheduleEntry/PMax/Value'
-                            if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
-                            v = (v << 16) | ((_c2_c3_Multiplier - -3) << 10) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
-                            n += 16
-                            _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
-                            if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                            _c2_PMax = None
-                            if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
-                            _c2_s = -1
-                        else:
-                            raise EncodeError('missing content: expected one of PMax')
+                        raise EncodeError('missing content: expected one of start')
+                    if _c2_c1_duration is not None:
+                        el = 'PMaxScheduleEntry/RelativeTimeInterval/duration'
+                        if _c2_c1_duration < 0 or _c2_c1_duration > 86400: raise EncodeError(f'value {_c2_c1_duration!r} outside [0, 86400]')
+                        v <<= 3
+                        n += 3
+                        if _c2_c1_duration < 128: v = (v << 10) | (_c2_c1_duration << 2); n += 10
+                        elif _c2_c1_duration < 16384: v = (v << 18) | (_V2[_c2_c1_duration] << 2); n += 18
+                        elif _c2_c1_duration < 2097152: v = (v << 26) | ((((_V2[_c2_c1_duration & 16383] | 128) << 8) | (_c2_c1_duration >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c2_c1_duration); v = (w.v << 2); n = w.n + 2
+                        _c2_c1_s = -1
+                    elif True:
+                        v = (v << 2) | 1
+                        n += 2
+                        _c2_c1_s = -1
                     if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    i_PMaxScheduleEntry += 1
-                    _k += 1
-                    if _k == 1023:
-                        s = 1024
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
-                    s = -1
+                    _c2_RelativeTimeInterval = None
+                    _c2_s = 1
+                elif _c2_TimeInterval is not None:
+                    el = 'PMaxScheduleEntry/TimeInterval'
+                    _o = _c2_TimeInterval
+                    v = (v << 3) | (1 << 1)
+                    n += 3
+                    _c2_TimeInterval = None
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
+                if _c2_PMax is not None:
+                    el = 'PMaxScheduleEntry/PMax'
+                    _o = _c2_PMax
+                    _c2_c3_Multiplier = _o.Multiplier
+                    _c2_c3_Unit = _o.Unit
+                    _c2_c3_Value = _o.Value
+                    if not (_c2_c3_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+                    el = 'PMaxScheduleEntry/PMax/Multiplier'
+                    if not -3 <= _c2_c3_Multiplier <= 3: raise EncodeError(f'value {_c2_c3_Multiplier!r} outside [-3, 3]')
+                    if not (_c2_c3_Unit is not None): raise EncodeError('missing content: Unit')
+                    el = 'PMaxScheduleEntry/PMax/Unit'
+                    _c2_c3_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c2_c3_Unit)
+                    if _c2_c3_i1 is None: raise EncodeError(f'{_c2_c3_Unit!r} is not one of the enumeration unitSymbolType')
+                    if not (_c2_c3_Value is not None): raise EncodeError('missing content: Value')
+                    el = 'PMaxScheduleEntry/PMax/Value'
+                    if _c2_c3_Value < -32768 or _c2_c3_Value > 32767: raise EncodeError(f'value {_c2_c3_Value!r} outside [-32768, 32767]')
+                    v = (v << 16) | ((_c2_c3_Multiplier - -3) << 10) | (_c2_c3_i1 << 4) | (_c2_c3_Value < 0)
+                    n += 16
+                    _m = (-_c2_c3_Value - 1 if _c2_c3_Value < 0 else _c2_c3_Value)
+                    if _m < 128: v = (v << 11) | (_m << 3); n += 11
+                    elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+                    elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+                    _c2_PMax = None
+                    if _c2_RelativeTimeInterval is not None or _c2_TimeInterval is not None or _c2_PMax is not None: raise _leftover(_c2_o)
+                    _c2_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of PMax')
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_PMaxScheduleEntry += 1
+                _k += 1
+                if _k == 1023:
+                    s = 1024
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_PMaxScheduleEntry < n_PMaxScheduleEntry: raise _leftover(o)
+                s = -1
+                break
         if s == 1024:
             if True:
                 v <<= 1
@@ -6487,28 +6458,27 @@ def _d_ParameterSetType(r):
         V = r.v; q = r.end - r.pos
         f_Parameter.append(_v)
         s = 2
-        if s == 2:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'Parameter'
-                    r.pos = r.end - q
-                    _v = _d_ParameterType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_Parameter.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        s = 17
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'Parameter'
+                r.pos = r.end - q
+                _v = _d_ParameterType(r)
+                V = r.v; q = r.end - r.pos
+                f_Parameter.append(_v)
+                _k += 1
+                if _k == 15:
+                    s = 17
                     break
-                else:
-                    raise r.deviation('ParameterSetType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ParameterSetType', r.end - q)
         if s == 17:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -6517,7 +6487,7 @@ def _d_ParameterSetType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ParameterSetType)
+    _obj = _new(_K_iso2_msgdatatypes_ParameterSetType)
     _obj.ParameterSetID = f_ParameterSetID
     _obj.Parameter = f_Parameter
     return _obj
@@ -6554,27 +6524,26 @@ def _e_ParameterSetType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ParameterSetID')
-        if s == 2:
-            _k = 0
-            while True:
-                if i_Parameter < n_Parameter:
-                    el = 'Parameter'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ParameterType(w, v_Parameter[i_Parameter])
-                    v = w.v; n = w.n
-                    i_Parameter += 1
-                    _k += 1
-                    if _k == 15:
-                        s = 17
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_Parameter < n_Parameter:
+                el = 'Parameter'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ParameterType(w, v_Parameter[i_Parameter])
+                v = w.v; n = w.n
+                i_Parameter += 1
+                _k += 1
+                if _k == 15:
+                    s = 17
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if v_ParameterSetID is not None or i_Parameter < n_Parameter: raise _leftover(o)
+                s = -1
+                break
         if s == 17:
             if True:
                 v <<= 1
@@ -6611,158 +6580,157 @@ def _d_ParameterType(r):
         x = (V >> q) & 7
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ParameterType', r.end - q)
-                el = 'boolValue'
-                f_boolValue = ((x >> 2) & 1) == 1
-                s = -1
-            elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('ParameterType', r.end - q)
-                el = 'byteValue'
-                f_byteValue = ((x >> 2) & 255) + -128
-                s = -1
-            elif ec == 2:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('ParameterType', r.end - q)
-                el = 'shortValue'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_shortValue = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_shortValue = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ParameterType', r.end - q)
+            el = 'boolValue'
+            f_boolValue = ((x >> 2) & 1) == 1
+            s = -1
+        elif ec == 1:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('ParameterType', r.end - q)
+            el = 'byteValue'
+            f_byteValue = ((x >> 2) & 255) + -128
+            s = -1
+        elif ec == 2:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ParameterType', r.end - q)
+            el = 'shortValue'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_shortValue = (V >> q) & 127
+                    f_shortValue = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_shortValue = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_shortValue = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                if _neg: f_shortValue = -f_shortValue - 1
-                if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
-                s = -1
-            elif ec == 3:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('ParameterType', r.end - q)
-                el = 'intValue'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_intValue = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_intValue = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_shortValue = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_shortValue = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            if _neg: f_shortValue = -f_shortValue - 1
+            if f_shortValue < -32768 or f_shortValue > 32767: r.facet('ParameterType/shortValue', 'range [-32768, 32767]', f_shortValue, r.at(r.end - q))
+            s = -1
+        elif ec == 3:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('ParameterType', r.end - q)
+            el = 'intValue'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_intValue = (V >> q) & 127
+                    f_intValue = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_intValue = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_intValue = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                if _neg: f_intValue = -f_intValue - 1
-                if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
-                s = -1
-            elif ec == 4:
-                q -= 15
-                if q < 0: V, q = r.slideq(q, 15)
-                x = (V >> q) & 32767
-                if x & 25486: raise r.deviation('ParameterType', r.end - q)
-                el = 'physicalValue'
-                _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
-                if _t is None:
-                    el = 'physicalValue/Multiplier'
-                    _c1_Multiplier = ((x >> 10) & 7) + -3
-                    if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
-                    el = 'physicalValue/Unit'
-                    _c1_Unit = ((x >> 4) & 7)
-                    if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
-                    else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
-                else:
-                    el = 'physicalValue/Unit'
-                    _c1_Multiplier, _c1_Unit = _t
-                el = 'physicalValue/Value'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_Value = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_Value = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_intValue = (V >> q) & 127
+            else:
+                r.pos = r.end - q; f_intValue = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            if _neg: f_intValue = -f_intValue - 1
+            if f_intValue < -2147483648 or f_intValue > 2147483647: r.facet('ParameterType/intValue', 'range [-2147483648, 2147483647]', f_intValue, r.at(r.end - q))
+            s = -1
+        elif ec == 4:
+            q -= 15
+            if q < 0: V, q = r.slideq(q, 15)
+            x = (V >> q) & 32767
+            if x & 25486: raise r.deviation('ParameterType', r.end - q)
+            el = 'physicalValue'
+            _t = _T_nm3_3__z1__z1__z1__iso2_msgdatatypes_unitSymbolType[((x >> 4) & 511)]
+            if _t is None:
+                el = 'physicalValue/Multiplier'
+                _c1_Multiplier = ((x >> 10) & 7) + -3
+                if _c1_Multiplier > 3: r.facet('PhysicalValueType/Multiplier', 'maxInclusive 3', _c1_Multiplier, r.at(r.end - q))
+                el = 'physicalValue/Unit'
+                _c1_Unit = ((x >> 4) & 7)
+                if _c1_Unit >= 7: _c1_Unit = r.enum_index('PhysicalValueType/Unit', _c1_Unit, 7, r.at(r.end - q))
+                else: _c1_Unit = _E_iso2_msgdatatypes_unitSymbolType[_c1_Unit]
+            else:
+                el = 'physicalValue/Unit'
+                _c1_Multiplier, _c1_Unit = _t
+            el = 'physicalValue/Value'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_Value = (V >> q) & 127
+                    _c1_Value = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_Value = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_Value = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
-                if _neg: _c1_Value = -_c1_Value - 1
-                if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-                f_physicalValue = _new(iso2_msgdatatypes.PhysicalValueType)
-                f_physicalValue.Multiplier = _c1_Multiplier
-                f_physicalValue.Unit = _c1_Unit
-                f_physicalValue.Value = _c1_Value
-                s = -1
-            elif ec == 5:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'stringValue'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
-                    f_stringValue = ''
-                else:
-                    r.pos = r.end - q
-                    f_stringValue = r.string('iso2_msgdatatypes:stringValue')
-                    V = r.v; q = r.end - r.pos
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_Value = (V >> q) & 127
+            else:
+                r.pos = r.end - q; _c1_Value = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('ParameterType', r.end - q)
+            if _neg: _c1_Value = -_c1_Value - 1
+            if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
+            f_physicalValue = _new(_K_iso2_msgdatatypes_PhysicalValueType)
+            f_physicalValue.Multiplier = _c1_Multiplier
+            f_physicalValue.Unit = _c1_Unit
+            f_physicalValue.Value = _c1_Value
+            s = -1
+        elif ec == 5:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'stringValue'
+            _esc = x
+            if _esc:
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
-                s = -1
+                if (V >> q) & 3: raise r.deviation('stringValue', r.end - q)
+                f_stringValue = ''
             else:
-                raise r.deviation('ParameterType', r.end - q)
+                r.pos = r.end - q
+                f_stringValue = r.string('iso2_msgdatatypes:stringValue')
+                V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('ParameterType', r.end - q)
+            s = -1
+        else:
+            raise r.deviation('ParameterType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ParameterType)
+    _obj = _new(_K_iso2_msgdatatypes_ParameterType)
     _obj.Name = f_Name
     _obj.boolValue = f_boolValue
     _obj.byteValue = f_byteValue
@@ -6798,91 +6766,90 @@ def _e_ParameterType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Name')
-        if s == 1:
-            if v_boolValue is not None:
-                el = 'boolValue'
-                if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
-                v = (v << 7) | (v_boolValue << 2)
-                n += 7
-                v_boolValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_byteValue is not None:
-                el = 'byteValue'
-                if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
-                v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
-                n += 14
-                v_byteValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_shortValue is not None:
-                el = 'shortValue'
-                if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
-                v = (v << 5) | (2 << 2) | (v_shortValue < 0)
-                n += 5
-                _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_shortValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_intValue is not None:
-                el = 'intValue'
-                if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
-                v = (v << 5) | (3 << 2) | (v_intValue < 0)
-                n += 5
-                _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                v_intValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_physicalValue is not None:
-                el = 'physicalValue'
-                _o = v_physicalValue
-                _c1_Multiplier = _o.Multiplier
-                _c1_Unit = _o.Unit
-                _c1_Value = _o.Value
-                if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
-                el = 'physicalValue/Multiplier'
-                if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
-                if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
-                el = 'physicalValue/Unit'
-                _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
-                if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
-                if not (_c1_Value is not None): raise EncodeError('missing content: Value')
-                el = 'physicalValue/Value'
-                if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
-                v = (v << 18) | (4 << 15) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
-                n += 18
-                _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
-                if _m < 128: v = (v << 11) | (_m << 3); n += 11
-                elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
-                elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
-                v_physicalValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            elif v_stringValue is not None:
-                el = 'stringValue'
-                v = (v << 4) | (5 << 1)
-                n += 4
-                _l = len(v_stringValue)
-                if _l < 126 and v_stringValue.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
-                v <<= 2
-                n += 2
-                v_stringValue = None
-                if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
-                s = -1
-            else:
-                raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
+        if v_boolValue is not None:
+            el = 'boolValue'
+            if v_boolValue is not True and v_boolValue is not False: raise EncodeError(f'expected a bool, got {v_boolValue!r}')
+            v = (v << 7) | (v_boolValue << 2)
+            n += 7
+            v_boolValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_byteValue is not None:
+            el = 'byteValue'
+            if not -128 <= v_byteValue <= 127: raise EncodeError(f'value {v_byteValue!r} outside [-128, 127]')
+            v = (v << 14) | (1 << 11) | ((v_byteValue - -128) << 2)
+            n += 14
+            v_byteValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_shortValue is not None:
+            el = 'shortValue'
+            if v_shortValue < -32768 or v_shortValue > 32767: raise EncodeError(f'value {v_shortValue!r} outside [-32768, 32767]')
+            v = (v << 5) | (2 << 2) | (v_shortValue < 0)
+            n += 5
+            _m = (-v_shortValue - 1 if v_shortValue < 0 else v_shortValue)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_shortValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_intValue is not None:
+            el = 'intValue'
+            if v_intValue < -2147483648 or v_intValue > 2147483647: raise EncodeError(f'value {v_intValue!r} outside [-2147483648, 2147483647]')
+            v = (v << 5) | (3 << 2) | (v_intValue < 0)
+            n += 5
+            _m = (-v_intValue - 1 if v_intValue < 0 else v_intValue)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            v_intValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_physicalValue is not None:
+            el = 'physicalValue'
+            _o = v_physicalValue
+            _c1_Multiplier = _o.Multiplier
+            _c1_Unit = _o.Unit
+            _c1_Value = _o.Value
+            if not (_c1_Multiplier is not None): raise EncodeError('missing content: Multiplier')
+            el = 'physicalValue/Multiplier'
+            if not -3 <= _c1_Multiplier <= 3: raise EncodeError(f'value {_c1_Multiplier!r} outside [-3, 3]')
+            if not (_c1_Unit is not None): raise EncodeError('missing content: Unit')
+            el = 'physicalValue/Unit'
+            _c1_i1 = _I_iso2_msgdatatypes_unitSymbolType.get(_c1_Unit)
+            if _c1_i1 is None: raise EncodeError(f'{_c1_Unit!r} is not one of the enumeration unitSymbolType')
+            if not (_c1_Value is not None): raise EncodeError('missing content: Value')
+            el = 'physicalValue/Value'
+            if _c1_Value < -32768 or _c1_Value > 32767: raise EncodeError(f'value {_c1_Value!r} outside [-32768, 32767]')
+            v = (v << 18) | (4 << 15) | ((_c1_Multiplier - -3) << 10) | (_c1_i1 << 4) | (_c1_Value < 0)
+            n += 18
+            _m = (-_c1_Value - 1 if _c1_Value < 0 else _c1_Value)
+            if _m < 128: v = (v << 11) | (_m << 3); n += 11
+            elif _m < 16384: v = (v << 19) | (_V2[_m] << 3); n += 19
+            elif _m < 2097152: v = (v << 27) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 3); n += 27
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 3); n = w.n + 3
+            v_physicalValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        elif v_stringValue is not None:
+            el = 'stringValue'
+            v = (v << 4) | (5 << 1)
+            n += 4
+            _l = len(v_stringValue)
+            if _l < 126 and v_stringValue.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_stringValue.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_stringValue); v = w.v; n = w.n
+            v <<= 2
+            n += 2
+            v_stringValue = None
+            if v_Name is not None or v_boolValue is not None or v_byteValue is not None or v_shortValue is not None or v_intValue is not None or v_physicalValue is not None or v_stringValue is not None: raise _leftover(o)
+            s = -1
+        else:
+            raise EncodeError('missing content: expected one of boolValue, byteValue, shortValue, intValue, physicalValue, stringValue')
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -6907,28 +6874,27 @@ def _d_PaymentOptionListType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 5: raise r.deviation('PaymentOptionListType', r.end - q)
-                el = 'PaymentOption'
-                _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
-                f_PaymentOption.append(_v)
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('PaymentOptionListType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('PaymentOptionListType', r.end - q)
+        if ec == 0:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 5: raise r.deviation('PaymentOptionListType', r.end - q)
+            el = 'PaymentOption'
+            _v = _E_iso2_msgdatatypes_paymentOptionType[((x >> 1) & 1)]
+            f_PaymentOption.append(_v)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('PaymentOptionListType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('PaymentOptionListType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.PaymentOptionListType)
+    _obj = _new(_K_iso2_msgdatatypes_PaymentOptionListType)
     _obj.PaymentOption = f_PaymentOption
     return _obj
 
@@ -6951,23 +6917,22 @@ def _e_PaymentOptionListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of PaymentOption')
-        if s == 1:
-            if i_PaymentOption < n_PaymentOption:
-                el = 'PaymentOption'
-                _i2 = _I_iso2_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
-                if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
-                v = (v << 5) | (_i2 << 1)
-                n += 5
-                i_PaymentOption += 1
-                v <<= 1
-                n += 1
-                if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_PaymentOption < n_PaymentOption: raise _leftover(o)
-                s = -1
+        if i_PaymentOption < n_PaymentOption:
+            el = 'PaymentOption'
+            _i2 = _I_iso2_msgdatatypes_paymentOptionType.get(v_PaymentOption[i_PaymentOption])
+            if _i2 is None: raise EncodeError(f'{v_PaymentOption[i_PaymentOption]!r} is not one of the enumeration paymentOptionType')
+            v = (v << 5) | (_i2 << 1)
+            n += 5
+            i_PaymentOption += 1
+            v <<= 1
+            n += 1
+            if i_PaymentOption < n_PaymentOption: raise _leftover(o)
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_PaymentOption < n_PaymentOption: raise _leftover(o)
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7026,7 +6991,7 @@ def _d_PhysicalValueType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.PhysicalValueType)
+    _obj = _new(_K_iso2_msgdatatypes_PhysicalValueType)
     _obj.Multiplier = f_Multiplier
     _obj.Unit = f_Unit
     _obj.Value = f_Value
@@ -7140,31 +7105,30 @@ def _d_ProfileEntryType(r):
         if x & 12: raise r.deviation('ProfileEntryType', r.end - q)
         if _neg: _c1_Value = -_c1_Value - 1
         if _c1_Value < -32768 or _c1_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c1_Value, r.at(r.end - q))
-        f_ChargingProfileEntryMaxPower = _new(iso2_msgdatatypes.PhysicalValueType)
+        f_ChargingProfileEntryMaxPower = _new(_K_iso2_msgdatatypes_PhysicalValueType)
         f_ChargingProfileEntryMaxPower.Multiplier = _c1_Multiplier
         f_ChargingProfileEntryMaxPower.Unit = _c1_Unit
         f_ChargingProfileEntryMaxPower.Value = _c1_Value
         ec = (x & 3)
         s = 2
-        if s == 2:
-            if ec == 0:
-                q -= 5
-                if q < 0: V, q = r.slideq(q, 5)
-                x = (V >> q) & 31
-                if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
-                el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-                f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
-                if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ProfileEntryType', r.end - q)
+        if ec == 0:
+            q -= 5
+            if q < 0: V, q = r.slideq(q, 5)
+            x = (V >> q) & 31
+            if x & 19: raise r.deviation('ProfileEntryType', r.end - q)
+            el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
+            f_ChargingProfileEntryMaxNumberOfPhasesInUse = ((x >> 2) & 3) + 1
+            if f_ChargingProfileEntryMaxNumberOfPhasesInUse > 3: r.facet('ProfileEntryType/ChargingProfileEntryMaxNumberOfPhasesInUse', 'maxInclusive 3', f_ChargingProfileEntryMaxNumberOfPhasesInUse, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ProfileEntryType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ProfileEntryType)
+    _obj = _new(_K_iso2_msgdatatypes_ProfileEntryType)
     _obj.ChargingProfileEntryStart = f_ChargingProfileEntryStart
     _obj.ChargingProfileEntryMaxPower = f_ChargingProfileEntryMaxPower
     _obj.ChargingProfileEntryMaxNumberOfPhasesInUse = f_ChargingProfileEntryMaxNumberOfPhasesInUse
@@ -7214,17 +7178,16 @@ def _e_ProfileEntryType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of ChargingProfileEntryStart')
-        if s == 2:
-            if v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
-                el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
-                if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
-                v = (v << 7) | ((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
-                n += 7
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ChargingProfileEntryMaxNumberOfPhasesInUse is not None:
+            el = 'ChargingProfileEntryMaxNumberOfPhasesInUse'
+            if not 1 <= v_ChargingProfileEntryMaxNumberOfPhasesInUse <= 3: raise EncodeError(f'value {v_ChargingProfileEntryMaxNumberOfPhasesInUse!r} outside [1, 3]')
+            v = (v << 7) | ((v_ChargingProfileEntryMaxNumberOfPhasesInUse - 1) << 2)
+            n += 7
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7267,44 +7230,43 @@ def _d_RelativeTimeIntervalType(r):
         if f_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', f_start, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                el = 'duration'
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_duration = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_duration = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            el = 'duration'
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_duration = (V >> q) & 127
+                    f_duration = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_duration = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_duration = (V >> q) & 127
             else:
-                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                r.pos = r.end - q; f_duration = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            if f_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', f_duration, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('RelativeTimeIntervalType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+    _obj = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
     _obj.start = f_start
     _obj.duration = f_duration
     return _obj
@@ -7329,21 +7291,20 @@ def _e_RelativeTimeIntervalType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of start')
-        if s == 1:
-            if v_duration is not None:
-                el = 'duration'
-                if v_duration < 0 or v_duration > 86400: raise EncodeError(f'value {v_duration!r} outside [0, 86400]')
-                v <<= 3
-                n += 3
-                if v_duration < 128: v = (v << 10) | (v_duration << 2); n += 10
-                elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
-                elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_duration is not None:
+            el = 'duration'
+            if v_duration < 0 or v_duration > 86400: raise EncodeError(f'value {v_duration!r} outside [0, 86400]')
+            v <<= 3
+            n += 3
+            if v_duration < 128: v = (v << 10) | (v_duration << 2); n += 10
+            elif v_duration < 16384: v = (v << 18) | (_V2[v_duration] << 2); n += 18
+            elif v_duration < 2097152: v = (v << 26) | ((((_V2[v_duration & 16383] | 128) << 8) | (v_duration >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(v_duration); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7379,22 +7340,21 @@ def _d_SAScheduleListType(r):
         x = (V >> q) & 3
         ec = x
         _c1_s = 2
-        if _c1_s == 2:
-            if ec == 0:
-                el = 'SAScheduleTuple/SalesTariff'
-                r.pos = r.end - q
-                _c1_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
-            else:
-                raise r.deviation('SAScheduleTupleType', r.end - q)
-        _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
+        if ec == 0:
+            el = 'SAScheduleTuple/SalesTariff'
+            r.pos = r.end - q
+            _c1_SalesTariff = _d_SalesTariffType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('SAScheduleTupleType', r.end - q)
+        _v = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
         _v.SAScheduleTupleID = _c1_SAScheduleTupleID
         _v.PMaxSchedule = _c1_PMaxSchedule
         _v.SalesTariff = _c1_SalesTariff
@@ -7404,58 +7364,56 @@ def _d_SAScheduleListType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
+        if ec == 0:
+            el = 'SAScheduleTuple'
+            _c2_SAScheduleTupleID = None
+            _c2_PMaxSchedule = None
+            _c2_SalesTariff = None
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
+            el = 'SAScheduleTuple/SAScheduleTupleID'
+            _c2_SAScheduleTupleID = ((x >> 2) & 255) + 1
+            if _c2_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c2_SAScheduleTupleID, r.at(r.end - q))
+            el = 'SAScheduleTuple/PMaxSchedule'
+            r.pos = r.end - q
+            _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c2_s = 2
             if ec == 0:
-                el = 'SAScheduleTuple'
-                _c2_SAScheduleTupleID = None
-                _c2_PMaxSchedule = None
-                _c2_SalesTariff = None
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 3075: raise r.deviation('SAScheduleTupleType', r.end - q)
-                el = 'SAScheduleTuple/SAScheduleTupleID'
-                _c2_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                if _c2_SAScheduleTupleID > 255: r.facet('SAScheduleTupleType/SAScheduleTupleID', 'maxInclusive 255', _c2_SAScheduleTupleID, r.at(r.end - q))
-                el = 'SAScheduleTuple/PMaxSchedule'
+                el = 'SAScheduleTuple/SalesTariff'
                 r.pos = r.end - q
-                _c2_PMaxSchedule = _d_PMaxScheduleType(r)
+                _c2_SalesTariff = _d_SalesTariffType(r)
                 V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c2_s = 2
-                if _c2_s == 2:
-                    if ec == 0:
-                        el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = r.end - q
-                        _c2_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                        _c2_s = -1
-                    elif ec == 1:
-                        pass
-                        _c2_s = -1
-                    else:
-                        raise r.deviation('SAScheduleTupleType', r.end - q)
-                _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
-                _v.SAScheduleTupleID = _c2_SAScheduleTupleID
-                _v.PMaxSchedule = _c2_PMaxSchedule
-                _v.SalesTariff = _c2_SalesTariff
-                f_SAScheduleTuple.append(_v)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 2
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+                _c2_s = -1
             elif ec == 1:
                 pass
-                s = -1
+                _c2_s = -1
             else:
-                raise r.deviation('SAScheduleListType', r.end - q)
+                raise r.deviation('SAScheduleTupleType', r.end - q)
+            _v = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
+            _v.SAScheduleTupleID = _c2_SAScheduleTupleID
+            _v.PMaxSchedule = _c2_PMaxSchedule
+            _v.SalesTariff = _c2_SalesTariff
+            f_SAScheduleTuple.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SAScheduleListType', r.end - q)
         if s == 2:
             if ec == 0:
                 el = 'SAScheduleTuple'
@@ -7478,22 +7436,21 @@ def _d_SAScheduleListType(r):
                 x = (V >> q) & 3
                 ec = x
                 _c3_s = 2
-                if _c3_s == 2:
-                    if ec == 0:
-                        el = 'SAScheduleTuple/SalesTariff'
-                        r.pos = r.end - q
-                        _c3_SalesTariff = _d_SalesTariffType(r)
-                        V = r.v; q = r.end - r.pos
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                        _c3_s = -1
-                    elif ec == 1:
-                        pass
-                        _c3_s = -1
-                    else:
-                        raise r.deviation('SAScheduleTupleType', r.end - q)
-                _v = _new(iso2_msgdatatypes.SAScheduleTupleType)
+                if ec == 0:
+                    el = 'SAScheduleTuple/SalesTariff'
+                    r.pos = r.end - q
+                    _c3_SalesTariff = _d_SalesTariffType(r)
+                    V = r.v; q = r.end - r.pos
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+                    _c3_s = -1
+                elif ec == 1:
+                    pass
+                    _c3_s = -1
+                else:
+                    raise r.deviation('SAScheduleTupleType', r.end - q)
+                _v = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
                 _v.SAScheduleTupleID = _c3_SAScheduleTupleID
                 _v.PMaxSchedule = _c3_PMaxSchedule
                 _v.SalesTariff = _c3_SalesTariff
@@ -7510,7 +7467,7 @@ def _d_SAScheduleListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SAScheduleListType)
+    _obj = _new(_K_iso2_msgdatatypes_SAScheduleListType)
     _obj.SAScheduleTuple = f_SAScheduleTuple
     return _obj
 
@@ -7544,71 +7501,68 @@ def _e_SAScheduleListType(w, o):
                 _c1_s = 2
             else:
                 raise EncodeError('missing content: expected one of SAScheduleTupleID')
-            if _c1_s == 2:
-                if _c1_SalesTariff is not None:
-                    el = 'SAScheduleTuple/SalesTariff'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_SalesTariffType(w, _c1_SalesTariff)
-                    v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_SalesTariff is not None:
+                el = 'SAScheduleTuple/SalesTariff'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_SalesTariffType(w, _c1_SalesTariff)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SAScheduleTuple += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of SAScheduleTuple')
-        if s == 1:
-            if i_SAScheduleTuple < n_SAScheduleTuple:
-                el = 'SAScheduleTuple'
+        if i_SAScheduleTuple < n_SAScheduleTuple:
+            el = 'SAScheduleTuple'
+            v <<= 2
+            n += 2
+            _c2_o = v_SAScheduleTuple[i_SAScheduleTuple]
+            _c2_SAScheduleTupleID = _c2_o.SAScheduleTupleID
+            _c2_PMaxSchedule = _c2_o.PMaxSchedule
+            _c2_SalesTariff = _c2_o.SalesTariff
+            if _c2_SAScheduleTupleID is not None:
+                el = 'SAScheduleTuple/SAScheduleTupleID'
+                if not 1 <= _c2_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [1, 255]')
+                if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
+                el = 'SAScheduleTuple/PMaxSchedule'
+                v = (v << 12) | ((_c2_SAScheduleTupleID - 1) << 2)
+                n += 12
+                w.v = v; w.n = n
+                _e_PMaxScheduleType(w, _c2_PMaxSchedule)
+                v = w.v; n = w.n
+                _c2_s = 2
+            else:
+                raise EncodeError('missing content: expected one of SAScheduleTupleID')
+            if _c2_SalesTariff is not None:
+                el = 'SAScheduleTuple/SalesTariff'
                 v <<= 2
                 n += 2
-                _c2_o = v_SAScheduleTuple[i_SAScheduleTuple]
-                _c2_SAScheduleTupleID = _c2_o.SAScheduleTupleID
-                _c2_PMaxSchedule = _c2_o.PMaxSchedule
-                _c2_SalesTariff = _c2_o.SalesTariff
-                if _c2_SAScheduleTupleID is not None:
-                    el = 'SAScheduleTuple/SAScheduleTupleID'
-                    if not 1 <= _c2_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c2_SAScheduleTupleID!r} outside [1, 255]')
-                    if not (_c2_PMaxSchedule is not None): raise EncodeError('missing content: PMaxSchedule')
-                    el = 'SAScheduleTuple/PMaxSchedule'
-                    v = (v << 12) | ((_c2_SAScheduleTupleID - 1) << 2)
-                    n += 12
-                    w.v = v; w.n = n
-                    _e_PMaxScheduleType(w, _c2_PMaxSchedule)
-                    v = w.v; n = w.n
-                    _c2_s = 2
-                else:
-                    raise EncodeError('missing content: expected one of SAScheduleTupleID')
-                if _c2_s == 2:
-                    if _c2_SalesTariff is not None:
-                        el = 'SAScheduleTuple/SalesTariff'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SalesTariffType(w, _c2_SalesTariff)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                i_SAScheduleTuple += 1
-                s = 2
+                w.v = v; w.n = n
+                _e_SalesTariffType(w, _c2_SalesTariff)
+                v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                _c2_s = -1
             elif True:
                 v = (v << 2) | 1
                 n += 2
-                if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
-                s = -1
+                _c2_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            i_SAScheduleTuple += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_SAScheduleTuple < n_SAScheduleTuple: raise _leftover(o)
+            s = -1
         if s == 2:
             if i_SAScheduleTuple < n_SAScheduleTuple:
                 el = 'SAScheduleTuple'
@@ -7631,21 +7585,20 @@ def _e_SAScheduleListType(w, o):
                     _c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of SAScheduleTupleID')
-                if _c3_s == 2:
-                    if _c3_SalesTariff is not None:
-                        el = 'SAScheduleTuple/SalesTariff'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        _e_SalesTariffType(w, _c3_SalesTariff)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c3_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c3_s = -1
+                if _c3_SalesTariff is not None:
+                    el = 'SAScheduleTuple/SalesTariff'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    _e_SalesTariffType(w, _c3_SalesTariff)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c3_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 i_SAScheduleTuple += 1
                 v <<= 1
@@ -7687,25 +7640,24 @@ def _d_SAScheduleTupleType(r):
         x = (V >> q) & 3
         ec = x
         s = 2
-        if s == 2:
-            if ec == 0:
-                el = 'SalesTariff'
-                r.pos = r.end - q
-                f_SalesTariff = _d_SalesTariffType(r)
-                V = r.v; q = r.end - r.pos
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SAScheduleTupleType', r.end - q)
+        if ec == 0:
+            el = 'SalesTariff'
+            r.pos = r.end - q
+            f_SalesTariff = _d_SalesTariffType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SAScheduleTupleType', r.end - q)
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SAScheduleTupleType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SAScheduleTupleType)
+    _obj = _new(_K_iso2_msgdatatypes_SAScheduleTupleType)
     _obj.SAScheduleTupleID = f_SAScheduleTupleID
     _obj.PMaxSchedule = f_PMaxSchedule
     _obj.SalesTariff = f_SalesTariff
@@ -7733,21 +7685,20 @@ def _e_SAScheduleTupleType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of SAScheduleTupleID')
-        if s == 2:
-            if v_SalesTariff is not None:
-                el = 'SalesTariff'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SalesTariffType(w, v_SalesTariff)
-                v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_SalesTariff is not None:
+            el = 'SalesTariff'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SalesTariffType(w, v_SalesTariff)
+            v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -7765,7 +7716,7 @@ def _d_SASchedulesType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SASchedulesType)
+    _obj = _new(_K_iso2_msgdatatypes_SASchedulesType)
     return _obj
 
 def _e_SASchedulesType(w, o):
@@ -7828,41 +7779,40 @@ def _d_SalesTariffEntryType(r):
             if _c1_start > 16777214: r.facet('RelativeTimeIntervalType/start', 'range [0, 16777214]', _c1_start, r.at(r.end - q))
             ec = (x & 3)
             _c1_s = 1
-            if _c1_s == 1:
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    el = 'RelativeTimeInterval/duration'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c1_duration = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c1_duration = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                el = 'RelativeTimeInterval/duration'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c1_duration = (V >> q) & 127
+                        _c1_duration = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c1_duration = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c1_duration = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
-                    if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
-                    _c1_s = -1
-                elif ec == 1:
-                    pass
-                    _c1_s = -1
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c1_duration = (V >> q) & 127
                 else:
-                    raise r.deviation('RelativeTimeIntervalType', r.end - q)
-            f_RelativeTimeInterval = _new(iso2_msgdatatypes.RelativeTimeIntervalType)
+                    r.pos = r.end - q; _c1_duration = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('RelativeTimeIntervalType', r.end - q)
+                if _c1_duration > 86400: r.facet('RelativeTimeIntervalType/duration', 'range [0, 86400]', _c1_duration, r.at(r.end - q))
+                _c1_s = -1
+            elif ec == 1:
+                pass
+                _c1_s = -1
+            else:
+                raise r.deviation('RelativeTimeIntervalType', r.end - q)
+            f_RelativeTimeInterval = _new(_K_iso2_msgdatatypes_RelativeTimeIntervalType)
             f_RelativeTimeInterval.start = _c1_start
             f_RelativeTimeInterval.duration = _c1_duration
             q -= 2
@@ -7876,37 +7826,36 @@ def _d_SalesTariffEntryType(r):
             x = (V >> q) & 7
             if x & 4: raise r.deviation('SalesTariffEntryType', r.end - q)
             el = 'TimeInterval'
-            f_TimeInterval = _new(iso2_msgdatatypes.IntervalType)
+            f_TimeInterval = _new(_K_iso2_msgdatatypes_IntervalType)
             ec = (x & 3)
             s = 1
         else:
             raise r.deviation('SalesTariffEntryType', r.end - q)
-        if s == 1:
-            if ec == 0:
-                q -= 12
-                if q < 0: V, q = r.slideq(q, 12)
-                x = (V >> q) & 4095
-                if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
-                el = 'EPriceLevel'
-                f_EPriceLevel = ((x >> 3) & 255)
-                ec = (x & 3)
-                s = 2
-            elif ec == 1:
-                el = 'ConsumptionCost'
-                r.pos = r.end - q
-                _v = _d_ConsumptionCostType(r)
-                V = r.v; q = r.end - r.pos
-                f_ConsumptionCost.append(_v)
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 3
-            elif ec == 2:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SalesTariffEntryType', r.end - q)
+        if ec == 0:
+            q -= 12
+            if q < 0: V, q = r.slideq(q, 12)
+            x = (V >> q) & 4095
+            if x & 2052: raise r.deviation('SalesTariffEntryType', r.end - q)
+            el = 'EPriceLevel'
+            f_EPriceLevel = ((x >> 3) & 255)
+            ec = (x & 3)
+            s = 2
+        elif ec == 1:
+            el = 'ConsumptionCost'
+            r.pos = r.end - q
+            _v = _d_ConsumptionCostType(r)
+            V = r.v; q = r.end - r.pos
+            f_ConsumptionCost.append(_v)
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            s = 3
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SalesTariffEntryType', r.end - q)
         if s == 2:
             if ec == 0:
                 el = 'ConsumptionCost'
@@ -7960,7 +7909,7 @@ def _d_SalesTariffEntryType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SalesTariffEntryType)
+    _obj = _new(_K_iso2_msgdatatypes_SalesTariffEntryType)
     _obj.RelativeTimeInterval = f_RelativeTimeInterval
     _obj.TimeInterval = f_TimeInterval
     _obj.EPriceLevel = f_EPriceLevel
@@ -7998,21 +7947,20 @@ def _e_SalesTariffEntryType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of start')
-            if _c1_s == 1:
-                if _c1_duration is not None:
-                    el = 'RelativeTimeInterval/duration'
-                    if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
-                    v <<= 3
-                    n += 3
-                    if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
-                    elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
-                    elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_duration is not None:
+                el = 'RelativeTimeInterval/duration'
+                if _c1_duration < 0 or _c1_duration > 86400: raise EncodeError(f'value {_c1_duration!r} outside [0, 86400]')
+                v <<= 3
+                n += 3
+                if _c1_duration < 128: v = (v << 10) | (_c1_duration << 2); n += 10
+                elif _c1_duration < 16384: v = (v << 18) | (_V2[_c1_duration] << 2); n += 18
+                elif _c1_duration < 2097152: v = (v << 26) | ((((_V2[_c1_duration & 16383] | 128) << 8) | (_c1_duration >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_c1_duration); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             v_RelativeTimeInterval = None
             s = 1
@@ -8025,28 +7973,27 @@ def _e_SalesTariffEntryType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of RelativeTimeInterval, TimeInterval')
-        if s == 1:
-            if v_EPriceLevel is not None:
-                el = 'EPriceLevel'
-                if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
-                v = (v << 12) | (v_EPriceLevel << 1)
-                n += 12
-                v_EPriceLevel = None
-                s = 2
-            elif i_ConsumptionCost < n_ConsumptionCost:
-                el = 'ConsumptionCost'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
-                v = w.v; n = w.n
-                i_ConsumptionCost += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
-                s = -1
+        if v_EPriceLevel is not None:
+            el = 'EPriceLevel'
+            if not 0 <= v_EPriceLevel <= 255: raise EncodeError(f'value {v_EPriceLevel!r} outside [0, 255]')
+            v = (v << 12) | (v_EPriceLevel << 1)
+            n += 12
+            v_EPriceLevel = None
+            s = 2
+        elif i_ConsumptionCost < n_ConsumptionCost:
+            el = 'ConsumptionCost'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_ConsumptionCostType(w, v_ConsumptionCost[i_ConsumptionCost])
+            v = w.v; n = w.n
+            i_ConsumptionCost += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_RelativeTimeInterval is not None or v_TimeInterval is not None or v_EPriceLevel is not None or i_ConsumptionCost < n_ConsumptionCost: raise _leftover(o)
+            s = -1
         if s == 2:
             if i_ConsumptionCost < n_ConsumptionCost:
                 el = 'ConsumptionCost'
@@ -8140,46 +8087,45 @@ def _d_SalesTariffType(r):
             s = 2
         else:
             raise r.deviation('SalesTariffType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'SalesTariffDescription'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
-                    f_SalesTariffDescription = ''
-                else:
-                    r.pos = r.end - q
-                    f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
-                    if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 3
-                if q < 0: V, q = r.slideq(q, 3)
-                x = (V >> q) & 7
-                if x & 4: raise r.deviation('SalesTariffType', r.end - q)
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 11
-                if q < 0: V, q = r.slideq(q, 11)
-                x = (V >> q) & 2047
-                if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
-                el = 'NumEPriceLevels'
-                f_NumEPriceLevels = ((x >> 2) & 255)
-                s = 4
-            elif ec == 2:
-                el = 'SalesTariffEntry'
-                r.pos = r.end - q
-                _v = _d_SalesTariffEntryType(r)
-                V = r.v; q = r.end - r.pos
-                f_SalesTariffEntry.append(_v)
-                s = 5
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'SalesTariffDescription'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('SalesTariffDescription', r.end - q)
+                f_SalesTariffDescription = ''
             else:
-                raise r.deviation('SalesTariffType', r.end - q)
+                r.pos = r.end - q
+                f_SalesTariffDescription = r.string('iso2_msgdatatypes:SalesTariffDescription')
+                if len(f_SalesTariffDescription) > 32: r.facet('SalesTariffType/SalesTariffDescription', 'length [0, 32]', f_SalesTariffDescription, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            x = (V >> q) & 7
+            if x & 4: raise r.deviation('SalesTariffType', r.end - q)
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 11
+            if q < 0: V, q = r.slideq(q, 11)
+            x = (V >> q) & 2047
+            if x & 1027: raise r.deviation('SalesTariffType', r.end - q)
+            el = 'NumEPriceLevels'
+            f_NumEPriceLevels = ((x >> 2) & 255)
+            s = 4
+        elif ec == 2:
+            el = 'SalesTariffEntry'
+            r.pos = r.end - q
+            _v = _d_SalesTariffEntryType(r)
+            V = r.v; q = r.end - r.pos
+            f_SalesTariffEntry.append(_v)
+            s = 5
+        else:
+            raise r.deviation('SalesTariffType', r.end - q)
         if s == 3:
             if ec == 0:
                 q -= 11
@@ -8235,7 +8181,7 @@ def _d_SalesTariffType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SalesTariffType)
+    _obj = _new(_K_iso2_msgdatatypes_SalesTariffType)
     _obj.Id = f_Id
     _obj.SalesTariffID = f_SalesTariffID
     _obj.SalesTariffDescription = f_SalesTariffDescription
@@ -8282,39 +8228,38 @@ def _e_SalesTariffType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SalesTariffID')
-        if s == 2:
-            if v_SalesTariffDescription is not None:
-                el = 'SalesTariffDescription'
-                v <<= 3
-                n += 3
-                _l = len(v_SalesTariffDescription)
-                if _l > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
-                if _l < 126 and v_SalesTariffDescription.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                v_SalesTariffDescription = None
-                s = 3
-            elif v_NumEPriceLevels is not None:
-                el = 'NumEPriceLevels'
-                if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
-                v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
-                n += 12
-                v_NumEPriceLevels = None
-                s = 4
-            elif i_SalesTariffEntry < n_SalesTariffEntry:
-                el = 'SalesTariffEntry'
-                v = (v << 2) | 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
-                v = w.v; n = w.n
-                i_SalesTariffEntry += 1
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels, SalesTariffEntry')
+        if v_SalesTariffDescription is not None:
+            el = 'SalesTariffDescription'
+            v <<= 3
+            n += 3
+            _l = len(v_SalesTariffDescription)
+            if _l > 32: raise EncodeError(f'length {len(v_SalesTariffDescription)} outside [0, 32]')
+            if _l < 126 and v_SalesTariffDescription.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_SalesTariffDescription.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_SalesTariffDescription); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            v_SalesTariffDescription = None
+            s = 3
+        elif v_NumEPriceLevels is not None:
+            el = 'NumEPriceLevels'
+            if not 0 <= v_NumEPriceLevels <= 255: raise EncodeError(f'value {v_NumEPriceLevels!r} outside [0, 255]')
+            v = (v << 12) | (1 << 10) | (v_NumEPriceLevels << 1)
+            n += 12
+            v_NumEPriceLevels = None
+            s = 4
+        elif i_SalesTariffEntry < n_SalesTariffEntry:
+            el = 'SalesTariffEntry'
+            v = (v << 2) | 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SalesTariffEntryType(w, v_SalesTariffEntry[i_SalesTariffEntry])
+            v = w.v; n = w.n
+            i_SalesTariffEntry += 1
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of SalesTariffDescription, NumEPriceLevels, SalesTariffEntry')
         if s == 3:
             if v_NumEPriceLevels is not None:
                 el = 'NumEPriceLevels'
@@ -8420,138 +8365,135 @@ def _d_SelectedServiceListType(r):
         if _c1_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
-                el = 'SelectedService/ParameterSetID'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        _c1_ParameterSetID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        _c1_ParameterSetID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
+            el = 'SelectedService/ParameterSetID'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    _c1_ParameterSetID = (V >> q) & 127
+                    _c1_ParameterSetID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    _c1_ParameterSetID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    _c1_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
-                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
-                _c1_s = -1
-            elif ec == 1:
-                pass
-                _c1_s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                _c1_ParameterSetID = (V >> q) & 127
             else:
-                raise r.deviation('SelectedServiceType', r.end - q)
-        _v = _new(iso2_msgdatatypes.SelectedServiceType)
+                r.pos = r.end - q; _c1_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+            if _neg: _c1_ParameterSetID = -_c1_ParameterSetID - 1
+            if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c1_ParameterSetID, r.at(r.end - q))
+            _c1_s = -1
+        elif ec == 1:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('SelectedServiceType', r.end - q)
+        _v = _new(_K_iso2_msgdatatypes_SelectedServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ParameterSetID = _c1_ParameterSetID
         f_SelectedService.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'SelectedService'
+                _c2_ServiceID = None
+                _c2_ParameterSetID = None
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
+                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+                el = 'SelectedService/ServiceID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
+                        q -= 8
+                        _c2_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ServiceID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                    else:
+                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ServiceID = (V >> q) & 127
+                else:
+                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
+                if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                ec = (x & 3)
+                _c2_s = 1
                 if ec == 0:
-                    el = 'SelectedService'
-                    _c2_ServiceID = None
-                    _c2_ParameterSetID = None
                     q -= 2
                     if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                    el = 'SelectedService/ServiceID'
+                    x = (V >> q) & 3
+                    if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
+                    el = 'SelectedService/ParameterSetID'
+                    _neg = (x & 1)
                     if q >= 24:
                         _y = (V >> (q - 24)) & 16777215
                         if _y < 8388608:
                             q -= 8
-                            _c2_ServiceID = _y >> 16
+                            _c2_ParameterSetID = _y >> 16
                         elif not _y & 32768:
                             q -= 16
-                            _c2_ServiceID = _U2[_y >> 8]
+                            _c2_ParameterSetID = _U2[_y >> 8]
                         elif not _y & 128:
                             q -= 24
-                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
+                            _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                         else:
-                            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                            r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
                     elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
                         q -= 8
-                        _c2_ServiceID = (V >> q) & 127
+                        _c2_ParameterSetID = (V >> q) & 127
                     else:
-                        r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('SelectedServiceType', r.end - q)
-                    if _c2_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c2_s = 1
-                    if _c2_s == 1:
-                        if ec == 0:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            x = (V >> q) & 3
-                            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
-                            el = 'SelectedService/ParameterSetID'
-                            _neg = (x & 1)
-                            if q >= 24:
-                                _y = (V >> (q - 24)) & 16777215
-                                if _y < 8388608:
-                                    q -= 8
-                                    _c2_ParameterSetID = _y >> 16
-                                elif not _y & 32768:
-                                    q -= 16
-                                    _c2_ParameterSetID = _U2[_y >> 8]
-                                elif not _y & 128:
-                                    q -= 24
-                                    _c2_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                                else:
-                                    r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
-                                q -= 8
-                                _c2_ParameterSetID = (V >> q) & 127
-                            else:
-                                r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                            if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
-                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
-                            _c2_s = -1
-                        elif ec == 1:
-                            pass
-                            _c2_s = -1
-                        else:
-                            raise r.deviation('SelectedServiceType', r.end - q)
-                    _v = _new(iso2_msgdatatypes.SelectedServiceType)
-                    _v.ServiceID = _c2_ServiceID
-                    _v.ParameterSetID = _c2_ParameterSetID
-                    f_SelectedService.append(_v)
-                    _k += 1
-                    if _k == 15:
-                        s = 16
-                        break
+                        r.pos = r.end - q; _c2_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+                    if _neg: _c2_ParameterSetID = -_c2_ParameterSetID - 1
+                    if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', _c2_ParameterSetID, r.at(r.end - q))
+                    _c2_s = -1
                 elif ec == 1:
                     pass
-                    s = -1
-                    break
+                    _c2_s = -1
                 else:
-                    raise r.deviation('SelectedServiceListType', r.end - q)
+                    raise r.deviation('SelectedServiceType', r.end - q)
+                _v = _new(_K_iso2_msgdatatypes_SelectedServiceType)
+                _v.ServiceID = _c2_ServiceID
+                _v.ParameterSetID = _c2_ParameterSetID
+                f_SelectedService.append(_v)
+                _k += 1
+                if _k == 15:
+                    s = 16
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('SelectedServiceListType', r.end - q)
         if s == 16:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -8560,7 +8502,7 @@ def _d_SelectedServiceListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SelectedServiceListType)
+    _obj = _new(_K_iso2_msgdatatypes_SelectedServiceListType)
     _obj.SelectedService = f_SelectedService
     return _obj
 
@@ -8592,77 +8534,74 @@ def _e_SelectedServiceListType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c1_s == 1:
-                if _c1_ParameterSetID is not None:
-                    el = 'SelectedService/ParameterSetID'
-                    if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
-                    v = (v << 4) | (_c1_ParameterSetID < 0)
-                    n += 4
-                    _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
-                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                    _c1_s = -1
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    _c1_s = -1
+            if _c1_ParameterSetID is not None:
+                el = 'SelectedService/ParameterSetID'
+                if _c1_ParameterSetID < -32768 or _c1_ParameterSetID > 32767: raise EncodeError(f'value {_c1_ParameterSetID!r} outside [-32768, 32767]')
+                v = (v << 4) | (_c1_ParameterSetID < 0)
+                n += 4
+                _m = (-_c1_ParameterSetID - 1 if _c1_ParameterSetID < 0 else _c1_ParameterSetID)
+                if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                _c1_s = -1
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_SelectedService += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of SelectedService')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_SelectedService < n_SelectedService:
-                    el = 'SelectedService'
+        _k = 0
+        while True:
+            if i_SelectedService < n_SelectedService:
+                el = 'SelectedService'
+                v <<= 2
+                n += 2
+                _c2_o = v_SelectedService[i_SelectedService]
+                _c2_ServiceID = _c2_o.ServiceID
+                _c2_ParameterSetID = _c2_o.ParameterSetID
+                if _c2_ServiceID is not None:
+                    el = 'SelectedService/ServiceID'
+                    if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    _c2_o = v_SelectedService[i_SelectedService]
-                    _c2_ServiceID = _c2_o.ServiceID
-                    _c2_ParameterSetID = _c2_o.ParameterSetID
-                    if _c2_ServiceID is not None:
-                        el = 'SelectedService/ServiceID'
-                        if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
-                        v <<= 2
-                        n += 2
-                        if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
-                        elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
-                        elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of ServiceID')
-                    if _c2_s == 1:
-                        if _c2_ParameterSetID is not None:
-                            el = 'SelectedService/ParameterSetID'
-                            if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
-                            v = (v << 4) | (_c2_ParameterSetID < 0)
-                            n += 4
-                            _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
-                            if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                            _c2_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c2_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    i_SelectedService += 1
-                    _k += 1
-                    if _k == 15:
-                        s = 16
-                        break
+                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c2_ParameterSetID is not None:
+                    el = 'SelectedService/ParameterSetID'
+                    if _c2_ParameterSetID < -32768 or _c2_ParameterSetID > 32767: raise EncodeError(f'value {_c2_ParameterSetID!r} outside [-32768, 32767]')
+                    v = (v << 4) | (_c2_ParameterSetID < 0)
+                    n += 4
+                    _m = (-_c2_ParameterSetID - 1 if _c2_ParameterSetID < 0 else _c2_ParameterSetID)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    _c2_s = -1
                 elif True:
                     v = (v << 2) | 1
                     n += 2
-                    if i_SelectedService < n_SelectedService: raise _leftover(o)
-                    s = -1
+                    _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_SelectedService += 1
+                _k += 1
+                if _k == 15:
+                    s = 16
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_SelectedService < n_SelectedService: raise _leftover(o)
+                s = -1
+                break
         if s == 16:
             if True:
                 v <<= 1
@@ -8711,47 +8650,46 @@ def _d_SelectedServiceType(r):
         if f_ServiceID > 65535: r.facet('SelectedServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
-                el = 'ParameterSetID'
-                _neg = (x & 1)
-                if q >= 24:
-                    _y = (V >> (q - 24)) & 16777215
-                    if _y < 8388608:
-                        q -= 8
-                        f_ParameterSetID = _y >> 16
-                    elif not _y & 32768:
-                        q -= 16
-                        f_ParameterSetID = _U2[_y >> 8]
-                    elif not _y & 128:
-                        q -= 24
-                        f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
-                    else:
-                        r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+        if ec == 0:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            if x & 2: raise r.deviation('SelectedServiceType', r.end - q)
+            el = 'ParameterSetID'
+            _neg = (x & 1)
+            if q >= 24:
+                _y = (V >> (q - 24)) & 16777215
+                if _y < 8388608:
                     q -= 8
-                    f_ParameterSetID = (V >> q) & 127
+                    f_ParameterSetID = _y >> 16
+                elif not _y & 32768:
+                    q -= 16
+                    f_ParameterSetID = _U2[_y >> 8]
+                elif not _y & 128:
+                    q -= 24
+                    f_ParameterSetID = _U2[_y >> 8] | ((_y & 127) << 14)
                 else:
                     r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
-                if _neg: f_ParameterSetID = -f_ParameterSetID - 1
-                if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
-                s = -1
-            elif ec == 1:
-                pass
-                s = -1
+            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                q -= 8
+                f_ParameterSetID = (V >> q) & 127
             else:
-                raise r.deviation('SelectedServiceType', r.end - q)
+                r.pos = r.end - q; f_ParameterSetID = r.uint(); V = r.v; q = r.end - r.pos
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            if (V >> q) & 3: raise r.deviation('SelectedServiceType', r.end - q)
+            if _neg: f_ParameterSetID = -f_ParameterSetID - 1
+            if f_ParameterSetID < -32768 or f_ParameterSetID > 32767: r.facet('SelectedServiceType/ParameterSetID', 'range [-32768, 32767]', f_ParameterSetID, r.at(r.end - q))
+            s = -1
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SelectedServiceType', r.end - q)
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SelectedServiceType)
+    _obj = _new(_K_iso2_msgdatatypes_SelectedServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ParameterSetID = f_ParameterSetID
     return _obj
@@ -8776,22 +8714,21 @@ def _e_SelectedServiceType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
-        if s == 1:
-            if v_ParameterSetID is not None:
-                el = 'ParameterSetID'
-                if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
-                v = (v << 4) | (v_ParameterSetID < 0)
-                n += 4
-                _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
-                if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                s = -1
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                s = -1
+        if v_ParameterSetID is not None:
+            el = 'ParameterSetID'
+            if v_ParameterSetID < -32768 or v_ParameterSetID > 32767: raise EncodeError(f'value {v_ParameterSetID!r} outside [-32768, 32767]')
+            v = (v << 4) | (v_ParameterSetID < 0)
+            n += 4
+            _m = (-v_ParameterSetID - 1 if v_ParameterSetID < 0 else v_ParameterSetID)
+            if _m < 128: v = (v << 10) | (_m << 2); n += 10
+            elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+            elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+            s = -1
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -8842,79 +8779,76 @@ def _d_ServiceListType(r):
         if _c1_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c1_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Service/ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    _c1_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                    if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceType', r.end - q)
-                el = 'Service/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceType', r.end - q)
-                el = 'Service/ServiceCategory'
-                _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                _c1_s = 3
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Service/ServiceName'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                _c1_ServiceName = ''
             else:
-                raise r.deviation('ServiceType', r.end - q)
-        if _c1_s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'Service/ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    _c1_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                    if len(_c1_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 59: raise r.deviation('ServiceType', r.end - q)
-                el = 'Service/FreeService'
-                _c1_FreeService = ((x >> 2) & 1) == 1
-                _c1_s = 5
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ServiceType', r.end - q)
-                el = 'Service/FreeService'
-                _c1_FreeService = ((x >> 2) & 1) == 1
-                _c1_s = 5
+                r.pos = r.end - q
+                _c1_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                if len(_c1_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c1_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceType', r.end - q)
+            el = 'Service/ServiceCategory'
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceType', r.end - q)
+            el = 'Service/ServiceCategory'
+            _c1_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            _c1_s = 3
+        else:
+            raise r.deviation('ServiceType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'Service/ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                _c1_ServiceScope = ''
             else:
-                raise r.deviation('ServiceType', r.end - q)
-        if _c1_s == 5:
-            _c1_s = -1
-        _v = _new(iso2_msgdatatypes.ServiceType)
+                r.pos = r.end - q
+                _c1_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                if len(_c1_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c1_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 59: raise r.deviation('ServiceType', r.end - q)
+            el = 'Service/FreeService'
+            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_s = 5
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ServiceType', r.end - q)
+            el = 'Service/FreeService'
+            _c1_FreeService = ((x >> 2) & 1) == 1
+            _c1_s = 5
+        else:
+            raise r.deviation('ServiceType', r.end - q)
+        _c1_s = -1
+        _v = _new(_K_iso2_msgdatatypes_ServiceType)
         _v.ServiceID = _c1_ServiceID
         _v.ServiceName = _c1_ServiceName
         _v.ServiceCategory = _c1_ServiceCategory
@@ -8922,137 +8856,133 @@ def _d_ServiceListType(r):
         _v.FreeService = _c1_FreeService
         f_Service.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'Service'
+                _c2_ServiceID = None
+                _c2_ServiceName = None
+                _c2_ServiceCategory = None
+                _c2_ServiceScope = None
+                _c2_FreeService = None
                 q -= 2
                 if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'Service'
-                    _c2_ServiceID = None
-                    _c2_ServiceName = None
-                    _c2_ServiceCategory = None
-                    _c2_ServiceScope = None
-                    _c2_FreeService = None
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
-                    el = 'Service/ServiceID'
-                    if q >= 24:
-                        _y = (V >> (q - 24)) & 16777215
-                        if _y < 8388608:
-                            q -= 8
-                            _c2_ServiceID = _y >> 16
-                        elif not _y & 32768:
-                            q -= 16
-                            _c2_ServiceID = _U2[_y >> 8]
-                        elif not _y & 128:
-                            q -= 24
-                            _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
-                        else:
-                            r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                if (V >> q) & 3: raise r.deviation('ServiceType', r.end - q)
+                el = 'Service/ServiceID'
+                if q >= 24:
+                    _y = (V >> (q - 24)) & 16777215
+                    if _y < 8388608:
                         q -= 8
-                        _c2_ServiceID = (V >> q) & 127
+                        _c2_ServiceID = _y >> 16
+                    elif not _y & 32768:
+                        q -= 16
+                        _c2_ServiceID = _U2[_y >> 8]
+                    elif not _y & 128:
+                        q -= 24
+                        _c2_ServiceID = _U2[_y >> 8] | ((_y & 127) << 14)
                     else:
                         r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    x = (V >> q) & 7
-                    if x & 4: raise r.deviation('ServiceType', r.end - q)
-                    if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
-                    ec = (x & 3)
-                    _c2_s = 1
-                    if _c2_s == 1:
-                        if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
-                            el = 'Service/ServiceName'
-                            _esc = x
-                            if _esc:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                                _c2_ServiceName = ''
-                            else:
-                                r.pos = r.end - q
-                                _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                                if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
-                                V = r.v; q = r.end - r.pos
-                            q -= 8
-                            if q < 0: V, q = r.slideq(q, 8)
-                            x = (V >> q) & 255
-                            if x & 228: raise r.deviation('ServiceType', r.end - q)
-                            el = 'Service/ServiceCategory'
-                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                            ec = (x & 3)
-                            _c2_s = 3
-                        elif ec == 1:
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 36: raise r.deviation('ServiceType', r.end - q)
-                            el = 'Service/ServiceCategory'
-                            _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                            ec = (x & 3)
-                            _c2_s = 3
-                        else:
-                            raise r.deviation('ServiceType', r.end - q)
-                    if _c2_s == 3:
-                        if ec == 0:
-                            q -= 1
-                            if q < 0: V, q = r.slideq(q, 1)
-                            x = (V >> q) & 1
-                            el = 'Service/ServiceScope'
-                            _esc = x
-                            if _esc:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                                _c2_ServiceScope = ''
-                            else:
-                                r.pos = r.end - q
-                                _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                                if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
-                                V = r.v; q = r.end - r.pos
-                            q -= 6
-                            if q < 0: V, q = r.slideq(q, 6)
-                            x = (V >> q) & 63
-                            if x & 59: raise r.deviation('ServiceType', r.end - q)
-                            el = 'Service/FreeService'
-                            _c2_FreeService = ((x >> 2) & 1) == 1
-                            _c2_s = 5
-                        elif ec == 1:
-                            q -= 4
-                            if q < 0: V, q = r.slideq(q, 4)
-                            x = (V >> q) & 15
-                            if x & 11: raise r.deviation('ServiceType', r.end - q)
-                            el = 'Service/FreeService'
-                            _c2_FreeService = ((x >> 2) & 1) == 1
-                            _c2_s = 5
-                        else:
-                            raise r.deviation('ServiceType', r.end - q)
-                    if _c2_s == 5:
-                        _c2_s = -1
-                    _v = _new(iso2_msgdatatypes.ServiceType)
-                    _v.ServiceID = _c2_ServiceID
-                    _v.ServiceName = _c2_ServiceName
-                    _v.ServiceCategory = _c2_ServiceCategory
-                    _v.ServiceScope = _c2_ServiceScope
-                    _v.FreeService = _c2_FreeService
-                    f_Service.append(_v)
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                    q -= 8
+                    _c2_ServiceID = (V >> q) & 127
                 else:
-                    raise r.deviation('ServiceListType', r.end - q)
+                    r.pos = r.end - q; _c2_ServiceID = r.uint(); V = r.v; q = r.end - r.pos
+                q -= 3
+                if q < 0: V, q = r.slideq(q, 3)
+                x = (V >> q) & 7
+                if x & 4: raise r.deviation('ServiceType', r.end - q)
+                if _c2_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', _c2_ServiceID, r.at(r.end - q))
+                ec = (x & 3)
+                _c2_s = 1
+                if ec == 0:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    x = (V >> q) & 1
+                    el = 'Service/ServiceName'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                        _c2_ServiceName = ''
+                    else:
+                        r.pos = r.end - q
+                        _c2_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                        if len(_c2_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', _c2_ServiceName, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                    q -= 8
+                    if q < 0: V, q = r.slideq(q, 8)
+                    x = (V >> q) & 255
+                    if x & 228: raise r.deviation('ServiceType', r.end - q)
+                    el = 'Service/ServiceCategory'
+                    _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                    ec = (x & 3)
+                    _c2_s = 3
+                elif ec == 1:
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 36: raise r.deviation('ServiceType', r.end - q)
+                    el = 'Service/ServiceCategory'
+                    _c2_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+                    ec = (x & 3)
+                    _c2_s = 3
+                else:
+                    raise r.deviation('ServiceType', r.end - q)
+                if ec == 0:
+                    q -= 1
+                    if q < 0: V, q = r.slideq(q, 1)
+                    x = (V >> q) & 1
+                    el = 'Service/ServiceScope'
+                    _esc = x
+                    if _esc:
+                        q -= 2
+                        if q < 0: V, q = r.slideq(q, 2)
+                        if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                        _c2_ServiceScope = ''
+                    else:
+                        r.pos = r.end - q
+                        _c2_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                        if len(_c2_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', _c2_ServiceScope, r.at(r.pos))
+                        V = r.v; q = r.end - r.pos
+                    q -= 6
+                    if q < 0: V, q = r.slideq(q, 6)
+                    x = (V >> q) & 63
+                    if x & 59: raise r.deviation('ServiceType', r.end - q)
+                    el = 'Service/FreeService'
+                    _c2_FreeService = ((x >> 2) & 1) == 1
+                    _c2_s = 5
+                elif ec == 1:
+                    q -= 4
+                    if q < 0: V, q = r.slideq(q, 4)
+                    x = (V >> q) & 15
+                    if x & 11: raise r.deviation('ServiceType', r.end - q)
+                    el = 'Service/FreeService'
+                    _c2_FreeService = ((x >> 2) & 1) == 1
+                    _c2_s = 5
+                else:
+                    raise r.deviation('ServiceType', r.end - q)
+                _c2_s = -1
+                _v = _new(_K_iso2_msgdatatypes_ServiceType)
+                _v.ServiceID = _c2_ServiceID
+                _v.ServiceName = _c2_ServiceName
+                _v.ServiceCategory = _c2_ServiceCategory
+                _v.ServiceScope = _c2_ServiceScope
+                _v.FreeService = _c2_FreeService
+                f_Service.append(_v)
+                _k += 1
+                if _k == 7:
+                    s = 8
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ServiceListType', r.end - q)
         if s == 8:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9061,7 +8991,7 @@ def _d_ServiceListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ServiceListType)
+    _obj = _new(_K_iso2_msgdatatypes_ServiceListType)
     _obj.Service = f_Service
     return _obj
 
@@ -9096,162 +9026,155 @@ def _e_ServiceListType(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of ServiceID')
-            if _c1_s == 1:
-                if _c1_ServiceName is not None:
-                    el = 'Service/ServiceName'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_ServiceName)
-                    if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
-                    if _l < 126 and _c1_ServiceName.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
-                    if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                    el = 'Service/ServiceCategory'
-                    _c1_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
-                    if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (_c1_i1 << 1)
-                    n += 6
-                    _c1_s = 3
-                elif _c1_ServiceCategory is not None:
-                    el = 'Service/ServiceCategory'
-                    _c1_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
-                    if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                    v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
-                    n += 6
-                    _c1_s = 3
-                else:
-                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-            if _c1_s == 3:
-                if _c1_ServiceScope is not None:
-                    el = 'Service/ServiceScope'
-                    v <<= 3
-                    n += 3
-                    _l = len(_c1_ServiceScope)
-                    if _l > 64: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 64]')
-                    if _l < 126 and _c1_ServiceScope.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
-                    if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
-                    el = 'Service/FreeService'
-                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
-                    v = (v << 5) | (_c1_FreeService << 1)
-                    n += 5
-                    _c1_s = 5
-                elif _c1_FreeService is not None:
-                    el = 'Service/FreeService'
-                    if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
-                    v = (v << 5) | (1 << 3) | (_c1_FreeService << 1)
-                    n += 5
-                    _c1_s = 5
-                else:
-                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-            if _c1_s == 5:
-                if True:
-                    v <<= 1
-                    n += 1
-                    _c1_s = -1
+            if _c1_ServiceName is not None:
+                el = 'Service/ServiceName'
+                v <<= 3
+                n += 3
+                _l = len(_c1_ServiceName)
+                if _l > 32: raise EncodeError(f'length {len(_c1_ServiceName)} outside [0, 32]')
+                if _l < 126 and _c1_ServiceName.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceName.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_ServiceName); v = w.v; n = w.n
+                if not (_c1_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                el = 'Service/ServiceCategory'
+                _c1_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                if _c1_i1 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (_c1_i1 << 1)
+                n += 6
+                _c1_s = 3
+            elif _c1_ServiceCategory is not None:
+                el = 'Service/ServiceCategory'
+                _c1_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c1_ServiceCategory)
+                if _c1_i2 is None: raise EncodeError(f'{_c1_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                v = (v << 6) | (1 << 4) | (_c1_i2 << 1)
+                n += 6
+                _c1_s = 3
+            else:
+                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+            if _c1_ServiceScope is not None:
+                el = 'Service/ServiceScope'
+                v <<= 3
+                n += 3
+                _l = len(_c1_ServiceScope)
+                if _l > 64: raise EncodeError(f'length {len(_c1_ServiceScope)} outside [0, 64]')
+                if _l < 126 and _c1_ServiceScope.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_ServiceScope.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_ServiceScope); v = w.v; n = w.n
+                if not (_c1_FreeService is not None): raise EncodeError('missing content: FreeService')
+                el = 'Service/FreeService'
+                if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+                v = (v << 5) | (_c1_FreeService << 1)
+                n += 5
+                _c1_s = 5
+            elif _c1_FreeService is not None:
+                el = 'Service/FreeService'
+                if _c1_FreeService is not True and _c1_FreeService is not False: raise EncodeError(f'expected a bool, got {_c1_FreeService!r}')
+                v = (v << 5) | (1 << 3) | (_c1_FreeService << 1)
+                n += 5
+                _c1_s = 5
+            else:
+                raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+            if True:
+                v <<= 1
+                n += 1
+                _c1_s = -1
             if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
             i_Service += 1
             s = 1
         else:
             raise EncodeError('missing content: expected one of Service')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_Service < n_Service:
-                    el = 'Service'
+        _k = 0
+        while True:
+            if i_Service < n_Service:
+                el = 'Service'
+                v <<= 2
+                n += 2
+                _c2_o = v_Service[i_Service]
+                _c2_ServiceID = _c2_o.ServiceID
+                _c2_ServiceName = _c2_o.ServiceName
+                _c2_ServiceCategory = _c2_o.ServiceCategory
+                _c2_ServiceScope = _c2_o.ServiceScope
+                _c2_FreeService = _c2_o.FreeService
+                if _c2_ServiceID is not None:
+                    el = 'Service/ServiceID'
+                    if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
                     v <<= 2
                     n += 2
-                    _c2_o = v_Service[i_Service]
-                    _c2_ServiceID = _c2_o.ServiceID
-                    _c2_ServiceName = _c2_o.ServiceName
-                    _c2_ServiceCategory = _c2_o.ServiceCategory
-                    _c2_ServiceScope = _c2_o.ServiceScope
-                    _c2_FreeService = _c2_o.FreeService
-                    if _c2_ServiceID is not None:
-                        el = 'Service/ServiceID'
-                        if _c2_ServiceID < 0 or _c2_ServiceID > 65535: raise EncodeError(f'value {_c2_ServiceID!r} outside [0, 65535]')
-                        v <<= 2
-                        n += 2
-                        if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
-                        elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
-                        elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
-                        else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
-                        _c2_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of ServiceID')
-                    if _c2_s == 1:
-                        if _c2_ServiceName is not None:
-                            el = 'Service/ServiceName'
-                            v <<= 3
-                            n += 3
-                            _l = len(_c2_ServiceName)
-                            if _l > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
-                            if _l < 126 and _c2_ServiceName.isascii():
-                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
-                                n += (_l + 1) << 3
-                            else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
-                            if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                            el = 'Service/ServiceCategory'
-                            _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
-                            if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                            v = (v << 6) | (_c2_i1 << 1)
-                            n += 6
-                            _c2_s = 3
-                        elif _c2_ServiceCategory is not None:
-                            el = 'Service/ServiceCategory'
-                            _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
-                            if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                            v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
-                            n += 6
-                            _c2_s = 3
-                        else:
-                            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-                    if _c2_s == 3:
-                        if _c2_ServiceScope is not None:
-                            el = 'Service/ServiceScope'
-                            v <<= 3
-                            n += 3
-                            _l = len(_c2_ServiceScope)
-                            if _l > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
-                            if _l < 126 and _c2_ServiceScope.isascii():
-                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
-                                n += (_l + 1) << 3
-                            else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
-                            if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
-                            el = 'Service/FreeService'
-                            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                            v = (v << 5) | (_c2_FreeService << 1)
-                            n += 5
-                            _c2_s = 5
-                        elif _c2_FreeService is not None:
-                            el = 'Service/FreeService'
-                            if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
-                            v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
-                            n += 5
-                            _c2_s = 5
-                        else:
-                            raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-                    if _c2_s == 5:
-                        if True:
-                            v <<= 1
-                            n += 1
-                            _c2_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    i_Service += 1
-                    _k += 1
-                    if _k == 7:
-                        s = 8
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_Service < n_Service: raise _leftover(o)
-                    s = -1
+                    if _c2_ServiceID < 128: v = (v << 9) | (_c2_ServiceID << 1); n += 9
+                    elif _c2_ServiceID < 16384: v = (v << 17) | (_V2[_c2_ServiceID] << 1); n += 17
+                    elif _c2_ServiceID < 2097152: v = (v << 25) | ((((_V2[_c2_ServiceID & 16383] | 128) << 8) | (_c2_ServiceID >> 14)) << 1); n += 25
+                    else: w.v = v; w.n = n; w.uint(_c2_ServiceID); v = (w.v << 1); n = w.n + 1
+                    _c2_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of ServiceID')
+                if _c2_ServiceName is not None:
+                    el = 'Service/ServiceName'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c2_ServiceName)
+                    if _l > 32: raise EncodeError(f'length {len(_c2_ServiceName)} outside [0, 32]')
+                    if _l < 126 and _c2_ServiceName.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceName.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_ServiceName); v = w.v; n = w.n
+                    if not (_c2_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+                    el = 'Service/ServiceCategory'
+                    _c2_i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                    if _c2_i1 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (_c2_i1 << 1)
+                    n += 6
+                    _c2_s = 3
+                elif _c2_ServiceCategory is not None:
+                    el = 'Service/ServiceCategory'
+                    _c2_i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(_c2_ServiceCategory)
+                    if _c2_i2 is None: raise EncodeError(f'{_c2_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+                    v = (v << 6) | (1 << 4) | (_c2_i2 << 1)
+                    n += 6
+                    _c2_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+                if _c2_ServiceScope is not None:
+                    el = 'Service/ServiceScope'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c2_ServiceScope)
+                    if _l > 64: raise EncodeError(f'length {len(_c2_ServiceScope)} outside [0, 64]')
+                    if _l < 126 and _c2_ServiceScope.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c2_ServiceScope.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c2_ServiceScope); v = w.v; n = w.n
+                    if not (_c2_FreeService is not None): raise EncodeError('missing content: FreeService')
+                    el = 'Service/FreeService'
+                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                    v = (v << 5) | (_c2_FreeService << 1)
+                    n += 5
+                    _c2_s = 5
+                elif _c2_FreeService is not None:
+                    el = 'Service/FreeService'
+                    if _c2_FreeService is not True and _c2_FreeService is not False: raise EncodeError(f'expected a bool, got {_c2_FreeService!r}')
+                    v = (v << 5) | (1 << 3) | (_c2_FreeService << 1)
+                    n += 5
+                    _c2_s = 5
+                else:
+                    raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                i_Service += 1
+                _k += 1
+                if _k == 7:
+                    s = 8
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_Service < n_Service: raise _leftover(o)
+                s = -1
+                break
         if s == 8:
             if True:
                 v <<= 1
@@ -9279,28 +9202,27 @@ def _d_ServiceParameterListType(r):
         V = r.v; q = r.end - r.pos
         f_ParameterSet.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    el = 'ParameterSet'
-                    r.pos = r.end - q
-                    _v = _d_ParameterSetType(r)
-                    V = r.v; q = r.end - r.pos
-                    f_ParameterSet.append(_v)
-                    _k += 1
-                    if _k == 254:
-                        s = 255
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                el = 'ParameterSet'
+                r.pos = r.end - q
+                _v = _d_ParameterSetType(r)
+                V = r.v; q = r.end - r.pos
+                f_ParameterSet.append(_v)
+                _k += 1
+                if _k == 254:
+                    s = 255
                     break
-                else:
-                    raise r.deviation('ServiceParameterListType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('ServiceParameterListType', r.end - q)
         if s == 255:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9309,7 +9231,7 @@ def _d_ServiceParameterListType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ServiceParameterListType)
+    _obj = _new(_K_iso2_msgdatatypes_ServiceParameterListType)
     _obj.ParameterSet = f_ParameterSet
     return _obj
 
@@ -9333,27 +9255,26 @@ def _e_ServiceParameterListType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ParameterSet')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_ParameterSet < n_ParameterSet:
-                    el = 'ParameterSet'
-                    v <<= 2
-                    n += 2
-                    w.v = v; w.n = n
-                    _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
-                    v = w.v; n = w.n
-                    i_ParameterSet += 1
-                    _k += 1
-                    if _k == 254:
-                        s = 255
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_ParameterSet < n_ParameterSet: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_ParameterSet < n_ParameterSet:
+                el = 'ParameterSet'
+                v <<= 2
+                n += 2
+                w.v = v; w.n = n
+                _e_ParameterSetType(w, v_ParameterSet[i_ParameterSet])
+                v = w.v; n = w.n
+                i_ParameterSet += 1
+                _k += 1
+                if _k == 254:
+                    s = 255
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_ParameterSet < n_ParameterSet: raise _leftover(o)
+                s = -1
+                break
         if s == 255:
             if True:
                 v <<= 1
@@ -9405,82 +9326,79 @@ def _d_ServiceType(r):
         if f_ServiceID > 65535: r.facet('ServiceType/ServiceID', 'range [0, 65535]', f_ServiceID, r.at(r.end - q))
         ec = (x & 3)
         s = 1
-        if s == 1:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceName'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
-                    f_ServiceName = ''
-                else:
-                    r.pos = r.end - q
-                    f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
-                    if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 8
-                if q < 0: V, q = r.slideq(q, 8)
-                x = (V >> q) & 255
-                if x & 228: raise r.deviation('ServiceType', r.end - q)
-                el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                s = 3
-            elif ec == 1:
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 36: raise r.deviation('ServiceType', r.end - q)
-                el = 'ServiceCategory'
-                f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
-                ec = (x & 3)
-                s = 3
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceName'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceName', r.end - q)
+                f_ServiceName = ''
             else:
-                raise r.deviation('ServiceType', r.end - q)
-        if s == 3:
-            if ec == 0:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                x = (V >> q) & 1
-                el = 'ServiceScope'
-                _esc = x
-                if _esc:
-                    q -= 2
-                    if q < 0: V, q = r.slideq(q, 2)
-                    if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
-                    f_ServiceScope = ''
-                else:
-                    r.pos = r.end - q
-                    f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
-                    if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
-                    V = r.v; q = r.end - r.pos
-                q -= 6
-                if q < 0: V, q = r.slideq(q, 6)
-                x = (V >> q) & 63
-                if x & 59: raise r.deviation('ServiceType', r.end - q)
-                el = 'FreeService'
-                f_FreeService = ((x >> 2) & 1) == 1
-                s = 5
-            elif ec == 1:
-                q -= 4
-                if q < 0: V, q = r.slideq(q, 4)
-                x = (V >> q) & 15
-                if x & 11: raise r.deviation('ServiceType', r.end - q)
-                el = 'FreeService'
-                f_FreeService = ((x >> 2) & 1) == 1
-                s = 5
+                r.pos = r.end - q
+                f_ServiceName = r.string('iso2_msgdatatypes:ServiceName')
+                if len(f_ServiceName) > 32: r.facet('ServiceType/ServiceName', 'length [0, 32]', f_ServiceName, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 8
+            if q < 0: V, q = r.slideq(q, 8)
+            x = (V >> q) & 255
+            if x & 228: raise r.deviation('ServiceType', r.end - q)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            s = 3
+        elif ec == 1:
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 36: raise r.deviation('ServiceType', r.end - q)
+            el = 'ServiceCategory'
+            f_ServiceCategory = _E_iso2_msgdatatypes_serviceCategoryType[((x >> 3) & 3)]
+            ec = (x & 3)
+            s = 3
+        else:
+            raise r.deviation('ServiceType', r.end - q)
+        if ec == 0:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            x = (V >> q) & 1
+            el = 'ServiceScope'
+            _esc = x
+            if _esc:
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('ServiceScope', r.end - q)
+                f_ServiceScope = ''
             else:
-                raise r.deviation('ServiceType', r.end - q)
-        if s == 5:
-            s = -1
+                r.pos = r.end - q
+                f_ServiceScope = r.string('iso2_msgdatatypes:ServiceScope')
+                if len(f_ServiceScope) > 64: r.facet('ServiceType/ServiceScope', 'length [0, 64]', f_ServiceScope, r.at(r.pos))
+                V = r.v; q = r.end - r.pos
+            q -= 6
+            if q < 0: V, q = r.slideq(q, 6)
+            x = (V >> q) & 63
+            if x & 59: raise r.deviation('ServiceType', r.end - q)
+            el = 'FreeService'
+            f_FreeService = ((x >> 2) & 1) == 1
+            s = 5
+        elif ec == 1:
+            q -= 4
+            if q < 0: V, q = r.slideq(q, 4)
+            x = (V >> q) & 15
+            if x & 11: raise r.deviation('ServiceType', r.end - q)
+            el = 'FreeService'
+            f_FreeService = ((x >> 2) & 1) == 1
+            s = 5
+        else:
+            raise r.deviation('ServiceType', r.end - q)
+        s = -1
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.ServiceType)
+    _obj = _new(_K_iso2_msgdatatypes_ServiceType)
     _obj.ServiceID = f_ServiceID
     _obj.ServiceName = f_ServiceName
     _obj.ServiceCategory = f_ServiceCategory
@@ -9511,63 +9429,60 @@ def _e_ServiceType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of ServiceID')
-        if s == 1:
-            if v_ServiceName is not None:
-                el = 'ServiceName'
-                v <<= 3
-                n += 3
-                _l = len(v_ServiceName)
-                if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
-                if _l < 126 and v_ServiceName.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
-                if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
-                el = 'ServiceCategory'
-                _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (_i1 << 1)
-                n += 6
-                s = 3
-            elif v_ServiceCategory is not None:
-                el = 'ServiceCategory'
-                _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
-                if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
-                v = (v << 6) | (1 << 4) | (_i2 << 1)
-                n += 6
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
-        if s == 3:
-            if v_ServiceScope is not None:
-                el = 'ServiceScope'
-                v <<= 3
-                n += 3
-                _l = len(v_ServiceScope)
-                if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
-                if _l < 126 and v_ServiceScope.isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
-                if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
-                el = 'FreeService'
-                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                v = (v << 5) | (v_FreeService << 1)
-                n += 5
-                s = 5
-            elif v_FreeService is not None:
-                el = 'FreeService'
-                if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
-                v = (v << 5) | (1 << 3) | (v_FreeService << 1)
-                n += 5
-                s = 5
-            else:
-                raise EncodeError('missing content: expected one of ServiceScope, FreeService')
-        if s == 5:
-            if True:
-                v <<= 1
-                n += 1
-                s = -1
+        if v_ServiceName is not None:
+            el = 'ServiceName'
+            v <<= 3
+            n += 3
+            _l = len(v_ServiceName)
+            if _l > 32: raise EncodeError(f'length {len(v_ServiceName)} outside [0, 32]')
+            if _l < 126 and v_ServiceName.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceName.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceName); v = w.v; n = w.n
+            if not (v_ServiceCategory is not None): raise EncodeError('missing content: ServiceCategory')
+            el = 'ServiceCategory'
+            _i1 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i1 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (_i1 << 1)
+            n += 6
+            s = 3
+        elif v_ServiceCategory is not None:
+            el = 'ServiceCategory'
+            _i2 = _I_iso2_msgdatatypes_serviceCategoryType.get(v_ServiceCategory)
+            if _i2 is None: raise EncodeError(f'{v_ServiceCategory!r} is not one of the enumeration serviceCategoryType')
+            v = (v << 6) | (1 << 4) | (_i2 << 1)
+            n += 6
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of ServiceName, ServiceCategory')
+        if v_ServiceScope is not None:
+            el = 'ServiceScope'
+            v <<= 3
+            n += 3
+            _l = len(v_ServiceScope)
+            if _l > 64: raise EncodeError(f'length {len(v_ServiceScope)} outside [0, 64]')
+            if _l < 126 and v_ServiceScope.isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_ServiceScope.encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_ServiceScope); v = w.v; n = w.n
+            if not (v_FreeService is not None): raise EncodeError('missing content: FreeService')
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            v = (v << 5) | (v_FreeService << 1)
+            n += 5
+            s = 5
+        elif v_FreeService is not None:
+            el = 'FreeService'
+            if v_FreeService is not True and v_FreeService is not False: raise EncodeError(f'expected a bool, got {v_FreeService!r}')
+            v = (v << 5) | (1 << 3) | (v_FreeService << 1)
+            n += 5
+            s = 5
+        else:
+            raise EncodeError('missing content: expected one of ServiceScope, FreeService')
+        if True:
+            v <<= 1
+            n += 1
+            s = -1
         w.v = v; w.n = n
         if n > 4096: w.flush()
     except Exception as e:
@@ -9603,44 +9518,43 @@ def _d_SubCertificatesType(r):
         if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
         f_Certificate.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    x = (V >> q) & 1
-                    el = 'Certificate'
-                    _esc = x
-                    if _esc:
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
-                        _v = b''
-                    else:
-                        if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                            q -= 8 + (_l << 3)
-                            _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                        else:
-                            r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
-                        if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
-                    f_Certificate.append(_v)
-                    _k += 1
-                    if _k == 3:
-                        s = 4
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
-                    break
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                x = (V >> q) & 1
+                el = 'Certificate'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('Certificate', r.end - q)
+                    _v = b''
                 else:
-                    raise r.deviation('SubCertificatesType', r.end - q)
+                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                        q -= 8 + (_l << 3)
+                        _v = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                    else:
+                        r.pos = r.end - q; _v = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_v)
+                    if _l > 800: r.facet('SubCertificatesType/_v', 'length [0, 800]', _v, r.at(r.end - q))
+                q -= 1
+                if q < 0: V, q = r.slideq(q, 1)
+                if (V >> q) & 1: raise r.deviation('SubCertificatesType', r.end - q)
+                f_Certificate.append(_v)
+                _k += 1
+                if _k == 3:
+                    s = 4
+                    break
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('SubCertificatesType', r.end - q)
         if s == 4:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9649,7 +9563,7 @@ def _d_SubCertificatesType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SubCertificatesType)
+    _obj = _new(_K_iso2_msgdatatypes_SubCertificatesType)
     _obj.Certificate = f_Certificate
     return _obj
 
@@ -9676,30 +9590,29 @@ def _e_SubCertificatesType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Certificate')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_Certificate < n_Certificate:
-                    el = 'Certificate'
-                    v <<= 3
-                    n += 3
-                    _l = len(v_Certificate[i_Certificate])
-                    if _l > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
-                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
-                    v <<= 1
-                    n += 1
-                    i_Certificate += 1
-                    _k += 1
-                    if _k == 3:
-                        s = 4
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_Certificate < n_Certificate: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_Certificate < n_Certificate:
+                el = 'Certificate'
+                v <<= 3
+                n += 3
+                _l = len(v_Certificate[i_Certificate])
+                if _l > 800: raise EncodeError(f'length {len(v_Certificate[i_Certificate])} outside [0, 800]')
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(v_Certificate[i_Certificate], 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(v_Certificate[i_Certificate]); v = w.v; n = w.n
+                v <<= 1
+                n += 1
+                i_Certificate += 1
+                _k += 1
+                if _k == 3:
+                    s = 4
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_Certificate < n_Certificate: raise _leftover(o)
+                s = -1
+                break
         if s == 4:
             if True:
                 v <<= 1
@@ -9728,32 +9641,31 @@ def _d_SupportedEnergyTransferModeType(r):
         else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
         f_EnergyTransferMode.append(_v)
         s = 1
-        if s == 1:
-            _k = 0
-            while True:
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                ec = (V >> q) & 3
-                if ec == 0:
-                    q -= 5
-                    if q < 0: V, q = r.slideq(q, 5)
-                    x = (V >> q) & 31
-                    if x & 17: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
-                    el = 'EnergyTransferMode'
-                    _v = ((x >> 1) & 7)
-                    if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
-                    else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
-                    f_EnergyTransferMode.append(_v)
-                    _k += 1
-                    if _k == 5:
-                        s = 6
-                        break
-                elif ec == 1:
-                    pass
-                    s = -1
+        _k = 0
+        while True:
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            ec = (V >> q) & 3
+            if ec == 0:
+                q -= 5
+                if q < 0: V, q = r.slideq(q, 5)
+                x = (V >> q) & 31
+                if x & 17: raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
+                el = 'EnergyTransferMode'
+                _v = ((x >> 1) & 7)
+                if _v >= 6: _v = r.enum_index('SupportedEnergyTransferModeType/_v', _v, 6, r.at(r.end - q))
+                else: _v = _E_iso2_msgdatatypes_EnergyTransferModeType[_v]
+                f_EnergyTransferMode.append(_v)
+                _k += 1
+                if _k == 5:
+                    s = 6
                     break
-                else:
-                    raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
+            elif ec == 1:
+                pass
+                s = -1
+                break
+            else:
+                raise r.deviation('SupportedEnergyTransferModeType', r.end - q)
         if s == 6:
             q -= 1
             if q < 0: V, q = r.slideq(q, 1)
@@ -9762,7 +9674,7 @@ def _d_SupportedEnergyTransferModeType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdatatypes.SupportedEnergyTransferModeType)
+    _obj = _new(_K_iso2_msgdatatypes_SupportedEnergyTransferModeType)
     _obj.EnergyTransferMode = f_EnergyTransferMode
     return _obj
 
@@ -9785,26 +9697,25 @@ def _e_SupportedEnergyTransferModeType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of EnergyTransferMode')
-        if s == 1:
-            _k = 0
-            while True:
-                if i_EnergyTransferMode < n_EnergyTransferMode:
-                    el = 'EnergyTransferMode'
-                    _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_EnergyTransferMode[i_EnergyTransferMode])
-                    if _i2 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
-                    v = (v << 7) | (_i2 << 1)
-                    n += 7
-                    i_EnergyTransferMode += 1
-                    _k += 1
-                    if _k == 5:
-                        s = 6
-                        break
-                elif True:
-                    v = (v << 2) | 1
-                    n += 2
-                    if i_EnergyTransferMode < n_EnergyTransferMode: raise _leftover(o)
-                    s = -1
+        _k = 0
+        while True:
+            if i_EnergyTransferMode < n_EnergyTransferMode:
+                el = 'EnergyTransferMode'
+                _i2 = _I_iso2_msgdatatypes_EnergyTransferModeType.get(v_EnergyTransferMode[i_EnergyTransferMode])
+                if _i2 is None: raise EncodeError(f'{v_EnergyTransferMode[i_EnergyTransferMode]!r} is not one of the enumeration EnergyTransferModeType')
+                v = (v << 7) | (_i2 << 1)
+                n += 7
+                i_EnergyTransferMode += 1
+                _k += 1
+                if _k == 5:
+                    s = 6
                     break
+            elif True:
+                v = (v << 2) | 1
+                n += 2
+                if i_EnergyTransferMode < n_EnergyTransferMode: raise _leftover(o)
+                s = -1
+                break
         if s == 6:
             if True:
                 v <<= 1

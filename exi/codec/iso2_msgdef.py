@@ -40,6 +40,43 @@ _I_iso2_msgdatatypes_paymentOptionType = {v: i for i, v in enumerate(iso2_msgdat
 _I_iso2_msgdatatypes_responseCodeType = {v: i for i, v in enumerate(iso2_msgdatatypes.responseCodeType)}
 _I_iso2_msgdatatypes_serviceCategoryType = {v: i for i, v in enumerate(iso2_msgdatatypes.serviceCategoryType)}
 _I_iso2_msgdatatypes_unitSymbolType = {v: i for i, v in enumerate(iso2_msgdatatypes.unitSymbolType)}
+_K_iso2_msgbody_AuthorizationReqType = iso2_msgbody.AuthorizationReqType
+_K_iso2_msgbody_AuthorizationResType = iso2_msgbody.AuthorizationResType
+_K_iso2_msgbody_BodyBaseType = iso2_msgbody.BodyBaseType
+_K_iso2_msgbody_BodyType = iso2_msgbody.BodyType
+_K_iso2_msgbody_CableCheckReqType = iso2_msgbody.CableCheckReqType
+_K_iso2_msgbody_CableCheckResType = iso2_msgbody.CableCheckResType
+_K_iso2_msgbody_CertificateInstallationReqType = iso2_msgbody.CertificateInstallationReqType
+_K_iso2_msgbody_CertificateInstallationResType = iso2_msgbody.CertificateInstallationResType
+_K_iso2_msgbody_CertificateUpdateReqType = iso2_msgbody.CertificateUpdateReqType
+_K_iso2_msgbody_ChargeParameterDiscoveryReqType = iso2_msgbody.ChargeParameterDiscoveryReqType
+_K_iso2_msgbody_ChargingStatusReqType = iso2_msgbody.ChargingStatusReqType
+_K_iso2_msgbody_MeteringReceiptReqType = iso2_msgbody.MeteringReceiptReqType
+_K_iso2_msgbody_PaymentDetailsReqType = iso2_msgbody.PaymentDetailsReqType
+_K_iso2_msgbody_PaymentDetailsResType = iso2_msgbody.PaymentDetailsResType
+_K_iso2_msgbody_PaymentServiceSelectionReqType = iso2_msgbody.PaymentServiceSelectionReqType
+_K_iso2_msgbody_PaymentServiceSelectionResType = iso2_msgbody.PaymentServiceSelectionResType
+_K_iso2_msgbody_PreChargeReqType = iso2_msgbody.PreChargeReqType
+_K_iso2_msgbody_PreChargeResType = iso2_msgbody.PreChargeResType
+_K_iso2_msgbody_ServiceDetailReqType = iso2_msgbody.ServiceDetailReqType
+_K_iso2_msgbody_ServiceDetailResType = iso2_msgbody.ServiceDetailResType
+_K_iso2_msgbody_ServiceDiscoveryReqType = iso2_msgbody.ServiceDiscoveryReqType
+_K_iso2_msgbody_SessionSetupReqType = iso2_msgbody.SessionSetupReqType
+_K_iso2_msgbody_SessionSetupResType = iso2_msgbody.SessionSetupResType
+_K_iso2_msgbody_SessionStopReqType = iso2_msgbody.SessionStopReqType
+_K_iso2_msgbody_SessionStopResType = iso2_msgbody.SessionStopResType
+_K_iso2_msgbody_WeldingDetectionReqType = iso2_msgbody.WeldingDetectionReqType
+_K_iso2_msgbody_WeldingDetectionResType = iso2_msgbody.WeldingDetectionResType
+_K_iso2_msgdatatypes_CertificateChainType = iso2_msgdatatypes.CertificateChainType
+_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType = iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType
+_K_iso2_msgdatatypes_DC_EVSEStatusType = iso2_msgdatatypes.DC_EVSEStatusType
+_K_iso2_msgdatatypes_DC_EVStatusType = iso2_msgdatatypes.DC_EVStatusType
+_K_iso2_msgdatatypes_DiffieHellmanPublickeyType = iso2_msgdatatypes.DiffieHellmanPublickeyType
+_K_iso2_msgdatatypes_EVChargeParameterType = iso2_msgdatatypes.EVChargeParameterType
+_K_iso2_msgdatatypes_NotificationType = iso2_msgdatatypes.NotificationType
+_K_iso2_msgdatatypes_PhysicalValueType = iso2_msgdatatypes.PhysicalValueType
+_K_iso2_msgdef_V2G_Message = iso2_msgdef.V2G_Message
+_K_iso2_msgheader_MessageHeaderType = iso2_msgheader.MessageHeaderType
 _T_b__z1__z1__z1__iso2_msgdatatypes_DC_EVErrorCodeType = _fields_table(8, ((7, 1, 'bool', None), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVErrorCodeType),))
 _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType = _fields_table(10, ((7, 3, 'enum', _E_iso2_msgdatatypes_isolationLevelType), (0, 4, 'enum', _E_iso2_msgdatatypes_DC_EVSEStatusCodeType),))
 _T_iso2_msgdatatypes_responseCodeType__z1__z1__z1__iso2_msgdatatypes_EVSEProcessingType = _fields_table(10, ((5, 5, 'enum', _E_iso2_msgdatatypes_responseCodeType), (0, 2, 'enum', _E_iso2_msgdatatypes_EVSEProcessingType),))
@@ -84,69 +121,67 @@ def _d_V2G_Message(r):
         if x & 4: raise r.deviation('MessageHeaderType', r.end - q)
         ec = (x & 3)
         _c1_s = 1
-        if _c1_s == 1:
+        if ec == 0:
+            el = 'Header/Notification'
+            _c1_c1_FaultCode = None
+            _c1_c1_FaultMsg = None
+            q -= 7
+            if q < 0: V, q = r.slideq(q, 7)
+            x = (V >> q) & 127
+            if x & 100: raise r.deviation('NotificationType', r.end - q)
+            el = 'Header/Notification/FaultCode'
+            _c1_c1_FaultCode = ((x >> 3) & 3)
+            if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
+            else: _c1_c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
+            ec = (x & 3)
+            _c1_c1_s = 1
             if ec == 0:
-                el = 'Header/Notification'
-                _c1_c1_FaultCode = None
-                _c1_c1_FaultMsg = None
-                q -= 7
-                if q < 0: V, q = r.slideq(q, 7)
-                x = (V >> q) & 127
-                if x & 100: raise r.deviation('NotificationType', r.end - q)
-                el = 'Header/Notification/FaultCode'
-                _c1_c1_FaultCode = ((x >> 3) & 3)
-                if _c1_c1_FaultCode >= 3: _c1_c1_FaultCode = r.enum_index('NotificationType/FaultCode', _c1_c1_FaultCode, 3, r.at(r.end - q))
-                else: _c1_c1_FaultCode = _E_iso2_msgdatatypes_faultCodeType[_c1_c1_FaultCode]
-                ec = (x & 3)
-                _c1_c1_s = 1
-                if _c1_c1_s == 1:
-                    if ec == 0:
-                        q -= 1
-                        if q < 0: V, q = r.slideq(q, 1)
-                        x = (V >> q) & 1
-                        el = 'Header/Notification/FaultMsg'
-                        _esc = x
-                        if _esc:
-                            q -= 2
-                            if q < 0: V, q = r.slideq(q, 2)
-                            if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
-                            _c1_c1_FaultMsg = ''
-                        else:
-                            r.pos = r.end - q
-                            _c1_c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
-                            if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
-                            V = r.v; q = r.end - r.pos
-                        q -= 2
-                        if q < 0: V, q = r.slideq(q, 2)
-                        if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
-                        _c1_c1_s = -1
-                    elif ec == 1:
-                        pass
-                        _c1_c1_s = -1
-                    else:
-                        raise r.deviation('NotificationType', r.end - q)
-                _c1_Notification = _new(iso2_msgdatatypes.NotificationType)
-                _c1_Notification.FaultCode = _c1_c1_FaultCode
-                _c1_Notification.FaultMsg = _c1_c1_FaultMsg
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                _c1_s = 2
-            elif ec == 1:
-                el = 'Header/Signature'
-                r.pos = r.end - q
-                _c1_Signature = c_xmldsig._d_SignatureType(r)
-                V = r.v; q = r.end - r.pos
                 q -= 1
                 if q < 0: V, q = r.slideq(q, 1)
-                if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
-                _c1_s = 3
-            elif ec == 2:
+                x = (V >> q) & 1
+                el = 'Header/Notification/FaultMsg'
+                _esc = x
+                if _esc:
+                    q -= 2
+                    if q < 0: V, q = r.slideq(q, 2)
+                    if (V >> q) & 3: raise r.deviation('FaultMsg', r.end - q)
+                    _c1_c1_FaultMsg = ''
+                else:
+                    r.pos = r.end - q
+                    _c1_c1_FaultMsg = r.string('iso2_msgdatatypes:FaultMsg')
+                    if len(_c1_c1_FaultMsg) > 64: r.facet('NotificationType/FaultMsg', 'length [0, 64]', _c1_c1_FaultMsg, r.at(r.pos))
+                    V = r.v; q = r.end - r.pos
+                q -= 2
+                if q < 0: V, q = r.slideq(q, 2)
+                if (V >> q) & 3: raise r.deviation('NotificationType', r.end - q)
+                _c1_c1_s = -1
+            elif ec == 1:
                 pass
-                _c1_s = -1
+                _c1_c1_s = -1
             else:
-                raise r.deviation('MessageHeaderType', r.end - q)
+                raise r.deviation('NotificationType', r.end - q)
+            _c1_Notification = _new(_K_iso2_msgdatatypes_NotificationType)
+            _c1_Notification.FaultCode = _c1_c1_FaultCode
+            _c1_Notification.FaultMsg = _c1_c1_FaultMsg
+            q -= 2
+            if q < 0: V, q = r.slideq(q, 2)
+            x = (V >> q) & 3
+            ec = x
+            _c1_s = 2
+        elif ec == 1:
+            el = 'Header/Signature'
+            r.pos = r.end - q
+            _c1_Signature = c_xmldsig._d_SignatureType(r)
+            V = r.v; q = r.end - r.pos
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('MessageHeaderType', r.end - q)
+            _c1_s = 3
+        elif ec == 2:
+            pass
+            _c1_s = -1
+        else:
+            raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 2:
             if ec == 0:
                 el = 'Header/Signature'
@@ -164,7 +199,7 @@ def _d_V2G_Message(r):
                 raise r.deviation('MessageHeaderType', r.end - q)
         if _c1_s == 3:
             _c1_s = -1
-        f_Header = _new(iso2_msgheader.MessageHeaderType)
+        f_Header = _new(_K_iso2_msgheader_MessageHeaderType)
         f_Header.SessionID = _c1_SessionID
         f_Header.Notification = _c1_Notification
         f_Header.Signature = _c1_Signature
@@ -241,7 +276,7 @@ def _d_V2G_Message(r):
                                 raise r.deviation('AuthorizationReqType', r.end - q)
                         if _c2_c1_s == 2:
                             _c2_c1_s = -1
-                        _cv = _new(iso2_msgbody.AuthorizationReqType)
+                        _cv = _new(_K_iso2_msgbody_AuthorizationReqType)
                         _cv.Id = _c2_c1_Id
                         _cv.GenChallenge = _c2_c1_GenChallenge
                         q -= 1
@@ -268,7 +303,7 @@ def _d_V2G_Message(r):
                         else:
                             el = 'Body/AuthorizationRes/EVSEProcessing'
                             _c2_c2_ResponseCode, _c2_c2_EVSEProcessing = _t
-                        _cv = _new(iso2_msgbody.AuthorizationResType)
+                        _cv = _new(_K_iso2_msgbody_AuthorizationResType)
                         _cv.ResponseCode = _c2_c2_ResponseCode
                         _cv.EVSEProcessing = _c2_c2_EVSEProcessing
                         _c2_s = 1
@@ -278,7 +313,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/BodyElement'
                         _cf = 'BodyElement'
-                        _cv = _new(iso2_msgbody.BodyBaseType)
+                        _cv = _new(_K_iso2_msgbody_BodyBaseType)
                         _c2_s = 1
                     elif ec == 3:
                         q -= 25
@@ -302,11 +337,11 @@ def _d_V2G_Message(r):
                         el = 'Body/CableCheckReq/DC_EVStatus/EVRESSSOC'
                         _c2_c4_c1_EVRESSSOC = ((x >> 4) & 127)
                         if _c2_c4_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c4_c1_EVRESSSOC, r.at(r.end - q))
-                        _c2_c4_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c2_c4_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                         _c2_c4_DC_EVStatus.EVReady = _c2_c4_c1_EVReady
                         _c2_c4_DC_EVStatus.EVErrorCode = _c2_c4_c1_EVErrorCode
                         _c2_c4_DC_EVStatus.EVRESSSOC = _c2_c4_c1_EVRESSSOC
-                        _cv = _new(iso2_msgbody.CableCheckReqType)
+                        _cv = _new(_K_iso2_msgbody_CableCheckReqType)
                         _cv.DC_EVStatus = _c2_c4_DC_EVStatus
                         _c2_s = 1
                     else:
@@ -361,41 +396,39 @@ def _d_V2G_Message(r):
                         else: _c2_c5_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c5_c1_EVSENotification]
                         ec = (x & 3)
                         _c2_c5_c1_s = 2
-                        if _c2_c5_c1_s == 2:
-                            if ec == 0:
-                                q -= 13
-                                if q < 0: V, q = r.slideq(q, 13)
-                                x = (V >> q) & 8191
-                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                                if _t is None:
-                                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c2_c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                    if _c2_c5_c1_EVSEIsolationStatus >= 5: _c2_c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                    else: _c2_c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c5_c1_EVSEIsolationStatus]
-                                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                    if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                    else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
-                                else:
-                                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c2_c5_c1_EVSEIsolationStatus, _c2_c5_c1_EVSEStatusCode = _t
-                                _c2_c5_c1_s = 4
-                            elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 13
+                            if q < 0: V, q = r.slideq(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            if _t is None:
+                                el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c2_c5_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c2_c5_c1_EVSEIsolationStatus >= 5: _c2_c5_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c5_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c2_c5_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c5_c1_EVSEIsolationStatus]
                                 el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
-                                _c2_c5_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c5_c1_s == 4:
-                            _c2_c5_c1_s = -1
-                        _c2_c5_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                                el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c5_c1_EVSEIsolationStatus, _c2_c5_c1_EVSEStatusCode = _t
+                            _c2_c5_c1_s = 4
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c2_c5_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c2_c5_c1_EVSEStatusCode >= 12: _c2_c5_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c5_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c5_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c5_c1_EVSEStatusCode]
+                            _c2_c5_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _c2_c5_c1_s = -1
+                        _c2_c5_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c2_c5_DC_EVSEStatus.NotificationMaxDelay = _c2_c5_c1_NotificationMaxDelay
                         _c2_c5_DC_EVSEStatus.EVSENotification = _c2_c5_c1_EVSENotification
                         _c2_c5_DC_EVSEStatus.EVSEIsolationStatus = _c2_c5_c1_EVSEIsolationStatus
@@ -408,7 +441,7 @@ def _d_V2G_Message(r):
                         _c2_c5_EVSEProcessing = ((x >> 3) & 3)
                         if _c2_c5_EVSEProcessing >= 3: _c2_c5_EVSEProcessing = r.enum_index('CableCheckResType/EVSEProcessing', _c2_c5_EVSEProcessing, 3, r.at(r.end - q))
                         else: _c2_c5_EVSEProcessing = _E_iso2_msgdatatypes_EVSEProcessingType[_c2_c5_EVSEProcessing]
-                        _cv = _new(iso2_msgbody.CableCheckResType)
+                        _cv = _new(_K_iso2_msgbody_CableCheckResType)
                         _cv.ResponseCode = _c2_c5_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c5_DC_EVSEStatus
                         _cv.EVSEProcessing = _c2_c5_EVSEProcessing
@@ -451,7 +484,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.CertificateInstallationReqType)
+                        _cv = _new(_K_iso2_msgbody_CertificateInstallationReqType)
                         _cv.Id = _c2_c6_Id
                         _cv.OEMProvisioningCert = _c2_c6_OEMProvisioningCert
                         _cv.ListOfRootCertificateIDs = _c2_c6_ListOfRootCertificateIDs
@@ -529,22 +562,21 @@ def _d_V2G_Message(r):
                             _c2_c7_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c2_c7_c1_s == 2:
-                            if ec == 0:
-                                el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c7_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c7_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c7_SAProvisioningCertificateChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c7_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c7_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c7_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c7_SAProvisioningCertificateChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c2_c7_SAProvisioningCertificateChain.Id = _c2_c7_c1_Id
                         _c2_c7_SAProvisioningCertificateChain.Certificate = _c2_c7_c1_Certificate
                         _c2_c7_SAProvisioningCertificateChain.SubCertificates = _c2_c7_c1_SubCertificates
@@ -613,22 +645,21 @@ def _d_V2G_Message(r):
                             _c2_c7_c2_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c2_c7_c2_s == 2:
-                            if ec == 0:
-                                el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c7_c2_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c7_c2_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c7_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c7_c2_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c7_c2_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c7_c2_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c7_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c2_c7_ContractSignatureCertChain.Id = _c2_c7_c2_Id
                         _c2_c7_ContractSignatureCertChain.Certificate = _c2_c7_c2_Certificate
                         _c2_c7_ContractSignatureCertChain.SubCertificates = _c2_c7_c2_SubCertificates
@@ -646,30 +677,29 @@ def _d_V2G_Message(r):
                         _c2_c7_c3_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
                         _c2_c7_c3_s = 1
-                        if _c2_c7_c3_s == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        ec = (V >> q) & 1
+                        if ec == 0:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c3_value)
+                            if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c2_c7_c3_value, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            ec = (V >> q) & 1
-                            if ec == 0:
-                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                    q -= 8 + (_l << 3)
-                                    _c2_c7_c3_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                                else:
-                                    r.pos = r.end - q; _c2_c7_c3_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c3_value)
-                                if _l > 48: r.facet('ContractSignatureEncryptedPrivateKeyType/value', 'length [0, 48]', _c2_c7_c3_value, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                                _c2_c7_c3_s = -1
-                            elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                                _c2_c7_c3_value = b''
-                                _c2_c7_c3_s = -1
-                            else:
-                                raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
-                        _c2_c7_ContractSignatureEncryptedPrivateKey = _new(iso2_msgdatatypes.ContractSignatureEncryptedPrivateKeyType)
+                            if (V >> q) & 1: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                            _c2_c7_c3_s = -1
+                        elif ec == 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                            _c2_c7_c3_value = b''
+                            _c2_c7_c3_s = -1
+                        else:
+                            raise r.deviation('ContractSignatureEncryptedPrivateKeyType', r.end - q)
+                        _c2_c7_ContractSignatureEncryptedPrivateKey = _new(_K_iso2_msgdatatypes_ContractSignatureEncryptedPrivateKeyType)
                         _c2_c7_ContractSignatureEncryptedPrivateKey.Id = _c2_c7_c3_Id
                         _c2_c7_ContractSignatureEncryptedPrivateKey.value = _c2_c7_c3_value
                         q -= 1
@@ -686,30 +716,29 @@ def _d_V2G_Message(r):
                         _c2_c7_c4_Id = r.string('iso2_msgdatatypes:Id')
                         V = r.v; q = r.end - r.pos
                         _c2_c7_c4_s = 1
-                        if _c2_c7_c4_s == 1:
+                        q -= 1
+                        if q < 0: V, q = r.slideq(q, 1)
+                        ec = (V >> q) & 1
+                        if ec == 0:
+                            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                                q -= 8 + (_l << 3)
+                                _c2_c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+                            else:
+                                r.pos = r.end - q; _c2_c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c4_value)
+                            if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c2_c7_c4_value, r.at(r.end - q))
                             q -= 1
                             if q < 0: V, q = r.slideq(q, 1)
-                            ec = (V >> q) & 1
-                            if ec == 0:
-                                if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                                    q -= 8 + (_l << 3)
-                                    _c2_c7_c4_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                                else:
-                                    r.pos = r.end - q; _c2_c7_c4_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c2_c7_c4_value)
-                                if _l > 65: r.facet('DiffieHellmanPublickeyType/value', 'length [0, 65]', _c2_c7_c4_value, r.at(r.end - q))
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                                _c2_c7_c4_s = -1
-                            elif ec == 1:
-                                q -= 3
-                                if q < 0: V, q = r.slideq(q, 3)
-                                if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                                _c2_c7_c4_value = b''
-                                _c2_c7_c4_s = -1
-                            else:
-                                raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
-                        _c2_c7_DHpublickey = _new(iso2_msgdatatypes.DiffieHellmanPublickeyType)
+                            if (V >> q) & 1: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                            _c2_c7_c4_s = -1
+                        elif ec == 1:
+                            q -= 3
+                            if q < 0: V, q = r.slideq(q, 3)
+                            if (V >> q) & 7: raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                            _c2_c7_c4_value = b''
+                            _c2_c7_c4_s = -1
+                        else:
+                            raise r.deviation('DiffieHellmanPublickeyType', r.end - q)
+                        _c2_c7_DHpublickey = _new(_K_iso2_msgdatatypes_DiffieHellmanPublickeyType)
                         _c2_c7_DHpublickey.Id = _c2_c7_c4_Id
                         _c2_c7_DHpublickey.value = _c2_c7_c4_value
                         q -= 1
@@ -722,7 +751,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.CertificateInstallationResType)
+                        _cv = _new(_K_iso2_msgbody_CertificateInstallationResType)
                         _cv.ResponseCode = _c2_c7_ResponseCode
                         _cv.SAProvisioningCertificateChain = _c2_c7_SAProvisioningCertificateChain
                         _cv.ContractSignatureCertChain = _c2_c7_ContractSignatureCertChain
@@ -805,22 +834,21 @@ def _d_V2G_Message(r):
                             _c2_c8_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c2_c8_c1_s == 2:
-                            if ec == 0:
-                                el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c8_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c8_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c8_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c8_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c8_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c8_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c8_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c2_c8_ContractSignatureCertChain.Id = _c2_c8_c1_Id
                         _c2_c8_ContractSignatureCertChain.Certificate = _c2_c8_c1_Certificate
                         _c2_c8_ContractSignatureCertChain.SubCertificates = _c2_c8_c1_SubCertificates
@@ -842,7 +870,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.CertificateUpdateReqType)
+                        _cv = _new(_K_iso2_msgbody_CertificateUpdateReqType)
                         _cv.Id = _c2_c8_Id
                         _cv.ContractSignatureCertChain = _c2_c8_ContractSignatureCertChain
                         _cv.eMAID = _c2_c8_eMAID
@@ -920,73 +948,71 @@ def _d_V2G_Message(r):
                             _c2_c9_s = 2
                         else:
                             raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                        if _c2_c9_s == 2:
+                        if ec == 0:
+                            el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                            r.pos = r.end - q
+                            _c2_c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _c2_c9_s = 3
+                        elif ec == 1:
+                            el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                            r.pos = r.end - q
+                            _c2_c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _c2_c9_s = 3
+                        elif ec == 2:
+                            el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
+                            _c2_c9_c1_DepartureTime = None
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            ec = (V >> q) & 3
                             if ec == 0:
-                                el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                                r.pos = r.end - q
-                                _c2_c9_AC_EVChargeParameter = c_iso2_msgdatatypes._d_AC_EVChargeParameterType(r)
-                                V = r.v; q = r.end - r.pos
                                 q -= 1
                                 if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                                _c2_c9_s = 3
-                            elif ec == 1:
-                                el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
-                                r.pos = r.end - q
-                                _c2_c9_DC_EVChargeParameter = c_iso2_msgdatatypes._d_DC_EVChargeParameterType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                                _c2_c9_s = 3
-                            elif ec == 2:
-                                el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
-                                _c2_c9_c1_DepartureTime = None
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                ec = (V >> q) & 3
-                                if ec == 0:
-                                    q -= 1
-                                    if q < 0: V, q = r.slideq(q, 1)
-                                    if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
-                                    el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
-                                    if q >= 24:
-                                        _y = (V >> (q - 24)) & 16777215
-                                        if _y < 8388608:
-                                            q -= 8
-                                            _c2_c9_c1_DepartureTime = _y >> 16
-                                        elif not _y & 32768:
-                                            q -= 16
-                                            _c2_c9_c1_DepartureTime = _U2[_y >> 8]
-                                        elif not _y & 128:
-                                            q -= 24
-                                            _c2_c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
-                                        else:
-                                            r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                    elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                if (V >> q) & 1: raise r.deviation('EVChargeParameterType', r.end - q)
+                                el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                                if q >= 24:
+                                    _y = (V >> (q - 24)) & 16777215
+                                    if _y < 8388608:
                                         q -= 8
-                                        _c2_c9_c1_DepartureTime = (V >> q) & 127
+                                        _c2_c9_c1_DepartureTime = _y >> 16
+                                    elif not _y & 32768:
+                                        q -= 16
+                                        _c2_c9_c1_DepartureTime = _U2[_y >> 8]
+                                    elif not _y & 128:
+                                        q -= 24
+                                        _c2_c9_c1_DepartureTime = _U2[_y >> 8] | ((_y & 127) << 14)
                                     else:
                                         r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
-                                    q -= 2
-                                    if q < 0: V, q = r.slideq(q, 2)
-                                    if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
-                                    if _c2_c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c1_DepartureTime, r.at(r.end - q))
-                                elif ec == 1:
-                                    pass
+                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                    q -= 8
+                                    _c2_c9_c1_DepartureTime = (V >> q) & 127
                                 else:
-                                    raise r.deviation('EVChargeParameterType', r.end - q)
-                                _c2_c9_EVChargeParameter = _new(iso2_msgdatatypes.EVChargeParameterType)
-                                _c2_c9_EVChargeParameter.DepartureTime = _c2_c9_c1_DepartureTime
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                                _c2_c9_s = 3
+                                    r.pos = r.end - q; _c2_c9_c1_DepartureTime = r.uint(); V = r.v; q = r.end - r.pos
+                                q -= 2
+                                if q < 0: V, q = r.slideq(q, 2)
+                                if (V >> q) & 3: raise r.deviation('EVChargeParameterType', r.end - q)
+                                if _c2_c9_c1_DepartureTime > 4294967295: r.facet('EVChargeParameterType/DepartureTime', 'range [0, 4294967295]', _c2_c9_c1_DepartureTime, r.at(r.end - q))
+                            elif ec == 1:
+                                pass
                             else:
-                                raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
-                        if _c2_c9_s == 3:
-                            _c2_c9_s = -1
-                        _cv = _new(iso2_msgbody.ChargeParameterDiscoveryReqType)
+                                raise r.deviation('EVChargeParameterType', r.end - q)
+                            _c2_c9_EVChargeParameter = _new(_K_iso2_msgdatatypes_EVChargeParameterType)
+                            _c2_c9_EVChargeParameter.DepartureTime = _c2_c9_c1_DepartureTime
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                            _c2_c9_s = 3
+                        else:
+                            raise r.deviation('ChargeParameterDiscoveryReqType', r.end - q)
+                        _c2_c9_s = -1
+                        _cv = _new(_K_iso2_msgbody_ChargeParameterDiscoveryReqType)
                         _cv.MaxEntriesSAScheduleTuple = _c2_c9_MaxEntriesSAScheduleTuple
                         _cv.RequestedEnergyTransferMode = _c2_c9_RequestedEnergyTransferMode
                         _cv.AC_EVChargeParameter = _c2_c9_AC_EVChargeParameter
@@ -1012,7 +1038,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
                         el = 'Body/ChargingStatusReq'
                         _cf = 'ChargingStatusReq'
-                        _cv = _new(iso2_msgbody.ChargingStatusReqType)
+                        _cv = _new(_K_iso2_msgbody_ChargingStatusReqType)
                         _c2_s = 1
                     elif ec == 12:
                         el = 'Body/ChargingStatusRes'
@@ -1112,37 +1138,35 @@ def _d_V2G_Message(r):
                             _c2_c11_s = 2
                         else:
                             raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c2_c11_s == 2:
-                            if ec == 0:
-                                q -= 11
-                                if q < 0: V, q = r.slideq(q, 11)
-                                x = (V >> q) & 2047
-                                if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
-                                _c2_c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
-                                if _c2_c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c2_c11_SAScheduleTupleID, r.at(r.end - q))
-                                el = 'Body/MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c2_c11_s = 4
-                            elif ec == 1:
-                                el = 'Body/MeteringReceiptReq/MeterInfo'
-                                r.pos = r.end - q
-                                _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
-                                _c2_c11_s = 4
-                            else:
-                                raise r.deviation('MeteringReceiptReqType', r.end - q)
-                        if _c2_c11_s == 4:
-                            _c2_c11_s = -1
-                        _cv = _new(iso2_msgbody.MeteringReceiptReqType)
+                        if ec == 0:
+                            q -= 11
+                            if q < 0: V, q = r.slideq(q, 11)
+                            x = (V >> q) & 2047
+                            if x & 1027: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                            _c2_c11_SAScheduleTupleID = ((x >> 2) & 255) + 1
+                            if _c2_c11_SAScheduleTupleID > 255: r.facet('MeteringReceiptReqType/SAScheduleTupleID', 'maxInclusive 255', _c2_c11_SAScheduleTupleID, r.at(r.end - q))
+                            el = 'Body/MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c2_c11_s = 4
+                        elif ec == 1:
+                            el = 'Body/MeteringReceiptReq/MeterInfo'
+                            r.pos = r.end - q
+                            _c2_c11_MeterInfo = c_iso2_msgdatatypes._d_MeterInfoType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('MeteringReceiptReqType', r.end - q)
+                            _c2_c11_s = 4
+                        else:
+                            raise r.deviation('MeteringReceiptReqType', r.end - q)
+                        _c2_c11_s = -1
+                        _cv = _new(_K_iso2_msgbody_MeteringReceiptReqType)
                         _cv.Id = _c2_c11_Id
                         _cv.SessionID = _c2_c11_SessionID
                         _cv.SAScheduleTupleID = _c2_c11_SAScheduleTupleID
@@ -1237,29 +1261,28 @@ def _d_V2G_Message(r):
                             _c2_c12_c1_s = 2
                         else:
                             raise r.deviation('CertificateChainType', r.end - q)
-                        if _c2_c12_c1_s == 2:
-                            if ec == 0:
-                                el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                                r.pos = r.end - q
-                                _c2_c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
-                                _c2_c12_c1_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c12_c1_s = -1
-                            else:
-                                raise r.deviation('CertificateChainType', r.end - q)
-                        _c2_c12_ContractSignatureCertChain = _new(iso2_msgdatatypes.CertificateChainType)
+                        if ec == 0:
+                            el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                            r.pos = r.end - q
+                            _c2_c12_c1_SubCertificates = c_iso2_msgdatatypes._d_SubCertificatesType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('CertificateChainType', r.end - q)
+                            _c2_c12_c1_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c12_c1_s = -1
+                        else:
+                            raise r.deviation('CertificateChainType', r.end - q)
+                        _c2_c12_ContractSignatureCertChain = _new(_K_iso2_msgdatatypes_CertificateChainType)
                         _c2_c12_ContractSignatureCertChain.Id = _c2_c12_c1_Id
                         _c2_c12_ContractSignatureCertChain.Certificate = _c2_c12_c1_Certificate
                         _c2_c12_ContractSignatureCertChain.SubCertificates = _c2_c12_c1_SubCertificates
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.PaymentDetailsReqType)
+                        _cv = _new(_K_iso2_msgbody_PaymentDetailsReqType)
                         _cv.eMAID = _c2_c12_eMAID
                         _cv.ContractSignatureCertChain = _c2_c12_ContractSignatureCertChain
                         _c2_s = 1
@@ -1315,7 +1338,7 @@ def _d_V2G_Message(r):
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c13_EVSETimeStamp = -_c2_c13_EVSETimeStamp - 1
                         if _c2_c13_EVSETimeStamp < -9223372036854775808 or _c2_c13_EVSETimeStamp > 9223372036854775807: r.facet('PaymentDetailsResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c13_EVSETimeStamp, r.at(r.end - q))
-                        _cv = _new(iso2_msgbody.PaymentDetailsResType)
+                        _cv = _new(_K_iso2_msgbody_PaymentDetailsResType)
                         _cv.ResponseCode = _c2_c13_ResponseCode
                         _cv.GenChallenge = _c2_c13_GenChallenge
                         _cv.EVSETimeStamp = _c2_c13_EVSETimeStamp
@@ -1336,7 +1359,7 @@ def _d_V2G_Message(r):
                         q -= 2
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.PaymentServiceSelectionReqType)
+                        _cv = _new(_K_iso2_msgbody_PaymentServiceSelectionReqType)
                         _cv.SelectedPaymentOption = _c2_c14_SelectedPaymentOption
                         _cv.SelectedServiceList = _c2_c14_SelectedServiceList
                         _c2_s = 1
@@ -1351,7 +1374,7 @@ def _d_V2G_Message(r):
                         _c2_c15_ResponseCode = ((x >> 3) & 31)
                         if _c2_c15_ResponseCode >= 26: _c2_c15_ResponseCode = r.enum_index('PaymentServiceSelectionResType/ResponseCode', _c2_c15_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c15_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c15_ResponseCode]
-                        _cv = _new(iso2_msgbody.PaymentServiceSelectionResType)
+                        _cv = _new(_K_iso2_msgbody_PaymentServiceSelectionResType)
                         _cv.ResponseCode = _c2_c15_ResponseCode
                         _c2_s = 1
                     elif ec == 21:
@@ -1399,7 +1422,7 @@ def _d_V2G_Message(r):
                         el = 'Body/PreChargeReq/DC_EVStatus/EVRESSSOC'
                         _c2_c16_c1_EVRESSSOC = ((x >> 18) & 127)
                         if _c2_c16_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c16_c1_EVRESSSOC, r.at(r.end - q))
-                        _c2_c16_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c2_c16_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                         _c2_c16_DC_EVStatus.EVReady = _c2_c16_c1_EVReady
                         _c2_c16_DC_EVStatus.EVErrorCode = _c2_c16_c1_EVErrorCode
                         _c2_c16_DC_EVStatus.EVRESSSOC = _c2_c16_c1_EVRESSSOC
@@ -1442,7 +1465,7 @@ def _d_V2G_Message(r):
                         if x & 254862: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c16_c2_Value = -_c2_c16_c2_Value - 1
                         if _c2_c16_c2_Value < -32768 or _c2_c16_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c16_c2_Value, r.at(r.end - q))
-                        _c2_c16_EVTargetVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c16_EVTargetVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c2_c16_EVTargetVoltage.Multiplier = _c2_c16_c2_Multiplier
                         _c2_c16_EVTargetVoltage.Unit = _c2_c16_c2_Unit
                         _c2_c16_EVTargetVoltage.Value = _c2_c16_c2_Value
@@ -1484,11 +1507,11 @@ def _d_V2G_Message(r):
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c16_c3_Value = -_c2_c16_c3_Value - 1
                         if _c2_c16_c3_Value < -32768 or _c2_c16_c3_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c16_c3_Value, r.at(r.end - q))
-                        _c2_c16_EVTargetCurrent = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c16_EVTargetCurrent = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c2_c16_EVTargetCurrent.Multiplier = _c2_c16_c3_Multiplier
                         _c2_c16_EVTargetCurrent.Unit = _c2_c16_c3_Unit
                         _c2_c16_EVTargetCurrent.Value = _c2_c16_c3_Value
-                        _cv = _new(iso2_msgbody.PreChargeReqType)
+                        _cv = _new(_K_iso2_msgbody_PreChargeReqType)
                         _cv.DC_EVStatus = _c2_c16_DC_EVStatus
                         _cv.EVTargetVoltage = _c2_c16_EVTargetVoltage
                         _cv.EVTargetCurrent = _c2_c16_EVTargetCurrent
@@ -1542,41 +1565,39 @@ def _d_V2G_Message(r):
                         else: _c2_c17_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c17_c1_EVSENotification]
                         ec = (x & 3)
                         _c2_c17_c1_s = 2
-                        if _c2_c17_c1_s == 2:
-                            if ec == 0:
-                                q -= 13
-                                if q < 0: V, q = r.slideq(q, 13)
-                                x = (V >> q) & 8191
-                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                                if _t is None:
-                                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c2_c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                    if _c2_c17_c1_EVSEIsolationStatus >= 5: _c2_c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                    else: _c2_c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c17_c1_EVSEIsolationStatus]
-                                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                    if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                    else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
-                                else:
-                                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c2_c17_c1_EVSEIsolationStatus, _c2_c17_c1_EVSEStatusCode = _t
-                                _c2_c17_c1_s = 4
-                            elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 13
+                            if q < 0: V, q = r.slideq(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            if _t is None:
+                                el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c2_c17_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c2_c17_c1_EVSEIsolationStatus >= 5: _c2_c17_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c17_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c2_c17_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c17_c1_EVSEIsolationStatus]
                                 el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
-                                _c2_c17_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c17_c1_s == 4:
-                            _c2_c17_c1_s = -1
-                        _c2_c17_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                                el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c17_c1_EVSEIsolationStatus, _c2_c17_c1_EVSEStatusCode = _t
+                            _c2_c17_c1_s = 4
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c2_c17_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c2_c17_c1_EVSEStatusCode >= 12: _c2_c17_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c17_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c17_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c17_c1_EVSEStatusCode]
+                            _c2_c17_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _c2_c17_c1_s = -1
+                        _c2_c17_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c2_c17_DC_EVSEStatus.NotificationMaxDelay = _c2_c17_c1_NotificationMaxDelay
                         _c2_c17_DC_EVSEStatus.EVSENotification = _c2_c17_c1_EVSENotification
                         _c2_c17_DC_EVSEStatus.EVSEIsolationStatus = _c2_c17_c1_EVSEIsolationStatus
@@ -1623,11 +1644,11 @@ def _d_V2G_Message(r):
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c17_c2_Value = -_c2_c17_c2_Value - 1
                         if _c2_c17_c2_Value < -32768 or _c2_c17_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c17_c2_Value, r.at(r.end - q))
-                        _c2_c17_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c17_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c2_c17_EVSEPresentVoltage.Multiplier = _c2_c17_c2_Multiplier
                         _c2_c17_EVSEPresentVoltage.Unit = _c2_c17_c2_Unit
                         _c2_c17_EVSEPresentVoltage.Value = _c2_c17_c2_Value
-                        _cv = _new(iso2_msgbody.PreChargeResType)
+                        _cv = _new(_K_iso2_msgbody_PreChargeResType)
                         _cv.ResponseCode = _c2_c17_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c17_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c2_c17_EVSEPresentVoltage
@@ -1661,7 +1682,7 @@ def _d_V2G_Message(r):
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
                         if _c2_c18_ServiceID > 65535: r.facet('ServiceDetailReqType/ServiceID', 'range [0, 65535]', _c2_c18_ServiceID, r.at(r.end - q))
-                        _cv = _new(iso2_msgbody.ServiceDetailReqType)
+                        _cv = _new(_K_iso2_msgbody_ServiceDetailReqType)
                         _cv.ServiceID = _c2_c18_ServiceID
                         _c2_s = 1
                     elif ec == 26:
@@ -1704,22 +1725,21 @@ def _d_V2G_Message(r):
                         if _c2_c19_ServiceID > 65535: r.facet('ServiceDetailResType/ServiceID', 'range [0, 65535]', _c2_c19_ServiceID, r.at(r.end - q))
                         ec = (x & 3)
                         _c2_c19_s = 2
-                        if _c2_c19_s == 2:
-                            if ec == 0:
-                                el = 'Body/ServiceDetailRes/ServiceParameterList'
-                                r.pos = r.end - q
-                                _c2_c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
-                                V = r.v; q = r.end - r.pos
-                                q -= 1
-                                if q < 0: V, q = r.slideq(q, 1)
-                                if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
-                                _c2_c19_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c19_s = -1
-                            else:
-                                raise r.deviation('ServiceDetailResType', r.end - q)
-                        _cv = _new(iso2_msgbody.ServiceDetailResType)
+                        if ec == 0:
+                            el = 'Body/ServiceDetailRes/ServiceParameterList'
+                            r.pos = r.end - q
+                            _c2_c19_ServiceParameterList = c_iso2_msgdatatypes._d_ServiceParameterListType(r)
+                            V = r.v; q = r.end - r.pos
+                            q -= 1
+                            if q < 0: V, q = r.slideq(q, 1)
+                            if (V >> q) & 1: raise r.deviation('ServiceDetailResType', r.end - q)
+                            _c2_c19_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c19_s = -1
+                        else:
+                            raise r.deviation('ServiceDetailResType', r.end - q)
+                        _cv = _new(_K_iso2_msgbody_ServiceDetailResType)
                         _cv.ResponseCode = _c2_c19_ResponseCode
                         _cv.ServiceID = _c2_c19_ServiceID
                         _cv.ServiceParameterList = _c2_c19_ServiceParameterList
@@ -1790,7 +1810,7 @@ def _d_V2G_Message(r):
                                 raise r.deviation('ServiceDiscoveryReqType', r.end - q)
                         if _c2_c20_s == 2:
                             _c2_c20_s = -1
-                        _cv = _new(iso2_msgbody.ServiceDiscoveryReqType)
+                        _cv = _new(_K_iso2_msgbody_ServiceDiscoveryReqType)
                         _cv.ServiceScope = _c2_c20_ServiceScope
                         _cv.ServiceCategory = _c2_c20_ServiceCategory
                         q -= 1
@@ -1831,7 +1851,7 @@ def _d_V2G_Message(r):
                         q -= 3
                         if q < 0: V, q = r.slideq(q, 3)
                         if (V >> q) & 7: raise r.deviation('BodyType', r.end - q)
-                        _cv = _new(iso2_msgbody.SessionSetupReqType)
+                        _cv = _new(_K_iso2_msgbody_SessionSetupReqType)
                         _cv.EVCCID = _c2_c21_EVCCID
                         _c2_s = 1
                     elif ec == 30:
@@ -1859,44 +1879,43 @@ def _d_V2G_Message(r):
                         if x & 4: raise r.deviation('SessionSetupResType', r.end - q)
                         ec = (x & 3)
                         _c2_c22_s = 2
-                        if _c2_c22_s == 2:
-                            if ec == 0:
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                x = (V >> q) & 3
-                                if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
-                                el = 'Body/SessionSetupRes/EVSETimeStamp'
-                                _neg = (x & 1)
-                                if q >= 24:
-                                    _y = (V >> (q - 24)) & 16777215
-                                    if _y < 8388608:
-                                        q -= 8
-                                        _c2_c22_EVSETimeStamp = _y >> 16
-                                    elif not _y & 32768:
-                                        q -= 16
-                                        _c2_c22_EVSETimeStamp = _U2[_y >> 8]
-                                    elif not _y & 128:
-                                        q -= 24
-                                        _c2_c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
-                                    else:
-                                        r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                        if ec == 0:
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            x = (V >> q) & 3
+                            if x & 2: raise r.deviation('SessionSetupResType', r.end - q)
+                            el = 'Body/SessionSetupRes/EVSETimeStamp'
+                            _neg = (x & 1)
+                            if q >= 24:
+                                _y = (V >> (q - 24)) & 16777215
+                                if _y < 8388608:
                                     q -= 8
-                                    _c2_c22_EVSETimeStamp = (V >> q) & 127
+                                    _c2_c22_EVSETimeStamp = _y >> 16
+                                elif not _y & 32768:
+                                    q -= 16
+                                    _c2_c22_EVSETimeStamp = _U2[_y >> 8]
+                                elif not _y & 128:
+                                    q -= 24
+                                    _c2_c22_EVSETimeStamp = _U2[_y >> 8] | ((_y & 127) << 14)
                                 else:
                                     r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
-                                q -= 2
-                                if q < 0: V, q = r.slideq(q, 2)
-                                if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
-                                if _neg: _c2_c22_EVSETimeStamp = -_c2_c22_EVSETimeStamp - 1
-                                if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_EVSETimeStamp, r.at(r.end - q))
-                                _c2_c22_s = -1
-                            elif ec == 1:
-                                pass
-                                _c2_c22_s = -1
+                            elif q >= 8 and not (V >> (q - 8)) & 128:  # one octet at the window's end
+                                q -= 8
+                                _c2_c22_EVSETimeStamp = (V >> q) & 127
                             else:
-                                raise r.deviation('SessionSetupResType', r.end - q)
-                        _cv = _new(iso2_msgbody.SessionSetupResType)
+                                r.pos = r.end - q; _c2_c22_EVSETimeStamp = r.uint(); V = r.v; q = r.end - r.pos
+                            q -= 2
+                            if q < 0: V, q = r.slideq(q, 2)
+                            if (V >> q) & 3: raise r.deviation('SessionSetupResType', r.end - q)
+                            if _neg: _c2_c22_EVSETimeStamp = -_c2_c22_EVSETimeStamp - 1
+                            if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: r.facet('SessionSetupResType/EVSETimeStamp', 'range [-9223372036854775808, 9223372036854775807]', _c2_c22_EVSETimeStamp, r.at(r.end - q))
+                            _c2_c22_s = -1
+                        elif ec == 1:
+                            pass
+                            _c2_c22_s = -1
+                        else:
+                            raise r.deviation('SessionSetupResType', r.end - q)
+                        _cv = _new(_K_iso2_msgbody_SessionSetupResType)
                         _cv.ResponseCode = _c2_c22_ResponseCode
                         _cv.EVSEID = _c2_c22_EVSEID
                         _cv.EVSETimeStamp = _c2_c22_EVSETimeStamp
@@ -1916,7 +1935,7 @@ def _d_V2G_Message(r):
                         _cf = 'SessionStopReq'
                         el = 'Body/SessionStopReq/ChargingSession'
                         _c2_c23_ChargingSession = _E_iso2_msgdatatypes_chargingSessionType[((x >> 3) & 1)]
-                        _cv = _new(iso2_msgbody.SessionStopReqType)
+                        _cv = _new(_K_iso2_msgbody_SessionStopReqType)
                         _cv.ChargingSession = _c2_c23_ChargingSession
                         _c2_s = 1
                     elif ec == 32:
@@ -1930,7 +1949,7 @@ def _d_V2G_Message(r):
                         _c2_c24_ResponseCode = ((x >> 3) & 31)
                         if _c2_c24_ResponseCode >= 26: _c2_c24_ResponseCode = r.enum_index('SessionStopResType/ResponseCode', _c2_c24_ResponseCode, 26, r.at(r.end - q))
                         else: _c2_c24_ResponseCode = _E_iso2_msgdatatypes_responseCodeType[_c2_c24_ResponseCode]
-                        _cv = _new(iso2_msgbody.SessionStopResType)
+                        _cv = _new(_K_iso2_msgbody_SessionStopResType)
                         _cv.ResponseCode = _c2_c24_ResponseCode
                         _c2_s = 1
                     elif ec == 33:
@@ -1955,11 +1974,11 @@ def _d_V2G_Message(r):
                         el = 'Body/WeldingDetectionReq/DC_EVStatus/EVRESSSOC'
                         _c2_c25_c1_EVRESSSOC = ((x >> 4) & 127)
                         if _c2_c25_c1_EVRESSSOC > 100: r.facet('DC_EVStatusType/EVRESSSOC', 'maxInclusive 100', _c2_c25_c1_EVRESSSOC, r.at(r.end - q))
-                        _c2_c25_DC_EVStatus = _new(iso2_msgdatatypes.DC_EVStatusType)
+                        _c2_c25_DC_EVStatus = _new(_K_iso2_msgdatatypes_DC_EVStatusType)
                         _c2_c25_DC_EVStatus.EVReady = _c2_c25_c1_EVReady
                         _c2_c25_DC_EVStatus.EVErrorCode = _c2_c25_c1_EVErrorCode
                         _c2_c25_DC_EVStatus.EVRESSSOC = _c2_c25_c1_EVRESSSOC
-                        _cv = _new(iso2_msgbody.WeldingDetectionReqType)
+                        _cv = _new(_K_iso2_msgbody_WeldingDetectionReqType)
                         _cv.DC_EVStatus = _c2_c25_DC_EVStatus
                         _c2_s = 1
                     elif ec == 34:
@@ -2011,41 +2030,39 @@ def _d_V2G_Message(r):
                         else: _c2_c26_c1_EVSENotification = _E_iso2_msgdatatypes_EVSENotificationType[_c2_c26_c1_EVSENotification]
                         ec = (x & 3)
                         _c2_c26_c1_s = 2
-                        if _c2_c26_c1_s == 2:
-                            if ec == 0:
-                                q -= 13
-                                if q < 0: V, q = r.slideq(q, 13)
-                                x = (V >> q) & 8191
-                                if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
-                                _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
-                                if _t is None:
-                                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                                    _c2_c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
-                                    if _c2_c26_c1_EVSEIsolationStatus >= 5: _c2_c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
-                                    else: _c2_c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c26_c1_EVSEIsolationStatus]
-                                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
-                                    if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
-                                    else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
-                                else:
-                                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                                    _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
-                                _c2_c26_c1_s = 4
-                            elif ec == 1:
-                                q -= 7
-                                if q < 0: V, q = r.slideq(q, 7)
-                                x = (V >> q) & 127
-                                if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        if ec == 0:
+                            q -= 13
+                            if q < 0: V, q = r.slideq(q, 13)
+                            x = (V >> q) & 8191
+                            if x & 4547: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            _t = _T_iso2_msgdatatypes_isolationLevelType__z1__z1__z1__iso2_msgdatatypes_DC_EVSEStatusCodeType[((x >> 2) & 1023)]
+                            if _t is None:
+                                el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                                _c2_c26_c1_EVSEIsolationStatus = ((x >> 9) & 7)
+                                if _c2_c26_c1_EVSEIsolationStatus >= 5: _c2_c26_c1_EVSEIsolationStatus = r.enum_index('DC_EVSEStatusType/EVSEIsolationStatus', _c2_c26_c1_EVSEIsolationStatus, 5, r.at(r.end - q))
+                                else: _c2_c26_c1_EVSEIsolationStatus = _E_iso2_msgdatatypes_isolationLevelType[_c2_c26_c1_EVSEIsolationStatus]
                                 el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
                                 _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
                                 if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
                                 else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
-                                _c2_c26_c1_s = 4
                             else:
-                                raise r.deviation('DC_EVSEStatusType', r.end - q)
-                        if _c2_c26_c1_s == 4:
-                            _c2_c26_c1_s = -1
-                        _c2_c26_DC_EVSEStatus = _new(iso2_msgdatatypes.DC_EVSEStatusType)
+                                el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                                _c2_c26_c1_EVSEIsolationStatus, _c2_c26_c1_EVSEStatusCode = _t
+                            _c2_c26_c1_s = 4
+                        elif ec == 1:
+                            q -= 7
+                            if q < 0: V, q = r.slideq(q, 7)
+                            x = (V >> q) & 127
+                            if x & 67: raise r.deviation('DC_EVSEStatusType', r.end - q)
+                            el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                            _c2_c26_c1_EVSEStatusCode = ((x >> 2) & 15)
+                            if _c2_c26_c1_EVSEStatusCode >= 12: _c2_c26_c1_EVSEStatusCode = r.enum_index('DC_EVSEStatusType/EVSEStatusCode', _c2_c26_c1_EVSEStatusCode, 12, r.at(r.end - q))
+                            else: _c2_c26_c1_EVSEStatusCode = _E_iso2_msgdatatypes_DC_EVSEStatusCodeType[_c2_c26_c1_EVSEStatusCode]
+                            _c2_c26_c1_s = 4
+                        else:
+                            raise r.deviation('DC_EVSEStatusType', r.end - q)
+                        _c2_c26_c1_s = -1
+                        _c2_c26_DC_EVSEStatus = _new(_K_iso2_msgdatatypes_DC_EVSEStatusType)
                         _c2_c26_DC_EVSEStatus.NotificationMaxDelay = _c2_c26_c1_NotificationMaxDelay
                         _c2_c26_DC_EVSEStatus.EVSENotification = _c2_c26_c1_EVSENotification
                         _c2_c26_DC_EVSEStatus.EVSEIsolationStatus = _c2_c26_c1_EVSEIsolationStatus
@@ -2092,11 +2109,11 @@ def _d_V2G_Message(r):
                         if (V >> q) & 15: raise r.deviation('BodyType', r.end - q)
                         if _neg: _c2_c26_c2_Value = -_c2_c26_c2_Value - 1
                         if _c2_c26_c2_Value < -32768 or _c2_c26_c2_Value > 32767: r.facet('PhysicalValueType/Value', 'range [-32768, 32767]', _c2_c26_c2_Value, r.at(r.end - q))
-                        _c2_c26_EVSEPresentVoltage = _new(iso2_msgdatatypes.PhysicalValueType)
+                        _c2_c26_EVSEPresentVoltage = _new(_K_iso2_msgdatatypes_PhysicalValueType)
                         _c2_c26_EVSEPresentVoltage.Multiplier = _c2_c26_c2_Multiplier
                         _c2_c26_EVSEPresentVoltage.Unit = _c2_c26_c2_Unit
                         _c2_c26_EVSEPresentVoltage.Value = _c2_c26_c2_Value
-                        _cv = _new(iso2_msgbody.WeldingDetectionResType)
+                        _cv = _new(_K_iso2_msgbody_WeldingDetectionResType)
                         _cv.ResponseCode = _c2_c26_ResponseCode
                         _cv.DC_EVSEStatus = _c2_c26_DC_EVSEStatus
                         _cv.EVSEPresentVoltage = _c2_c26_EVSEPresentVoltage
@@ -2108,7 +2125,7 @@ def _d_V2G_Message(r):
                         raise r.deviation('BodyType', r.end - q)
         if _c2_s == 1:
             _c2_s = -1
-        f_Body = _new(iso2_msgbody.BodyType)
+        f_Body = _new(_K_iso2_msgbody_BodyType)
         f_Body.AuthorizationReq = f_Body.AuthorizationRes = f_Body.BodyElement = f_Body.CableCheckReq = f_Body.CableCheckRes = f_Body.CertificateInstallationReq = f_Body.CertificateInstallationRes = f_Body.CertificateUpdateReq = f_Body.CertificateUpdateRes = f_Body.ChargeParameterDiscoveryReq = f_Body.ChargeParameterDiscoveryRes = f_Body.ChargingStatusReq = f_Body.ChargingStatusRes = f_Body.CurrentDemandReq = f_Body.CurrentDemandRes = f_Body.MeteringReceiptReq = f_Body.MeteringReceiptRes = f_Body.PaymentDetailsReq = f_Body.PaymentDetailsRes = f_Body.PaymentServiceSelectionReq = f_Body.PaymentServiceSelectionRes = f_Body.PowerDeliveryReq = f_Body.PowerDeliveryRes = f_Body.PreChargeReq = f_Body.PreChargeRes = f_Body.ServiceDetailReq = f_Body.ServiceDetailRes = f_Body.ServiceDiscoveryReq = f_Body.ServiceDiscoveryRes = f_Body.SessionSetupReq = f_Body.SessionSetupRes = f_Body.SessionStopReq = f_Body.SessionStopRes = f_Body.WeldingDetectionReq = f_Body.WeldingDetectionRes = None
         if _cf is not None: setattr(f_Body, _cf, _cv)
         q -= 1
@@ -2117,7 +2134,7 @@ def _d_V2G_Message(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(iso2_msgdef.V2G_Message)
+    _obj = _new(_K_iso2_msgdef_V2G_Message)
     _obj.Header = f_Header
     _obj.Body = f_Body
     return _obj
@@ -2151,55 +2168,53 @@ def _e_V2G_Message(w, o):
                 _c1_s = 1
             else:
                 raise EncodeError('missing content: expected one of SessionID')
-            if _c1_s == 1:
-                if _c1_Notification is not None:
-                    el = 'Header/Notification'
+            if _c1_Notification is not None:
+                el = 'Header/Notification'
+                v <<= 2
+                n += 2
+                _c1_c1_o = _c1_Notification
+                _c1_c1_FaultCode = _c1_c1_o.FaultCode
+                _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
+                if _c1_c1_FaultCode is not None:
+                    el = 'Header/Notification/FaultCode'
+                    _c1_c1_i1 = _I_iso2_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
+                    if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
+                    v = (v << 5) | (_c1_c1_i1 << 1)
+                    n += 5
+                    _c1_c1_s = 1
+                else:
+                    raise EncodeError('missing content: expected one of FaultCode')
+                if _c1_c1_FaultMsg is not None:
+                    el = 'Header/Notification/FaultMsg'
+                    v <<= 3
+                    n += 3
+                    _l = len(_c1_c1_FaultMsg)
+                    if _l > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
+                    if _l < 126 and _c1_c1_FaultMsg.isascii():
+                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
+                        n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
                     v <<= 2
                     n += 2
-                    _c1_c1_o = _c1_Notification
-                    _c1_c1_FaultCode = _c1_c1_o.FaultCode
-                    _c1_c1_FaultMsg = _c1_c1_o.FaultMsg
-                    if _c1_c1_FaultCode is not None:
-                        el = 'Header/Notification/FaultCode'
-                        _c1_c1_i1 = _I_iso2_msgdatatypes_faultCodeType.get(_c1_c1_FaultCode)
-                        if _c1_c1_i1 is None: raise EncodeError(f'{_c1_c1_FaultCode!r} is not one of the enumeration faultCodeType')
-                        v = (v << 5) | (_c1_c1_i1 << 1)
-                        n += 5
-                        _c1_c1_s = 1
-                    else:
-                        raise EncodeError('missing content: expected one of FaultCode')
-                    if _c1_c1_s == 1:
-                        if _c1_c1_FaultMsg is not None:
-                            el = 'Header/Notification/FaultMsg'
-                            v <<= 3
-                            n += 3
-                            _l = len(_c1_c1_FaultMsg)
-                            if _l > 64: raise EncodeError(f'length {len(_c1_c1_FaultMsg)} outside [0, 64]')
-                            if _l < 126 and _c1_c1_FaultMsg.isascii():
-                                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_c1_FaultMsg.encode(), 'big')
-                                n += (_l + 1) << 3
-                            else: w.v = v; w.n = n; w.string(_c1_c1_FaultMsg); v = w.v; n = w.n
-                            v <<= 2
-                            n += 2
-                            _c1_c1_s = -1
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                            _c1_c1_s = -1
-                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                    _c1_s = 2
-                elif _c1_Signature is not None:
-                    el = 'Header/Signature'
+                    _c1_c1_s = -1
+                elif True:
                     v = (v << 2) | 1
                     n += 2
-                    w.v = v; w.n = n
-                    c_xmldsig._e_SignatureType(w, _c1_Signature)
-                    v = w.v; n = w.n
-                    _c1_s = 3
-                elif True:
-                    v = (v << 2) | 2
-                    n += 2
-                    _c1_s = -1
+                    _c1_c1_s = -1
+                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                _c1_s = 2
+            elif _c1_Signature is not None:
+                el = 'Header/Signature'
+                v = (v << 2) | 1
+                n += 2
+                w.v = v; w.n = n
+                c_xmldsig._e_SignatureType(w, _c1_Signature)
+                v = w.v; n = w.n
+                _c1_s = 3
+            elif True:
+                v = (v << 2) | 2
+                n += 2
+                _c1_s = -1
             if _c1_s == 2:
                 if _c1_Signature is not None:
                     el = 'Header/Signature'
@@ -2365,36 +2380,34 @@ def _e_V2G_Message(w, o):
                     _c2_c5_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if _c2_c5_c2_s == 2:
-                    if _c2_c5_c2_EVSEIsolationStatus is not None:
-                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
-                        _c2_c5_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c5_c2_EVSEIsolationStatus)
-                        if _c2_c5_c2_i2 is None: raise EncodeError(f'{_c2_c5_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                        if not (_c2_c5_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                        _c2_c5_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
-                        if _c2_c5_c2_i3 is None: raise EncodeError(f'{_c2_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 14) | (_c2_c5_c2_i2 << 8) | (_c2_c5_c2_i3 << 1)
-                        n += 14
-                        _c2_c5_c2_EVSEIsolationStatus = None
-                        _c2_c5_c2_EVSEStatusCode = None
-                        _c2_c5_c2_s = 4
-                    elif _c2_c5_c2_EVSEStatusCode is not None:
-                        el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
-                        _c2_c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
-                        if _c2_c5_c2_i4 is None: raise EncodeError(f'{_c2_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 8) | (1 << 6) | (_c2_c5_c2_i4 << 1)
-                        n += 8
-                        _c2_c5_c2_EVSEStatusCode = None
-                        _c2_c5_c2_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c5_c2_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c5_c2_NotificationMaxDelay is not None or _c2_c5_c2_EVSENotification is not None or _c2_c5_c2_EVSEIsolationStatus is not None or _c2_c5_c2_EVSEStatusCode is not None: raise _leftover(_c2_c5_c2_o)
-                        _c2_c5_c2_s = -1
+                if _c2_c5_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c5_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c5_c2_EVSEIsolationStatus)
+                    if _c2_c5_c2_i2 is None: raise EncodeError(f'{_c2_c5_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c5_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c5_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
+                    if _c2_c5_c2_i3 is None: raise EncodeError(f'{_c2_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_c5_c2_i2 << 8) | (_c2_c5_c2_i3 << 1)
+                    n += 14
+                    _c2_c5_c2_EVSEIsolationStatus = None
+                    _c2_c5_c2_EVSEStatusCode = None
+                    _c2_c5_c2_s = 4
+                elif _c2_c5_c2_EVSEStatusCode is not None:
+                    el = 'Body/CableCheckRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c5_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c5_c2_EVSEStatusCode)
+                    if _c2_c5_c2_i4 is None: raise EncodeError(f'{_c2_c5_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c5_c2_i4 << 1)
+                    n += 8
+                    _c2_c5_c2_EVSEStatusCode = None
+                    _c2_c5_c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_c5_c2_NotificationMaxDelay is not None or _c2_c5_c2_EVSENotification is not None or _c2_c5_c2_EVSEIsolationStatus is not None or _c2_c5_c2_EVSEStatusCode is not None: raise _leftover(_c2_c5_c2_o)
+                    _c2_c5_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c5_EVSEProcessing is not None): raise EncodeError('missing content: EVSEProcessing')
                 el = 'Body/CableCheckRes/EVSEProcessing'
@@ -2490,21 +2503,20 @@ def _e_V2G_Message(w, o):
                     _c2_c7_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
-                if _c2_c7_c2_s == 2:
-                    if _c2_c7_c2_SubCertificates is not None:
-                        el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c7_c2_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c7_c2_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c7_c2_s = -1
+                if _c2_c7_c2_SubCertificates is not None:
+                    el = 'Body/CertificateInstallationRes/SAProvisioningCertificateChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c7_c2_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c2_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c7_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c7_ContractSignatureCertChain is not None): raise EncodeError('missing content: ContractSignatureCertChain')
                 el = 'Body/CertificateInstallationRes/ContractSignatureCertChain'
@@ -2547,21 +2559,20 @@ def _e_V2G_Message(w, o):
                     _c2_c7_c3_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
-                if _c2_c7_c3_s == 2:
-                    if _c2_c7_c3_SubCertificates is not None:
-                        el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c7_c3_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c7_c3_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c7_c3_s = -1
+                if _c2_c7_c3_SubCertificates is not None:
+                    el = 'Body/CertificateInstallationRes/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c7_c3_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c3_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c7_c3_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c7_ContractSignatureEncryptedPrivateKey is not None): raise EncodeError('missing content: ContractSignatureEncryptedPrivateKey')
                 el = 'Body/CertificateInstallationRes/ContractSignatureEncryptedPrivateKey'
@@ -2582,19 +2593,18 @@ def _e_V2G_Message(w, o):
                     _c2_c7_c4_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Id')
-                if _c2_c7_c4_s == 1:
-                    if _c2_c7_c4_value is not None:
-                        v <<= 1
-                        n += 1
-                        _l = len(_c2_c7_c4_value)
-                        if _l > 48: raise EncodeError(f'length {len(_c2_c7_c4_value)} outside [0, 48]')
-                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c4_value, 'big'); n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.binary(_c2_c7_c4_value); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c7_c4_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of text')
+                if _c2_c7_c4_value is not None:
+                    v <<= 1
+                    n += 1
+                    _l = len(_c2_c7_c4_value)
+                    if _l > 48: raise EncodeError(f'length {len(_c2_c7_c4_value)} outside [0, 48]')
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c4_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c7_c4_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c4_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c7_DHpublickey is not None): raise EncodeError('missing content: DHpublickey')
                 el = 'Body/CertificateInstallationRes/DHpublickey'
@@ -2615,19 +2625,18 @@ def _e_V2G_Message(w, o):
                     _c2_c7_c5_s = 1
                 else:
                     raise EncodeError('missing content: expected one of Id')
-                if _c2_c7_c5_s == 1:
-                    if _c2_c7_c5_value is not None:
-                        v <<= 1
-                        n += 1
-                        _l = len(_c2_c7_c5_value)
-                        if _l > 65: raise EncodeError(f'length {len(_c2_c7_c5_value)} outside [0, 65]')
-                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c5_value, 'big'); n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.binary(_c2_c7_c5_value); v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c7_c5_s = -1
-                    else:
-                        raise EncodeError('missing content: expected one of text')
+                if _c2_c7_c5_value is not None:
+                    v <<= 1
+                    n += 1
+                    _l = len(_c2_c7_c5_value)
+                    if _l > 65: raise EncodeError(f'length {len(_c2_c7_c5_value)} outside [0, 65]')
+                    if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c2_c7_c5_value, 'big'); n += (_l + 1) << 3
+                    else: w.v = v; w.n = n; w.binary(_c2_c7_c5_value); v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c7_c5_s = -1
+                else:
+                    raise EncodeError('missing content: expected one of text')
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c7_eMAID is not None): raise EncodeError('missing content: eMAID')
                 el = 'Body/CertificateInstallationRes/eMAID'
@@ -2696,21 +2705,20 @@ def _e_V2G_Message(w, o):
                     _c2_c8_c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
-                if _c2_c8_c1_s == 2:
-                    if _c2_c8_c1_SubCertificates is not None:
-                        el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c8_c1_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c8_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c8_c1_s = -1
+                if _c2_c8_c1_SubCertificates is not None:
+                    el = 'Body/CertificateUpdateReq/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c8_c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c8_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c8_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c8_eMAID is not None): raise EncodeError('missing content: eMAID')
                 el = 'Body/CertificateUpdateReq/eMAID'
@@ -2780,54 +2788,52 @@ def _e_V2G_Message(w, o):
                     _c2_c9_s = 2
                 else:
                     raise EncodeError('missing content: expected one of MaxEntriesSAScheduleTuple, RequestedEnergyTransferMode')
-                if _c2_c9_s == 2:
-                    if _c2_c9_AC_EVChargeParameter is not None:
-                        el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c2_c9_AC_EVChargeParameter)
-                        v = w.v; n = w.n
-                        _c2_c9_AC_EVChargeParameter = None
-                        _c2_c9_s = 3
-                    elif _c2_c9_DC_EVChargeParameter is not None:
-                        el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                if _c2_c9_AC_EVChargeParameter is not None:
+                    el = 'Body/ChargeParameterDiscoveryReq/AC_EVChargeParameter'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_AC_EVChargeParameterType(w, _c2_c9_AC_EVChargeParameter)
+                    v = w.v; n = w.n
+                    _c2_c9_AC_EVChargeParameter = None
+                    _c2_c9_s = 3
+                elif _c2_c9_DC_EVChargeParameter is not None:
+                    el = 'Body/ChargeParameterDiscoveryReq/DC_EVChargeParameter'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c2_c9_DC_EVChargeParameter)
+                    v = w.v; n = w.n
+                    _c2_c9_DC_EVChargeParameter = None
+                    _c2_c9_s = 3
+                elif _c2_c9_EVChargeParameter is not None:
+                    el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
+                    v = (v << 2) | 2
+                    n += 2
+                    _c2_c9_c3_o = _c2_c9_EVChargeParameter
+                    _c2_c9_c3_DepartureTime = _c2_c9_c3_o.DepartureTime
+                    if _c2_c9_c3_DepartureTime is not None:
+                        el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
+                        if _c2_c9_c3_DepartureTime < 0 or _c2_c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_c9_c3_DepartureTime!r} outside [0, 4294967295]')
+                        v <<= 3
+                        n += 3
+                        if _c2_c9_c3_DepartureTime < 128: v = (v << 10) | (_c2_c9_c3_DepartureTime << 2); n += 10
+                        elif _c2_c9_c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c2_c9_c3_DepartureTime] << 2); n += 18
+                        elif _c2_c9_c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c2_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c2_c9_c3_DepartureTime >> 14)) << 2); n += 26
+                        else: w.v = v; w.n = n; w.uint(_c2_c9_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
+                    elif True:
                         v = (v << 2) | 1
                         n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_DC_EVChargeParameterType(w, _c2_c9_DC_EVChargeParameter)
-                        v = w.v; n = w.n
-                        _c2_c9_DC_EVChargeParameter = None
-                        _c2_c9_s = 3
-                    elif _c2_c9_EVChargeParameter is not None:
-                        el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter'
-                        v = (v << 2) | 2
-                        n += 2
-                        _c2_c9_c3_o = _c2_c9_EVChargeParameter
-                        _c2_c9_c3_DepartureTime = _c2_c9_c3_o.DepartureTime
-                        if _c2_c9_c3_DepartureTime is not None:
-                            el = 'Body/ChargeParameterDiscoveryReq/EVChargeParameter/DepartureTime'
-                            if _c2_c9_c3_DepartureTime < 0 or _c2_c9_c3_DepartureTime > 4294967295: raise EncodeError(f'value {_c2_c9_c3_DepartureTime!r} outside [0, 4294967295]')
-                            v <<= 3
-                            n += 3
-                            if _c2_c9_c3_DepartureTime < 128: v = (v << 10) | (_c2_c9_c3_DepartureTime << 2); n += 10
-                            elif _c2_c9_c3_DepartureTime < 16384: v = (v << 18) | (_V2[_c2_c9_c3_DepartureTime] << 2); n += 18
-                            elif _c2_c9_c3_DepartureTime < 2097152: v = (v << 26) | ((((_V2[_c2_c9_c3_DepartureTime & 16383] | 128) << 8) | (_c2_c9_c3_DepartureTime >> 14)) << 2); n += 26
-                            else: w.v = v; w.n = n; w.uint(_c2_c9_c3_DepartureTime); v = (w.v << 2); n = w.n + 2
-                        elif True:
-                            v = (v << 2) | 1
-                            n += 2
-                        if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                        _c2_c9_EVChargeParameter = None
-                        _c2_c9_s = 3
-                    else:
-                        raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
-                if _c2_c9_s == 3:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c9_MaxEntriesSAScheduleTuple is not None or _c2_c9_RequestedEnergyTransferMode is not None or _c2_c9_AC_EVChargeParameter is not None or _c2_c9_DC_EVChargeParameter is not None or _c2_c9_EVChargeParameter is not None: raise _leftover(_c2_c9_o)
-                        _c2_c9_s = -1
+                    if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+                    _c2_c9_EVChargeParameter = None
+                    _c2_c9_s = 3
+                else:
+                    raise EncodeError('missing content: expected one of AC_EVChargeParameter, DC_EVChargeParameter, EVChargeParameter')
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_c9_MaxEntriesSAScheduleTuple is not None or _c2_c9_RequestedEnergyTransferMode is not None or _c2_c9_AC_EVChargeParameter is not None or _c2_c9_DC_EVChargeParameter is not None or _c2_c9_EVChargeParameter is not None: raise _leftover(_c2_c9_o)
+                    _c2_c9_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -2920,33 +2926,31 @@ def _e_V2G_Message(w, o):
                     _c2_c11_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, SessionID')
-                if _c2_c11_s == 2:
-                    if _c2_c11_SAScheduleTupleID is not None:
-                        el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
-                        if not 1 <= _c2_c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c2_c11_SAScheduleTupleID!r} outside [1, 255]')
-                        if not (_c2_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
-                        el = 'Body/MeteringReceiptReq/MeterInfo'
-                        v = (v << 13) | ((_c2_c11_SAScheduleTupleID - 1) << 2)
-                        n += 13
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
-                        v = w.v; n = w.n
-                        _c2_c11_s = 4
-                    elif _c2_c11_MeterInfo is not None:
-                        el = 'Body/MeteringReceiptReq/MeterInfo'
-                        v = (v << 2) | 1
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
-                        v = w.v; n = w.n
-                        _c2_c11_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
-                if _c2_c11_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c2_c11_s = -1
+                if _c2_c11_SAScheduleTupleID is not None:
+                    el = 'Body/MeteringReceiptReq/SAScheduleTupleID'
+                    if not 1 <= _c2_c11_SAScheduleTupleID <= 255: raise EncodeError(f'value {_c2_c11_SAScheduleTupleID!r} outside [1, 255]')
+                    if not (_c2_c11_MeterInfo is not None): raise EncodeError('missing content: MeterInfo')
+                    el = 'Body/MeteringReceiptReq/MeterInfo'
+                    v = (v << 13) | ((_c2_c11_SAScheduleTupleID - 1) << 2)
+                    n += 13
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
+                    v = w.v; n = w.n
+                    _c2_c11_s = 4
+                elif _c2_c11_MeterInfo is not None:
+                    el = 'Body/MeteringReceiptReq/MeterInfo'
+                    v = (v << 2) | 1
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_MeterInfoType(w, _c2_c11_MeterInfo)
+                    v = w.v; n = w.n
+                    _c2_c11_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of SAScheduleTupleID, MeterInfo')
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c2_c11_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3017,21 +3021,20 @@ def _e_V2G_Message(w, o):
                     _c2_c12_c1_s = 2
                 else:
                     raise EncodeError('missing content: expected one of Id, Certificate')
-                if _c2_c12_c1_s == 2:
-                    if _c2_c12_c1_SubCertificates is not None:
-                        el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c12_c1_SubCertificates)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c12_c1_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c12_c1_s = -1
+                if _c2_c12_c1_SubCertificates is not None:
+                    el = 'Body/PaymentDetailsReq/ContractSignatureCertChain/SubCertificates'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_SubCertificatesType(w, _c2_c12_c1_SubCertificates)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c12_c1_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c12_c1_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 2
                 n += 2
@@ -3223,36 +3226,34 @@ def _e_V2G_Message(w, o):
                     _c2_c17_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if _c2_c17_c2_s == 2:
-                    if _c2_c17_c2_EVSEIsolationStatus is not None:
-                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
-                        _c2_c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c17_c2_EVSEIsolationStatus)
-                        if _c2_c17_c2_i2 is None: raise EncodeError(f'{_c2_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                        if not (_c2_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                        _c2_c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
-                        if _c2_c17_c2_i3 is None: raise EncodeError(f'{_c2_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 14) | (_c2_c17_c2_i2 << 8) | (_c2_c17_c2_i3 << 1)
-                        n += 14
-                        _c2_c17_c2_EVSEIsolationStatus = None
-                        _c2_c17_c2_EVSEStatusCode = None
-                        _c2_c17_c2_s = 4
-                    elif _c2_c17_c2_EVSEStatusCode is not None:
-                        el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
-                        _c2_c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
-                        if _c2_c17_c2_i4 is None: raise EncodeError(f'{_c2_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 8) | (1 << 6) | (_c2_c17_c2_i4 << 1)
-                        n += 8
-                        _c2_c17_c2_EVSEStatusCode = None
-                        _c2_c17_c2_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c17_c2_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c17_c2_NotificationMaxDelay is not None or _c2_c17_c2_EVSENotification is not None or _c2_c17_c2_EVSEIsolationStatus is not None or _c2_c17_c2_EVSEStatusCode is not None: raise _leftover(_c2_c17_c2_o)
-                        _c2_c17_c2_s = -1
+                if _c2_c17_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c17_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c17_c2_EVSEIsolationStatus)
+                    if _c2_c17_c2_i2 is None: raise EncodeError(f'{_c2_c17_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c17_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c17_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
+                    if _c2_c17_c2_i3 is None: raise EncodeError(f'{_c2_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_c17_c2_i2 << 8) | (_c2_c17_c2_i3 << 1)
+                    n += 14
+                    _c2_c17_c2_EVSEIsolationStatus = None
+                    _c2_c17_c2_EVSEStatusCode = None
+                    _c2_c17_c2_s = 4
+                elif _c2_c17_c2_EVSEStatusCode is not None:
+                    el = 'Body/PreChargeRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c17_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c17_c2_EVSEStatusCode)
+                    if _c2_c17_c2_i4 is None: raise EncodeError(f'{_c2_c17_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c17_c2_i4 << 1)
+                    n += 8
+                    _c2_c17_c2_EVSEStatusCode = None
+                    _c2_c17_c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_c17_c2_NotificationMaxDelay is not None or _c2_c17_c2_EVSENotification is not None or _c2_c17_c2_EVSEIsolationStatus is not None or _c2_c17_c2_EVSEStatusCode is not None: raise _leftover(_c2_c17_c2_o)
+                    _c2_c17_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c17_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/PreChargeRes/EVSEPresentVoltage'
@@ -3316,21 +3317,20 @@ def _e_V2G_Message(w, o):
                     _c2_c19_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c19_s == 2:
-                    if _c2_c19_ServiceParameterList is not None:
-                        el = 'Body/ServiceDetailRes/ServiceParameterList'
-                        v <<= 2
-                        n += 2
-                        w.v = v; w.n = n
-                        c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c2_c19_ServiceParameterList)
-                        v = w.v; n = w.n
-                        v <<= 1
-                        n += 1
-                        _c2_c19_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c19_s = -1
+                if _c2_c19_ServiceParameterList is not None:
+                    el = 'Body/ServiceDetailRes/ServiceParameterList'
+                    v <<= 2
+                    n += 2
+                    w.v = v; w.n = n
+                    c_iso2_msgdatatypes._e_ServiceParameterListType(w, _c2_c19_ServiceParameterList)
+                    v = w.v; n = w.n
+                    v <<= 1
+                    n += 1
+                    _c2_c19_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c19_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3439,22 +3439,21 @@ def _e_V2G_Message(w, o):
                     _c2_c22_s = 2
                 else:
                     raise EncodeError('missing content: expected one of ResponseCode')
-                if _c2_c22_s == 2:
-                    if _c2_c22_EVSETimeStamp is not None:
-                        el = 'Body/SessionSetupRes/EVSETimeStamp'
-                        if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c2_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
-                        v = (v << 4) | (_c2_c22_EVSETimeStamp < 0)
-                        n += 4
-                        _m = (-_c2_c22_EVSETimeStamp - 1 if _c2_c22_EVSETimeStamp < 0 else _c2_c22_EVSETimeStamp)
-                        if _m < 128: v = (v << 10) | (_m << 2); n += 10
-                        elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
-                        elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
-                        else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
-                        _c2_c22_s = -1
-                    elif True:
-                        v = (v << 2) | 1
-                        n += 2
-                        _c2_c22_s = -1
+                if _c2_c22_EVSETimeStamp is not None:
+                    el = 'Body/SessionSetupRes/EVSETimeStamp'
+                    if _c2_c22_EVSETimeStamp < -9223372036854775808 or _c2_c22_EVSETimeStamp > 9223372036854775807: raise EncodeError(f'value {_c2_c22_EVSETimeStamp!r} outside [-9223372036854775808, 9223372036854775807]')
+                    v = (v << 4) | (_c2_c22_EVSETimeStamp < 0)
+                    n += 4
+                    _m = (-_c2_c22_EVSETimeStamp - 1 if _c2_c22_EVSETimeStamp < 0 else _c2_c22_EVSETimeStamp)
+                    if _m < 128: v = (v << 10) | (_m << 2); n += 10
+                    elif _m < 16384: v = (v << 18) | (_V2[_m] << 2); n += 18
+                    elif _m < 2097152: v = (v << 26) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 2); n += 26
+                    else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 2); n = w.n + 2
+                    _c2_c22_s = -1
+                elif True:
+                    v = (v << 2) | 1
+                    n += 2
+                    _c2_c22_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 v <<= 1
                 n += 1
@@ -3543,36 +3542,34 @@ def _e_V2G_Message(w, o):
                     _c2_c26_c2_s = 2
                 else:
                     raise EncodeError('missing content: expected one of NotificationMaxDelay')
-                if _c2_c26_c2_s == 2:
-                    if _c2_c26_c2_EVSEIsolationStatus is not None:
-                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
-                        _c2_c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c26_c2_EVSEIsolationStatus)
-                        if _c2_c26_c2_i2 is None: raise EncodeError(f'{_c2_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
-                        if not (_c2_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
-                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                        _c2_c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
-                        if _c2_c26_c2_i3 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 14) | (_c2_c26_c2_i2 << 8) | (_c2_c26_c2_i3 << 1)
-                        n += 14
-                        _c2_c26_c2_EVSEIsolationStatus = None
-                        _c2_c26_c2_EVSEStatusCode = None
-                        _c2_c26_c2_s = 4
-                    elif _c2_c26_c2_EVSEStatusCode is not None:
-                        el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
-                        _c2_c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
-                        if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
-                        v = (v << 8) | (1 << 6) | (_c2_c26_c2_i4 << 1)
-                        n += 8
-                        _c2_c26_c2_EVSEStatusCode = None
-                        _c2_c26_c2_s = 4
-                    else:
-                        raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
-                if _c2_c26_c2_s == 4:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        if _c2_c26_c2_NotificationMaxDelay is not None or _c2_c26_c2_EVSENotification is not None or _c2_c26_c2_EVSEIsolationStatus is not None or _c2_c26_c2_EVSEStatusCode is not None: raise _leftover(_c2_c26_c2_o)
-                        _c2_c26_c2_s = -1
+                if _c2_c26_c2_EVSEIsolationStatus is not None:
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEIsolationStatus'
+                    _c2_c26_c2_i2 = _I_iso2_msgdatatypes_isolationLevelType.get(_c2_c26_c2_EVSEIsolationStatus)
+                    if _c2_c26_c2_i2 is None: raise EncodeError(f'{_c2_c26_c2_EVSEIsolationStatus!r} is not one of the enumeration isolationLevelType')
+                    if not (_c2_c26_c2_EVSEStatusCode is not None): raise EncodeError('missing content: EVSEStatusCode')
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c26_c2_i3 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
+                    if _c2_c26_c2_i3 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 14) | (_c2_c26_c2_i2 << 8) | (_c2_c26_c2_i3 << 1)
+                    n += 14
+                    _c2_c26_c2_EVSEIsolationStatus = None
+                    _c2_c26_c2_EVSEStatusCode = None
+                    _c2_c26_c2_s = 4
+                elif _c2_c26_c2_EVSEStatusCode is not None:
+                    el = 'Body/WeldingDetectionRes/DC_EVSEStatus/EVSEStatusCode'
+                    _c2_c26_c2_i4 = _I_iso2_msgdatatypes_DC_EVSEStatusCodeType.get(_c2_c26_c2_EVSEStatusCode)
+                    if _c2_c26_c2_i4 is None: raise EncodeError(f'{_c2_c26_c2_EVSEStatusCode!r} is not one of the enumeration DC_EVSEStatusCodeType')
+                    v = (v << 8) | (1 << 6) | (_c2_c26_c2_i4 << 1)
+                    n += 8
+                    _c2_c26_c2_EVSEStatusCode = None
+                    _c2_c26_c2_s = 4
+                else:
+                    raise EncodeError('missing content: expected one of EVSEIsolationStatus, EVSEStatusCode')
+                if True:
+                    v <<= 1
+                    n += 1
+                    if _c2_c26_c2_NotificationMaxDelay is not None or _c2_c26_c2_EVSENotification is not None or _c2_c26_c2_EVSEIsolationStatus is not None or _c2_c26_c2_EVSEStatusCode is not None: raise _leftover(_c2_c26_c2_o)
+                    _c2_c26_c2_s = -1
                 if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
                 if not (_c2_c26_EVSEPresentVoltage is not None): raise EncodeError('missing content: EVSEPresentVoltage')
                 el = 'Body/WeldingDetectionRes/EVSEPresentVoltage'

@@ -7,6 +7,28 @@ from exi.runtime import UINT2_DECODED as _U2, UINT2_ENCODED as _V2
 from exi.model import xmldsig
 
 _new = object.__new__
+_K_xmldsig_CanonicalizationMethodType = xmldsig.CanonicalizationMethodType
+_K_xmldsig_DSAKeyValueType = xmldsig.DSAKeyValueType
+_K_xmldsig_DigestMethodType = xmldsig.DigestMethodType
+_K_xmldsig_KeyInfoType = xmldsig.KeyInfoType
+_K_xmldsig_KeyValueType = xmldsig.KeyValueType
+_K_xmldsig_ManifestType = xmldsig.ManifestType
+_K_xmldsig_ObjectType = xmldsig.ObjectType
+_K_xmldsig_PGPDataType = xmldsig.PGPDataType
+_K_xmldsig_RSAKeyValueType = xmldsig.RSAKeyValueType
+_K_xmldsig_ReferenceType = xmldsig.ReferenceType
+_K_xmldsig_RetrievalMethodType = xmldsig.RetrievalMethodType
+_K_xmldsig_SPKIDataType = xmldsig.SPKIDataType
+_K_xmldsig_SignatureMethodType = xmldsig.SignatureMethodType
+_K_xmldsig_SignaturePropertiesType = xmldsig.SignaturePropertiesType
+_K_xmldsig_SignaturePropertyType = xmldsig.SignaturePropertyType
+_K_xmldsig_SignatureType = xmldsig.SignatureType
+_K_xmldsig_SignatureValueType = xmldsig.SignatureValueType
+_K_xmldsig_SignedInfoType = xmldsig.SignedInfoType
+_K_xmldsig_TransformType = xmldsig.TransformType
+_K_xmldsig_TransformsType = xmldsig.TransformsType
+_K_xmldsig_X509DataType = xmldsig.X509DataType
+_K_xmldsig_X509IssuerSerialType = xmldsig.X509IssuerSerialType
 
 def _d_CanonicalizationMethodType(r, key):
     # {http://www.w3.org/2000/09/xmldsig#}CanonicalizationMethodType
@@ -105,7 +127,7 @@ def _d_CanonicalizationMethodType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.CanonicalizationMethodType)
+    _obj = _new(_K_xmldsig_CanonicalizationMethodType)
     _obj.Algorithm = f_Algorithm
     return _obj
 
@@ -129,12 +151,11 @@ def _e_CanonicalizationMethodType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Algorithm')
-        if s == 1:
-            if True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Algorithm is not None: raise _leftover(o)
-                s = -1
+        if True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Algorithm is not None: raise _leftover(o)
+            s = -1
         if s == 2:
             if True:
                 v = (v << 2) | 1
@@ -428,7 +449,7 @@ def _d_DSAKeyValueType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.DSAKeyValueType)
+    _obj = _new(_K_xmldsig_DSAKeyValueType)
     _obj.P = f_P
     _obj.Q = f_Q
     _obj.G = f_G
@@ -698,7 +719,7 @@ def _d_DigestMethodType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.DigestMethodType)
+    _obj = _new(_K_xmldsig_DigestMethodType)
     _obj.Algorithm = f_Algorithm
     return _obj
 
@@ -722,12 +743,11 @@ def _e_DigestMethodType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Algorithm')
-        if s == 1:
-            if True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Algorithm is not None: raise _leftover(o)
-                s = -1
+        if True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Algorithm is not None: raise _leftover(o)
+            s = -1
         if s == 2:
             if True:
                 v = (v << 2) | 1
@@ -895,7 +915,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c1_s == 3:
                             _c1_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c1_Type
                         _v.URI = _c1_URI
                         _v.Transforms = _c1_Transforms
@@ -1106,7 +1126,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c2_s == 3:
                             _c2_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c2_Type
                         _v.URI = _c2_URI
                         _v.Transforms = _c2_Transforms
@@ -1317,7 +1337,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c3_s == 3:
                             _c3_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c3_Type
                         _v.URI = _c3_URI
                         _v.Transforms = _c3_Transforms
@@ -1520,7 +1540,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c4_s == 3:
                             _c4_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c4_Type
                         _v.URI = _c4_URI
                         _v.Transforms = _c4_Transforms
@@ -1706,7 +1726,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c5_s == 3:
                             _c5_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c5_Type
                         _v.URI = _c5_URI
                         _v.Transforms = _c5_Transforms
@@ -1892,7 +1912,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c6_s == 3:
                             _c6_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c6_Type
                         _v.URI = _c6_URI
                         _v.Transforms = _c6_Transforms
@@ -2078,7 +2098,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c7_s == 3:
                             _c7_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c7_Type
                         _v.URI = _c7_URI
                         _v.Transforms = _c7_Transforms
@@ -2264,7 +2284,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c8_s == 3:
                             _c8_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c8_Type
                         _v.URI = _c8_URI
                         _v.Transforms = _c8_Transforms
@@ -2450,7 +2470,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c9_s == 3:
                             _c9_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c9_Type
                         _v.URI = _c9_URI
                         _v.Transforms = _c9_Transforms
@@ -2636,7 +2656,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c10_s == 3:
                             _c10_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c10_Type
                         _v.URI = _c10_URI
                         _v.Transforms = _c10_Transforms
@@ -2822,7 +2842,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c11_s == 3:
                             _c11_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c11_Type
                         _v.URI = _c11_URI
                         _v.Transforms = _c11_Transforms
@@ -3011,7 +3031,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c12_s == 3:
                             _c12_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c12_Type
                         _v.URI = _c12_URI
                         _v.Transforms = _c12_Transforms
@@ -3201,7 +3221,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c13_s == 3:
                             _c13_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c13_Type
                         _v.URI = _c13_URI
                         _v.Transforms = _c13_Transforms
@@ -3393,7 +3413,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c14_s == 3:
                             _c14_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c14_Type
                         _v.URI = _c14_URI
                         _v.Transforms = _c14_Transforms
@@ -3583,7 +3603,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c15_s == 3:
                             _c15_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c15_Type
                         _v.URI = _c15_URI
                         _v.Transforms = _c15_Transforms
@@ -3773,7 +3793,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c16_s == 3:
                             _c16_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c16_Type
                         _v.URI = _c16_URI
                         _v.Transforms = _c16_Transforms
@@ -3963,7 +3983,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c17_s == 3:
                             _c17_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c17_Type
                         _v.URI = _c17_URI
                         _v.Transforms = _c17_Transforms
@@ -4153,7 +4173,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c18_s == 3:
                             _c18_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c18_Type
                         _v.URI = _c18_URI
                         _v.Transforms = _c18_Transforms
@@ -4338,7 +4358,7 @@ def _d_KeyInfoType(r, key):
                                 raise r.deviation('RetrievalMethodType', r.end - q)
                         if _c19_s == 3:
                             _c19_s = -1
-                        _v = _new(xmldsig.RetrievalMethodType)
+                        _v = _new(_K_xmldsig_RetrievalMethodType)
                         _v.Type = _c19_Type
                         _v.URI = _c19_URI
                         _v.Transforms = _c19_Transforms
@@ -4414,7 +4434,7 @@ def _d_KeyInfoType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.KeyInfoType)
+    _obj = _new(_K_xmldsig_KeyInfoType)
     _obj.Id = f_Id
     _obj.KeyName = f_KeyName
     _obj.KeyValue = f_KeyValue
@@ -7462,7 +7482,7 @@ def _d_KeyValueType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 12: raise r.deviation('KeyValueType', r.end - q)
-                    f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
+                    f_RSAKeyValue = _new(_K_xmldsig_RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c1_Modulus
                     f_RSAKeyValue.Exponent = _c1_Exponent
                     ec = (x & 3)
@@ -7537,7 +7557,7 @@ def _d_KeyValueType(r, key):
                     if q < 0: V, q = r.slideq(q, 4)
                     x = (V >> q) & 15
                     if x & 12: raise r.deviation('KeyValueType', r.end - q)
-                    f_RSAKeyValue = _new(xmldsig.RSAKeyValueType)
+                    f_RSAKeyValue = _new(_K_xmldsig_RSAKeyValueType)
                     f_RSAKeyValue.Modulus = _c2_Modulus
                     f_RSAKeyValue.Exponent = _c2_Exponent
                     ec = (x & 3)
@@ -7610,7 +7630,7 @@ def _d_KeyValueType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.KeyValueType)
+    _obj = _new(_K_xmldsig_KeyValueType)
     _obj.DSAKeyValue = f_DSAKeyValue
     _obj.RSAKeyValue = f_RSAKeyValue
     return _obj
@@ -7757,19 +7777,18 @@ def _d_ManifestType(r):
             s = 2
         else:
             raise r.deviation('ManifestType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                el = 'Reference'
-                r.pos = r.end - q
-                _v = _d_ReferenceType(r)
-                V = r.v; q = r.end - r.pos
-                f_Reference.append(_v)
-                s = 3
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('ManifestType', r.end - q)
+        if ec == 0:
+            el = 'Reference'
+            r.pos = r.end - q
+            _v = _d_ReferenceType(r)
+            V = r.v; q = r.end - r.pos
+            f_Reference.append(_v)
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('ManifestType', r.end - q)
         if s == 3:
             while True:
                 q -= 2
@@ -7790,7 +7809,7 @@ def _d_ManifestType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.ManifestType)
+    _obj = _new(_K_xmldsig_ManifestType)
     _obj.Id = f_Id
     _obj.Reference = f_Reference
     return _obj
@@ -7835,21 +7854,20 @@ def _e_ManifestType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, Reference')
-        if s == 2:
-            if i_Reference < n_Reference:
-                el = 'Reference'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ReferenceType(w, v_Reference[i_Reference])
-                v = w.v; n = w.n
-                i_Reference += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
-                s = -1
+        if i_Reference < n_Reference:
+            el = 'Reference'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ReferenceType(w, v_Reference[i_Reference])
+            v = w.v; n = w.n
+            i_Reference += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Id is not None or i_Reference < n_Reference: raise _leftover(o)
+            s = -1
         if s == 3:
             while True:
                 if i_Reference < n_Reference:
@@ -8092,7 +8110,7 @@ def _d_ObjectType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.ObjectType)
+    _obj = _new(_K_xmldsig_ObjectType)
     _obj.Encoding = f_Encoding
     _obj.Id = f_Id
     _obj.MimeType = f_MimeType
@@ -8376,7 +8394,7 @@ def _d_PGPDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.PGPDataType)
+    _obj = _new(_K_xmldsig_PGPDataType)
     _obj.PGPKeyID = f_PGPKeyID
     _obj.PGPKeyPacket = f_PGPKeyPacket
     return _obj
@@ -8507,7 +8525,7 @@ def _d_RSAKeyValueType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.RSAKeyValueType)
+    _obj = _new(_K_xmldsig_RSAKeyValueType)
     _obj.Modulus = f_Modulus
     _obj.Exponent = f_Exponent
     return _obj
@@ -8734,7 +8752,7 @@ def _d_ReferenceType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.ReferenceType)
+    _obj = _new(_K_xmldsig_ReferenceType)
     _obj.Id = f_Id
     _obj.Type = f_Type
     _obj.URI = f_URI
@@ -9010,7 +9028,7 @@ def _d_RetrievalMethodType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.RetrievalMethodType)
+    _obj = _new(_K_xmldsig_RetrievalMethodType)
     _obj.Type = f_Type
     _obj.URI = f_URI
     _obj.Transforms = f_Transforms
@@ -9277,7 +9295,7 @@ def _d_SPKIDataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SPKIDataType)
+    _obj = _new(_K_xmldsig_SPKIDataType)
     _obj.SPKISexp = f_SPKISexp
     return _obj
 
@@ -9566,7 +9584,7 @@ def _d_SignatureMethodType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SignatureMethodType)
+    _obj = _new(_K_xmldsig_SignatureMethodType)
     _obj.Algorithm = f_Algorithm
     _obj.HMACOutputLength = f_HMACOutputLength
     return _obj
@@ -9592,24 +9610,23 @@ def _e_SignatureMethodType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Algorithm')
-        if s == 1:
-            if v_HMACOutputLength is not None:
-                el = 'HMACOutputLength'
-                if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
-                v = (v << 5) | (v_HMACOutputLength < 0)
-                n += 5
-                _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
-                if _m < 128: v = (v << 9) | (_m << 1); n += 9
-                elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
-                elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
-                else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
-                v_HMACOutputLength = None
-                s = 3
-            elif True:
-                v = (v << 3) | 2
-                n += 3
-                if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
-                s = -1
+        if v_HMACOutputLength is not None:
+            el = 'HMACOutputLength'
+            if type(v_HMACOutputLength) is not int: raise EncodeError(f'expected an int, got {v_HMACOutputLength!r}')
+            v = (v << 5) | (v_HMACOutputLength < 0)
+            n += 5
+            _m = (-v_HMACOutputLength - 1 if v_HMACOutputLength < 0 else v_HMACOutputLength)
+            if _m < 128: v = (v << 9) | (_m << 1); n += 9
+            elif _m < 16384: v = (v << 17) | (_V2[_m] << 1); n += 17
+            elif _m < 2097152: v = (v << 25) | ((((_V2[_m & 16383] | 128) << 8) | (_m >> 14)) << 1); n += 25
+            else: w.v = v; w.n = n; w.uint(_m); v = (w.v << 1); n = w.n + 1
+            v_HMACOutputLength = None
+            s = 3
+        elif True:
+            v = (v << 3) | 2
+            n += 3
+            if v_Algorithm is not None or v_HMACOutputLength is not None: raise _leftover(o)
+            s = -1
         if s == 2:
             if v_HMACOutputLength is not None:
                 el = 'HMACOutputLength'
@@ -9687,19 +9704,18 @@ def _d_SignaturePropertiesType(r):
             s = 2
         else:
             raise r.deviation('SignaturePropertiesType', r.end - q)
-        if s == 2:
-            if ec == 0:
-                el = 'SignatureProperty'
-                r.pos = r.end - q
-                _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
-                V = r.v; q = r.end - r.pos
-                f_SignatureProperty.append(_v)
-                s = 3
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SignaturePropertiesType', r.end - q)
+        if ec == 0:
+            el = 'SignatureProperty'
+            r.pos = r.end - q
+            _v = _d_SignaturePropertyType(r, 'xmldsig:SignatureProperty')
+            V = r.v; q = r.end - r.pos
+            f_SignatureProperty.append(_v)
+            s = 3
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SignaturePropertiesType', r.end - q)
         if s == 3:
             while True:
                 q -= 2
@@ -9720,7 +9736,7 @@ def _d_SignaturePropertiesType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SignaturePropertiesType)
+    _obj = _new(_K_xmldsig_SignaturePropertiesType)
     _obj.Id = f_Id
     _obj.SignatureProperty = f_SignatureProperty
     return _obj
@@ -9765,21 +9781,20 @@ def _e_SignaturePropertiesType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SignatureProperty')
-        if s == 2:
-            if i_SignatureProperty < n_SignatureProperty:
-                el = 'SignatureProperty'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
-                v = w.v; n = w.n
-                i_SignatureProperty += 1
-                s = 3
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
-                s = -1
+        if i_SignatureProperty < n_SignatureProperty:
+            el = 'SignatureProperty'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_SignaturePropertyType(w, v_SignatureProperty[i_SignatureProperty])
+            v = w.v; n = w.n
+            i_SignatureProperty += 1
+            s = 3
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Id is not None or i_SignatureProperty < n_SignatureProperty: raise _leftover(o)
+            s = -1
         if s == 3:
             while True:
                 if i_SignatureProperty < n_SignatureProperty:
@@ -9937,7 +9952,7 @@ def _d_SignaturePropertyType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SignaturePropertyType)
+    _obj = _new(_K_xmldsig_SignaturePropertyType)
     _obj.Id = f_Id
     _obj.Target = f_Target
     return _obj
@@ -9984,9 +9999,8 @@ def _e_SignaturePropertyType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, Target')
-        if s == 2:
-            if True:
-                raise EncodeError('missing content: expected one of nothing')
+        if True:
+            raise EncodeError('missing content: expected one of nothing')
         if s == 3:
             if True:
                 raise EncodeError('missing content: expected one of nothing')
@@ -10048,20 +10062,41 @@ def _d_SignatureType(r):
             s = 2
         else:
             raise r.deviation('SignatureType', r.end - q)
-        if s == 2:
-            el = 'SignatureValue'
-            _c1_Id = None
-            _c1_value = None
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            ec = (V >> q) & 3
+        el = 'SignatureValue'
+        _c1_Id = None
+        _c1_value = None
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        ec = (V >> q) & 3
+        if ec == 0:
+            el = 'SignatureValue/@Id'
+            r.pos = r.end - q
+            _c1_Id = r.string('Id')
+            V = r.v; q = r.end - r.pos
+            _c1_s = 1
+        elif ec == 1:
+            if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
+                q -= 8 + (_l << 3)
+                _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
+            else:
+                r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_value)
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
+            _c1_s = 2
+        elif ec == 2:
+            q -= 3
+            if q < 0: V, q = r.slideq(q, 3)
+            if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
+            _c1_value = b''
+            _c1_s = -1
+        else:
+            raise r.deviation('SignatureValueType', r.end - q)
+        if _c1_s == 1:
+            q -= 1
+            if q < 0: V, q = r.slideq(q, 1)
+            ec = (V >> q) & 1
             if ec == 0:
-                el = 'SignatureValue/@Id'
-                r.pos = r.end - q
-                _c1_Id = r.string('Id')
-                V = r.v; q = r.end - r.pos
-                _c1_s = 1
-            elif ec == 1:
                 if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
                     q -= 8 + (_l << 3)
                     _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
@@ -10071,7 +10106,7 @@ def _d_SignatureType(r):
                 if q < 0: V, q = r.slideq(q, 1)
                 if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
                 _c1_s = 2
-            elif ec == 2:
+            elif ec == 1:
                 q -= 3
                 if q < 0: V, q = r.slideq(q, 3)
                 if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
@@ -10079,61 +10114,38 @@ def _d_SignatureType(r):
                 _c1_s = -1
             else:
                 raise r.deviation('SignatureValueType', r.end - q)
-            if _c1_s == 1:
-                q -= 1
-                if q < 0: V, q = r.slideq(q, 1)
-                ec = (V >> q) & 1
-                if ec == 0:
-                    if q >= 8 and (_l := (V >> (q - 8)) & 255) < 128 and q >= 8 + (_l << 3):
-                        q -= 8 + (_l << 3)
-                        _c1_value = ((V >> q) & ((1 << (_l << 3)) - 1)).to_bytes(_l, 'big')
-                    else:
-                        r.pos = r.end - q; _c1_value = r.binary(); V = r.v; q = r.end - r.pos; _l = len(_c1_value)
-                    q -= 1
-                    if q < 0: V, q = r.slideq(q, 1)
-                    if (V >> q) & 1: raise r.deviation('SignatureValueType', r.end - q)
-                    _c1_s = 2
-                elif ec == 1:
-                    q -= 3
-                    if q < 0: V, q = r.slideq(q, 3)
-                    if (V >> q) & 7: raise r.deviation('SignatureValueType', r.end - q)
-                    _c1_value = b''
-                    _c1_s = -1
-                else:
-                    raise r.deviation('SignatureValueType', r.end - q)
-            if _c1_s == 2:
-                _c1_s = -1
-            f_SignatureValue = _new(xmldsig.SignatureValueType)
-            f_SignatureValue.Id = _c1_Id
-            f_SignatureValue.value = _c1_value
+        if _c1_s == 2:
+            _c1_s = -1
+        f_SignatureValue = _new(_K_xmldsig_SignatureValueType)
+        f_SignatureValue.Id = _c1_Id
+        f_SignatureValue.value = _c1_value
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
+        s = 3
+        if ec == 0:
+            el = 'KeyInfo'
+            r.pos = r.end - q
+            f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
+            V = r.v; q = r.end - r.pos
             q -= 2
             if q < 0: V, q = r.slideq(q, 2)
             x = (V >> q) & 3
             ec = x
-            s = 3
-        if s == 3:
-            if ec == 0:
-                el = 'KeyInfo'
-                r.pos = r.end - q
-                f_KeyInfo = _d_KeyInfoType(r, 'xmldsig:KeyInfo')
-                V = r.v; q = r.end - r.pos
-                q -= 2
-                if q < 0: V, q = r.slideq(q, 2)
-                x = (V >> q) & 3
-                ec = x
-                s = 4
-            elif ec == 1:
-                el = 'Object'
-                r.pos = r.end - q
-                _v = _d_ObjectType(r, 'xmldsig:Object')
-                V = r.v; q = r.end - r.pos
-                f_Object.append(_v)
-                s = 5
-            elif ec == 2:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SignatureType', r.end - q)
+            s = 4
+        elif ec == 1:
+            el = 'Object'
+            r.pos = r.end - q
+            _v = _d_ObjectType(r, 'xmldsig:Object')
+            V = r.v; q = r.end - r.pos
+            f_Object.append(_v)
+            s = 5
+        elif ec == 2:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SignatureType', r.end - q)
         if s == 4:
             if ec == 0:
                 el = 'Object'
@@ -10167,7 +10179,7 @@ def _d_SignatureType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SignatureType)
+    _obj = _new(_K_xmldsig_SignatureType)
     _obj.Id = f_Id
     _obj.SignedInfo = f_SignedInfo
     _obj.SignatureValue = f_SignatureValue
@@ -10218,77 +10230,75 @@ def _e_SignatureType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, SignedInfo')
-        if s == 2:
-            if v_SignatureValue is not None:
-                el = 'SignatureValue'
-                v <<= 1
-                n += 1
-                _c1_o = v_SignatureValue
-                _c1_Id = _c1_o.Id
-                _c1_value = _c1_o.value
-                if _c1_Id is not None:
-                    el = 'SignatureValue/@Id'
-                    v <<= 2
-                    n += 2
-                    _l = len(_c1_Id)
-                    if _l < 126 and _c1_Id.isascii():
-                        v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
-                        n += (_l + 1) << 3
-                    else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
-                    _c1_s = 1
-                elif _c1_value is not None:
-                    v = (v << 2) | 1
-                    n += 2
+        if v_SignatureValue is not None:
+            el = 'SignatureValue'
+            v <<= 1
+            n += 1
+            _c1_o = v_SignatureValue
+            _c1_Id = _c1_o.Id
+            _c1_value = _c1_o.value
+            if _c1_Id is not None:
+                el = 'SignatureValue/@Id'
+                v <<= 2
+                n += 2
+                _l = len(_c1_Id)
+                if _l < 126 and _c1_Id.isascii():
+                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(_c1_Id.encode(), 'big')
+                    n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.string(_c1_Id); v = w.v; n = w.n
+                _c1_s = 1
+            elif _c1_value is not None:
+                v = (v << 2) | 1
+                n += 2
+                _l = len(_c1_value)
+                if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
+                else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
+                _c1_s = 2
+            else:
+                raise EncodeError('missing content: expected one of Id, text')
+            if _c1_s == 1:
+                if _c1_value is not None:
+                    v <<= 1
+                    n += 1
                     _l = len(_c1_value)
                     if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
                     else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
                     _c1_s = 2
                 else:
-                    raise EncodeError('missing content: expected one of Id, text')
-                if _c1_s == 1:
-                    if _c1_value is not None:
-                        v <<= 1
-                        n += 1
-                        _l = len(_c1_value)
-                        if _l < 128: v = (((v << 8) | _l) << (_l << 3)) | int.from_bytes(_c1_value, 'big'); n += (_l + 1) << 3
-                        else: w.v = v; w.n = n; w.binary(_c1_value); v = w.v; n = w.n
-                        _c1_s = 2
-                    else:
-                        raise EncodeError('missing content: expected one of text')
-                if _c1_s == 2:
-                    if True:
-                        v <<= 1
-                        n += 1
-                        _c1_s = -1
-                if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
-                v_SignatureValue = None
-                s = 3
-            else:
-                raise EncodeError('missing content: expected one of SignatureValue')
-        if s == 3:
-            if v_KeyInfo is not None:
-                el = 'KeyInfo'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_KeyInfoType(w, v_KeyInfo)
-                v = w.v; n = w.n
-                v_KeyInfo = None
-                s = 4
-            elif i_Object < n_Object:
-                el = 'Object'
-                v = (v << 2) | 1
-                n += 2
-                w.v = v; w.n = n
-                _e_ObjectType(w, v_Object[i_Object])
-                v = w.v; n = w.n
-                i_Object += 1
-                s = 5
-            elif True:
-                v = (v << 2) | 2
-                n += 2
-                if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
-                s = -1
+                    raise EncodeError('missing content: expected one of text')
+            if _c1_s == 2:
+                if True:
+                    v <<= 1
+                    n += 1
+                    _c1_s = -1
+            if n > 4096: w.v = v; w.n = n; w.flush(); v = w.v; n = w.n
+            v_SignatureValue = None
+            s = 3
+        else:
+            raise EncodeError('missing content: expected one of SignatureValue')
+        if v_KeyInfo is not None:
+            el = 'KeyInfo'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_KeyInfoType(w, v_KeyInfo)
+            v = w.v; n = w.n
+            v_KeyInfo = None
+            s = 4
+        elif i_Object < n_Object:
+            el = 'Object'
+            v = (v << 2) | 1
+            n += 2
+            w.v = v; w.n = n
+            _e_ObjectType(w, v_Object[i_Object])
+            v = w.v; n = w.n
+            i_Object += 1
+            s = 5
+        elif True:
+            v = (v << 2) | 2
+            n += 2
+            if v_Id is not None or v_SignedInfo is not None or v_SignatureValue is not None or v_KeyInfo is not None or i_Object < n_Object: raise _leftover(o)
+            s = -1
         if s == 4:
             if i_Object < n_Object:
                 el = 'Object'
@@ -10387,7 +10397,7 @@ def _d_SignatureValueType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SignatureValueType)
+    _obj = _new(_K_xmldsig_SignatureValueType)
     _obj.Id = f_Id
     _obj.value = f_value
     return _obj
@@ -10479,37 +10489,35 @@ def _d_SignedInfoType(r):
             s = 2
         else:
             raise r.deviation('SignedInfoType', r.end - q)
-        if s == 2:
-            el = 'SignatureMethod'
-            r.pos = r.end - q
-            f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
-            V = r.v; q = r.end - r.pos
-            q -= 1
-            if q < 0: V, q = r.slideq(q, 1)
-            if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
+        el = 'SignatureMethod'
+        r.pos = r.end - q
+        f_SignatureMethod = _d_SignatureMethodType(r, 'xmldsig:SignatureMethod')
+        V = r.v; q = r.end - r.pos
+        q -= 1
+        if q < 0: V, q = r.slideq(q, 1)
+        if (V >> q) & 1: raise r.deviation('SignedInfoType', r.end - q)
+        el = 'Reference'
+        r.pos = r.end - q
+        _v = _d_ReferenceType(r)
+        V = r.v; q = r.end - r.pos
+        f_Reference.append(_v)
+        q -= 2
+        if q < 0: V, q = r.slideq(q, 2)
+        x = (V >> q) & 3
+        ec = x
+        s = 4
+        if ec == 0:
             el = 'Reference'
             r.pos = r.end - q
             _v = _d_ReferenceType(r)
             V = r.v; q = r.end - r.pos
             f_Reference.append(_v)
-            q -= 2
-            if q < 0: V, q = r.slideq(q, 2)
-            x = (V >> q) & 3
-            ec = x
-            s = 4
-        if s == 4:
-            if ec == 0:
-                el = 'Reference'
-                r.pos = r.end - q
-                _v = _d_ReferenceType(r)
-                V = r.v; q = r.end - r.pos
-                f_Reference.append(_v)
-                s = 5
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('SignedInfoType', r.end - q)
+            s = 5
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('SignedInfoType', r.end - q)
         if s == 5:
             while True:
                 q -= 2
@@ -10530,7 +10538,7 @@ def _d_SignedInfoType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.SignedInfoType)
+    _obj = _new(_K_xmldsig_SignedInfoType)
     _obj.Id = f_Id
     _obj.CanonicalizationMethod = f_CanonicalizationMethod
     _obj.SignatureMethod = f_SignatureMethod
@@ -10579,41 +10587,39 @@ def _e_SignedInfoType(w, o):
             s = 2
         else:
             raise EncodeError('missing content: expected one of Id, CanonicalizationMethod')
-        if s == 2:
-            if v_SignatureMethod is not None:
-                el = 'SignatureMethod'
-                v <<= 1
-                n += 1
-                w.v = v; w.n = n
-                _e_SignatureMethodType(w, v_SignatureMethod)
-                v = w.v; n = w.n
-                if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
-                el = 'Reference'
-                v <<= 1
-                n += 1
-                v_SignatureMethod = None
-                w.v = v; w.n = n
-                _e_ReferenceType(w, v_Reference[i_Reference])
-                v = w.v; n = w.n
-                i_Reference += 1
-                s = 4
-            else:
-                raise EncodeError('missing content: expected one of SignatureMethod')
-        if s == 4:
-            if i_Reference < n_Reference:
-                el = 'Reference'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_ReferenceType(w, v_Reference[i_Reference])
-                v = w.v; n = w.n
-                i_Reference += 1
-                s = 5
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
-                s = -1
+        if v_SignatureMethod is not None:
+            el = 'SignatureMethod'
+            v <<= 1
+            n += 1
+            w.v = v; w.n = n
+            _e_SignatureMethodType(w, v_SignatureMethod)
+            v = w.v; n = w.n
+            if not (i_Reference < n_Reference): raise EncodeError('missing content: Reference')
+            el = 'Reference'
+            v <<= 1
+            n += 1
+            v_SignatureMethod = None
+            w.v = v; w.n = n
+            _e_ReferenceType(w, v_Reference[i_Reference])
+            v = w.v; n = w.n
+            i_Reference += 1
+            s = 4
+        else:
+            raise EncodeError('missing content: expected one of SignatureMethod')
+        if i_Reference < n_Reference:
+            el = 'Reference'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_ReferenceType(w, v_Reference[i_Reference])
+            v = w.v; n = w.n
+            i_Reference += 1
+            s = 5
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if v_Id is not None or v_CanonicalizationMethod is not None or v_SignatureMethod is not None or i_Reference < n_Reference: raise _leftover(o)
+            s = -1
         if s == 5:
             while True:
                 if i_Reference < n_Reference:
@@ -10839,7 +10845,7 @@ def _d_TransformType(r, key):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.TransformType)
+    _obj = _new(_K_xmldsig_TransformType)
     _obj.Algorithm = f_Algorithm
     _obj.XPath = f_XPath
     return _obj
@@ -10867,25 +10873,24 @@ def _e_TransformType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Algorithm')
-        if s == 1:
-            if i_XPath < n_XPath:
-                el = 'XPath'
-                v <<= 4
-                n += 4
-                _l = len(v_XPath[i_XPath])
-                if _l < 126 and v_XPath[i_XPath].isascii():
-                    v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
-                    n += (_l + 1) << 3
-                else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
-                v <<= 1
-                n += 1
-                i_XPath += 1
-                s = 4
-            elif True:
-                v = (v << 3) | 2
-                n += 3
-                if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
-                s = -1
+        if i_XPath < n_XPath:
+            el = 'XPath'
+            v <<= 4
+            n += 4
+            _l = len(v_XPath[i_XPath])
+            if _l < 126 and v_XPath[i_XPath].isascii():
+                v = (((v << 8) | (_l + 2)) << (_l << 3)) | int.from_bytes(v_XPath[i_XPath].encode(), 'big')
+                n += (_l + 1) << 3
+            else: w.v = v; w.n = n; w.string(v_XPath[i_XPath]); v = w.v; n = w.n
+            v <<= 1
+            n += 1
+            i_XPath += 1
+            s = 4
+        elif True:
+            v = (v << 3) | 2
+            n += 3
+            if v_Algorithm is not None or i_XPath < n_XPath: raise _leftover(o)
+            s = -1
         if s == 2:
             if i_XPath < n_XPath:
                 el = 'XPath'
@@ -10969,19 +10974,18 @@ def _d_TransformsType(r):
         x = (V >> q) & 3
         ec = x
         s = 1
-        if s == 1:
-            if ec == 0:
-                el = 'Transform'
-                r.pos = r.end - q
-                _v = _d_TransformType(r, 'xmldsig:Transform')
-                V = r.v; q = r.end - r.pos
-                f_Transform.append(_v)
-                s = 2
-            elif ec == 1:
-                pass
-                s = -1
-            else:
-                raise r.deviation('TransformsType', r.end - q)
+        if ec == 0:
+            el = 'Transform'
+            r.pos = r.end - q
+            _v = _d_TransformType(r, 'xmldsig:Transform')
+            V = r.v; q = r.end - r.pos
+            f_Transform.append(_v)
+            s = 2
+        elif ec == 1:
+            pass
+            s = -1
+        else:
+            raise r.deviation('TransformsType', r.end - q)
         if s == 2:
             while True:
                 q -= 2
@@ -11002,7 +11006,7 @@ def _d_TransformsType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.TransformsType)
+    _obj = _new(_K_xmldsig_TransformsType)
     _obj.Transform = f_Transform
     return _obj
 
@@ -11026,21 +11030,20 @@ def _e_TransformsType(w, o):
             s = 1
         else:
             raise EncodeError('missing content: expected one of Transform')
-        if s == 1:
-            if i_Transform < n_Transform:
-                el = 'Transform'
-                v <<= 2
-                n += 2
-                w.v = v; w.n = n
-                _e_TransformType(w, v_Transform[i_Transform])
-                v = w.v; n = w.n
-                i_Transform += 1
-                s = 2
-            elif True:
-                v = (v << 2) | 1
-                n += 2
-                if i_Transform < n_Transform: raise _leftover(o)
-                s = -1
+        if i_Transform < n_Transform:
+            el = 'Transform'
+            v <<= 2
+            n += 2
+            w.v = v; w.n = n
+            _e_TransformType(w, v_Transform[i_Transform])
+            v = w.v; n = w.n
+            i_Transform += 1
+            s = 2
+        elif True:
+            v = (v << 2) | 1
+            n += 2
+            if i_Transform < n_Transform: raise _leftover(o)
+            s = -1
         if s == 2:
             while True:
                 if i_Transform < n_Transform:
@@ -11123,7 +11126,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c1_X509SerialNumber = -_c1_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c1_X509IssuerName
                     _v.X509SerialNumber = _c1_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -11290,7 +11293,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c2_X509SerialNumber = -_c2_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c2_X509IssuerName
                     _v.X509SerialNumber = _c2_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -11440,7 +11443,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c3_X509SerialNumber = -_c3_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c3_X509IssuerName
                     _v.X509SerialNumber = _c3_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -11590,7 +11593,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c4_X509SerialNumber = -_c4_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c4_X509IssuerName
                     _v.X509SerialNumber = _c4_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -11740,7 +11743,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c5_X509SerialNumber = -_c5_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c5_X509IssuerName
                     _v.X509SerialNumber = _c5_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -11890,7 +11893,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c6_X509SerialNumber = -_c6_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c6_X509IssuerName
                     _v.X509SerialNumber = _c6_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -12040,7 +12043,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c7_X509SerialNumber = -_c7_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c7_X509IssuerName
                     _v.X509SerialNumber = _c7_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -12194,7 +12197,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c8_X509SerialNumber = -_c8_X509SerialNumber - 1
-                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
                         _v.X509IssuerName = _c8_X509IssuerName
                         _v.X509SerialNumber = _c8_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
@@ -12353,7 +12356,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c9_X509SerialNumber = -_c9_X509SerialNumber - 1
-                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
                         _v.X509IssuerName = _c9_X509IssuerName
                         _v.X509SerialNumber = _c9_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
@@ -12512,7 +12515,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c10_X509SerialNumber = -_c10_X509SerialNumber - 1
-                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
                         _v.X509IssuerName = _c10_X509IssuerName
                         _v.X509SerialNumber = _c10_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
@@ -12671,7 +12674,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c11_X509SerialNumber = -_c11_X509SerialNumber - 1
-                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
                         _v.X509IssuerName = _c11_X509IssuerName
                         _v.X509SerialNumber = _c11_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
@@ -12830,7 +12833,7 @@ def _d_X509DataType(r):
                         if q < 0: V, q = r.slideq(q, 2)
                         if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                         if _neg: _c12_X509SerialNumber = -_c12_X509SerialNumber - 1
-                        _v = _new(xmldsig.X509IssuerSerialType)
+                        _v = _new(_K_xmldsig_X509IssuerSerialType)
                         _v.X509IssuerName = _c12_X509IssuerName
                         _v.X509SerialNumber = _c12_X509SerialNumber
                         f_X509IssuerSerial.append(_v)
@@ -12985,7 +12988,7 @@ def _d_X509DataType(r):
                     if q < 0: V, q = r.slideq(q, 2)
                     if (V >> q) & 3: raise r.deviation('X509DataType', r.end - q)
                     if _neg: _c13_X509SerialNumber = -_c13_X509SerialNumber - 1
-                    _v = _new(xmldsig.X509IssuerSerialType)
+                    _v = _new(_K_xmldsig_X509IssuerSerialType)
                     _v.X509IssuerName = _c13_X509IssuerName
                     _v.X509SerialNumber = _c13_X509SerialNumber
                     f_X509IssuerSerial.append(_v)
@@ -13093,7 +13096,7 @@ def _d_X509DataType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.X509DataType)
+    _obj = _new(_K_xmldsig_X509DataType)
     _obj.X509IssuerSerial = f_X509IssuerSerial
     _obj.X509SKI = f_X509SKI
     _obj.X509SubjectName = f_X509SubjectName
@@ -14219,7 +14222,7 @@ def _d_X509IssuerSerialType(r):
         r.pos = r.end - q
     except Exception as e:
         raise _ctx(e, el, r) from None
-    _obj = _new(xmldsig.X509IssuerSerialType)
+    _obj = _new(_K_xmldsig_X509IssuerSerialType)
     _obj.X509IssuerName = f_X509IssuerName
     _obj.X509SerialNumber = f_X509SerialNumber
     return _obj

@@ -405,8 +405,9 @@ class CodecModules:
                 body.extend(["", src])
                 doc += f",\nand the document and fragment grammars of schema set {label!r} ({desc})"
             text = "\n".join(body)
-            consts = sorted(c for c in set(re.findall(r"\b_[EIT]_\w+", text)) if c in self.consts)
-            models = sorted(m for m in model_mods if re.search(rf"(?<![\w.]){m}\.", text))
+            consts = sorted(c for c in set(re.findall(r"\b_[EIKT]_\w+", text)) if c in self.consts)
+            uses = "\n".join([text, *(self.consts[c] for c in consts)])
+            models = sorted(m for m in model_mods if re.search(rf"(?<![\w.]){m}\.", uses))
             codecs = sorted(m for m in model_mods if m != mod and re.search(rf"\bc_{m}\.", text))
             head = [HEADER.rstrip(), f'"""{doc}."""', "# ruff: noqa",
                     "from exi.runtime import DecodeError, EncodeError, _ctx, _fields_table, _leftover",
@@ -461,6 +462,11 @@ class CodecWriter:
 
     def cls(self, ct: ComplexType) -> str:
         return f"{ns_module(ct.namespace)}.{ct.py_name}"
+
+    def new_cls(self, ct: ComplexType) -> str:
+        """The model class as a module constant, for decoders' object.__new__ (one global load per object
+        instead of a global and a module attribute)."""
+        return self.const(self.cls(ct), f"_K_{ns_module(ct.namespace)}_{ct.py_name}")
 
     def enum_ref(self, st: SimpleType) -> str:
         ns = st.name[0] if st.name else None
@@ -1044,7 +1050,7 @@ class CodecWriter:
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
             lines = self._rename_inline(self._inline_source(info, False), "f", k, decl.qname[1])
-            return [("raw", [*lines, f"{target} = _new({self.cls(info.ct)})",
+            return [("raw", [*lines, f"{target} = _new({self.new_cls(info.ct)})",
                              "".join(f"{target}.{f.name} = " for f in info.fields) + "None",
                              f"if _cf is not None: setattr({target}, _cf, _cv)"])]
         if isinstance(t, ComplexType):
@@ -1251,7 +1257,7 @@ class CodecWriter:
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
         if self._choice is not None:
-            L.append(f"    _obj = _new({self.cls(ct)})")
+            L.append(f"    _obj = _new({self.new_cls(ct)})")
             L.append("    " + "".join(f"_obj.{f.name} = " for f in info.fields) + "None")
             L.append("    if _cf is not None: setattr(_obj, _cf, _cv)")
         else:
@@ -1276,7 +1282,7 @@ class CodecWriter:
     def _construct(self, info: TypeInfo, target: str, prefix: str) -> list[str]:
         """Build the model object from the decoded fields: object.__new__ and one slot store per field
         (the dataclass __init__ does the same stores behind a call with defaults: 2-3x the cost)."""
-        return [f"{target} = _new({self.cls(info.ct)})",
+        return [f"{target} = _new({self.new_cls(info.ct)})",
                 *(f"{target}.{f.name} = {prefix}{f.name}" for f in info.fields)]
 
     def _dec_prod_ops(self, info: TypeInfo, p: Production) -> list[tuple]:
@@ -1411,9 +1417,16 @@ class CodecWriter:
         forward = all(int(t) == -1 or order.get(int(t), -1) > order[index]
                       for index, lines in blocks for t in re.findall(r"^\s*s = (-?\d+)$", "\n".join(lines), re.M))
         if forward:  # the first block always runs and sets s
+            # and a block that always runs and sends every path to one block makes that one always run too:
+            # it needs no test of s
+            always = {blocks[0][0]} if blocks else set()
+            for index, lines in blocks:
+                targets = set(re.findall(r"^\s*s = (-?\d+)$", "\n".join(lines), re.M))
+                if index in always and len(targets) == 1:
+                    always.add(int(targets.pop()))
             L: list[str] = []
-            for k, (index, lines) in enumerate(blocks):
-                if k == 0:
+            for index, lines in blocks:
+                if index in always:
                     L.extend(lines)
                 else:
                     L.append(f"if s == {index}:")
