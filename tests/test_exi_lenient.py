@@ -318,3 +318,17 @@ def test_multiplier_or_unit_past_the_facets_leave_the_lookup_and_are_recorded(
     assert pv.Unit == (t.unitSymbolType.W if unit_raw == 5 else exi.UnknownEnumValue(7))
     with pytest.raises(exi.DecodeError, match="breaks maxInclusive 3" if multiplier_raw == 7 else "enumeration index"):
         exi.decode("iso2", data, strict=True)
+
+
+@pytest.mark.parametrize("flip", ["100", "010"])  # the EE of Value, the EE of ChargingProfileEntryMaxPower
+def test_a_set_bit_among_the_end_codes_read_with_the_next_event_code_is_refused(flip: str) -> None:
+    """The end-element codes after a value are read together with the next state's event code (one read of the
+    window): a set bit among them is still a second-level event this codec refuses, whatever the mode."""
+    data = exi.encode("iso2", power_delivery(1))
+    tail = uint_bits(11000) + "000"
+    assert _bits(data).count(tail) == 1
+    bad = replace_bits(data, tail, uint_bits(11000) + flip)
+    with pytest.raises(exi.DecodeError):
+        exi.decode("iso2", bad)
+    with pytest.raises(exi.DecodeError):
+        exi.decode("iso2", bad, strict=True)
