@@ -120,12 +120,7 @@ def decode(proto: str, data: bytes, *, fragment: bool = False, strict: bool = Fa
         table = c.doc
         width = c.doc_width
     try:
-        at = r.pos + width
-        if at <= r.end:  # the first event code, inline (Reader.bits costs a call)
-            r.pos = at
-            code = (r.v >> (r.end - at)) & ((1 << width) - 1)
-        else:
-            code = r.bits(width)
+        code = r.bits(width)
         if code >= len(table):
             what = "SE(*)" if code == len(table) else ("ED" if fragment and code == len(table) + 1
                                                        else f"event code {code}")
@@ -182,9 +177,7 @@ def encode(proto: str, message: Any, *, fragment: bool = False, element: str | N
             except ExiError as e:
                 e.path.insert(0, fast[3])
                 raise
-            pad = -w.n & 7  # Writer.getvalue, inline: a call costs a good part of a small message's envelope
-            tail = (w.v << pad).to_bytes((w.n + pad) >> 3, "big")
-            return bytes(w.buf) + tail if w.buf else tail
+            return w.getvalue()
     w = Writer()
     if fragment or isinstance(message, Fragment):
         if not isinstance(message, Fragment):

@@ -233,9 +233,9 @@ def test_car_with_an_unknown_enumeration_value_is_refused_without_power() -> Non
     (16383, False), (16384, False), (32767, False), (-16384, False), (-16385, False), (-32768, False),
     (32768, True), (-32769, True), (40000, True), (2**21 - 1, True), (2**21 + 5, True), (-(2**28), True)])
 def test_short_range_is_checked_on_every_length_of_the_value(value: int, breaks: bool) -> None:
-    """A PhysicalValue's Value (short): magnitudes of one or two octets always fit the range, so the decoder
-    checks only the longer ones (three octets inline, four or more in the reader); each length is exercised
-    here on both sides of the bounds."""
+    """A PhysicalValue's Value (short): the decoder reads its magnitude on a different path per length (one
+    octet, two by table lookup, three inline, four or more in the reader); the range is checked on each, on
+    both sides of the bounds, and the encoder refuses what breaks it."""
     data = replace_bits(exi.encode("iso2", power_delivery(1)), "0" + uint_bits(11000),
                         ("1" + uint_bits(-value - 1)) if value < 0 else ("0" + uint_bits(value)))
     found: list[exi.Deviation] = []
@@ -256,8 +256,7 @@ def test_short_range_is_checked_on_every_length_of_the_value(value: int, breaks:
 @pytest.mark.parametrize(("start", "breaks"), [(2**21 - 1, False), (2**21, False), (16777214, False),
                                                (16777215, True), (2**30, True)])
 def test_unsigned_range_is_checked_past_the_octets_that_always_fit(start: int, breaks: bool) -> None:
-    """RelativeTimeInterval.start (0..16777214): values of up to three octets always fit, longer ones are
-    checked."""
+    """RelativeTimeInterval.start (0..16777214): three octets inline (all fit), four in the reader (checked)."""
     entry = t.PMaxScheduleEntryType(RelativeTimeInterval=t.RelativeTimeIntervalType(start=77777),
                                     PMax=t.PhysicalValueType(0, "W", 11000))
     tuple_ = t.SAScheduleTupleType(1, t.PMaxScheduleType([entry]))

@@ -1050,9 +1050,7 @@ class CodecWriter:
             info = self.infos[id(t)]
             k = f"_c{self._tmp()}_"
             lines = self._rename_inline(self._inline_source(info, False), "f", k, decl.qname[1])
-            return [("raw", [*lines, f"{target} = _new({self.new_cls(info.ct)})",
-                             "".join(f"{target}.{f.name} = " for f in info.fields) + "None",
-                             f"if _cf is not None: setattr({target}, _cf, _cv)"])]
+            return [("raw", [*lines, *self._choice_construct(info, target)])]
         if isinstance(t, ComplexType):
             info = self.infos[id(t)]
             args = f"r, {self.qid(decl.qname)}" if info.needs_key else "r"
@@ -1257,9 +1255,7 @@ class CodecWriter:
         L.append("    except Exception as e:")
         L.append("        raise _ctx(e, el, r) from None")
         if self._choice is not None:
-            L.append(f"    _obj = _new({self.new_cls(ct)})")
-            L.append("    " + "".join(f"_obj.{f.name} = " for f in info.fields) + "None")
-            L.append("    if _cf is not None: setattr(_obj, _cf, _cv)")
+            L.extend("    " + x for x in self._choice_construct(info, "_obj"))
         else:
             L.extend("    " + x for x in self._construct(info, "_obj", "f_"))
         L.append("    return _obj")
@@ -1278,6 +1274,13 @@ class CodecWriter:
             return False
         end = next(p.target for p in first.prods if p.event.kind == "SE")
         return end is not None and len(end.prods) == 1 and end.prods[0].event.kind == "EE"
+
+    def _choice_construct(self, info: TypeInfo, target: str) -> list[str]:
+        """Build a choice type's object from the chosen element (_cf, _cv): every other field None in one
+        statement."""
+        return [f"{target} = _new({self.new_cls(info.ct)})",
+                "".join(f"{target}.{f.name} = " for f in info.fields) + "None",
+                f"if _cf is not None: setattr({target}, _cf, _cv)"]
 
     def _construct(self, info: TypeInfo, target: str, prefix: str) -> list[str]:
         """Build the model object from the decoded fields: object.__new__ and one slot store per field
